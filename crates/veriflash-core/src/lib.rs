@@ -1,1 +1,19 @@
-//! stub
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod convert;
+pub mod error;
+pub mod pack;
+pub mod package;
+pub mod trust;
+
+pub use error::{Category, Error, ErrorKind, Location};
+pub use pack::{ImageData, ImageSource, PackageSpec, UnsignedPackage};
+pub use package::{
+    ImageReport, PackageReader, VerifiedManifest, VerifiedPackage, VerifyReport, verify_file,
+};
+
+/// The component crates, re-exported so one dependency gives the whole API.
+pub use veriflash_format as format;
+pub use veriflash_hash as hash;
+pub use veriflash_sig as sig;

@@ -1,1 +1,22 @@
-//! stub
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod digest;
+mod error;
+#[cfg(feature = "std")]
+mod io;
+mod sha;
+mod verify;
+
+pub use digest::{ImageDigester, ImageDigests, chunk_count, digest_slice};
+pub use error::Error;
+#[cfg(feature = "std")]
+pub use io::{VerifyError, digest_reader, verify_reader};
+pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
+pub use verify::{ChunkVerifier, ExpectedChunk, ImageExpectation, VerifiedChunk};
+
+#[cfg(all(test, feature = "std"))]
+mod tests;

@@ -1,0 +1,157 @@
+//! `veriflash demo`: the whole story in one command, in a temporary directory.
+
+use std::path::Path;
+
+use veriflash_core::format::HEADER_LEN;
+use veriflash_core::{ErrorKind, PackageReader};
+
+use crate::output::{Failure, error_text, human_size};
+use crate::{keygen, pack, verify};
+
+const BOOT_SIZE: usize = 3 << 20;
+const ROOTFS_SIZE: usize = 24 << 20;
+
+/// Deterministic, incompressible-looking bytes (xorshift64*), so the demo needs no input files.
+fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, bytes).map_err(|e| {
+        Failure::text(veriflash_core::Error::new(
+            ErrorKind::Io,
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| {
+        Failure::text(veriflash_core::Error::new(
+            ErrorKind::Io,
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
+/// Verifies `package` and insists that it is refused with `expected`.
+fn expect_refusal(trust: &Path, package: &Path, expected: ErrorKind) -> Result<(), Failure> {
+    match verify::check(trust, package) {
+        Ok(_) => Err(Failure::Unexpected(format!(
+            "{} verified, but it should have been refused",
+            package.display()
+        ))),
+        Err(e) if e.kind() == expected => {
+            println!("refused, as it must be:");
+            for line in error_text(&e).lines() {
+                println!("    {line}");
+            }
+            println!();
+            Ok(())
+        }
+        Err(e) => Err(Failure::Unexpected(format!(
+            "{} was refused with code {} ({}) instead of {} ({})",
+            package.display(),
+            e.code(),
+            e.kind().name(),
+            expected.code(),
+            expected.name()
+        ))),
+    }
+}
+
+pub(crate) fn run() -> Result<(), Failure> {
+    let tmp = tempfile::tempdir().map_err(|e| {
+        Failure::text(veriflash_core::Error::new(
+            ErrorKind::Io,
+            format!("creating a temporary directory: {e}"),
+        ))
+    })?;
+    let dir = tmp.path();
+    println!("veriflash demo, working in {}\n", dir.display());
+
+    println!("1. A vendor signing key (veriflash keygen --out vendor.pem)");
+    let key_path = dir.join("vendor.pem");
+    keygen::run(&key_path, false)?;
+    let trust = keygen::public_key_path(&key_path);
+    println!();
+
+    println!(
+        "2. Two images, boot ({}) and rootfs ({}), packed and signed (veriflash pack)",
+        human_size(BOOT_SIZE as u64),
+        human_size(ROOTFS_SIZE as u64)
+    );
+    write(
+        &dir.join("boot.img"),
+        &pseudo_random(BOOT_SIZE, 0x9E37_79B9_7F4A_7C15),
+    )?;
+    write(
+        &dir.join("rootfs.img"),
+        &pseudo_random(ROOTFS_SIZE, 0xD1B5_4A32_D192_ED03),
+    )?;
+    let description = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
+        security_version = 7\nhardware_revisions = [\"r2\", \"r3\"]\n\n\
+        [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\n\
+        [[image]]\nname = \"rootfs\"\npartition = \"system\"\nfile = \"rootfs.img\"\n";
+    let manifest = dir.join("update.toml");
+    write(&manifest, description.as_bytes())?;
+    let package = dir.join("update.vfp");
+    pack::run(&manifest, &key_path, &package)?;
+    println!();
+
+    println!(
+        "3. Verify it against the vendor's public key (veriflash verify --trust vendor.pub.pem update.vfp)"
+    );
+    let report = verify::check(&trust, &package).map_err(Failure::text)?;
+    verify::print_report(&report);
+    println!();
+
+    let original = read(&package)?;
+    let prefix = PackageReader::open(&package).map_err(Failure::text)?;
+    let manifest_len = usize::try_from(prefix.header().manifest_len).unwrap_or(usize::MAX);
+    let payload_len = usize::try_from(prefix.header().payload_len).unwrap_or(usize::MAX);
+    let payload_start = original.len().saturating_sub(payload_len);
+
+    println!(
+        "4. A copy with one payload byte flipped in the middle of rootfs, as a bad download would have"
+    );
+    let mut corrupt = original.clone();
+    let at = payload_start + BOOT_SIZE + ROOTFS_SIZE / 2;
+    if let Some(byte) = corrupt.get_mut(at) {
+        *byte ^= 0x01;
+    }
+    let corrupt_path = dir.join("corrupted.vfp");
+    write(&corrupt_path, &corrupt)?;
+    expect_refusal(&trust, &corrupt_path, ErrorKind::IntegrityMismatch)?;
+
+    println!("5. A copy whose manifest was edited (one byte), as an attacker would");
+    let mut tampered = original.clone();
+    if let Some(byte) = tampered.get_mut(HEADER_LEN + manifest_len - 1) {
+        *byte ^= 0x80;
+    }
+    let tampered_path = dir.join("tampered.vfp");
+    write(&tampered_path, &tampered)?;
+    expect_refusal(&trust, &tampered_path, ErrorKind::NotAuthentic)?;
+
+    println!("6. The same images signed by someone else's key");
+    let other_key = dir.join("attacker.pem");
+    keygen::generate(&other_key, false)?;
+    let forged = dir.join("forged.vfp");
+    let loaded = crate::manifest_toml::load(&manifest)?;
+    let other = veriflash_core::trust::load_signing_key(&other_key)?;
+    veriflash_core::UnsignedPackage::prepare(loaded.spec)?.write_signed(&[&other], &forged)?;
+    expect_refusal(&trust, &forged, ErrorKind::UnknownSigner)?;
+
+    println!(
+        "demo complete: the authentic package verified; the corrupted, tampered and forged ones were refused."
+    );
+    Ok(())
+}

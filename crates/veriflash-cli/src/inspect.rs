@@ -1,0 +1,117 @@
+//! `veriflash inspect`: what a package claims, read from its prefix only.
+
+use std::path::Path;
+
+use serde_json::json;
+use veriflash_core::format::{ObjectIdentifier, SignatureBlock};
+use veriflash_core::package::hex;
+use veriflash_core::sig::DEFAULT_ALGORITHMS;
+use veriflash_core::{Error, PackageReader};
+
+use crate::output::{Failure, human_size};
+
+/// The name of a signature algorithm, or its OID when this build does not support it.
+pub(crate) fn algorithm_name(oid: &ObjectIdentifier) -> String {
+    DEFAULT_ALGORITHMS
+        .iter()
+        .find(|alg| alg.oid() == *oid)
+        .map_or_else(
+            || format!("unsupported ({oid})"),
+            |alg| alg.name().to_owned(),
+        )
+}
+
+fn signatures_json(block: &SignatureBlock) -> serde_json::Value {
+    block
+        .entries
+        .iter()
+        .map(|e| {
+            json!({
+                "algorithm": algorithm_name(&e.algorithm),
+                "algorithm_oid": e.algorithm.to_string(),
+                "key_id": hex(&e.key_id),
+                "certificates": e.certificates.len(),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
+    let fail = |e: Error| Failure::new(e, json);
+    let reader = PackageReader::open(path).map_err(fail)?;
+    let manifest = reader.manifest_unverified().map_err(fail)?;
+    let header = *reader.header();
+    let sigblock = reader.signature_block();
+    if json {
+        let images: Vec<_> = manifest
+            .images
+            .iter()
+            .map(|i| {
+                json!({
+                    "name": i.name, "partition": i.partition, "size": i.size,
+                    "chunk_size": i.chunk_size, "chunks": i.chunk_count(), "sha256": hex(&i.digest),
+                })
+            })
+            .collect();
+        let out = json!({
+            "verified": false,
+            "format_version": header.format_version,
+            "manifest_len": header.manifest_len,
+            "payload_len": header.payload_len,
+            "product": manifest.product,
+            "chipset": manifest.chipset,
+            "hardware_revisions": manifest.hardware_revisions,
+            "software_version": manifest.software_version,
+            "security_version": manifest.security_version,
+            "images": images,
+            "signatures": signatures_json(sigblock),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("package    {}", path.display());
+    println!(
+        "format     version {}; manifest {}, payload {}",
+        header.format_version,
+        human_size(u64::from(header.manifest_len)),
+        human_size(header.payload_len)
+    );
+    println!("NOT VERIFIED: this is what the package claims; `veriflash verify` checks it.");
+    println!("product    {}", manifest.product);
+    println!("chipset    {}", manifest.chipset);
+    let revisions = if manifest.hardware_revisions.is_empty() {
+        "any".to_owned()
+    } else {
+        manifest.hardware_revisions.join(", ")
+    };
+    println!("hardware   {revisions}");
+    println!(
+        "version    {} (security version {})",
+        manifest.software_version, manifest.security_version
+    );
+    println!("images");
+    for i in &manifest.images {
+        println!(
+            "  {:<16} -> {:<16} {:>10}  {} chunks of {}  sha256 {}",
+            i.name,
+            i.partition,
+            human_size(i.size),
+            i.chunk_count(),
+            human_size(u64::from(i.chunk_size)),
+            hex(&i.digest)
+        );
+    }
+    println!("signatures");
+    for e in &sigblock.entries {
+        let chain = match e.certificates.len() {
+            0 => String::new(),
+            n => format!("  (+{n} certificates)"),
+        };
+        println!(
+            "  {:<18} key {}{chain}",
+            algorithm_name(&e.algorithm),
+            hex(&e.key_id)
+        );
+    }
+    Ok(())
+}

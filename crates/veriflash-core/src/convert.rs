@@ -1,0 +1,116 @@
+//! Mapping the component crates' errors onto the core's stable [`ErrorKind`]s.
+//!
+//! The component crates keep their own precise enums (with offsets, key ids, chunk indexes);
+//! this is the one place that decides which stable code each of them gets.
+
+use veriflash_format::Error as FormatError;
+use veriflash_hash::{Error as HashError, VerifyError};
+use veriflash_sig::Error as SigError;
+
+use crate::error::{Error, ErrorKind, Location};
+use crate::package::location_in;
+
+/// The kind a package-format error maps to.
+fn format_kind(err: &FormatError) -> ErrorKind {
+    match err {
+        FormatError::UnsupportedVersion { .. }
+        | FormatError::UnknownFlags { .. }
+        | FormatError::UnsupportedManifestVersion { .. }
+        | FormatError::UnsupportedCriticalExtension { .. } => ErrorKind::UnsupportedFormat,
+        FormatError::Truncated { .. } => ErrorKind::Truncated,
+        FormatError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+        FormatError::TrailingData { .. } => ErrorKind::TrailingData,
+        _ => ErrorKind::Malformed,
+    }
+}
+
+/// A format error found while reading a package.
+pub(crate) fn format_error(err: FormatError) -> Error {
+    Error::new(format_kind(&err), err.to_string()).with_source(err)
+}
+
+/// A format error found while building a package from the caller's description: the caller's
+/// input is at fault, not a package.
+pub(crate) fn input_error(err: FormatError) -> Error {
+    Error::new(ErrorKind::InvalidInput, err.to_string()).with_source(err)
+}
+
+/// An error reading a package's prefix.
+pub(crate) fn read_error(err: veriflash_format::ReadError) -> Error {
+    match err {
+        veriflash_format::ReadError::Io(io) => Error::io("reading the package", io),
+        veriflash_format::ReadError::Format(f) => format_error(f),
+        other => Error::new(ErrorKind::Malformed, other.to_string()),
+    }
+}
+
+/// A signature-verification error.
+pub(crate) fn sig_error(err: SigError) -> Error {
+    let kind = match &err {
+        SigError::NoTrustAnchors => ErrorKind::NoTrustAnchors,
+        SigError::UnknownKey { .. } => ErrorKind::UnknownSigner,
+        SigError::KeyRevoked { .. } => ErrorKind::KeyRevoked,
+        SigError::ThresholdNotMet { .. } => ErrorKind::ThresholdNotMet,
+        SigError::UnsupportedAlgorithm { .. } | SigError::CertificatesUnsupported { .. } => {
+            ErrorKind::UnsupportedAlgorithm
+        }
+        SigError::InvalidPolicy { .. } => ErrorKind::InvalidInput,
+        _ => ErrorKind::NotAuthentic,
+    };
+    Error::new(kind, err.to_string()).with_source(err)
+}
+
+/// An error loading or using a key the caller supplied.
+pub(crate) fn key_error(err: SigError) -> Error {
+    Error::new(ErrorKind::InvalidKey, err.to_string()).with_source(err)
+}
+
+/// An error loading trust anchors from `path`.
+pub(crate) fn trust_error(path: &std::path::Path, err: SigError) -> Error {
+    let kind = match &err {
+        SigError::Io { .. } => ErrorKind::Io,
+        SigError::NoPublicKeys { .. } => ErrorKind::NoTrustAnchors,
+        SigError::TooManyKeyFiles { .. } => ErrorKind::InvalidInput,
+        _ => ErrorKind::InvalidKey,
+    };
+    Error::new(
+        kind,
+        format!("loading trust anchors ({}): {err}", path.display()),
+    )
+    .with_source(err)
+}
+
+/// An error while streaming image `image`'s payload through the chunk verifier.
+pub(crate) fn verify_error(image: &str, err: VerifyError<Error>) -> Error {
+    match err {
+        VerifyError::Sink(e) => e,
+        VerifyError::Io(io) => Error::io(format_args!("reading image '{image}'"), io)
+            .at(location_in(image, None, None)),
+        VerifyError::Hash(h) => {
+            let (kind, location) = match &h {
+                HashError::ChunkMismatch { index, offset } => (
+                    ErrorKind::IntegrityMismatch,
+                    location_in(image, Some(*index), Some(*offset)),
+                ),
+                HashError::Truncated { offset } => (
+                    ErrorKind::Truncated,
+                    location_in(image, None, Some(*offset)),
+                ),
+                HashError::ImageDigestMismatch => (
+                    ErrorKind::ImageDigestMismatch,
+                    location_in(image, None, None),
+                ),
+                _ => (ErrorKind::Malformed, location_in(image, None, None)),
+            };
+            Error::new(kind, format!("image '{image}': {h}"))
+                .with_source(h)
+                .at(location)
+        }
+        other => {
+            Error::new(ErrorKind::Malformed, format!("image '{image}': {other:?}")).at(Location {
+                image: Some(image.to_owned()),
+                ..Location::default()
+            })
+        }
+    }
+}

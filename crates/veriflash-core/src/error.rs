@@ -1,0 +1,330 @@
+//! The error taxonomy: one kind per failure a user must tell apart, each with a stable numeric
+//! code, a category and a remedy.
+//!
+//! Codes are part of the public contract: the CLI exits with them, `--json` prints them, and the
+//! C API returns them. They fit in a process exit status (1..=255); 1 and 2 are left to
+//! "unexpected failure" and "usage error" as shells expect. A number is never reused: when a kind
+//! is retired its number stays here as a comment.
+//!
+//! | range | what                                   |
+//! |-------|----------------------------------------|
+//! | 10–19 | the package file is not well formed    |
+//! | 20–29 | authenticity: signatures and trust     |
+//! | 30–39 | integrity: payload bytes vs digests    |
+//! | 40–49 | policy: device match, anti-rollback, pre-flight (reserved for the flash core) |
+//! | 50–59 | device and transport (reserved for plugins) |
+//! | 60–69 | run control: cancelled, interrupted (reserved) |
+//! | 70–79 | local input: files, keys, arguments    |
+
+use core::fmt;
+use std::error::Error as StdError;
+
+/// How a caller should react to an error, independent of its exact kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Category {
+    /// Trying again (re-downloading, re-reading) may succeed.
+    Retryable,
+    /// The input is wrong and will stay wrong; trying again cannot help.
+    Permanent,
+    /// The package is not authentic or not allowed: treat as a possible attack and do not retry
+    /// with the same package.
+    Security,
+    /// The device or its link failed.
+    Device,
+    /// Someone must act: configure trust, fix a path, free space.
+    UserAction,
+}
+
+impl Category {
+    /// Stable lower-case name used in JSON output.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Security => "security",
+            Self::Device => "device",
+            Self::UserAction => "user_action",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+macro_rules! error_kinds {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, $category:ident,
+        $summary:literal, $remedy:literal; )*) => {
+        /// What went wrong, as a caller must tell it apart. See the module docs for the ranges.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u8)]
+        pub enum ErrorKind {
+            $( $(#[$doc])* $variant = $code, )*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in code order (for documentation and exhaustive tests).
+            pub const ALL: &'static [ErrorKind] = &[$(Self::$variant),*];
+
+            /// The stable numeric code; also the CLI's exit status.
+            #[must_use]
+            pub fn code(self) -> u8 {
+                self as u8
+            }
+
+            /// Stable snake_case name, for JSON and logs.
+            #[must_use]
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// How to react to this kind of error.
+            #[must_use]
+            pub fn category(self) -> Category {
+                match self { $(Self::$variant => Category::$category,)* }
+            }
+
+            /// One line saying what happened, for people.
+            #[must_use]
+            pub fn summary(self) -> &'static str {
+                match self { $(Self::$variant => $summary,)* }
+            }
+
+            /// One line saying what to do next.
+            #[must_use]
+            pub fn remedy(self) -> &'static str {
+                match self { $(Self::$variant => $remedy,)* }
+            }
+
+            /// The kind with this code, if any.
+            #[must_use]
+            pub fn from_code(code: u8) -> Option<Self> {
+                match code { $($code => Some(Self::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    /// The bytes do not follow the package format (bad magic, bad DER, inconsistent lengths).
+    Malformed = 10, "malformed_package", Permanent,
+        "the package is malformed",
+        "Re-create the package with `veriflash pack`, or re-download it; `veriflash inspect` shows where it breaks.";
+    /// A format version, flag or critical extension this build does not understand.
+    UnsupportedFormat = 11, "unsupported_format", Permanent,
+        "the package uses a format feature this veriflash does not support",
+        "Update veriflash to a release that reads this package format.";
+    /// A length or count in the package exceeds a documented limit.
+    LimitExceeded = 12, "limit_exceeded", Permanent,
+        "a length or count in the package exceeds a limit",
+        "The package is hostile or broken; re-create it within the limits of docs/FORMAT.md.";
+    /// The package ends before the end its header declares.
+    Truncated = 13, "truncated", Retryable,
+        "the package is incomplete",
+        "Download or copy the package again: it ends early.";
+    /// Bytes follow the declared end of the package.
+    TrailingData = 14, "trailing_data", Permanent,
+        "the package has bytes after its declared end",
+        "Re-download the package; if it persists, the package was altered after packing.";
+    /// No signature over the manifest verified with a trusted key.
+    NotAuthentic = 20, "not_authentic", Security,
+        "the package's signature is not valid",
+        "Do not install this package: it was altered or not signed by your vendor. Get it again from a trusted source.";
+    /// The package was signed by a key that is not among the trust anchors.
+    UnknownSigner = 21, "unknown_signer", Security,
+        "the package is signed by a key that is not trusted",
+        "Check that --trust names your vendor's public key; otherwise do not install this package.";
+    /// No trust anchors were configured: verification refuses to run rather than skip.
+    NoTrustAnchors = 22, "no_trust_anchors", UserAction,
+        "no trust anchors are configured",
+        "Pass the vendor's public key (or a directory of keys) with --trust.";
+    /// The signing key has been revoked.
+    KeyRevoked = 23, "key_revoked", Security,
+        "the package is signed with a revoked key",
+        "Ask the vendor for a package signed with a current key.";
+    /// Fewer distinct trusted keys signed than the policy requires.
+    ThresholdNotMet = 24, "threshold_not_met", Security,
+        "not enough distinct trusted keys signed the package",
+        "Have the package signed by the required number of distinct trusted keys.";
+    /// A signature algorithm this verifier does not support.
+    UnsupportedAlgorithm = 25, "unsupported_algorithm", Security,
+        "the package is signed with an unsupported algorithm",
+        "Sign with a supported algorithm (ECDSA P-256 with SHA-256).";
+    /// A payload chunk does not hash to its signed digest: corrupted in transit or tampered.
+    IntegrityMismatch = 30, "integrity_mismatch", Retryable,
+        "a payload chunk does not match its signed digest",
+        "The download is corrupted: download the package again.";
+    /// Every chunk matched but the whole-image digest did not (a packer bug or a forged manifest).
+    ImageDigestMismatch = 31, "image_digest_mismatch", Security,
+        "an image does not match its signed whole-image digest",
+        "Do not install this package; report it to its vendor.";
+    /// The operation was cancelled by the caller.
+    Cancelled = 60, "cancelled", UserAction,
+        "the operation was cancelled",
+        "Run it again when ready; nothing was committed.";
+    /// A local file could not be read or written.
+    Io = 70, "io", UserAction,
+        "a file could not be read or written",
+        "Check the path, its permissions and the free space.";
+    /// A key file could not be used (wrong format, wrong type, encrypted).
+    InvalidKey = 71, "invalid_key", UserAction,
+        "a key could not be loaded",
+        "Give a P-256 key in PEM (PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or SPKI `PUBLIC KEY`), as openssl writes it.";
+    /// Caller input other than the package is invalid (a manifest description, an argument).
+    InvalidInput = 72, "invalid_input", UserAction,
+        "the input is invalid",
+        "Fix the input as the message says and run again.";
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.summary())
+    }
+}
+
+/// Where in a package an error was found, when that is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    /// The image being processed.
+    pub image: Option<String>,
+    /// The chunk index within that image.
+    pub chunk: Option<u64>,
+    /// The byte offset (within the image when `image` is set, within the package otherwise).
+    pub offset: Option<u64>,
+}
+
+/// An error from the verify-and-flash pipeline: a kind (with code, category and remedy), a
+/// message with the specifics, where it happened, and the underlying cause.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    location: Location,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with a specific message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            location: Location::default(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Attaches where the error was found.
+    #[must_use]
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// The kind of error.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Shorthand for `self.kind().code()`.
+    #[must_use]
+    pub fn code(&self) -> u8 {
+        self.kind.code()
+    }
+
+    /// Shorthand for `self.kind().category()`.
+    #[must_use]
+    pub fn category(&self) -> Category {
+        self.kind.category()
+    }
+
+    /// Shorthand for `self.kind().remedy()`.
+    #[must_use]
+    pub fn remedy(&self) -> &'static str {
+        self.kind.remedy()
+    }
+
+    /// The specifics: which field, which image, which key.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where in the package the error was found.
+    #[must_use]
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        Self::new(ErrorKind::Io, format!("{context}: {err}")).with_source(err)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.kind.summary(), self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_fit_an_exit_status() {
+        let mut seen = HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.code()), "duplicate code {}", kind.code());
+            assert!(kind.code() >= 10, "codes 1 and 2 belong to the shell");
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(*kind));
+        }
+        assert_eq!(ErrorKind::from_code(0), None);
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        // These numbers are a public contract: changing one breaks scripts and C callers.
+        assert_eq!(ErrorKind::Malformed.code(), 10);
+        assert_eq!(ErrorKind::NotAuthentic.code(), 20);
+        assert_eq!(ErrorKind::UnknownSigner.code(), 21);
+        assert_eq!(ErrorKind::IntegrityMismatch.code(), 30);
+        assert_eq!(ErrorKind::Io.code(), 70);
+    }
+
+    #[test]
+    fn names_are_unique_snake_case_and_remedies_present() {
+        let mut seen = HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.name()));
+            assert!(
+                kind.name()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
+            assert!(!kind.remedy().is_empty() && !kind.summary().is_empty());
+        }
+    }
+}

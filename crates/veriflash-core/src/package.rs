@@ -1,0 +1,327 @@
+//! Reading a package in the order that keeps untrusted bytes away from everything that matters
+//! (docs/FORMAT.md §7): header, manifest bytes and signature block first, signatures next, the
+//! manifest's contents only once they are authenticated, and the payload last, chunk by chunk,
+//! each chunk compared with its signed digest before anyone sees it.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use serde::Serialize;
+use veriflash_format::{Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock};
+use veriflash_hash::{Digest, ImageExpectation, VerifiedChunk};
+use veriflash_sig::{KeyId, SignatureInput, Verifier};
+
+use crate::convert;
+use crate::error::{Error, ErrorKind, Location};
+
+/// A package whose header, manifest bytes and signature block have been read and bounded, but
+/// whose signatures have not been checked. Nothing of the payload has been read.
+///
+/// The only way forward is [`PackageReader::verify`]; [`PackageReader::manifest_unverified`]
+/// exists for inspection tools and says in its name what it is.
+#[derive(Debug)]
+pub struct PackageReader<R> {
+    reader: R,
+    prefix: PackagePrefix,
+}
+
+impl PackageReader<BufReader<File>> {
+    /// Opens a package file and reads its header, manifest and signature block.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the file cannot be opened, or any error of [`PackageReader::new`].
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+        // A small buffer: the prefix is read in a few exact reads, and the payload is read in
+        // whole chunks that bypass the buffer.
+        Self::new(BufReader::with_capacity(64 * 1024, file))
+    }
+}
+
+impl<R: Read> PackageReader<R> {
+    /// Reads the header, manifest bytes and signature block from `reader`, checking each length
+    /// against its limit before allocating for it, and leaves `reader` at the first payload byte.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Malformed`], [`ErrorKind::Truncated`], [`ErrorKind::LimitExceeded`],
+    /// [`ErrorKind::UnsupportedFormat`] for a bad prefix; [`ErrorKind::Io`] when reading fails.
+    pub fn new(mut reader: R) -> Result<Self, Error> {
+        let prefix = veriflash_format::read_prefix(&mut reader).map_err(convert::read_error)?;
+        Ok(Self { reader, prefix })
+    }
+
+    /// The package's fixed header (not yet authenticated).
+    #[must_use]
+    pub fn header(&self) -> &Header {
+        &self.prefix.header
+    }
+
+    /// The signature block (not yet verified).
+    #[must_use]
+    pub fn signature_block(&self) -> &SignatureBlock {
+        &self.prefix.signature_block
+    }
+
+    /// The exact bytes the signatures cover: header followed by manifest.
+    #[must_use]
+    pub fn signed_message(&self) -> &[u8] {
+        &self.prefix.signed_message
+    }
+
+    /// Parses the manifest **without** checking any signature, for display by inspection tools.
+    /// Never act on what this returns.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Malformed`] and friends when the manifest does not parse.
+    pub fn manifest_unverified(&self) -> Result<Manifest, Error> {
+        Manifest::from_der(self.prefix.manifest_der()).map_err(convert::format_error)
+    }
+
+    /// Verifies the signatures over header and manifest with `verifier`, then parses the
+    /// authenticated manifest and checks it against the header. This is the only place a
+    /// [`VerifiedManifest`] is made.
+    ///
+    /// Consumes the reader: a package that fails here cannot be streamed further by mistake.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotAuthentic`], [`ErrorKind::UnknownSigner`], [`ErrorKind::NoTrustAnchors`],
+    /// [`ErrorKind::KeyRevoked`], [`ErrorKind::ThresholdNotMet`],
+    /// [`ErrorKind::UnsupportedAlgorithm`] from the signature check; [`ErrorKind::Malformed`] or
+    /// [`ErrorKind::UnsupportedFormat`] when the authenticated manifest is unusable.
+    pub fn verify(self, verifier: &Verifier<'_>) -> Result<VerifiedPackage<R>, Error> {
+        let inputs: Vec<SignatureInput<'_>> = self
+            .prefix
+            .signature_block
+            .entries
+            .iter()
+            .map(|entry| SignatureInput {
+                algorithm: entry.algorithm,
+                key_id: KeyId(entry.key_id),
+                signature: &entry.signature,
+                certificates: entry.certificates.iter().map(Vec::as_slice).collect(),
+            })
+            .collect();
+        let verified = verifier
+            .verify(&self.prefix.signed_message, &inputs)
+            .map_err(convert::sig_error)?;
+        let signers = verified.signers().to_vec();
+        // From here on the manifest bytes are authenticated; only now are they parsed.
+        let manifest =
+            Manifest::from_der(self.prefix.manifest_der()).map_err(convert::format_error)?;
+        let declared = manifest.payload_len().map_err(convert::format_error)?;
+        if declared != self.prefix.header.payload_len {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                format!(
+                    "header declares {} payload bytes, manifest images total {declared}",
+                    self.prefix.header.payload_len
+                ),
+            ));
+        }
+        let manifest_digest = veriflash_hash::sha256(&self.prefix.signed_message);
+        Ok(VerifiedPackage {
+            manifest: VerifiedManifest {
+                manifest,
+                signers,
+                manifest_digest,
+            },
+            reader: self.reader,
+        })
+    }
+}
+
+/// A manifest whose signatures verified against the trust anchors.
+///
+/// There is no public constructor: a value of this type is proof that
+/// [`PackageReader::verify`] succeeded, so code that takes one cannot be handed unverified data.
+#[derive(Clone, Debug)]
+pub struct VerifiedManifest {
+    manifest: Manifest,
+    signers: Vec<KeyId>,
+    manifest_digest: Digest,
+}
+
+impl VerifiedManifest {
+    /// The authenticated manifest.
+    #[must_use]
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The distinct trusted keys whose signatures verified.
+    #[must_use]
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+
+    /// SHA-256 of the signed message (header and manifest): identifies this exact package, for
+    /// journals and logs.
+    #[must_use]
+    pub fn package_id(&self) -> &Digest {
+        &self.manifest_digest
+    }
+}
+
+/// A package whose manifest is verified and whose payload is ready to be streamed.
+#[derive(Debug)]
+pub struct VerifiedPackage<R> {
+    manifest: VerifiedManifest,
+    reader: R,
+}
+
+impl<R: Read> VerifiedPackage<R> {
+    /// The verified manifest.
+    #[must_use]
+    pub fn manifest(&self) -> &VerifiedManifest {
+        &self.manifest
+    }
+
+    /// Streams every image in manifest order, checking each chunk against its signed digest and
+    /// handing only verified chunks to `sink`, then checks that the package ends where declared.
+    ///
+    /// Each chunk is read once into one buffer, hashed, compared, and the same bytes are passed
+    /// on: nothing is re-read after it was checked. The run stops at the first bad chunk.
+    ///
+    /// # Errors
+    /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk, [`ErrorKind::Truncated`],
+    /// [`ErrorKind::TrailingData`], [`ErrorKind::ImageDigestMismatch`], [`ErrorKind::Io`], or
+    /// whatever `sink` returns.
+    pub fn stream<F>(mut self, mut sink: F) -> Result<VerifyReport, Error>
+    where
+        F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+    {
+        let mut images = Vec::with_capacity(self.manifest.manifest.images.len());
+        for image in &self.manifest.manifest.images {
+            let expect = ImageExpectation {
+                size: image.size,
+                chunk_size: image.chunk_size,
+                digest: &image.digest,
+                chunk_digests: &image.chunk_digests,
+            };
+            let digest =
+                veriflash_hash::verify_reader(&mut self.reader, expect, |chunk| sink(image, chunk))
+                    .map_err(|e| convert::verify_error(&image.name, e))?;
+            images.push(ImageReport::new(image, digest));
+        }
+        let mut probe = [0u8; 1];
+        let extra = loop {
+            match self.reader.read(&mut probe) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading past the payload", e)),
+            }
+        };
+        if extra != 0 {
+            return Err(Error::new(
+                ErrorKind::TrailingData,
+                "bytes follow the last image's declared end",
+            ));
+        }
+        Ok(VerifyReport::new(&self.manifest, images))
+    }
+
+    /// Verifies every payload byte without writing anything anywhere.
+    ///
+    /// # Errors
+    /// As [`VerifiedPackage::stream`].
+    pub fn verify_payload(self) -> Result<VerifyReport, Error> {
+        self.stream(|_, _| Ok(()))
+    }
+}
+
+/// Verifies a package file completely: signatures, manifest, every payload chunk, its end.
+///
+/// # Errors
+/// Any error of [`PackageReader::open`], [`PackageReader::verify`] or
+/// [`VerifiedPackage::stream`].
+pub fn verify_file(path: &Path, verifier: &Verifier<'_>) -> Result<VerifyReport, Error> {
+    PackageReader::open(path)?
+        .verify(verifier)?
+        .verify_payload()
+}
+
+/// What a successful verification established, for display and for `--json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Product the package is for.
+    pub product: String,
+    /// Chipset the package is for.
+    pub chipset: String,
+    /// Hardware revisions it accepts (empty: any).
+    pub hardware_revisions: Vec<String>,
+    /// Human-readable software version.
+    pub software_version: String,
+    /// Anti-rollback version.
+    pub security_version: u64,
+    /// Hex SHA-256 of header and manifest.
+    pub package_id: String,
+    /// Hex key ids of the trusted keys that signed.
+    pub signers: Vec<String>,
+    /// Each verified image.
+    pub images: Vec<ImageReport>,
+}
+
+impl VerifyReport {
+    fn new(manifest: &VerifiedManifest, images: Vec<ImageReport>) -> Self {
+        let m = &manifest.manifest;
+        Self {
+            product: m.product.clone(),
+            chipset: m.chipset.clone(),
+            hardware_revisions: m.hardware_revisions.clone(),
+            software_version: m.software_version.clone(),
+            security_version: m.security_version,
+            package_id: hex(manifest.package_id()),
+            signers: manifest.signers.iter().map(ToString::to_string).collect(),
+            images,
+        }
+    }
+}
+
+/// One verified image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageReport {
+    /// Image name.
+    pub name: String,
+    /// Target partition.
+    pub partition: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of chunks checked.
+    pub chunks: u64,
+    /// Hex SHA-256 of the whole image, as computed while streaming.
+    pub sha256: String,
+}
+
+impl ImageReport {
+    fn new(image: &ImageSpec, digest: Digest) -> Self {
+        Self {
+            name: image.name.clone(),
+            partition: image.partition.clone(),
+            size: image.size,
+            chunks: image.chunk_count(),
+            sha256: hex(&digest),
+        }
+    }
+}
+
+/// Lower-case hex of a byte string.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+pub(crate) fn location_in(image: &str, chunk: Option<u64>, offset: Option<u64>) -> Location {
+    Location {
+        image: Some(image.to_owned()),
+        chunk,
+        offset,
+    }
+}

@@ -1,0 +1,778 @@
+//! The DER manifest (FORMAT.md §3): model, parser, writer and rules.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+use crate::der_io::{
+    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
+    TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8, oid_is_canonical,
+    push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
+};
+use crate::limits::{
+    MAX_CHUNK_SIZE, MAX_EXTENSION_VALUE_LEN, MAX_EXTENSIONS, MAX_HW_REVISIONS, MAX_IMAGES,
+    MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MIN_CHUNK_SIZE,
+};
+use crate::section::MANIFEST;
+use crate::{Error, Header, ObjectIdentifier};
+
+/// Length of a SHA-256 digest, the only digest of format version 1.
+pub const DIGEST_LEN: usize = 32;
+
+/// The `manifestVersion` this crate reads and writes.
+pub const MANIFEST_VERSION: u64 = 1;
+
+/// What a package contains and what it is for: the signed description of its images.
+///
+/// Build one, then [`Manifest::to_der`] (or [`crate::signed_message`]) to write it; a manifest
+/// that breaks a rule of the format is refused by the writer exactly as by the parser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Product the package is for (1 to [`MAX_NAME_LEN`] bytes).
+    pub product: String,
+    /// Chipset the package is for (1 to [`MAX_NAME_LEN`] bytes).
+    pub chipset: String,
+    /// Hardware revisions the package is for; empty means any revision of the product.
+    pub hardware_revisions: Vec<String>,
+    /// Human-readable software version (1 to [`MAX_NAME_LEN`] bytes).
+    pub software_version: String,
+    /// Monotonic anti-rollback counter: a device refuses a package below its stored floor.
+    pub security_version: u64,
+    /// The images, in payload order (1 to [`MAX_IMAGES`]).
+    pub images: Vec<ImageSpec>,
+    /// Manifest extensions (at most [`MAX_EXTENSIONS`]); empty means the field is absent.
+    pub extensions: Vec<Extension>,
+}
+
+/// One firmware image: where it goes, how big it is, and the digests that authenticate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Unique image name, printable ASCII without spaces (`0x21..=0x7E`).
+    pub name: String,
+    /// Unique target partition, printable ASCII without spaces (`0x21..=0x7E`).
+    pub partition: String,
+    /// Image length in bytes, `1..=MAX_PAYLOAD_LEN`.
+    pub size: u64,
+    /// Chunk length in bytes: a power of two in `MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE`.
+    pub chunk_size: u32,
+    /// SHA-256 of the whole image.
+    pub digest: [u8; DIGEST_LEN],
+    /// SHA-256 of each chunk, in order; exactly [`ImageSpec::chunk_count`] of them.
+    pub chunk_digests: Vec<[u8; DIGEST_LEN]>,
+    /// Image extensions (at most [`MAX_EXTENSIONS`]); empty means the field is absent.
+    pub extensions: Vec<Extension>,
+}
+
+/// A future field: an OID, a criticality flag and an opaque value.
+///
+/// Version 1 defines no extension, so a reader ignores non-critical ones and refuses critical
+/// ones ([`Error::UnsupportedCriticalExtension`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// `extnID`; unique within one extension list.
+    pub id: ObjectIdentifier,
+    /// Whether a reader that does not know `id` must refuse the package.
+    pub critical: bool,
+    /// `extnValue` (at most [`MAX_EXTENSION_VALUE_LEN`] bytes).
+    pub value: Vec<u8>,
+}
+
+/// Number of chunks of `chunk_size` bytes that hold `size` bytes (rounded up); `None` when
+/// `chunk_size` is 0.
+///
+/// ```
+/// assert_eq!(veriflash_format::chunk_count(10_000, 4096), Some(3));
+/// assert_eq!(veriflash_format::chunk_count(8192, 4096), Some(2));
+/// assert_eq!(veriflash_format::chunk_count(1, 0), None);
+/// ```
+#[must_use]
+pub fn chunk_count(size: u64, chunk_size: u32) -> Option<u64> {
+    let chunk_size = u64::from(chunk_size);
+    let whole = size.checked_div(chunk_size)?;
+    if size.checked_rem(chunk_size)? == 0 {
+        Some(whole)
+    } else {
+        whole.checked_add(1)
+    }
+}
+
+impl ImageSpec {
+    /// Number of chunks (`ceil(size / chunk_size)`; 0 if `chunk_size` is 0).
+    #[must_use]
+    pub fn chunk_count(&self) -> u64 {
+        chunk_count(self.size, self.chunk_size).unwrap_or(0)
+    }
+
+    /// Offset of chunk `index` within the image, or `None` past the last chunk.
+    #[must_use]
+    pub fn chunk_offset(&self, index: u64) -> Option<u64> {
+        if index >= self.chunk_count() {
+            return None;
+        }
+        index.checked_mul(u64::from(self.chunk_size))
+    }
+
+    /// Length of chunk `index` (`chunk_size`, or the remainder for the last chunk), or `None`
+    /// past the last chunk.
+    #[must_use]
+    pub fn chunk_len(&self, index: u64) -> Option<u64> {
+        let offset = self.chunk_offset(index)?;
+        let left = self.size.checked_sub(offset)?;
+        Some(left.min(u64::from(self.chunk_size)))
+    }
+
+    /// Signed digest of chunk `index`, or `None` past the last one.
+    #[must_use]
+    pub fn chunk_digest(&self, index: u64) -> Option<&[u8; DIGEST_LEN]> {
+        self.chunk_digests.get(usize::try_from(index).ok()?)
+    }
+
+    /// Checks this image alone against the rules of FORMAT.md §3 (the cross-image rules, unique
+    /// names and partitions, are [`Manifest::validate`]'s).
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`], [`Error::LimitExceeded`] or
+    /// [`Error::UnsupportedCriticalExtension`] naming the first broken rule.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.validate_at(None)
+    }
+
+    fn validate_at(&self, index: Option<usize>) -> Result<(), Error> {
+        let label = ImageLabel::new(index, &self.name);
+        check_image_id(&label, "name", &self.name, "image name length")?;
+        check_image_id(
+            &label,
+            "partition",
+            &self.partition,
+            "partition name length",
+        )?;
+        check_image_size(&label, self.size)?;
+        check_chunk_size(&label, self.chunk_size)?;
+        let found = to_u64(self.chunk_digests.len()).saturating_mul(to_u64(DIGEST_LEN));
+        check_chunk_digests_len(&label, self.size, self.chunk_size, found)?;
+        check_extensions(&format!("{label} extensions"), &self.extensions)
+    }
+}
+
+/// How an image is named in error messages: by name once it has a valid one, else by index.
+struct ImageLabel<'a> {
+    index: Option<usize>,
+    name: Option<&'a str>,
+}
+
+impl<'a> ImageLabel<'a> {
+    fn new(index: Option<usize>, name: &'a str) -> Self {
+        let valid = !name.is_empty() && name.len() <= MAX_NAME_LEN && is_identifier(name);
+        Self {
+            index,
+            name: valid.then_some(name),
+        }
+    }
+}
+
+impl fmt::Display for ImageLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.name, self.index) {
+            (Some(name), _) => write!(f, "image '{name}'"),
+            (None, Some(index)) => write!(f, "image #{index}"),
+            (None, None) => f.write_str("image"),
+        }
+    }
+}
+
+/// `image 'x' field`, formatted only when an error needs it.
+struct ImageField<'a, 'b>(&'a ImageLabel<'b>, &'static str);
+
+impl fmt::Display for ImageField<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+fn invalid(field: impl fmt::Display, reason: String) -> Error {
+    Error::InvalidField {
+        section: MANIFEST,
+        field: format!("{field}"),
+        reason,
+    }
+}
+
+/// Whether `s` is printable ASCII without spaces (`0x21..=0x7E`).
+fn is_identifier(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..=0x7E).contains(&b))
+}
+
+/// Length rule of every text field: `1..=MAX_NAME_LEN` bytes.
+fn check_text_len(field: impl fmt::Display, len: usize, what: &'static str) -> Result<(), Error> {
+    if len == 0 {
+        return Err(invalid(field, "is empty".into()));
+    }
+    if len > MAX_NAME_LEN {
+        return Err(Error::LimitExceeded {
+            what,
+            limit: to_u64(MAX_NAME_LEN),
+            found: to_u64(len),
+        });
+    }
+    Ok(())
+}
+
+fn check_image_id(
+    label: &ImageLabel<'_>,
+    field: &str,
+    value: &str,
+    what: &'static str,
+) -> Result<(), Error> {
+    check_text_len(format_args!("{label} {field}"), value.len(), what)?;
+    if let Some((at, byte)) = value
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| !(0x21..=0x7E).contains(b))
+    {
+        return Err(invalid(
+            format_args!("{label} {field}"),
+            format!(
+                "has byte 0x{byte:02X} at position {at}; names are printable ASCII without \
+                 spaces (0x21..=0x7E)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_image_size(label: &ImageLabel<'_>, size: u64) -> Result<(), Error> {
+    if size == 0 {
+        return Err(invalid(format_args!("{label} size"), "is 0".into()));
+    }
+    if size > MAX_PAYLOAD_LEN {
+        return Err(Error::LimitExceeded {
+            what: "image size",
+            limit: MAX_PAYLOAD_LEN,
+            found: size,
+        });
+    }
+    Ok(())
+}
+
+fn check_chunk_size(label: &ImageLabel<'_>, chunk_size: u32) -> Result<(), Error> {
+    if chunk_size > MAX_CHUNK_SIZE {
+        return Err(Error::LimitExceeded {
+            what: "image chunk size",
+            limit: u64::from(MAX_CHUNK_SIZE),
+            found: u64::from(chunk_size),
+        });
+    }
+    if chunk_size < MIN_CHUNK_SIZE {
+        return Err(invalid(
+            format_args!("{label} chunk_size"),
+            format!("is {chunk_size}, below the minimum of {MIN_CHUNK_SIZE}"),
+        ));
+    }
+    if !chunk_size.is_power_of_two() {
+        return Err(invalid(
+            format_args!("{label} chunk_size"),
+            format!("is {chunk_size}, not a power of two"),
+        ));
+    }
+    Ok(())
+}
+
+/// `found_bytes` of chunk digests must be `ceil(size / chunk_size) * 32`. Call after the size
+/// and chunk size were checked.
+fn check_chunk_digests_len(
+    label: &ImageLabel<'_>,
+    size: u64,
+    chunk_size: u32,
+    found_bytes: u64,
+) -> Result<(), Error> {
+    let chunks = chunk_count(size, chunk_size).unwrap_or(0);
+    let expected = chunks.saturating_mul(to_u64(DIGEST_LEN));
+    if found_bytes != expected {
+        let plural = if chunks == 1 { "" } else { "s" };
+        return Err(invalid(
+            format_args!("{label} chunk_digests"),
+            format!("is {found_bytes} bytes, expected {expected} ({chunks} chunk{plural})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_extensions(list: &str, extensions: &[Extension]) -> Result<(), Error> {
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(Error::LimitExceeded {
+            what: "number of extensions",
+            limit: to_u64(MAX_EXTENSIONS),
+            found: to_u64(extensions.len()),
+        });
+    }
+    for (i, ext) in extensions.iter().enumerate() {
+        if !oid_is_canonical(ext.id.as_bytes()) {
+            return Err(invalid(
+                format_args!("{list}[{i}] id"),
+                "is not in canonical (shortest) DER form".into(),
+            ));
+        }
+        if ext.value.len() > MAX_EXTENSION_VALUE_LEN {
+            return Err(Error::LimitExceeded {
+                what: "extension value length",
+                limit: to_u64(MAX_EXTENSION_VALUE_LEN),
+                found: to_u64(ext.value.len()),
+            });
+        }
+        if extensions.iter().take(i).any(|prev| prev.id == ext.id) {
+            return Err(invalid(
+                list,
+                format!("has extension {} more than once", ext.id),
+            ));
+        }
+        if ext.critical {
+            // Format version 1 defines no extension: every critical one is unknown.
+            return Err(Error::UnsupportedCriticalExtension { oid: ext.id });
+        }
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// The image called `name`, if any.
+    #[must_use]
+    pub fn image(&self, name: &str) -> Option<&ImageSpec> {
+        self.images.iter().find(|image| image.name == name)
+    }
+
+    /// Byte range of image `index` within the payload (images are concatenated in manifest
+    /// order), or `None` if there is no such image or the sizes overflow.
+    #[must_use]
+    pub fn payload_range(&self, index: usize) -> Option<Range<u64>> {
+        let mut start: u64 = 0;
+        for image in self.images.get(..index)? {
+            start = start.checked_add(image.size)?;
+        }
+        let end = start.checked_add(self.images.get(index)?.size)?;
+        Some(start..end)
+    }
+
+    /// The payload length this manifest describes: the sum of the image sizes.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] if the sum is over [`MAX_PAYLOAD_LEN`].
+    pub fn payload_len(&self) -> Result<u64, Error> {
+        let mut total: u64 = 0;
+        for image in &self.images {
+            total = total.saturating_add(image.size);
+        }
+        if total > MAX_PAYLOAD_LEN {
+            return Err(Error::LimitExceeded {
+                what: "payload length",
+                limit: MAX_PAYLOAD_LEN,
+                found: total,
+            });
+        }
+        Ok(total)
+    }
+
+    /// Checks that `header.payload_len` is this manifest's payload length (FORMAT.md §5).
+    ///
+    /// # Errors
+    /// [`Error::PayloadLenMismatch`], or what [`Manifest::payload_len`] returns.
+    pub fn check_payload_len(&self, header: &Header) -> Result<(), Error> {
+        let manifest = self.payload_len()?;
+        if manifest != header.payload_len {
+            return Err(Error::PayloadLenMismatch {
+                header: header.payload_len,
+                manifest,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every rule of FORMAT.md §3 and the limits of §6 (except the encoded length,
+    /// which [`Manifest::to_der`] checks).
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`], [`Error::LimitExceeded`] or
+    /// [`Error::UnsupportedCriticalExtension`] naming the first broken rule, in field order.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_text_len("product", self.product.len(), "product length")?;
+        check_text_len("chipset", self.chipset.len(), "chipset length")?;
+        if self.hardware_revisions.len() > MAX_HW_REVISIONS {
+            return Err(Error::LimitExceeded {
+                what: "number of hardware revisions",
+                limit: to_u64(MAX_HW_REVISIONS),
+                found: to_u64(self.hardware_revisions.len()),
+            });
+        }
+        for (i, revision) in self.hardware_revisions.iter().enumerate() {
+            check_text_len(
+                format_args!("hardware_revisions[{i}]"),
+                revision.len(),
+                "hardware revision length",
+            )?;
+        }
+        check_text_len(
+            "software_version",
+            self.software_version.len(),
+            "software version length",
+        )?;
+        check_image_count(self.images.len())?;
+        for (i, image) in self.images.iter().enumerate() {
+            image.validate_at(Some(i))?;
+            for earlier in self.images.iter().take(i) {
+                let label = ImageLabel::new(Some(i), &image.name);
+                if earlier.name == image.name {
+                    return Err(invalid(
+                        format_args!("{label} name"),
+                        "is used by more than one image".into(),
+                    ));
+                }
+                if earlier.partition == image.partition {
+                    return Err(invalid(
+                        format_args!("{label} partition"),
+                        format!(
+                            "'{}' is also the partition of image '{}'",
+                            image.partition, earlier.name
+                        ),
+                    ));
+                }
+            }
+        }
+        self.payload_len()?;
+        check_extensions("manifest extensions", &self.extensions)
+    }
+
+    /// Parses a manifest: strict DER, exactly one `Manifest` with no trailing bytes, then every
+    /// rule of [`Manifest::validate`].
+    ///
+    /// Nothing is allocated for a field before its length or count was checked against its
+    /// limit, so memory use is a small multiple of `der.len()`.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] if `der` is longer than [`MAX_MANIFEST_LEN`] or a count or
+    /// length is over its limit; [`Error::Truncated`] if the outer SEQUENCE runs past `der`;
+    /// [`Error::TrailingData`] after it; [`Error::Malformed`] (with the offset) for any DER
+    /// problem; [`Error::UnsupportedManifestVersion`]; and what [`Manifest::validate`] returns.
+    pub fn from_der(der: &[u8]) -> Result<Manifest, Error> {
+        if to_u64(der.len()) > u64::from(MAX_MANIFEST_LEN) {
+            return Err(Error::LimitExceeded {
+                what: "manifest length",
+                limit: u64::from(MAX_MANIFEST_LEN),
+                found: to_u64(der.len()),
+            });
+        }
+        let outer = DerCursor::read_outer(der, TAG_SEQUENCE, MANIFEST, &"Manifest")?;
+        let mut r = outer.cursor(MANIFEST);
+
+        let version_tlv = r.read(TAG_INTEGER, &"manifest_version")?;
+        let version = decode_u64(MANIFEST, &version_tlv, &"manifest_version")?;
+        if version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedManifestVersion { found: version });
+        }
+        let product = read_text(&mut r, &"product", "product length")?;
+        let chipset = read_text(&mut r, &"chipset", "chipset length")?;
+
+        let revisions_tlv = r.read(TAG_SEQUENCE, &"hardware_revisions")?;
+        let mut rr = revisions_tlv.cursor(MANIFEST);
+        let count = rr.count(&"hardware_revisions")?;
+        if count > MAX_HW_REVISIONS {
+            return Err(Error::LimitExceeded {
+                what: "number of hardware revisions",
+                limit: to_u64(MAX_HW_REVISIONS),
+                found: to_u64(count),
+            });
+        }
+        let mut hardware_revisions = Vec::with_capacity(count);
+        for i in 0..count {
+            hardware_revisions.push(read_text(
+                &mut rr,
+                &format_args!("hardware_revisions[{i}]"),
+                "hardware revision length",
+            )?);
+        }
+
+        let software_version = read_text(&mut r, &"software_version", "software version length")?;
+        let security_tlv = r.read(TAG_INTEGER, &"security_version")?;
+        let security_version = decode_u64(MANIFEST, &security_tlv, &"security_version")?;
+
+        let images_tlv = r.read(TAG_SEQUENCE, &"images")?;
+        let mut ir = images_tlv.cursor(MANIFEST);
+        let count = ir.count(&"images")?;
+        check_image_count(count)?;
+        let mut images = Vec::with_capacity(count);
+        for i in 0..count {
+            images.push(read_image(&mut ir, i)?);
+        }
+
+        let extensions = read_extensions(&mut r, "manifest extensions")?;
+        r.finish(&"Manifest")?;
+
+        let manifest = Manifest {
+            product,
+            chipset,
+            hardware_revisions,
+            software_version,
+            security_version,
+            images,
+            extensions,
+        };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Writes the manifest as DER, after [`Manifest::validate`], so that it never emits what
+    /// [`Manifest::from_der`] would refuse.
+    ///
+    /// # Errors
+    /// What [`Manifest::validate`] returns, and [`Error::LimitExceeded`] if the encoding is
+    /// longer than [`MAX_MANIFEST_LEN`].
+    pub fn to_der(&self) -> Result<Vec<u8>, Error> {
+        self.validate()?;
+        let digest_bytes = self.images.iter().fold(0u64, |acc, image| {
+            acc.saturating_add(to_u64(image.chunk_digests.len()).saturating_mul(to_u64(DIGEST_LEN)))
+        });
+        let limit = u64::from(MAX_MANIFEST_LEN);
+        if digest_bytes > limit {
+            return Err(Error::LimitExceeded {
+                what: "manifest length",
+                limit,
+                found: digest_bytes,
+            });
+        }
+
+        let out = self.encode_unchecked();
+        if to_u64(out.len()) > limit {
+            return Err(Error::LimitExceeded {
+                what: "manifest length",
+                limit,
+                found: to_u64(out.len()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Manifest {
+    /// The DER encoding, without any check (the writer half of [`Manifest::to_der`]; tests use
+    /// it to build fixtures that break a rule).
+    pub(crate) fn encode_unchecked(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        push_u64(&mut body, MANIFEST_VERSION);
+        push_tlv(&mut body, TAG_UTF8_STRING, self.product.as_bytes());
+        push_tlv(&mut body, TAG_UTF8_STRING, self.chipset.as_bytes());
+        let mut revisions = Vec::new();
+        for revision in &self.hardware_revisions {
+            push_tlv(&mut revisions, TAG_UTF8_STRING, revision.as_bytes());
+        }
+        push_tlv(&mut body, TAG_SEQUENCE, &revisions);
+        push_tlv(&mut body, TAG_UTF8_STRING, self.software_version.as_bytes());
+        push_u64(&mut body, self.security_version);
+        let mut images = Vec::new();
+        for image in &self.images {
+            push_tlv(&mut images, TAG_SEQUENCE, &encode_image(image));
+        }
+        push_tlv(&mut body, TAG_SEQUENCE, &images);
+        drop(images);
+        push_extensions(&mut body, &self.extensions);
+
+        let mut out = Vec::new();
+        push_tlv(&mut out, TAG_SEQUENCE, &body);
+        out
+    }
+}
+
+fn check_image_count(count: usize) -> Result<(), Error> {
+    if count == 0 {
+        return Err(invalid(
+            "images",
+            "is empty; a manifest has at least one image".into(),
+        ));
+    }
+    if count > MAX_IMAGES {
+        return Err(Error::LimitExceeded {
+            what: "number of images",
+            limit: to_u64(MAX_IMAGES),
+            found: to_u64(count),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a UTF8String of `1..=MAX_NAME_LEN` bytes (the length is checked before allocating).
+fn read_text(
+    r: &mut DerCursor<'_>,
+    field: &dyn fmt::Display,
+    what: &'static str,
+) -> Result<String, Error> {
+    let tlv = r.read(TAG_UTF8_STRING, field)?;
+    check_text_len(field, tlv.value.len(), what)?;
+    decode_utf8(MANIFEST, &tlv, field)
+}
+
+fn read_u32_field(
+    tlv: &Tlv<'_>,
+    field: &dyn fmt::Display,
+    what: &'static str,
+    limit: u32,
+) -> Result<u32, Error> {
+    let value = decode_u64(MANIFEST, tlv, field)?;
+    u32::try_from(value).map_err(|_| Error::LimitExceeded {
+        what,
+        limit: u64::from(limit),
+        found: value,
+    })
+}
+
+fn read_image(r: &mut DerCursor<'_>, index: usize) -> Result<ImageSpec, Error> {
+    let label = ImageLabel::new(Some(index), "");
+    let tlv = r.read(TAG_SEQUENCE, &label)?;
+    let mut f = tlv.cursor(MANIFEST);
+
+    let name = read_text(&mut f, &format_args!("{label} name"), "image name length")?;
+    check_image_id(&label, "name", &name, "image name length")?;
+    let label = ImageLabel::new(Some(index), &name);
+    let partition = read_text(
+        &mut f,
+        &format_args!("{label} partition"),
+        "partition name length",
+    )?;
+
+    let field = ImageField(&label, "size");
+    let size_tlv = f.read(TAG_INTEGER, &field)?;
+    let size = decode_u64(MANIFEST, &size_tlv, &field)?;
+    check_image_size(&label, size)?;
+
+    let field = ImageField(&label, "chunk_size");
+    let chunk_tlv = f.read(TAG_INTEGER, &field)?;
+    let chunk_size = read_u32_field(&chunk_tlv, &field, "image chunk size", MAX_CHUNK_SIZE)?;
+    check_chunk_size(&label, chunk_size)?;
+
+    let field = ImageField(&label, "digest");
+    let digest_tlv = f.read(TAG_OCTET_STRING, &field)?;
+    let digest = <[u8; DIGEST_LEN]>::try_from(digest_tlv.value).map_err(|_| {
+        invalid(
+            field,
+            format!("is {} bytes, expected {DIGEST_LEN}", digest_tlv.value.len()),
+        )
+    })?;
+
+    let field = ImageField(&label, "chunk_digests");
+    let digests_tlv = f.read(TAG_OCTET_STRING, &field)?;
+    check_chunk_digests_len(&label, size, chunk_size, to_u64(digests_tlv.value.len()))?;
+    let chunk_digests: Vec<[u8; DIGEST_LEN]> = digests_tlv
+        .value
+        .chunks_exact(DIGEST_LEN)
+        .filter_map(|c| <[u8; DIGEST_LEN]>::try_from(c).ok())
+        .collect();
+
+    let extensions = read_extensions(&mut f, &format!("{label} extensions"))?;
+    f.finish(&label)?;
+    Ok(ImageSpec {
+        name,
+        partition,
+        size,
+        chunk_size,
+        digest,
+        chunk_digests,
+        extensions,
+    })
+}
+
+/// Reads an optional `[0] IMPLICIT SEQUENCE SIZE (1..MAX_EXTENSIONS) OF Extension`.
+fn read_extensions(r: &mut DerCursor<'_>, list: &str) -> Result<Vec<Extension>, Error> {
+    let Some(tlv) = r.read_optional(TAG_CONTEXT_0, &list)? else {
+        return Ok(Vec::new());
+    };
+    let mut er = tlv.cursor(MANIFEST);
+    let count = er.count(&list)?;
+    if count == 0 {
+        return Err(Error::Malformed {
+            section: MANIFEST,
+            offset: Some(tlv.offset),
+            reason: format!("{list} is present but empty (DER omits an empty list)"),
+        });
+    }
+    if count > MAX_EXTENSIONS {
+        return Err(Error::LimitExceeded {
+            what: "number of extensions",
+            limit: to_u64(MAX_EXTENSIONS),
+            found: to_u64(count),
+        });
+    }
+    let mut extensions = Vec::with_capacity(count);
+    for i in 0..count {
+        let what = format_args!("{list}[{i}]");
+        let ext_tlv = er.read(TAG_SEQUENCE, &what)?;
+        let mut x = ext_tlv.cursor(MANIFEST);
+        let id_tlv = x.read(TAG_OID, &format_args!("{what} id"))?;
+        let id = decode_oid(MANIFEST, &id_tlv, &format_args!("{what} id"))?;
+        let critical = match x.read_optional(TAG_BOOLEAN, &format_args!("{what} critical"))? {
+            None => false,
+            Some(b) => {
+                if !decode_bool(MANIFEST, &b, &format_args!("{what} critical"))? {
+                    return Err(Error::Malformed {
+                        section: MANIFEST,
+                        offset: Some(b.offset),
+                        reason: format!(
+                            "{what} critical is an explicit FALSE (DER omits the default)"
+                        ),
+                    });
+                }
+                true
+            }
+        };
+        let value_tlv = x.read(TAG_OCTET_STRING, &format_args!("{what} value"))?;
+        if value_tlv.value.len() > MAX_EXTENSION_VALUE_LEN {
+            return Err(Error::LimitExceeded {
+                what: "extension value length",
+                limit: to_u64(MAX_EXTENSION_VALUE_LEN),
+                found: to_u64(value_tlv.value.len()),
+            });
+        }
+        x.finish(&what)?;
+        extensions.push(Extension {
+            id,
+            critical,
+            value: value_tlv.value.to_vec(),
+        });
+    }
+    Ok(extensions)
+}
+
+fn encode_image(image: &ImageSpec) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_tlv(&mut out, TAG_UTF8_STRING, image.name.as_bytes());
+    push_tlv(&mut out, TAG_UTF8_STRING, image.partition.as_bytes());
+    push_u64(&mut out, image.size);
+    push_u64(&mut out, u64::from(image.chunk_size));
+    push_tlv(&mut out, TAG_OCTET_STRING, &image.digest);
+    let digests_len = image.chunk_digests.len().saturating_mul(DIGEST_LEN);
+    push_header(&mut out, TAG_OCTET_STRING, digests_len);
+    for digest in &image.chunk_digests {
+        out.extend_from_slice(digest);
+    }
+    push_extensions(&mut out, &image.extensions);
+    out
+}
+
+/// Appends `[0] IMPLICIT SEQUENCE OF Extension`, or nothing for an empty list.
+fn push_extensions(out: &mut Vec<u8>, extensions: &[Extension]) {
+    if extensions.is_empty() {
+        return;
+    }
+    let mut list = Vec::new();
+    for ext in extensions {
+        let mut body = Vec::new();
+        push_oid(&mut body, &ext.id);
+        if ext.critical {
+            push_bool(&mut body, true);
+        }
+        push_tlv(&mut body, TAG_OCTET_STRING, &ext.value);
+        push_tlv(&mut list, TAG_SEQUENCE, &body);
+    }
+    push_tlv(out, TAG_CONTEXT_0, &list);
+}
+
+#[cfg(test)]
+#[path = "manifest_tests.rs"]
+mod tests;

@@ -1,0 +1,96 @@
+//! What the verifier requires beyond "the signature verifies".
+
+use alloc::collections::BTreeSet;
+
+use crate::{Error, KeyId, MAX_SIGNATURES};
+
+/// The verification policy: how many distinct trusted keys must sign, and which keys are revoked.
+///
+/// Built with setters from [`Policy::default`] (threshold 1, nothing revoked):
+///
+/// ```
+/// # use veriflash_sig::{KeyId, Policy};
+/// let policy = Policy::default()
+///     .with_threshold(2)
+///     .with_revoked_key(KeyId([7; 32]));
+/// assert_eq!(policy.threshold(), 2);
+/// assert!(policy.is_revoked(&KeyId([7; 32])));
+/// ```
+///
+/// The setters cannot fail; an impossible policy (threshold 0, or above [`MAX_SIGNATURES`]) is
+/// refused by [`Policy::validate`], which the verifier calls on every verification, so a bad
+/// policy fails closed rather than accepting everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    threshold: usize,
+    revoked: BTreeSet<KeyId>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            threshold: 1,
+            revoked: BTreeSet::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// Requires valid signatures from at least `threshold` distinct trusted keys (k of n).
+    #[must_use]
+    pub fn with_threshold(mut self, threshold: usize) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Revokes `key_id`: its signatures never count, even if the key is still pinned.
+    #[must_use]
+    pub fn with_revoked_key(mut self, key_id: KeyId) -> Self {
+        self.revoked.insert(key_id);
+        self
+    }
+
+    /// Revokes every key id in `key_ids`.
+    #[must_use]
+    pub fn with_revoked_keys(mut self, key_ids: impl IntoIterator<Item = KeyId>) -> Self {
+        self.revoked.extend(key_ids);
+        self
+    }
+
+    /// The number of distinct trusted keys that must sign.
+    #[must_use]
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// The revoked key ids.
+    #[must_use]
+    pub fn revoked(&self) -> &BTreeSet<KeyId> {
+        &self.revoked
+    }
+
+    /// Whether `key_id` is revoked.
+    #[must_use]
+    pub fn is_revoked(&self, key_id: &KeyId) -> bool {
+        self.revoked.contains(key_id)
+    }
+
+    /// Checks that the policy can be met at all.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPolicy`] when the threshold is 0 (would accept unsigned data) or above
+    /// [`MAX_SIGNATURES`] (could never be met).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.threshold == 0 {
+            return Err(Error::InvalidPolicy {
+                reason: "threshold must be at least 1",
+            });
+        }
+        if self.threshold > MAX_SIGNATURES {
+            return Err(Error::InvalidPolicy {
+                reason: "threshold exceeds the maximum number of signatures",
+            });
+        }
+        Ok(())
+    }
+}

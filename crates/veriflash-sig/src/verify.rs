@@ -1,0 +1,221 @@
+//! The verifier: signatures + trust store + policy -> a proof that a message is authentic.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::{
+    DEFAULT_ALGORITHMS, Error, KeyId, ObjectIdentifier, Policy, SignatureAlgorithm, TrustStore,
+};
+
+/// The most signatures one message may carry (FORMAT.md §6 `MAX_SIGNATURES`). More is refused
+/// outright with [`Error::TooManySignatures`]: a budget on the verification loop, so a hostile
+/// package cannot make a device run thousands of signature checks.
+pub const MAX_SIGNATURES: usize = 16;
+
+/// One signature as it appears in a package (a `SignatureEntry`, FORMAT.md §4), borrowed from
+/// the parsed signature block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureInput<'a> {
+    /// The signature algorithm OID.
+    pub algorithm: ObjectIdentifier,
+    /// The key id of the key that made the signature; selects the trust anchor.
+    pub key_id: KeyId,
+    /// The signature bytes, in the algorithm's encoding (DER `Ecdsa-Sig-Value` for ECDSA).
+    pub signature: &'a [u8],
+    /// The signer's X.509 chain as DER certificates, leaf first. Not supported yet: a non-empty
+    /// list makes this signature fail with [`Error::CertificatesUnsupported`] rather than being
+    /// accepted unchecked.
+    pub certificates: Vec<&'a [u8]>,
+}
+
+impl<'a> SignatureInput<'a> {
+    /// A signature by a pinned key, without certificates.
+    #[must_use]
+    pub fn new(algorithm: ObjectIdentifier, key_id: KeyId, signature: &'a [u8]) -> Self {
+        Self {
+            algorithm,
+            key_id,
+            signature,
+            certificates: Vec::new(),
+        }
+    }
+}
+
+/// Checks signatures over a message against a trust store, a list of algorithms and a policy.
+///
+/// Built from a trust store with [`Verifier::new`], then optionally
+/// [`with_policy`](Verifier::with_policy) and [`with_algorithms`](Verifier::with_algorithms).
+/// The only way to get a [`VerifiedMessage`] is [`Verifier::verify`].
+///
+/// # Semantics (fail closed)
+/// 1. An empty trust store is [`Error::NoTrustAnchors`], an invalid policy
+///    [`Error::InvalidPolicy`], no signature [`Error::NoSignatures`], more than
+///    [`MAX_SIGNATURES`] [`Error::TooManySignatures`] — before any cryptography.
+/// 2. Each signature, in order, is refused if it carries certificates, names an algorithm not in
+///    the list, names a revoked key, names a key the store does not have, or does not verify
+///    strictly under that key. A key id already counted is not checked again, so the same key
+///    signing twice counts once.
+/// 3. As soon as [`Policy::threshold`] distinct keys have verified, the message is accepted;
+///    signatures after that point are not examined. Refused signatures do not stop the loop:
+///    an unknown or unsupported one is skipped when others meet the threshold.
+/// 4. Otherwise: if no signature verified, the error of the *first* signature is returned (so a
+///    single-signature package reports exactly why it failed); else
+///    [`Error::ThresholdNotMet`].
+#[derive(Clone)]
+pub struct Verifier<'a> {
+    trust: &'a dyn TrustStore,
+    algorithms: &'a [&'a dyn SignatureAlgorithm],
+    policy: Policy,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier over `trust` with every supported algorithm ([`DEFAULT_ALGORITHMS`]) and
+    /// [`Policy::default`] (one valid signature from a pinned, unrevoked key).
+    #[must_use]
+    pub fn new(trust: &'a dyn TrustStore) -> Self {
+        Self {
+            trust,
+            algorithms: DEFAULT_ALGORITHMS,
+            policy: Policy::default(),
+        }
+    }
+
+    /// Replaces the policy (threshold, revoked keys).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Replaces the list of accepted algorithms, e.g. to allow only one on a device. A signature
+    /// whose algorithm is not in the list fails with [`Error::UnsupportedAlgorithm`].
+    #[must_use]
+    pub fn with_algorithms(mut self, algorithms: &'a [&'a dyn SignatureAlgorithm]) -> Self {
+        self.algorithms = algorithms;
+        self
+    }
+
+    /// The policy in force.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Verifies `signatures` over `message` (see the type's documentation for the exact rules).
+    ///
+    /// # Errors
+    /// [`Error::NoTrustAnchors`], [`Error::InvalidPolicy`], [`Error::NoSignatures`],
+    /// [`Error::TooManySignatures`] up front; then, when the threshold is not met, the first
+    /// signature's own error ([`Error::CertificatesUnsupported`],
+    /// [`Error::UnsupportedAlgorithm`], [`Error::KeyRevoked`], [`Error::UnknownKey`],
+    /// [`Error::KeyIdMismatch`], [`Error::AlgorithmKeyMismatch`],
+    /// [`Error::MalformedSignature`], [`Error::BadSignature`]) if none verified, else
+    /// [`Error::ThresholdNotMet`].
+    pub fn verify<'m>(
+        &self,
+        message: &'m [u8],
+        signatures: &[SignatureInput<'_>],
+    ) -> Result<VerifiedMessage<'m>, Error> {
+        if self.trust.is_empty() {
+            return Err(Error::NoTrustAnchors);
+        }
+        self.policy.validate()?;
+        if signatures.is_empty() {
+            return Err(Error::NoSignatures);
+        }
+        if signatures.len() > MAX_SIGNATURES {
+            return Err(Error::TooManySignatures {
+                count: signatures.len(),
+                limit: MAX_SIGNATURES,
+            });
+        }
+        let required = self.policy.threshold();
+        let mut signers: Vec<KeyId> = Vec::with_capacity(required);
+        let mut first_error: Option<Error> = None;
+        for input in signatures {
+            if signers.contains(&input.key_id) {
+                continue;
+            }
+            match self.check_one(message, input) {
+                Ok(()) => signers.push(input.key_id),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+            if signers.len() >= required {
+                return Ok(VerifiedMessage { message, signers });
+            }
+        }
+        match (signers.is_empty(), first_error) {
+            (true, Some(err)) => Err(err),
+            _ => Err(Error::ThresholdNotMet {
+                required,
+                valid: signers.len(),
+            }),
+        }
+    }
+
+    /// Checks one signature; `Ok` means it counts toward the threshold.
+    fn check_one(&self, message: &[u8], input: &SignatureInput<'_>) -> Result<(), Error> {
+        let key_id = input.key_id;
+        if !input.certificates.is_empty() {
+            return Err(Error::CertificatesUnsupported { key_id });
+        }
+        let algorithm = self
+            .algorithms
+            .iter()
+            .find(|algorithm| algorithm.oid() == input.algorithm)
+            .ok_or(Error::UnsupportedAlgorithm {
+                oid: input.algorithm,
+            })?;
+        if self.policy.is_revoked(&key_id) {
+            return Err(Error::KeyRevoked { key_id });
+        }
+        let anchor = self
+            .trust
+            .anchor(&key_id)
+            .ok_or(Error::UnknownKey { key_id })?;
+        let anchor_key_id = anchor.key_id();
+        if anchor_key_id != key_id {
+            return Err(Error::KeyIdMismatch {
+                key_id,
+                anchor_key_id,
+            });
+        }
+        algorithm.verify(anchor.key(), message, input.signature)
+    }
+}
+
+impl fmt::Debug for Verifier<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.algorithms)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Proof that a message carries valid signatures from enough distinct trusted keys.
+///
+/// Only [`Verifier::verify`] makes one: there is no public constructor and the fields are
+/// private, so code that takes a `VerifiedMessage` (the core's `VerifiedManifest`) cannot be
+/// handed unverified bytes.
+#[derive(Debug)]
+pub struct VerifiedMessage<'m> {
+    message: &'m [u8],
+    signers: Vec<KeyId>,
+}
+
+impl<'m> VerifiedMessage<'m> {
+    /// The verified message bytes (the same slice that was passed to [`Verifier::verify`]).
+    #[must_use]
+    pub fn message(&self) -> &'m [u8] {
+        self.message
+    }
+
+    /// The distinct key ids whose signatures verified, in signature order.
+    #[must_use]
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+}
