@@ -21,6 +21,12 @@ pub(crate) fn algorithm_name(oid: &ObjectIdentifier) -> String {
         )
 }
 
+/// A certificate's subject for display (not verified), or why it cannot be read.
+fn subject(der: &[u8]) -> String {
+    veriflash_core::sig::certificate_subject(der)
+        .unwrap_or_else(|e| format!("(unreadable certificate: {e})"))
+}
+
 fn signatures_json(block: &SignatureBlock) -> serde_json::Value {
     block
         .entries
@@ -31,6 +37,7 @@ fn signatures_json(block: &SignatureBlock) -> serde_json::Value {
                 "algorithm_oid": e.algorithm.to_string(),
                 "key_id": hex(&e.key_id),
                 "certificates": e.certificates.len(),
+                "chain": e.certificates.iter().map(|c| subject(c)).collect::<Vec<_>>(),
             })
         })
         .collect()
@@ -112,6 +119,10 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             algorithm_name(&e.algorithm),
             hex(&e.key_id)
         );
+        for (i, cert) in e.certificates.iter().enumerate() {
+            let role = if i == 0 { "leaf" } else { "chain" };
+            println!("    {role:<5} {}", subject(cert));
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `veriflash keygen`: a P-256 key pair as openssl would write it.
+//! `veriflash keygen`: a P-256 or RSA key pair as openssl would write it.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -42,10 +42,31 @@ fn write_new(path: &Path, contents: &[u8], mode: u32, force: bool) -> Result<(),
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", path.display())))
 }
 
-/// Generates a key, writes both halves, and returns the key for callers such as the demo.
+/// The key types `keygen --algo` makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum KeyAlgo {
+    /// ECDSA P-256 (the default).
+    #[default]
+    P256,
+    /// RSA, 3072-bit modulus (signs PKCS#1 v1.5 with SHA-256).
+    Rsa3072,
+    /// RSA, 4096-bit modulus (signs PKCS#1 v1.5 with SHA-256).
+    Rsa4096,
+}
+
+/// Generates a P-256 key, writes both halves, and returns the key for callers such as the demo.
 pub(crate) fn generate(out: &Path, force: bool) -> Result<SigningKey, Error> {
-    let key = SigningKey::generate_p256()
-        .map_err(|e| Error::new(ErrorKind::InvalidKey, format!("generating a key: {e}")))?;
+    generate_with(out, force, KeyAlgo::P256)
+}
+
+/// Generates a key of `algo`, writes both halves, and returns the key.
+pub(crate) fn generate_with(out: &Path, force: bool, algo: KeyAlgo) -> Result<SigningKey, Error> {
+    let key = match algo {
+        KeyAlgo::P256 => SigningKey::generate_p256(),
+        KeyAlgo::Rsa3072 => SigningKey::generate_rsa(3072),
+        KeyAlgo::Rsa4096 => SigningKey::generate_rsa(4096),
+    }
+    .map_err(|e| Error::new(ErrorKind::InvalidKey, format!("generating a key: {e}")))?;
     let pem = key
         .to_pkcs8_pem()
         .map_err(|e| Error::new(ErrorKind::InvalidKey, format!("encoding the key: {e}")))?;
@@ -56,9 +77,15 @@ pub(crate) fn generate(out: &Path, force: bool) -> Result<SigningKey, Error> {
 }
 
 pub(crate) fn run(out: &Path, force: bool) -> Result<(), Failure> {
-    let key = generate(out, force)?;
+    run_with(out, force, KeyAlgo::P256)
+}
+
+/// `veriflash keygen --algo ALGO`.
+pub(crate) fn run_with(out: &Path, force: bool, algo: KeyAlgo) -> Result<(), Failure> {
+    let key = generate_with(out, force, algo)?;
     println!("private key  {} (mode 0600; keep it secret)", out.display());
     println!("public key   {}", public_key_path(out).display());
+    println!("algorithm    {}", key.verifying_key().algorithm_name());
     println!("key id       {}", key.verifying_key().key_id());
     Ok(())
 }

@@ -1,21 +1,94 @@
-//! `veriflash pack`: describe, digest, sign, write.
+//! `veriflash pack`: describe, digest, sign, write — or export the bytes to sign
+//! (`--unsigned`) for `veriflash sign` to attach a signature made elsewhere.
 
 use std::path::Path;
 
-use veriflash_core::UnsignedPackage;
-use veriflash_core::trust::load_signing_key;
+use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
+use veriflash_core::{Error, ErrorKind, UnsignedPackage};
 
 use crate::manifest_toml;
 use crate::output::{Failure, human_size};
 
-pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure> {
-    let key = load_signing_key(key)?;
+/// Reads the manifest description and digests the images.
+fn prepare(manifest: &Path) -> Result<UnsignedPackage, Failure> {
     let loaded = manifest_toml::load(manifest)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    let unsigned = UnsignedPackage::prepare(loaded.spec)?;
-    let written = unsigned.write_signed(&[&key], out)?;
+    Ok(UnsignedPackage::prepare(loaded.spec)?)
+}
+
+/// `pack --unsigned`: writes the exact bytes every signature must cover.
+fn write_tbs(unsigned: &UnsignedPackage, out: &Path) -> Result<(), Failure> {
+    veriflash_core::pack::write_atomically(out, |file| {
+        std::io::Write::write_all(file, unsigned.signed_message())
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", out.display())))
+    })?;
+    println!(
+        "wrote the {} bytes to sign to {} (sign them with SHA-256, e.g. `openssl dgst -sha256 -sign key.pem -out sig.der {}`, then run `veriflash sign`)",
+        unsigned.signed_message().len(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Packs with one key and no certificates (the demo's path).
+pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure> {
+    run_with(manifest, &[key.to_path_buf()], &[], false, out)
+}
+
+/// `veriflash pack` with every option.
+pub(crate) fn run_with(
+    manifest: &Path,
+    keys: &[std::path::PathBuf],
+    certs: &[std::path::PathBuf],
+    unsigned_only: bool,
+    out: &Path,
+) -> Result<(), Failure> {
+    if unsigned_only {
+        if !keys.is_empty() || !certs.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "--unsigned takes no --key or --cert: it writes the bytes to sign",
+            )
+            .into());
+        }
+        return write_tbs(&prepare(manifest)?, out);
+    }
+    if keys.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidInput, "give --key (or --unsigned)").into());
+    }
+    if !certs.is_empty() && certs.len() != keys.len() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "give one --cert per --key (the i-th chain goes with the i-th key), or none",
+        )
+        .into());
+    }
+    let keys = keys
+        .iter()
+        .map(|k| load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chains = certs
+        .iter()
+        .map(|c| load_certificate_chain(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let unsigned = prepare(manifest)?;
+    let mut entries = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let chain = chains.get(i).cloned().unwrap_or_default();
+        entries.push(unsigned.sign_with_certificates(key, chain)?);
+    }
+    let written = unsigned.write_with_entries(entries, out)?;
+    report(&unsigned, out, written);
+    for key in &keys {
+        println!("signed by key {}", key.verifying_key().key_id());
+    }
+    Ok(())
+}
+
+fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
     let m = unsigned.manifest();
     println!(
         "packed {} ({}): {} {} for {} / {}, security version {}",
@@ -31,6 +104,67 @@ pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure
         m.chipset,
         m.security_version
     );
-    println!("signed by key {}", key.verifying_key().key_id());
+}
+
+/// `veriflash sign`: attaches a signature made elsewhere over the bytes `pack --unsigned` wrote.
+pub(crate) struct SignArgs<'a> {
+    pub(crate) manifest: &'a Path,
+    pub(crate) tbs: &'a Path,
+    pub(crate) signature: &'a Path,
+    pub(crate) pubkey: Option<&'a Path>,
+    pub(crate) cert: Option<&'a Path>,
+    pub(crate) pss: bool,
+    pub(crate) out: &'a Path,
+}
+
+pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
+    let unsigned = prepare(args.manifest)?;
+    let tbs = std::fs::read(args.tbs)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.tbs.display())))?;
+    if tbs != unsigned.signed_message() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not what {} describes now (an image or the description changed since `pack --unsigned`)",
+                args.tbs.display(),
+                args.manifest.display()
+            ),
+        )
+        .into());
+    }
+    let chain = match args.cert {
+        Some(path) => load_certificate_chain(path)?,
+        None => Vec::new(),
+    };
+    let key = match (args.pubkey, chain.first()) {
+        (Some(path), _) => load_public_key(path)?,
+        (None, Some(leaf)) => veriflash_core::sig::leaf_public_key(leaf).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("the leaf certificate: {e}"),
+            )
+        })?,
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "give --pubkey or --cert: the key that made the signature",
+            )
+            .into());
+        }
+    };
+    let algorithm = match (key.rsa_bits(), args.pss) {
+        (None, false) => veriflash_core::sig::ECDSA_WITH_SHA256,
+        (Some(_), false) => veriflash_core::sig::SHA256_WITH_RSA_ENCRYPTION,
+        (Some(_), true) => veriflash_core::sig::ID_RSASSA_PSS,
+        (None, true) => {
+            return Err(Error::new(ErrorKind::InvalidInput, "--pss needs an RSA key").into());
+        }
+    };
+    let signature = std::fs::read(args.signature)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.signature.display())))?;
+    let entry = unsigned.attach(algorithm, &key, signature, chain)?;
+    let written = unsigned.write_with_entries(vec![entry], args.out)?;
+    report(&unsigned, args.out, written);
+    println!("signed by key {}", key.key_id());
     Ok(())
 }

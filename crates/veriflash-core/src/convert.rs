@@ -51,9 +51,30 @@ pub(crate) fn sig_error(err: SigError) -> Error {
         SigError::UnknownKey { .. } => ErrorKind::UnknownSigner,
         SigError::KeyRevoked { .. } => ErrorKind::KeyRevoked,
         SigError::ThresholdNotMet { .. } => ErrorKind::ThresholdNotMet,
-        SigError::UnsupportedAlgorithm { .. } | SigError::CertificatesUnsupported { .. } => {
-            ErrorKind::UnsupportedAlgorithm
+        SigError::UnsupportedAlgorithm { .. }
+        | SigError::CertificatesUnsupported { .. }
+        | SigError::UnsupportedCertificateAlgorithm { .. } => ErrorKind::UnsupportedAlgorithm,
+        SigError::CertificateRevoked { .. } => ErrorKind::KeyRevoked,
+        SigError::UntrustedRoot { .. } => ErrorKind::UnknownSigner,
+        SigError::CertificateExpired { .. } | SigError::CertificateNotYetValid { .. } => {
+            ErrorKind::CertificateExpired
         }
+        SigError::CertificateMalformed { .. }
+        | SigError::TooManyCertificates { .. }
+        | SigError::UnknownCriticalExtension { .. }
+        | SigError::LeafIsCa { .. }
+        | SigError::KeyUsageNotAllowed { .. }
+        | SigError::ExtendedKeyUsageMissing { .. }
+        | SigError::NotCa { .. }
+        | SigError::PathLenExceeded { .. }
+        | SigError::CertificateSignatureInvalid { .. }
+        | SigError::IssuerNotFound { .. }
+        | SigError::ChainBudgetExceeded
+        | SigError::LeafKeyIdMismatch { .. }
+        | SigError::RsaKeyTooSmall { .. }
+        | SigError::RsaKeySizeUnsupported { .. }
+        | SigError::InvalidKey { .. }
+        | SigError::UnsupportedKeyAlgorithm { .. } => ErrorKind::CertificateInvalid,
         SigError::InvalidPolicy { .. } => ErrorKind::InvalidInput,
         _ => ErrorKind::NotAuthentic,
     };

@@ -166,6 +166,98 @@ impl UnsignedPackage {
         })
     }
 
+    /// Signs the signed message with `key` and attaches the signer's certificate chain
+    /// (`certificates`: DER, leaf first, then intermediates; empty for a bare pinned key).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidKey`] when the key cannot sign, or the leaf certificate's key is not
+    /// `key`'s public key.
+    pub fn sign_with_certificates(
+        &self,
+        key: &SigningKey,
+        certificates: Vec<Vec<u8>>,
+    ) -> Result<SignatureEntry, Error> {
+        let entry = self.sign(key)?;
+        self.attach(
+            entry.algorithm,
+            &key.verifying_key(),
+            entry.signature,
+            certificates,
+        )
+    }
+
+    /// Builds the signature entry for a signature made elsewhere (an HSM,
+    /// `openssl dgst -sha256 -sign`) over [`UnsignedPackage::signed_message`], after checking
+    /// it: the signature must verify under `key` with `algorithm`, and the leaf certificate
+    /// (when `certificates` is not empty) must hold `key`. ECDSA P-256 signatures may be DER or
+    /// 64-byte `r || s`; they are stored as canonical DER.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the signature does not verify or cannot be
+    /// canonicalised, or the algorithm is not supported; [`ErrorKind::InvalidKey`] when the leaf
+    /// certificate does not hold `key`.
+    pub fn attach(
+        &self,
+        algorithm: veriflash_sig::ObjectIdentifier,
+        key: &veriflash_sig::VerifyingKey,
+        signature: Vec<u8>,
+        certificates: Vec<Vec<u8>>,
+    ) -> Result<SignatureEntry, Error> {
+        let invalid = |what: &str, e: veriflash_sig::Error| {
+            Error::new(ErrorKind::InvalidInput, format!("{what}: {e}")).with_source(e)
+        };
+        let signature = if algorithm == veriflash_sig::ECDSA_WITH_SHA256 {
+            veriflash_sig::ecdsa_p256_signature_to_der(&signature)
+                .map_err(|e| invalid("the signature", e))?
+        } else {
+            signature
+        };
+        let scheme = veriflash_sig::DEFAULT_ALGORITHMS
+            .iter()
+            .find(|a| a.oid() == algorithm)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("unsupported signature algorithm {algorithm}"),
+                )
+            })?;
+        scheme
+            .verify(key, &self.signed_message, &signature)
+            .map_err(|e| invalid("the signature does not verify over the package", e))?;
+        if let Some(leaf) = certificates.first() {
+            let leaf_key = veriflash_sig::leaf_public_key(leaf)
+                .map_err(|e| invalid("the leaf certificate", e))?;
+            if leaf_key.key_id() != key.key_id() {
+                return Err(Error::new(
+                    ErrorKind::InvalidKey,
+                    "the leaf certificate (first in the chain file) does not hold the signing key",
+                ));
+            }
+        }
+        Ok(SignatureEntry {
+            algorithm,
+            key_id: key.key_id().0,
+            signature,
+            certificates,
+        })
+    }
+
+    /// Writes the package with `entries` as its signature block to `path` atomically.
+    ///
+    /// # Errors
+    /// As [`UnsignedPackage::write_to`]; [`ErrorKind::InvalidInput`] when `entries` is empty.
+    pub fn write_with_entries(
+        &self,
+        entries: Vec<SignatureEntry>,
+        path: &Path,
+    ) -> Result<u64, Error> {
+        if entries.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "no signature given"));
+        }
+        let block = SignatureBlock { entries };
+        write_atomically(path, |file| self.write_to(&block, file))
+    }
+
     /// Writes the package: signed message, `signatures`, then every image. Each image is read
     /// again and checked chunk by chunk against the digests in the manifest while it is copied,
     /// so a source file that changed since [`UnsignedPackage::prepare`] cannot produce a package

@@ -36,3 +36,30 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, Error> {
 pub fn load_trust_anchors(path: &Path) -> Result<PinnedKeys, Error> {
     PinnedKeys::load(path).map_err(|e| convert::trust_error(path, e))
 }
+
+/// Loads a certificate chain file (PEM `CERTIFICATE` blocks, leaf first, then intermediates, as
+/// openssl writes them) as DER certificates.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the file cannot be read; [`ErrorKind::InvalidInput`] when it holds no
+/// certificate or a malformed one.
+pub fn load_certificate_chain(path: &Path) -> Result<Vec<Vec<u8>>, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+    veriflash_sig::certificates_from_pem(&text).map_err(|e| {
+        Error::new(ErrorKind::InvalidInput, format!("{}: {e}", path.display())).with_source(e)
+    })
+}
+
+/// Loads a public key (`PUBLIC KEY` PEM) for checking a signature made elsewhere.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the file cannot be read; [`ErrorKind::InvalidKey`] when it holds no
+/// usable public key.
+pub fn load_public_key(path: &Path) -> Result<veriflash_sig::VerifyingKey, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+    veriflash_sig::VerifyingKey::from_public_key_pem(&text).map_err(|e| {
+        Error::new(ErrorKind::InvalidKey, format!("{}: {e}", path.display())).with_source(e)
+    })
+}

@@ -5,7 +5,16 @@ use core::fmt;
 
 use p256::ecdsa::{DerSignature, Signature, signature::Verifier as _};
 
-use crate::{ECDSA_WITH_SHA256, Error, ObjectIdentifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    ECDSA_WITH_SHA256, Error, ID_RSASSA_PSS, ObjectIdentifier, SHA256_WITH_RSA_ENCRYPTION,
+    VerifyingKey,
+};
+
+/// The PSS salt length, in bytes, this crate signs with and requires when verifying: 32, the
+/// SHA-256 output length (FORMAT.md §4).
+pub const RSA_PSS_SALT_LEN: usize = 32;
 
 /// A signature algorithm the verifier can check, identified by the OID a package names.
 ///
@@ -65,8 +74,105 @@ impl SignatureAlgorithm for EcdsaP256Sha256 {
 /// [`EcdsaP256Sha256`] as a trait object, the form [`crate::Verifier::with_algorithms`] takes.
 pub static ECDSA_P256_SHA256: &dyn SignatureAlgorithm = &EcdsaP256Sha256;
 
-/// Every algorithm this crate supports; what [`crate::Verifier::new`] uses.
-pub static DEFAULT_ALGORITHMS: &[&dyn SignatureAlgorithm] = &[&EcdsaP256Sha256];
+/// RSASSA-PKCS1-v1_5 with SHA-256 (`sha256WithRSAEncryption`, OID 1.2.840.113549.1.1.11,
+/// RFC 8017 §8.2), what `openssl dgst -sha256 -sign rsa.pem` makes.
+///
+/// The key must be RSA with a 2048-, 3072- or 4096-bit modulus (enforced when the key is made);
+/// the signature must be exactly as long as the modulus and below it, and the encoded
+/// `DigestInfo` must be byte-identical to the one for SHA-256 (no missing NULL parameters, no
+/// garbage): the encoding is recomputed and compared, never parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RsaPkcs1Sha256;
+
+impl SignatureAlgorithm for RsaPkcs1Sha256 {
+    fn oid(&self) -> ObjectIdentifier {
+        SHA256_WITH_RSA_ENCRYPTION
+    }
+
+    fn name(&self) -> &'static str {
+        "rsa-pkcs1-sha256"
+    }
+
+    fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+        let key_id = key.key_id();
+        let Some(public) = key.as_rsa() else {
+            return Err(Error::AlgorithmKeyMismatch { key_id });
+        };
+        check_rsa_signature_len(public, signature, key)?;
+        public
+            .verify(
+                rsa::Pkcs1v15Sign::new::<Sha256>(),
+                &Sha256::digest(message),
+                signature,
+            )
+            .map_err(|_| Error::BadSignature { key_id })
+    }
+}
+
+/// RSASSA-PSS with SHA-256, MGF1 with SHA-256 and a salt of exactly [`RSA_PSS_SALT_LEN`] (32)
+/// bytes, trailer field 1 (`id-RSASSA-PSS`, OID 1.2.840.113549.1.1.10, RFC 8017 §8.1), what
+/// `openssl dgst -sha256 -sign rsa.pem -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32`
+/// makes (openssl 3's default salt for signing is the maximum, so `rsa_pss_saltlen:32` — or
+/// `digest` — must be given).
+///
+/// The salt length is not auto-detected: a PSS signature with any other salt length is refused
+/// with [`Error::BadSignature`], so one message and key admit one PSS profile, the one FORMAT.md
+/// names. A PKCS#1 v1.5 signature presented as PSS (or the reverse) fails the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RsaPssSha256;
+
+impl SignatureAlgorithm for RsaPssSha256 {
+    fn oid(&self) -> ObjectIdentifier {
+        ID_RSASSA_PSS
+    }
+
+    fn name(&self) -> &'static str {
+        "rsa-pss-sha256"
+    }
+
+    fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+        let key_id = key.key_id();
+        let Some(public) = key.as_rsa() else {
+            return Err(Error::AlgorithmKeyMismatch { key_id });
+        };
+        check_rsa_signature_len(public, signature, key)?;
+        public
+            .verify(
+                rsa::Pss::<Sha256>::new_with_salt(RSA_PSS_SALT_LEN),
+                &Sha256::digest(message),
+                signature,
+            )
+            .map_err(|_| Error::BadSignature { key_id })
+    }
+}
+
+/// An RSA signature is an octet string exactly as long as the modulus (RFC 8017 §8.1.2 step 1,
+/// §8.2.2 step 1); anything else is a malformed signature, refused before any arithmetic.
+fn check_rsa_signature_len(
+    public: &rsa::PublicKey,
+    signature: &[u8],
+    key: &VerifyingKey,
+) -> Result<(), Error> {
+    use rsa::traits::PublicKeyParts;
+    if signature.len() == public.size() {
+        Ok(())
+    } else {
+        Err(Error::MalformedSignature {
+            key_id: key.key_id(),
+        })
+    }
+}
+
+/// [`RsaPkcs1Sha256`] as a trait object.
+pub static RSA_PKCS1_SHA256: &dyn SignatureAlgorithm = &RsaPkcs1Sha256;
+
+/// [`RsaPssSha256`] as a trait object.
+pub static RSA_PSS_SHA256: &dyn SignatureAlgorithm = &RsaPssSha256;
+
+/// Every algorithm this crate supports, what [`crate::Verifier::new`] uses: ECDSA P-256,
+/// RSA PKCS#1 v1.5 and RSA PSS, all with SHA-256.
+pub static DEFAULT_ALGORITHMS: &[&dyn SignatureAlgorithm] =
+    &[&EcdsaP256Sha256, &RsaPkcs1Sha256, &RsaPssSha256];
 
 /// Parses a strict DER `Ecdsa-Sig-Value` for P-256: minimal DER, nothing trailing, `r` and `s`
 /// in range, and byte-identical to the re-encoding of `(r, s)`.

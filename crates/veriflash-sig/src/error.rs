@@ -2,6 +2,7 @@
 
 #[cfg(feature = "std")]
 use alloc::boxed::Box;
+use alloc::string::String;
 use core::fmt;
 
 use crate::{KeyId, ObjectIdentifier};
@@ -12,7 +13,7 @@ use crate::{KeyId, ObjectIdentifier};
 /// tell them apart; variants about one signature name the key id it claimed. Cryptographic
 /// failures stay opaque on purpose ([`Error::BadSignature`] never says *why* the maths failed).
 ///
-/// The enum is `#[non_exhaustive]`: RSA and X.509 support will add variants.
+/// The enum is `#[non_exhaustive]`: new algorithms and checks add variants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -97,17 +98,157 @@ pub enum Error {
         valid: usize,
     },
 
-    /// The signature carries a certificate chain; X.509 chains are not supported yet, and a
-    /// chain is refused rather than ignored so no signer can rely on it being checked.
+    /// The signature carries a certificate chain but the trust store offers no anchor usable for
+    /// chains ([`crate::TrustStore::chain_anchors`] is empty): refused rather than ignored.
     CertificatesUnsupported {
         /// The key id the signature claimed.
         key_id: KeyId,
+    },
+
+    /// A certificate is not a strict DER X.509 certificate, or breaks a structural rule
+    /// (differing inner and outer signature algorithms, a duplicated extension, ...).
+    CertificateMalformed {
+        /// Its position in the offered chain (0 = leaf) or 0 for a certificate being pinned.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// A certificate is signed with an algorithm (or algorithm parameters) not supported.
+    UnsupportedCertificateAlgorithm {
+        /// The certificate's signature algorithm OID.
+        oid: ObjectIdentifier,
+    },
+
+    /// A signature offers more certificates than [`crate::MAX_INTERMEDIATES`] + 1.
+    TooManyCertificates {
+        /// How many were offered.
+        count: usize,
+        /// The most accepted.
+        limit: usize,
+    },
+
+    /// A certificate carries a critical extension this verifier does not understand.
+    UnknownCriticalExtension {
+        /// The certificate's subject.
+        subject: String,
+        /// The extension OID.
+        oid: ObjectIdentifier,
+    },
+
+    /// The leaf certificate is a CA certificate (basicConstraints `cA` true).
+    LeafIsCa {
+        /// The leaf's subject.
+        subject: String,
+    },
+
+    /// A certificate's keyUsage lacks the bit its role needs (digitalSignature on the leaf,
+    /// keyCertSign on an issuer).
+    KeyUsageNotAllowed {
+        /// The certificate's subject.
+        subject: String,
+        /// The keyUsage bit required.
+        usage: &'static str,
+    },
+
+    /// The leaf certificate lacks the extendedKeyUsage the [`crate::ChainPolicy`] requires.
+    ExtendedKeyUsageMissing {
+        /// The leaf's subject.
+        subject: String,
+        /// The purpose OID required (codeSigning by default).
+        required: ObjectIdentifier,
+    },
+
+    /// A certificate's validity ended before the trusted time.
+    CertificateExpired {
+        /// The certificate's subject.
+        subject: String,
+        /// Its notAfter, seconds since the Unix epoch.
+        not_after: u64,
+        /// The trusted time, seconds since the Unix epoch.
+        time: u64,
+    },
+
+    /// A certificate's validity starts after the trusted time.
+    CertificateNotYetValid {
+        /// The certificate's subject.
+        subject: String,
+        /// Its notBefore, seconds since the Unix epoch.
+        not_before: u64,
+        /// The trusted time, seconds since the Unix epoch.
+        time: u64,
+    },
+
+    /// A certificate used as an issuer is not a CA (no basicConstraints, or `cA` false).
+    NotCa {
+        /// The would-be issuer's subject.
+        subject: String,
+    },
+
+    /// An issuer's pathLenConstraint is smaller than the number of intermediates below it.
+    PathLenExceeded {
+        /// The issuer's subject.
+        subject: String,
+        /// Its pathLenConstraint.
+        path_len: u8,
+    },
+
+    /// A certificate's signature does not verify under its issuer's key (a broken or forged
+    /// chain).
+    CertificateSignatureInvalid {
+        /// The subject of the certificate whose signature failed.
+        subject: String,
+    },
+
+    /// No offered intermediate and no trust anchor is the issuer of this certificate: the
+    /// chain is broken (an intermediate is missing or does not belong).
+    IssuerNotFound {
+        /// The subject of the certificate whose issuer is missing.
+        subject: String,
+    },
+
+    /// The chain ends at a self-issued root certificate that is not pinned: a chain to a root
+    /// this device does not trust.
+    UntrustedRoot {
+        /// The root's subject.
+        subject: String,
+    },
+
+    /// Path building used up [`crate::MAX_CHAIN_SIGNATURE_CHECKS`] signature checks.
+    ChainBudgetExceeded,
+
+    /// A certificate of the signer's path has a revoked serial number.
+    CertificateRevoked {
+        /// The serial number, lower-case hex without leading zero bytes.
+        serial: String,
+    },
+
+    /// A signature's key id is not the key id of its leaf certificate's key.
+    LeafKeyIdMismatch {
+        /// The key id the signature claimed.
+        key_id: KeyId,
+        /// The key id of the leaf certificate's public key.
+        leaf_key_id: KeyId,
     },
 
     /// A key could not be decoded or is not a valid key of a supported type.
     InvalidKey {
         /// What is wrong with the key.
         reason: &'static str,
+    },
+
+    /// An RSA key's modulus is smaller than 2048 bits (RSA-1024 and below are breakable or
+    /// nearly so, and refused whatever signs with them).
+    RsaKeyTooSmall {
+        /// The modulus size found, in bits.
+        bits: usize,
+    },
+
+    /// An RSA key's modulus is not one of the supported sizes (2048, 3072, 4096 bits), for
+    /// example RSA-8192 or an odd size such as 2047.
+    RsaKeySizeUnsupported {
+        /// The modulus size found, in bits.
+        bits: usize,
     },
 
     /// A public key's algorithm (the `SubjectPublicKeyInfo` algorithm OID) is not supported.
@@ -222,9 +363,87 @@ impl fmt::Display for Error {
             ),
             Self::CertificatesUnsupported { key_id } => write!(
                 f,
-                "signature for key {key_id} carries certificates, which are not supported yet"
+                "signature for key {key_id} carries certificates, but the trust store has no anchor for chains"
+            ),
+            Self::CertificateMalformed { index, reason } => {
+                write!(f, "certificate {index} of the chain is malformed: {reason}")
+            }
+            Self::UnsupportedCertificateAlgorithm { oid } => {
+                write!(f, "certificate signed with unsupported algorithm {oid}")
+            }
+            Self::TooManyCertificates { count, limit } => {
+                write!(f, "{count} certificates offered, at most {limit} are accepted")
+            }
+            Self::UnknownCriticalExtension { subject, oid } => write!(
+                f,
+                "certificate '{subject}' has unknown critical extension {oid}"
+            ),
+            Self::LeafIsCa { subject } => {
+                write!(f, "leaf certificate '{subject}' is a CA certificate")
+            }
+            Self::KeyUsageNotAllowed { subject, usage } => {
+                write!(f, "certificate '{subject}' keyUsage lacks {usage}")
+            }
+            Self::ExtendedKeyUsageMissing { subject, required } => write!(
+                f,
+                "leaf certificate '{subject}' lacks extendedKeyUsage {required}"
+            ),
+            Self::CertificateExpired {
+                subject,
+                not_after,
+                time,
+            } => write!(
+                f,
+                "certificate '{subject}' expired (notAfter {not_after}, now {time}, Unix seconds)"
+            ),
+            Self::CertificateNotYetValid {
+                subject,
+                not_before,
+                time,
+            } => write!(
+                f,
+                "certificate '{subject}' is not yet valid (notBefore {not_before}, now {time}, Unix seconds)"
+            ),
+            Self::NotCa { subject } => {
+                write!(f, "issuer certificate '{subject}' is not a CA")
+            }
+            Self::PathLenExceeded { subject, path_len } => write!(
+                f,
+                "issuer certificate '{subject}' allows {path_len} intermediate(s) below it; the chain has more"
+            ),
+            Self::CertificateSignatureInvalid { subject } => write!(
+                f,
+                "certificate '{subject}' is not validly signed by its issuer"
+            ),
+            Self::IssuerNotFound { subject } => write!(
+                f,
+                "no issuer found for certificate '{subject}' (broken chain)"
+            ),
+            Self::UntrustedRoot { subject } => {
+                write!(f, "the chain ends at root '{subject}', which is not trusted")
+            }
+            Self::ChainBudgetExceeded => {
+                f.write_str("certificate path building exceeded its signature-check budget")
+            }
+            Self::CertificateRevoked { serial } => {
+                write!(f, "certificate with serial {serial} is revoked")
+            }
+            Self::LeafKeyIdMismatch {
+                key_id,
+                leaf_key_id,
+            } => write!(
+                f,
+                "signature names key {key_id} but its leaf certificate's key is {leaf_key_id}"
             ),
             Self::InvalidKey { reason } => write!(f, "invalid key: {reason}"),
+            Self::RsaKeyTooSmall { bits } => write!(
+                f,
+                "RSA key of {bits} bits is too small (2048, 3072 or 4096 bits required)"
+            ),
+            Self::RsaKeySizeUnsupported { bits } => write!(
+                f,
+                "RSA key of {bits} bits is not supported (2048, 3072 or 4096 bits required)"
+            ),
             Self::UnsupportedKeyAlgorithm { oid } => {
                 write!(f, "unsupported public key algorithm {oid}")
             }

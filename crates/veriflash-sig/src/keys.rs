@@ -7,37 +7,61 @@ use der::Decode;
 use p256::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use zeroize::Zeroizing;
 
-use crate::{ECDSA_WITH_SHA256, Error, KeyId, ObjectIdentifier, pem};
+use crate::{
+    ECDSA_WITH_SHA256, Error, ID_RSASSA_PSS, KeyId, ObjectIdentifier, SHA256_WITH_RSA_ENCRYPTION,
+    pem,
+};
 
 /// `id-ecPublicKey` (RFC 5480): the SPKI / PKCS#8 algorithm of every EC key.
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 /// `secp256r1` / `prime256v1` (RFC 5480): the named curve P-256.
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-/// `rsaEncryption` (RFC 8017), named in the error for RSA keys until RSA lands.
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// `rsaEncryption` (RFC 8017): the SPKI / PKCS#8 algorithm of RSA keys.
+pub(crate) const RSA_ENCRYPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// The largest DER `SubjectPublicKeyInfo` accepted: room for RSA-8192, far above any key this
 /// crate will support, so a hostile length cannot make a parser work on megabytes.
 pub const MAX_SPKI_LEN: usize = 2048;
+
+/// The RSA modulus sizes, in bits, this crate accepts: 2048, 3072 and 4096. Smaller keys are
+/// refused with [`Error::RsaKeyTooSmall`], any other size with [`Error::RsaKeySizeUnsupported`].
+pub const RSA_MODULUS_BITS: [usize; 3] = [2048, 3072, 4096];
+
+/// The RSA signature padding a [`SigningKey`] uses (verification picks the padding from the
+/// signature's algorithm OID, never from the key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RsaPadding {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`sha256WithRSAEncryption`), deterministic; the default,
+    /// and what `openssl dgst -sha256 -sign` makes.
+    #[default]
+    Pkcs1v15,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt (`id-RSASSA-PSS`), what
+    /// `openssl dgst -sha256 -sign key.pem -sigopt rsa_padding_mode:pss -sigopt
+    /// rsa_pss_saltlen:32` makes.
+    Pss,
+}
 /// The largest DER private key accepted (PKCS#8 or SEC1), for the same reason.
 pub const MAX_PRIVATE_KEY_LEN: usize = 8192;
 
 /// The algorithm-specific key inside a [`VerifyingKey`]. Private: RSA becomes another variant
 /// without changing the public API.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum PublicKeyInner {
     P256(p256::ecdsa::VerifyingKey),
+    Rsa(rsa::PublicKey),
 }
 
 /// A public key of a supported algorithm: what a trust anchor pins and a signature is checked
 /// against.
 ///
-/// Only ECDSA P-256 keys exist today; RSA keys will be another kind of `VerifyingKey`, so code
-/// that stores, pins or compares keys does not change when they arrive.
+/// ECDSA P-256 keys and RSA keys of 2048, 3072 or 4096 bits ([`RSA_MODULUS_BITS`]); code that
+/// stores, pins or compares keys does not care which.
 ///
-/// The key is kept together with its canonical DER `SubjectPublicKeyInfo` (uncompressed point,
-/// named curve, as `openssl pkey -pubout` writes) and its [`KeyId`], computed once when the key
-/// is made, so neither can fail or cost a hash later.
+/// The key is kept together with its canonical DER `SubjectPublicKeyInfo` (for P-256:
+/// uncompressed point, named curve; for RSA: `rsaEncryption` with NULL parameters — both as
+/// `openssl pkey -pubout` writes) and its [`KeyId`], computed once when the key is made, so
+/// neither can fail or cost a hash later.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
     inner: PublicKeyInner,
@@ -51,10 +75,21 @@ impl VerifyingKey {
         let document = key.to_public_key_der().map_err(|_| Error::Encoding {
             what: "SubjectPublicKeyInfo",
         })?;
-        let spki_der = document.as_bytes().to_vec();
+        Self::from_inner(PublicKeyInner::P256(key), document.as_bytes().to_vec())
+    }
+
+    fn from_rsa(key: rsa::PublicKey) -> Result<Self, Error> {
+        check_rsa_bits(key_bits(&key))?;
+        let document = key.to_public_key_der().map_err(|_| Error::Encoding {
+            what: "SubjectPublicKeyInfo",
+        })?;
+        Self::from_inner(PublicKeyInner::Rsa(key), document.as_bytes().to_vec())
+    }
+
+    fn from_inner(inner: PublicKeyInner, spki_der: Vec<u8>) -> Result<Self, Error> {
         let pem = pem::encode("PUBLIC KEY", &spki_der)?;
         Ok(Self {
-            inner: PublicKeyInner::P256(key),
+            inner,
             key_id: KeyId::of_spki_der(&spki_der),
             pem: String::from(pem.as_str()),
             spki_der,
@@ -67,10 +102,16 @@ impl VerifyingKey {
     /// [`VerifyingKey::to_spki_der`] and [`VerifyingKey::key_id`] always use the canonical
     /// uncompressed encoding, so one key has one id however it was supplied.
     ///
+    /// An RSA key (`rsaEncryption`, NULL parameters) must have a modulus of exactly 2048, 3072
+    /// or 4096 bits and a public exponent the `rsa` crate accepts (odd, 3 ..= 2^33 - 1).
+    ///
     /// # Errors
     /// [`Error::InvalidKey`] when the bytes are not a valid SPKI or the point is not on the
-    /// curve, or the curve is not P-256; [`Error::UnsupportedKeyAlgorithm`] for any key type
-    /// other than EC.
+    /// curve, or the curve is not P-256, or the RSA key is malformed;
+    /// [`Error::RsaKeyTooSmall`] for an RSA modulus under 2048 bits;
+    /// [`Error::RsaKeySizeUnsupported`] for any other size not in [`RSA_MODULUS_BITS`];
+    /// [`Error::UnsupportedKeyAlgorithm`] for any key type other than EC and RSA (an
+    /// `id-RSASSA-PSS`-restricted key included).
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
         if der.len() > MAX_SPKI_LEN {
             return Err(Error::InvalidKey {
@@ -80,6 +121,9 @@ impl VerifyingKey {
         let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| Error::InvalidKey {
             reason: "not a DER SubjectPublicKeyInfo",
         })?;
+        if spki.algorithm.oid == RSA_ENCRYPTION {
+            return Self::rsa_from_spki(spki);
+        }
         let (oid, parameters) = spki.algorithm.oids().map_err(|_| Error::InvalidKey {
             reason: "malformed key algorithm parameters",
         })?;
@@ -96,6 +140,33 @@ impl VerifyingKey {
                 reason: "not a valid P-256 public key",
             })?;
         Self::from_p256(key)
+    }
+
+    fn rsa_from_spki(spki: spki::SubjectPublicKeyInfoRef<'_>) -> Result<Self, Error> {
+        let null_params = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .is_some_and(|params| params.is_null());
+        if !null_params {
+            return Err(Error::InvalidKey {
+                reason: "rsaEncryption key without NULL parameters",
+            });
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(Error::InvalidKey {
+                reason: "RSA public key bit string is not octet aligned",
+            })?;
+        let pkcs1 = rsa::pkcs1::RsaPublicKeyRef::from_der(bits).map_err(|_| Error::InvalidKey {
+            reason: "not a DER RSAPublicKey",
+        })?;
+        check_rsa_bits(modulus_bits(pkcs1.modulus.as_bytes()))?;
+        let key = rsa::PublicKey::try_from(spki).map_err(|_| Error::InvalidKey {
+            reason: "not a valid RSA public key",
+        })?;
+        Self::from_rsa(key)
     }
 
     /// Decodes a `-----BEGIN PUBLIC KEY-----` PEM block, as `openssl pkey -pubout` writes.
@@ -144,11 +215,26 @@ impl VerifyingKey {
         self.key_id
     }
 
-    /// A short stable name of the key's algorithm, for logs and key listings: `"ecdsa-p256"`.
+    /// A short stable name of the key's algorithm, for logs and key listings: `"ecdsa-p256"`,
+    /// `"rsa-2048"`, `"rsa-3072"` or `"rsa-4096"`.
     #[must_use]
     pub fn algorithm_name(&self) -> &'static str {
-        match self.inner {
+        match &self.inner {
             PublicKeyInner::P256(_) => "ecdsa-p256",
+            PublicKeyInner::Rsa(key) => match key_bits(key) {
+                2048 => "rsa-2048",
+                3072 => "rsa-3072",
+                _ => "rsa-4096",
+            },
+        }
+    }
+
+    /// The RSA modulus size in bits, or `None` for a non-RSA key.
+    #[must_use]
+    pub fn rsa_bits(&self) -> Option<usize> {
+        match &self.inner {
+            PublicKeyInner::Rsa(key) => Some(key_bits(key)),
+            PublicKeyInner::P256(_) => None,
         }
     }
 
@@ -156,6 +242,15 @@ impl VerifyingKey {
     pub(crate) fn as_p256(&self) -> Option<&p256::ecdsa::VerifyingKey> {
         match &self.inner {
             PublicKeyInner::P256(key) => Some(key),
+            PublicKeyInner::Rsa(_) => None,
+        }
+    }
+
+    /// The RSA key, if this is one; what the RSA algorithms verify with.
+    pub(crate) fn as_rsa(&self) -> Option<&rsa::PublicKey> {
+        match &self.inner {
+            PublicKeyInner::Rsa(key) => Some(key),
+            PublicKeyInner::P256(_) => None,
         }
     }
 }
@@ -166,6 +261,38 @@ impl fmt::Debug for VerifyingKey {
             .field("algorithm", &self.algorithm_name())
             .field("key_id", &self.key_id)
             .finish()
+    }
+}
+
+/// The bit length of a big-endian unsigned integer.
+fn modulus_bits(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    while let [0, tail @ ..] = rest {
+        rest = tail;
+    }
+    match rest.first() {
+        None => 0,
+        Some(&first) => rest
+            .len()
+            .saturating_mul(8)
+            .saturating_sub(usize::try_from(first.leading_zeros()).unwrap_or(0)),
+    }
+}
+
+/// The modulus size of an RSA key in bits.
+fn key_bits(key: &rsa::PublicKey) -> usize {
+    use rsa::traits::PublicKeyParts;
+    usize::try_from(key.n().as_ref().bit_width_vartime()).unwrap_or(usize::MAX)
+}
+
+/// Refuses RSA moduli not in [`RSA_MODULUS_BITS`].
+fn check_rsa_bits(bits: usize) -> Result<(), Error> {
+    if bits < 2048 {
+        Err(Error::RsaKeyTooSmall { bits })
+    } else if RSA_MODULUS_BITS.contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::RsaKeySizeUnsupported { bits })
     }
 }
 
@@ -189,16 +316,21 @@ pub(crate) fn public_keys_from_pem(text: &str) -> Result<Vec<VerifyingKey>, Erro
     Ok(keys)
 }
 
-/// The algorithm-specific secret inside a [`SigningKey`]. The p256 key zeroizes its scalar on
-/// drop (`ZeroizeOnDrop`).
+/// The algorithm-specific secret inside a [`SigningKey`]. Both the p256 key and the RSA key
+/// zeroize their secrets on drop (`ZeroizeOnDrop`); the RSA key is boxed so moving a
+/// `SigningKey` never leaves a copy of its limbs behind.
 enum SecretInner {
     P256(p256::ecdsa::SigningKey),
+    Rsa {
+        key: alloc::boxed::Box<rsa::PrivateKey>,
+        padding: RsaPadding,
+    },
 }
 
 /// A private key that signs packages: for the packing tools, never needed on a device.
 ///
-/// Secrets are kept in types that zeroize on drop (the p256 key, and [`zeroize::Zeroizing`]
-/// buffers for every intermediate DER or PEM encoding). There is no `Clone`, so a key is not
+/// Secrets are kept in types that zeroize on drop (the p256 and RSA keys, and
+/// [`zeroize::Zeroizing`] buffers for every intermediate DER or PEM encoding). There is no `Clone`, so a key is not
 /// copied around by accident, and `Debug` prints only the algorithm and key id.
 ///
 /// Keys load from the files openssl writes (see [`SigningKey::from_pem`]) and save as PKCS#8
@@ -216,6 +348,78 @@ impl SigningKey {
             inner: SecretInner::P256(key),
             public,
         })
+    }
+
+    fn from_rsa(key: rsa::PrivateKey) -> Result<Self, Error> {
+        let public = VerifyingKey::from_rsa(key.to_public_key())?;
+        Ok(Self {
+            inner: SecretInner::Rsa {
+                key: alloc::boxed::Box::new(key),
+                padding: RsaPadding::default(),
+            },
+            public,
+        })
+    }
+
+    /// Generates a new random RSA key of `bits` (2048, 3072 or 4096) with public exponent
+    /// 65537 from the operating system's RNG; it signs with [`RsaPadding::Pkcs1v15`] until
+    /// [`SigningKey::with_rsa_padding`] says otherwise. Takes seconds for 4096 bits.
+    ///
+    /// # Errors
+    /// [`Error::RsaKeyTooSmall`] / [`Error::RsaKeySizeUnsupported`] for another size;
+    /// [`Error::Rng`] when the OS RNG fails.
+    #[cfg(feature = "std")]
+    pub fn generate_rsa(bits: usize) -> Result<Self, Error> {
+        Self::generate_rsa_with_rng(&mut getrandom::SysRng, bits)
+    }
+
+    /// Generates a new random RSA key of `bits` from `rng` (see [`SigningKey::generate_rsa`]).
+    ///
+    /// # Errors
+    /// As [`SigningKey::generate_rsa`].
+    pub fn generate_rsa_with_rng<R>(rng: &mut R, bits: usize) -> Result<Self, Error>
+    where
+        R: rand_core::TryCryptoRng + ?Sized,
+    {
+        check_rsa_bits(bits)?;
+        let key = rsa::PrivateKey::new(rng, bits).map_err(|_| Error::Rng)?;
+        Self::from_rsa(key)
+    }
+
+    /// Chooses the padding an RSA key signs with (no effect on a P-256 key).
+    #[must_use]
+    pub fn with_rsa_padding(mut self, padding: RsaPadding) -> Self {
+        if let SecretInner::Rsa {
+            padding: current, ..
+        } = &mut self.inner
+        {
+            *current = padding;
+        }
+        self
+    }
+
+    /// Decodes a DER PKCS#1 `RSAPrivateKey` (the `RSA PRIVATE KEY` PEM of
+    /// `openssl genrsa -traditional`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the bytes are not a valid two-prime RSA private key;
+    /// [`Error::RsaKeyTooSmall`] / [`Error::RsaKeySizeUnsupported`] for a modulus not in
+    /// [`RSA_MODULUS_BITS`].
+    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, Error> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        if der.len() > MAX_PRIVATE_KEY_LEN {
+            return Err(Error::InvalidKey {
+                reason: "private key is too long",
+            });
+        }
+        let pkcs1 = rsa::pkcs1::RsaPrivateKeyRef::from_der(der).map_err(|_| Error::InvalidKey {
+            reason: "not a DER PKCS#1 RSAPrivateKey",
+        })?;
+        check_rsa_bits(modulus_bits(pkcs1.modulus.as_bytes()))?;
+        let key = rsa::PrivateKey::from_pkcs1_der(der).map_err(|_| Error::InvalidKey {
+            reason: "not a valid RSA private key",
+        })?;
+        Self::from_rsa(key)
     }
 
     /// Generates a new random P-256 key from the operating system's RNG.
@@ -246,8 +450,10 @@ impl SigningKey {
     ///
     /// # Errors
     /// [`Error::EncryptedKeyUnsupported`] for an `EncryptedPrivateKeyInfo`;
-    /// [`Error::UnsupportedKeyAlgorithm`] for a key type other than EC; [`Error::InvalidKey`]
-    /// when the bytes are not PKCS#8, the curve is not P-256 or the key is invalid.
+    /// [`Error::UnsupportedKeyAlgorithm`] for a key type other than EC and RSA;
+    /// [`Error::InvalidKey`] when the bytes are not PKCS#8, the curve is not P-256 or the key is
+    /// invalid; [`Error::RsaKeyTooSmall`] / [`Error::RsaKeySizeUnsupported`] for an RSA
+    /// modulus not in [`RSA_MODULUS_BITS`].
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
         if der.len() > MAX_PRIVATE_KEY_LEN {
             return Err(Error::InvalidKey {
@@ -265,6 +471,9 @@ impl SigningKey {
                 });
             }
         };
+        if info.algorithm.oid == RSA_ENCRYPTION {
+            return Self::from_pkcs1_der(info.private_key.as_bytes());
+        }
         let (oid, parameters) = info.algorithm.oids().map_err(|_| Error::InvalidKey {
             reason: "malformed key algorithm parameters",
         })?;
@@ -301,8 +510,10 @@ impl SigningKey {
     }
 
     /// Decodes a PEM private key as openssl writes it: `PRIVATE KEY` (PKCS#8, from
-    /// `openssl genpkey` or `openssl pkey`) or `EC PRIVATE KEY` (SEC1, from
-    /// `openssl ecparam -name prime256v1 -genkey`, which may put an `EC PARAMETERS` block first).
+    /// `openssl genpkey -algorithm EC|RSA` or `openssl pkey`), `EC PRIVATE KEY` (SEC1, from
+    /// `openssl ecparam -name prime256v1 -genkey`, which may put an `EC PARAMETERS` block first)
+    /// or `RSA PRIVATE KEY` (PKCS#1, `openssl genrsa -traditional`). RSA keys sign with
+    /// [`RsaPadding::Pkcs1v15`] until [`SigningKey::with_rsa_padding`] says otherwise.
     ///
     /// Other blocks (`EC PARAMETERS`, `PUBLIC KEY`) and text around them are ignored; exactly
     /// one private key block must be present, so a file is never ambiguous about which key it
@@ -311,9 +522,9 @@ impl SigningKey {
     /// # Errors
     /// [`Error::EncryptedKeyUnsupported`] for `ENCRYPTED PRIVATE KEY` or a legacy encrypted
     /// `EC PRIVATE KEY` (`Proc-Type: 4,ENCRYPTED`); [`Error::Pem`] when there is no private key
-    /// block, more than one, or the PEM is malformed; [`Error::UnsupportedKeyAlgorithm`] for an
-    /// `RSA PRIVATE KEY`; otherwise as [`SigningKey::from_pkcs8_der`] and
-    /// [`SigningKey::from_sec1_der`].
+    /// block, more than one, or the PEM is malformed; otherwise as
+    /// [`SigningKey::from_pkcs8_der`], [`SigningKey::from_sec1_der`] and
+    /// [`SigningKey::from_pkcs1_der`].
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let blocks = pem::blocks(pem)?;
         let mut private_blocks = blocks
@@ -330,9 +541,7 @@ impl SigningKey {
         match block.label {
             "PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" => Self::from_pkcs8_der(&block.decode()?),
             "EC PRIVATE KEY" => Self::from_sec1_der(&block.decode()?),
-            "RSA PRIVATE KEY" => Err(Error::UnsupportedKeyAlgorithm {
-                oid: RSA_ENCRYPTION,
-            }),
+            "RSA PRIVATE KEY" => Self::from_pkcs1_der(&block.decode()?),
             _ => Err(Error::Pem {
                 reason: "unsupported private key PEM label",
             }),
@@ -346,6 +555,7 @@ impl SigningKey {
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let document = match &self.inner {
             SecretInner::P256(key) => key.to_pkcs8_der(),
+            SecretInner::Rsa { key, .. } => key.to_pkcs8_der(),
         }
         .map_err(|_| Error::Encoding { what: "PKCS#8" })?;
         Ok(Zeroizing::new(document.as_bytes().to_vec()))
@@ -367,21 +577,75 @@ impl SigningKey {
     }
 
     /// The signature algorithm OID this key's signatures carry in a package
-    /// ([`ECDSA_WITH_SHA256`] for P-256).
+    /// ([`ECDSA_WITH_SHA256`] for P-256, [`SHA256_WITH_RSA_ENCRYPTION`] or [`ID_RSASSA_PSS`]
+    /// for RSA, by its [`RsaPadding`]).
     #[must_use]
     pub fn algorithm(&self) -> ObjectIdentifier {
-        match self.inner {
+        match &self.inner {
             SecretInner::P256(_) => ECDSA_WITH_SHA256,
+            SecretInner::Rsa {
+                padding: RsaPadding::Pkcs1v15,
+                ..
+            } => SHA256_WITH_RSA_ENCRYPTION,
+            SecretInner::Rsa {
+                padding: RsaPadding::Pss,
+                ..
+            } => ID_RSASSA_PSS,
         }
     }
 
-    /// Signs `message`: SHA-256, then ECDSA with a deterministic nonce (RFC 6979), encoded as a
-    /// DER `Ecdsa-Sig-Value` — exactly what
-    /// `openssl dgst -sha256 -verify pub.pem -signature sig.der message` accepts.
+    /// Signs `message` with SHA-256. P-256: ECDSA with a deterministic nonce (RFC 6979), a DER
+    /// `Ecdsa-Sig-Value`. RSA: PKCS#1 v1.5 or PSS (MGF1-SHA-256, 32-byte salt) by the key's
+    /// [`RsaPadding`], as many bytes as the modulus, the private operation blinded with the OS
+    /// RNG. Exactly what `openssl dgst -sha256 -verify pub.pem -signature sig message` (with
+    /// `-sigopt rsa_padding_mode:pss` for PSS) accepts.
+    ///
+    /// Without the `std` feature there is no OS RNG: RSA keys must sign with
+    /// [`SigningKey::sign_with_rng`].
     ///
     /// # Errors
-    /// [`Error::SigningFailed`] if the signing primitive fails (not expected for a valid key).
+    /// [`Error::SigningFailed`] if the signing primitive fails (not expected for a valid key);
+    /// [`Error::Rng`] for an RSA key without the `std` feature.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        match &self.inner {
+            SecretInner::P256(_) => self.sign_p256(message),
+            #[cfg(feature = "std")]
+            SecretInner::Rsa { .. } => self.sign_with_rng(&mut getrandom::SysRng, message),
+            #[cfg(not(feature = "std"))]
+            SecretInner::Rsa { .. } => Err(Error::Rng),
+        }
+    }
+
+    /// Signs `message` as [`SigningKey::sign`] does, taking the randomness RSA needs (blinding,
+    /// the PSS salt) from `rng`; P-256 signatures stay deterministic and ignore it.
+    ///
+    /// # Errors
+    /// [`Error::SigningFailed`] if the signing primitive or the RNG fails.
+    pub fn sign_with_rng<R>(&self, rng: &mut R, message: &[u8]) -> Result<Vec<u8>, Error>
+    where
+        R: rand_core::TryCryptoRng + ?Sized,
+    {
+        use sha2::{Digest, Sha256};
+        match &self.inner {
+            SecretInner::P256(_) => self.sign_p256(message),
+            SecretInner::Rsa { key, padding } => {
+                let digest = Sha256::digest(message);
+                match padding {
+                    RsaPadding::Pkcs1v15 => {
+                        key.sign_with_rng(rng, rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
+                    }
+                    RsaPadding::Pss => key.sign_with_rng(
+                        rng,
+                        rsa::Pss::<Sha256>::new_with_salt(crate::algorithm::RSA_PSS_SALT_LEN),
+                        &digest,
+                    ),
+                }
+                .map_err(|_| Error::SigningFailed)
+            }
+        }
+    }
+
+    fn sign_p256(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         match &self.inner {
             SecretInner::P256(key) => {
                 let signature: p256::ecdsa::DerSignature =
@@ -389,6 +653,7 @@ impl SigningKey {
                         .map_err(|_| Error::SigningFailed)?;
                 Ok(signature.as_bytes().to_vec())
             }
+            SecretInner::Rsa { .. } => Err(Error::SigningFailed),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the verifier requires beyond "the signature verifies".
 
-use alloc::collections::BTreeSet;
+use alloc::{collections::BTreeSet, vec::Vec};
 
 use crate::{Error, KeyId, MAX_SIGNATURES};
 
@@ -24,6 +24,7 @@ use crate::{Error, KeyId, MAX_SIGNATURES};
 pub struct Policy {
     threshold: usize,
     revoked: BTreeSet<KeyId>,
+    revoked_serials: BTreeSet<Vec<u8>>,
 }
 
 impl Default for Policy {
@@ -31,6 +32,7 @@ impl Default for Policy {
         Self {
             threshold: 1,
             revoked: BTreeSet::new(),
+            revoked_serials: BTreeSet::new(),
         }
     }
 }
@@ -55,6 +57,23 @@ impl Policy {
     pub fn with_revoked_keys(mut self, key_ids: impl IntoIterator<Item = KeyId>) -> Self {
         self.revoked.extend(key_ids);
         self
+    }
+
+    /// Revokes certificates with serial number `serial` (big-endian bytes as in the
+    /// certificate; leading zero bytes are ignored): a signature whose path (leaf or
+    /// intermediate) holds such a certificate never counts. Serials are matched whatever the
+    /// issuer, so a vendor PKI must not reuse serials across its CAs.
+    #[must_use]
+    pub fn with_revoked_serial(mut self, serial: &[u8]) -> Self {
+        self.revoked_serials
+            .insert(normalize_serial(serial).to_vec());
+        self
+    }
+
+    /// Whether certificate serial `serial` is revoked.
+    #[must_use]
+    pub fn is_serial_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked_serials.contains(normalize_serial(serial))
     }
 
     /// The number of distinct trusted keys that must sign.
@@ -93,4 +112,11 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+fn normalize_serial(mut serial: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = serial {
+        serial = rest;
+    }
+    serial
 }

@@ -1,30 +1,69 @@
 //! Trust anchors and the stores that hold them.
 
-use alloc::{collections::BTreeMap, string::String};
+use alloc::{collections::BTreeMap, string::String, vec::Vec};
 
-use crate::{Error, KeyId, VerifyingKey};
+use crate::{Error, KeyId, VerifyingKey, chain::AnchorCertificate};
 
 /// The most key files [`PinnedKeys::load`] reads from one directory.
 pub const MAX_KEY_FILES: usize = 256;
 /// The largest key file [`PinnedKeys::load`] reads.
 pub const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
 
-/// A pinned root of trust: a public key whose signatures are accepted.
+/// A pinned root of trust: a public key whose signatures are accepted, either bare or as the
+/// key of a pinned root certificate.
 ///
-/// Today an anchor is a bare key; when X.509 lands an anchor may also be a root certificate whose
-/// key signs leaf certificates. Either way a signature is only ever accepted because it chains
-/// to an anchor, never because of anything the package itself says.
+/// A bare key signs packages directly, or signs the top certificate of a chain. A root
+/// certificate's key does the same, and the certificate's subject name, basicConstraints,
+/// pathLen and keyUsage also bind the chains that end at it (see [`crate::verify_chain`]).
+/// Either way a signature is only ever accepted because it chains to an anchor, never because of
+/// anything the package itself says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustAnchor {
     key: VerifyingKey,
     name: Option<String>,
+    certificate: Option<AnchorCertificate>,
 }
 
 impl TrustAnchor {
     /// An anchor for `key`, without a name.
     #[must_use]
     pub fn new(key: VerifyingKey) -> Self {
-        Self { key, name: None }
+        Self {
+            key,
+            name: None,
+            certificate: None,
+        }
+    }
+
+    /// An anchor for a DER root certificate (as `openssl x509 -outform DER` writes). Its
+    /// self-signature and validity dates are not checked: pinning is what makes it trusted.
+    ///
+    /// # Errors
+    /// [`Error::CertificateMalformed`], [`Error::UnsupportedCertificateAlgorithm`],
+    /// [`Error::UnknownCriticalExtension`] or a key error of [`VerifyingKey::from_spki_der`].
+    pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
+        let (key, certificate) = crate::chain::parse_anchor(der)?;
+        Ok(Self {
+            key,
+            name: None,
+            certificate: Some(certificate),
+        })
+    }
+
+    /// The DER root certificate, when this anchor is one.
+    #[must_use]
+    pub fn certificate_der(&self) -> Option<&[u8]> {
+        self.certificate.as_ref().map(|c| c.der.as_slice())
+    }
+
+    /// The root certificate's subject (RFC 4514 text), when this anchor is one.
+    #[must_use]
+    pub fn subject(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.subject.as_str())
+    }
+
+    pub(crate) fn certificate(&self) -> Option<&AnchorCertificate> {
+        self.certificate.as_ref()
     }
 
     /// Gives the anchor a human-readable name (for logs and `inspect` output; never used to
@@ -67,6 +106,13 @@ pub trait TrustStore {
     /// Whether the store holds no anchor at all. An empty store makes every verification fail
     /// with [`Error::NoTrustAnchors`], so misconfiguration is never a silent skip.
     fn is_empty(&self) -> bool;
+
+    /// Every anchor that may end a certificate chain (root certificates and root keys). The
+    /// default is none: a store that does not implement this refuses every chained signature
+    /// with [`Error::CertificatesUnsupported`] rather than accepting it unchecked.
+    fn chain_anchors(&self) -> Vec<&TrustAnchor> {
+        Vec::new()
+    }
 }
 
 /// An in-memory set of pinned trust anchors, keyed and iterated by key id (so its order is
@@ -125,26 +171,32 @@ impl PinnedKeys {
         self.anchors.values()
     }
 
-    /// Pins every `PUBLIC KEY` block in `pem` (a bundle of one or more keys), for anchors
-    /// compiled into an updater with `include_str!`.
+    /// Pins every `PUBLIC KEY` and `CERTIFICATE` block in `pem` (a bundle of root keys and root
+    /// certificates), for anchors compiled into an updater with `include_str!`.
     ///
     /// # Errors
-    /// [`Error::Pem`] when the text holds no `PUBLIC KEY` block or malformed PEM;
+    /// [`Error::Pem`] when the text holds neither block or malformed PEM;
     /// [`Error::InvalidKey`] when it holds a private key; otherwise as
-    /// [`VerifyingKey::from_spki_der`].
+    /// [`VerifyingKey::from_spki_der`] and [`TrustAnchor::from_certificate_der`].
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let keys = crate::keys::public_keys_from_pem(pem)?;
-        if keys.is_empty() {
+        let mut anchors: Self = keys.into_iter().collect();
+        for block in crate::pem::blocks(pem)? {
+            if block.label == "CERTIFICATE" {
+                anchors.add_anchor(TrustAnchor::from_certificate_der(&block.decode()?)?);
+            }
+        }
+        if anchors.is_empty() {
             return Err(Error::Pem {
-                reason: "no PUBLIC KEY block",
+                reason: "no PUBLIC KEY or CERTIFICATE block",
             });
         }
-        Ok(keys.into_iter().collect())
+        Ok(anchors)
     }
 
-    /// Loads pinned keys from `path`: either one PEM file holding one or more `PUBLIC KEY`
-    /// blocks, or a directory whose `*.pem` and `*.pub` files each hold public keys (other files
-    /// are skipped). Files are read in sorted name order, so the first error reported is always
+    /// Loads pinned keys and root certificates from `path`: either one PEM file holding one or
+    /// more `PUBLIC KEY` / `CERTIFICATE` blocks, or a directory whose `*.pem`, `*.pub` and
+    /// `*.crt` files each hold some (other files are skipped). Files are read in sorted name order, so the first error reported is always
     /// the same; each anchor is named after its file.
     ///
     /// A `.pem` file in the directory that is not a public key (a private key put there by
@@ -169,7 +221,7 @@ impl PinnedKeys {
             let file = entry.path();
             let is_key_file = file
                 .extension()
-                .is_some_and(|ext| ext == "pem" || ext == "pub");
+                .is_some_and(|ext| ext == "pem" || ext == "pub" || ext == "crt");
             if !is_key_file {
                 continue;
             }
@@ -253,6 +305,10 @@ impl TrustStore for PinnedKeys {
 
     fn is_empty(&self) -> bool {
         self.anchors.is_empty()
+    }
+
+    fn chain_anchors(&self) -> Vec<&TrustAnchor> {
+        self.anchors.values().collect()
     }
 }
 

@@ -4,7 +4,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::{
-    DEFAULT_ALGORITHMS, Error, KeyId, ObjectIdentifier, Policy, SignatureAlgorithm, TrustStore,
+    ChainPolicy, DEFAULT_ALGORITHMS, Error, KeyId, ObjectIdentifier, Policy, SignatureAlgorithm,
+    TimePolicy, TrustStore, VerifyingKey,
 };
 
 /// The most signatures one message may carry (FORMAT.md §6 `MAX_SIGNATURES`). More is refused
@@ -22,9 +23,9 @@ pub struct SignatureInput<'a> {
     pub key_id: KeyId,
     /// The signature bytes, in the algorithm's encoding (DER `Ecdsa-Sig-Value` for ECDSA).
     pub signature: &'a [u8],
-    /// The signer's X.509 chain as DER certificates, leaf first. Not supported yet: a non-empty
-    /// list makes this signature fail with [`Error::CertificatesUnsupported`] rather than being
-    /// accepted unchecked.
+    /// The signer's X.509 chain as DER certificates, leaf first, then intermediates (any order).
+    /// When non-empty, the leaf must chain to an anchor ([`crate::verify_chain`]) and its key
+    /// makes the signature; `key_id` must be that key's id.
     pub certificates: Vec<&'a [u8]>,
 }
 
@@ -51,10 +52,14 @@ impl<'a> SignatureInput<'a> {
 /// 1. An empty trust store is [`Error::NoTrustAnchors`], an invalid policy
 ///    [`Error::InvalidPolicy`], no signature [`Error::NoSignatures`], more than
 ///    [`MAX_SIGNATURES`] [`Error::TooManySignatures`] — before any cryptography.
-/// 2. Each signature, in order, is refused if it carries certificates, names an algorithm not in
-///    the list, names a revoked key, names a key the store does not have, or does not verify
-///    strictly under that key. A key id already counted is not checked again, so the same key
-///    signing twice counts once.
+/// 2. Each signature, in order, is refused if it names an algorithm not in the list, names a
+///    revoked key, or — without certificates — names a key the store does not have, or — with
+///    certificates — its leaf does not chain to an anchor under the verifier's [`ChainPolicy`]
+///    and [`TimePolicy`] (default: codeSigning required, [`TimePolicy::NoClock`]), its leaf key
+///    id differs from the signature's key id, or a certificate or key of its path is revoked;
+///    or if it does not verify strictly under the (leaf) key. A key id already counted is not
+///    checked again, so the same key signing twice — directly or through two chains — counts
+///    once.
 /// 3. As soon as [`Policy::threshold`] distinct keys have verified, the message is accepted;
 ///    signatures after that point are not examined. Refused signatures do not stop the loop:
 ///    an unknown or unsupported one is skipped when others meet the threshold.
@@ -66,6 +71,8 @@ pub struct Verifier<'a> {
     trust: &'a dyn TrustStore,
     algorithms: &'a [&'a dyn SignatureAlgorithm],
     policy: Policy,
+    time: TimePolicy,
+    chain_policy: ChainPolicy,
 }
 
 impl<'a> Verifier<'a> {
@@ -77,7 +84,24 @@ impl<'a> Verifier<'a> {
             trust,
             algorithms: DEFAULT_ALGORITHMS,
             policy: Policy::default(),
+            time: TimePolicy::NoClock,
+            chain_policy: ChainPolicy::default(),
         }
+    }
+
+    /// Sets how certificate validity dates are checked (default [`TimePolicy::NoClock`]: a
+    /// device without a trusted clock; pass [`TimePolicy::TrustedTime`] when it has one).
+    #[must_use]
+    pub fn with_time(mut self, time: TimePolicy) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// Sets the certificate chain policy (default: the leaf must allow codeSigning).
+    #[must_use]
+    pub fn with_chain_policy(mut self, chain_policy: ChainPolicy) -> Self {
+        self.chain_policy = chain_policy;
+        self
     }
 
     /// Replaces the policy (threshold, revoked keys).
@@ -106,8 +130,8 @@ impl<'a> Verifier<'a> {
     /// # Errors
     /// [`Error::NoTrustAnchors`], [`Error::InvalidPolicy`], [`Error::NoSignatures`],
     /// [`Error::TooManySignatures`] up front; then, when the threshold is not met, the first
-    /// signature's own error ([`Error::CertificatesUnsupported`],
-    /// [`Error::UnsupportedAlgorithm`], [`Error::KeyRevoked`], [`Error::UnknownKey`],
+    /// signature's own error ([`Error::UnsupportedAlgorithm`], any error of
+    /// [`crate::verify_chain`], [`Error::LeafKeyIdMismatch`], [`Error::CertificateRevoked`], [`Error::KeyRevoked`], [`Error::UnknownKey`],
     /// [`Error::KeyIdMismatch`], [`Error::AlgorithmKeyMismatch`],
     /// [`Error::MalformedSignature`], [`Error::BadSignature`]) if none verified, else
     /// [`Error::ThresholdNotMet`].
@@ -158,9 +182,6 @@ impl<'a> Verifier<'a> {
     /// Checks one signature; `Ok` means it counts toward the threshold.
     fn check_one(&self, message: &[u8], input: &SignatureInput<'_>) -> Result<(), Error> {
         let key_id = input.key_id;
-        if !input.certificates.is_empty() {
-            return Err(Error::CertificatesUnsupported { key_id });
-        }
         let algorithm = self
             .algorithms
             .iter()
@@ -170,6 +191,10 @@ impl<'a> Verifier<'a> {
             })?;
         if self.policy.is_revoked(&key_id) {
             return Err(Error::KeyRevoked { key_id });
+        }
+        if let Some((leaf, intermediates)) = input.certificates.split_first() {
+            let key = self.check_chain(key_id, leaf, intermediates)?;
+            return algorithm.verify(&key, message, input.signature);
         }
         let anchor = self
             .trust
@@ -183,6 +208,51 @@ impl<'a> Verifier<'a> {
             });
         }
         algorithm.verify(anchor.key(), message, input.signature)
+    }
+
+    /// Verifies a signature's chain and returns the leaf key it must be checked with.
+    fn check_chain(
+        &self,
+        key_id: KeyId,
+        leaf: &[u8],
+        intermediates: &[&[u8]],
+    ) -> Result<VerifyingKey, Error> {
+        if self.trust.chain_anchors().is_empty() {
+            return Err(Error::CertificatesUnsupported { key_id });
+        }
+        let path = crate::verify_chain_with_algorithms(
+            leaf,
+            intermediates,
+            self.trust,
+            self.time,
+            self.chain_policy,
+            self.algorithms,
+        )?;
+        let leaf_key_id = path.leaf_key().key_id();
+        if leaf_key_id != key_id {
+            return Err(Error::LeafKeyIdMismatch {
+                key_id,
+                leaf_key_id,
+            });
+        }
+        for cert in path.certificates() {
+            if self.policy.is_serial_revoked(cert.serial()) {
+                return Err(Error::CertificateRevoked {
+                    serial: crate::chain::hex(cert.serial()),
+                });
+            }
+            if self.policy.is_revoked(&cert.key_id()) {
+                return Err(Error::KeyRevoked {
+                    key_id: cert.key_id(),
+                });
+            }
+        }
+        if self.policy.is_revoked(&path.anchor_key_id()) {
+            return Err(Error::KeyRevoked {
+                key_id: path.anchor_key_id(),
+            });
+        }
+        Ok(path.leaf_key().clone())
     }
 }
 

@@ -261,17 +261,17 @@ fn reports_first_signatures_error_when_none_verifies() {
     let (a, stranger) = (key(), key());
     let trust = pinned(&[&a]);
     let sig_s = stranger.sign(MESSAGE).unwrap();
-    let rsa = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+    let ed25519 = ObjectIdentifier::new_unwrap("1.3.101.112");
     let err = Verifier::new(&trust)
         .verify(
             MESSAGE,
             &[
-                SignatureInput::new(rsa, a.verifying_key().key_id(), &sig_s),
+                SignatureInput::new(ed25519, a.verifying_key().key_id(), &sig_s),
                 input(&stranger, &sig_s),
             ],
         )
         .err();
-    assert_eq!(err, Some(Error::UnsupportedAlgorithm { oid: rsa }));
+    assert_eq!(err, Some(Error::UnsupportedAlgorithm { oid: ed25519 }));
 }
 
 #[test]
@@ -321,14 +321,22 @@ fn rejects_more_than_max_signatures() {
 }
 
 #[test]
-fn rejects_signature_with_certificates() {
+fn rejects_malformed_certificate_chain() {
     let key = key();
     let signature = key.sign(MESSAGE).unwrap();
     let trust = pinned(&[&key]);
     let mut with_chain = input(&key, &signature);
     with_chain.certificates = vec![&[0x30, 0x00]];
+    assert!(matches!(
+        Verifier::new(&trust)
+            .verify(MESSAGE, &[with_chain.clone()])
+            .err(),
+        Some(Error::CertificateMalformed { index: 0, .. })
+    ));
+    // A store without chain anchors refuses chains outright.
+    let store = LyingStore(TrustAnchor::new(key.verifying_key()));
     assert_eq!(
-        Verifier::new(&trust).verify(MESSAGE, &[with_chain]).err(),
+        Verifier::new(&store).verify(MESSAGE, &[with_chain]).err(),
         Some(Error::CertificatesUnsupported {
             key_id: key.verifying_key().key_id()
         })
@@ -369,8 +377,10 @@ fn rejects_algorithm_left_out_of_the_list() {
         .with_algorithms(only_ecdsa)
         .verify(MESSAGE, &[input(&key, &signature)])
         .unwrap();
-    assert_eq!(DEFAULT_ALGORITHMS.len(), 1);
+    assert_eq!(DEFAULT_ALGORITHMS.len(), 3);
     assert_eq!(DEFAULT_ALGORITHMS[0].oid(), ECDSA_WITH_SHA256);
+    assert_eq!(DEFAULT_ALGORITHMS[1].name(), "rsa-pkcs1-sha256");
+    assert_eq!(DEFAULT_ALGORITHMS[2].name(), "rsa-pss-sha256");
     assert_eq!(ECDSA_P256_SHA256.name(), "ecdsa-p256-sha256");
 }
 

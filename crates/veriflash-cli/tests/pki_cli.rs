@@ -1,0 +1,413 @@
+//! The PKI side of the CLI: RSA keygen, packing with certificate chains made by openssl,
+//! `verify --trust root.pem` with the clock / `--no-clock` / `--threshold`, `inspect` printing
+//! chains, and split signing (`pack --unsigned` + `openssl dgst -sign` + `veriflash sign`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn veriflash(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run veriflash")
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = veriflash(args, cwd);
+    assert!(
+        out.status.success(),
+        "veriflash {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn openssl(args: &[&str], cwd: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn setup(d: &Path, leaf_days: &str) {
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    std::fs::write(d.join("images/boot.img"), vec![7u8; 100_000]).unwrap();
+    std::fs::write(
+        d.join("update.toml"),
+        "product = \"acme\"\nchipset = \"mdm9607\"\nversion = \"1\"\nsecurity_version = 1\n[[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"images/boot.img\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "root.key",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req", "-new", "-key", "root.key", "-subj", "/CN=Root", "-out", "root.csr",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "x509", "-req", "-in", "root.csr", "-signkey", "root.key", "-extfile", "ca.ext",
+            "-days", "30", "-out", "root.pem",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "inter.key",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-key",
+            "inter.key",
+            "-subj",
+            "/CN=Inter",
+            "-out",
+            "inter.csr",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "inter.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-extfile",
+            "ca.ext",
+            "-days",
+            "30",
+            "-out",
+            "inter.pem",
+        ],
+        d,
+    );
+    ok(&["keygen", "--algo", "rsa3072", "--out", "leaf.pem"], d);
+    openssl(
+        &[
+            "req", "-new", "-key", "leaf.pem", "-subj", "/CN=Leaf", "-out", "leaf.csr",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "inter.pem",
+            "-CAkey",
+            "inter.key",
+            "-CAcreateserial",
+            "-extfile",
+            "leaf.ext",
+            "-days",
+            leaf_days,
+            "-out",
+            "leaf.crt",
+        ],
+        d,
+    );
+    let chain = [
+        std::fs::read(d.join("leaf.crt")).unwrap(),
+        std::fs::read(d.join("inter.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(d.join("chain.pem"), chain).unwrap();
+}
+
+#[test]
+fn packs_with_an_openssl_chain_and_verifies_against_the_root_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, "30");
+    ok(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--key",
+            "leaf.pem",
+            "--cert",
+            "chain.pem",
+            "--out",
+            "u.vfp",
+        ],
+        d,
+    );
+    let inspect = ok(&["inspect", "u.vfp"], d);
+    assert!(
+        inspect.contains("rsa-pkcs1-sha256")
+            && inspect.contains("leaf  CN=Leaf")
+            && inspect.contains("chain CN=Inter"),
+        "{inspect}"
+    );
+    ok(&["verify", "--trust", "root.pem", "u.vfp"], d);
+    ok(&["verify", "--trust", "root.pem", "--no-clock", "u.vfp"], d);
+    let two = veriflash(
+        &["verify", "--trust", "root.pem", "--threshold", "2", "u.vfp"],
+        d,
+    );
+    assert_eq!(two.status.code(), Some(24));
+    // Another root: the chain leads nowhere trusted.
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "other.key",
+            "-subj",
+            "/CN=Other",
+            "-days",
+            "30",
+            "-out",
+            "other.pem",
+        ],
+        d,
+    );
+    let wrong = veriflash(&["verify", "--trust", "other.pem", "u.vfp"], d);
+    assert_eq!(
+        wrong.status.code(),
+        Some(26),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+#[test]
+fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // -days -1: notAfter is yesterday.
+    setup(d, "-1");
+    ok(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--key",
+            "leaf.pem",
+            "--cert",
+            "chain.pem",
+            "--out",
+            "u.vfp",
+        ],
+        d,
+    );
+    let out = veriflash(&["verify", "--trust", "root.pem", "u.vfp"], d);
+    assert_eq!(
+        out.status.code(),
+        Some(27),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&["verify", "--trust", "root.pem", "--no-clock", "u.vfp"], d);
+}
+
+#[test]
+fn split_signing_attaches_openssl_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, "30");
+    ok(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--unsigned",
+            "--out",
+            "u.tbs",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "dgst", "-sha256", "-sign", "leaf.pem", "-out", "sig.der", "u.tbs",
+        ],
+        d,
+    );
+    ok(
+        &[
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "sig.der",
+            "--cert",
+            "chain.pem",
+            "--out",
+            "u.vfp",
+        ],
+        d,
+    );
+    ok(&["verify", "--trust", "root.pem", "u.vfp"], d);
+    openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "leaf.pem",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+            "-out",
+            "pss.der",
+            "u.tbs",
+        ],
+        d,
+    );
+    ok(
+        &[
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "pss.der",
+            "--cert",
+            "chain.pem",
+            "--pss",
+            "--out",
+            "p.vfp",
+        ],
+        d,
+    );
+    ok(&["verify", "--trust", "root.pem", "p.vfp"], d);
+    // PSS presented as PKCS#1 v1.5 is refused before anything is written.
+    let confused = veriflash(
+        &[
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "pss.der",
+            "--cert",
+            "chain.pem",
+            "--out",
+            "c.vfp",
+        ],
+        d,
+    );
+    assert_eq!(confused.status.code(), Some(72));
+    assert!(!d.join("c.vfp").exists());
+    // ECDSA from an HSM as 64-byte r||s, checked against the public key.
+    openssl(
+        &["pkey", "-in", "inter.key", "-pubout", "-out", "inter.pub"],
+        d,
+    );
+    openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "inter.key",
+            "-out",
+            "ec.der",
+            "u.tbs",
+        ],
+        d,
+    );
+    let der = std::fs::read(d.join("ec.der")).unwrap();
+    let raw = veriflash_core::sig::ecdsa_p256_signature_to_raw(&der).unwrap();
+    std::fs::write(d.join("ec.raw"), raw).unwrap();
+    ok(
+        &[
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "ec.raw",
+            "--pubkey",
+            "inter.pub",
+            "--out",
+            "e.vfp",
+        ],
+        d,
+    );
+    ok(&["verify", "--trust", "inter.pub", "e.vfp"], d);
+    // The images changed since `pack --unsigned`: refused.
+    std::fs::write(d.join("images/boot.img"), vec![8u8; 100_000]).unwrap();
+    let stale = veriflash(
+        &[
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "sig.der",
+            "--cert",
+            "chain.pem",
+            "--out",
+            "s.vfp",
+        ],
+        d,
+    );
+    assert_eq!(stale.status.code(), Some(72));
+}
