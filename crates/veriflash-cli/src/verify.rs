@@ -3,20 +3,84 @@
 use std::path::Path;
 
 use serde_json::json;
-use veriflash_core::sig::Verifier;
+use veriflash_core::sig::{Policy, TimePolicy, Verifier};
 use veriflash_core::trust::load_trust_anchors;
-use veriflash_core::{Error, VerifyReport, verify_file};
+use veriflash_core::{Error, PackageReader, VerifyReport};
 
 use crate::output::{Failure, human_size};
 
-/// Verifies `package` against the anchors at `trust`.
+/// Verifies `package` against the anchors at `trust`, hashing on every core.
 pub(crate) fn check(trust: &Path, package: &Path) -> Result<VerifyReport, Error> {
-    let anchors = load_trust_anchors(trust)?;
-    verify_file(package, &Verifier::new(&anchors))
+    check_with_threads(trust, package, 0)
 }
 
-pub(crate) fn run(trust: &Path, package: &Path, json: bool) -> Result<(), Failure> {
-    let report = check(trust, package).map_err(|e| Failure::new(e, json))?;
+/// Verifies `package` against the anchors at `trust` with `threads` hashing threads (0: one per
+/// core).
+pub(crate) fn check_with_threads(
+    trust: &Path,
+    package: &Path,
+    threads: usize,
+) -> Result<VerifyReport, Error> {
+    check_with_options(trust, package, threads, &TrustOptions::default())
+}
+
+/// How certificate chains and thresholds are judged by `verify`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrustOptions {
+    /// Skip certificate validity dates (the device has no trusted clock).
+    pub(crate) no_clock: bool,
+    /// Distinct trusted keys that must sign.
+    pub(crate) threshold: usize,
+}
+
+impl Default for TrustOptions {
+    fn default() -> Self {
+        Self {
+            no_clock: false,
+            threshold: 1,
+        }
+    }
+}
+
+/// The verifier's time policy: the system clock as trusted time unless `no_clock`.
+fn time_policy(no_clock: bool) -> TimePolicy {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs());
+    match (no_clock, now) {
+        (false, Some(now)) => TimePolicy::TrustedTime(now),
+        // A clock before 1970 is not a trusted clock.
+        _ => TimePolicy::NoClock,
+    }
+}
+
+/// Verifies `package` with explicit trust options.
+pub(crate) fn check_with_options(
+    trust: &Path,
+    package: &Path,
+    threads: usize,
+    options: &TrustOptions,
+) -> Result<VerifyReport, Error> {
+    let anchors = load_trust_anchors(trust)?;
+    let verifier = Verifier::new(&anchors)
+        .with_time(time_policy(options.no_clock))
+        .with_policy(Policy::default().with_threshold(options.threshold));
+    PackageReader::open(package)?
+        .verify(&verifier)?
+        .with_threads(threads)
+        .verify_payload()
+}
+
+pub(crate) fn run(
+    trust: &Path,
+    package: &Path,
+    json: bool,
+    threads: usize,
+    options: &TrustOptions,
+) -> Result<(), Failure> {
+    let report =
+        check_with_options(trust, package, threads, options).map_err(|e| Failure::new(e, json))?;
     if json {
         println!("{}", json!({ "ok": true, "report": report }));
     } else {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use veriflash_format::{Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock};
-use veriflash_hash::{Digest, ImageExpectation, VerifiedChunk};
+use veriflash_hash::{Digest, ImageExpectation, ParallelOptions, VerifiedChunk};
 use veriflash_sig::{KeyId, SignatureInput, Verifier};
 
 use crate::convert;
@@ -128,6 +128,7 @@ impl<R: Read> PackageReader<R> {
                 manifest_digest,
             },
             reader: self.reader,
+            options: ParallelOptions::default(),
         })
     }
 }
@@ -169,6 +170,7 @@ impl VerifiedManifest {
 pub struct VerifiedPackage<R> {
     manifest: VerifiedManifest,
     reader: R,
+    options: ParallelOptions,
 }
 
 impl<R: Read> VerifiedPackage<R> {
@@ -178,11 +180,29 @@ impl<R: Read> VerifiedPackage<R> {
         &self.manifest
     }
 
+    /// How the payload is verified: hashing threads, buffers in flight, whole-image re-hash
+    /// (see [`ParallelOptions`]; the default uses every core and relies on the signed chunk
+    /// digests, which cover every byte).
+    #[must_use]
+    pub fn with_options(mut self, options: ParallelOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the number of hashing threads (`0`: one per available core, the default).
+    #[must_use]
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.options = self.options.threads(threads);
+        self
+    }
+
     /// Streams every image in manifest order, checking each chunk against its signed digest and
     /// handing only verified chunks to `sink`, then checks that the package ends where declared.
     ///
-    /// Each chunk is read once into one buffer, hashed, compared, and the same bytes are passed
-    /// on: nothing is re-read after it was checked. The run stops at the first bad chunk.
+    /// Each chunk is read once into a buffer, hashed (on worker threads, see
+    /// [`with_options`](Self::with_options)), compared, and the same bytes are passed on, in
+    /// order, on the calling thread: nothing is re-read after it was checked. The run stops at
+    /// the first bad chunk; memory is a fixed number of chunk buffers, whatever the image size.
     ///
     /// # Errors
     /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk, [`ErrorKind::Truncated`],
@@ -200,9 +220,13 @@ impl<R: Read> VerifiedPackage<R> {
                 digest: &image.digest,
                 chunk_digests: &image.chunk_digests,
             };
-            let digest =
-                veriflash_hash::verify_reader(&mut self.reader, expect, |chunk| sink(image, chunk))
-                    .map_err(|e| convert::verify_error(&image.name, e))?;
+            let digest = veriflash_hash::verify_reader_parallel(
+                &mut self.reader,
+                expect,
+                self.options,
+                |chunk| sink(image, chunk),
+            )
+            .map_err(|e| convert::verify_error(&image.name, e))?;
             images.push(ImageReport::new(image, digest));
         }
         let mut probe = [0u8; 1];
@@ -290,7 +314,8 @@ pub struct ImageReport {
     pub size: u64,
     /// Number of chunks checked.
     pub chunks: u64,
-    /// Hex SHA-256 of the whole image, as computed while streaming.
+    /// Hex SHA-256 of the whole image: the signed one, which the verified chunks imply, or, with
+    /// [`ParallelOptions::check_whole_image`], as re-computed while streaming.
     pub sha256: String,
 }
 

@@ -8,6 +8,8 @@ mod digest;
 mod error;
 #[cfg(feature = "std")]
 mod io;
+#[cfg(feature = "std")]
+mod parallel;
 mod sha;
 mod verify;
 
@@ -15,6 +17,8 @@ pub use digest::{ImageDigester, ImageDigests, chunk_count, digest_slice};
 pub use error::Error;
 #[cfg(feature = "std")]
 pub use io::{VerifyError, digest_reader, verify_reader};
+#[cfg(feature = "std")]
+pub use parallel::{DEFAULT_MIN_BUFFER_LEN, MAX_THREADS, ParallelOptions, verify_reader_parallel};
 pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
 pub use verify::{ChunkVerifier, ExpectedChunk, ImageExpectation, VerifiedChunk};
 

@@ -112,6 +112,18 @@ pub struct VerifiedChunk<'a> {
 }
 
 impl<'a> VerifiedChunk<'a> {
+    /// The token for bytes that a worker thread of the parallel driver has already checked with
+    /// [`ExpectedChunk::verify`] (the buffer travelled back unchanged). Crate-private: nothing
+    /// outside this crate can make a token without a check.
+    #[cfg(feature = "std")]
+    pub(crate) fn checked_elsewhere(expected: &ExpectedChunk<'_>, bytes: &'a [u8]) -> Self {
+        Self {
+            index: expected.index,
+            offset: expected.offset,
+            bytes,
+        }
+    }
+
     /// Zero-based chunk index.
     #[must_use]
     pub fn index(&self) -> u64 {
