@@ -6,7 +6,7 @@ use veriflash_core::format::HEADER_LEN;
 use veriflash_core::{ErrorKind, PackageReader};
 
 use crate::output::{Failure, error_text, human_size};
-use crate::{keygen, pack, verify};
+use crate::{device, flash, keygen, pack, verify};
 
 const BOOT_SIZE: usize = 3 << 20;
 const ROOTFS_SIZE: usize = 24 << 20;
@@ -150,8 +150,41 @@ pub(crate) fn run() -> Result<(), Failure> {
     veriflash_core::UnsignedPackage::prepare(loaded.spec)?.write_signed(&[&other], &forged)?;
     expect_refusal(&trust, &forged, ErrorKind::UnknownSigner)?;
 
+    println!("7. Flash it to a file-backed device (veriflash device init / flash / status)");
+    let layout = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nhardware_revision = \"r2\"\n\
+        [[partition]]\nname = \"boot\"\nsize = 4194304\nab = true\n\
+        [[partition]]\nname = \"system\"\nsize = 33554432\nab = true\n\
+        [[partition]]\nname = \"efs2\"\nsize = 1048576\n";
+    let layout_path = dir.join("layout.toml");
+    write(&layout_path, layout.as_bytes())?;
+    let target = format!("file:{}", dir.join("device.img").display());
+    device::init(&layout_path, &target)?;
+    flash::run(&package, &trust, &target, false)?;
+    println!();
+    device::status(&target, false)?;
+    println!();
+
+    println!("8. The tampered copy, flashed to the same device");
+    let before = read(&dir.join("device.img"))?;
+    match flash::run(&tampered_path, &trust, &target, false) {
+        Err(Failure::Error { error, .. }) if error.kind() == ErrorKind::NotAuthentic => {
+            println!("refused, as it must be:");
+            for line in error_text(&error).lines() {
+                println!("    {line}");
+            }
+        }
+        Err(other) => return Err(other),
+        Ok(()) => return Err(Failure::Unexpected("a tampered package was flashed".into())),
+    }
+    if read(&dir.join("device.img"))? != before {
+        return Err(Failure::Unexpected(
+            "a refused package changed the device".into(),
+        ));
+    }
+    println!("    the device file is byte-for-byte unchanged\n");
+
     println!(
-        "demo complete: the authentic package verified; the corrupted, tampered and forged ones were refused."
+        "demo complete: the authentic package verified and installed; the corrupted, tampered and forged ones were refused."
     );
     Ok(())
 }

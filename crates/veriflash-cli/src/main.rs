@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod device;
+mod flash;
 mod inspect;
 mod keygen;
 mod manifest_toml;
@@ -18,24 +20,25 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-const EXIT_CODES: &str = "\
-Exit status:
-  0   success (for verify: every signature, chunk and image checked)
-  10  malformed package            11  unsupported format feature
-  12  limit exceeded               13  truncated package (re-download)
-  14  trailing data
-  20  not authentic (bad signature) 21  signed by an untrusted key
-  22  no trust anchors given       23  signing key revoked
-  24  signature threshold not met  25  unsupported signature algorithm
-  30  payload chunk corrupted (re-download)
-  31  image digest mismatch
-  60  cancelled
-  70  file error                   71  invalid key      72  invalid input
-  2   usage error";
+/// The exit-status table for `--help`, made from the error kinds themselves so it can never
+/// disagree with them.
+fn exit_codes_help() -> String {
+    let mut text =
+        String::from("Exit status:\n  0   success\n  1   unexpected failure\n  2   usage error\n");
+    for kind in veriflash_core::ErrorKind::ALL {
+        text.push_str(&format!(
+            "  {:<3} {:<24} {}\n",
+            kind.code(),
+            kind.name(),
+            kind.summary()
+        ));
+    }
+    text
+}
 
 /// Verify and flash signed firmware update packages.
 #[derive(Debug, Parser)]
-#[command(name = "veriflash", after_help = EXIT_CODES)]
+#[command(name = "veriflash")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +58,9 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// Key type: p256 (default), rsa3072 or rsa4096.
+        #[arg(long, value_enum, default_value = "p256")]
+        algo: keygen::KeyAlgo,
     },
     /// Build and sign a package from a manifest description (TOML) and image files.
     #[command(
@@ -65,9 +71,47 @@ enum Command {
         /// `[[image]]` tables with name, partition and file (relative to this file).
         #[arg(long, value_name = "M.toml")]
         manifest: PathBuf,
-        /// Private signing key (PEM, as `veriflash keygen` or openssl writes it).
+        /// Private signing key (PEM, as `veriflash keygen` or openssl writes it); repeat for
+        /// several signatures.
         #[arg(long, value_name = "KEY.pem")]
-        key: PathBuf,
+        key: Vec<PathBuf>,
+        /// The signer's certificate chain (PEM: leaf first, then intermediates); repeat once
+        /// per --key, in the same order, or leave out for keys pinned directly.
+        #[arg(long, value_name = "CHAIN.pem")]
+        cert: Vec<PathBuf>,
+        /// Write only the exact bytes to sign (header || manifest) to --out, for a signature
+        /// made elsewhere (`openssl dgst -sha256 -sign`, an HSM) and attached by `veriflash sign`.
+        #[arg(long)]
+        unsigned: bool,
+        /// Where to write the package (or, with --unsigned, the bytes to sign).
+        #[arg(long, value_name = "PKG")]
+        out: PathBuf,
+    },
+    /// Attach a signature made elsewhere over the bytes `pack --unsigned` wrote, and write the
+    /// package (the images are digested again and must be unchanged).
+    #[command(
+        after_help = "Example:\n  veriflash pack --manifest update.toml --unsigned --out update.tbs\n  openssl dgst -sha256 -sign key.pem -out sig.der update.tbs\n  veriflash sign --manifest update.toml --tbs update.tbs --signature sig.der --cert chain.pem --out update.vfp"
+    )]
+    Sign {
+        /// The same package description `pack --unsigned` was given.
+        #[arg(long, value_name = "M.toml")]
+        manifest: PathBuf,
+        /// The bytes to sign that `pack --unsigned` wrote.
+        #[arg(long, value_name = "PKG.tbs")]
+        tbs: PathBuf,
+        /// The signature: RSA (PKCS#1 v1.5, or PSS with --pss), or ECDSA P-256 as DER or
+        /// 64-byte r||s.
+        #[arg(long, value_name = "SIG")]
+        signature: PathBuf,
+        /// The signer's public key (PEM), when not given by --cert.
+        #[arg(long, value_name = "PUB.pem")]
+        pubkey: Option<PathBuf>,
+        /// The signer's certificate chain (PEM: leaf first, then intermediates).
+        #[arg(long, value_name = "CHAIN.pem")]
+        cert: Option<PathBuf>,
+        /// The RSA signature is PSS (SHA-256, MGF1-SHA-256, salt 32).
+        #[arg(long)]
+        pss: bool,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -86,7 +130,7 @@ enum Command {
         after_help = "Example:\n  veriflash verify --trust vendor.pub.pem update.vfp && echo authentic"
     )]
     Verify {
-        /// Trusted public key (PEM), or a directory of them.
+        /// Trusted public keys and/or root certificates (PEM), or a directory of them.
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
         trust: PathBuf,
         /// The package file.
@@ -94,10 +138,65 @@ enum Command {
         /// Print the result (or the error with its code and remedy) as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Hashing threads for the payload (0: one per available core).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        threads: usize,
+        /// Do not check certificate validity dates (by default the system clock is trusted).
+        #[arg(long)]
+        no_clock: bool,
+        /// Distinct trusted keys that must have signed.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        threshold: usize,
     },
+    /// Verify a package and install it on a device: the inactive slot is written, read back,
+    /// and switched to only when every image matches.
+    #[command(
+        after_help = "Example:\n  veriflash flash update.vfp --trust vendor.pub.pem --target file:device.img"
+    )]
+    Flash {
+        /// The package file.
+        package: PathBuf,
+        /// Trusted public key (PEM), or a directory of them.
+        #[arg(long, value_name = "PUBKEY_OR_DIR")]
+        trust: PathBuf,
+        /// The device: `file:PATH` for a file-backed device.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// Print events and the result as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a device's state: active slot, installed version, rollback floor, last result.
+    #[command(after_help = "Example:\n  veriflash status --target file:device.img --json")]
+    Status {
+        /// The device: `file:PATH` for a file-backed device.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage file-backed reference devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Make a key and a package in a temporary directory, verify it, then show how tampered and
-    /// corrupted copies are refused.
+    /// corrupted copies are refused, and flash it to a file-backed device.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Create a file-backed device from a layout description (TOML).
+    #[command(
+        after_help = "Example:\n  veriflash device init --layout layout.toml file:device.img"
+    )]
+    Init {
+        /// Product, chipset, hardware revision, geometry and `[[partition]]` tables.
+        #[arg(long, value_name = "LAYOUT.toml")]
+        layout: PathBuf,
+        /// Where to create it: `file:PATH`.
+        target: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,20 +205,66 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         veriflash_core::hash::backend()
     );
-    let matches = Cli::command().version(version).get_matches();
+    let matches = Cli::command()
+        .version(version)
+        .after_help(exit_codes_help())
+        .get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Keygen { out, force } => keygen::run(&out, force),
-        Command::Pack { manifest, key, out } => pack::run(&manifest, &key, &out),
+        Command::Keygen { out, force, algo } => keygen::run_with(&out, force, algo),
+        Command::Pack {
+            manifest,
+            key,
+            cert,
+            unsigned,
+            out,
+        } => pack::run_with(&manifest, &key, &cert, unsigned, &out),
+        Command::Sign {
+            manifest,
+            tbs,
+            signature,
+            pubkey,
+            cert,
+            pss,
+            out,
+        } => pack::sign(&pack::SignArgs {
+            manifest: &manifest,
+            tbs: &tbs,
+            signature: &signature,
+            pubkey: pubkey.as_deref(),
+            cert: cert.as_deref(),
+            pss,
+            out: &out,
+        }),
         Command::Inspect { package, json } => inspect::run(&package, json),
         Command::Verify {
             trust,
             package,
             json,
-        } => verify::run(&trust, &package, json),
+            threads,
+            no_clock,
+            threshold,
+        } => verify::run(
+            &trust,
+            &package,
+            json,
+            threads,
+            &verify::TrustOptions {
+                no_clock,
+                threshold,
+            },
+        ),
+        Command::Flash {
+            package,
+            trust,
+            target,
+            json,
+        } => flash::run(&package, &trust, &target, json),
+        Command::Status { target, json } => device::status(&target, json),
+        Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Demo => demo::run(),
     };
     match result {

@@ -278,6 +278,11 @@ fn demo_runs_and_shows_the_refusals() {
     assert!(out.contains("error[30 integrity_mismatch]"));
     assert!(out.contains("error[20 not_authentic]"));
     assert!(out.contains("error[21 unknown_signer]"));
+    assert!(
+        out.contains("active slot     b"),
+        "the demo flashes the file-backed device"
+    );
+    assert!(out.contains("byte-for-byte unchanged"));
     assert!(out.contains("demo complete"));
 }
 

@@ -154,7 +154,16 @@ error_kinds! {
     /// A signature algorithm this verifier does not support.
     UnsupportedAlgorithm = 25, "unsupported_algorithm", Security,
         "the package is signed with an unsupported algorithm",
-        "Sign with a supported algorithm (ECDSA P-256 with SHA-256).";
+        "Sign with a supported algorithm (ECDSA P-256, RSA PKCS#1 v1.5 or PSS 2048-4096, with SHA-256).";
+    /// The signer's certificate chain is invalid: broken, not to a trusted root, a CA rule or
+    /// key usage violated, an unknown critical extension, a malformed certificate.
+    CertificateInvalid = 26, "certificate_invalid", Security,
+        "the signer's certificate chain is not valid",
+        "Do not install this package; ask the vendor for a package signed with a valid code-signing certificate chaining to your root.";
+    /// A certificate of the signer's chain is expired or not yet valid at the trusted time.
+    CertificateExpired = 27, "certificate_expired", Security,
+        "a certificate of the signer's chain is expired or not yet valid",
+        "Check the device clock; otherwise ask the vendor for a package signed with a current certificate (or verify with --no-clock if the device has no trusted time).";
     /// A payload chunk does not hash to its signed digest: corrupted in transit or tampered.
     IntegrityMismatch = 30, "integrity_mismatch", Retryable,
         "a payload chunk does not match its signed digest",
@@ -163,10 +172,70 @@ error_kinds! {
     ImageDigestMismatch = 31, "image_digest_mismatch", Security,
         "an image does not match its signed whole-image digest",
         "Do not install this package; report it to its vendor.";
+    /// The package is for another product.
+    WrongProduct = 40, "wrong_product", Permanent,
+        "the package is for another product",
+        "Use the package built for this device's product.";
+    /// The package is for another chipset.
+    WrongChipset = 41, "wrong_chipset", Permanent,
+        "the package is for another chipset",
+        "Use the package built for this device's chipset.";
+    /// The package does not list this device's hardware revision.
+    WrongHardwareRevision = 42, "wrong_hardware_revision", Permanent,
+        "the package does not support this hardware revision",
+        "Use a package that lists this device's hardware revision.";
+    /// The package's security version is below the device's anti-rollback floor.
+    DowngradeRefused = 43, "downgrade_refused", Security,
+        "the package is older than the device allows (anti-rollback)",
+        "Install a package whose security version is at least the device's floor.";
+    /// Not enough free space where the install stages data.
+    InsufficientStorage = 44, "insufficient_storage", UserAction,
+        "not enough free storage for the install",
+        "Free the number of bytes the message names, then run again.";
+    /// The install would need more memory than its budget.
+    InsufficientMemory = 45, "insufficient_memory", UserAction,
+        "the install needs more memory than allowed",
+        "Raise the memory budget, or use a package with smaller chunks.";
+    /// A caller-supplied pre-flight check (battery, user consent) refused the install.
+    PreflightRefused = 46, "preflight_refused", UserAction,
+        "a pre-flight check refused the install",
+        "Resolve what the message says (charge the battery, get consent), then run again.";
+    /// The package names a partition the device does not have.
+    UnknownPartition = 47, "unknown_partition", Permanent,
+        "the package names a partition this device does not have",
+        "Use the package built for this device's partition layout.";
+    /// An image is larger than its partition.
+    ImageTooLarge = 48, "image_too_large", Permanent,
+        "an image is larger than its partition",
+        "Use the package built for this device's partition layout.";
+    /// The package would write a partition that must never be written (no A/B copies).
+    ProtectedPartition = 49, "protected_partition", Security,
+        "the package would write a protected partition",
+        "Do not install this package; protected partitions (calibration, EFS) are never updated.";
+    /// The device reported a failure.
+    DeviceError = 50, "device_error", Device,
+        "the device reported an error",
+        "Check the device and its connection, then run again; the old software still boots.";
+    /// The link to the device failed or timed out.
+    TransportError = 51, "transport_error", Device,
+        "the connection to the device failed",
+        "Check the cable or port and run again; the old software still boots.";
+    /// What was read back from the device differs from what was written.
+    ReadBackMismatch = 52, "read_back_mismatch", Device,
+        "the device did not store the image correctly",
+        "Run the install again; if it repeats, the device's storage may be failing.";
+    /// A source or device stopped answering within its time limit.
+    Timeout = 53, "timeout", Retryable,
+        "a source or device stopped responding",
+        "Check the connection or the server and run again; nothing was committed.";
     /// The operation was cancelled by the caller.
     Cancelled = 60, "cancelled", UserAction,
         "the operation was cancelled",
         "Run it again when ready; nothing was committed.";
+    /// The install was interrupted (power loss, device gone) before it committed.
+    Interrupted = 61, "interrupted", Retryable,
+        "the install was interrupted before it completed",
+        "Run the install again: the device still boots its previous software.";
     /// A local file could not be read or written.
     Io = 70, "io", UserAction,
         "a file could not be read or written",
@@ -174,7 +243,7 @@ error_kinds! {
     /// A key file could not be used (wrong format, wrong type, encrypted).
     InvalidKey = 71, "invalid_key", UserAction,
         "a key could not be loaded",
-        "Give a P-256 key in PEM (PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or SPKI `PUBLIC KEY`), as openssl writes it.";
+        "Give a P-256 or RSA 2048/3072/4096 key in PEM (PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, `RSA PRIVATE KEY`, SPKI `PUBLIC KEY` or a root `CERTIFICATE`), as openssl writes it.";
     /// Caller input other than the package is invalid (a manifest description, an argument).
     InvalidInput = 72, "invalid_input", UserAction,
         "the input is invalid",
@@ -269,8 +338,15 @@ impl Error {
         &self.location
     }
 
+    /// An I/O failure; a timed-out read is a [`ErrorKind::Timeout`], anything else
+    /// [`ErrorKind::Io`].
     pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
-        Self::new(ErrorKind::Io, format!("{context}: {err}")).with_source(err)
+        let kind = if err.kind() == std::io::ErrorKind::TimedOut {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Io
+        };
+        Self::new(kind, format!("{context}: {err}")).with_source(err)
     }
 }
 
@@ -310,6 +386,8 @@ mod tests {
         assert_eq!(ErrorKind::Malformed.code(), 10);
         assert_eq!(ErrorKind::NotAuthentic.code(), 20);
         assert_eq!(ErrorKind::UnknownSigner.code(), 21);
+        assert_eq!(ErrorKind::CertificateInvalid.code(), 26);
+        assert_eq!(ErrorKind::CertificateExpired.code(), 27);
         assert_eq!(ErrorKind::IntegrityMismatch.code(), 30);
         assert_eq!(ErrorKind::Io.code(), 70);
     }

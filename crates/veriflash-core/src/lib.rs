@@ -3,11 +3,14 @@
 
 mod convert;
 pub mod error;
+pub mod flash;
 pub mod pack;
 pub mod package;
+pub mod source;
 pub mod trust;
 
 pub use error::{Category, Error, ErrorKind, Location};
+pub use flash::{CancelToken, Event, InstallPolicy, Phase, check_policy, install};
 pub use pack::{ImageData, ImageSource, PackageSpec, UnsignedPackage};
 pub use package::{
     ImageReport, PackageReader, VerifiedManifest, VerifiedPackage, VerifyReport, verify_file,
@@ -16,4 +19,5 @@ pub use package::{
 /// The component crates, re-exported so one dependency gives the whole API.
 pub use veriflash_format as format;
 pub use veriflash_hash as hash;
+pub use veriflash_plugin as plugin;
 pub use veriflash_sig as sig;

@@ -1,0 +1,133 @@
+//! `veriflash flash`: verify and install a package on a device, with progress.
+
+use std::fs::File;
+use std::io::{BufReader, IsTerminal};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use veriflash_core::flash::device_error;
+use veriflash_core::sig::Verifier;
+use veriflash_core::trust::load_trust_anchors;
+use veriflash_core::{CancelToken, Error, ErrorKind, Event, InstallPolicy, install};
+use veriflash_plugin::Registry;
+
+use crate::output::{Failure, human_size};
+use crate::verify::print_report;
+
+/// One event as a JSON line: the `--json` event stream's stable shape.
+pub(crate) fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::PhaseStarted(p) => json!({"event": "phase_started", "phase": p.name()}),
+        Event::PhaseFinished(p) => json!({"event": "phase_finished", "phase": p.name()}),
+        Event::Progress {
+            image,
+            image_done,
+            image_total,
+            done,
+            total,
+        } => json!({
+            "event": "progress", "image": image, "image_done": image_done,
+            "image_total": image_total, "done": done, "total": total,
+        }),
+        Event::Warning(w) => json!({"event": "warning", "message": w}),
+        Event::Finished(code) => json!({"event": "finished", "code": code}),
+        _ => json!({"event": "other"}),
+    }
+}
+
+/// How events reach a person: a progress bar on a terminal, plain lines otherwise.
+enum Display {
+    Json,
+    Bar(ProgressBar),
+    Lines { next_percent: u64 },
+}
+
+impl Display {
+    fn new(json: bool) -> Self {
+        if json {
+            Self::Json
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:<12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            Self::Bar(bar)
+        } else {
+            Self::Lines { next_percent: 0 }
+        }
+    }
+
+    fn show(&mut self, event: &Event) {
+        match (self, event) {
+            (Self::Json, e) => println!("{}", event_json(e)),
+            (Self::Bar(bar), Event::PhaseStarted(p)) => bar.set_message(p.name()),
+            (Self::Bar(bar), Event::PhaseFinished(p)) => {
+                bar.println(format!("{:<12} ok", p.name()))
+            }
+            (
+                Self::Bar(bar),
+                Event::Progress {
+                    image, done, total, ..
+                },
+            ) => {
+                bar.set_length(*total);
+                bar.set_position(*done);
+                bar.set_message(image.clone());
+            }
+            (Self::Bar(bar), Event::Finished(_)) => bar.finish_and_clear(),
+            (Self::Bar(bar), Event::Warning(w)) => bar.println(format!("warning: {w}")),
+            (Self::Lines { .. }, Event::PhaseFinished(p)) => eprintln!("{:<12} ok", p.name()),
+            (Self::Lines { next_percent }, Event::Progress { done, total, .. }) => {
+                let percent = if *total == 0 {
+                    100
+                } else {
+                    done.saturating_mul(100) / total
+                };
+                if percent >= *next_percent {
+                    eprintln!(
+                        "flash        {percent:>3}%  {} of {}",
+                        human_size(*done),
+                        human_size(*total)
+                    );
+                    *next_percent = (percent / 10 + 1) * 10;
+                }
+            }
+            (Self::Lines { .. }, Event::Warning(w)) => eprintln!("warning: {w}"),
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Result<(), Failure> {
+    let fail = |e: Error| Failure::new(e, json);
+    let anchors = load_trust_anchors(trust).map_err(fail)?;
+    let file = File::open(package).map_err(|e| {
+        fail(Error::new(
+            ErrorKind::Io,
+            format!("{}: {e}", package.display()),
+        ))
+    })?;
+    let mut session = Registry::with_builtin()
+        .open(target)
+        .map_err(|e| fail(device_error(e)))?;
+    let mut display = Display::new(json);
+    let report = install(
+        BufReader::with_capacity(64 * 1024, file),
+        &Verifier::new(&anchors),
+        &InstallPolicy::default(),
+        session.as_mut(),
+        &CancelToken::new(),
+        &mut |event| display.show(event),
+    )
+    .map_err(fail)?;
+    if !json {
+        print_report(&report);
+        println!("installed on {target}; it boots the new software now");
+    }
+    Ok(())
+}

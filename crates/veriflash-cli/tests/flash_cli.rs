@@ -1,0 +1,241 @@
+//! `veriflash device init`, `flash` and `status` on a file-backed device, as a user runs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn veriflash(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run veriflash")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const LAYOUT: &str = r#"
+product = "acme-hotspot-x1"
+chipset = "mdm9607"
+hardware_revision = "r2"
+erase_block = 65536
+write_unit = 4096
+
+[[partition]]
+name = "boot"
+size = 1048576
+ab = true
+
+[[partition]]
+name = "system"
+size = 4194304
+ab = true
+
+[[partition]]
+name = "efs2"
+size = 262144
+"#;
+
+fn description(security_version: u64, product: &str) -> String {
+    format!(
+        "product = \"{product}\"\nchipset = \"mdm9607\"\nversion = \"v{security_version}\"\n\
+         security_version = {security_version}\n\
+         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\nchunk_size = 65536\n\
+         [[image]]\nname = \"rootfs\"\npartition = \"system\"\nfile = \"rootfs.img\"\nchunk_size = 65536\n"
+    )
+}
+
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("layout.toml"), LAYOUT).unwrap();
+    std::fs::write(dir.join("boot.img"), vec![0x11u8; 300_000]).unwrap();
+    let rootfs: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.join("rootfs.img"), rootfs).unwrap();
+    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
+    for (name, sv, product) in [
+        ("v3", 3, "acme-hotspot-x1"),
+        ("v2", 2, "acme-hotspot-x1"),
+        ("other", 4, "other-modem"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.toml")), description(sv, product)).unwrap();
+        ok(&veriflash(
+            &[
+                "pack",
+                "--manifest",
+                &format!("{name}.toml"),
+                "--key",
+                "vendor.pem",
+                "--out",
+                &format!("{name}.vfp"),
+            ],
+            dir,
+        ));
+    }
+}
+
+#[test]
+fn init_flash_status_and_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", "file:dev.img", "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(v["active_slot"], "a");
+    assert_eq!(v["security_floor"], 0);
+
+    // Flash with JSON events: one object per line, phases in order, ending in success.
+    let out = ok(&veriflash(
+        &[
+            "flash",
+            "v3.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev.img",
+            "--json",
+        ],
+        dir,
+    ));
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let phases: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "phase_finished")
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "signature",
+            "preflight",
+            "staging",
+            "flash",
+            "read_back",
+            "commit"
+        ]
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished");
+    assert!(last["code"].is_null());
+
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", "file:dev.img", "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(v["active_slot"], "b");
+    assert_eq!(v["security_floor"], 3);
+    assert_eq!(v["installed_version"], "v3");
+    assert_eq!(v["last_result"]["code"], 0);
+
+    // Refusals: a downgrade and another product's package, with their codes; nothing written.
+    let before = std::fs::read(dir.join("dev.img")).unwrap();
+    let out = veriflash(
+        &[
+            "flash",
+            "v2.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev.img",
+        ],
+        dir,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(43),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("downgrade_refused"));
+    let out = veriflash(
+        &[
+            "flash",
+            "other.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev.img",
+        ],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(40));
+    assert_eq!(std::fs::read(dir.join("dev.img")).unwrap(), before);
+
+    // Plain progress lines when stderr is not a terminal.
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev2.img"],
+        dir,
+    ));
+    let out = veriflash(
+        &[
+            "flash",
+            "v3.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev2.img",
+        ],
+        dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("100%"), "{stderr}");
+    assert!(stderr.contains("commit       ok"), "{stderr}");
+
+    // Human status.
+    let text = ok(&veriflash(&["status", "--target", "file:dev2.img"], dir));
+    assert!(text.contains("active slot     b"), "{text}");
+    assert!(text.contains("protected"), "{text}");
+}
+
+#[test]
+fn device_init_refuses_to_overwrite_and_unknown_targets_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("layout.toml"), LAYOUT).unwrap();
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+    let out = veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    );
+    assert!(!out.status.success());
+    let out = veriflash(&["status", "--target", "usb:1-2"], dir);
+    assert_eq!(out.status.code(), Some(72));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin handles target"));
+}
+
+#[test]
+fn help_lists_every_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = ok(&veriflash(&["--help"], tmp.path()));
+    for code in ["10", "20", "30", "43", "61", "72"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(code)),
+            "code {code} missing:\n{help}"
+        );
+    }
+}

@@ -1,0 +1,574 @@
+//! Installing a verified package on a device (DESIGN.md §2 steps 3–5, §4, §5).
+//!
+//! The order never changes: signatures, then policy (compatibility, anti-rollback, pre-flight),
+//! then the plan is journalled on the device, then each image streams chunk by chunk — each
+//! chunk hashed and compared with its signed digest before the plugin sees it — then each image
+//! is read back and compared with its signed whole-image digest, and only then the commit (slot
+//! switch and floor raise in one atomic step). Any failure before the commit aborts the install
+//! and leaves the active slot untouched.
+
+use std::io::Read;
+
+use veriflash_format::Manifest;
+use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions};
+use veriflash_plugin::{
+    DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError,
+};
+use veriflash_sig::Verifier;
+
+use crate::error::{Error, ErrorKind, Location};
+use crate::package::{PackageReader, VerifiedManifest, VerifyReport};
+
+/// The steps of an install, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Signatures over header and manifest.
+    Signature,
+    /// Compatibility, anti-rollback and pre-flight checks.
+    Preflight,
+    /// Journalling the plan and erasing the target slot.
+    Staging,
+    /// Streaming verified chunks to the device.
+    Flash,
+    /// Reading the written images back.
+    ReadBack,
+    /// Switching slots and raising the anti-rollback floor.
+    Commit,
+}
+
+impl Phase {
+    /// Stable lower-case name for JSON events.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Signature => "signature",
+            Self::Preflight => "preflight",
+            Self::Staging => "staging",
+            Self::Flash => "flash",
+            Self::ReadBack => "read_back",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// What the caller is told while an install runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A phase began.
+    PhaseStarted(Phase),
+    /// A phase ended successfully.
+    PhaseFinished(Phase),
+    /// Bytes verified and written so far.
+    Progress {
+        /// The image being written.
+        image: String,
+        /// Bytes of that image done.
+        image_done: u64,
+        /// That image's size.
+        image_total: u64,
+        /// Bytes of all images done.
+        done: u64,
+        /// All images' size.
+        total: u64,
+    },
+    /// Something the caller should know that does not stop the install.
+    Warning(String),
+    /// The install ended: `None` on success, otherwise the error's code.
+    Finished(Option<u8>),
+}
+
+/// Facts a caller's pre-flight check can decide on.
+#[derive(Debug)]
+pub struct PreflightContext<'a> {
+    /// The verified manifest.
+    pub manifest: &'a Manifest,
+    /// The device.
+    pub device: &'a DeviceInfo,
+    /// Bytes the install will write.
+    pub bytes_to_write: u64,
+}
+
+/// Caller hook for checks the pipeline cannot make itself (battery level, user consent):
+/// `Err(reason)` refuses the install.
+pub type PreflightHook = Box<dyn Fn(&PreflightContext<'_>) -> Result<(), String> + Send + Sync>;
+
+/// The install policy beyond signatures.
+pub struct InstallPolicy {
+    memory_budget: u64,
+    threads: usize,
+    staging_quota: Option<u64>,
+    staging_dir: Option<std::path::PathBuf>,
+    hook: Option<PreflightHook>,
+}
+
+impl std::fmt::Debug for InstallPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstallPolicy")
+            .field("memory_budget", &self.memory_budget)
+            .field("threads", &self.threads)
+            .field("staging_quota", &self.staging_quota)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl Default for InstallPolicy {
+    fn default() -> Self {
+        Self {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            threads: 0,
+            staging_quota: None,
+            staging_dir: None,
+            hook: None,
+        }
+    }
+}
+
+impl InstallPolicy {
+    /// Hashing threads for the payload (`0`: one per core).
+    #[must_use]
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The parallel-verification settings that keep chunk buffers within the memory budget:
+    /// as many buffers in flight as the budget holds, at most two per thread, at least one
+    /// (a package whose chunk alone exceeds the budget is refused by [`check_policy`]).
+    fn parallel_options(&self, largest_chunk: u64) -> ParallelOptions {
+        let options = ParallelOptions::new().threads(self.threads);
+        let min_buffer = (DEFAULT_MIN_BUFFER_LEN as u64).min(self.memory_budget);
+        let buffer = largest_chunk.max(min_buffer).max(1);
+        let wanted = options.resolved_threads().saturating_mul(2);
+        let fits = usize::try_from(self.memory_budget / buffer).unwrap_or(usize::MAX);
+        options
+            .max_in_flight(wanted.min(fits).max(1))
+            .min_buffer_len(usize::try_from(min_buffer).unwrap_or(DEFAULT_MIN_BUFFER_LEN))
+    }
+}
+
+/// Default memory budget for chunks in flight: 64 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 64 << 20;
+
+impl InstallPolicy {
+    /// The most memory the install may hold for chunk buffers. A package whose largest chunk
+    /// does not fit is refused before anything is written.
+    #[must_use]
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The most bytes the install may write to the device's staging storage, in addition to
+    /// the free space the device reports (the smaller of the two counts).
+    #[must_use]
+    pub fn with_staging_quota(mut self, bytes: u64) -> Self {
+        self.staging_quota = Some(bytes);
+        self
+    }
+
+    /// A directory whose file system holds staged data (downloads, journals): its free space,
+    /// as `statvfs` reports it to unprivileged users, bounds the install.
+    #[must_use]
+    pub fn with_staging_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.staging_dir = Some(dir.into());
+        self
+    }
+
+    /// A caller check run last in pre-flight.
+    #[must_use]
+    pub fn with_preflight_hook(mut self, hook: PreflightHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+}
+
+/// Cancels an install between chunks: cheap to clone and to check, safe to share with a signal
+/// handler thread.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation; the install stops before its next chunk and aborts.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Maps a plugin failure to the taxonomy: transport failures, power loss (the install was
+/// interrupted), read-back mismatches, and other device errors.
+pub fn device_error(err: PluginError) -> Error {
+    let kind = match &err {
+        PluginError::Transport(_) => ErrorKind::TransportError,
+        PluginError::PowerLoss => ErrorKind::Interrupted,
+        PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
+        PluginError::UnknownTarget(_) => ErrorKind::InvalidInput,
+        _ => ErrorKind::DeviceError,
+    };
+    Error::new(kind, err.to_string()).with_source(err)
+}
+
+/// The staging bytes the policy allows: the smaller of the quota and the staging directory's
+/// free space.
+fn staging_limit(policy: &InstallPolicy) -> Result<Option<u64>, Error> {
+    let free = match &policy.staging_dir {
+        Some(dir) => {
+            let st = rustix::fs::statvfs(dir).map_err(|e| {
+                Error::io(format_args!("{}", dir.display()), std::io::Error::from(e))
+            })?;
+            Some(st.f_bavail.saturating_mul(st.f_frsize))
+        }
+        None => None,
+    };
+    Ok(match (free, policy.staging_quota) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Checks a verified manifest against a device: identity, anti-rollback, partitions, sizes,
+/// memory and space, then the caller's hook. Nothing is written.
+///
+/// # Errors
+/// The policy kinds: [`ErrorKind::WrongProduct`], [`ErrorKind::WrongChipset`],
+/// [`ErrorKind::WrongHardwareRevision`], [`ErrorKind::DowngradeRefused`],
+/// [`ErrorKind::UnknownPartition`], [`ErrorKind::ProtectedPartition`],
+/// [`ErrorKind::ImageTooLarge`], [`ErrorKind::InsufficientMemory`],
+/// [`ErrorKind::InsufficientStorage`], [`ErrorKind::PreflightRefused`].
+pub fn check_policy(
+    manifest: &VerifiedManifest,
+    device: &DeviceInfo,
+    policy: &InstallPolicy,
+) -> Result<(), Error> {
+    let m = manifest.manifest();
+    if m.product != device.product {
+        return Err(Error::new(
+            ErrorKind::WrongProduct,
+            format!(
+                "package is for '{}', device is '{}'",
+                m.product, device.product
+            ),
+        ));
+    }
+    if m.chipset != device.chipset {
+        return Err(Error::new(
+            ErrorKind::WrongChipset,
+            format!(
+                "package is for chipset '{}', device is '{}'",
+                m.chipset, device.chipset
+            ),
+        ));
+    }
+    if !m.hardware_revisions.is_empty() && !m.hardware_revisions.contains(&device.hardware_revision)
+    {
+        return Err(Error::new(
+            ErrorKind::WrongHardwareRevision,
+            format!(
+                "package supports revisions {}, device is '{}'",
+                m.hardware_revisions.join(", "),
+                device.hardware_revision
+            ),
+        ));
+    }
+    if m.security_version < device.security_floor {
+        return Err(Error::new(
+            ErrorKind::DowngradeRefused,
+            format!(
+                "package security version {} is below the device's floor {}",
+                m.security_version, device.security_floor
+            ),
+        ));
+    }
+    let unit = u64::from(device.geometry.write_unit.max(1));
+    let mut bytes_to_write = 0u64;
+    for image in &m.images {
+        let at = Location {
+            image: Some(image.name.clone()),
+            ..Location::default()
+        };
+        let part = device.partition(&image.partition).ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownPartition,
+                format!(
+                    "image '{}' targets partition '{}', which the device lacks",
+                    image.name, image.partition
+                ),
+            )
+            .at(at.clone())
+        })?;
+        if part.protected {
+            return Err(Error::new(
+                ErrorKind::ProtectedPartition,
+                format!(
+                    "image '{}' targets '{}', which has no A/B copies and is never written",
+                    image.name, image.partition
+                ),
+            )
+            .at(at));
+        }
+        if image.size > part.size {
+            return Err(Error::new(
+                ErrorKind::ImageTooLarge,
+                format!(
+                    "image '{}' is {} bytes, partition '{}' holds {}",
+                    image.name, image.size, part.name, part.size
+                ),
+            )
+            .at(at));
+        }
+        bytes_to_write =
+            bytes_to_write.saturating_add(image.size.div_ceil(unit).saturating_mul(unit));
+    }
+    let largest_chunk = m
+        .images
+        .iter()
+        .map(|i| u64::from(i.chunk_size))
+        .max()
+        .unwrap_or(0);
+    if largest_chunk > policy.memory_budget {
+        return Err(Error::new(
+            ErrorKind::InsufficientMemory,
+            format!(
+                "chunks of {largest_chunk} bytes exceed the memory budget of {} bytes",
+                policy.memory_budget
+            ),
+        ));
+    }
+    let available = match (device.free_space, staging_limit(policy)?) {
+        (Some(free), Some(quota)) => Some(free.min(quota)),
+        (free, quota) => free.or(quota),
+    };
+    if let Some(available) = available
+        && bytes_to_write > available
+    {
+        return Err(Error::new(
+            ErrorKind::InsufficientStorage,
+            format!(
+                "the install writes {bytes_to_write} bytes, {available} are available: needs {} bytes more",
+                bytes_to_write - available
+            ),
+        ));
+    }
+    if let Some(hook) = &policy.hook {
+        hook(&PreflightContext {
+            manifest: m,
+            device,
+            bytes_to_write,
+        })
+        .map_err(|reason| Error::new(ErrorKind::PreflightRefused, reason))?;
+    }
+    Ok(())
+}
+
+/// Installs a package from `reader` on the device behind `session`.
+///
+/// `events` hears every phase, progress after every chunk, and the final result. On any
+/// failure after the install began, the session is aborted with the error's code recorded on
+/// the device, and the active slot is untouched.
+///
+/// # Errors
+/// Any error of verification, policy, streaming or the device.
+pub fn install<R: Read>(
+    reader: R,
+    verifier: &Verifier<'_>,
+    policy: &InstallPolicy,
+    session: &mut dyn FlashSession,
+    cancel: &CancelToken,
+    events: &mut dyn FnMut(&Event),
+) -> Result<VerifyReport, Error> {
+    let result = run(reader, verifier, policy, session, cancel, events);
+    events(&Event::Finished(result.as_ref().err().map(Error::code)));
+    result
+}
+
+fn run<R: Read>(
+    reader: R,
+    verifier: &Verifier<'_>,
+    policy: &InstallPolicy,
+    session: &mut dyn FlashSession,
+    cancel: &CancelToken,
+    events: &mut dyn FnMut(&Event),
+) -> Result<VerifyReport, Error> {
+    events(&Event::PhaseStarted(Phase::Signature));
+    let package = PackageReader::new(reader)?.verify(verifier)?;
+    events(&Event::PhaseFinished(Phase::Signature));
+    let largest_chunk = package
+        .manifest()
+        .manifest()
+        .images
+        .iter()
+        .map(|i| u64::from(i.chunk_size))
+        .max()
+        .unwrap_or(0);
+    let package = package.with_options(policy.parallel_options(largest_chunk));
+
+    events(&Event::PhaseStarted(Phase::Preflight));
+    let device = session.device_info().map_err(device_error)?;
+    check_policy(package.manifest(), &device, policy)?;
+    events(&Event::PhaseFinished(Phase::Preflight));
+
+    let m = package.manifest().manifest().clone();
+    let plan = InstallPlan {
+        package_id: *package.manifest().package_id(),
+        target_slot: device.active_slot.map(|slot| slot.other()),
+        images: m
+            .images
+            .iter()
+            .map(|i| PlannedImage {
+                partition: i.partition.clone(),
+                size: i.size,
+                digest: i.digest,
+            })
+            .collect(),
+        software_version: m.software_version.clone(),
+        security_version: m.security_version,
+    };
+    events(&Event::PhaseStarted(Phase::Staging));
+    session.begin(&plan).map_err(device_error)?;
+    events(&Event::PhaseFinished(Phase::Staging));
+
+    // From here on the device holds a journal: every failure must abort it.
+    let outcome = (|| {
+        let total: u64 = m.images.iter().map(|i| i.size).sum();
+        events(&Event::PhaseStarted(Phase::Flash));
+        let report = package.stream(|image, chunk| {
+            if cancel.is_cancelled() {
+                return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
+            }
+            let image_done = chunk.offset() + chunk.bytes().len() as u64;
+            session.write(&image.partition, chunk).map_err(|e| {
+                device_error(e).at(Location {
+                    image: Some(image.name.clone()),
+                    ..Location::default()
+                })
+            })?;
+            let before: u64 = m
+                .images
+                .iter()
+                .take_while(|i| i.name != image.name)
+                .map(|i| i.size)
+                .sum();
+            events(&Event::Progress {
+                image: image.name.clone(),
+                image_done,
+                image_total: image.size,
+                done: before + image_done,
+                total,
+            });
+            Ok(())
+        })?;
+        events(&Event::PhaseFinished(Phase::Flash));
+
+        events(&Event::PhaseStarted(Phase::ReadBack));
+        for image in &m.images {
+            let digest = session
+                .read_back(&image.partition, image.size)
+                .map_err(device_error)?;
+            if digest != image.digest {
+                return Err(Error::new(
+                    ErrorKind::ReadBackMismatch,
+                    format!(
+                        "partition '{}' reads back differently from image '{}'",
+                        image.partition, image.name
+                    ),
+                )
+                .at(Location {
+                    image: Some(image.name.clone()),
+                    ..Location::default()
+                }));
+            }
+        }
+        events(&Event::PhaseFinished(Phase::ReadBack));
+
+        if cancel.is_cancelled() {
+            return Err(Error::new(ErrorKind::Cancelled, "cancelled before commit"));
+        }
+        events(&Event::PhaseStarted(Phase::Commit));
+        session.commit().map_err(device_error)?;
+        events(&Event::PhaseFinished(Phase::Commit));
+        Ok(report)
+    })();
+    if let Err(err) = &outcome {
+        // Best effort: a device that lost power cannot record anything; the journal it kept
+        // tells the next run what happened.
+        let _ = session.abort(&LastResult {
+            code: err.code(),
+            message: err.to_string(),
+        });
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_dir_limit_is_the_file_systems_free_space() {
+        let dir = std::env::temp_dir();
+        let limit = staging_limit(&InstallPolicy::default().with_staging_dir(&dir))
+            .unwrap()
+            .unwrap();
+        // `df` asks the same question through another program.
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let df: u64 = text.lines().nth(1).unwrap().trim().parse().unwrap();
+        // Other processes write meanwhile: allow 64 MiB of drift either way.
+        assert!(limit.abs_diff(df) < 64 << 20, "statvfs {limit} vs df {df}");
+        // A quota below it wins.
+        let quota = staging_limit(
+            &InstallPolicy::default()
+                .with_staging_dir(&dir)
+                .with_staging_quota(1000),
+        )
+        .unwrap();
+        assert_eq!(quota, Some(1000));
+    }
+
+    #[test]
+    fn buffers_in_flight_fit_the_memory_budget() {
+        let policy = InstallPolicy::default()
+            .with_threads(4)
+            .with_memory_budget(3 << 20);
+        let options = policy.parallel_options(1 << 20);
+        assert_eq!(options.max_in_flight, 3, "3 MiB holds three 1 MiB chunks");
+        let roomy = InstallPolicy::default()
+            .with_threads(2)
+            .parallel_options(1 << 20);
+        assert_eq!(
+            roomy.max_in_flight, 4,
+            "two per thread when the budget allows"
+        );
+        let tight = InstallPolicy::default()
+            .with_threads(2)
+            .with_memory_budget(64 << 10)
+            .parallel_options(4096);
+        assert_eq!(tight.min_buffer_len, 64 << 10);
+        assert_eq!(tight.max_in_flight, 1);
+    }
+
+    #[test]
+    fn a_missing_staging_dir_is_an_io_error_not_unlimited_space() {
+        let err = staging_limit(&InstallPolicy::default().with_staging_dir("/nonexistent/dir"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+    }
+}

@@ -1,0 +1,314 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod file_device;
+
+use std::fmt;
+
+pub use veriflash_hash::{Digest, VerifiedChunk};
+
+/// One of the two copies of an A/B partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// The first copy.
+    A,
+    /// The second copy.
+    B,
+}
+
+impl Slot {
+    /// The other slot: where an update is written while this one keeps booting.
+    #[must_use]
+    pub fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    /// `"a"` or `"b"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::B => "b",
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the device's storage must be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageGeometry {
+    /// Smallest unit that can be erased (a NAND block); writes start on erased units.
+    pub erase_block: u32,
+    /// Smallest unit that can be written (a NAND page or an eMMC sector); every write is a whole
+    /// number of these, the last one padded.
+    pub write_unit: u32,
+}
+
+/// A partition as the device reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Name as a manifest refers to it.
+    pub name: String,
+    /// Capacity in bytes (of each slot, for A/B partitions).
+    pub size: u64,
+    /// Whether the partition has A and B copies: an install writes the inactive copy and the
+    /// commit switches to it.
+    pub slotted: bool,
+    /// Whether the partition must never be written or erased (calibration, EFS, device-unique
+    /// data). A package naming it is refused before anything is written.
+    pub protected: bool,
+}
+
+/// What a device says about itself before anything is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Product identifier, compared with the manifest's.
+    pub product: String,
+    /// Chipset identifier, compared with the manifest's.
+    pub chipset: String,
+    /// Hardware revision, compared with the manifest's list.
+    pub hardware_revision: String,
+    /// How writes must be shaped.
+    pub geometry: StorageGeometry,
+    /// The device's partitions.
+    pub partitions: Vec<PartitionInfo>,
+    /// The slot the device boots now; `None` for a single-slot device, whose plugin makes
+    /// installs resumable with a journal instead.
+    pub active_slot: Option<Slot>,
+    /// The anti-rollback floor: packages with a lower security version are refused.
+    pub security_floor: u64,
+    /// Version string of the installed software, if any was installed by veriflash.
+    pub installed_version: Option<String>,
+    /// Bytes the device can still take for staging an install, where it stages at all
+    /// (`None`: images are written in place, nothing is staged).
+    pub free_space: Option<u64>,
+}
+
+impl DeviceInfo {
+    /// The partition called `name`.
+    #[must_use]
+    pub fn partition(&self, name: &str) -> Option<&PartitionInfo> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+}
+
+/// One image of an install: which partition, how many bytes, what they must hash to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedImage {
+    /// Target partition.
+    pub partition: String,
+    /// Image size in bytes.
+    pub size: u64,
+    /// Signed SHA-256 of the whole image, for read-back.
+    pub digest: Digest,
+}
+
+/// What an install will do, handed to the session before the first write so it can journal it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallPlan {
+    /// SHA-256 of the package's signed header and manifest: identifies the package.
+    pub package_id: Digest,
+    /// The slot that will be written (the inactive one); `None` on a single-slot device.
+    pub target_slot: Option<Slot>,
+    /// Images in the order they will be written.
+    pub images: Vec<PlannedImage>,
+    /// Version string of the new software.
+    pub software_version: String,
+    /// Security version of the new software; becomes the floor at commit.
+    pub security_version: u64,
+}
+
+/// The outcome of the last install attempt, kept on the device for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastResult {
+    /// 0 for success, otherwise the stable error code.
+    pub code: u8,
+    /// One line for people.
+    pub message: String,
+}
+
+/// A device's state as `veriflash status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Device description.
+    pub info: DeviceInfo,
+    /// Outcome of the last install attempt.
+    pub last_result: Option<LastResult>,
+    /// An install that started and neither committed nor was aborted (power loss, crash).
+    pub interrupted_install: Option<Digest>,
+}
+
+/// Why a plugin operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The device or its storage failed; the message says how.
+    Device(String),
+    /// Talking to the device failed (I/O, timeout, disconnect).
+    Transport(std::io::Error),
+    /// The device lost power or stopped responding mid-operation.
+    PowerLoss,
+    /// The caller asked for something the device cannot do (unknown partition, bad alignment).
+    Unsupported(String),
+    /// What was read back differs from what was written.
+    ReadBackMismatch {
+        /// The partition.
+        partition: String,
+    },
+    /// No plugin accepts this target string.
+    UnknownTarget(String),
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Device(m) => write!(f, "device error: {m}"),
+            Self::Transport(e) => write!(f, "transport error: {e}"),
+            Self::PowerLoss => f.write_str("the device lost power"),
+            Self::Unsupported(m) => write!(f, "not supported by this device: {m}"),
+            Self::ReadBackMismatch { partition } => {
+                write!(
+                    f,
+                    "partition '{partition}' reads back different bytes than were written"
+                )
+            }
+            Self::UnknownTarget(t) => write!(f, "no plugin handles target '{t}'"),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// An open connection to one device, through which one install runs.
+///
+/// The pipeline calls, in order: [`FlashSession::device_info`], [`FlashSession::begin`], then
+/// for each image [`FlashSession::write`] for every chunk in order and
+/// [`FlashSession::read_back`], then [`FlashSession::commit`] — or [`FlashSession::abort`] on any
+/// failure. A plugin may assume that every chunk it receives was verified against its signed
+/// digest ([`VerifiedChunk`] has no public constructor) and that `commit` comes only after every
+/// image was written and read back.
+pub trait FlashSession {
+    /// Describes the device: identity, geometry, partitions, active slot, anti-rollback floor.
+    ///
+    /// # Errors
+    /// When the device cannot be queried.
+    fn device_info(&mut self) -> Result<DeviceInfo, PluginError>;
+
+    /// Starts an install: journals the plan and prepares (erases) the target areas.
+    ///
+    /// # Errors
+    /// When the plan does not fit the device or the device fails.
+    fn begin(&mut self, plan: &InstallPlan) -> Result<(), PluginError>;
+
+    /// Writes one verified chunk of the image for `partition` at the chunk's offset.
+    ///
+    /// # Errors
+    /// When the write fails.
+    fn write(&mut self, partition: &str, chunk: VerifiedChunk<'_>) -> Result<(), PluginError>;
+
+    /// Reads back the first `size` bytes written to `partition` in the target slot and returns
+    /// their SHA-256 (or asks the device for it).
+    ///
+    /// # Errors
+    /// When the read fails.
+    fn read_back(&mut self, partition: &str, size: u64) -> Result<Digest, PluginError>;
+
+    /// Makes the new software the one that boots and raises the anti-rollback floor, as one
+    /// atomic step: after a power loss the device boots either the old or the new software.
+    ///
+    /// # Errors
+    /// When the commit fails; the old software then still boots.
+    fn commit(&mut self) -> Result<(), PluginError>;
+
+    /// The device's state for display: its description, the last install's outcome, and any
+    /// install that was interrupted.
+    ///
+    /// # Errors
+    /// When the device cannot be queried.
+    fn status(&mut self) -> Result<DeviceStatus, PluginError>;
+
+    /// Abandons the install; the active slot is untouched. Records `result` as the outcome.
+    ///
+    /// # Errors
+    /// When the device cannot record it.
+    fn abort(&mut self, result: &LastResult) -> Result<(), PluginError>;
+}
+
+/// A chipset plugin: recognises the targets it handles and opens sessions on them.
+pub trait Plugin: Send + Sync {
+    /// Short name, also the target prefix (`file`, `mdm9x07`).
+    fn name(&self) -> &'static str;
+
+    /// Opens a session on `target` (the part after `NAME:`).
+    ///
+    /// # Errors
+    /// When the device cannot be opened.
+    fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError>;
+}
+
+/// Chooses the plugin for a target string `NAME:REST`.
+#[derive(Default)]
+pub struct Registry {
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.plugins.iter().map(|p| p.name()))
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry with the plugins built into this crate (the file-backed device).
+    #[must_use]
+    pub fn with_builtin() -> Self {
+        let mut registry = Self::new();
+        registry.register(Box::new(file_device::FilePlugin));
+        registry
+    }
+
+    /// Adds a plugin; a later plugin with the same name replaces the earlier one.
+    pub fn register(&mut self, plugin: Box<dyn Plugin>) {
+        self.plugins.retain(|p| p.name() != plugin.name());
+        self.plugins.push(plugin);
+    }
+
+    /// Opens a session on `target`, e.g. `file:/tmp/device.img`.
+    ///
+    /// # Errors
+    /// [`PluginError::UnknownTarget`] when no plugin has the target's prefix; otherwise the
+    /// plugin's error.
+    pub fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
+        let (name, rest) = target
+            .split_once(':')
+            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
+        self.plugins
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?
+            .open(rest)
+    }
+}
