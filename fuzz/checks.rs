@@ -12,7 +12,10 @@
 use std::sync::OnceLock;
 
 use veriflash_core::format::{Header, Manifest, PackageRef, SignatureBlock, read_prefix};
-use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier, VerifyingKey};
+use veriflash_core::sig::{
+    ChainPolicy, PinnedKeys, SigningKey, TimePolicy, Verifier, VerifyingKey, certificate_subject,
+    leaf_public_key, verify_chain,
+};
 use veriflash_core::{ErrorKind, PackageReader};
 
 /// The fixed trust store of the `verify` target: one P-256 public key, committed.
@@ -33,6 +36,7 @@ pub const TARGETS: &[&str] = &[
     "package",
     "verify",
     "keys",
+    "chain",
 ];
 
 /// Runs the check of `target` on `data`; `false` if there is no such target.
@@ -44,6 +48,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "package" => package(data),
         "verify" => verify(data),
         "keys" => keys(data),
+        "chain" => chain(data),
         _ => return false,
     }
     true
@@ -174,4 +179,52 @@ fn same_key_after_round_trip(key: &VerifyingKey) {
     assert_eq!(again.ok(), Some(key.key_id()), "SPKI does not round-trip");
     let again = VerifyingKey::from_public_key_pem(&key.to_public_key_pem()).map(|k| k.key_id());
     assert_eq!(again.ok(), Some(key.key_id()), "PEM does not round-trip");
+}
+
+/// The fixed root of the `chain` target: a P-256 CA certificate, committed. TEST ONLY.
+pub const CHAIN_ROOT_PEM: &str = include_str!("keys/TEST-ONLY-chain-root.pem");
+
+/// Most certificates the `chain` target cuts from one input (a leaf and intermediates).
+const CHAIN_MAX_PIECES: usize = 8;
+
+/// X.509 certificate parsing and path validation on untrusted certificates.
+///
+/// The input is a list of certificates, each as a big-endian `u16` length and that many DER
+/// bytes: the first is the leaf, the others are offered as intermediates. The parsers must not
+/// panic; a path that validates must end at the fixed root, start at the leaf's key, and be no
+/// longer than what was offered.
+pub fn chain(data: &[u8]) {
+    let mut pieces: Vec<&[u8]> = Vec::new();
+    let mut rest = data;
+    while pieces.len() < CHAIN_MAX_PIECES && rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let end = (2 + len).min(rest.len());
+        pieces.push(&rest[2..end]);
+        rest = &rest[end..];
+    }
+    let Some((leaf, intermediates)) = pieces.split_first() else {
+        return;
+    };
+    for piece in &pieces {
+        let _ = certificate_subject(piece);
+        let _ = leaf_public_key(piece);
+    }
+    let anchors = PinnedKeys::from_pem(CHAIN_ROOT_PEM).expect("the committed root loads");
+    for time in [TimePolicy::NoClock, TimePolicy::TrustedTime(1_800_000_000)] {
+        if let Ok(path) = verify_chain(leaf, intermediates, &anchors, time, ChainPolicy::default())
+        {
+            let root = anchors.iter().next().expect("one anchor").key_id();
+            assert_eq!(path.anchor_key_id(), root, "a path ended at another anchor");
+            let leaf_key = leaf_public_key(leaf).expect("a validated leaf parses");
+            assert_eq!(
+                path.leaf_key().key_id(),
+                leaf_key.key_id(),
+                "path leaf is not the leaf"
+            );
+            assert!(
+                path.certificates().len() <= pieces.len(),
+                "the path uses more certificates than were offered"
+            );
+        }
+    }
 }

@@ -176,3 +176,23 @@ fn generated_seeds_are_real_packages_that_pass_the_checks() {
         }
     }
 }
+
+#[test]
+fn the_chain_seed_is_a_valid_path_so_the_fuzzer_starts_past_the_parsers() {
+    use veriflash_core::sig::{ChainPolicy, PinnedKeys, TimePolicy, verify_chain};
+    let seed = std::fs::read(fuzz_dir().join("seeds/chain/leaf-intermediate.bin")).unwrap();
+    let leaf_len = usize::from(u16::from_be_bytes([seed[0], seed[1]]));
+    let leaf = &seed[2..2 + leaf_len];
+    let rest = &seed[2 + leaf_len..];
+    let inter = &rest[2..];
+    let anchors = PinnedKeys::from_pem(checks::CHAIN_ROOT_PEM).unwrap();
+    let path = verify_chain(
+        leaf,
+        &[inter],
+        &anchors,
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(path.certificates().len(), 2);
+}

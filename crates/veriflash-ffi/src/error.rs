@@ -1,0 +1,406 @@
+//! Result codes and the per-thread last error.
+//!
+//! Every fallible function returns a [`veriflash_result`]: `VERIFLASH_OK` (0) on success,
+//! otherwise a code. Codes below 200 are exactly the Rust `ErrorKind::code()` numbers (the CLI's
+//! exit statuses, the `code` of `--json`); codes 200–239 are the C API's own (a NULL pointer,
+//! invalid UTF-8, a caught panic, …) and never collide with them, since every code fits a
+//! process exit status and the core's ranges stop below 100. A number is never reused.
+//!
+//! After a function fails, `veriflash_last_error_message` and `veriflash_last_error_remedy`
+//! on the same thread give the specifics and what to do. Every function that returns a
+//! [`veriflash_result`] clears the thread's last error when it starts (except the three
+//! `veriflash_last_error_*` functions, which never change it).
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+
+use veriflash_core::Error;
+
+use crate::ffi::{Out, call_plain};
+
+/// A result code: `VERIFLASH_OK` (0), a core error kind's code (10–199), or a C API code
+/// (200–239). A `uint32_t`, so a code a newer library returns is still representable.
+pub type veriflash_result = u32;
+
+/// Success.
+pub const VERIFLASH_OK: veriflash_result = 0;
+
+// Package format (10–19).
+/// The bytes do not follow the package format.
+pub const VERIFLASH_MALFORMED_PACKAGE: veriflash_result = 10;
+/// A format version, flag or critical extension this library does not understand.
+pub const VERIFLASH_UNSUPPORTED_FORMAT: veriflash_result = 11;
+/// A length or count in the package exceeds a documented limit.
+pub const VERIFLASH_LIMIT_EXCEEDED: veriflash_result = 12;
+/// The package ends before the end its header declares.
+pub const VERIFLASH_TRUNCATED: veriflash_result = 13;
+/// Bytes follow the declared end of the package.
+pub const VERIFLASH_TRAILING_DATA: veriflash_result = 14;
+// Authenticity (20–29).
+/// No signature over the manifest verified with a trusted key.
+pub const VERIFLASH_NOT_AUTHENTIC: veriflash_result = 20;
+/// The package was signed by a key that is not a trust anchor.
+pub const VERIFLASH_UNKNOWN_SIGNER: veriflash_result = 21;
+/// No trust anchors were configured.
+pub const VERIFLASH_NO_TRUST_ANCHORS: veriflash_result = 22;
+/// The signing key has been revoked.
+pub const VERIFLASH_KEY_REVOKED: veriflash_result = 23;
+/// Fewer distinct trusted keys signed than the policy requires.
+pub const VERIFLASH_THRESHOLD_NOT_MET: veriflash_result = 24;
+/// A signature algorithm this library does not support.
+pub const VERIFLASH_UNSUPPORTED_ALGORITHM: veriflash_result = 25;
+/// The signer's certificate chain is invalid.
+pub const VERIFLASH_CERTIFICATE_INVALID: veriflash_result = 26;
+/// A certificate of the signer's chain is expired or not yet valid.
+pub const VERIFLASH_CERTIFICATE_EXPIRED: veriflash_result = 27;
+// Integrity (30–39).
+/// A payload chunk does not hash to its signed digest: corrupted or tampered.
+pub const VERIFLASH_INTEGRITY_MISMATCH: veriflash_result = 30;
+/// Every chunk matched but the whole-image digest did not.
+pub const VERIFLASH_IMAGE_DIGEST_MISMATCH: veriflash_result = 31;
+// Policy (40–49).
+/// The package is for another product.
+pub const VERIFLASH_WRONG_PRODUCT: veriflash_result = 40;
+/// The package is for another chipset.
+pub const VERIFLASH_WRONG_CHIPSET: veriflash_result = 41;
+/// The package does not list the device's hardware revision.
+pub const VERIFLASH_WRONG_HARDWARE_REVISION: veriflash_result = 42;
+/// The package is below the device's anti-rollback floor.
+pub const VERIFLASH_DOWNGRADE_REFUSED: veriflash_result = 43;
+/// Not enough free storage for the install.
+pub const VERIFLASH_INSUFFICIENT_STORAGE: veriflash_result = 44;
+/// The install needs more memory than its budget.
+pub const VERIFLASH_INSUFFICIENT_MEMORY: veriflash_result = 45;
+/// A pre-flight check refused the install.
+pub const VERIFLASH_PREFLIGHT_REFUSED: veriflash_result = 46;
+/// The package names a partition the device does not have.
+pub const VERIFLASH_UNKNOWN_PARTITION: veriflash_result = 47;
+/// An image is larger than its partition.
+pub const VERIFLASH_IMAGE_TOO_LARGE: veriflash_result = 48;
+/// The package would write a protected partition.
+pub const VERIFLASH_PROTECTED_PARTITION: veriflash_result = 49;
+// Device and transport (50–59).
+/// The device reported an error.
+pub const VERIFLASH_DEVICE_ERROR: veriflash_result = 50;
+/// The connection to the device failed.
+pub const VERIFLASH_TRANSPORT_ERROR: veriflash_result = 51;
+/// What was read back from the device differs from what was written.
+pub const VERIFLASH_READ_BACK_MISMATCH: veriflash_result = 52;
+/// A source or device stopped answering within its time limit.
+pub const VERIFLASH_TIMEOUT: veriflash_result = 53;
+// Run control (60–69).
+/// The operation was cancelled (the progress callback returned `VERIFLASH_CANCEL`).
+pub const VERIFLASH_CANCELLED: veriflash_result = 60;
+/// The install was interrupted before it committed.
+pub const VERIFLASH_INTERRUPTED: veriflash_result = 61;
+// Local input (70–79).
+/// A file could not be read or written, or a read callback failed.
+pub const VERIFLASH_IO: veriflash_result = 70;
+/// A key or trust anchor could not be used.
+pub const VERIFLASH_INVALID_KEY: veriflash_result = 71;
+/// Caller input other than the package is invalid (e.g. an unknown target).
+pub const VERIFLASH_INVALID_INPUT: veriflash_result = 72;
+
+// The C API's own codes (200–239).
+/// A pointer argument that must not be NULL was NULL.
+pub const VERIFLASH_NULL_POINTER: veriflash_result = 200;
+/// A string argument (path, target, PEM text) is not valid UTF-8.
+pub const VERIFLASH_INVALID_UTF8: veriflash_result = 201;
+/// An argument is invalid: a misaligned pointer, a length beyond the largest object size.
+pub const VERIFLASH_INVALID_ARGUMENT: veriflash_result = 202;
+/// The library caught a panic (a bug in veriflash). Free the handles passed to the call and
+/// do not use them again.
+pub const VERIFLASH_PANIC: veriflash_result = 203;
+/// The package handle was already used by `veriflash_package_verify` or `veriflash_flash`: a
+/// package handle is read once. Open the package again.
+pub const VERIFLASH_PACKAGE_SPENT: veriflash_result = 204;
+/// The caller's buffer is too small; `VERIFLASH_MESSAGE_MAX` bytes always suffice.
+pub const VERIFLASH_BUFFER_TOO_SMALL: veriflash_result = 205;
+/// An index is not below the matching count.
+pub const VERIFLASH_INDEX_OUT_OF_RANGE: veriflash_result = 206;
+
+/// Longest last-error message or remedy, including its terminating NUL: a buffer of this many
+/// bytes always receives the whole text (longer messages are cut at a UTF-8 boundary).
+pub const VERIFLASH_MESSAGE_MAX: usize = 1024;
+
+/// Every code with its stable snake_case name (the core kinds' names, as in the CLI's `--json`).
+const CODES: &[(veriflash_result, &CStr)] = &[
+    (VERIFLASH_OK, c"ok"),
+    (VERIFLASH_MALFORMED_PACKAGE, c"malformed_package"),
+    (VERIFLASH_UNSUPPORTED_FORMAT, c"unsupported_format"),
+    (VERIFLASH_LIMIT_EXCEEDED, c"limit_exceeded"),
+    (VERIFLASH_TRUNCATED, c"truncated"),
+    (VERIFLASH_TRAILING_DATA, c"trailing_data"),
+    (VERIFLASH_NOT_AUTHENTIC, c"not_authentic"),
+    (VERIFLASH_UNKNOWN_SIGNER, c"unknown_signer"),
+    (VERIFLASH_NO_TRUST_ANCHORS, c"no_trust_anchors"),
+    (VERIFLASH_KEY_REVOKED, c"key_revoked"),
+    (VERIFLASH_THRESHOLD_NOT_MET, c"threshold_not_met"),
+    (VERIFLASH_UNSUPPORTED_ALGORITHM, c"unsupported_algorithm"),
+    (VERIFLASH_CERTIFICATE_INVALID, c"certificate_invalid"),
+    (VERIFLASH_CERTIFICATE_EXPIRED, c"certificate_expired"),
+    (VERIFLASH_INTEGRITY_MISMATCH, c"integrity_mismatch"),
+    (VERIFLASH_IMAGE_DIGEST_MISMATCH, c"image_digest_mismatch"),
+    (VERIFLASH_WRONG_PRODUCT, c"wrong_product"),
+    (VERIFLASH_WRONG_CHIPSET, c"wrong_chipset"),
+    (
+        VERIFLASH_WRONG_HARDWARE_REVISION,
+        c"wrong_hardware_revision",
+    ),
+    (VERIFLASH_DOWNGRADE_REFUSED, c"downgrade_refused"),
+    (VERIFLASH_INSUFFICIENT_STORAGE, c"insufficient_storage"),
+    (VERIFLASH_INSUFFICIENT_MEMORY, c"insufficient_memory"),
+    (VERIFLASH_PREFLIGHT_REFUSED, c"preflight_refused"),
+    (VERIFLASH_UNKNOWN_PARTITION, c"unknown_partition"),
+    (VERIFLASH_IMAGE_TOO_LARGE, c"image_too_large"),
+    (VERIFLASH_PROTECTED_PARTITION, c"protected_partition"),
+    (VERIFLASH_DEVICE_ERROR, c"device_error"),
+    (VERIFLASH_TRANSPORT_ERROR, c"transport_error"),
+    (VERIFLASH_READ_BACK_MISMATCH, c"read_back_mismatch"),
+    (VERIFLASH_TIMEOUT, c"timeout"),
+    (VERIFLASH_CANCELLED, c"cancelled"),
+    (VERIFLASH_INTERRUPTED, c"interrupted"),
+    (VERIFLASH_IO, c"io"),
+    (VERIFLASH_INVALID_KEY, c"invalid_key"),
+    (VERIFLASH_INVALID_INPUT, c"invalid_input"),
+    (VERIFLASH_NULL_POINTER, c"null_pointer"),
+    (VERIFLASH_INVALID_UTF8, c"invalid_utf8"),
+    (VERIFLASH_INVALID_ARGUMENT, c"invalid_argument"),
+    (VERIFLASH_PANIC, c"panic"),
+    (VERIFLASH_PACKAGE_SPENT, c"package_spent"),
+    (VERIFLASH_BUFFER_TOO_SMALL, c"buffer_too_small"),
+    (VERIFLASH_INDEX_OUT_OF_RANGE, c"index_out_of_range"),
+];
+
+/// Every code this library defines, with its name, in code order (for tests and bindings).
+pub fn all_codes() -> impl Iterator<Item = (veriflash_result, &'static str)> {
+    CODES
+        .iter()
+        .map(|(code, name)| (*code, name.to_str().unwrap_or("")))
+}
+
+/// A failure on its way to C: the code, the message, and the remedy.
+#[derive(Debug)]
+pub(crate) struct FfiError {
+    pub(crate) code: veriflash_result,
+    message: String,
+    remedy: String,
+}
+
+impl FfiError {
+    /// A C API error (codes 200+), whose remedy follows from its code.
+    pub(crate) fn new(code: veriflash_result, message: impl Into<String>) -> Self {
+        let remedy = match code {
+            VERIFLASH_NULL_POINTER => {
+                "Pass a valid pointer: see the function's documentation in veriflash.h for which arguments may be NULL."
+            }
+            VERIFLASH_INVALID_UTF8 => "Pass paths, targets and PEM text as UTF-8.",
+            VERIFLASH_INVALID_ARGUMENT => {
+                "Pass the pointers and lengths the function's documentation in veriflash.h asks for."
+            }
+            VERIFLASH_PANIC => {
+                "This is a bug in veriflash: report it with this message. Free the handles passed to the call and do not use them again."
+            }
+            VERIFLASH_PACKAGE_SPENT => {
+                "Open the package again: a package handle is verified or flashed once."
+            }
+            VERIFLASH_BUFFER_TOO_SMALL => "Pass a buffer of VERIFLASH_MESSAGE_MAX bytes.",
+            VERIFLASH_INDEX_OUT_OF_RANGE => {
+                "Pass an index below the count the matching *_count function returns."
+            }
+            _ => "",
+        };
+        Self {
+            code,
+            message: message.into(),
+            remedy: remedy.to_owned(),
+        }
+    }
+}
+
+impl From<Error> for FfiError {
+    fn from(err: Error) -> Self {
+        let mut message = err.to_string();
+        let at = err.location();
+        let mut parts = Vec::new();
+        if let Some(image) = &at.image {
+            parts.push(format!("image '{image}'"));
+        }
+        if let Some(chunk) = at.chunk {
+            parts.push(format!("chunk {chunk}"));
+        }
+        if let Some(offset) = at.offset {
+            parts.push(format!("offset {offset}"));
+        }
+        if !parts.is_empty() {
+            message.push_str(&format!(" [{}]", parts.join(", ")));
+        }
+        Self {
+            code: veriflash_result::from(err.code()),
+            message,
+            remedy: err.remedy().to_owned(),
+        }
+    }
+}
+
+/// The last error of one thread, ready to be copied out.
+struct LastError {
+    code: veriflash_result,
+    message: CString,
+    remedy: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<LastError>> = const { RefCell::new(None) };
+}
+
+/// `text` as a C string of at most `VERIFLASH_MESSAGE_MAX - 1` bytes: NUL bytes become `?`, and
+/// longer text is cut at a character boundary.
+pub(crate) fn c_text(text: &str) -> CString {
+    let mut end = text.len().min(VERIFLASH_MESSAGE_MAX - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes: Vec<u8> = text
+        .bytes()
+        .take(end)
+        .map(|b| if b == 0 { b'?' } else { b })
+        .collect();
+    CString::new(bytes).unwrap_or_default()
+}
+
+/// Records `error` as this thread's last error.
+pub(crate) fn set_last_error(error: FfiError) {
+    let last = LastError {
+        code: error.code,
+        message: c_text(&error.message),
+        remedy: c_text(&error.remedy),
+    };
+    // `try_with`: during thread teardown there is no last error to keep.
+    let _ = LAST_ERROR.try_with(|cell| cell.replace(Some(last)));
+}
+
+/// Forgets this thread's last error.
+pub(crate) fn clear_last_error() {
+    let _ = LAST_ERROR.try_with(|cell| cell.replace(None));
+}
+
+/// This thread's last error code, `VERIFLASH_OK` if none.
+pub(crate) fn last_error_code() -> veriflash_result {
+    LAST_ERROR
+        .try_with(|cell| cell.borrow().as_ref().map_or(VERIFLASH_OK, |e| e.code))
+        .unwrap_or(VERIFLASH_OK)
+}
+
+/// Which text of the last error to copy.
+#[derive(Clone, Copy)]
+enum Text {
+    Message,
+    Remedy,
+}
+
+/// Copies the last error's message or remedy into `buf`. Never changes the last error.
+///
+/// # Safety
+/// As `veriflash_last_error_message`.
+unsafe fn copy_last_error(
+    which: Text,
+    buf: *mut c_char,
+    len: usize,
+    out_written: *mut usize,
+) -> veriflash_result {
+    call_plain(VERIFLASH_PANIC, || {
+        if buf.is_null() {
+            return VERIFLASH_NULL_POINTER;
+        }
+        // SAFETY: the caller guarantees `out_written` is NULL or writable.
+        let out = match unsafe { Out::new(out_written, "out_written") } {
+            Ok(out) => out,
+            Err(err) => return err.code,
+        };
+        let text = LAST_ERROR
+            .try_with(|cell| {
+                cell.borrow().as_ref().map(|e| match which {
+                    Text::Message => e.message.clone(),
+                    Text::Remedy => e.remedy.clone(),
+                })
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let bytes = text.as_bytes_with_nul();
+        if bytes.len() > len {
+            return VERIFLASH_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: `buf` is not NULL, the caller guarantees it is writable for `len` bytes, and
+        // `bytes.len() <= len`; `bytes` is our own allocation, so the two cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len()) };
+        out.write(bytes.len() - 1);
+        VERIFLASH_OK
+    })
+}
+
+/// Copies the calling thread's last error message (what failed, with specifics such as the
+/// image and chunk) into `buf` as a NUL-terminated string, and its length without the NUL into
+/// `*out_written`. With no last error the string is empty.
+///
+/// Never changes the last error. Outputs are written only on success.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER` if `buf` or `out_written` is NULL; `VERIFLASH_BUFFER_TOO_SMALL` if
+/// `len` cannot hold the text and its NUL (`VERIFLASH_MESSAGE_MAX` always can).
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes; `out_written` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_last_error_message(
+    buf: *mut c_char,
+    len: usize,
+    out_written: *mut usize,
+) -> veriflash_result {
+    // SAFETY: the same contract as this function's.
+    unsafe { copy_last_error(Text::Message, buf, len, out_written) }
+}
+
+/// Copies the calling thread's last error remedy (one line saying what to do next) into `buf`
+/// as a NUL-terminated string, and its length without the NUL into `*out_written`. With no last
+/// error the string is empty.
+///
+/// Never changes the last error. Outputs are written only on success.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER` if `buf` or `out_written` is NULL; `VERIFLASH_BUFFER_TOO_SMALL` if
+/// `len` cannot hold the text and its NUL (`VERIFLASH_MESSAGE_MAX` always can).
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes; `out_written` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_last_error_remedy(
+    buf: *mut c_char,
+    len: usize,
+    out_written: *mut usize,
+) -> veriflash_result {
+    // SAFETY: the same contract as this function's.
+    unsafe { copy_last_error(Text::Remedy, buf, len, out_written) }
+}
+
+/// The code of the calling thread's last error: `VERIFLASH_OK` if the last call that returned a
+/// `veriflash_result` succeeded. Never changes the last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn veriflash_last_error_code() -> veriflash_result {
+    call_plain(VERIFLASH_PANIC, last_error_code)
+}
+
+/// The stable snake_case name of a result code (`"ok"`, `"not_authentic"`, `"cancelled"`,
+/// `"null_pointer"`, …; the same names as the CLI's `--json` `kind`), or `"unknown"`.
+///
+/// The string is static: never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn veriflash_result_name(code: veriflash_result) -> *const c_char {
+    call_plain(c"unknown".as_ptr(), || {
+        CODES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(c"unknown".as_ptr(), |(_, name)| name.as_ptr())
+    })
+}

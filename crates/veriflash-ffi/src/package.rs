@@ -1,0 +1,252 @@
+//! Packages: opened from a path or a caller's read callback, verified once.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read};
+
+use veriflash_core::sig::Verifier;
+use veriflash_core::{Error, ErrorKind, PackageReader};
+
+use crate::error::{FfiError, VERIFLASH_PACKAGE_SPENT, veriflash_result};
+use crate::ffi::{Handle, Out, arg_str, borrow, borrow_mut, call, call_plain, free, into_handle};
+use crate::report::{Report, veriflash_report};
+use crate::trust::veriflash_trust;
+
+/// A package opened for verification or flashing: its header, manifest and signature block
+/// have been read and bounded (nothing is trusted yet), and its payload waits to be streamed.
+///
+/// Made by `veriflash_package_open` or `veriflash_package_open_reader`, owned by the caller,
+/// freed with `veriflash_package_free` — always, also after it was verified or flashed.
+/// A package is read once: `veriflash_package_verify` or `veriflash_flash` uses it up (whether
+/// they succeed or fail), and a second use returns `VERIFLASH_PACKAGE_SPENT`. Not thread-safe:
+/// use one package from one thread at a time.
+pub struct veriflash_package {
+    _private: [u8; 0],
+}
+
+/// Reads a package from a caller: fills `buf` with up to `len` bytes and stores how many in
+/// `*out_read` (0 only at the end of the package), returning 0; or returns non-zero (an errno
+/// value, say) on failure, which fails the operation with `VERIFLASH_IO`.
+///
+/// Called on the thread that called the veriflash function, never after
+/// `veriflash_package_free` returns.
+pub type veriflash_read_cb = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        buf: *mut u8,
+        len: usize,
+        out_read: *mut usize,
+    ) -> c_int,
+>;
+
+/// Where the payload comes from, and the prefix bytes already read from it.
+pub(crate) struct Package {
+    source: Option<Source>,
+}
+
+impl Handle for veriflash_package {
+    type Inner = Package;
+}
+
+struct Source {
+    /// The header, manifest and signature block, as read (bounded by the format's limits).
+    prefix: Vec<u8>,
+    /// The rest of the package, from the first payload byte.
+    rest: Box<dyn Read>,
+}
+
+impl Package {
+    /// Reads and bounds the prefix from `reader`: a malformed, truncated or oversized package is
+    /// refused here, before any signature work.
+    fn open(reader: Box<dyn Read>) -> Result<Self, Error> {
+        let mut recorder = Recorder {
+            inner: reader,
+            seen: Vec::new(),
+        };
+        drop(PackageReader::new(&mut recorder)?);
+        Ok(Self {
+            source: Some(Source {
+                prefix: recorder.seen,
+                rest: recorder.inner,
+            }),
+        })
+    }
+
+    /// The whole package again, from its first byte, for the core to read (the prefix from
+    /// memory, parsed and verified afresh; the payload from the source, read once). Uses the
+    /// package up.
+    pub(crate) fn take(&mut self) -> Result<impl Read + use<>, FfiError> {
+        let source = self.source.take().ok_or_else(|| {
+            FfiError::new(
+                VERIFLASH_PACKAGE_SPENT,
+                "the package was already verified or flashed",
+            )
+        })?;
+        Ok(Cursor::new(source.prefix).chain(source.rest))
+    }
+}
+
+/// Keeps a copy of what the format parser reads, so the prefix can be handed to the core again.
+/// The parser checks each length against its limit before reading, so the copy is bounded.
+struct Recorder {
+    inner: Box<dyn Read>,
+    seen: Vec<u8>,
+}
+
+impl Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// A caller's read callback as a [`Read`].
+struct CallbackReader {
+    read: unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> c_int,
+    userdata: *mut c_void,
+}
+
+impl Read for CallbackReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0usize;
+        // SAFETY: `veriflash_package_open_reader`'s contract: the callback may be called with
+        // `userdata` until the package is freed. `buf` is writable for `buf.len()` bytes and
+        // `n` is a live `usize`, both only for the duration of the call.
+        let rc = unsafe { (self.read)(self.userdata, buf.as_mut_ptr(), buf.len(), &raw mut n) };
+        if rc != 0 {
+            return Err(io::Error::other(format!(
+                "the read callback failed (returned {rc})"
+            )));
+        }
+        if n > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the read callback reported {n} bytes read into a {}-byte buffer",
+                    buf.len()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Opens the package file at `path` and reads its header, manifest and signature block
+/// (a few KiB, each length checked against its limit; nothing is trusted yet). On success
+/// `*out_package` receives a new package the caller owns and must free with
+/// `veriflash_package_free`.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8` (the path must be UTF-8); `VERIFLASH_IO`
+/// when the file cannot be opened or read; `VERIFLASH_MALFORMED_PACKAGE`,
+/// `VERIFLASH_UNSUPPORTED_FORMAT`, `VERIFLASH_LIMIT_EXCEEDED`, `VERIFLASH_TRUNCATED` for a bad
+/// prefix.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out_package` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_package_open(
+    path: *const c_char,
+    out_package: *mut *mut veriflash_package,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let path = unsafe { arg_str(path, "path") }?;
+        // SAFETY: this function's contract.
+        let out = unsafe { Out::new(out_package, "out_package") }?;
+        let file = File::open(path)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{path}: {e}")).with_source(e))?;
+        let package = Package::open(Box::new(BufReader::with_capacity(64 * 1024, file)))?;
+        out.write(into_handle::<veriflash_package>(package));
+        Ok(())
+    })
+}
+
+/// Opens a package read through `read` (called with `userdata`), and reads its header,
+/// manifest and signature block. The callback is called during this call and during
+/// `veriflash_package_verify` / `veriflash_flash`; `userdata` must stay valid until the package
+/// is freed. On success `*out_package` receives a new package the caller owns and must free
+/// with `veriflash_package_free`.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER` when `read` or `out_package` is NULL (`userdata` may be NULL);
+/// `VERIFLASH_IO` when the callback fails; the format errors of `veriflash_package_open`.
+///
+/// # Safety
+/// `read` is NULL or a function that can be called as documented for `veriflash_read_cb` with
+/// `userdata` until the package is freed; `out_package` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_package_open_reader(
+    read: veriflash_read_cb,
+    userdata: *mut c_void,
+    out_package: *mut *mut veriflash_package,
+) -> veriflash_result {
+    call(|| {
+        let read = read.ok_or_else(|| {
+            FfiError::new(
+                crate::error::VERIFLASH_NULL_POINTER,
+                "argument 'read' is NULL",
+            )
+        })?;
+        // SAFETY: this function's contract.
+        let out = unsafe { Out::new(out_package, "out_package") }?;
+        let package = Package::open(Box::new(CallbackReader { read, userdata }))?;
+        out.write(into_handle::<veriflash_package>(package));
+        Ok(())
+    })
+}
+
+/// Verifies a package completely against `trust`: the signatures over header and manifest,
+/// then every payload chunk against its signed digest, then that the package ends where it
+/// declares. Nothing is written anywhere. On success `*out_report` receives a new report the
+/// caller owns and must free with `veriflash_report_free`.
+///
+/// Uses the package up (see `veriflash_package`): free it afterwards either way. `trust` is
+/// only borrowed.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`; `VERIFLASH_PACKAGE_SPENT`; the authenticity codes (20–27), the
+/// integrity codes (30–31), `VERIFLASH_TRUNCATED`, `VERIFLASH_TRAILING_DATA`, `VERIFLASH_IO`.
+///
+/// # Safety
+/// `package` is NULL or a live package not in use elsewhere; `trust` is NULL or a live trust
+/// store; `out_report` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_package_verify(
+    package: *mut veriflash_package,
+    trust: *const veriflash_trust,
+    out_report: *mut *mut veriflash_report,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let package = unsafe { borrow_mut(package, "package") }?;
+        // SAFETY: this function's contract.
+        let trust = unsafe { borrow(trust, "trust") }?;
+        // SAFETY: this function's contract.
+        let out = unsafe { Out::new(out_report, "out_report") }?;
+        let report = PackageReader::new(package.take()?)?
+            .verify(&Verifier::new(trust))?
+            .verify_payload()?;
+        out.write(into_handle::<veriflash_report>(Report::new(&report)));
+        Ok(())
+    })
+}
+
+/// Frees a package (and closes its file; a read callback is not called again). NULL is a
+/// no-op. Freeing the same package twice is undefined behaviour, as with `free()`.
+///
+/// # Safety
+/// `package` is NULL or a package from this library, not yet freed and not in use by another
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_package_free(package: *mut veriflash_package) {
+    call_plain((), || {
+        // SAFETY: this function's contract.
+        unsafe { free(package) }
+    });
+}
