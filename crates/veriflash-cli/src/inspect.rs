@@ -9,6 +9,7 @@ use veriflash_core::sig::DEFAULT_ALGORITHMS;
 use veriflash_core::{Error, PackageReader};
 
 use crate::output::{Failure, human_size};
+use crate::pack::ratio;
 
 /// The name of a signature algorithm, or its OID when this build does not support it.
 pub(crate) fn algorithm_name(oid: &ObjectIdentifier) -> String {
@@ -54,8 +55,14 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             .images
             .iter()
             .map(|i| {
+                let compressed = i
+                    .stored_chunks
+                    .iter()
+                    .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                    .count();
                 json!({
                     "name": i.name, "partition": i.partition, "size": i.size,
+                    "stored_size": i.stored_size(), "compressed_chunks": compressed,
                     "chunk_size": i.chunk_size, "chunks": i.chunk_count(), "sha256": hex(&i.digest),
                 })
             })
@@ -106,6 +113,30 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             i.chunk_count(),
             human_size(u64::from(i.chunk_size)),
             hex(&i.digest)
+        );
+        if i.is_compressed() {
+            let compressed = i
+                .stored_chunks
+                .iter()
+                .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                .count();
+            println!(
+                "  {:<16}    stored {} of {} ({}), {compressed} of {} chunks zstd",
+                "",
+                human_size(i.stored_size()),
+                human_size(i.size),
+                ratio(i.stored_size(), i.size),
+                i.chunk_count()
+            );
+        }
+    }
+    let image_total: u64 = manifest.images.iter().map(|i| i.size).sum();
+    if header.payload_len != image_total {
+        println!(
+            "stored     {} of images in a payload of {} ({})",
+            human_size(image_total),
+            human_size(header.payload_len),
+            ratio(header.payload_len, image_total)
         );
     }
     println!("signatures");

@@ -4,18 +4,19 @@
 use std::path::Path;
 
 use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
-use veriflash_core::{Error, ErrorKind, UnsignedPackage};
+use veriflash_core::{Error, ErrorKind, PackOptions, UnsignedPackage};
 
 use crate::manifest_toml;
 use crate::output::{Failure, human_size};
 
-/// Reads the manifest description and digests the images.
-fn prepare(manifest: &Path) -> Result<UnsignedPackage, Failure> {
+/// Reads the manifest description and digests (and, with `compress`, compresses) the images.
+fn prepare(manifest: &Path, compress: Option<i32>) -> Result<UnsignedPackage, Failure> {
     let loaded = manifest_toml::load(manifest)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    Ok(UnsignedPackage::prepare(loaded.spec)?)
+    let options = PackOptions::new().compression(compress);
+    Ok(UnsignedPackage::prepare_with(loaded.spec, &options)?)
 }
 
 /// `pack --unsigned`: writes the exact bytes every signature must cover.
@@ -35,7 +36,7 @@ fn write_tbs(unsigned: &UnsignedPackage, out: &Path) -> Result<(), Failure> {
 
 /// Packs with one key and no certificates (the demo's path).
 pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure> {
-    run_with(manifest, &[key.to_path_buf()], &[], false, out)
+    run_with(manifest, &[key.to_path_buf()], &[], false, None, out)
 }
 
 /// `veriflash pack` with every option.
@@ -44,6 +45,7 @@ pub(crate) fn run_with(
     keys: &[std::path::PathBuf],
     certs: &[std::path::PathBuf],
     unsigned_only: bool,
+    compress: Option<i32>,
     out: &Path,
 ) -> Result<(), Failure> {
     if unsigned_only {
@@ -54,7 +56,7 @@ pub(crate) fn run_with(
             )
             .into());
         }
-        return write_tbs(&prepare(manifest)?, out);
+        return write_tbs(&prepare(manifest, compress)?, out);
     }
     if keys.is_empty() {
         return Err(Error::new(ErrorKind::InvalidInput, "give --key (or --unsigned)").into());
@@ -74,7 +76,7 @@ pub(crate) fn run_with(
         .iter()
         .map(|c| load_certificate_chain(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let unsigned = prepare(manifest)?;
+    let unsigned = prepare(manifest, compress)?;
     let mut entries = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let chain = chains.get(i).cloned().unwrap_or_default();
@@ -104,6 +106,27 @@ fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
         m.chipset,
         m.security_version
     );
+    if m.version() == veriflash_core::format::MANIFEST_VERSION_COMPRESSED {
+        let image: u64 = m.images.iter().map(|i| i.size).sum();
+        let stored: u64 = m.images.iter().map(|i| i.stored_size()).sum();
+        println!(
+            "compressed: {} of images stored in {} ({})",
+            human_size(image),
+            human_size(stored),
+            ratio(stored, image)
+        );
+    }
+}
+
+/// `stored / image` as a percentage, for display.
+pub(crate) fn ratio(stored: u64, image: u64) -> String {
+    if image == 0 {
+        return "100.0%".to_owned();
+    }
+    // Display only: f64 precision is ample for a percentage.
+    #[allow(clippy::cast_precision_loss)]
+    let percent = stored as f64 * 100.0 / image as f64;
+    format!("{percent:.1}%")
 }
 
 /// `veriflash sign`: attaches a signature made elsewhere over the bytes `pack --unsigned` wrote.
@@ -114,11 +137,14 @@ pub(crate) struct SignArgs<'a> {
     pub(crate) pubkey: Option<&'a Path>,
     pub(crate) cert: Option<&'a Path>,
     pub(crate) pss: bool,
+    /// The `--compress` level `pack --unsigned` was given (the images are packed the same way
+    /// again, and zstd is deterministic, so the bytes to sign match).
+    pub(crate) compress: Option<i32>,
     pub(crate) out: &'a Path,
 }
 
 pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
-    let unsigned = prepare(args.manifest)?;
+    let unsigned = prepare(args.manifest, args.compress)?;
     let tbs = std::fs::read(args.tbs)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.tbs.display())))?;
     if tbs != unsigned.signed_message() {

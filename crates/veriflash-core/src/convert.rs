@@ -121,6 +121,14 @@ pub(crate) fn verify_error(image: &str, err: VerifyError<Error>) -> Error {
                     ErrorKind::ImageDigestMismatch,
                     location_in(image, None, None),
                 ),
+                HashError::DecompressedLengthMismatch { index, offset, .. } => (
+                    ErrorKind::DecompressedLengthMismatch,
+                    location_in(image, Some(*index), Some(*offset)),
+                ),
+                HashError::DecodeFailed { index, offset, .. } => (
+                    ErrorKind::DecompressionFailed,
+                    location_in(image, Some(*index), Some(*offset)),
+                ),
                 _ => (ErrorKind::Malformed, location_in(image, None, None)),
             };
             Error::new(kind, format!("image '{image}': {h}"))

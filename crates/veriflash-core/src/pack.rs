@@ -5,11 +5,13 @@
 //! [`UnsignedPackage::write_to`] takes whatever [`SignatureBlock`] was assembled for it.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use veriflash_format::{ImageSpec, Manifest, SignatureBlock, SignatureEntry};
-use veriflash_hash::ImageExpectation;
+use veriflash_format::{
+    ChunkEncoding, ImageSpec, Manifest, SignatureBlock, SignatureEntry, StoredChunk,
+};
+use veriflash_hash::{Digest, ImageExpectation, Sha256};
 use veriflash_sig::SigningKey;
 
 use crate::convert;
@@ -83,6 +85,39 @@ pub struct PackageSpec {
     pub images: Vec<ImageSource>,
 }
 
+/// How [`UnsignedPackage::prepare_with`] packs.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackOptions {
+    /// Compress chunks with Zstandard at this level (1..=22), each chunk stored raw when
+    /// compression does not pay; `None` stores everything raw (a format version 1 package).
+    pub compression: Option<i32>,
+    /// Compression threads; `0` means one per available core.
+    pub threads: usize,
+}
+
+impl PackOptions {
+    /// Raw chunks, as [`UnsignedPackage::prepare`] packs.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`compression`](Self::compression).
+    #[must_use]
+    pub fn compression(mut self, level: Option<i32>) -> Self {
+        self.compression = level;
+        self
+    }
+
+    /// Sets [`threads`](Self::threads).
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+}
+
 /// A package whose manifest is complete and whose signed message is fixed, waiting for
 /// signatures.
 #[derive(Debug)]
@@ -90,6 +125,9 @@ pub struct UnsignedPackage {
     manifest: Manifest,
     signed_message: Vec<u8>,
     sources: Vec<ImageData>,
+    /// For each image with compressed chunks, an unnamed temporary file holding its stored
+    /// bytes, written once by `prepare_with` and copied (and re-checked) by `write_to`.
+    spools: Vec<Option<File>>,
 }
 
 impl UnsignedPackage {
@@ -100,9 +138,33 @@ impl UnsignedPackage {
     /// result would break a rule of the format (empty image, duplicate partition, bad name,
     /// chunk size out of range, ...).
     pub fn prepare(spec: PackageSpec) -> Result<Self, Error> {
+        Self::prepare_with(spec, &PackOptions::new())
+    }
+
+    /// [`prepare`](Self::prepare) with options: with
+    /// [`compression`](PackOptions::compression), every chunk is compressed as one Zstandard
+    /// frame (on [`threads`](PackOptions::threads) threads) and stored compressed when that
+    /// saves at least 1/32 of it, raw otherwise; the stored bytes are spooled to a temporary
+    /// file, digested as stored, and the manifest gets a chunk table (format version 2). An
+    /// image none of whose chunks pays is packed exactly as without compression, and a package
+    /// with no compressed chunk at all is a byte-identical format version 1 package.
+    ///
+    /// # Errors
+    /// As [`prepare`](Self::prepare); [`ErrorKind::InvalidInput`] for a compression level zstd
+    /// refuses; [`ErrorKind::Io`] when the temporary file fails.
+    pub fn prepare_with(spec: PackageSpec, options: &PackOptions) -> Result<Self, Error> {
         let mut images = Vec::with_capacity(spec.images.len());
         let mut sources = Vec::with_capacity(spec.images.len());
+        let mut spools = Vec::with_capacity(spec.images.len());
         for source in spec.images {
+            if let Some(level) = options.compression {
+                let (image, spool) = compress_image(&source, level, options.threads)?;
+                images.push(image);
+                sources.push(source.data);
+                spools.push(spool);
+                continue;
+            }
+            spools.push(None);
             let reader = source.data.open()?;
             let digests =
                 veriflash_hash::digest_reader(reader, source.chunk_size).map_err(|e| {
@@ -118,6 +180,7 @@ impl UnsignedPackage {
                 chunk_size: source.chunk_size,
                 digest: digests.digest,
                 chunk_digests: digests.chunk_digests,
+                stored_chunks: Vec::new(),
                 extensions: Vec::new(),
             });
             sources.push(source.data);
@@ -137,6 +200,7 @@ impl UnsignedPackage {
             manifest,
             signed_message,
             sources,
+            spools,
         })
     }
 
@@ -276,7 +340,18 @@ impl UnsignedPackage {
         out.write_all(&prefix)
             .map_err(|e| Error::io("writing the package", e))?;
         let mut written = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
-        for (image, source) in self.manifest.images.iter().zip(&self.sources) {
+        for ((image, source), spool) in self
+            .manifest
+            .images
+            .iter()
+            .zip(&self.sources)
+            .zip(&self.spools)
+        {
+            if let Some(spool) = spool {
+                copy_stored(image, spool, out)?;
+                written = written.saturating_add(image.stored_size());
+                continue;
+            }
             let mut reader = source.open()?;
             let expect = ImageExpectation {
                 size: image.size,
@@ -325,6 +400,170 @@ impl UnsignedPackage {
         let block = SignatureBlock { entries };
         write_atomically(path, |file| self.write_to(&block, file))
     }
+}
+
+/// Copies a compressed image's stored bytes from its spool, checking each chunk against its
+/// signed (stored-bytes) digest on the way.
+fn copy_stored<W: Write>(image: &ImageSpec, spool: &File, out: &mut W) -> Result<(), Error> {
+    let mut spool = spool;
+    let spool_error = |e| Error::io(format_args!("image '{}' spool", image.name), e);
+    spool.rewind().map_err(spool_error)?;
+    let mut buffer = Vec::new();
+    for (chunk, digest) in image.stored_chunks.iter().zip(&image.chunk_digests) {
+        buffer.resize(usize::try_from(chunk.stored_len).unwrap_or(usize::MAX), 0);
+        spool.read_exact(&mut buffer).map_err(spool_error)?;
+        if veriflash_hash::sha256(&buffer) != *digest {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "image '{}': its spooled stored bytes changed while it was being packed",
+                    image.name
+                ),
+            ));
+        }
+        out.write_all(&buffer)
+            .map_err(|e| Error::io("writing the package", e))?;
+    }
+    Ok(())
+}
+
+/// One chunk after compression: its stored bytes and how they are stored.
+struct Packed {
+    raw_len: usize,
+    stored: Option<Vec<u8>>,
+}
+
+/// Reads an image chunk by chunk, compresses batches of chunks on `threads` threads, spools the
+/// stored bytes and builds the image's manifest entry. Memory: one batch of raw and compressed
+/// chunks (`2 × threads` chunks).
+fn compress_image(
+    source: &ImageSource,
+    level: i32,
+    threads: usize,
+) -> Result<(ImageSpec, Option<File>), Error> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        threads
+    };
+    let chunk_size = usize::try_from(source.chunk_size).unwrap_or(usize::MAX);
+    if chunk_size == 0 || source.chunk_size > veriflash_format::limits::MAX_CHUNK_SIZE {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "image '{}': chunk size {} is out of range",
+                source.name, source.chunk_size
+            ),
+        ));
+    }
+    let mut reader = source.data.open()?;
+    let io_error = |e| Error::io(format_args!("reading image '{}'", source.name), e);
+    let spool_error = |e| Error::io(format_args!("image '{}' spool", source.name), e);
+    let mut spool = tempfile::tempfile().map_err(spool_error)?;
+    let mut spooled = std::io::BufWriter::with_capacity(256 * 1024, &mut spool);
+    let mut whole = Sha256::new();
+    let mut size: u64 = 0;
+    let mut chunk_digests: Vec<Digest> = Vec::new();
+    let mut stored_chunks: Vec<StoredChunk> = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(threads);
+        while batch.len() < threads.saturating_mul(2) {
+            let mut chunk = vec![0u8; chunk_size];
+            let n = read_full(&mut reader, &mut chunk).map_err(io_error)?;
+            chunk.truncate(n);
+            if n > 0 {
+                whole.update(&chunk);
+                size = size.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+                batch.push(chunk);
+            }
+            if n < chunk_size {
+                ended = true;
+                break;
+            }
+        }
+        let packed = compress_batch(&batch, level, threads)?;
+        for (raw, packed) in batch.iter().zip(packed) {
+            let stored = packed.stored.as_deref().unwrap_or(raw);
+            spooled.write_all(stored).map_err(spool_error)?;
+            chunk_digests.push(veriflash_hash::sha256(stored));
+            let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            stored_chunks.push(StoredChunk {
+                encoding: if packed.stored.is_some() {
+                    ChunkEncoding::Zstd
+                } else {
+                    ChunkEncoding::Raw
+                },
+                stored_len: to_u32(stored.len()),
+                decompressed_len: to_u32(packed.raw_len),
+            });
+        }
+    }
+    spooled.flush().map_err(spool_error)?;
+    drop(spooled);
+    let compressed = stored_chunks
+        .iter()
+        .any(|c| c.encoding != ChunkEncoding::Raw);
+    let image = ImageSpec {
+        name: source.name.clone(),
+        partition: source.partition.clone(),
+        size,
+        chunk_size: source.chunk_size,
+        digest: whole.finalize(),
+        chunk_digests,
+        // No chunk paid: the image is packed exactly as without compression.
+        stored_chunks: if compressed {
+            stored_chunks
+        } else {
+            Vec::new()
+        },
+        extensions: Vec::new(),
+    };
+    Ok((image, compressed.then_some(spool)))
+}
+
+/// Compresses each chunk of `batch` on up to `threads` scoped threads, in order.
+fn compress_batch(batch: &[Vec<u8>], level: i32, threads: usize) -> Result<Vec<Packed>, Error> {
+    let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|raw| {
+                            Ok(Packed {
+                                raw_len: raw.len(),
+                                stored: crate::compress::compress_chunk(raw, level)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Error>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| Error::new(ErrorKind::Io, "a compression thread failed"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match reader.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled = filled.saturating_add(n.min(rest.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Creates `path` through a temporary file in the same directory that is renamed into place only

@@ -8,10 +8,13 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use serde::Serialize;
+use std::sync::Arc;
 use veriflash_format::{Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock};
-use veriflash_hash::{Digest, ImageExpectation, ParallelOptions, VerifiedChunk};
+
+use veriflash_hash::{ChunkDecoder, Digest, ImageExpectation, ParallelOptions, VerifiedChunk};
 use veriflash_sig::{KeyId, SignatureInput, Verifier};
 
+use crate::compress::ZstdDecoder;
 use crate::convert;
 use crate::error::{Error, ErrorKind, Location};
 
@@ -110,6 +113,16 @@ impl<R: Read> PackageReader<R> {
         // From here on the manifest bytes are authenticated; only now are they parsed.
         let manifest =
             Manifest::from_der(self.prefix.manifest_der()).map_err(convert::format_error)?;
+        if u64::from(self.prefix.header.format_version) != manifest.version() {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                format!(
+                    "header declares format version {}, the manifest is version {}",
+                    self.prefix.header.format_version,
+                    manifest.version()
+                ),
+            ));
+        }
         let declared = manifest.payload_len().map_err(convert::format_error)?;
         if declared != self.prefix.header.payload_len {
             return Err(Error::new(
@@ -129,6 +142,7 @@ impl<R: Read> PackageReader<R> {
             },
             reader: self.reader,
             options: ParallelOptions::default(),
+            decoder: DecoderSlot(Arc::new(ZstdDecoder::new())),
         })
     }
 }
@@ -165,12 +179,26 @@ impl VerifiedManifest {
     }
 }
 
+/// A shared [`ChunkDecoder`], as the install policy and the package hold it.
+pub type SharedDecoder = Arc<dyn ChunkDecoder + Send + Sync>;
+
+/// The decoder a package uses for compressed chunks (shown by name only in `Debug`).
+#[derive(Clone)]
+struct DecoderSlot(SharedDecoder);
+
+impl std::fmt::Debug for DecoderSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkDecoder")
+    }
+}
+
 /// A package whose manifest is verified and whose payload is ready to be streamed.
 #[derive(Debug)]
 pub struct VerifiedPackage<R> {
     manifest: VerifiedManifest,
     reader: R,
     options: ParallelOptions,
+    decoder: DecoderSlot,
 }
 
 impl<R: Read> VerifiedPackage<R> {
@@ -189,6 +217,15 @@ impl<R: Read> VerifiedPackage<R> {
         self
     }
 
+    /// Replaces the decoder of compressed chunks ([`ZstdDecoder`] by default). The verifier
+    /// calls it only with stored bytes that matched their signed digest, into a buffer of the
+    /// chunk's signed decompressed length; tests use this to watch what it is given.
+    #[must_use]
+    pub fn with_decoder(mut self, decoder: SharedDecoder) -> Self {
+        self.decoder = DecoderSlot(decoder);
+        self
+    }
+
     /// Sets the number of hashing threads (`0`: one per available core, the default).
     #[must_use]
     pub fn with_threads(mut self, threads: usize) -> Self {
@@ -201,11 +238,16 @@ impl<R: Read> VerifiedPackage<R> {
     ///
     /// Each chunk is read once into a buffer, hashed (on worker threads, see
     /// [`with_options`](Self::with_options)), compared, and the same bytes are passed on, in
-    /// order, on the calling thread: nothing is re-read after it was checked. The run stops at
-    /// the first bad chunk; memory is a fixed number of chunk buffers, whatever the image size.
+    /// order, on the calling thread: nothing is re-read after it was checked. A chunk stored
+    /// compressed is hashed as stored and compared first; only then does a worker decompress it,
+    /// into a buffer of its signed decompressed length, and the sink gets the decompressed
+    /// bytes. The run stops at the first bad chunk; memory is a fixed number of chunk buffers
+    /// (twice as many for compressed images), whatever the image size.
     ///
     /// # Errors
-    /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk, [`ErrorKind::Truncated`],
+    /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk,
+    /// [`ErrorKind::DecompressedLengthMismatch`], [`ErrorKind::DecompressionFailed`],
+    /// [`ErrorKind::Truncated`],
     /// [`ErrorKind::TrailingData`], [`ErrorKind::ImageDigestMismatch`], [`ErrorKind::Io`], or
     /// whatever `sink` returns.
     pub fn stream<F>(mut self, mut sink: F) -> Result<VerifyReport, Error>
@@ -220,9 +262,12 @@ impl<R: Read> VerifiedPackage<R> {
                 digest: &image.digest,
                 chunk_digests: &image.chunk_digests,
             };
-            let digest = veriflash_hash::verify_reader_parallel(
+            let stored = stored_table(image);
+            let digest = veriflash_hash::verify_stored_reader_parallel(
                 &mut self.reader,
                 expect,
+                &stored,
+                &*self.decoder.0,
                 self.options,
                 |chunk| sink(image, chunk),
             )
@@ -253,6 +298,21 @@ impl<R: Read> VerifiedPackage<R> {
     pub fn verify_payload(self) -> Result<VerifyReport, Error> {
         self.stream(|_, _| Ok(()))
     }
+}
+
+/// The hash crate's view of an image's chunk table (empty: all raw).
+fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk> {
+    image
+        .stored_chunks
+        .iter()
+        .map(|chunk| veriflash_hash::StoredChunk {
+            encoding: match chunk.encoding {
+                veriflash_format::ChunkEncoding::Raw => veriflash_hash::ChunkEncoding::Raw,
+                veriflash_format::ChunkEncoding::Zstd => veriflash_hash::ChunkEncoding::Zstd,
+            },
+            stored_len: chunk.stored_len,
+        })
+        .collect()
 }
 
 /// Verifies a package file completely: signatures, manifest, every payload chunk, its end.

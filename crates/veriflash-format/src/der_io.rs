@@ -22,6 +22,8 @@ pub(crate) const TAG_UTF8_STRING: u8 = 0x0C;
 pub(crate) const TAG_SEQUENCE: u8 = 0x30;
 /// `[0] IMPLICIT SEQUENCE OF ...`: context-specific, constructed, number 0.
 pub(crate) const TAG_CONTEXT_0: u8 = 0xA0;
+/// `[1] IMPLICIT OCTET STRING`: context-specific, primitive, number 1.
+pub(crate) const TAG_CONTEXT_1: u8 = 0x81;
 
 /// Widens a `usize` for error reports (saturating on hypothetical >64-bit targets).
 pub(crate) fn to_u64(n: usize) -> u64 {
@@ -37,6 +39,7 @@ fn tag_name(tag: u8) -> &'static str {
         TAG_UTF8_STRING => "UTF8String",
         TAG_SEQUENCE => "SEQUENCE",
         TAG_CONTEXT_0 => "[0] (constructed)",
+        TAG_CONTEXT_1 => "[1] (primitive)",
         _ => "an unexpected tag",
     }
 }

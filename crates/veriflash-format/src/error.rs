@@ -99,18 +99,21 @@ impl fmt::Display for Error {
             }
             Self::UnsupportedVersion { found } => write!(
                 f,
-                "header: unsupported format version {found} (this reader supports version {})",
-                crate::FORMAT_VERSION
+                "header: unsupported format version {found} (this reader supports versions {} \
+                 and {})",
+                crate::FORMAT_VERSION,
+                crate::FORMAT_VERSION_COMPRESSED
             ),
             Self::UnknownFlags { flags } => write!(
                 f,
-                "header: unknown flags 0x{flags:08x} (no flag is defined in format version {})",
-                crate::FORMAT_VERSION
+                "header: unknown flags 0x{flags:08x} (no flag is defined in format versions 1 and 2)"
             ),
             Self::UnsupportedManifestVersion { found } => write!(
                 f,
-                "manifest: unsupported manifestVersion {found} (this reader supports version {})",
-                crate::MANIFEST_VERSION
+                "manifest: unsupported manifestVersion {found} (this reader supports versions {} \
+                 and {})",
+                crate::MANIFEST_VERSION,
+                crate::MANIFEST_VERSION_COMPRESSED
             ),
             Self::Truncated {
                 section,
@@ -172,15 +175,15 @@ mod tests {
             ),
             (
                 Error::UnsupportedVersion { found: 3 },
-                "header: unsupported format version 3 (this reader supports version 1)",
+                "header: unsupported format version 3 (this reader supports versions 1 and 2)",
             ),
             (
                 Error::UnknownFlags { flags: 0x10 },
-                "header: unknown flags 0x00000010 (no flag is defined in format version 1)",
+                "header: unknown flags 0x00000010 (no flag is defined in format versions 1 and 2)",
             ),
             (
-                Error::UnsupportedManifestVersion { found: 2 },
-                "manifest: unsupported manifestVersion 2 (this reader supports version 1)",
+                Error::UnsupportedManifestVersion { found: 3 },
+                "manifest: unsupported manifestVersion 3 (this reader supports versions 1 and 2)",
             ),
             (
                 Error::Truncated {

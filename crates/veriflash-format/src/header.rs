@@ -15,8 +15,13 @@ pub const MAGIC: [u8; 8] = [0x89, b'V', b'F', b'P', b'K', b'\r', b'\n', 0x1A];
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 32;
 
-/// The package format version this crate reads and writes.
+/// The package format version of packages whose chunks are all stored raw; this crate reads
+/// and writes it, and [`Header::new`] makes it.
 pub const FORMAT_VERSION: u16 = 1;
+
+/// The package format version of packages with compressed chunks (a version-2 manifest,
+/// FORMAT.md §3.1); this crate reads and writes it too.
+pub const FORMAT_VERSION_COMPRESSED: u16 = 2;
 
 /// `HEADER_LEN` as stored in the header's `header_len` field.
 const HEADER_LEN_FIELD: u16 = 32;
@@ -34,7 +39,8 @@ const OFFSET_PAYLOAD_LEN: usize = 24;
 /// stored here; [`Header::to_bytes`] writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// Format version ([`FORMAT_VERSION`]).
+    /// Format version: [`FORMAT_VERSION`], or [`FORMAT_VERSION_COMPRESSED`] when the manifest
+    /// has chunk tables.
     pub format_version: u16,
     /// Flags; none is defined in version 1, so `0`.
     pub flags: u32,
@@ -103,7 +109,7 @@ impl Header {
             });
         }
         let format_version = u16::from_be_bytes(field(bytes, OFFSET_VERSION));
-        if format_version != FORMAT_VERSION {
+        if format_version != FORMAT_VERSION && format_version != FORMAT_VERSION_COMPRESSED {
             return Err(Error::UnsupportedVersion {
                 found: format_version,
             });
@@ -140,7 +146,8 @@ impl Header {
     /// [`Error::UnsupportedVersion`], [`Error::UnknownFlags`], [`Error::Malformed`] for a zero
     /// length, [`Error::LimitExceeded`] for a length beyond [`crate::limits`].
     pub fn validate(&self) -> Result<(), Error> {
-        if self.format_version != FORMAT_VERSION {
+        if self.format_version != FORMAT_VERSION && self.format_version != FORMAT_VERSION_COMPRESSED
+        {
             return Err(Error::UnsupportedVersion {
                 found: self.format_version,
             });
@@ -310,11 +317,19 @@ mod tests {
     #[test]
     fn rejects_header_with_unsupported_version() {
         let mut bytes = sample().to_bytes();
-        bytes[9] = 2;
+        bytes[9] = 3;
         assert_eq!(
             Header::parse(&bytes),
-            Err(Error::UnsupportedVersion { found: 2 })
+            Err(Error::UnsupportedVersion { found: 3 })
         );
+        bytes[9] = 0;
+        assert_eq!(
+            Header::parse(&bytes),
+            Err(Error::UnsupportedVersion { found: 0 })
+        );
+        // Version 2 (compressed chunks) is read.
+        bytes[9] = 2;
+        assert_eq!(Header::parse(&bytes).unwrap().format_version, 2);
     }
 
     #[test]

@@ -23,8 +23,11 @@ pub mod limits;
 pub use der::asn1::ObjectIdentifier;
 
 pub use error::Error;
-pub use header::{FORMAT_VERSION, HEADER_LEN, Header, MAGIC};
-pub use manifest::{DIGEST_LEN, Extension, ImageSpec, MANIFEST_VERSION, Manifest, chunk_count};
+pub use header::{FORMAT_VERSION, FORMAT_VERSION_COMPRESSED, HEADER_LEN, Header, MAGIC};
+pub use manifest::{
+    CHUNK_RECORD_LEN, ChunkEncoding, DIGEST_LEN, Extension, ImageSpec, MANIFEST_VERSION,
+    MANIFEST_VERSION_COMPRESSED, Manifest, StoredChunk, chunk_count,
+};
 pub use package::{PackageRef, encode_prefix, parse_signed_message, signed_message};
 #[cfg(feature = "std")]
 pub use read::{PackagePrefix, ReadError, read_prefix};

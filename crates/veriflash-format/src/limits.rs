@@ -1,4 +1,4 @@
-//! Hard limits of format version 1 (FORMAT.md §6).
+//! Hard limits of format versions 1 and 2 (FORMAT.md §6).
 //!
 //! Every length or count read from a package is checked against one of these before anything is
 //! allocated for it, and the writer refuses to produce anything beyond them, so a package this
@@ -43,6 +43,14 @@ pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 
 /// Largest chunk, in bytes (16 MiB). Bounds the memory of one chunk in flight.
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Largest Zstandard window, as a power of two, that a compressed chunk's frame may declare
+/// (23: 8 MiB; FORMAT.md §3.1). Bounds the memory of a streaming decoder on a device; writers
+/// use `min(23, log2(chunk size))`.
+pub const MAX_ZSTD_WINDOW_LOG: u32 = 23;
+
+/// Largest Zstandard window, in bytes, that a compressed chunk's frame may declare (8 MiB).
+pub const MAX_ZSTD_WINDOW: u32 = 1 << MAX_ZSTD_WINDOW_LOG;
 
 /// Most signatures in one signature block (16). Bounds the verifier's work.
 pub const MAX_SIGNATURES: usize = 16;

@@ -7,9 +7,9 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::der_io::{
-    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
-    TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8, oid_is_canonical,
-    push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
+    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID,
+    TAG_SEQUENCE, TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8,
+    oid_is_canonical, push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
 };
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_EXTENSION_VALUE_LEN, MAX_EXTENSIONS, MAX_HW_REVISIONS, MAX_IMAGES,
@@ -21,8 +21,67 @@ use crate::{Error, Header, ObjectIdentifier};
 /// Length of a SHA-256 digest, the only digest of format version 1.
 pub const DIGEST_LEN: usize = 32;
 
-/// The `manifestVersion` this crate reads and writes.
+/// The `manifestVersion` of a manifest whose chunks are all stored raw (format version 1).
 pub const MANIFEST_VERSION: u64 = 1;
+
+/// The `manifestVersion` of a manifest with at least one chunk table (format version 2,
+/// FORMAT.md §3.1): chunks may be stored compressed.
+pub const MANIFEST_VERSION_COMPRESSED: u64 = 2;
+
+/// Bytes of one chunk table record: encoding (1), stored length (4), decompressed length (4).
+pub const CHUNK_RECORD_LEN: usize = 9;
+
+/// How one chunk's bytes are stored in the payload (FORMAT.md §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChunkEncoding {
+    /// Stored as is: the stored bytes are the chunk (code 0).
+    Raw,
+    /// Stored as exactly one Zstandard frame (RFC 8878) that decompresses to the chunk (code 1).
+    Zstd,
+}
+
+impl ChunkEncoding {
+    /// The code stored in a chunk table record.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Raw => 0,
+            Self::Zstd => 1,
+        }
+    }
+
+    /// The encoding with this code, if any.
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Raw),
+            1 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, for display.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// One record of an image's chunk table: how chunk `i` is stored (format version 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoredChunk {
+    /// How the chunk is stored.
+    pub encoding: ChunkEncoding,
+    /// Length of the stored bytes in the payload, which the chunk digest covers. Equal to
+    /// `decompressed_len` when raw; `1..decompressed_len` when compressed.
+    pub stored_len: u32,
+    /// Length of the chunk once decompressed: always the chunk's nominal length
+    /// (`chunk_size`, or the remainder for the last chunk).
+    pub decompressed_len: u32,
+}
 
 /// What a package contains and what it is for: the signed description of its images.
 ///
@@ -59,8 +118,12 @@ pub struct ImageSpec {
     pub chunk_size: u32,
     /// SHA-256 of the whole image.
     pub digest: [u8; DIGEST_LEN],
-    /// SHA-256 of each chunk, in order; exactly [`ImageSpec::chunk_count`] of them.
+    /// SHA-256 of each chunk **as stored** in the payload, in order; exactly
+    /// [`ImageSpec::chunk_count`] of them. For a raw chunk the stored bytes are the chunk.
     pub chunk_digests: Vec<[u8; DIGEST_LEN]>,
+    /// The chunk table (format version 2): how each chunk is stored, one record per chunk.
+    /// Empty means every chunk is stored raw (and the field is absent from the DER).
+    pub stored_chunks: Vec<StoredChunk>,
     /// Image extensions (at most [`MAX_EXTENSIONS`]); empty means the field is absent.
     pub extensions: Vec<Extension>,
 }
@@ -129,6 +192,43 @@ impl ImageSpec {
         self.chunk_digests.get(usize::try_from(index).ok()?)
     }
 
+    /// How chunk `index` is stored (raw when the image has no chunk table), or `None` past the
+    /// last chunk.
+    #[must_use]
+    pub fn stored_chunk(&self, index: u64) -> Option<StoredChunk> {
+        if self.stored_chunks.is_empty() {
+            let len = u32::try_from(self.chunk_len(index)?).ok()?;
+            return Some(StoredChunk {
+                encoding: ChunkEncoding::Raw,
+                stored_len: len,
+                decompressed_len: len,
+            });
+        }
+        self.stored_chunks
+            .get(usize::try_from(index).ok()?)
+            .copied()
+    }
+
+    /// Bytes the image takes in the payload: the sum of its stored chunk lengths (its `size`
+    /// when it has no chunk table).
+    #[must_use]
+    pub fn stored_size(&self) -> u64 {
+        if self.stored_chunks.is_empty() {
+            return self.size;
+        }
+        self.stored_chunks.iter().fold(0u64, |acc, chunk| {
+            acc.saturating_add(u64::from(chunk.stored_len))
+        })
+    }
+
+    /// Whether any chunk of the image is stored compressed.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.stored_chunks
+            .iter()
+            .any(|chunk| chunk.encoding != ChunkEncoding::Raw)
+    }
+
     /// Checks this image alone against the rules of FORMAT.md §3 (the cross-image rules, unique
     /// names and partitions, are [`Manifest::validate`]'s).
     ///
@@ -152,8 +252,59 @@ impl ImageSpec {
         check_chunk_size(&label, self.chunk_size)?;
         let found = to_u64(self.chunk_digests.len()).saturating_mul(to_u64(DIGEST_LEN));
         check_chunk_digests_len(&label, self.size, self.chunk_size, found)?;
+        check_chunk_table(&label, self)?;
         check_extensions(&format!("{label} extensions"), &self.extensions)
     }
+}
+
+/// The chunk table rules of FORMAT.md §3.1: one record per chunk, each decompressing to the
+/// chunk's nominal length, raw chunks stored as is, compressed ones strictly smaller.
+fn check_chunk_table(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Error> {
+    if image.stored_chunks.is_empty() {
+        return Ok(());
+    }
+    let chunks = image.chunk_count();
+    let found = to_u64(image.stored_chunks.len());
+    if found != chunks {
+        return Err(invalid(
+            ImageField(label, "chunk_table"),
+            format!(
+                "has {found} records, expected {chunks} (one {CHUNK_RECORD_LEN}-byte record per \
+                 chunk)"
+            ),
+        ));
+    }
+    for (i, chunk) in (0u64..).zip(&image.stored_chunks) {
+        let nominal = image.chunk_len(i).unwrap_or(0);
+        if u64::from(chunk.decompressed_len) != nominal {
+            return Err(invalid(
+                ImageField(label, "chunk_table"),
+                format!(
+                    "chunk {i} decompressed length is {}, the chunk is {nominal} bytes",
+                    chunk.decompressed_len
+                ),
+            ));
+        }
+        let ok = match chunk.encoding {
+            ChunkEncoding::Raw => chunk.stored_len == chunk.decompressed_len,
+            ChunkEncoding::Zstd => {
+                chunk.stored_len >= 1 && chunk.stored_len < chunk.decompressed_len
+            }
+        };
+        if !ok {
+            return Err(invalid(
+                ImageField(label, "chunk_table"),
+                format!(
+                    "chunk {i} is {} with stored length {} for {} bytes (raw chunks are stored as \
+                     is, compressed ones must be smaller)",
+                    chunk.encoding.name(),
+                    chunk.stored_len,
+                    chunk.decompressed_len
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How an image is named in error messages: by name once it has a valid one, else by index.
@@ -342,26 +493,43 @@ impl Manifest {
         self.images.iter().find(|image| image.name == name)
     }
 
-    /// Byte range of image `index` within the payload (images are concatenated in manifest
-    /// order), or `None` if there is no such image or the sizes overflow.
+    /// The `manifestVersion` (and header `format_version`) this manifest is written with:
+    /// [`MANIFEST_VERSION_COMPRESSED`] when any image has a chunk table, else
+    /// [`MANIFEST_VERSION`].
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        if self
+            .images
+            .iter()
+            .any(|image| !image.stored_chunks.is_empty())
+        {
+            MANIFEST_VERSION_COMPRESSED
+        } else {
+            MANIFEST_VERSION
+        }
+    }
+
+    /// Byte range of image `index`'s stored bytes within the payload (images are concatenated
+    /// in manifest order), or `None` if there is no such image or the sizes overflow.
     #[must_use]
     pub fn payload_range(&self, index: usize) -> Option<Range<u64>> {
         let mut start: u64 = 0;
         for image in self.images.get(..index)? {
-            start = start.checked_add(image.size)?;
+            start = start.checked_add(image.stored_size())?;
         }
-        let end = start.checked_add(self.images.get(index)?.size)?;
+        let end = start.checked_add(self.images.get(index)?.stored_size())?;
         Some(start..end)
     }
 
-    /// The payload length this manifest describes: the sum of the image sizes.
+    /// The payload length this manifest describes: the sum of the images' stored sizes
+    /// ([`ImageSpec::stored_size`]).
     ///
     /// # Errors
     /// [`Error::LimitExceeded`] if the sum is over [`MAX_PAYLOAD_LEN`].
     pub fn payload_len(&self) -> Result<u64, Error> {
         let mut total: u64 = 0;
         for image in &self.images {
-            total = total.saturating_add(image.size);
+            total = total.saturating_add(image.stored_size());
         }
         if total > MAX_PAYLOAD_LEN {
             return Err(Error::LimitExceeded {
@@ -373,11 +541,23 @@ impl Manifest {
         Ok(total)
     }
 
-    /// Checks that `header.payload_len` is this manifest's payload length (FORMAT.md §5).
+    /// Checks that `header.payload_len` is this manifest's payload length (FORMAT.md §5) and
+    /// that `header.format_version` is this manifest's version (FORMAT.md §2).
     ///
     /// # Errors
-    /// [`Error::PayloadLenMismatch`], or what [`Manifest::payload_len`] returns.
+    /// [`Error::PayloadLenMismatch`], [`Error::InvalidField`] for a version mismatch, or what
+    /// [`Manifest::payload_len`] returns.
     pub fn check_payload_len(&self, header: &Header) -> Result<(), Error> {
+        if u64::from(header.format_version) != self.version() {
+            return Err(invalid(
+                "manifest_version",
+                format!(
+                    "is {}, but the header's format_version is {}",
+                    self.version(),
+                    header.format_version
+                ),
+            ));
+        }
         let manifest = self.payload_len()?;
         if manifest != header.payload_len {
             return Err(Error::PayloadLenMismatch {
@@ -466,7 +646,7 @@ impl Manifest {
 
         let version_tlv = r.read(TAG_INTEGER, &"manifest_version")?;
         let version = decode_u64(MANIFEST, &version_tlv, &"manifest_version")?;
-        if version != MANIFEST_VERSION {
+        if version != MANIFEST_VERSION && version != MANIFEST_VERSION_COMPRESSED {
             return Err(Error::UnsupportedManifestVersion { found: version });
         }
         let product = read_text(&mut r, &"product", "product length")?;
@@ -501,7 +681,7 @@ impl Manifest {
         check_image_count(count)?;
         let mut images = Vec::with_capacity(count);
         for i in 0..count {
-            images.push(read_image(&mut ir, i)?);
+            images.push(read_image(&mut ir, i, version)?);
         }
 
         let extensions = read_extensions(&mut r, "manifest extensions")?;
@@ -517,6 +697,21 @@ impl Manifest {
             extensions,
         };
         manifest.validate()?;
+        if manifest.version() != version {
+            // Canonical form: version 2 exactly when some image has a chunk table.
+            return Err(invalid(
+                "manifest_version",
+                format!(
+                    "is {version}, but the images {} a chunk table (write version {})",
+                    if version == MANIFEST_VERSION {
+                        "have"
+                    } else {
+                        "have no"
+                    },
+                    manifest.version()
+                ),
+            ));
+        }
         Ok(manifest)
     }
 
@@ -557,7 +752,7 @@ impl Manifest {
     /// it to build fixtures that break a rule).
     pub(crate) fn encode_unchecked(&self) -> Vec<u8> {
         let mut body = Vec::new();
-        push_u64(&mut body, MANIFEST_VERSION);
+        push_u64(&mut body, self.version());
         push_tlv(&mut body, TAG_UTF8_STRING, self.product.as_bytes());
         push_tlv(&mut body, TAG_UTF8_STRING, self.chipset.as_bytes());
         let mut revisions = Vec::new();
@@ -623,7 +818,7 @@ fn read_u32_field(
     })
 }
 
-fn read_image(r: &mut DerCursor<'_>, index: usize) -> Result<ImageSpec, Error> {
+fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<ImageSpec, Error> {
     let label = ImageLabel::new(Some(index), "");
     let tlv = r.read(TAG_SEQUENCE, &label)?;
     let mut f = tlv.cursor(MANIFEST);
@@ -665,6 +860,14 @@ fn read_image(r: &mut DerCursor<'_>, index: usize) -> Result<ImageSpec, Error> {
         .filter_map(|c| <[u8; DIGEST_LEN]>::try_from(c).ok())
         .collect();
 
+    // A version-1 manifest has no chunk table: a [1] field there is an unexpected field, which
+    // `finish` reports.
+    let stored_chunks = if version == MANIFEST_VERSION_COMPRESSED {
+        read_chunk_table(&mut f, &label, chunk_digests.len())?
+    } else {
+        Vec::new()
+    };
+
     let extensions = read_extensions(&mut f, &format!("{label} extensions"))?;
     f.finish(&label)?;
     Ok(ImageSpec {
@@ -674,8 +877,54 @@ fn read_image(r: &mut DerCursor<'_>, index: usize) -> Result<ImageSpec, Error> {
         chunk_size,
         digest,
         chunk_digests,
+        stored_chunks,
         extensions,
     })
+}
+
+/// Reads an optional `chunkTable [1] IMPLICIT OCTET STRING` of `chunks` 9-byte records. Its
+/// length is checked against the chunk count (itself bounded by the digests already read) before
+/// anything is allocated; the record rules are [`check_chunk_table`]'s.
+fn read_chunk_table(
+    r: &mut DerCursor<'_>,
+    label: &ImageLabel<'_>,
+    chunks: usize,
+) -> Result<Vec<StoredChunk>, Error> {
+    let field = ImageField(label, "chunk_table");
+    let Some(tlv) = r.read_optional(TAG_CONTEXT_1, &field)? else {
+        return Ok(Vec::new());
+    };
+    let expected = chunks.saturating_mul(CHUNK_RECORD_LEN);
+    if tlv.value.len() != expected {
+        return Err(invalid(
+            field,
+            format!(
+                "is {} bytes, expected {expected} ({chunks} records of {CHUNK_RECORD_LEN} bytes)",
+                tlv.value.len()
+            ),
+        ));
+    }
+    let mut table = Vec::with_capacity(chunks);
+    for (i, record) in tlv.value.chunks_exact(CHUNK_RECORD_LEN).enumerate() {
+        let Ok([code, s0, s1, s2, s3, d0, d1, d2, d3]) = <[u8; CHUNK_RECORD_LEN]>::try_from(record)
+        else {
+            return Err(invalid(field, "has a short record".into()));
+        };
+        let encoding = ChunkEncoding::from_code(code).ok_or_else(|| Error::Malformed {
+            section: MANIFEST,
+            offset: Some(
+                tlv.value_offset
+                    .saturating_add(to_u64(i.saturating_mul(CHUNK_RECORD_LEN))),
+            ),
+            reason: format!("{field}: chunk {i} has unknown encoding {code}"),
+        })?;
+        table.push(StoredChunk {
+            encoding,
+            stored_len: u32::from_be_bytes([s0, s1, s2, s3]),
+            decompressed_len: u32::from_be_bytes([d0, d1, d2, d3]),
+        });
+    }
+    Ok(table)
 }
 
 /// Reads an optional `[0] IMPLICIT SEQUENCE SIZE (1..MAX_EXTENSIONS) OF Extension`.
@@ -750,6 +999,15 @@ fn encode_image(image: &ImageSpec) -> Vec<u8> {
     push_header(&mut out, TAG_OCTET_STRING, digests_len);
     for digest in &image.chunk_digests {
         out.extend_from_slice(digest);
+    }
+    if !image.stored_chunks.is_empty() {
+        let table_len = image.stored_chunks.len().saturating_mul(CHUNK_RECORD_LEN);
+        push_header(&mut out, TAG_CONTEXT_1, table_len);
+        for chunk in &image.stored_chunks {
+            out.push(chunk.encoding.code());
+            out.extend_from_slice(&chunk.stored_len.to_be_bytes());
+            out.extend_from_slice(&chunk.decompressed_len.to_be_bytes());
+        }
     }
     push_extensions(&mut out, &image.extensions);
     out

@@ -181,10 +181,10 @@ fn rejects_manifest_with_trailing_bytes() {
 
 #[test]
 fn rejects_manifest_with_unsupported_version() {
-    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[2]));
+    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[3]));
     assert_eq!(
         Manifest::from_der(&der),
-        Err(Error::UnsupportedManifestVersion { found: 2 })
+        Err(Error::UnsupportedManifestVersion { found: 3 })
     );
 }
 
@@ -741,4 +741,156 @@ fn error_offsets_point_into_the_manifest() {
     let der = edit_manifest(&m, |p| p[5] = tlv(0x01, &[0xFF]));
     let (offset, _) = malformed_reason(Manifest::from_der(&der));
     assert_eq!(offset, Some(at as u64));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format version 2: chunk tables (FORMAT.md §3.1)
+
+/// The sample manifest with a chunk table on `rootfs` (chunks 0 and 2 zstd, 1 raw).
+fn compressed_manifest() -> Manifest {
+    let mut m = sample_manifest();
+    let image = &mut m.images[0];
+    image.stored_chunks = vec![
+        StoredChunk {
+            encoding: ChunkEncoding::Zstd,
+            stored_len: 100,
+            decompressed_len: 4096,
+        },
+        StoredChunk {
+            encoding: ChunkEncoding::Raw,
+            stored_len: 4096,
+            decompressed_len: 4096,
+        },
+        StoredChunk {
+            encoding: ChunkEncoding::Zstd,
+            stored_len: 1000,
+            decompressed_len: 1808,
+        },
+    ];
+    m
+}
+
+#[test]
+fn round_trips_a_version_2_manifest_with_its_chunk_table() {
+    let m = compressed_manifest();
+    assert_eq!(m.version(), 2);
+    let der = m.to_der().unwrap();
+    // manifestVersion 2 is the first field.
+    assert_eq!(&der[4..7], &[0x02, 0x01, 0x02]);
+    let parsed = Manifest::from_der(&der).unwrap();
+    assert_eq!(parsed, m);
+    assert_eq!(parsed.to_der().unwrap(), der);
+    let rootfs = parsed.image("rootfs").unwrap();
+    assert_eq!(rootfs.stored_size(), 100 + 4096 + 1000);
+    assert_eq!(parsed.payload_len().unwrap(), 100 + 4096 + 1000 + 8192);
+    assert_eq!(parsed.payload_range(1), Some(5196..5196 + 8192));
+    assert_eq!(rootfs.stored_chunk(1).unwrap().encoding, ChunkEncoding::Raw);
+    // An image without a table is all raw.
+    let modem = parsed.image("modem").unwrap();
+    assert_eq!(modem.stored_chunk(0).unwrap().stored_len, 8192);
+    assert!(!modem.is_compressed());
+}
+
+#[test]
+fn rejects_a_chunk_table_whose_decompressed_length_is_not_the_chunk_length() {
+    let mut m = compressed_manifest();
+    m.images[0].stored_chunks[2].decompressed_len = 1000;
+    refused_both_ways(
+        &m,
+        &invalid_field(
+            "image 'rootfs' chunk_table",
+            "chunk 2 decompressed length is 1000, the chunk is 1808 bytes",
+        ),
+    );
+}
+
+#[test]
+fn rejects_compressed_chunks_that_are_not_smaller_and_raw_chunks_that_differ() {
+    let mut m = compressed_manifest();
+    m.images[0].stored_chunks[0].stored_len = 4096;
+    assert!(matches!(m.validate(), Err(Error::InvalidField { .. })));
+    assert!(matches!(
+        Manifest::from_der(&m.encode_unchecked()),
+        Err(Error::InvalidField { .. })
+    ));
+    let mut m = compressed_manifest();
+    m.images[0].stored_chunks[0].stored_len = 0;
+    assert!(matches!(m.validate(), Err(Error::InvalidField { .. })));
+    let mut m = compressed_manifest();
+    m.images[0].stored_chunks[1].stored_len = 4000;
+    assert!(matches!(m.validate(), Err(Error::InvalidField { .. })));
+}
+
+#[test]
+fn rejects_a_chunk_table_with_the_wrong_number_of_records() {
+    let mut m = compressed_manifest();
+    m.images[0].stored_chunks.pop();
+    let expected = invalid_field(
+        "image 'rootfs' chunk_table",
+        "has 2 records, expected 3 (one 9-byte record per chunk)",
+    );
+    assert_eq!(m.validate(), Err(expected.clone()));
+    assert_eq!(m.to_der(), Err(expected));
+    assert_eq!(
+        Manifest::from_der(&m.encode_unchecked()),
+        Err(invalid_field(
+            "image 'rootfs' chunk_table",
+            "is 18 bytes, expected 27 (3 records of 9 bytes)",
+        ))
+    );
+    // On the wire: a table of 26 bytes is not 3 records.
+    let der = edit_image(&compressed_manifest(), 0, |fields| {
+        let table = &mut fields[6];
+        table.pop();
+        table[1] -= 1;
+    });
+    assert!(matches!(
+        Manifest::from_der(&der),
+        Err(Error::InvalidField { .. })
+    ));
+}
+
+#[test]
+fn rejects_an_unknown_chunk_encoding() {
+    let der = edit_image(&compressed_manifest(), 0, |fields| {
+        fields[6][2] = 7; // chunk 0's encoding byte
+    });
+    let (_, reason) = malformed_reason(Manifest::from_der(&der));
+    assert!(reason.contains("unknown encoding 7"), "{reason}");
+}
+
+#[test]
+fn rejects_a_chunk_table_in_a_version_1_manifest_and_version_2_without_one() {
+    // Version 1 with a table: the table is an unexpected field.
+    let der = edit_manifest(&compressed_manifest(), |p| p[0] = tlv(0x02, &[1]));
+    let (_, reason) = malformed_reason(Manifest::from_der(&der));
+    assert!(reason.contains("unexpected field"), "{reason}");
+    // Version 2 without any table is not canonical: it must be written as version 1.
+    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[2]));
+    assert!(matches!(
+        Manifest::from_der(&der),
+        Err(Error::InvalidField { .. })
+    ));
+}
+
+#[test]
+fn header_format_version_must_match_the_manifest_version() {
+    let m = compressed_manifest();
+    let payload = m.payload_len().unwrap();
+    let v1 = Header::new(10, payload);
+    assert!(matches!(
+        m.check_payload_len(&v1),
+        Err(Error::InvalidField { .. })
+    ));
+    let v2 = Header {
+        format_version: crate::FORMAT_VERSION_COMPRESSED,
+        ..v1
+    };
+    assert_eq!(m.check_payload_len(&v2), Ok(()));
+    let signed = crate::signed_message(&m).unwrap();
+    assert_eq!(&signed[8..10], &[0, 2]);
+    assert!(crate::parse_signed_message(&signed).is_ok());
+    // The sample (all raw) still writes format version 1.
+    let signed = crate::signed_message(&sample_manifest()).unwrap();
+    assert_eq!(&signed[8..10], &[0, 1]);
 }

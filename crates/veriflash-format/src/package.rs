@@ -138,7 +138,8 @@ impl<'a> PackageRef<'a> {
     }
 }
 
-/// The bytes to sign for `manifest`: `Header::new(manifest_len, payload_len)` followed by the
+/// The bytes to sign for `manifest`: `Header::new(manifest_len, payload_len)` (with
+/// `format_version` 2 when the manifest has chunk tables, [`Manifest::version`]) followed by the
 /// manifest's DER.
 ///
 /// # Errors
@@ -151,7 +152,10 @@ pub fn signed_message(manifest: &Manifest) -> Result<Vec<u8>, Error> {
         limit: u64::from(crate::limits::MAX_MANIFEST_LEN),
         found: to_u64(der.len()),
     })?;
-    let header = Header::new(manifest_len, payload_len);
+    let mut header = Header::new(manifest_len, payload_len);
+    if manifest.version() == crate::MANIFEST_VERSION_COMPRESSED {
+        header.format_version = crate::FORMAT_VERSION_COMPRESSED;
+    }
     header.validate()?;
     let mut out = Vec::with_capacity(HEADER_LEN.saturating_add(der.len()));
     out.extend_from_slice(&header.to_bytes());

@@ -50,6 +50,7 @@ pub(crate) fn sample_manifest() -> Manifest {
                 chunk_size: 4096,
                 digest: [0xAA; 32],
                 chunk_digests: vec![[1; 32], [2; 32], [3; 32]],
+                stored_chunks: Vec::new(),
                 extensions: vec![],
             },
             ImageSpec {
@@ -59,6 +60,7 @@ pub(crate) fn sample_manifest() -> Manifest {
                 chunk_size: 8192,
                 digest: [0xBB; 32],
                 chunk_digests: vec![[4; 32]],
+                stored_chunks: Vec::new(),
                 extensions: vec![Extension {
                     id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
                     critical: false,

@@ -18,6 +18,7 @@ fn kat_manifest() -> Manifest {
             chunk_size: 4096,
             digest: [0x11; 32],
             chunk_digests: vec![[0x22; 32], [0x33; 32]],
+            stored_chunks: Vec::new(),
             extensions: vec![],
         }],
         extensions: vec![Extension {

@@ -35,6 +35,7 @@ fn manifest() -> Manifest {
                 chunk_size: 4096,
                 digest: [1; 32],
                 chunk_digests: vec![[2; 32], [3; 32]],
+                stored_chunks: Vec::new(),
                 extensions: vec![],
             },
             ImageSpec {
@@ -44,6 +45,7 @@ fn manifest() -> Manifest {
                 chunk_size: 4096,
                 digest: [4; 32],
                 chunk_digests: vec![[5; 32]],
+                stored_chunks: Vec::new(),
                 extensions: vec![],
             },
         ],

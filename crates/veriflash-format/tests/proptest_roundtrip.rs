@@ -18,9 +18,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use veriflash_format::limits::{MAX_MANIFEST_LEN, MAX_PAYLOAD_LEN};
 use veriflash_format::{
-    BlockLen, Extension, HEADER_LEN, Header, ImageSpec, Manifest, ObjectIdentifier, PackageRef,
-    SignatureBlock, SignatureEntry, encode_prefix, read_prefix, signature_block_len,
-    signed_message,
+    BlockLen, ChunkEncoding, Extension, HEADER_LEN, Header, ImageSpec, Manifest, ObjectIdentifier,
+    PackageRef, SignatureBlock, SignatureEntry, StoredChunk, encode_prefix, read_prefix,
+    signature_block_len, signed_message,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -86,6 +86,7 @@ fn image() -> impl Strategy<Value = ImageSpec> {
                     chunk_size,
                     digest,
                     chunk_digests,
+                    stored_chunks: Vec::new(),
                     extensions,
                 }
             },
@@ -176,7 +177,45 @@ fn signature_block() -> impl Strategy<Value = SignatureBlock> {
 }
 
 fn header() -> impl Strategy<Value = Header> {
-    (1..=MAX_MANIFEST_LEN, 1..=MAX_PAYLOAD_LEN).prop_map(|(m, p)| Header::new(m, p))
+    (1..=MAX_MANIFEST_LEN, 1..=MAX_PAYLOAD_LEN, 1u16..=2).prop_map(|(m, p, v)| Header {
+        format_version: v,
+        ..Header::new(m, p)
+    })
+}
+
+/// Gives image 0 (and, by `seed`, others) a chunk table (format version 2): each chunk raw or
+/// zstd with a stored length below its length.
+fn with_chunk_tables(mut m: Manifest, mut seed: u64) -> Manifest {
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        seed >> 33
+    };
+    for (i, image) in m.images.iter_mut().enumerate() {
+        if i > 0 && next() % 2 == 0 {
+            continue;
+        }
+        image.stored_chunks = (0..image.chunk_count())
+            .map(|c| {
+                let len = image.chunk_len(c).unwrap() as u32;
+                if len > 1 && next() % 3 != 0 {
+                    StoredChunk {
+                        encoding: ChunkEncoding::Zstd,
+                        stored_len: 1 + (next() as u32) % (len - 1),
+                        decompressed_len: len,
+                    }
+                } else {
+                    StoredChunk {
+                        encoding: ChunkEncoding::Raw,
+                        stored_len: len,
+                        decompressed_len: len,
+                    }
+                }
+            })
+            .collect();
+    }
+    m
 }
 
 /// Keeps the payload small (at most 40 KB per image) so whole packages stay cheap to build.
@@ -231,6 +270,37 @@ proptest! {
         let parsed = Manifest::from_der(&der).unwrap();
         prop_assert_eq!(&parsed, &m);
         prop_assert_eq!(parsed.to_der().unwrap(), der);
+    }
+
+    #[test]
+    fn version_2_manifest_round_trips(
+        m in (manifest().prop_map(small_images), any::<u64>())
+            .prop_map(|(m, seed)| with_chunk_tables(m, seed))
+    ) {
+        prop_assert_eq!(m.version(), 2);
+        let der = m.to_der().unwrap();
+        let parsed = Manifest::from_der(&der).unwrap();
+        prop_assert_eq!(&parsed, &m);
+        prop_assert_eq!(parsed.to_der().unwrap(), der);
+    }
+
+    #[test]
+    fn version_2_package_round_trips(
+        m in (manifest().prop_map(small_images), any::<u64>())
+            .prop_map(|(m, seed)| with_chunk_tables(m, seed)),
+        b in signature_block(),
+    ) {
+        let message = signed_message(&m).unwrap();
+        prop_assert_eq!(Header::parse(&message[..HEADER_LEN]).unwrap().format_version, 2);
+        let mut package = encode_prefix(&message, &b).unwrap();
+        let prefix_len = package.len();
+        let payload_len = m.payload_len().unwrap();
+        let stored: u64 = m.images.iter().map(ImageSpec::stored_size).sum();
+        prop_assert_eq!(payload_len, stored);
+        package.resize(prefix_len + payload_len as usize, 0xEE);
+        let p = PackageRef::parse(&package).unwrap();
+        prop_assert_eq!(p.signed_message(), &message[..]);
+        prop_assert_eq!(Manifest::from_der(p.manifest_der()).unwrap(), m);
     }
 
     #[test]

@@ -63,6 +63,36 @@ pub enum Error {
         /// Number of chunks the image has.
         total: u64,
     },
+    /// Chunk `index`'s stored bytes matched their signed digest but decode to a length other
+    /// than the chunk's signed decompressed length: the signer's package is inconsistent (a
+    /// packer bug or a decompression bomb). The output never grew past the signed length.
+    DecompressedLengthMismatch {
+        /// Zero-based index of the chunk.
+        index: u64,
+        /// Byte offset of the chunk's first byte in the (decompressed) image.
+        offset: u64,
+        /// The signed decompressed length.
+        expected: u64,
+        /// The length produced, or `None` when the data would produce more than `expected`
+        /// (decoding stopped at the bound).
+        found: Option<u64>,
+    },
+    /// Chunk `index`'s stored bytes matched their signed digest but could not be decoded
+    /// (invalid frame, a window over the decoder's limit, an encoding it does not implement).
+    DecodeFailed {
+        /// Zero-based index of the chunk.
+        index: u64,
+        /// Byte offset of the chunk's first byte in the (decompressed) image.
+        offset: u64,
+        /// What the decoder reported.
+        reason: alloc::string::String,
+    },
+    /// Chunk `index`'s storage record is inconsistent: its stored length exceeds the chunk's
+    /// length, or differs from it for a raw chunk.
+    InvalidStoredChunk {
+        /// Zero-based index of the chunk.
+        index: u64,
+    },
     /// The image is larger than `u64::MAX` bytes (only reachable through a reader that never ends).
     SizeOverflow,
     /// A buffer of `bytes` bytes could not be allocated. Callers bound the chunk size (the package
@@ -130,6 +160,35 @@ impl fmt::Display for Error {
             Self::Incomplete { checked, total } => {
                 write!(f, "verification finished after {checked} of {total} chunks")
             }
+            Self::DecompressedLengthMismatch {
+                index,
+                offset,
+                expected,
+                found,
+            } => match found {
+                Some(found) => write!(
+                    f,
+                    "chunk {index} (at byte offset {offset}) decompresses to {found} bytes, its \
+                     signed length is {expected}"
+                ),
+                None => write!(
+                    f,
+                    "chunk {index} (at byte offset {offset}) decompresses to more than its signed \
+                     length of {expected} bytes"
+                ),
+            },
+            Self::DecodeFailed {
+                index,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "chunk {index} (at byte offset {offset}) cannot be decompressed: {reason}"
+            ),
+            Self::InvalidStoredChunk { index } => write!(
+                f,
+                "chunk {index}: stored length is inconsistent with the chunk length"
+            ),
             Self::SizeOverflow => f.write_str("image size overflows 64 bits"),
             Self::OutOfMemory { bytes } => write!(f, "cannot allocate a buffer of {bytes} bytes"),
             #[cfg(feature = "std")]

@@ -18,9 +18,15 @@ pub use error::Error;
 #[cfg(feature = "std")]
 pub use io::{VerifyError, digest_reader, verify_reader};
 #[cfg(feature = "std")]
-pub use parallel::{DEFAULT_MIN_BUFFER_LEN, MAX_THREADS, ParallelOptions, verify_reader_parallel};
+pub use parallel::{
+    DEFAULT_MIN_BUFFER_LEN, MAX_THREADS, ParallelOptions, verify_reader_parallel,
+    verify_stored_reader_parallel,
+};
 pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
-pub use verify::{ChunkVerifier, ExpectedChunk, ImageExpectation, VerifiedChunk};
+pub use verify::{
+    ChunkDecoder, ChunkEncoding, ChunkVerifier, DecodeError, ExpectedChunk, ImageExpectation,
+    StoredChunk, VerifiedChunk,
+};
 
 #[cfg(all(test, feature = "std"))]
 mod tests;

@@ -13,6 +13,12 @@
 //! The calling thread does the I/O, the delivery and (optionally) the whole-image hash, so neither
 //! the reader nor the sink has to be `Send`; workers only hash. At most `max_in_flight` buffers
 //! ever exist, so memory is `max_in_flight × buffer_len` whatever the image size.
+//!
+//! Compressed chunks ([`verify_stored_reader_parallel`]): the buffer holds the batch's *stored*
+//! bytes; a worker hashes each chunk's stored bytes and compares them with the signed digest,
+//! and only then has the [`ChunkDecoder`] decode it into a second buffer of the batch's signed
+//! decompressed length (allocated only for batches with a compressed chunk, recycled the same
+//! way). Memory is then at most `2 × max_in_flight × buffer_len`.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -24,7 +30,24 @@ use std::thread;
 use crate::error::{Error, len_u64};
 use crate::io::{VerifyError, alloc_buffer};
 use crate::sha::{Digest, Sha256};
-use crate::verify::{ChunkVerifier, ImageExpectation, VerifiedChunk};
+use crate::verify::{
+    ChunkDecoder, ChunkEncoding, ChunkVerifier, DecodeError, ExpectedChunk, ImageExpectation,
+    StoredChunk, VerifiedChunk,
+};
+
+/// The decoder of images without a chunk table: every chunk is raw, so it is never called.
+struct RawOnly;
+
+impl ChunkDecoder for RawOnly {
+    fn decode(
+        &self,
+        _chunk: &ExpectedChunk<'_>,
+        _stored: &[u8],
+        _out: &mut [u8],
+    ) -> Result<usize, DecodeError> {
+        Err(DecodeError::UnsupportedEncoding)
+    }
+}
 
 /// Default [`ParallelOptions::min_buffer_len`]: chunks smaller than this are grouped, whole, into
 /// one buffer (one read, one job) of at least this many bytes. 256 KiB keeps the per-job cost
@@ -138,8 +161,11 @@ struct Job {
     /// Number of chunks in the batch (at least 1).
     count: u64,
     buffer: Vec<u8>,
-    /// Bytes of `buffer` that hold the batch.
+    /// Bytes of `buffer` that hold the batch (its stored bytes).
     len: usize,
+    /// Where compressed chunks are decoded, at their offsets within the batch; empty when the
+    /// batch has none.
+    decoded: Vec<u8>,
 }
 
 /// A hashed batch on its way back.
@@ -190,13 +216,47 @@ where
     R: Read + ?Sized,
     F: FnMut(VerifiedChunk<'_>) -> Result<(), E>,
 {
-    run(reader, expect, options, sink).map(|run| run.digest)
+    run(reader, expect, &[], &RawOnly, options, sink).map(|run| run.digest)
 }
 
-/// [`verify_reader_parallel`], also reporting how many buffers it allocated.
+/// [`verify_reader_parallel`] for an image whose chunks may be stored compressed: `stored` has
+/// one record per chunk (empty: all raw), and the input holds each chunk's stored bytes.
+///
+/// Each chunk's stored bytes are hashed and compared with the signed digest on a worker thread
+/// **before** anything else looks at them; only a chunk that matched is handed to `decoder`,
+/// which decodes it into a buffer of exactly the chunk's signed decompressed length (its
+/// nominal length). A chunk that decodes to more or fewer bytes stops the run. The sink receives
+/// [`VerifiedChunk`]s holding the decoded (or raw) chunk bytes at their image offsets, in order.
+/// Memory is at most twice that of [`verify_reader_parallel`] (a decode buffer per buffer in
+/// flight, only for batches with a compressed chunk).
+///
+/// # Errors
+///
+/// Those of [`verify_reader_parallel`] ([`Error::Truncated`] then counts stored bytes), and
+/// [`Error::InvalidStoredChunk`] or [`Error::DigestCountMismatch`] for an inconsistent `stored`,
+/// [`Error::DecompressedLengthMismatch`] and [`Error::DecodeFailed`] for a chunk whose verified
+/// stored bytes do not decode to exactly its signed length.
+pub fn verify_stored_reader_parallel<R, F, E>(
+    reader: &mut R,
+    expect: ImageExpectation<'_>,
+    stored: &[StoredChunk],
+    decoder: &dyn ChunkDecoder,
+    options: ParallelOptions,
+    sink: F,
+) -> Result<Digest, VerifyError<E>>
+where
+    R: Read + ?Sized,
+    F: FnMut(VerifiedChunk<'_>) -> Result<(), E>,
+{
+    run(reader, expect, stored, decoder, options, sink).map(|run| run.digest)
+}
+
+/// [`verify_stored_reader_parallel`], also reporting how many buffers it allocated.
 pub(crate) fn run<R, F, E>(
     reader: &mut R,
     expect: ImageExpectation<'_>,
+    stored: &[StoredChunk],
+    decoder: &dyn ChunkDecoder,
     options: ParallelOptions,
     mut sink: F,
 ) -> Result<Run, VerifyError<E>>
@@ -204,7 +264,7 @@ where
     R: Read + ?Sized,
     F: FnMut(VerifiedChunk<'_>) -> Result<(), E>,
 {
-    let verifier = ChunkVerifier::new(expect)?;
+    let verifier = ChunkVerifier::with_storage(expect, stored)?;
     let total = verifier.chunk_count();
     let chunk_size = verifier
         .expected_chunk(0)
@@ -243,7 +303,9 @@ where
         in_flight,
         whole: options.check_whole_image.then(Sha256::new),
         free: Vec::new(),
+        free_decoded: Vec::new(),
         allocated: 0,
+        stored_pos: 0,
         pending: VecDeque::new(),
         next_chunk: 0,
         next_seq: 0,
@@ -266,7 +328,9 @@ where
             let (verifier, jobs, cancel, done) = (&verifier, &job_rx, &cancel, done_tx.clone());
             let spawned = thread::Builder::new()
                 .name(alloc::format!("veriflash-hash-{n}"))
-                .spawn_scoped(scope, move || worker(verifier, jobs, cancel, &done));
+                .spawn_scoped(scope, move || {
+                    worker(verifier, decoder, jobs, cancel, &done)
+                });
             if let Err(e) = spawned {
                 if n == 0 {
                     return Err(VerifyError::Io(e));
@@ -292,12 +356,13 @@ where
 /// the batch back with the first failure.
 fn worker(
     verifier: &ChunkVerifier<'_>,
+    decoder: &dyn ChunkDecoder,
     jobs: &Mutex<mpsc::Receiver<Job>>,
     cancel: &AtomicBool,
     done: &mpsc::Sender<Done>,
 ) {
     loop {
-        let job = {
+        let mut job = {
             let Ok(jobs) = jobs.lock() else { return };
             match jobs.recv() {
                 Ok(job) => job,
@@ -307,7 +372,7 @@ fn worker(
         if cancel.load(Ordering::Relaxed) {
             continue;
         }
-        let (matched, outcome) = check_batch(verifier, &job);
+        let (matched, outcome) = check_batch(verifier, decoder, &mut job);
         if done
             .send(Done {
                 job,
@@ -323,11 +388,15 @@ fn worker(
 
 /// Checks each chunk of a batch in order; the first failure ends the check. Returns how many
 /// chunks matched before it.
-fn check_batch(verifier: &ChunkVerifier<'_>, job: &Job) -> (u64, Result<(), Error>) {
+fn check_batch(
+    verifier: &ChunkVerifier<'_>,
+    decoder: &dyn ChunkDecoder,
+    job: &mut Job,
+) -> (u64, Result<(), Error>) {
     let mut matched = 0;
-    let mut at = 0usize;
+    let mut at = (0usize, 0usize);
     for index in job.first..job.first.saturating_add(job.count) {
-        match check_one(verifier, job, index, at) {
+        match check_one(verifier, decoder, job, index, at) {
             Ok(end) => at = end,
             Err(error) => return (matched, Err(error)),
         }
@@ -336,30 +405,44 @@ fn check_batch(verifier: &ChunkVerifier<'_>, job: &Job) -> (u64, Result<(), Erro
     (matched, Ok(()))
 }
 
-/// Checks chunk `index`, which starts at `at` in the batch's buffer; returns where it ends.
+/// Checks chunk `index`, whose stored bytes start at `at.0` in the batch's buffer and whose
+/// decoded bytes go at `at.1` in its decode buffer; returns where both end. The stored bytes are
+/// hashed and compared first; a compressed chunk is decoded only after they matched.
 fn check_one(
     verifier: &ChunkVerifier<'_>,
-    job: &Job,
+    decoder: &dyn ChunkDecoder,
+    job: &mut Job,
     index: u64,
-    at: usize,
-) -> Result<usize, Error> {
+    (at, at_decoded): (usize, usize),
+) -> Result<(usize, usize), Error> {
     let expected = verifier
         .expected_chunk(index)
         .ok_or(Error::UnexpectedChunk {
             total: verifier.chunk_count(),
         })?;
-    let end = at.saturating_add(expected.len());
-    let bytes =
+    let end = at.saturating_add(expected.stored_len());
+    let stored =
         job.buffer
             .get(at..end)
             .filter(|_| end <= job.len)
             .ok_or(Error::WrongChunkLength {
                 index,
-                expected: len_u64(expected.len()),
+                expected: len_u64(expected.stored_len()),
                 found: len_u64(job.len.saturating_sub(at)),
             })?;
-    expected.verify(bytes)?;
-    Ok(end)
+    expected.check_stored(stored)?;
+    if expected.encoding() == ChunkEncoding::Raw {
+        return Ok((end, at_decoded));
+    }
+    let end_decoded = at_decoded.saturating_add(expected.len());
+    let out = job
+        .decoded
+        .get_mut(at_decoded..end_decoded)
+        .ok_or(Error::OutOfMemory {
+            bytes: len_u64(end_decoded),
+        })?;
+    expected.decode_checked(stored, decoder, out)?;
+    Ok((end, end_decoded))
 }
 
 /// The calling thread's state.
@@ -372,8 +455,13 @@ struct Driver<'v, 'a, E> {
     whole: Option<Sha256>,
     /// Buffers ready to be filled again.
     free: Vec<Vec<u8>>,
-    /// Buffers allocated so far; never more than `in_flight`.
+    /// Decode buffers ready to be used again.
+    free_decoded: Vec<Vec<u8>>,
+    /// Buffers allocated so far; never more than `in_flight` (decode buffers not counted; they
+    /// are as many at most).
     allocated: usize,
+    /// Stored bytes read so far (the reader's position in the image's stored bytes).
+    stored_pos: u64,
     /// Batches sent and not yet delivered, in reading order; `Some` once hashed.
     pending: VecDeque<Option<Done>>,
     next_chunk: u64,
@@ -431,20 +519,19 @@ impl<E> Driver<'_, '_, E> {
     ) -> Result<(), VerifyError<E>> {
         let first = self.next_chunk;
         let count = self.per_batch.min(self.total.saturating_sub(first));
-        let last = self
-            .verifier
-            .expected_chunk(first.saturating_add(count).saturating_sub(1))
-            .ok_or(Error::UnexpectedChunk { total: self.total })?;
-        let start = self
-            .verifier
-            .expected_chunk(first)
-            .ok_or(Error::UnexpectedChunk { total: self.total })?
-            .offset();
-        let end = last
-            .offset()
-            .checked_add(len_u64(last.len()))
-            .ok_or(Error::SizeOverflow)?;
-        let len = usize::try_from(end.saturating_sub(start)).map_err(|_| Error::SizeOverflow)?;
+        let start = self.stored_pos;
+        let mut len = 0usize;
+        let mut compressed = false;
+        for index in first..first.saturating_add(count) {
+            let chunk = self
+                .verifier
+                .expected_chunk(index)
+                .ok_or(Error::UnexpectedChunk { total: self.total })?;
+            len = len
+                .checked_add(chunk.stored_len())
+                .ok_or(Error::SizeOverflow)?;
+            compressed |= chunk.encoding() != ChunkEncoding::Raw;
+        }
 
         let mut buffer = match self.free.pop() {
             Some(buffer) => buffer,
@@ -471,51 +558,55 @@ impl<E> Driver<'_, '_, E> {
                     }),
                     Some(e) => VerifyError::Io(e),
                 });
-                let whole = self.whole_chunks_in(first, count, filled);
-                let len = usize::try_from(
-                    self.verifier
-                        .expected_chunk(first.saturating_add(whole))
-                        .map_or(end, |next| next.offset())
-                        .saturating_sub(start),
-                )
-                .unwrap_or(0);
-                (whole, len)
+                self.whole_chunks_in(first, count, filled)
             }
         };
         if count == 0 {
             self.free.push(buffer);
             return Ok(());
         }
+        let decoded = if compressed {
+            match self.free_decoded.pop() {
+                Some(decoded) => decoded,
+                None => alloc_buffer(self.buffer_len)?,
+            }
+        } else {
+            Vec::new()
+        };
         let job = Job {
             seq: self.next_seq,
             first,
             count,
             buffer,
             len,
+            decoded,
         };
         jobs.send(job)
             .map_err(|_| VerifyError::Io(io::Error::other("hash worker threads stopped")))?;
         self.pending.push_back(None);
         self.next_seq = self.next_seq.saturating_add(1);
         self.next_chunk = first.saturating_add(count);
+        self.stored_pos = self.stored_pos.saturating_add(len_u64(len));
         Ok(())
     }
 
-    /// How many of the `count` chunks from `first` lie completely in the first `filled` bytes.
-    fn whole_chunks_in(&self, first: u64, count: u64, filled: usize) -> u64 {
-        let Some(start) = self.verifier.expected_chunk(first).map(|c| c.offset()) else {
-            return 0;
-        };
-        let limit = start.saturating_add(len_u64(filled));
-        (0..count)
-            .take_while(|&i| {
-                self.verifier
-                    .expected_chunk(first.saturating_add(i))
-                    .is_some_and(|c| c.offset().saturating_add(len_u64(c.len())) <= limit)
-            })
-            .count()
-            .try_into()
-            .unwrap_or(0)
+    /// How many of the `count` chunks from `first` have their stored bytes completely in the
+    /// first `filled` bytes of the batch, and how many bytes those take.
+    fn whole_chunks_in(&self, first: u64, count: u64, filled: usize) -> (u64, usize) {
+        let mut whole = 0u64;
+        let mut len = 0usize;
+        for index in first..first.saturating_add(count) {
+            let Some(chunk) = self.verifier.expected_chunk(index) else {
+                break;
+            };
+            let end = len.saturating_add(chunk.stored_len());
+            if end > filled {
+                break;
+            }
+            len = end;
+            whole = whole.saturating_add(1);
+        }
+        (whole, len)
     }
 
     /// Files a finished batch at its place in reading order.
@@ -552,27 +643,36 @@ impl<E> Driver<'_, '_, E> {
             self.delivered_seq = self.delivered_seq.saturating_add(1);
             // The chunks before a bad one are delivered, as the serial driver would have.
             let mut at = 0usize;
+            let mut at_decoded = 0usize;
             for index in job.first..job.first.saturating_add(matched.min(job.count)) {
                 let expected = self
                     .verifier
                     .expected_chunk(index)
                     .ok_or(Error::UnexpectedChunk { total: self.total })?;
-                let end = at.saturating_add(expected.len());
-                let bytes = job
-                    .buffer
-                    .get(at..end)
-                    .ok_or(Error::UnexpectedChunk { total: self.total })?;
+                let end = at.saturating_add(expected.stored_len());
+                let bytes = if expected.encoding() == ChunkEncoding::Raw {
+                    job.buffer.get(at..end)
+                } else {
+                    let end_decoded = at_decoded.saturating_add(expected.len());
+                    let decoded = job.decoded.get(at_decoded..end_decoded);
+                    at_decoded = end_decoded;
+                    decoded
+                }
+                .ok_or(Error::UnexpectedChunk { total: self.total })?;
                 if let Some(whole) = self.whole.as_mut() {
                     whole.update(bytes);
                 }
-                // The worker checked exactly these bytes (outcome is Ok); the buffer came back
-                // untouched.
+                // The worker checked exactly these stored bytes (and decoded a compressed chunk
+                // from them only after they matched); both buffers came back untouched.
                 sink(VerifiedChunk::checked_elsewhere(&expected, bytes))
                     .map_err(VerifyError::Sink)?;
                 at = end;
             }
             outcome?;
             self.free.push(job.buffer);
+            if !job.decoded.is_empty() {
+                self.free_decoded.push(job.decoded);
+            }
         }
         Ok(())
     }
@@ -650,11 +750,18 @@ mod tests {
                 .max_in_flight(in_flight)
                 .min_buffer_len(1);
             let mut pointers = std::collections::HashSet::new();
-            let run = run(&mut data.as_slice(), expect, options, |chunk| {
-                pointers.insert(chunk.bytes().as_ptr() as usize);
-                std::thread::yield_now();
-                Ok::<(), io::Error>(())
-            })
+            let run = run(
+                &mut data.as_slice(),
+                expect,
+                &[],
+                &RawOnly,
+                options,
+                |chunk| {
+                    pointers.insert(chunk.bytes().as_ptr() as usize);
+                    std::thread::yield_now();
+                    Ok::<(), io::Error>(())
+                },
+            )
             .unwrap();
             assert!(run.buffers_allocated <= in_flight, "{threads}/{in_flight}");
             assert!(run.buffers_allocated >= 1);
@@ -674,7 +781,7 @@ mod tests {
             chunk_digests: &digests.chunk_digests,
         };
         let options = ParallelOptions::new().threads(2).max_in_flight(2);
-        let run = run(&mut data.as_slice(), expect, options, |_| {
+        let run = run(&mut data.as_slice(), expect, &[], &RawOnly, options, |_| {
             Ok::<(), io::Error>(())
         })
         .unwrap();

@@ -1,5 +1,6 @@
 //! Checking an image against its expected digests, chunk by chunk, without doing any I/O.
 
+use alloc::string::String;
 use core::fmt;
 
 use crate::digest::{chunk_count, chunk_size_usize};
@@ -23,6 +24,72 @@ pub struct ImageExpectation<'a> {
     pub chunk_digests: &'a [Digest],
 }
 
+/// How one chunk is stored in the input (the package format's chunk table, FORMAT.md §3.1).
+///
+/// This crate does not know the format; the caller maps its records to these.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChunkEncoding {
+    /// The stored bytes are the chunk.
+    Raw,
+    /// The stored bytes are one Zstandard frame that a [`ChunkDecoder`] turns into the chunk.
+    Zstd,
+}
+
+/// One chunk as stored in the input: its encoding and its stored length, which its signed
+/// digest covers. Its decompressed length is the chunk's nominal length
+/// ([`ExpectedChunk::len`]), which bounds what a decoder may produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoredChunk {
+    /// How the chunk is stored.
+    pub encoding: ChunkEncoding,
+    /// Length of the stored bytes; at most the chunk's nominal length, and equal to it when raw.
+    pub stored_len: u32,
+}
+
+/// Why a [`ChunkDecoder`] could not turn verified stored bytes into a chunk.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The stored bytes decode (or declare that they decode) to more bytes than the output
+    /// buffer, which is exactly the signed decompressed length.
+    OutputOverflow,
+    /// The decoder does not implement this encoding.
+    UnsupportedEncoding,
+    /// The stored bytes are not a valid encoding, or break a limit of the decoder (a window
+    /// larger than allowed, a dictionary, more than one frame).
+    Invalid {
+        /// What is wrong, for the error message.
+        reason: String,
+    },
+}
+
+/// Turns the stored bytes of a compressed chunk into the chunk, after they matched their signed
+/// digest.
+///
+/// The verifier calls [`decode`](Self::decode) only with stored bytes that hashed to the chunk's
+/// signed digest, so a decoder never sees an unauthenticated byte. It decodes into `out`, which
+/// is exactly the chunk's signed decompressed length: an implementation must never write past
+/// it, must return [`DecodeError::OutputOverflow`] when the input would produce more, and
+/// returns how many bytes it produced (the verifier refuses any count but `out.len()`).
+/// Implementations live with the caller (veriflash-core has a Zstandard one), so this crate
+/// stays free of codecs and `no_std`.
+pub trait ChunkDecoder: Sync {
+    /// Decodes `stored`, the verified stored bytes of `chunk`, into `out`
+    /// (`out.len() == chunk.len()`).
+    ///
+    /// # Errors
+    /// [`DecodeError::OutputOverflow`] if the data would produce more than `out.len()` bytes;
+    /// [`DecodeError::UnsupportedEncoding`] for an encoding it does not implement;
+    /// [`DecodeError::Invalid`] for data it cannot decode.
+    fn decode(
+        &self,
+        chunk: &ExpectedChunk<'_>,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, DecodeError>;
+}
+
 /// Where one chunk sits in the image and what it must hash to.
 ///
 /// Handed out by [`ChunkVerifier::expected_chunk`] so that a chunk can be checked away from the
@@ -33,6 +100,8 @@ pub struct ExpectedChunk<'a> {
     index: u64,
     offset: u64,
     len: usize,
+    stored_len: usize,
+    encoding: ChunkEncoding,
     digest: &'a Digest,
 }
 
@@ -61,10 +130,119 @@ impl<'a> ExpectedChunk<'a> {
         self.len == 0
     }
 
-    /// The digest the chunk must have.
+    /// Length of the chunk's stored bytes, which its digest covers ([`len`](Self::len) when
+    /// raw).
+    #[must_use]
+    pub fn stored_len(&self) -> usize {
+        self.stored_len
+    }
+
+    /// How the chunk is stored.
+    #[must_use]
+    pub fn encoding(&self) -> ChunkEncoding {
+        self.encoding
+    }
+
+    /// The digest the chunk's stored bytes must have.
     #[must_use]
     pub fn digest(&self) -> &'a Digest {
         self.digest
+    }
+
+    /// Hashes the stored bytes and compares them with the signed digest (nothing else).
+    pub(crate) fn check_stored(&self, stored: &[u8]) -> Result<(), Error> {
+        if stored.len() != self.stored_len {
+            return Err(Error::WrongChunkLength {
+                index: self.index,
+                expected: len_u64(self.stored_len),
+                found: len_u64(stored.len()),
+            });
+        }
+        // Digests are public values (they are in the manifest), so a variable-time comparison
+        // leaks nothing.
+        if sha256(stored) != *self.digest {
+            return Err(Error::ChunkMismatch {
+                index: self.index,
+                offset: self.offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a chunk that may be stored compressed: hashes `stored` and compares it with the
+    /// signed digest **first**; only if it matches, and only for a compressed chunk, has
+    /// `decoder` decode it into the first [`len`](Self::len) bytes of `out` (the signed
+    /// decompressed length bounds the output). The token holds `stored` for a raw chunk and the
+    /// decoded bytes of `out` otherwise.
+    ///
+    /// # Errors
+    /// [`Error::WrongChunkLength`] if `stored` is not [`stored_len`](Self::stored_len) bytes or
+    /// `out` is shorter than the chunk; [`Error::ChunkMismatch`] if `stored` does not hash to the
+    /// digest (the decoder is not called); [`Error::DecompressedLengthMismatch`] if the chunk
+    /// decodes to more or fewer bytes than its signed length; [`Error::DecodeFailed`] for any
+    /// other decoder failure.
+    pub fn verify_decoded<'b>(
+        &self,
+        stored: &'b [u8],
+        decoder: &dyn ChunkDecoder,
+        out: &'b mut [u8],
+    ) -> Result<VerifiedChunk<'b>, Error> {
+        self.check_stored(stored)?;
+        if self.encoding == ChunkEncoding::Raw {
+            return Ok(VerifiedChunk {
+                index: self.index,
+                offset: self.offset,
+                bytes: stored,
+            });
+        }
+        let found = len_u64(out.len());
+        let out = out.get_mut(..self.len).ok_or(Error::WrongChunkLength {
+            index: self.index,
+            expected: len_u64(self.len),
+            found,
+        })?;
+        self.decode_checked(stored, decoder, out)?;
+        Ok(VerifiedChunk {
+            index: self.index,
+            offset: self.offset,
+            bytes: out,
+        })
+    }
+
+    /// Runs `decoder` on stored bytes that already matched their digest, into `out` of exactly
+    /// [`len`](Self::len) bytes, and checks the produced length.
+    pub(crate) fn decode_checked(
+        &self,
+        stored: &[u8],
+        decoder: &dyn ChunkDecoder,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let expected = len_u64(self.len);
+        match decoder.decode(self, stored, out) {
+            Ok(n) if n == self.len => Ok(()),
+            Ok(n) => Err(Error::DecompressedLengthMismatch {
+                index: self.index,
+                offset: self.offset,
+                expected,
+                found: Some(len_u64(n)),
+            }),
+            Err(DecodeError::OutputOverflow) => Err(Error::DecompressedLengthMismatch {
+                index: self.index,
+                offset: self.offset,
+                expected,
+                found: None,
+            }),
+            Err(DecodeError::UnsupportedEncoding) => Err(Error::DecodeFailed {
+                index: self.index,
+                offset: self.offset,
+                reason: alloc::format!("no decoder for {:?} chunks", self.encoding),
+            }),
+            Err(DecodeError::Invalid { reason }) => Err(Error::DecodeFailed {
+                index: self.index,
+                offset: self.offset,
+                reason,
+            }),
+        }
     }
 
     /// Hashes `bytes` and compares the result with this chunk's digest. Touches no shared state,
@@ -74,23 +252,18 @@ impl<'a> ExpectedChunk<'a> {
     /// # Errors
     ///
     /// [`Error::WrongChunkLength`] if `bytes` is not [`len`](Self::len) bytes long (nothing is
-    /// hashed then); [`Error::ChunkMismatch`] if it does not hash to the digest.
+    /// hashed then); [`Error::ChunkMismatch`] if it does not hash to the digest;
+    /// [`Error::DecodeFailed`] if the chunk is stored compressed (use
+    /// [`verify_decoded`](Self::verify_decoded)).
     pub fn verify<'b>(&self, bytes: &'b [u8]) -> Result<VerifiedChunk<'b>, Error> {
-        if bytes.len() != self.len {
-            return Err(Error::WrongChunkLength {
-                index: self.index,
-                expected: len_u64(self.len),
-                found: len_u64(bytes.len()),
-            });
-        }
-        // Digests are public values (they are in the manifest), so a variable-time comparison
-        // leaks nothing.
-        if sha256(bytes) != *self.digest {
-            return Err(Error::ChunkMismatch {
+        if self.encoding != ChunkEncoding::Raw {
+            return Err(Error::DecodeFailed {
                 index: self.index,
                 offset: self.offset,
+                reason: "the chunk is stored compressed and no decoder was given".into(),
             });
         }
+        self.check_stored(bytes)?;
         Ok(VerifiedChunk {
             index: self.index,
             offset: self.offset,
@@ -165,6 +338,8 @@ impl fmt::Debug for VerifiedChunk<'_> {
 /// download) may offer it again.
 pub struct ChunkVerifier<'a> {
     expect: ImageExpectation<'a>,
+    /// The chunk table; empty means every chunk is stored raw.
+    stored: &'a [StoredChunk],
     chunk_size: usize,
     total: u64,
     checked: u64,
@@ -180,6 +355,22 @@ impl<'a> ChunkVerifier<'a> {
     /// [`Error::DigestCountMismatch`] if there are not exactly `ceil(size / chunk_size)` chunk
     /// digests.
     pub fn new(expect: ImageExpectation<'a>) -> Result<Self, Error> {
+        Self::with_storage(expect, &[])
+    }
+
+    /// A verifier for one image whose chunks are stored as `stored` says (one record per chunk;
+    /// empty means all raw). [`check`](Self::check) accepts raw chunks only; compressed ones are
+    /// checked with [`ExpectedChunk::verify_decoded`] or the parallel driver.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new); [`Error::DigestCountMismatch`] if `stored` is neither empty
+    /// nor one record per chunk; [`Error::InvalidStoredChunk`] for a record whose stored length
+    /// exceeds the chunk's length, or differs from it for a raw chunk.
+    pub fn with_storage(
+        expect: ImageExpectation<'a>,
+        stored: &'a [StoredChunk],
+    ) -> Result<Self, Error> {
         let chunk_size = chunk_size_usize(expect.chunk_size)?;
         let total = chunk_count(expect.size, expect.chunk_size).ok_or(Error::InvalidChunkSize {
             chunk_size: expect.chunk_size,
@@ -191,13 +382,33 @@ impl<'a> ChunkVerifier<'a> {
                 found,
             });
         }
-        Ok(Self {
+        let verifier = Self {
             expect,
+            stored,
             chunk_size,
             total,
             checked: 0,
             whole: Sha256::new(),
-        })
+        };
+        if !stored.is_empty() {
+            let records = len_u64(stored.len());
+            if records != total {
+                return Err(Error::DigestCountMismatch {
+                    expected: total,
+                    found: records,
+                });
+            }
+            for index in 0..total {
+                let chunk = verifier
+                    .expected_chunk(index)
+                    .ok_or(Error::InvalidStoredChunk { index })?;
+                let raw = chunk.encoding == ChunkEncoding::Raw;
+                if chunk.stored_len > chunk.len || (raw && chunk.stored_len != chunk.len) {
+                    return Err(Error::InvalidStoredChunk { index });
+                }
+            }
+        }
+        Ok(verifier)
     }
 
     /// The expectations this verifier checks against.
@@ -241,10 +452,18 @@ impl<'a> ChunkVerifier<'a> {
         let remaining = self.expect.size.checked_sub(offset)?;
         // A remainder that does not fit in usize is certainly longer than a chunk.
         let len = usize::try_from(remaining).map_or(self.chunk_size, |r| r.min(self.chunk_size));
+        let (encoding, stored_len) = if self.stored.is_empty() {
+            (ChunkEncoding::Raw, len)
+        } else {
+            let record = self.stored.get(usize::try_from(index).ok()?)?;
+            (record.encoding, usize::try_from(record.stored_len).ok()?)
+        };
         Some(ExpectedChunk {
             index,
             offset,
             len,
+            stored_len,
+            encoding,
             digest,
         })
     }

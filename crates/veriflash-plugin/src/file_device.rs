@@ -597,6 +597,32 @@ impl FileDevice {
         Ok(out)
     }
 
+    /// Reads `len` bytes of partition `name` in `slot`, starting `offset` bytes into it (for
+    /// comparing large images piece by piece).
+    ///
+    /// # Errors
+    /// When the partition does not exist, the range runs past its end, or the read fails.
+    pub fn read_partition_range(
+        &mut self,
+        name: &str,
+        slot: Slot,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, PluginError> {
+        let (start, part) = self.locate(name, slot)?;
+        if offset.checked_add(len).is_none_or(|end| end > part.size) {
+            return Err(PluginError::Unsupported(format!(
+                "read past the end of '{name}'"
+            )));
+        }
+        let mut out = vec![0u8; usize::try_from(len).map_err(|_| bad("read too large"))?];
+        self.file
+            .seek(SeekFrom::Start(start.saturating_add(offset)))
+            .and_then(|_| self.file.read_exact(&mut out))
+            .map_err(PluginError::Transport)?;
+        Ok(out)
+    }
+
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
             product: self.layout.product.clone(),

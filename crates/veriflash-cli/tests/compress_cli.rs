@@ -1,0 +1,118 @@
+//! `veriflash pack --compress[=LEVEL]` and what `inspect` shows of a compressed package.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn veriflash(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run veriflash")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn pack_compress_makes_a_smaller_version_2_package_that_inspects_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A compressible image (text) and an incompressible one (xorshift bytes).
+    let rootfs: Vec<u8> = (0..600_000u32)
+        .flat_map(|i| format!("line {} of the root file system\n", i % 977).into_bytes())
+        .take(2_000_000)
+        .collect();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let modem: Vec<u8> = (0..300_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    std::fs::write(dir.join("rootfs.img"), &rootfs).unwrap();
+    std::fs::write(dir.join("modem.img"), &modem).unwrap();
+    std::fs::write(
+        dir.join("update.toml"),
+        r#"
+product = "acme-hotspot-x1"
+chipset = "mdm9607"
+version = "2.4.0"
+security_version = 7
+
+[[image]]
+name = "modem"
+partition = "modem"
+file = "modem.img"
+chunk_size = 65536
+
+[[image]]
+name = "rootfs"
+partition = "system"
+file = "rootfs.img"
+"#,
+    )
+    .unwrap();
+    let o = veriflash(&["keygen", "--out", "vendor.pem"], dir);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let pack = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        veriflash(&args, dir)
+    };
+    let o = pack(&[], "raw.vfp");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = pack(&["--compress"], "small.vfp");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("compressed:"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = pack(&["--compress=19"], "smaller.vfp");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let raw = std::fs::metadata(dir.join("raw.vfp")).unwrap().len();
+    let small = std::fs::metadata(dir.join("small.vfp")).unwrap().len();
+    assert!(small < raw / 4, "{small} vs {raw}");
+
+    // A level outside zstd's 1..=22 is a usage error.
+    let o = pack(&["--compress=23"], "bad.vfp");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+
+    let o = veriflash(&["inspect", "small.vfp", "--json"], dir);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["images"][0]["stored_size"], 300_000);
+    assert_eq!(v["images"][0]["compressed_chunks"], 0);
+    assert_eq!(v["images"][1]["size"], 2_000_000);
+    assert!(v["images"][1]["stored_size"].as_u64().unwrap() < 500_000);
+    assert_eq!(v["images"][1]["compressed_chunks"], 2);
+
+    let o = veriflash(&["inspect", "small.vfp"], dir);
+    let shown = text(&o.stdout);
+    assert!(shown.contains("format     version 2"), "{shown}");
+    assert!(shown.contains("2 of 2 chunks zstd"), "{shown}");
+    assert!(shown.contains("stored     "), "{shown}");
+
+    for package in ["raw.vfp", "small.vfp", "smaller.vfp"] {
+        let o = veriflash(&["verify", "--trust", "vendor.pub.pem", package], dir);
+        assert!(o.status.success(), "{package}: {}", text(&o.stderr));
+    }
+}
