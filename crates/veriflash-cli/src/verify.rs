@@ -43,7 +43,7 @@ impl Default for TrustOptions {
 }
 
 /// The verifier's time policy: the system clock as trusted time unless `no_clock`.
-fn time_policy(no_clock: bool) -> TimePolicy {
+pub(crate) fn time_policy(no_clock: bool) -> TimePolicy {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()

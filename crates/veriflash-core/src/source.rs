@@ -1,8 +1,198 @@
-//! Package sources that cannot hang the pipeline.
+//! Where a package comes from (DESIGN.md §6), and sources that cannot hang the pipeline.
+//!
+//! A [`Source`] hands out byte ranges of a package: a local file ([`FileSource`]), an HTTP(S)
+//! server (`HttpSource`, feature `http`), or a stream a PC tool pushes ([`PushedSource`], read
+//! once, front to back). The OTA pipeline in [`crate::ota`] reads the header, manifest and
+//! signatures through it first, verifies them, and only then asks for payload ranges, checking
+//! each chunk against the verified manifest before it passes it on.
 
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+
+/// A reader over one range of a package, as a [`Source`] hands it out.
+pub type RangeReader = Box<dyn Read + Send>;
+
+/// Byte ranges of a package, however it is reached.
+///
+/// A source only moves bytes; it never decides whether they are good. Everything it returns is
+/// checked by the caller: the prefix by its signatures, each payload chunk by its signed digest.
+pub trait Source: Send {
+    /// Where the package comes from (a path or URL), for messages.
+    fn describe(&self) -> String;
+
+    /// Opens a reader over bytes `start..end` of the package (`end = None`: to its end).
+    /// The reader may end early or fail part way (a broken connection); the caller asks again.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`], [`ErrorKind::Timeout`], [`ErrorKind::ServerError`],
+    /// [`ErrorKind::SourceChanged`], [`ErrorKind::TlsError`] as the source finds them;
+    /// [`ErrorKind::InvalidInput`] when the source cannot go back to `start` (a pushed stream).
+    fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error>;
+
+    /// The package's total length, when the source knows it (a file's size, the length a server
+    /// reported with its first answer).
+    fn total_len(&self) -> Option<u64>;
+
+    /// Whether bytes can be asked for again (resume, chunk repair). A pushed stream cannot.
+    fn can_reread(&self) -> bool {
+        true
+    }
+}
+
+/// Attached (with [`Error::with_source`]) to a source failure that another attempt cannot fix,
+/// such as an HTTP 404: the download stops retrying at once.
+#[derive(Debug)]
+pub struct PermanentFailure(pub String);
+
+impl std::fmt::Display for PermanentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PermanentFailure {}
+
+/// A package in a local file.
+#[derive(Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl FileSource {
+    /// Opens the package at `path`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let context = || format!("{}", path.display());
+        let file = File::open(path).map_err(|e| Error::io(context(), e))?;
+        let len = file.metadata().map_err(|e| Error::io(context(), e))?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            len,
+        })
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error> {
+        let context = || format!("{}", self.path.display());
+        let mut file = self.file.try_clone().map_err(|e| Error::io(context(), e))?;
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io(context(), e))?;
+        let len = end.map_or(u64::MAX, |end| end.saturating_sub(start));
+        Ok(Box::new(
+            io::BufReader::with_capacity(64 * 1024, file).take(len),
+        ))
+    }
+
+    fn total_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
+/// A package pushed as a stream by another program (a PC tool over USB or serial): read once,
+/// front to back. Ranges must be asked for in order; a chunk that fails its digest cannot be
+/// fetched again, so it ends the run with the integrity error.
+pub struct PushedSource {
+    stream: Arc<Mutex<Pushed>>,
+}
+
+struct Pushed {
+    reader: Box<dyn Read + Send>,
+    position: u64,
+}
+
+impl std::fmt::Debug for PushedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushedSource").finish_non_exhaustive()
+    }
+}
+
+impl PushedSource {
+    /// A source over `reader`, whose first byte is the package's first byte.
+    pub fn new(reader: impl Read + Send + 'static) -> Self {
+        Self {
+            stream: Arc::new(Mutex::new(Pushed {
+                reader: Box::new(reader),
+                position: 0,
+            })),
+        }
+    }
+}
+
+/// One range of a pushed stream: reads through to the shared stream and moves its position.
+struct PushedRange {
+    stream: Arc<Mutex<Pushed>>,
+    left: u64,
+}
+
+impl Read for PushedRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let Some(buf) = buf.get_mut(..want) else {
+            return Ok(0);
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = stream.reader.read(buf)?;
+        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+        stream.position = stream.position.saturating_add(n64);
+        self.left = self.left.saturating_sub(n64);
+        Ok(n)
+    }
+}
+
+impl Source for PushedSource {
+    fn describe(&self) -> String {
+        "the pushed stream".to_owned()
+    }
+
+    fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error> {
+        let position = self
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .position;
+        if start != position {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a pushed stream is read once, in order: byte {start} was asked for at byte {position}"
+                ),
+            ));
+        }
+        Ok(Box::new(PushedRange {
+            stream: Arc::clone(&self.stream),
+            left: end.map_or(u64::MAX, |end| end.saturating_sub(start)),
+        }))
+    }
+
+    fn total_len(&self) -> Option<u64> {
+        None
+    }
+
+    fn can_reread(&self) -> bool {
+        false
+    }
+}
 
 /// Bytes read ahead per message from the reader thread.
 const PIECE: usize = 64 * 1024;

@@ -1,0 +1,773 @@
+//! Over-the-air packages: read a package from any [`Source`] (an HTTP(S) server, a file, a
+//! pushed stream) in the verified order, resuming broken connections and repairing corrupted
+//! chunks, without ever passing on a byte that was not checked.
+//!
+//! # How unverified bytes are kept away
+//!
+//! 1. [`RemotePackage::open`] fetches only the prefix — the 32-byte header, then the manifest
+//!    and the signature block's tag and length in one range, then the rest of the signature
+//!    block (HTTP `Range` requests: no payload byte is asked for) — and verifies the signatures
+//!    with the same [`PackageReader::verify`] every local package goes through. The result holds
+//!    the [`VerifiedManifest`] and, from it, the payload's chunk layout: where each stored chunk
+//!    sits in the package and the signed SHA-256 it must have.
+//! 2. The caller applies its policy to [`RemotePackage::manifest`] (anti-rollback, device match,
+//!    free space) before anything else is fetched.
+//! 3. The payload is fetched chunk by chunk. Each chunk is read whole into a buffer and hashed
+//!    against its signed digest **in this layer**, before it is handed anywhere:
+//!    - a broken or stalled connection (the source's read timeout) is re-opened at the first
+//!      byte of the chunk being read, that is just after the last verified chunk (at most
+//!      [`OtaOptions::with_max_resumes`] times in a row without progress);
+//!    - a chunk whose digest fails is fetched again alone, with a range of exactly that chunk,
+//!      while the main connection stays where it is (bounded by
+//!      [`OtaOptions::with_max_repairs`], then [`ErrorKind::IntegrityMismatch`] naming the
+//!      image and chunk). A corrupted byte in transit therefore costs one extra chunk of
+//!      traffic;
+//!    - a package replaced on the server mid-download is refused with
+//!      [`ErrorKind::SourceChanged`] (the HTTP source compares ETag / Last-Modified and the
+//!      total length of every answer with the first one, and sends `If-Range`).
+//! 4. Two consumers:
+//!    - [`RemotePackage::into_reader`] gives a [`VerifiedDownload`], a `Read` of the whole
+//!      package (prefix, then verified chunks only) for [`crate::install`], which verifies
+//!      everything again as it would for a local file. Retries happen underneath; a chunk that
+//!      cannot be repaired ends the read with its error, and `install` aborts before its commit.
+//!    - [`RemotePackage::fetch_to_file`] stages the package in `FILE.partial`, with a
+//!      verified-chunk bitmap in `FILE.partial.state` so a later run resumes; it checks the
+//!      free space before the first payload byte, re-hashes chunks a previous run left on disk,
+//!      verifies the complete file once more, and only then renames it to `FILE`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use veriflash_format::{BlockLen, HEADER_LEN, Header};
+use veriflash_sig::Verifier;
+
+use crate::convert;
+use crate::error::{Error, ErrorKind};
+use crate::package::{PackageReader, VerifiedManifest, VerifyReport, hex, location_in};
+use crate::source::{PermanentFailure, RangeReader, Source};
+
+/// The signature block's tag and length take at most this many bytes (FORMAT.md §7).
+const BLOCK_HEADER_MAX: u64 = 6;
+
+/// How hard a download tries before it gives up.
+#[derive(Clone, Copy, Debug)]
+pub struct OtaOptions {
+    max_resumes: u32,
+    max_repairs: u32,
+    retry_delay: Duration,
+    staging_quota: Option<u64>,
+}
+
+impl Default for OtaOptions {
+    fn default() -> Self {
+        Self {
+            max_resumes: 8,
+            max_repairs: 3,
+            retry_delay: Duration::from_millis(500),
+            staging_quota: None,
+        }
+    }
+}
+
+impl OtaOptions {
+    /// Defaults: 8 resumes per run, 3 repairs per chunk, 500 ms between attempts.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many times in a row — without a verified chunk in between — a download re-opens a
+    /// broken, stalled or failed connection before it gives up with the last error.
+    #[must_use]
+    pub fn with_max_resumes(mut self, resumes: u32) -> Self {
+        self.max_resumes = resumes;
+        self
+    }
+
+    /// How many times one chunk whose digest failed is fetched again before the download ends
+    /// with [`ErrorKind::IntegrityMismatch`].
+    #[must_use]
+    pub fn with_max_repairs(mut self, repairs: u32) -> Self {
+        self.max_repairs = repairs;
+        self
+    }
+
+    /// The most bytes a staged download ([`RemotePackage::fetch_to_file`]) may still write,
+    /// in addition to the free space of the file system (the smaller of the two counts).
+    #[must_use]
+    pub fn with_staging_quota(mut self, bytes: u64) -> Self {
+        self.staging_quota = Some(bytes);
+        self
+    }
+
+    /// The pause before each new attempt.
+    #[must_use]
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+}
+
+/// What a download cost: for progress displays and for tests that count traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Payload bytes received from the source, including chunks fetched again.
+    pub bytes_fetched: u64,
+    /// Connections re-opened after a break, a stall or a failed request.
+    pub resumes: u32,
+    /// Chunks fetched again because their digest did not match.
+    pub repairs: u64,
+    /// Payload bytes a previous run had already verified on disk (staged downloads).
+    pub bytes_reused: u64,
+}
+
+/// Progress of a staged download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// Package bytes verified so far (prefix and verified chunks, reused ones included).
+    pub done: u64,
+    /// The package's length.
+    pub total: u64,
+    /// Traffic and retries so far.
+    pub stats: FetchStats,
+}
+
+/// Where one stored payload chunk sits and what it must hash to (from the verified manifest).
+#[derive(Clone, Copy, Debug)]
+struct PlannedChunk {
+    start: u64,
+    len: usize,
+    digest: [u8; 32],
+    image: usize,
+    index: u64,
+}
+
+impl PlannedChunk {
+    fn end(&self) -> u64 {
+        self.start
+            .saturating_add(u64::try_from(self.len).unwrap_or(u64::MAX))
+    }
+}
+
+/// A package on a [`Source`] whose prefix was fetched and whose signatures verified; nothing of
+/// its payload has been fetched yet.
+pub struct RemotePackage<S> {
+    fetcher: Fetcher<S>,
+    prefix: Vec<u8>,
+    manifest: VerifiedManifest,
+    chunks: Vec<PlannedChunk>,
+    package_len: u64,
+}
+
+impl<S> std::fmt::Debug for RemotePackage<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePackage")
+            .field("package_len", &self.package_len)
+            .field("chunks", &self.chunks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Source> RemotePackage<S> {
+    /// Fetches the header, manifest and signature block from `source` (a few KiB, in three
+    /// ranges) and verifies the signatures with `verifier`.
+    ///
+    /// # Errors
+    /// Any error of [`PackageReader::new`] and [`PackageReader::verify`]; the source's errors
+    /// once its retries are spent; [`ErrorKind::TrailingData`] or [`ErrorKind::Truncated`] when
+    /// the source's length differs from the length the verified header declares.
+    pub fn open(source: S, verifier: &Verifier<'_>, options: OtaOptions) -> Result<Self, Error> {
+        let mut fetcher = Fetcher::new(source, options);
+        let header_len = u64::try_from(HEADER_LEN).unwrap_or(32);
+        let mut prefix = fetcher.fetch_prefix_range(0, header_len)?;
+        let header = Header::parse(&prefix).map_err(convert::format_error)?;
+        let manifest_end = header_len.saturating_add(u64::from(header.manifest_len));
+        let more = fetcher.fetch_prefix_range(header_len, manifest_end + BLOCK_HEADER_MAX)?;
+        prefix.extend_from_slice(&more);
+        let block_start = usize::try_from(manifest_end).unwrap_or(usize::MAX);
+        if let Some(block_head) = prefix.get(block_start..)
+            && let Ok(BlockLen::Total(total)) = veriflash_format::signature_block_len(block_head)
+        {
+            let have = u64::try_from(prefix.len()).unwrap_or(u64::MAX);
+            let end = manifest_end.saturating_add(u64::try_from(total).unwrap_or(u64::MAX));
+            if end > have {
+                let rest = fetcher.fetch_prefix_range(have, end)?;
+                prefix.extend_from_slice(&rest);
+            }
+        }
+        // The bytes arrived; everything from here is the local path's checking, unchanged.
+        let mut cursor = Cursor::new(prefix);
+        let verified = PackageReader::new(&mut cursor)?.verify(verifier)?;
+        let manifest = verified.manifest().clone();
+        let payload_offset = cursor.position();
+        let mut prefix = cursor.into_inner();
+        prefix.truncate(usize::try_from(payload_offset).unwrap_or(usize::MAX));
+        let chunks = plan(&manifest, payload_offset)?;
+        let package_len = payload_offset.saturating_add(header.payload_len);
+        if let Some(found) = fetcher.source.total_len() {
+            if found > package_len {
+                return Err(Error::new(
+                    ErrorKind::TrailingData,
+                    format!(
+                        "{} is {found} bytes; the package declares {package_len}",
+                        fetcher.source.describe()
+                    ),
+                ));
+            }
+            if found < package_len {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!(
+                        "{} is {found} bytes; the package declares {package_len}",
+                        fetcher.source.describe()
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            fetcher,
+            prefix,
+            manifest,
+            chunks,
+            package_len,
+        })
+    }
+
+    /// The verified manifest: apply policy to it before fetching the payload.
+    #[must_use]
+    pub fn manifest(&self) -> &VerifiedManifest {
+        &self.manifest
+    }
+
+    /// The package's length in bytes.
+    #[must_use]
+    pub fn package_len(&self) -> u64 {
+        self.package_len
+    }
+
+    /// Traffic so far.
+    #[must_use]
+    pub fn stats(&self) -> FetchStats {
+        self.fetcher.stats
+    }
+
+    /// A reader of the whole package that yields the prefix and then only payload chunks that
+    /// matched their signed digests, fetching, resuming and repairing underneath. Give it to
+    /// [`crate::install`].
+    #[must_use]
+    pub fn into_reader(self) -> VerifiedDownload<S> {
+        VerifiedDownload {
+            fetcher: self.fetcher,
+            manifest: self.manifest,
+            prefix: self.prefix,
+            chunks: self.chunks,
+            next: 0,
+            buffer: Vec::new(),
+            position: 0,
+            in_prefix: true,
+        }
+    }
+
+    /// Downloads the package to `out`: into `out.partial` first, with the verified-chunk bitmap
+    /// in `out.partial.state` (so a later run resumes where this one stopped), after checking
+    /// that the file system holds the bytes still missing. When every chunk is in, the whole
+    /// file is verified once more with `verifier` and only then renamed to `out`. `progress`
+    /// hears after every chunk.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InsufficientStorage`] before the first payload byte when the space is
+    /// short; [`ErrorKind::Io`] for local files; the fetch errors (with the partial download
+    /// and its state kept for the next run); any error of [`crate::verify_file`].
+    pub fn fetch_to_file(
+        mut self,
+        out: &Path,
+        verifier: &Verifier<'_>,
+        progress: &mut dyn FnMut(&FetchProgress),
+    ) -> Result<(VerifyReport, FetchStats), Error> {
+        let partial = with_suffix(out, ".partial");
+        let state_path = with_suffix(out, ".partial.state");
+        let id = hex(self.manifest.package_id());
+        let mut done = PartialState::load(&state_path, &id, self.package_len, self.chunks.len())
+            .unwrap_or_else(|| PartialState::new(&id, self.package_len, self.chunks.len()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(|e| Error::io(partial.display(), e))?;
+        // Chunks a previous run verified are hashed again from disk: the bitmap saves traffic,
+        // it is not trusted.
+        let mut buffer = Vec::new();
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            if done.is_set(i) {
+                let good = read_at(&file, chunk.start, chunk.len, &mut buffer).is_ok()
+                    && veriflash_hash::sha256(&buffer) == chunk.digest;
+                if good {
+                    let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
+                    self.fetcher.stats.bytes_reused =
+                        self.fetcher.stats.bytes_reused.saturating_add(len);
+                } else {
+                    done.clear(i);
+                }
+            }
+        }
+        let missing: u64 = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !done.is_set(*i))
+            .map(|(_, c)| u64::try_from(c.len).unwrap_or(u64::MAX))
+            .sum();
+        check_space(&partial, missing, self.fetcher.options.staging_quota)?;
+        file.set_len(self.package_len)
+            .map_err(|e| Error::io(partial.display(), e))?;
+        write_at(&file, 0, &self.prefix).map_err(|e| Error::io(partial.display(), e))?;
+
+        let prefix_len = u64::try_from(self.prefix.len()).unwrap_or(u64::MAX);
+        let mut verified = prefix_len.saturating_add(self.fetcher.stats.bytes_reused);
+        let mut unsaved = 0u64;
+        let result = (|| {
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                if done.is_set(i) {
+                    continue;
+                }
+                self.fetcher
+                    .fetch_chunk(chunk, &self.manifest, &mut buffer)?;
+                write_at(&file, chunk.start, &buffer)
+                    .map_err(|e| Error::io(partial.display(), e))?;
+                done.set(i);
+                let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
+                verified = verified.saturating_add(len);
+                unsaved = unsaved.saturating_add(len);
+                if unsaved >= STATE_SAVE_EVERY {
+                    done.save(&file, &state_path)?;
+                    unsaved = 0;
+                }
+                progress(&FetchProgress {
+                    done: verified,
+                    total: self.package_len,
+                    stats: self.fetcher.stats,
+                });
+            }
+            Ok(())
+        })();
+        // Keep what was verified for the next run, whatever happened.
+        let saved = done.save(&file, &state_path);
+        result?;
+        saved?;
+        drop(file);
+        let report = crate::verify_file(&partial, verifier)?;
+        std::fs::rename(&partial, out).map_err(|e| Error::io(out.display(), e))?;
+        let _ = std::fs::remove_file(&state_path);
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok((report, self.fetcher.stats))
+    }
+}
+
+/// Verified payload bytes are flushed and the bitmap saved after this many.
+const STATE_SAVE_EVERY: u64 = 16 << 20;
+
+/// The payload's stored chunks in package order, from the verified manifest.
+fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedChunk>, Error> {
+    let mut chunks = Vec::new();
+    let mut at = payload_offset;
+    for (image_index, image) in manifest.manifest().images.iter().enumerate() {
+        for index in 0..image.chunk_count() {
+            let (Some(stored), Some(digest)) =
+                (image.stored_chunk(index), image.chunk_digest(index))
+            else {
+                return Err(Error::new(
+                    ErrorKind::Malformed,
+                    format!("image '{}' has no record for chunk {index}", image.name),
+                ));
+            };
+            let len = usize::try_from(stored.stored_len).unwrap_or(usize::MAX);
+            chunks.push(PlannedChunk {
+                start: at,
+                len,
+                digest: *digest,
+                image: image_index,
+                index,
+            });
+            at = at.saturating_add(u64::from(stored.stored_len));
+        }
+    }
+    Ok(chunks)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Pre-flight: the file system of `partial` must hold `needed` more bytes.
+fn check_space(partial: &Path, needed: u64, quota: Option<u64>) -> Result<(), Error> {
+    let dir = match partial.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let st = rustix::fs::statvfs(&dir).map_err(|e| Error::io(dir.display(), io::Error::from(e)))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let available = quota.map_or(free, |quota| quota.min(free));
+    if needed > available {
+        return Err(Error::new(
+            ErrorKind::InsufficientStorage,
+            format!(
+                "the download needs {needed} bytes in {}, {available} are available: needs {} bytes more",
+                dir.display(),
+                needed - available
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_at(file: &File, offset: u64, len: usize, buffer: &mut Vec<u8>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buffer.resize(len, 0);
+    file.read_exact_at(buffer, offset)
+}
+
+fn write_at(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset)
+}
+
+/// The verified-chunk bitmap of a partial download, saved beside it.
+struct PartialState {
+    header: String,
+    bits: Vec<u8>,
+}
+
+impl PartialState {
+    fn new(id: &str, len: u64, chunks: usize) -> Self {
+        Self {
+            header: format!("veriflash-partial 1\npackage {id}\nlength {len}\nchunks {chunks}\n"),
+            bits: vec![0; chunks.div_ceil(8)],
+        }
+    }
+
+    /// The saved state, if it is for this exact package (same signed manifest); `None` starts
+    /// over.
+    fn load(path: &Path, id: &str, len: u64, chunks: usize) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut state = Self::new(id, len, chunks);
+        let rest = text.strip_prefix(&state.header)?;
+        let bits = rest.trim().strip_prefix("done ")?;
+        if bits.len() != state.bits.len() * 2 {
+            return None;
+        }
+        for (slot, pair) in state.bits.iter_mut().zip(bits.as_bytes().chunks(2)) {
+            *slot = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(state)
+    }
+
+    fn is_set(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+
+    fn set(&mut self, i: usize) {
+        if let Some(b) = self.bits.get_mut(i / 8) {
+            *b |= 1 << (i % 8);
+        }
+    }
+
+    fn clear(&mut self, i: usize) {
+        if let Some(b) = self.bits.get_mut(i / 8) {
+            *b &= !(1 << (i % 8));
+        }
+    }
+
+    /// Flushes the data, then replaces the state file atomically: a chunk is marked only once
+    /// its bytes are on disk.
+    fn save(&self, data: &File, path: &Path) -> Result<(), Error> {
+        data.sync_data()
+            .map_err(|e| Error::io("syncing the download", e))?;
+        let tmp = with_suffix(path, ".tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(self.header.as_bytes())?;
+            f.write_all(format!("done {}\n", hex(&self.bits)).as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| Error::io(path.display(), e))
+    }
+}
+
+/// The fetch loop: one main connection moving forward, re-opened after breaks, and one-off
+/// ranges for chunk repairs.
+struct Fetcher<S> {
+    source: S,
+    connection: Option<(RangeReader, u64)>,
+    options: OtaOptions,
+    stats: FetchStats,
+    /// Resumes since the last verified chunk.
+    failures: u32,
+}
+
+/// Failures worth another attempt: the connection, the server, a stall.
+fn retryable(err: &Error) -> bool {
+    let permanent = std::error::Error::source(err).is_some_and(|s| s.is::<PermanentFailure>());
+    !permanent
+        && matches!(
+            err.kind(),
+            ErrorKind::Timeout
+                | ErrorKind::Truncated
+                | ErrorKind::ServerError
+                | ErrorKind::TransportError
+                | ErrorKind::Io
+        )
+}
+
+/// Reads exactly `len` bytes into `buffer`; an early end is [`ErrorKind::Truncated`].
+fn read_exact(
+    reader: &mut RangeReader,
+    len: usize,
+    buffer: &mut Vec<u8>,
+    at: u64,
+) -> Result<(), Error> {
+    buffer.clear();
+    buffer.resize(len, 0);
+    let mut filled = 0;
+    while let Some(rest) = buffer.get_mut(filled..) {
+        if rest.is_empty() {
+            break;
+        }
+        match reader.read(rest) {
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!(
+                        "the source ended at byte {}",
+                        at.saturating_add(u64::try_from(filled).unwrap_or(u64::MAX))
+                    ),
+                ));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format_args!("reading byte {at} on"), e)),
+        }
+    }
+    Ok(())
+}
+
+impl<S: Source> Fetcher<S> {
+    fn new(source: S, options: OtaOptions) -> Self {
+        Self {
+            source,
+            connection: None,
+            options,
+            stats: FetchStats::default(),
+            failures: 0,
+        }
+    }
+
+    /// Spends one resume on `err`, or gives it back when none are left (or the source cannot
+    /// go back).
+    fn resume(&mut self, err: Error) -> Result<(), Error> {
+        self.connection = None;
+        if !retryable(&err)
+            || !self.source.can_reread()
+            || self.failures >= self.options.max_resumes
+        {
+            return Err(err);
+        }
+        self.failures += 1;
+        self.stats.resumes += 1;
+        std::thread::sleep(self.options.retry_delay);
+        Ok(())
+    }
+
+    /// Bytes `start..end` of the prefix, fewer only when the source ends first.
+    fn fetch_prefix_range(&mut self, start: u64, end: u64) -> Result<Vec<u8>, Error> {
+        let end = self
+            .source
+            .total_len()
+            .map_or(end, |len| end.min(len))
+            .max(start);
+        loop {
+            let attempt = (|| {
+                let mut reader = self.source.open(start, Some(end))?;
+                let mut out = Vec::new();
+                let len = end.saturating_sub(start);
+                (&mut reader)
+                    .take(len)
+                    .read_to_end(&mut out)
+                    .map_err(|e| Error::io("reading the package prefix", e))?;
+                Ok(out)
+            })();
+            match attempt {
+                Ok(out) => return Ok(out),
+                Err(e) => self.resume(e)?,
+            }
+        }
+    }
+
+    /// Reads chunk `chunk` into `buffer` and checks it against its signed digest, resuming the
+    /// main connection and repairing the chunk as needed. On `Ok`, `buffer` holds exactly the
+    /// verified bytes.
+    fn fetch_chunk(
+        &mut self,
+        chunk: &PlannedChunk,
+        manifest: &VerifiedManifest,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        loop {
+            let mut connection = match self.connection.take() {
+                Some((reader, at)) if at == chunk.start => reader,
+                _ => match self.source.open(chunk.start, None) {
+                    Ok(reader) => reader,
+                    Err(e) => {
+                        self.resume(e)?;
+                        continue;
+                    }
+                },
+            };
+            match read_exact(&mut connection, chunk.len, buffer, chunk.start) {
+                Ok(()) => {
+                    self.connection = Some((connection, chunk.end()));
+                    break;
+                }
+                Err(e) => self.resume(e)?,
+            }
+        }
+        self.count(chunk.len);
+        if veriflash_hash::sha256(buffer) == chunk.digest {
+            self.failures = 0;
+            return Ok(());
+        }
+        let mut repairs = 0;
+        while repairs < self.options.max_repairs && self.source.can_reread() {
+            repairs += 1;
+            self.stats.repairs += 1;
+            let attempt = self
+                .source
+                .open(chunk.start, Some(chunk.end()))
+                .and_then(|mut reader| read_exact(&mut reader, chunk.len, buffer, chunk.start));
+            match attempt {
+                Ok(()) => {
+                    self.count(chunk.len);
+                    if veriflash_hash::sha256(buffer) == chunk.digest {
+                        self.failures = 0;
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    // Keep the main connection: only the repair range failed.
+                    let main = self.connection.take();
+                    self.resume(e)?;
+                    self.connection = main;
+                }
+            }
+        }
+        buffer.clear();
+        let image = manifest.manifest().images.get(chunk.image);
+        let name = image.map_or("?", |i| i.name.as_str());
+        let offset = image.and_then(|i| i.chunk_offset(chunk.index));
+        Err(Error::new(
+            ErrorKind::IntegrityMismatch,
+            format!(
+                "image '{name}' chunk {} does not match its signed digest after {repairs} re-fetches from {}",
+                chunk.index,
+                self.source.describe()
+            ),
+        )
+        .at(location_in(name, Some(chunk.index), offset)))
+    }
+
+    fn count(&mut self, len: usize) {
+        self.stats.bytes_fetched = self
+            .stats
+            .bytes_fetched
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+}
+
+/// A `Read` of a [`RemotePackage`]: the verified prefix, then payload chunks, each one
+/// checked against its signed digest before its first byte is returned. Errors come back as
+/// `io::Error`s carrying the [`Error`] (with its kind and code), which [`crate::install`]
+/// reports unchanged.
+pub struct VerifiedDownload<S> {
+    fetcher: Fetcher<S>,
+    manifest: VerifiedManifest,
+    prefix: Vec<u8>,
+    chunks: Vec<PlannedChunk>,
+    next: usize,
+    buffer: Vec<u8>,
+    position: usize,
+    in_prefix: bool,
+}
+
+impl<S> std::fmt::Debug for VerifiedDownload<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedDownload")
+            .field("next_chunk", &self.next)
+            .field("chunks", &self.chunks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> VerifiedDownload<S> {
+    /// Traffic so far.
+    #[must_use]
+    pub fn stats(&self) -> FetchStats {
+        self.fetcher.stats
+    }
+}
+
+/// Wraps a pipeline error so that it survives the trip through `io::Read`.
+fn into_io(err: Error) -> io::Error {
+    let kind = if err.kind() == ErrorKind::Timeout {
+        io::ErrorKind::TimedOut
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, err)
+}
+
+impl<S: Source> Read for VerifiedDownload<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.in_prefix {
+            if self.position < self.prefix.len() {
+                let rest = self.prefix.get(self.position..).unwrap_or_default();
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                self.position += n;
+                return Ok(n);
+            }
+            self.in_prefix = false;
+            self.buffer.clear();
+            self.position = 0;
+        }
+        if self.position >= self.buffer.len() {
+            let Some(chunk) = self.chunks.get(self.next).copied() else {
+                return Ok(0);
+            };
+            self.fetcher
+                .fetch_chunk(&chunk, &self.manifest, &mut self.buffer)
+                .map_err(into_io)?;
+            self.next += 1;
+            self.position = 0;
+        }
+        let rest = self.buffer.get(self.position..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.position += n;
+        Ok(n)
+    }
+}
