@@ -22,7 +22,7 @@ use serde_json::json;
 use veriflash_core::package::hex;
 use veriflash_core::{Error, ErrorKind};
 use veriflash_plugin::file_device::{FileDevice, Layout};
-use veriflash_plugin::{DeviceStatus, PartitionInfo, Registry, Slot, StorageGeometry};
+use veriflash_plugin::{DeviceStatus, PartitionInfo, Slot, StorageGeometry};
 
 use crate::output::{Failure, human_size};
 
@@ -136,7 +136,7 @@ fn status_json(status: &DeviceStatus) -> serde_json::Value {
 /// Prints a device's state.
 pub(crate) fn status(target: &str, json: bool) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
-    let mut session = Registry::with_builtin()
+    let mut session = crate::flash::registry()
         .open(target)
         .map_err(|e| fail(veriflash_core::flash::device_error(e)))?;
     let status = session

@@ -15,6 +15,14 @@ use veriflash_plugin::Registry;
 use crate::output::{Failure, human_size};
 use crate::verify::print_report;
 
+/// The plugins the CLI opens targets with: the built-in file device (`file:`) and the
+/// MDM9x07 plugin (`mdm9x07:emulator`).
+pub(crate) fn registry() -> Registry {
+    let mut registry = Registry::with_builtin();
+    registry.register(Box::new(veriflash_mdm9x07::Mdm9x07Plugin::default()));
+    registry
+}
+
 /// One event as a JSON line: the `--json` event stream's stable shape.
 pub(crate) fn event_json(event: &Event) -> serde_json::Value {
     match event {
@@ -104,21 +112,44 @@ impl Display {
 }
 
 pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Result<(), Failure> {
+    run_with_ca(package, trust, target, None, json)
+}
+
+/// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
+pub(crate) fn run_with_ca(
+    package: &Path,
+    trust: &Path,
+    target: &str,
+    ca: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
     let anchors = load_trust_anchors(trust).map_err(fail)?;
-    let file = File::open(package).map_err(|e| {
-        fail(Error::new(
-            ErrorKind::Io,
-            format!("{}: {e}", package.display()),
-        ))
-    })?;
-    let mut session = Registry::with_builtin()
-        .open(target)
-        .map_err(|e| fail(device_error(e)))?;
+    let verifier = Verifier::new(&anchors);
+    // A URL: the prefix is fetched and verified here, then the payload streams into the
+    // install through a reader that yields only chunks matching their signed digests.
+    let url = package.to_str().filter(|p| crate::fetch::is_url(p));
+    let reader: Box<dyn std::io::Read> = match url {
+        Some(url) => Box::new(
+            crate::fetch::open_remote(url, ca, &verifier)
+                .map_err(fail)?
+                .into_reader(),
+        ),
+        None => {
+            let file = File::open(package).map_err(|e| {
+                fail(Error::new(
+                    ErrorKind::Io,
+                    format!("{}: {e}", package.display()),
+                ))
+            })?;
+            Box::new(BufReader::with_capacity(64 * 1024, file))
+        }
+    };
+    let mut session = registry().open(target).map_err(|e| fail(device_error(e)))?;
     let mut display = Display::new(json);
     let report = install(
-        BufReader::with_capacity(64 * 1024, file),
-        &Verifier::new(&anchors),
+        reader,
+        &verifier,
         &InstallPolicy::default(),
         session.as_mut(),
         &CancelToken::new(),

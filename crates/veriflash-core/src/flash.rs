@@ -6,6 +6,12 @@
 //! is read back and compared with its signed whole-image digest, and only then the commit (slot
 //! switch and floor raise in one atomic step). Any failure before the commit aborts the install
 //! and leaves the active slot untouched.
+//!
+//! A device that must run a loader before its storage can be reached (a Qualcomm modem in
+//! emergency download mode runs the Firehose programmer, see
+//! [`FlashSession::loader_partition`]) gets its identity checked first, then the loader image —
+//! a verified package image like any other, and the package's first — streamed to
+//! [`FlashSession::load`], and only then the full policy on what the running loader reports.
 
 use std::io::Read;
 
@@ -254,48 +260,26 @@ pub fn check_policy(
     device: &DeviceInfo,
     policy: &InstallPolicy,
 ) -> Result<(), Error> {
+    check_policy_except(manifest, device, policy, None)
+}
+
+/// [`check_policy`], leaving out the image for the device's loader partition (see
+/// [`FlashSession::loader_partition`]): it is run by the device, never written to storage.
+fn check_policy_except(
+    manifest: &VerifiedManifest,
+    device: &DeviceInfo,
+    policy: &InstallPolicy,
+    loader: Option<&str>,
+) -> Result<(), Error> {
     let m = manifest.manifest();
-    if m.product != device.product {
-        return Err(Error::new(
-            ErrorKind::WrongProduct,
-            format!(
-                "package is for '{}', device is '{}'",
-                m.product, device.product
-            ),
-        ));
-    }
-    if m.chipset != device.chipset {
-        return Err(Error::new(
-            ErrorKind::WrongChipset,
-            format!(
-                "package is for chipset '{}', device is '{}'",
-                m.chipset, device.chipset
-            ),
-        ));
-    }
-    if !m.hardware_revisions.is_empty() && !m.hardware_revisions.contains(&device.hardware_revision)
-    {
-        return Err(Error::new(
-            ErrorKind::WrongHardwareRevision,
-            format!(
-                "package supports revisions {}, device is '{}'",
-                m.hardware_revisions.join(", "),
-                device.hardware_revision
-            ),
-        ));
-    }
-    if m.security_version < device.security_floor {
-        return Err(Error::new(
-            ErrorKind::DowngradeRefused,
-            format!(
-                "package security version {} is below the device's floor {}",
-                m.security_version, device.security_floor
-            ),
-        ));
-    }
+    check_identity(m, device)?;
     let unit = u64::from(device.geometry.write_unit.max(1));
     let mut bytes_to_write = 0u64;
-    for image in &m.images {
+    for image in m
+        .images
+        .iter()
+        .filter(|i| Some(i.partition.as_str()) != loader)
+    {
         let at = Location {
             image: Some(image.name.clone()),
             ..Location::default()
@@ -374,6 +358,49 @@ pub fn check_policy(
     Ok(())
 }
 
+/// The identity part of the policy: product, chipset, hardware revision, anti-rollback floor.
+fn check_identity(m: &Manifest, device: &DeviceInfo) -> Result<(), Error> {
+    if m.product != device.product {
+        return Err(Error::new(
+            ErrorKind::WrongProduct,
+            format!(
+                "package is for '{}', device is '{}'",
+                m.product, device.product
+            ),
+        ));
+    }
+    if m.chipset != device.chipset {
+        return Err(Error::new(
+            ErrorKind::WrongChipset,
+            format!(
+                "package is for chipset '{}', device is '{}'",
+                m.chipset, device.chipset
+            ),
+        ));
+    }
+    if !m.hardware_revisions.is_empty() && !m.hardware_revisions.contains(&device.hardware_revision)
+    {
+        return Err(Error::new(
+            ErrorKind::WrongHardwareRevision,
+            format!(
+                "package supports revisions {}, device is '{}'",
+                m.hardware_revisions.join(", "),
+                device.hardware_revision
+            ),
+        ));
+    }
+    if m.security_version < device.security_floor {
+        return Err(Error::new(
+            ErrorKind::DowngradeRefused,
+            format!(
+                "package security version {} is below the device's floor {}",
+                m.security_version, device.security_floor
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Installs a package from `reader` on the device behind `session`.
 ///
 /// `events` hears every phase, progress after every chunk, and the final result. On any
@@ -406,56 +433,75 @@ fn run<R: Read>(
     events(&Event::PhaseStarted(Phase::Signature));
     let package = PackageReader::new(reader)?.verify(verifier)?;
     events(&Event::PhaseFinished(Phase::Signature));
-    let largest_chunk = package
-        .manifest()
-        .manifest()
+
+    events(&Event::PhaseStarted(Phase::Preflight));
+    let device = session.device_info().map_err(device_error)?;
+    let verified = package.manifest().clone();
+    let m = verified.manifest();
+    // A device that must run a loader first (FlashSession::loader_partition) can describe its
+    // storage only once the loader runs: check its identity now, stream the loader image (the
+    // package's first) to it, and run the whole policy on what it says then.
+    let loader = session
+        .loader_partition()
+        .map(str::to_owned)
+        .filter(|l| m.images.iter().any(|i| i.partition == *l));
+    let mut begun = false;
+    if let Some(l) = &loader {
+        check_identity(m, &device)?;
+        if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the device runs the image for partition '{l}' as its loader: it must be the package's first image"
+                ),
+            ));
+        }
+    } else {
+        start(&verified, &device, policy, None, session, events)?;
+        begun = true;
+    }
+
+    let is_loader = |partition: &str| loader.as_deref() == Some(partition);
+    let total: u64 = m.images.iter().map(|i| i.size).sum();
+    let largest_chunk = m
         .images
         .iter()
         .map(|i| u64::from(i.chunk_size))
         .max()
         .unwrap_or(0);
     let package = package.with_options(policy.parallel_options(largest_chunk));
-
-    events(&Event::PhaseStarted(Phase::Preflight));
-    let device = session.device_info().map_err(device_error)?;
-    check_policy(package.manifest(), &device, policy)?;
-    events(&Event::PhaseFinished(Phase::Preflight));
-
-    let m = package.manifest().manifest().clone();
-    let plan = InstallPlan {
-        package_id: *package.manifest().package_id(),
-        target_slot: device.active_slot.map(|slot| slot.other()),
-        images: m
-            .images
-            .iter()
-            .map(|i| PlannedImage {
-                partition: i.partition.clone(),
-                size: i.size,
-                digest: i.digest,
-            })
-            .collect(),
-        software_version: m.software_version.clone(),
-        security_version: m.security_version,
-    };
-    events(&Event::PhaseStarted(Phase::Staging));
-    session.begin(&plan).map_err(device_error)?;
-    events(&Event::PhaseFinished(Phase::Staging));
-
-    // From here on the device holds a journal: every failure must abort it.
+    // From the begin on the device holds a journal: every failure must abort it.
     let outcome = (|| {
-        let total: u64 = m.images.iter().map(|i| i.size).sum();
-        events(&Event::PhaseStarted(Phase::Flash));
         let report = package.stream(|image, chunk| {
             if cancel.is_cancelled() {
                 return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
             }
+            let at = || Location {
+                image: Some(image.name.clone()),
+                ..Location::default()
+            };
             let image_done = chunk.offset() + chunk.bytes().len() as u64;
-            session.write(&image.partition, chunk).map_err(|e| {
-                device_error(e).at(Location {
-                    image: Some(image.name.clone()),
-                    ..Location::default()
-                })
-            })?;
+            if is_loader(&image.partition) {
+                session
+                    .load(image.size, chunk)
+                    .map_err(|e| device_error(e).at(at()))?;
+            } else {
+                if !begun {
+                    let device = session.device_info().map_err(device_error)?;
+                    start(
+                        &verified,
+                        &device,
+                        policy,
+                        loader.as_deref(),
+                        session,
+                        events,
+                    )?;
+                    begun = true;
+                }
+                session
+                    .write(&image.partition, chunk)
+                    .map_err(|e| device_error(e).at(at()))?;
+            }
             let before: u64 = m
                 .images
                 .iter()
@@ -471,10 +517,23 @@ fn run<R: Read>(
             });
             Ok(())
         })?;
+        if !begun {
+            // Only the loader was in the package.
+            let device = session.device_info().map_err(device_error)?;
+            start(
+                &verified,
+                &device,
+                policy,
+                loader.as_deref(),
+                session,
+                events,
+            )?;
+            begun = true;
+        }
         events(&Event::PhaseFinished(Phase::Flash));
 
         events(&Event::PhaseStarted(Phase::ReadBack));
-        for image in &m.images {
+        for image in m.images.iter().filter(|i| !is_loader(&i.partition)) {
             let digest = session
                 .read_back(&image.partition, image.size)
                 .map_err(device_error)?;
@@ -502,7 +561,9 @@ fn run<R: Read>(
         events(&Event::PhaseFinished(Phase::Commit));
         Ok(report)
     })();
-    if let Err(err) = &outcome {
+    if let Err(err) = &outcome
+        && begun
+    {
         // Best effort: a device that lost power cannot record anything; the journal it kept
         // tells the next run what happened.
         let _ = session.abort(&LastResult {
@@ -511,6 +572,42 @@ fn run<R: Read>(
         });
     }
     outcome
+}
+
+/// The whole policy on `device`, then the plan is handed to the session (`begin`): ends the
+/// pre-flight phase, runs staging and starts the flash phase.
+fn start(
+    verified: &VerifiedManifest,
+    device: &DeviceInfo,
+    policy: &InstallPolicy,
+    loader: Option<&str>,
+    session: &mut dyn FlashSession,
+    events: &mut dyn FnMut(&Event),
+) -> Result<(), Error> {
+    check_policy_except(verified, device, policy, loader)?;
+    events(&Event::PhaseFinished(Phase::Preflight));
+    let m = verified.manifest();
+    let plan = InstallPlan {
+        package_id: *verified.package_id(),
+        target_slot: device.active_slot.map(|slot| slot.other()),
+        images: m
+            .images
+            .iter()
+            .filter(|i| Some(i.partition.as_str()) != loader)
+            .map(|i| PlannedImage {
+                partition: i.partition.clone(),
+                size: i.size,
+                digest: i.digest,
+            })
+            .collect(),
+        software_version: m.software_version.clone(),
+        security_version: m.security_version,
+    };
+    events(&Event::PhaseStarted(Phase::Staging));
+    session.begin(&plan).map_err(device_error)?;
+    events(&Event::PhaseFinished(Phase::Staging));
+    events(&Event::PhaseStarted(Phase::Flash));
+    Ok(())
 }
 
 #[cfg(test)]

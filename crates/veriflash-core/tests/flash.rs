@@ -113,6 +113,22 @@ fn new_device(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// Installs from `source` on an open device with the default policy, ignoring events.
+fn install_on(
+    device: &mut FileDevice,
+    source: impl Read,
+    trust: &PinnedKeys,
+) -> Result<veriflash_core::VerifyReport, veriflash_core::Error> {
+    install(
+        source,
+        &Verifier::new(trust),
+        &InstallPolicy::default(),
+        device,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+}
+
 fn flash(
     path: &Path,
     pkg: &[u8],
@@ -368,15 +384,7 @@ fn power_cut_at_every_storage_operation_never_bricks() {
     let probe = dir.path().join("probe.img");
     std::fs::copy(&base, &probe).unwrap();
     let mut device = FileDevice::open(&probe).unwrap();
-    install(
-        update.bytes.as_slice(),
-        &Verifier::new(&t),
-        &InstallPolicy::default(),
-        &mut device,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap();
+    install_on(&mut device, update.bytes.as_slice(), &t).unwrap();
     let operations = device.operations();
     assert!(
         operations > 40,
@@ -392,14 +400,7 @@ fn power_cut_at_every_storage_operation_never_bricks() {
             std::fs::copy(&base, &path).unwrap();
             let mut device = FileDevice::open(&path).unwrap();
             device.cut_power_at(cut, mode);
-            let result = install(
-                update.bytes.as_slice(),
-                &Verifier::new(&t),
-                &InstallPolicy::default(),
-                &mut device,
-                &CancelToken::new(),
-                &mut |_| {},
-            );
+            let result = install_on(&mut device, update.bytes.as_slice(), &t);
             drop(device);
             // Power comes back: the device boots the old or the new software, never neither.
             let mut device = FileDevice::open(&path).expect("device state lost");
@@ -422,15 +423,8 @@ fn power_cut_at_every_storage_operation_never_bricks() {
                         journalled || (cut == 1 && mode == Cut::Torn),
                         "{mode:?} cut at {cut}"
                     );
-                    install(
-                        update.bytes.as_slice(),
-                        &Verifier::new(&t),
-                        &InstallPolicy::default(),
-                        &mut device,
-                        &CancelToken::new(),
-                        &mut |_| {},
-                    )
-                    .unwrap_or_else(|e| panic!("{mode:?} cut at {cut}: re-run failed: {e}"));
+                    install_on(&mut device, update.bytes.as_slice(), &t)
+                        .unwrap_or_else(|e| panic!("{mode:?} cut at {cut}: re-run failed: {e}"));
                 }
                 Some("v6") => new += 1,
                 other => panic!("{mode:?} cut at {cut}: boots {other:?}"),
@@ -484,15 +478,7 @@ fn a_source_that_changes_after_reading_cannot_get_other_bytes_onto_the_device() 
         bytes: pkg.bytes.clone(),
         pos: 0,
     };
-    install(
-        source,
-        &Verifier::new(&t),
-        &InstallPolicy::default(),
-        &mut device,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap();
+    install_on(&mut device, source, &t).unwrap();
     // Exactly the signed images landed: every byte was read once, checked, and written as read.
     assert_eq!(
         device
@@ -583,15 +569,7 @@ fn a_stalled_source_times_out_and_the_old_slot_stays() {
     )
     .unwrap();
     let mut device = FileDevice::open(&path).unwrap();
-    let err = install(
-        source,
-        &Verifier::new(&t),
-        &InstallPolicy::default(),
-        &mut device,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = install_on(&mut device, source, &t).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     let status = FileDevice::open(&path).unwrap().current_status();
     assert_eq!(status.info.active_slot, Some(Slot::A));

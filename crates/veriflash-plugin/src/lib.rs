@@ -247,6 +247,37 @@ pub trait FlashSession {
     /// # Errors
     /// When the device cannot record it.
     fn abort(&mut self, result: &LastResult) -> Result<(), PluginError>;
+
+    /// The partition name under which a package carries a *loader* this device must run before
+    /// its storage can be reached and described — Qualcomm's Firehose programmer, served over
+    /// Sahara. `None` (the default): the device needs no loader.
+    ///
+    /// When a session names a loader and the package has an image for that partition, the
+    /// pipeline changes in one way: after the signatures and the identity part of the policy
+    /// (product, chipset, hardware revision, anti-rollback — checked on the first
+    /// [`FlashSession::device_info`]), the loader image, which must be the package's first
+    /// image, is streamed chunk by verified chunk to [`FlashSession::load`]; then
+    /// `device_info` is called again, and the whole policy (partitions, sizes) runs on that
+    /// answer before [`FlashSession::begin`]. The loader image is neither written to storage
+    /// nor read back, and is not part of the [`InstallPlan`].
+    fn loader_partition(&self) -> Option<&str> {
+        None
+    }
+
+    /// Receives one verified chunk of the loader image, in order; `image_size` is the
+    /// image's signed size, so the chunk with `offset + len == image_size` is the last one,
+    /// after which the session starts the loader. Only called when
+    /// [`FlashSession::loader_partition`] names a partition.
+    ///
+    /// # Errors
+    /// When the device refuses or fails to run the loader; the default refuses, since a
+    /// session that names no loader is never asked to load one.
+    fn load(&mut self, image_size: u64, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
+        let _ = (image_size, chunk);
+        Err(PluginError::Unsupported(
+            "this device takes no loader image".to_owned(),
+        ))
+    }
 }
 
 /// A chipset plugin: recognises the targets it handles and opens sessions on them.

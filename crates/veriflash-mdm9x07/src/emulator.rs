@@ -1,0 +1,1019 @@
+//! An emulated MDM9x07 in emergency download mode: the boot ROM's Sahara side (HELLO, command
+//! mode with serial number and hardware id, serving of the programmer ELF by `READ_DATA`), then
+//! a Firehose programmer with the 9x07 function list (`configure`, `getstorageinfo`, `read`,
+//! `program`, `erase`, `power`, `nop`; no `getsha256digest`, no `patch`) over simulated NAND.
+//!
+//! It reuses the crate's codecs ([`crate::sahara::Packet`], [`crate::firehose`]) for the device side. The
+//! NAND is erased to `0xFF`, programming only clears bits and refuses pages that are not
+//! erased, blocks are erased whole, bad blocks are skipped by `program`, `read` and `erase`
+//! alike, and a MIBIB block holds the partition table the host must read. Faults: NAK with a
+//! logged reason for a chosen command, coalesced XML, a zero-length packet before read data,
+//! and a power cut at any page program.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::error::Error;
+use crate::firehose::{self, Element, Splitter};
+use crate::mibib::{self, Entry, Table};
+use crate::sahara::{Packet, exec, mode, peek_header};
+use crate::transport::Endpoint;
+
+/// The image id the emulator asks for (the Firehose programmer).
+pub const PROGRAMMER_IMAGE_ID: u32 = 13;
+/// The largest programmer the emulator loads.
+pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
+/// Most program headers the emulator reads.
+const MAX_PHDRS: u32 = 16;
+/// Sahara status for an ELF header the device cannot use.
+const STATUS_INVALID_ELF_HDR: u32 = 0x13;
+
+/// What the emulated device is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmulatorConfig {
+    /// Chip serial number.
+    pub serial: u32,
+    /// Hardware id: MSM id (upper 32 bits), OEM id, model id.
+    pub hw_id: u64,
+    /// NAND page size (2048 or 4096).
+    pub page_size: usize,
+    /// Pages per erase block.
+    pub pages_per_block: u32,
+    /// Erase blocks on the device.
+    pub blocks: u32,
+    /// Blocks marked bad at the factory.
+    pub bad_blocks: Vec<u32>,
+    /// The block holding the MIBIB.
+    pub mibib_block: u32,
+    /// The partition table written into the MIBIB.
+    pub partitions: Vec<Entry>,
+    /// The most bytes the programmer takes per raw transfer.
+    pub max_payload_to_target: usize,
+    /// The most bytes the programmer sends per raw transfer.
+    pub max_payload_from_target: usize,
+    /// Bytes per Sahara `READ_DATA` request.
+    pub sahara_read_len: u32,
+    /// Ask with `READ_DATA64` instead of `READ_DATA`.
+    pub read_data64: bool,
+}
+
+fn entry(name: &str, offset: u32, length: u32) -> Entry {
+    Entry {
+        raw_name: name.to_owned(),
+        offset,
+        length,
+        attrs: [0xFF, 0x01, 0xFF],
+        which_flash: 0,
+    }
+}
+
+impl EmulatorConfig {
+    /// A small MDM9607 hotspot: 2 KiB pages, 64 pages per block, 256 blocks (32 MiB), two bad
+    /// blocks, the MIBIB at block 10, OEM id `0x1234` / model id `0x0001`.
+    #[must_use]
+    pub fn mdm9607() -> Self {
+        Self {
+            serial: 0x1EE7_CAFE,
+            hw_id: 0x0004_A0E1_1234_0001,
+            page_size: 2048,
+            pages_per_block: 64,
+            blocks: 256,
+            bad_blocks: vec![52, 140],
+            mibib_block: 10,
+            partitions: vec![
+                entry("0:SBL", 0, 10),
+                entry("0:MIBIB", 10, 2),
+                entry("0:EFS2", 12, 28),
+                entry("0:TZ", 40, 6),
+                entry("0:RPM", 46, 2),
+                entry("0:aboot", 48, 2),
+                entry("0:boot", 50, 40),
+                entry("0:modem", 90, 40),
+                entry("0:system", 130, mibib::GROW),
+            ],
+            max_payload_to_target: 64 * 1024,
+            max_payload_from_target: 16 * 1024,
+            sahara_read_len: 4096,
+            read_data64: false,
+        }
+    }
+
+    /// Bytes per erase block.
+    #[must_use]
+    pub fn block_size(&self) -> usize {
+        self.page_size * self.pages_per_block as usize
+    }
+}
+
+/// Faults the emulated device injects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFaults {
+    /// Answer this Firehose command (element name) with `<log value="ERROR: reason"/>` and a
+    /// NAK: `(command, reason)`.
+    pub nak: Option<(String, String)>,
+    /// Send everything one host write provokes as one transfer (coalesced XML and data).
+    pub coalesce: bool,
+    /// Send a zero-length packet before the data of every `read`.
+    pub zlp_before_read: bool,
+    /// Lose power during the n-th page program (1-based): half the page lands, then the
+    /// device goes silent until [`Emulator::power_on`].
+    pub power_cut_at_page_program: Option<u64>,
+}
+
+/// Simulated NAND.
+#[derive(Clone, Debug)]
+pub struct Nand {
+    page_size: usize,
+    pages_per_block: u32,
+    blocks: u32,
+    data: Vec<u8>,
+    bad: BTreeSet<u32>,
+    page_programs: u64,
+    cut_at: Option<u64>,
+}
+
+impl Nand {
+    /// An erased NAND of `blocks` blocks.
+    #[must_use]
+    pub fn new(page_size: usize, pages_per_block: u32, blocks: u32, bad: &[u32]) -> Self {
+        let len = page_size * pages_per_block as usize * blocks as usize;
+        Self {
+            page_size,
+            pages_per_block,
+            blocks,
+            data: vec![0xFF; len],
+            bad: bad.iter().copied().collect(),
+            page_programs: 0,
+            cut_at: None,
+        }
+    }
+
+    /// Total pages.
+    #[must_use]
+    pub fn pages(&self) -> u64 {
+        u64::from(self.blocks) * u64::from(self.pages_per_block)
+    }
+
+    /// Page programs so far.
+    #[must_use]
+    pub fn page_programs(&self) -> u64 {
+        self.page_programs
+    }
+
+    fn block_of(&self, page: u64) -> u32 {
+        u32::try_from(page / u64::from(self.pages_per_block)).unwrap_or(u32::MAX)
+    }
+
+    fn range(&self, page: u64) -> Option<std::ops::Range<usize>> {
+        if page >= self.pages() {
+            return None;
+        }
+        let start = usize::try_from(page).ok()?.checked_mul(self.page_size)?;
+        Some(start..start + self.page_size)
+    }
+
+    /// Whether `block` is bad.
+    #[must_use]
+    pub fn is_bad(&self, block: u32) -> bool {
+        self.bad.contains(&block)
+    }
+
+    /// Erases one block.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] for a bad or absent block.
+    pub fn erase_block(&mut self, block: u32) -> Result<(), Error> {
+        if block >= self.blocks || self.is_bad(block) {
+            return Err(Error::Storage(format!("block {block} is bad or absent")));
+        }
+        let bs = self.page_size * self.pages_per_block as usize;
+        let start = block as usize * bs;
+        if let Some(s) = self.data.get_mut(start..start + bs) {
+            s.fill(0xFF);
+        }
+        Ok(())
+    }
+
+    /// Programs one page: only erased pages, only clearing bits.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] for a page that is not erased, in a bad block or absent;
+    /// [`Error::PowerLoss`] when the injected cut lands on this program (half the page
+    /// landed).
+    pub fn program_page(&mut self, page: u64, bytes: &[u8]) -> Result<(), Error> {
+        let range = self
+            .range(page)
+            .ok_or_else(|| Error::Storage(format!("page {page} is outside the device")))?;
+        if self.is_bad(self.block_of(page)) {
+            return Err(Error::Storage(format!("page {page} is in a bad block")));
+        }
+        let cells = self.data.get_mut(range).unwrap_or_default();
+        if cells.iter().any(|b| *b != 0xFF) {
+            return Err(Error::Storage(format!(
+                "page {page} is programmed again without an erase"
+            )));
+        }
+        self.page_programs += 1;
+        let torn = self.cut_at == Some(self.page_programs);
+        let n = if torn { bytes.len() / 2 } else { bytes.len() };
+        for (c, b) in cells.iter_mut().zip(bytes.iter().take(n)) {
+            *c &= *b;
+        }
+        if torn {
+            return Err(Error::PowerLoss);
+        }
+        Ok(())
+    }
+
+    /// One page's bytes.
+    #[must_use]
+    pub fn page(&self, page: u64) -> &[u8] {
+        self.range(page)
+            .and_then(|r| self.data.get(r))
+            .unwrap_or(&[])
+    }
+
+    /// The physical page after `page` in the bad-block-skipping order, starting the walk at
+    /// `page` itself when `first`.
+    fn next_good(&self, page: u64) -> Option<u64> {
+        let mut p = page;
+        while p < self.pages() {
+            let block = self.block_of(p);
+            if !self.is_bad(block) {
+                return Some(p);
+            }
+            p = (u64::from(block) + 1) * u64::from(self.pages_per_block);
+        }
+        None
+    }
+
+    /// Reads `count` pages starting at `start`, skipping bad blocks.
+    #[must_use]
+    pub fn read_skipping(&self, start: u64, count: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut p = start;
+        for _ in 0..count {
+            let Some(good) = self.next_good(p) else { break };
+            out.extend_from_slice(self.page(good));
+            p = good + 1;
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SaharaStep {
+    AwaitHelloResp,
+    Command,
+    CommandData(u32),
+    /// Waiting for `len` raw image bytes at `offset`.
+    Image {
+        offset: u64,
+        len: usize,
+    },
+    AwaitDone,
+    Failed,
+}
+
+/// What the emulator is doing with the programmer image.
+#[derive(Clone, Debug, Default)]
+struct ImageLoad {
+    /// Bytes received, by offset (the ELF header, program headers, segments).
+    header: Vec<u8>,
+    segments: Vec<(u64, u64)>,
+    next_segment: usize,
+    seg_done: u64,
+    received: u64,
+}
+
+struct RawProgram {
+    command: String,
+    cursor: u64,
+    last: u64,
+    remaining: u64,
+    page: Vec<u8>,
+    error: Option<String>,
+}
+
+enum State {
+    Sahara(SaharaStep),
+    Firehose,
+    Off,
+}
+
+/// The emulated device (an [`Endpoint`] for [`crate::transport::MemoryTransport`]).
+pub struct Emulator {
+    config: EmulatorConfig,
+    faults: DeviceFaults,
+    nand: Nand,
+    state: State,
+    rx: Vec<u8>,
+    splitter: Splitter,
+    out: VecDeque<Vec<u8>>,
+    image: ImageLoad,
+    raw: Option<RawProgram>,
+    configured: Option<usize>,
+    uploads: u32,
+    resets: u32,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("config", &self.config)
+            .field("faults", &self.faults)
+            .field("uploads", &self.uploads)
+            .field("resets", &self.resets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// A device with its partition table written and its EFS2 filled with calibration data,
+    /// powered on in download mode (its `HELLO` queued).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the MIBIB block is bad or the table does not fit a page.
+    pub fn new(config: EmulatorConfig) -> Result<Self, Error> {
+        let mut nand = Nand::new(
+            config.page_size,
+            config.pages_per_block,
+            config.blocks,
+            &config.bad_blocks,
+        );
+        let table = Table {
+            version: mibib::VERSION_4,
+            entries: config.partitions.clone(),
+        }
+        .encode();
+        if table.len() > config.page_size {
+            return Err(Error::Storage(
+                "the partition table does not fit a page".into(),
+            ));
+        }
+        let ppb = u64::from(config.pages_per_block);
+        let first = u64::from(config.mibib_block) * ppb;
+        nand.program_page(first, &mibib::header_page(config.page_size))?;
+        let mut page = table;
+        page.resize(config.page_size, 0xFF);
+        nand.program_page(first + 1, &page)?;
+        if let Some(efs) = config
+            .partitions
+            .iter()
+            .find(|e| e.raw_name.eq_ignore_ascii_case("0:EFS2"))
+        {
+            let cal: Vec<u8> = (0..config.page_size)
+                .map(|i| u8::try_from(i % 251).unwrap_or(0))
+                .collect();
+            let p = u64::from(efs.offset) * ppb;
+            if let Some(good) = nand.next_good(p) {
+                nand.program_page(good, &cal)?;
+            }
+        }
+        let mut emulator = Self {
+            config,
+            faults: DeviceFaults::default(),
+            nand,
+            state: State::Off,
+            rx: Vec::new(),
+            splitter: Splitter::new(),
+            out: VecDeque::new(),
+            image: ImageLoad::default(),
+            raw: None,
+            configured: None,
+            uploads: 0,
+            resets: 0,
+        };
+        emulator.power_on();
+        Ok(emulator)
+    }
+
+    /// Injects `faults` (replacing earlier ones).
+    pub fn set_faults(&mut self, faults: DeviceFaults) {
+        self.nand.cut_at = faults
+            .power_cut_at_page_program
+            .map(|n| self.nand.page_programs + n);
+        self.faults = faults;
+    }
+
+    /// Powers the device (back) on in download mode: the boot ROM queues its `HELLO`. NAND
+    /// content survives.
+    pub fn power_on(&mut self) {
+        self.rx.clear();
+        self.splitter = Splitter::new();
+        self.out.clear();
+        self.image = ImageLoad::default();
+        self.raw = None;
+        self.configured = None;
+        self.state = State::Sahara(SaharaStep::AwaitHelloResp);
+        self.emit(
+            Packet::Hello {
+                version: 2,
+                version_compatible: 1,
+                max_command_len: 0x400,
+                mode: mode::IMAGE_TX_PENDING,
+            }
+            .encode(),
+        );
+    }
+
+    /// Whether the device is on (not cut off, not reset).
+    #[must_use]
+    pub fn is_powered(&self) -> bool {
+        !matches!(self.state, State::Off)
+    }
+
+    /// Whether the Firehose programmer runs.
+    #[must_use]
+    pub fn programmer_running(&self) -> bool {
+        matches!(self.state, State::Firehose)
+    }
+
+    /// How many times a programmer was uploaded and started.
+    #[must_use]
+    pub fn programmer_uploads(&self) -> u32 {
+        self.uploads
+    }
+
+    /// How many `power reset` commands the device obeyed.
+    #[must_use]
+    pub fn resets(&self) -> u32 {
+        self.resets
+    }
+
+    /// The NAND.
+    #[must_use]
+    pub fn nand(&self) -> &Nand {
+        &self.nand
+    }
+
+    /// The device's configuration.
+    #[must_use]
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// The first `len` bytes of partition `raw_name` (e.g. `0:boot`), read the way the
+    /// programmer reads (bad blocks skipped).
+    #[must_use]
+    pub fn partition_bytes(&self, raw_name: &str, len: usize) -> Vec<u8> {
+        let Some(e) = self
+            .config
+            .partitions
+            .iter()
+            .find(|e| e.raw_name == raw_name)
+        else {
+            return Vec::new();
+        };
+        let ps = self.config.page_size;
+        let pages = len.div_ceil(ps) as u64;
+        let start = u64::from(e.offset) * u64::from(self.config.pages_per_block);
+        let mut bytes = self.nand.read_skipping(start, pages);
+        bytes.truncate(len);
+        bytes
+    }
+
+    fn emit(&mut self, frame: Vec<u8>) {
+        self.out.push_back(frame);
+    }
+
+    fn send_doc(&mut self, elements: &[Element]) {
+        self.emit(firehose::document(elements));
+    }
+
+    fn ack(&mut self, rawmode: bool) {
+        self.send_doc(&[Element::new("response")
+            .attr("value", "ACK")
+            .attr("rawmode", rawmode)]);
+    }
+
+    fn nak(&mut self, reason: &str) {
+        self.send_doc(&[
+            Element::new("log").attr("value", format!("ERROR: {reason}")),
+            Element::new("response")
+                .attr("value", "NAK")
+                .attr("rawmode", false),
+        ]);
+    }
+
+    fn cut_power(&mut self) {
+        self.state = State::Off;
+        self.raw = None;
+        self.out.clear();
+    }
+
+    // ---- Sahara ----
+
+    fn request(&mut self, offset: u64, len: usize) {
+        let packet = if self.config.read_data64 {
+            Packet::ReadData64 {
+                image_id: u64::from(PROGRAMMER_IMAGE_ID),
+                offset,
+                length: len as u64,
+            }
+        } else {
+            Packet::ReadData {
+                image_id: PROGRAMMER_IMAGE_ID,
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                length: u32::try_from(len).unwrap_or(u32::MAX),
+            }
+        };
+        self.emit(packet.encode());
+        self.state = State::Sahara(SaharaStep::Image { offset, len });
+    }
+
+    fn image_failed(&mut self, status: u32) {
+        self.emit(
+            Packet::EndOfImage {
+                image_id: PROGRAMMER_IMAGE_ID,
+                status,
+            }
+            .encode(),
+        );
+        self.state = State::Sahara(SaharaStep::Failed);
+    }
+
+    /// The next request after `bytes` arrived for `offset`.
+    fn on_image_bytes(&mut self, offset: u64, bytes: &[u8]) {
+        self.image.received += bytes.len() as u64;
+        if offset == 0 {
+            // ELF32 header: e_phoff at 0x1C, e_phentsize at 0x2A, e_phnum at 0x2C.
+            self.image.header = bytes.to_vec();
+            let h = &self.image.header;
+            let u16_at = |at: usize| {
+                h.get(at..at + 2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .unwrap_or(0)
+            };
+            let ok = h.get(..5) == Some(b"\x7fELF\x01");
+            let phoff = h
+                .get(0x1C..0x20)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            let phentsize = u16_at(0x2A);
+            let phnum = u16_at(0x2C);
+            if !ok || phentsize != 32 || phnum == 0 || u32::from(phnum) > MAX_PHDRS {
+                self.image_failed(STATUS_INVALID_ELF_HDR);
+                return;
+            }
+            self.request(u64::from(phoff), usize::from(phnum) * 32);
+            return;
+        }
+        if self.image.segments.is_empty() && self.image.next_segment == 0 {
+            // Program headers: PT_LOAD (1) segments with file bytes.
+            let mut total = 0u64;
+            for ph in bytes.chunks_exact(32) {
+                let w = |at: usize| {
+                    ph.get(at..at + 4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0)
+                };
+                if w(0) == 1 && w(16) > 0 {
+                    self.image
+                        .segments
+                        .push((u64::from(w(4)), u64::from(w(16))));
+                    total += u64::from(w(16));
+                }
+            }
+            if self.image.segments.is_empty() || total > MAX_PROGRAMMER_LEN {
+                self.image_failed(STATUS_INVALID_ELF_HDR);
+                return;
+            }
+        } else {
+            self.image.seg_done += bytes.len() as u64;
+        }
+        // Next piece of the current segment, or the next segment, or the end.
+        while let Some(&(seg_off, seg_len)) = self.image.segments.get(self.image.next_segment) {
+            if self.image.seg_done < seg_len {
+                let left = seg_len - self.image.seg_done;
+                let len = left.min(u64::from(self.config.sahara_read_len));
+                self.request(
+                    seg_off + self.image.seg_done,
+                    usize::try_from(len).unwrap_or(0),
+                );
+                return;
+            }
+            self.image.next_segment += 1;
+            self.image.seg_done = 0;
+        }
+        self.emit(
+            Packet::EndOfImage {
+                image_id: PROGRAMMER_IMAGE_ID,
+                status: 0,
+            }
+            .encode(),
+        );
+        self.state = State::Sahara(SaharaStep::AwaitDone);
+    }
+
+    fn on_sahara_packet(&mut self, step: SaharaStep, packet: Packet) {
+        match (step, packet) {
+            (_, Packet::Reset) => {
+                self.emit(Packet::ResetResponse.encode());
+                self.resets += 1;
+                self.state = State::Off;
+            }
+            (SaharaStep::AwaitHelloResp, Packet::HelloResponse { mode: m, .. }) => {
+                if m == mode::COMMAND {
+                    self.emit(Packet::CommandReady.encode());
+                    self.state = State::Sahara(SaharaStep::Command);
+                } else {
+                    self.image = ImageLoad::default();
+                    self.request(0, 52);
+                }
+            }
+            (SaharaStep::Command, Packet::Execute { command }) => {
+                let len = match command {
+                    exec::SERIAL_NUM_READ => 4,
+                    exec::MSM_HW_ID_READ => 8,
+                    _ => 0,
+                };
+                if len == 0 {
+                    self.image_failed(0x1E);
+                    return;
+                }
+                self.emit(
+                    Packet::ExecuteResponse {
+                        command,
+                        data_len: len,
+                    }
+                    .encode(),
+                );
+                self.state = State::Sahara(SaharaStep::CommandData(command));
+            }
+            (SaharaStep::CommandData(c), Packet::ExecuteData { command }) if c == command => {
+                let data = if c == exec::SERIAL_NUM_READ {
+                    self.config.serial.to_le_bytes().to_vec()
+                } else {
+                    self.config.hw_id.to_le_bytes().to_vec()
+                };
+                self.emit(data);
+                self.state = State::Sahara(SaharaStep::Command);
+            }
+            (SaharaStep::Command, Packet::SwitchMode { .. }) => {
+                self.power_on_hello();
+            }
+            (SaharaStep::AwaitDone, Packet::Done) => {
+                self.emit(Packet::DoneResponse { status: 1 }.encode());
+                self.uploads += 1;
+                self.state = State::Firehose;
+            }
+            _ => self.image_failed(0x01),
+        }
+    }
+
+    fn power_on_hello(&mut self) {
+        self.state = State::Sahara(SaharaStep::AwaitHelloResp);
+        self.emit(
+            Packet::Hello {
+                version: 2,
+                version_compatible: 1,
+                max_command_len: 0x400,
+                mode: mode::IMAGE_TX_PENDING,
+            }
+            .encode(),
+        );
+    }
+
+    fn sahara_input(&mut self) {
+        loop {
+            let State::Sahara(step) = self.state else {
+                return;
+            };
+            if let SaharaStep::Image { offset, len } = step {
+                if self.rx.len() < len {
+                    return;
+                }
+                let bytes: Vec<u8> = self.rx.drain(..len).collect();
+                self.on_image_bytes(offset, &bytes);
+                continue;
+            }
+            if self.rx.len() < 8 {
+                return;
+            }
+            let Ok((_, len)) = peek_header(&self.rx) else {
+                self.rx.clear();
+                self.image_failed(0x04);
+                return;
+            };
+            if self.rx.len() < len {
+                return;
+            }
+            let bytes: Vec<u8> = self.rx.drain(..len).collect();
+            match Packet::decode(&bytes) {
+                Ok(p) => self.on_sahara_packet(step, p),
+                Err(_) => self.image_failed(0x04),
+            }
+        }
+    }
+
+    // ---- Firehose ----
+
+    fn geometry_check(&mut self, e: &Element) -> Result<(u64, u64), String> {
+        let size = e
+            .number("SECTOR_SIZE_IN_BYTES")
+            .map_err(|x| x.to_string())?;
+        if size != self.config.page_size as u64 {
+            return Err(format!(
+                "SECTOR_SIZE_IN_BYTES {size} is not the page size {}",
+                self.config.page_size
+            ));
+        }
+        let start = e.number("start_sector").map_err(|x| x.to_string())?;
+        let count = e
+            .number("num_partition_sectors")
+            .map_err(|x| x.to_string())?;
+        if start
+            .checked_add(count)
+            .is_none_or(|end| end > self.nand.pages())
+        {
+            return Err(format!("sectors {start}+{count} are outside the device"));
+        }
+        Ok((start, count))
+    }
+
+    fn on_firehose_command(&mut self, e: &Element) {
+        if let Some((cmd_name, reason)) = self.faults.nak.clone()
+            && e.name == cmd_name
+        {
+            self.nak(&reason);
+            return;
+        }
+        if e.name != "configure" && e.name != "nop" && self.configured.is_none() {
+            self.nak("send <configure> first");
+            return;
+        }
+        match e.name.as_str() {
+            "nop" => self.ack(false),
+            "configure" => {
+                let memory = e.get("MemoryName").unwrap_or("");
+                if !memory.eq_ignore_ascii_case("nand") {
+                    self.nak(&format!("MemoryName '{memory}' is not supported"));
+                    return;
+                }
+                let max = self.config.max_payload_to_target;
+                let want = e
+                    .number("MaxPayloadSizeToTargetInBytes")
+                    .ok()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .unwrap_or(max);
+                if want > max || want == 0 {
+                    self.send_doc(&[
+                        Element::new("log").attr(
+                            "value",
+                            format!("ERROR: MaxPayloadSizeToTargetInBytes {want} is not supported"),
+                        ),
+                        Element::new("response")
+                            .attr("value", "NAK")
+                            .attr("MaxPayloadSizeToTargetInBytes", max)
+                            .attr("MaxPayloadSizeToTargetInBytesSupported", max),
+                    ]);
+                    return;
+                }
+                self.configured = Some(want);
+                self.send_doc(&[Element::new("response")
+                    .attr("value", "ACK")
+                    .attr("MemoryName", "nand")
+                    .attr("MaxPayloadSizeToTargetInBytes", want)
+                    .attr("MaxPayloadSizeToTargetInBytesSupported", max)
+                    .attr(
+                        "MaxPayloadSizeFromTargetInBytes",
+                        self.config.max_payload_from_target,
+                    )
+                    .attr("rawmode", false)]);
+            }
+            "getstorageinfo" => {
+                let info = format!(
+                    "INFO: {{\"storage_info\": {{\"total_blocks\":{},\"block_size\":{},\"page_size\":{},\"num_physical\":1,\"mem_type\":\"NAND\",\"prod_name\":\"emulated\"}}}}",
+                    self.config.blocks,
+                    self.config.block_size(),
+                    self.config.page_size
+                );
+                self.send_doc(&[
+                    Element::new("log").attr("value", info),
+                    Element::new("response")
+                        .attr("value", "ACK")
+                        .attr("rawmode", false),
+                ]);
+            }
+            "erase" => match self.geometry_check(e) {
+                Err(reason) => self.nak(&reason),
+                Ok((start, count)) => {
+                    let ppb = u64::from(self.config.pages_per_block);
+                    if start % ppb != 0 || count % ppb != 0 {
+                        self.nak("erase must cover whole blocks");
+                        return;
+                    }
+                    let first = start / ppb;
+                    for b in first..first + count / ppb {
+                        let b = u32::try_from(b).unwrap_or(u32::MAX);
+                        if !self.nand.is_bad(b) {
+                            let _ = self.nand.erase_block(b);
+                        }
+                    }
+                    self.ack(false);
+                }
+            },
+            "program" => match self.geometry_check(e) {
+                Err(reason) => self.nak(&reason),
+                Ok((start, count)) => {
+                    let last = e
+                        .number("last_sector")
+                        .unwrap_or_else(|_| self.nand.pages().saturating_sub(1));
+                    self.raw = Some(RawProgram {
+                        command: "program".into(),
+                        cursor: start,
+                        last,
+                        remaining: count,
+                        page: Vec::new(),
+                        error: None,
+                    });
+                    self.ack(true);
+                    if count == 0 {
+                        self.finish_program();
+                    }
+                }
+            },
+            "read" => match self.geometry_check(e) {
+                Err(reason) => self.nak(&reason),
+                Ok((start, count)) => {
+                    self.ack(true);
+                    if self.faults.zlp_before_read {
+                        self.emit(Vec::new());
+                    }
+                    let data = self.nand.read_skipping(start, count);
+                    if data.len() as u64 != count * self.config.page_size as u64 {
+                        // Ran out of good blocks: the data ends short, the response says so.
+                        for piece in data.chunks(self.config.max_payload_from_target.max(1)) {
+                            self.emit(piece.to_vec());
+                        }
+                        self.nak("read ran past the last good block");
+                        return;
+                    }
+                    for piece in data.chunks(self.config.max_payload_from_target.max(1)) {
+                        self.emit(piece.to_vec());
+                    }
+                    self.ack(false);
+                }
+            },
+            "power" => {
+                self.ack(false);
+                if e.get("value")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("reset"))
+                {
+                    // The device leaves download mode once the ACK is out; it takes nothing
+                    // more until it is powered on (re-enters download mode) again.
+                    self.resets += 1;
+                    self.state = State::Off;
+                }
+            }
+            other => self.nak(&format!("Unrecognized tag '{other}'")),
+        }
+    }
+
+    fn finish_program(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            match raw.error {
+                Some(reason) => self.nak(&format!("{}: {reason}", raw.command)),
+                None => self.ack(false),
+            }
+        }
+    }
+
+    fn program_bytes(&mut self, bytes: &[u8]) -> usize {
+        let ps = self.config.page_size;
+        let mut used = 0usize;
+        while let Some(raw) = self.raw.as_mut() {
+            if raw.remaining == 0 {
+                break;
+            }
+            let need = ps - raw.page.len();
+            let take = need.min(bytes.len() - used);
+            if take == 0 {
+                break;
+            }
+            raw.page
+                .extend_from_slice(bytes.get(used..used + take).unwrap_or(&[]));
+            used += take;
+            if raw.page.len() < ps {
+                break;
+            }
+            let page = std::mem::take(&mut raw.page);
+            raw.remaining -= 1;
+            if raw.error.is_none() {
+                match self.nand.next_good(raw.cursor) {
+                    Some(p) if p <= raw.last => {
+                        raw.cursor = p + 1;
+                        match self.nand.program_page(p, &page) {
+                            Ok(()) => {}
+                            Err(Error::PowerLoss) => {
+                                self.cut_power();
+                                return bytes.len();
+                            }
+                            Err(e) => raw.error = Some(e.to_string()),
+                        }
+                    }
+                    _ => raw.error = Some("the partition has no good block left".into()),
+                }
+            }
+            if raw.remaining == 0 {
+                self.finish_program();
+                break;
+            }
+        }
+        used
+    }
+
+    fn firehose_input(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        if let Some(raw) = self.raw.as_mut()
+            && let Some(limit) = self.configured
+            && bytes.len() > limit
+            && raw.error.is_none()
+        {
+            raw.error = Some(format!(
+                "a raw transfer of {} bytes exceeds the negotiated {limit}",
+                bytes.len()
+            ));
+        }
+        if self.raw.is_some() {
+            let used = self.program_bytes(rest);
+            rest = rest.get(used..).unwrap_or(&[]);
+        }
+        if !matches!(self.state, State::Firehose) {
+            return;
+        }
+        self.splitter.push(rest);
+        loop {
+            match self.splitter.next_document() {
+                Ok(Some(elements)) => {
+                    for e in &elements {
+                        self.on_firehose_command(e);
+                        if self.raw.is_some() || !matches!(self.state, State::Firehose) {
+                            break;
+                        }
+                    }
+                    if self.raw.is_some() {
+                        let left = self.splitter.take_raw(usize::MAX);
+                        if !left.is_empty() {
+                            self.firehose_input(&left);
+                        }
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.nak(&format!("XML: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Endpoint for Emulator {
+    fn receive(&mut self, bytes: &[u8]) {
+        let before = self.out.len();
+        match self.state {
+            State::Off => return,
+            State::Sahara(_) => {
+                self.rx.extend_from_slice(bytes);
+                self.sahara_input();
+                if matches!(self.state, State::Firehose) && !self.rx.is_empty() {
+                    let left = std::mem::take(&mut self.rx);
+                    self.firehose_input(&left);
+                }
+            }
+            State::Firehose => self.firehose_input(bytes),
+        }
+        if self.faults.coalesce && self.out.len() > before + 1 {
+            let merged: Vec<u8> = self.out.drain(before..).flatten().collect();
+            self.out.push_back(merged);
+        }
+    }
+
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+}
+
+/// A minimal ELF32 programmer image for the emulator: one loadable segment holding `payload`.
+#[must_use]
+pub fn test_programmer(payload: &[u8]) -> Vec<u8> {
+    let mut elf = vec![0u8; 52];
+    elf[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&40u16.to_le_bytes()); // EM_ARM
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x1C..0x20].copy_from_slice(&52u32.to_le_bytes()); // e_phoff
+    elf[0x28..0x2A].copy_from_slice(&52u16.to_le_bytes()); // e_ehsize
+    elf[0x2A..0x2C].copy_from_slice(&32u16.to_le_bytes()); // e_phentsize
+    elf[0x2C..0x2E].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut ph = Vec::with_capacity(32);
+    for w in [1u32, 84, 0x0800_0000, 0x0800_0000, len, len, 7, 4] {
+        ph.extend_from_slice(&w.to_le_bytes());
+    }
+    elf.extend_from_slice(&ph);
+    elf.extend_from_slice(payload);
+    elf
+}

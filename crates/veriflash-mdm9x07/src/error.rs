@@ -1,0 +1,160 @@
+//! The crate's one error type, and its mapping onto the plugin taxonomy.
+
+use std::fmt;
+
+use veriflash_plugin::PluginError;
+
+/// Why a Sahara or Firehose exchange, a partition table or the emulated device failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Fewer bytes than a field or a packet needs.
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed.
+        need: usize,
+        /// Bytes there were.
+        have: usize,
+    },
+    /// A length the device (or host) declared breaks a named limit or the packet's fixed size.
+    BadLength {
+        /// What the length was for.
+        what: &'static str,
+        /// The length declared.
+        length: u64,
+        /// The limit or the expected length.
+        limit: u64,
+    },
+    /// A Sahara command id this implementation does not know.
+    UnknownCommand(u32),
+    /// A packet or document arrived that the protocol state does not allow.
+    Unexpected {
+        /// What the state machine waited for.
+        expected: &'static str,
+        /// What came instead.
+        got: String,
+    },
+    /// The device reported a failed image transfer (Sahara END_OF_IMAGE status).
+    ImageRejected {
+        /// The Sahara status code.
+        status: u32,
+    },
+    /// The device asked for bytes outside the image being served.
+    ReadOutOfRange {
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        length: u64,
+        /// The image's length.
+        image_len: u64,
+    },
+    /// The chip's MSM hardware id is not an MDM9x07: nothing was uploaded to it.
+    WrongChip {
+        /// The MSM id read over Sahara command mode.
+        msm_id: u32,
+    },
+    /// The Firehose programmer answered NAK.
+    Nak {
+        /// The command that was refused.
+        command: String,
+        /// The reason, from the log lines that preceded the NAK.
+        reason: String,
+    },
+    /// Bytes that should be a Firehose XML document are not one we accept.
+    MalformedXml {
+        /// What is wrong.
+        reason: &'static str,
+        /// Byte offset in the document.
+        offset: usize,
+    },
+    /// The device did not answer in time.
+    Timeout {
+        /// What the host waited for.
+        waiting_for: &'static str,
+    },
+    /// The transport failed.
+    Transport(std::io::Error),
+    /// The (emulated) device lost power.
+    PowerLoss,
+    /// The partition table read from the device is unusable.
+    PartitionTable(String),
+    /// The storage refused an operation (erase-before-write, bad block, out of range).
+    Storage(String),
+    /// The operation is not possible on this device or in this state.
+    Unsupported(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated { what, need, have } => {
+                write!(f, "{what}: needs {need} bytes, has {have}")
+            }
+            Self::BadLength {
+                what,
+                length,
+                limit,
+            } => write!(f, "{what}: length {length} breaks the limit {limit}"),
+            Self::UnknownCommand(c) => write!(f, "unknown Sahara command {c:#x}"),
+            Self::Unexpected { expected, got } => write!(f, "expected {expected}, got {got}"),
+            Self::ImageRejected { status } => {
+                write!(
+                    f,
+                    "the device rejected the programmer image (Sahara status {status:#x})"
+                )
+            }
+            Self::ReadOutOfRange {
+                offset,
+                length,
+                image_len,
+            } => write!(
+                f,
+                "the device asked for {length} bytes at {offset} of a {image_len}-byte image"
+            ),
+            Self::WrongChip { msm_id } => write!(
+                f,
+                "the chip's MSM id {msm_id:#010x} ({}) is not an MDM9207/MDM9607; nothing was uploaded",
+                crate::sahara::chip_name(*msm_id).unwrap_or("unknown chip")
+            ),
+            Self::Nak { command, reason } => {
+                write!(f, "the programmer refused '{command}': {reason}")
+            }
+            Self::MalformedXml { reason, offset } => {
+                write!(f, "malformed Firehose XML at byte {offset}: {reason}")
+            }
+            Self::Timeout { waiting_for } => {
+                write!(f, "timed out waiting for {waiting_for}")
+            }
+            Self::Transport(e) => write!(f, "transport: {e}"),
+            Self::PowerLoss => f.write_str("the device lost power"),
+            Self::PartitionTable(m) => write!(f, "partition table: {m}"),
+            Self::Storage(m) => write!(f, "storage: {m}"),
+            Self::Unsupported(m) => write!(f, "unsupported: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for PluginError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Transport(e) => Self::Transport(e),
+            Error::Timeout { .. } => Self::Transport(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                err.to_string(),
+            )),
+            Error::PowerLoss => Self::PowerLoss,
+            Error::WrongChip { .. } | Error::Unsupported(_) => Self::Unsupported(err.to_string()),
+            other => Self::Device(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The properties the MDM9x07 plugin's fuzz targets check: the parsers of bytes a (possibly
+//! hostile or broken) device sends. Included with `#[path]` by `fuzz_targets/{sahara,firehose,
+//! mibib}.rs` and by `crates/veriflash-mdm9x07/tests/fuzz_replay.rs` (stable), kept apart from
+//! `checks.rs` because the core's replay test cannot see the plugin crate.
+
+#![allow(clippy::panic)]
+
+use veriflash_mdm9x07::firehose::{Splitter, parse_document};
+use veriflash_mdm9x07::mibib::Table;
+use veriflash_mdm9x07::sahara::Packet;
+
+/// Every target of this file.
+pub const TARGETS: &[&str] = &["sahara", "firehose", "mibib"];
+
+/// Runs the check of `target` on `data`; `false` if there is no such target.
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match target {
+        "sahara" => sahara(data),
+        "firehose" => firehose(data),
+        "mibib" => mibib(data),
+        _ => return false,
+    }
+    true
+}
+
+/// `Packet::decode`: a decoded packet re-encodes to exactly the bytes it came from.
+pub fn sahara(data: &[u8]) {
+    if let Ok(packet) = Packet::decode(data) {
+        assert_eq!(packet.encode(), data, "Sahara packet does not round-trip");
+    }
+}
+
+/// The Firehose response path: the input cut into two pushes at a point taken from its first
+/// byte must give the same documents as one push, and the splitter's buffer stays bounded.
+pub fn firehose(data: &[u8]) {
+    let _ = parse_document(data);
+    let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let drain = |pieces: &[&[u8]]| {
+        let mut splitter = Splitter::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            splitter.push(piece);
+            // Each document either parses or is dropped; stop when nothing is left to take.
+            for _ in 0..=data.len() {
+                match splitter.next_document() {
+                    Ok(Some(doc)) => out.push(Ok(doc)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e.to_string()));
+                        if splitter.buffered() == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (out, splitter.buffered())
+    };
+    let (whole, left_whole) = drain(&[data]);
+    let (split, left_split) = drain(&[&data[..cut], &data[cut..]]);
+    if whole.iter().all(Result::is_ok) && split.iter().all(Result::is_ok) {
+        assert_eq!(whole, split, "documents depend on how the stream was cut");
+        assert_eq!(left_whole, left_split);
+    }
+}
+
+/// `Table::parse`: a parsed table re-encodes to a prefix of the input, and placing it on any
+/// device size keeps every partition inside the device.
+pub fn mibib(data: &[u8]) {
+    let Ok(table) = Table::parse(data) else {
+        return;
+    };
+    let encoded = table.encode();
+    assert_eq!(
+        &data[..encoded.len().min(data.len())],
+        encoded.as_slice(),
+        "MIBIB does not round-trip"
+    );
+    for total in [0u32, 1, 64, 1024, u32::MAX] {
+        if let Ok(placed) = table.place(total) {
+            for p in &placed {
+                assert!(
+                    u64::from(p.first_block) + u64::from(p.blocks) <= u64::from(total),
+                    "a placed partition leaves the device"
+                );
+            }
+        }
+    }
+}
