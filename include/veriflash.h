@@ -288,6 +288,16 @@ typedef uint32_t veriflash_slot;
 #define VERIFLASH_IMAGE_DIGEST_MISMATCH 31
 
 /**
+ * A compressed chunk does not decompress to its signed length.
+ */
+#define VERIFLASH_DECOMPRESSED_LENGTH_MISMATCH 32
+
+/**
+ * A compressed chunk cannot be decompressed within the format's limits.
+ */
+#define VERIFLASH_DECOMPRESSION_FAILED 33
+
+/**
  * The package is for another product.
  */
 #define VERIFLASH_WRONG_PRODUCT 40
@@ -356,6 +366,21 @@ typedef uint32_t veriflash_slot;
  * A source or device stopped answering within its time limit.
  */
 #define VERIFLASH_TIMEOUT 53
+
+/**
+ * The download server failed or answered wrongly.
+ */
+#define VERIFLASH_SERVER_ERROR 54
+
+/**
+ * The package changed on the server during the download.
+ */
+#define VERIFLASH_SOURCE_CHANGED 55
+
+/**
+ * The download server's TLS certificate was not trusted or the handshake failed.
+ */
+#define VERIFLASH_TLS_ERROR 56
 
 /**
  * The operation was cancelled (the progress callback returned `VERIFLASH_CANCEL`).

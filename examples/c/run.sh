@@ -35,7 +35,10 @@ gcc "${cflags[@]}" examples/c/verify_and_flash.c "$lib_dir/libveriflash_ffi.a" \
 gcc "${cflags[@]}" examples/c/verify_and_flash.c -L "$lib_dir" -lveriflash_ffi \
   -Wl,-rpath,"$lib_dir" -o "$work/vf_shared"
 # The shared build must really use the shared library.
-ldd "$work/vf_shared" | grep -q "libveriflash_ffi.so" || fail "vf_shared does not load libveriflash_ffi.so"
+# (ldd's output goes to a file first: `grep -q` would close the pipe early, and under pipefail
+# ldd's SIGPIPE would fail the check.)
+ldd "$work/vf_shared" > "$work/ldd.txt"
+grep -q "libveriflash_ffi.so" "$work/ldd.txt" || fail "vf_shared does not load libveriflash_ffi.so"
 
 step "make a key, a package, a tampered copy and devices with the CLI"
 "$cli" keygen --out "$work/vendor.pem" >/dev/null
@@ -129,13 +132,15 @@ for kind in static shared; do
   target=$(new_device "dev-$kind.img")
   run "good-$kind" 0 "$work/vf_$kind" "$work/vendor.pub.pem" "$work/good.vfp" "$target"
   check_good "good-$kind"
-  "$cli" status --target "$target" | grep -Eq "active slot +b" || fail "the CLI does not see slot b active"
+  "$cli" status --target "$target" >"$work/status.txt"
+  grep -Eq "active slot +b" "$work/status.txt" || fail "the CLI does not see slot b active"
 
   step "$kind: tampered package is refused with code 30"
   target=$(new_device "dev-$kind-tampered.img")
   run "tampered-$kind" 30 "$work/vf_$kind" "$work/vendor.pub.pem" "$work/tampered.vfp" "$target"
   check_tampered "tampered-$kind"
-  "$cli" status --target "$target" | grep -Eq "active slot +a" || fail "the tampered run changed the device"
+  "$cli" status --target "$target" >"$work/status.txt"
+  grep -Eq "active slot +a" "$work/status.txt" || fail "the tampered run changed the device"
 
   step "$kind: a key that did not sign is refused with code 21"
   "$cli" keygen --out "$work/other-$kind.pem" >/dev/null

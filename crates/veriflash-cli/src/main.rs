@@ -7,6 +7,7 @@
 
 mod demo;
 mod device;
+mod fetch;
 mod flash;
 mod inspect;
 mod keygen;
@@ -83,6 +84,18 @@ enum Command {
         /// made elsewhere (`openssl dgst -sha256 -sign`, an HSM) and attached by `veriflash sign`.
         #[arg(long)]
         unsigned: bool,
+        /// Compress each chunk with Zstandard at LEVEL (1-22; 9 when only --compress is given),
+        /// keeping a chunk raw when compression does not save at least 1/32 of it. Makes a
+        /// format version 2 package (version 1 if no chunk compresses).
+        #[arg(
+            long,
+            value_name = "LEVEL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "9",
+            value_parser = clap::value_parser!(i32).range(1..=22)
+        )]
+        compress: Option<i32>,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -154,7 +167,8 @@ enum Command {
         after_help = "Example:\n  veriflash flash update.vfp --trust vendor.pub.pem --target file:device.img"
     )]
     Flash {
-        /// The package file.
+        /// The package file, or an http:// or https:// URL to download, verify and flash in
+        /// one streaming pass (every chunk checked before it is written).
         package: PathBuf,
         /// Trusted public key (PEM), or a directory of them.
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
@@ -162,7 +176,34 @@ enum Command {
         /// The device: `file:PATH` for a file-backed device.
         #[arg(long, value_name = "TARGET")]
         target: String,
+        /// For an https:// PACKAGE: trust the CA certificates in this PEM file (the device's
+        /// trust store) instead of Mozilla's roots.
+        #[arg(long, value_name = "CA.pem")]
+        ca: Option<PathBuf>,
         /// Print events and the result as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a package over HTTP(S) and verify it: the header, manifest and signatures
+    /// first, then each chunk as it arrives (broken connections resume, corrupted chunks are
+    /// fetched again). A partial download is kept as OUT.partial and resumed by the next run;
+    /// OUT appears only once the whole package verified.
+    #[command(
+        after_help = "Example:\n  veriflash fetch https://updates.example.com/x1/2.4.0.vfp --out update.vfp --trust vendor.pub.pem"
+    )]
+    Fetch {
+        /// The package's http:// or https:// URL.
+        url: String,
+        /// Where to write the verified package.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Trusted public keys and/or root certificates (PEM), or a directory of them.
+        #[arg(long, value_name = "PUBKEY_OR_DIR")]
+        trust: PathBuf,
+        /// For https://: trust the CA certificates in this PEM file instead of Mozilla's roots.
+        #[arg(long, value_name = "CA.pem")]
+        ca: Option<PathBuf>,
+        /// Print the result (or the error with its code and remedy) as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -220,8 +261,9 @@ fn main() -> ExitCode {
             key,
             cert,
             unsigned,
+            compress,
             out,
-        } => pack::run_with(&manifest, &key, &cert, unsigned, &out),
+        } => pack::run_with(&manifest, &key, &cert, unsigned, compress, &out),
         Command::Sign {
             manifest,
             tbs,
@@ -237,6 +279,7 @@ fn main() -> ExitCode {
             pubkey: pubkey.as_deref(),
             cert: cert.as_deref(),
             pss,
+            compress: None,
             out: &out,
         }),
         Command::Inspect { package, json } => inspect::run(&package, json),
@@ -261,8 +304,16 @@ fn main() -> ExitCode {
             package,
             trust,
             target,
+            ca,
             json,
-        } => flash::run(&package, &trust, &target, json),
+        } => flash::run_with_ca(&package, &trust, &target, ca.as_deref(), json),
+        Command::Fetch {
+            url,
+            out,
+            trust,
+            ca,
+            json,
+        } => fetch::run(&url, &out, &trust, ca.as_deref(), json),
         Command::Status { target, json } => device::status(&target, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Demo => demo::run(),

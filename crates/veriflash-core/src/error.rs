@@ -172,6 +172,17 @@ error_kinds! {
     ImageDigestMismatch = 31, "image_digest_mismatch", Security,
         "an image does not match its signed whole-image digest",
         "Do not install this package; report it to its vendor.";
+    /// A compressed chunk matched its signed digest but decompresses to more or fewer bytes
+    /// than its signed decompressed length (a packer bug or a decompression bomb); decoding
+    /// stopped at the signed length.
+    DecompressedLengthMismatch = 32, "decompressed_length_mismatch", Security,
+        "a compressed chunk does not decompress to its signed length",
+        "Do not install this package; report it to its vendor.";
+    /// A compressed chunk matched its signed digest but is not a frame this veriflash decodes
+    /// within its limits (corrupt frame, window over 8 MiB, a dictionary, several frames).
+    DecompressionFailed = 33, "decompression_failed", Security,
+        "a compressed chunk cannot be decompressed within the format's limits",
+        "Do not install this package; report it to its vendor (re-pack with `veriflash pack --compress`).";
     /// The package is for another product.
     WrongProduct = 40, "wrong_product", Permanent,
         "the package is for another product",
@@ -228,6 +239,21 @@ error_kinds! {
     Timeout = 53, "timeout", Retryable,
         "a source or device stopped responding",
         "Check the connection or the server and run again; nothing was committed.";
+    /// The download server failed: it could not be reached, answered with an error status,
+    /// or sent a response that does not fit the request (a wrong range).
+    ServerError = 54, "server_error", Retryable,
+        "the download server failed or answered wrongly",
+        "Check the URL and the server, then run again; a partial download resumes where it stopped.";
+    /// The package changed on the server during the download (another ETag, Last-Modified or
+    /// length than when the download began).
+    SourceChanged = 55, "source_changed", Retryable,
+        "the package changed on the server during the download",
+        "Run the download again: it starts over with the new package.";
+    /// The TLS connection to the download server failed: its certificate did not verify
+    /// against the trusted CAs, or the handshake failed.
+    TlsError = 56, "tls_error", Security,
+        "the download server's TLS certificate was not trusted or the handshake failed",
+        "Check the URL and --ca (the CA that issued the server's certificate); do not disable verification.";
     /// The operation was cancelled by the caller.
     Cancelled = 60, "cancelled", UserAction,
         "the operation was cancelled",
@@ -340,7 +366,18 @@ impl Error {
 
     /// An I/O failure; a timed-out read is a [`ErrorKind::Timeout`], anything else
     /// [`ErrorKind::Io`].
+    ///
+    /// An `io::Error` that carries an [`Error`] (a source that verifies and classifies its own
+    /// failures, such as an OTA download) gives that error back unchanged.
     pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        if err.get_ref().is_some_and(|inner| inner.is::<Self>()) {
+            if let Some(inner) = err.into_inner()
+                && let Ok(ours) = inner.downcast::<Self>()
+            {
+                return *ours;
+            }
+            return Self::new(ErrorKind::Io, format!("{context}: an I/O error was lost"));
+        }
         let kind = if err.kind() == std::io::ErrorKind::TimedOut {
             ErrorKind::Timeout
         } else {

@@ -1,17 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod compress;
 mod convert;
 pub mod error;
 pub mod flash;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod ota;
 pub mod pack;
 pub mod package;
 pub mod source;
 pub mod trust;
 
+pub use compress::ZstdDecoder;
 pub use error::{Category, Error, ErrorKind, Location};
 pub use flash::{CancelToken, Event, InstallPolicy, Phase, check_policy, install};
-pub use pack::{ImageData, ImageSource, PackageSpec, UnsignedPackage};
+pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{
     ImageReport, PackageReader, VerifiedManifest, VerifiedPackage, VerifyReport, verify_file,
 };

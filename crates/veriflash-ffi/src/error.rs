@@ -58,6 +58,10 @@ pub const VERIFLASH_CERTIFICATE_EXPIRED: veriflash_result = 27;
 pub const VERIFLASH_INTEGRITY_MISMATCH: veriflash_result = 30;
 /// Every chunk matched but the whole-image digest did not.
 pub const VERIFLASH_IMAGE_DIGEST_MISMATCH: veriflash_result = 31;
+/// A compressed chunk does not decompress to its signed length.
+pub const VERIFLASH_DECOMPRESSED_LENGTH_MISMATCH: veriflash_result = 32;
+/// A compressed chunk cannot be decompressed within the format's limits.
+pub const VERIFLASH_DECOMPRESSION_FAILED: veriflash_result = 33;
 // Policy (40–49).
 /// The package is for another product.
 pub const VERIFLASH_WRONG_PRODUCT: veriflash_result = 40;
@@ -88,6 +92,12 @@ pub const VERIFLASH_TRANSPORT_ERROR: veriflash_result = 51;
 pub const VERIFLASH_READ_BACK_MISMATCH: veriflash_result = 52;
 /// A source or device stopped answering within its time limit.
 pub const VERIFLASH_TIMEOUT: veriflash_result = 53;
+/// The download server failed or answered wrongly.
+pub const VERIFLASH_SERVER_ERROR: veriflash_result = 54;
+/// The package changed on the server during the download.
+pub const VERIFLASH_SOURCE_CHANGED: veriflash_result = 55;
+/// The download server's TLS certificate was not trusted or the handshake failed.
+pub const VERIFLASH_TLS_ERROR: veriflash_result = 56;
 // Run control (60–69).
 /// The operation was cancelled (the progress callback returned `VERIFLASH_CANCEL`).
 pub const VERIFLASH_CANCELLED: veriflash_result = 60;
@@ -141,6 +151,11 @@ const CODES: &[(veriflash_result, &CStr)] = &[
     (VERIFLASH_CERTIFICATE_EXPIRED, c"certificate_expired"),
     (VERIFLASH_INTEGRITY_MISMATCH, c"integrity_mismatch"),
     (VERIFLASH_IMAGE_DIGEST_MISMATCH, c"image_digest_mismatch"),
+    (
+        VERIFLASH_DECOMPRESSED_LENGTH_MISMATCH,
+        c"decompressed_length_mismatch",
+    ),
+    (VERIFLASH_DECOMPRESSION_FAILED, c"decompression_failed"),
     (VERIFLASH_WRONG_PRODUCT, c"wrong_product"),
     (VERIFLASH_WRONG_CHIPSET, c"wrong_chipset"),
     (
@@ -158,6 +173,9 @@ const CODES: &[(veriflash_result, &CStr)] = &[
     (VERIFLASH_TRANSPORT_ERROR, c"transport_error"),
     (VERIFLASH_READ_BACK_MISMATCH, c"read_back_mismatch"),
     (VERIFLASH_TIMEOUT, c"timeout"),
+    (VERIFLASH_SERVER_ERROR, c"server_error"),
+    (VERIFLASH_SOURCE_CHANGED, c"source_changed"),
+    (VERIFLASH_TLS_ERROR, c"tls_error"),
     (VERIFLASH_CANCELLED, c"cancelled"),
     (VERIFLASH_INTERRUPTED, c"interrupted"),
     (VERIFLASH_IO, c"io"),
