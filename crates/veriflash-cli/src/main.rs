@@ -84,18 +84,8 @@ enum Command {
         /// made elsewhere (`openssl dgst -sha256 -sign`, an HSM) and attached by `veriflash sign`.
         #[arg(long)]
         unsigned: bool,
-        /// Compress each chunk with Zstandard at LEVEL (1-22; 9 when only --compress is given),
-        /// keeping a chunk raw when compression does not save at least 1/32 of it. Makes a
-        /// format version 2 package (version 1 if no chunk compresses).
-        #[arg(
-            long,
-            value_name = "LEVEL",
-            num_args = 0..=1,
-            require_equals = true,
-            default_missing_value = "9",
-            value_parser = clap::value_parser!(i32).range(1..=22)
-        )]
-        compress: Option<i32>,
+        #[command(flatten)]
+        compress: CompressArg,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -125,6 +115,9 @@ enum Command {
         /// The RSA signature is PSS (SHA-256, MGF1-SHA-256, salt 32).
         #[arg(long)]
         pss: bool,
+        /// The same --compress level `pack --unsigned` was given, if any.
+        #[command(flatten)]
+        compress: CompressArg,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -225,6 +218,23 @@ enum Command {
     Demo,
 }
 
+/// `--compress[=LEVEL]`, shared by `pack` and `sign` (which must pack the images the same way).
+#[derive(Debug, clap::Args)]
+struct CompressArg {
+    /// Compress each chunk with Zstandard at LEVEL (1-22; 9 when only --compress is given),
+    /// keeping a chunk raw when compression does not save at least 1/32 of it. Makes a
+    /// format version 2 package (version 1 if no chunk compresses).
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "9",
+        value_parser = clap::value_parser!(i32).range(1..=22)
+    )]
+    compress: Option<i32>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DeviceCommand {
     /// Create a file-backed device from a layout description (TOML).
@@ -263,7 +273,7 @@ fn main() -> ExitCode {
             unsigned,
             compress,
             out,
-        } => pack::run_with(&manifest, &key, &cert, unsigned, compress, &out),
+        } => pack::run_with(&manifest, &key, &cert, unsigned, compress.compress, &out),
         Command::Sign {
             manifest,
             tbs,
@@ -271,6 +281,7 @@ fn main() -> ExitCode {
             pubkey,
             cert,
             pss,
+            compress,
             out,
         } => pack::sign(&pack::SignArgs {
             manifest: &manifest,
@@ -279,7 +290,7 @@ fn main() -> ExitCode {
             pubkey: pubkey.as_deref(),
             cert: cert.as_deref(),
             pss,
-            compress: None,
+            compress: compress.compress,
             out: &out,
         }),
         Command::Inspect { package, json } => inspect::run(&package, json),

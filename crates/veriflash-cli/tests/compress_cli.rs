@@ -116,3 +116,90 @@ file = "rootfs.img"
         assert!(o.status.success(), "{package}: {}", text(&o.stderr));
     }
 }
+
+#[test]
+fn split_signing_a_compressed_package_needs_the_same_compress_level_on_both_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rootfs: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| format!("entry {}\n", i % 313).into_bytes())
+        .take(1_500_000)
+        .collect();
+    std::fs::write(dir.join("rootfs.img"), &rootfs).unwrap();
+    std::fs::write(
+        dir.join("update.toml"),
+        "product = \"p\"\nchipset = \"c\"\nversion = \"1\"\nsecurity_version = 1\n\
+         [[image]]\nname = \"rootfs\"\npartition = \"system\"\nfile = \"rootfs.img\"\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "k.pem",
+    ]);
+    openssl(&["pkey", "-in", "k.pem", "-pubout", "-out", "k.pub.pem"]);
+    let out = veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--unsigned",
+            "--compress=3",
+            "--out",
+            "u.tbs",
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    openssl(&[
+        "dgst", "-sha256", "-sign", "k.pem", "-out", "sig.der", "u.tbs",
+    ]);
+    let sign = |compress: Option<&str>| {
+        let mut args = vec![
+            "sign",
+            "--manifest",
+            "update.toml",
+            "--tbs",
+            "u.tbs",
+            "--signature",
+            "sig.der",
+            "--pubkey",
+            "k.pub.pem",
+            "--out",
+            "u.vfp",
+        ];
+        args.extend(compress);
+        veriflash(&args, dir)
+    };
+    // Without the level the images pack differently, and `sign` says so instead of attaching.
+    let out = sign(None);
+    assert!(
+        !out.status.success(),
+        "sign without --compress accepted a compressed .tbs"
+    );
+    let out = sign(Some("--compress=3"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = veriflash(&["verify", "--trust", "k.pub.pem", "u.vfp"], dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let size = std::fs::metadata(dir.join("u.vfp")).unwrap().len();
+    assert!(
+        size < rootfs.len() as u64 / 2,
+        "the signed package is compressed ({size} bytes)"
+    );
+}

@@ -142,16 +142,45 @@ impl InstallPolicy {
 
     /// The parallel-verification settings that keep chunk buffers within the memory budget:
     /// as many buffers in flight as the budget holds, at most two per thread, at least one
-    /// (a package whose chunk alone exceeds the budget is refused by [`check_policy`]).
-    fn parallel_options(&self, largest_chunk: u64) -> ParallelOptions {
+    /// (a package whose chunk alone exceeds the budget is refused by [`check_policy`]). A
+    /// package with compressed chunks needs a second (decode) buffer per buffer in flight.
+    fn parallel_options(&self, chunks: ChunkMemory) -> ParallelOptions {
         let options = ParallelOptions::new().threads(self.threads);
         let min_buffer = (DEFAULT_MIN_BUFFER_LEN as u64).min(self.memory_budget);
-        let buffer = largest_chunk.max(min_buffer).max(1);
+        let buffer = chunks.largest.max(min_buffer).max(1);
+        let per_slot = buffer.saturating_mul(if chunks.compressed { 2 } else { 1 });
         let wanted = options.resolved_threads().saturating_mul(2);
-        let fits = usize::try_from(self.memory_budget / buffer).unwrap_or(usize::MAX);
+        let fits = usize::try_from(self.memory_budget / per_slot).unwrap_or(usize::MAX);
         options
             .max_in_flight(wanted.min(fits).max(1))
             .min_buffer_len(usize::try_from(min_buffer).unwrap_or(DEFAULT_MIN_BUFFER_LEN))
+    }
+}
+
+/// What one chunk in flight costs: the largest chunk, and whether decoding needs a second buffer.
+#[derive(Clone, Copy, Debug)]
+struct ChunkMemory {
+    largest: u64,
+    compressed: bool,
+}
+
+impl ChunkMemory {
+    fn of(m: &Manifest) -> Self {
+        Self {
+            largest: m
+                .images
+                .iter()
+                .map(|i| u64::from(i.chunk_size))
+                .max()
+                .unwrap_or(0),
+            compressed: m.images.iter().any(|i| !i.stored_chunks.is_empty()),
+        }
+    }
+
+    /// Bytes for one chunk in flight: its buffer, and its decode buffer when compressed.
+    fn one(self) -> u64 {
+        self.largest
+            .saturating_mul(if self.compressed { 2 } else { 1 })
     }
 }
 
@@ -317,17 +346,18 @@ fn check_policy_except(
         bytes_to_write =
             bytes_to_write.saturating_add(image.size.div_ceil(unit).saturating_mul(unit));
     }
-    let largest_chunk = m
-        .images
-        .iter()
-        .map(|i| u64::from(i.chunk_size))
-        .max()
-        .unwrap_or(0);
-    if largest_chunk > policy.memory_budget {
+    let chunks = ChunkMemory::of(m);
+    if chunks.one() > policy.memory_budget {
         return Err(Error::new(
             ErrorKind::InsufficientMemory,
             format!(
-                "chunks of {largest_chunk} bytes exceed the memory budget of {} bytes",
+                "one chunk in flight needs {} bytes{}, over the memory budget of {} bytes",
+                chunks.one(),
+                if chunks.compressed {
+                    " (stored and decoded)"
+                } else {
+                    ""
+                },
                 policy.memory_budget
             ),
         ));
@@ -463,13 +493,7 @@ fn run<R: Read>(
 
     let is_loader = |partition: &str| loader.as_deref() == Some(partition);
     let total: u64 = m.images.iter().map(|i| i.size).sum();
-    let largest_chunk = m
-        .images
-        .iter()
-        .map(|i| u64::from(i.chunk_size))
-        .max()
-        .unwrap_or(0);
-    let package = package.with_options(policy.parallel_options(largest_chunk));
+    let package = package.with_options(policy.parallel_options(ChunkMemory::of(m)));
     // From the begin on the device holds a journal: every failure must abort it.
     let outcome = (|| {
         let report = package.stream(|image, chunk| {
@@ -645,11 +669,15 @@ mod tests {
         let policy = InstallPolicy::default()
             .with_threads(4)
             .with_memory_budget(3 << 20);
-        let options = policy.parallel_options(1 << 20);
+        let raw = |largest| ChunkMemory {
+            largest,
+            compressed: false,
+        };
+        let options = policy.parallel_options(raw(1 << 20));
         assert_eq!(options.max_in_flight, 3, "3 MiB holds three 1 MiB chunks");
         let roomy = InstallPolicy::default()
             .with_threads(2)
-            .parallel_options(1 << 20);
+            .parallel_options(raw(1 << 20));
         assert_eq!(
             roomy.max_in_flight, 4,
             "two per thread when the budget allows"
@@ -657,9 +685,18 @@ mod tests {
         let tight = InstallPolicy::default()
             .with_threads(2)
             .with_memory_budget(64 << 10)
-            .parallel_options(4096);
+            .parallel_options(raw(4096));
         assert_eq!(tight.min_buffer_len, 64 << 10);
         assert_eq!(tight.max_in_flight, 1);
+        // Compressed chunks need a decode buffer beside each stored one.
+        let compressed = policy.parallel_options(ChunkMemory {
+            largest: 1 << 20,
+            compressed: true,
+        });
+        assert_eq!(
+            compressed.max_in_flight, 1,
+            "3 MiB holds one 2 x 1 MiB slot"
+        );
     }
 
     #[test]
