@@ -23,10 +23,18 @@ pub fn run(target: &str, data: &[u8]) -> bool {
     true
 }
 
-/// `Packet::decode`: a decoded packet re-encodes to exactly the bytes it came from.
+/// `Packet::decode`: a decoded packet re-encodes to a packet that decodes to the same value
+/// with the same length. (Not byte-identical: devices fill reserved words as they like, and the
+/// decoder rightly ignores them, as qdl does.)
 pub fn sahara(data: &[u8]) {
     if let Ok(packet) = Packet::decode(data) {
-        assert_eq!(packet.encode(), data, "Sahara packet does not round-trip");
+        let encoded = packet.encode();
+        assert_eq!(encoded.len(), data.len(), "Sahara packet changes length");
+        assert_eq!(
+            Packet::decode(&encoded).ok(),
+            Some(packet),
+            "Sahara packet does not round-trip"
+        );
     }
 }
 
@@ -64,16 +72,17 @@ pub fn firehose(data: &[u8]) {
     }
 }
 
-/// `Table::parse`: a parsed table re-encodes to a prefix of the input, and placing it on any
-/// device size keeps every partition inside the device.
+/// `Table::parse`: a parsed table re-encodes to a table that parses to the same value (bytes
+/// after a name's NUL are ignored, as the kernel's parser does), and placing it on any device
+/// size keeps every partition inside the device.
 pub fn mibib(data: &[u8]) {
     let Ok(table) = Table::parse(data) else {
         return;
     };
     let encoded = table.encode();
     assert_eq!(
-        &data[..encoded.len().min(data.len())],
-        encoded.as_slice(),
+        Table::parse(&encoded).ok().as_ref(),
+        Some(&table),
         "MIBIB does not round-trip"
     );
     for total in [0u32, 1, 64, 1024, u32::MAX] {

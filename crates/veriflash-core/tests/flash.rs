@@ -107,6 +107,19 @@ fn package(
     }
 }
 
+/// A device that has had the version-5 package (seed 1) installed: slot B active, floor 5.
+fn device_running_v5(dir: &Path, name: &str, key: &SigningKey, trust: &PinnedKeys) -> PathBuf {
+    let path = new_device(dir, name);
+    flash(
+        &path,
+        &package(key, |_| {}, 1, 5).bytes,
+        trust,
+        &InstallPolicy::default(),
+    )
+    .unwrap();
+    path
+}
+
 fn new_device(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     FileDevice::create(&path, &layout()).unwrap();
@@ -234,14 +247,7 @@ fn refusals_write_nothing_to_the_device() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate_p256().unwrap();
     let t = trust(&key);
-    let path = new_device(dir.path(), "dev.img");
-    flash(
-        &path,
-        &package(&key, |_| {}, 1, 5).bytes,
-        &t,
-        &InstallPolicy::default(),
-    )
-    .unwrap();
+    let path = device_running_v5(dir.path(), "dev.img", &key, &t);
     let before = std::fs::read(&path).unwrap();
 
     let cases: Vec<(&str, Pkg, InstallPolicy, ErrorKind)> = vec![
@@ -336,14 +342,7 @@ fn corrupt_chunk_in_image_two_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate_p256().unwrap();
     let t = trust(&key);
-    let path = new_device(dir.path(), "dev.img");
-    flash(
-        &path,
-        &package(&key, |_| {}, 1, 5).bytes,
-        &t,
-        &InstallPolicy::default(),
-    )
-    .unwrap();
+    let path = device_running_v5(dir.path(), "dev.img", &key, &t);
     let mut pkg = package(&key, |_| {}, 2, 6);
     let len = pkg.bytes.len();
     pkg.bytes[len - 50_000] ^= 0x10; // in the middle of rootfs
@@ -370,14 +369,7 @@ fn power_cut_at_every_storage_operation_never_bricks() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate_p256().unwrap();
     let t = trust(&key);
-    let base = new_device(dir.path(), "base.img");
-    flash(
-        &base,
-        &package(&key, |_| {}, 1, 5).bytes,
-        &t,
-        &InstallPolicy::default(),
-    )
-    .unwrap();
+    let base = device_running_v5(dir.path(), "base.img", &key, &t);
     let update = package(&key, |_| {}, 2, 6);
 
     // Count the operations of an uninterrupted install.
