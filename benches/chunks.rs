@@ -14,6 +14,7 @@ use std::io;
 use criterion::{Throughput, criterion_group, criterion_main};
 use veriflash::hash::{
     ImageExpectation, ParallelOptions, digest_slice, sha256, verify_reader, verify_reader_parallel,
+    verify_slice_parallel,
 };
 
 const IMAGE_LEN: usize = 64 << 20;
@@ -64,6 +65,19 @@ fn chunks(c: &mut criterion::Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| {
                     verify_reader_parallel(&mut data.as_slice(), expect, options, |c| {
+                        black_box(c.bytes().len());
+                        Ok::<(), io::Error>(())
+                    })
+                    .unwrap()
+                });
+            });
+        }
+        // The zero-copy path: chunks hashed where they lie in the caller's buffer.
+        for threads in [1, 2] {
+            let options = ParallelOptions::new().threads(threads);
+            group.bench_function(format!("slice_{threads}t"), |b| {
+                b.iter(|| {
+                    verify_slice_parallel(&data, expect, options, |c| {
                         black_box(c.bytes().len());
                         Ok::<(), io::Error>(())
                     })

@@ -11,6 +11,8 @@ mod io;
 #[cfg(feature = "std")]
 mod parallel;
 mod sha;
+#[cfg(feature = "std")]
+mod slice;
 mod verify;
 
 pub use digest::{ImageDigester, ImageDigests, chunk_count, digest_slice};
@@ -23,6 +25,8 @@ pub use parallel::{
     verify_stored_reader_parallel,
 };
 pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
+#[cfg(feature = "std")]
+pub use slice::verify_slice_parallel;
 pub use verify::{
     ChunkDecoder, ChunkEncoding, ChunkVerifier, DecodeError, ExpectedChunk, ImageExpectation,
     StoredChunk, VerifiedChunk,

@@ -341,3 +341,94 @@ proptest! {
         prop_assert_eq!(p_seen, s_seen);
     }
 }
+
+mod slice {
+    use super::*;
+    use veriflash_hash::verify_slice_parallel;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slice_path_delivers_every_chunk_in_order_from_the_callers_bytes() {
+        let data = noise(1_000_003, 7);
+        let digests = digest_slice(&data, 4096).unwrap();
+        for threads in [1, 2, 3] {
+            let expect = ImageExpectation {
+                size: digests.size,
+                chunk_size: 4096,
+                digest: &digests.digest,
+                chunk_digests: &digests.chunk_digests,
+            };
+            let mut next = 0u64;
+            let digest = verify_slice_parallel(
+                &data,
+                expect,
+                ParallelOptions::new()
+                    .threads(threads)
+                    .check_whole_image(true),
+                |chunk| {
+                    assert_eq!(chunk.index(), next);
+                    let start = usize::try_from(chunk.offset()).unwrap();
+                    // Borrowed in place: the very bytes of the caller's buffer, no copy.
+                    assert!(std::ptr::eq(chunk.bytes().as_ptr(), data[start..].as_ptr()));
+                    next += 1;
+                    Ok::<(), ()>(())
+                },
+            )
+            .unwrap();
+            assert_eq!(digest, digests.digest);
+            assert_eq!(next, digests.chunk_digests.len() as u64);
+        }
+    }
+
+    #[test]
+    fn slice_path_reports_the_lowest_bad_chunk_and_delivers_nothing_after_it() {
+        let mut data = noise(300_000, 9);
+        let digests = digest_slice(&data, 4096).unwrap();
+        data[5 * 4096 + 1] ^= 1;
+        data[60 * 4096] ^= 1;
+        let expect = ImageExpectation {
+            size: digests.size,
+            chunk_size: 4096,
+            digest: &digests.digest,
+            chunk_digests: &digests.chunk_digests,
+        };
+        let mut delivered = 0;
+        let err = verify_slice_parallel(&data, expect, ParallelOptions::new().threads(2), |_| {
+            delivered += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::Hash(Error::ChunkMismatch { index: 5, .. })
+        ));
+        assert_eq!(delivered, 5);
+        // Too short and too long are refused before any hashing.
+        let short = verify_slice_parallel(&data[1..], expect, ParallelOptions::new(), |_| {
+            Ok::<(), ()>(())
+        });
+        assert!(matches!(
+            short,
+            Err(VerifyError::Hash(Error::Truncated { .. }))
+        ));
+        let mut long = data.clone();
+        long.push(0);
+        let long =
+            verify_slice_parallel(&long, expect, ParallelOptions::new(), |_| Ok::<(), ()>(()));
+        assert!(matches!(
+            long,
+            Err(VerifyError::Hash(Error::WrongChunkLength { .. }))
+        ));
+    }
+}
