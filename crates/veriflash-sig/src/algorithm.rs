@@ -94,18 +94,7 @@ impl SignatureAlgorithm for RsaPkcs1Sha256 {
     }
 
     fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
-        let key_id = key.key_id();
-        let Some(public) = key.as_rsa() else {
-            return Err(Error::AlgorithmKeyMismatch { key_id });
-        };
-        check_rsa_signature_len(public, signature, key)?;
-        public
-            .verify(
-                rsa::Pkcs1v15Sign::new::<Sha256>(),
-                &Sha256::digest(message),
-                signature,
-            )
-            .map_err(|_| Error::BadSignature { key_id })
+        verify_rsa(key, message, signature, rsa::Pkcs1v15Sign::new::<Sha256>())
     }
 }
 
@@ -131,19 +120,31 @@ impl SignatureAlgorithm for RsaPssSha256 {
     }
 
     fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
-        let key_id = key.key_id();
-        let Some(public) = key.as_rsa() else {
-            return Err(Error::AlgorithmKeyMismatch { key_id });
-        };
-        check_rsa_signature_len(public, signature, key)?;
-        public
-            .verify(
-                rsa::Pss::<Sha256>::new_with_salt(RSA_PSS_SALT_LEN),
-                &Sha256::digest(message),
-                signature,
-            )
-            .map_err(|_| Error::BadSignature { key_id })
+        verify_rsa(
+            key,
+            message,
+            signature,
+            rsa::Pss::<Sha256>::new_with_salt(RSA_PSS_SALT_LEN),
+        )
     }
+}
+
+/// The RSA verification both paddings share: the key must be RSA, the signature as long as the
+/// modulus, and `scheme` must accept it over the message's SHA-256 (failures stay opaque).
+fn verify_rsa(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+    scheme: impl rsa::traits::SignatureScheme,
+) -> Result<(), Error> {
+    let key_id = key.key_id();
+    let Some(public) = key.as_rsa() else {
+        return Err(Error::AlgorithmKeyMismatch { key_id });
+    };
+    check_rsa_signature_len(public, signature, key)?;
+    public
+        .verify(scheme, &Sha256::digest(message), signature)
+        .map_err(|_| Error::BadSignature { key_id })
 }
 
 /// An RSA signature is an octet string exactly as long as the modulus (RFC 8017 §8.1.2 step 1,
