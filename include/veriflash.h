@@ -278,6 +278,12 @@ typedef uint32_t veriflash_slot;
 #define VERIFLASH_CERTIFICATE_EXPIRED 27
 
 /**
+ * The package's trust-anchor rotation may not be adopted: too few current or new anchors
+ * signed it, or it is not newer than the installed set.
+ */
+#define VERIFLASH_ROTATION_REFUSED 28
+
+/**
  * A payload chunk does not hash to its signed digest: corrupted or tampered.
  */
 #define VERIFLASH_INTEGRITY_MISMATCH 30
@@ -788,6 +794,37 @@ veriflash_result veriflash_report_signer(const struct veriflash_report *report,
                                          const char **out);
 
 /**
+ * The version of the trust-anchor set the package rotates to: `*out` receives it, or 0 when
+ * the package carries no rotation (a rotation is always to a version above 0). A rotation in
+ * a report has passed the rotation rule (signed by enough current anchors and enough of the
+ * new ones, newer than the trust store's set).
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`.
+ *
+ * # Safety
+ * `report` is NULL or a live report; `out` is NULL or writable.
+ */
+veriflash_result veriflash_report_rotation_version(const struct veriflash_report *report,
+                                                   uint64_t *out);
+
+/**
+ * Persists the trust-anchor set the package rotates to at `path` (atomically: a temporary
+ * file, flushed, renamed over `path`), for `veriflash_trust_load` to read from then on. Call
+ * it only with the report of a `veriflash_flash` that succeeded: the set must be adopted only
+ * after the install committed.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`; `VERIFLASH_INVALID_INPUT` when the
+ * package carries no rotation; `VERIFLASH_IO`.
+ *
+ * # Safety
+ * `report` is NULL or a live report; `path` is NULL or a NUL-terminated string.
+ */
+veriflash_result veriflash_report_save_rotation(const struct veriflash_report *report,
+                                                const char *path);
+
+/**
  * Frees a report and the strings it handed out. NULL is a no-op. Freeing the same report
  * twice is undefined behaviour, as with `free()`.
  *
@@ -925,19 +962,22 @@ void veriflash_status_free(struct veriflash_status *status);
 /**
  * Loads trust anchors from `path`: one PEM file holding `PUBLIC KEY` and/or `CERTIFICATE`
  * blocks, or a directory whose `*.pem`, `*.pub` and `*.crt` files hold them (as
- * `veriflash verify --trust` reads them). On success `*out_trust` receives a new trust store
+ * `veriflash verify --trust` reads them), or an anchor-set file that
+ * `veriflash_report_save_rotation` wrote (with its own threshold and version). On success `*out_trust` receives a new trust store
  * the caller owns and must free with `veriflash_trust_free`.
  *
  * # Errors
  * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8` (the path must be UTF-8);
  * `VERIFLASH_IO` when the path cannot be read; `VERIFLASH_INVALID_KEY` when a file holds no
  * usable key; `VERIFLASH_NO_TRUST_ANCHORS` for a directory without key files;
- * `VERIFLASH_INVALID_INPUT` for a directory with too many.
+ * `VERIFLASH_INVALID_INPUT` for a directory with too many; `VERIFLASH_MALFORMED_PACKAGE` or
+ * `VERIFLASH_ROTATION_REFUSED` for a damaged anchor-set file.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `out_trust` is NULL or writable.
  */
-veriflash_result veriflash_trust_load(const char *path, struct veriflash_trust **out_trust);
+veriflash_result veriflash_trust_load(const char *path,
+                                      struct veriflash_trust **out_trust);
 
 /**
  * Makes a trust store from PEM text in memory (`len` bytes at `pem`, UTF-8, no NUL needed):

@@ -10,7 +10,6 @@ use serde_json::json;
 use veriflash_core::http::{HttpOptions, HttpSource};
 use veriflash_core::ota::{FetchProgress, OtaOptions, RemotePackage};
 use veriflash_core::sig::Verifier;
-use veriflash_core::trust::load_trust_anchors;
 use veriflash_core::{Error, ErrorKind};
 
 use crate::output::{Failure, human_size};
@@ -112,8 +111,8 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
-    let anchors = load_trust_anchors(trust).map_err(fail)?;
-    let verifier = Verifier::new(&anchors).with_time(crate::verify::time_policy(false));
+    let anchors = veriflash_core::AnchorSet::load(trust).map_err(fail)?;
+    let verifier = crate::verify::verifier(&anchors, &crate::verify::TrustOptions::default());
     let remote = open_remote(url, ca, &verifier).map_err(fail)?;
     let mut display = Display::new(json);
     let result = remote.fetch_to_file(out, &verifier, &mut |p| display.show(p));

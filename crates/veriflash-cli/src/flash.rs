@@ -6,9 +6,8 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use veriflash_core::AnchorSet;
 use veriflash_core::flash::device_error;
-use veriflash_core::sig::Verifier;
-use veriflash_core::trust::load_trust_anchors;
 use veriflash_core::{CancelToken, Error, ErrorKind, Event, InstallPolicy, install};
 use veriflash_plugin::Registry;
 
@@ -112,7 +111,7 @@ impl Display {
 }
 
 pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Result<(), Failure> {
-    run_with_ca(package, trust, target, None, json)
+    run_with_ca(package, trust, target, None, None, json)
 }
 
 /// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
@@ -121,11 +120,12 @@ pub(crate) fn run_with_ca(
     trust: &Path,
     target: &str,
     ca: Option<&Path>,
+    save_rotation: Option<&Path>,
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
-    let anchors = load_trust_anchors(trust).map_err(fail)?;
-    let verifier = Verifier::new(&anchors);
+    let anchors = AnchorSet::load(trust).map_err(fail)?;
+    let verifier = crate::verify::verifier(&anchors, &crate::verify::TrustOptions::default());
     // A URL: the prefix is fetched and verified here, then the payload streams into the
     // install through a reader that yields only chunks matching their signed digests.
     let url = package.to_str().filter(|p| crate::fetch::is_url(p));
@@ -160,5 +160,6 @@ pub(crate) fn run_with_ca(
         print_report(&report);
         println!("installed on {target}; it boots the new software now");
     }
-    Ok(())
+    // Only now, with the install committed, may a rotation the package carried be adopted.
+    crate::verify::adopt_rotation(&report, save_rotation, json).map_err(fail)
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use veriflash_core::format::{ObjectIdentifier, SignatureBlock};
+use veriflash_core::format::{ObjectIdentifier, RotationAnchor, SignatureBlock, TrustRotation};
 use veriflash_core::package::hex;
 use veriflash_core::sig::DEFAULT_ALGORITHMS;
 use veriflash_core::{Error, PackageReader};
@@ -26,6 +26,28 @@ pub(crate) fn algorithm_name(oid: &ObjectIdentifier) -> String {
 fn subject(der: &[u8]) -> String {
     veriflash_core::sig::certificate_subject(der)
         .unwrap_or_else(|e| format!("(unreadable certificate: {e})"))
+}
+
+/// A rotated anchor for display (not verified): a root certificate's subject, or a key's id.
+fn anchor_label(anchor: &RotationAnchor) -> String {
+    match anchor {
+        RotationAnchor::Certificate(der) => format!("root certificate {}", subject(der)),
+        RotationAnchor::PublicKey(der) => veriflash_core::sig::VerifyingKey::from_spki_der(der)
+            .map_or_else(
+                |e| format!("(unreadable key: {e})"),
+                |k| format!("{} key {}", k.algorithm_name(), k.key_id()),
+            ),
+    }
+}
+
+fn rotation_json(rotation: Option<&TrustRotation>) -> serde_json::Value {
+    rotation.map_or(serde_json::Value::Null, |r| {
+        json!({
+            "version": r.version,
+            "threshold": r.threshold,
+            "anchors": r.anchors.iter().map(anchor_label).collect::<Vec<_>>(),
+        })
+    })
 }
 
 fn signatures_json(block: &SignatureBlock) -> serde_json::Value {
@@ -79,6 +101,7 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             "security_version": manifest.security_version,
             "images": images,
             "signatures": signatures_json(sigblock),
+            "trust_rotation": rotation_json(manifest.trust_rotation.as_ref()),
         });
         println!("{out}");
         return Ok(());
@@ -153,6 +176,17 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
         for (i, cert) in e.certificates.iter().enumerate() {
             let role = if i == 0 { "leaf" } else { "chain" };
             println!("    {role:<5} {}", subject(cert));
+        }
+    }
+    if let Some(r) = &manifest.trust_rotation {
+        println!(
+            "trust rotation to anchor set version {} ({} of {} must sign)",
+            r.version,
+            r.threshold,
+            r.anchors.len()
+        );
+        for anchor in &r.anchors {
+            println!("  {}", anchor_label(anchor));
         }
     }
     Ok(())

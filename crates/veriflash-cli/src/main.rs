@@ -136,7 +136,8 @@ enum Command {
         after_help = "Example:\n  veriflash verify --trust vendor.pub.pem update.vfp && echo authentic"
     )]
     Verify {
-        /// Trusted public keys and/or root certificates (PEM), or a directory of them.
+        /// Trusted public keys and/or root certificates (PEM), a directory of them, or an
+        /// anchor-set file written by `flash --save-rotation`.
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
         trust: PathBuf,
         /// The package file.
@@ -163,9 +164,15 @@ enum Command {
         /// The package file, or an http:// or https:// URL to download, verify and flash in
         /// one streaming pass (every chunk checked before it is written).
         package: PathBuf,
-        /// Trusted public key (PEM), or a directory of them.
+        /// Trusted public keys and/or root certificates (PEM), a directory of them, or an
+        /// anchor-set file written by --save-rotation (with its own threshold and version).
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
         trust: PathBuf,
+        /// If the package rotates the trust anchors (a new set signed by the current and the
+        /// new anchors), write the new set here once the install has committed; pass it as
+        /// --trust from then on. Without it a rotation is reported, not adopted.
+        #[arg(long, value_name = "ANCHORS")]
+        save_rotation: Option<PathBuf>,
         /// The device: `file:PATH` for a file-backed device.
         #[arg(long, value_name = "TARGET")]
         target: String,
@@ -316,8 +323,16 @@ fn main() -> ExitCode {
             trust,
             target,
             ca,
+            save_rotation,
             json,
-        } => flash::run_with_ca(&package, &trust, &target, ca.as_deref(), json),
+        } => flash::run_with_ca(
+            &package,
+            &trust,
+            &target,
+            ca.as_deref(),
+            save_rotation.as_deref(),
+            json,
+        ),
         Command::Fetch {
             url,
             out,

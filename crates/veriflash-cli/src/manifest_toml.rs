@@ -13,17 +13,26 @@
 //! partition = "boot"
 //! file = "images/boot.img"            # relative to this file
 //! chunk_size = 65536                  # optional; overrides the package default
+//!
+//! [trust_rotation]                    # optional: devices adopt these anchors after installing
+//! version = 1                         # above the version of the set the devices hold
+//! threshold = 1                       # signatures a package needs under the new set
+//! anchors = ["new-root.pem"]          # PEM public keys / root certificates, relative
 //! ```
+//!
+//! A package with a `[trust_rotation]` must be signed by enough keys of the current set *and*
+//! of the new one (docs/FORMAT.md §3.2).
 //!
 //! Keys this version does not know are allowed (so newer descriptions still pack) and are
 //! reported as warnings, so a misspelt key does not go unnoticed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use veriflash_core::pack::DEFAULT_CHUNK_SIZE;
-use veriflash_core::{Error, ErrorKind, ImageData, ImageSource, PackageSpec};
+use veriflash_core::sig::PinnedKeys;
+use veriflash_core::{AnchorSet, Error, ErrorKind, ImageData, ImageSource, PackageSpec};
 
 #[derive(Debug, Deserialize)]
 struct Description {
@@ -36,8 +45,17 @@ struct Description {
     chunk_size: Option<u32>,
     #[serde(default)]
     image: Vec<ImageEntry>,
+    trust_rotation: Option<RotationEntry>,
     #[serde(flatten)]
     unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotationEntry {
+    version: u64,
+    threshold: usize,
+    anchors: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,11 +68,34 @@ struct ImageEntry {
     unknown: BTreeMap<String, toml::Value>,
 }
 
-/// A parsed description: the package spec and any warnings for the user.
+/// A parsed description: the package spec, the trust rotation it asks for, and any warnings
+/// for the user.
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) spec: PackageSpec,
+    pub(crate) rotation: Option<Rotation>,
     pub(crate) warnings: Vec<String>,
+}
+
+/// A `[trust_rotation]` table, its anchor files resolved against the description's directory.
+#[derive(Debug)]
+pub(crate) struct Rotation {
+    pub(crate) version: u64,
+    pub(crate) threshold: usize,
+    pub(crate) anchors: Vec<PathBuf>,
+}
+
+impl Rotation {
+    /// Loads the anchor files into the new set.
+    pub(crate) fn anchor_set(&self) -> Result<AnchorSet, Error> {
+        let mut keys = PinnedKeys::new();
+        for path in &self.anchors {
+            for anchor in AnchorSet::load(path)?.anchors().iter() {
+                keys.add_anchor(anchor.clone());
+            }
+        }
+        Ok(AnchorSet::new(keys, self.threshold).with_version(self.version))
+    }
 }
 
 /// Reads and checks a description; image paths are resolved against its directory.
@@ -102,7 +143,13 @@ fn parse(text: &str, base: &Path) -> Result<Loaded, Error> {
             }
         })
         .collect();
+    let rotation = desc.trust_rotation.map(|r| Rotation {
+        version: r.version,
+        threshold: r.threshold,
+        anchors: r.anchors.iter().map(|a| base.join(a)).collect(),
+    });
     Ok(Loaded {
+        rotation,
         spec: PackageSpec {
             product: desc.product,
             chipset: desc.chipset,
@@ -165,6 +212,20 @@ file = "sub/rootfs.img"
             "{}",
             err.message()
         );
+    }
+
+    #[test]
+    fn reads_a_trust_rotation_table_and_refuses_misspelt_keys_in_it() {
+        let text = format!(
+            "{GOOD}\n[trust_rotation]\nversion = 2\nthreshold = 1\nanchors = [\"keys/new.pem\"]\n"
+        );
+        let loaded = parse(&text, Path::new("/base")).unwrap();
+        let rotation = loaded.rotation.unwrap();
+        assert_eq!((rotation.version, rotation.threshold), (2, 1));
+        assert_eq!(rotation.anchors, [Path::new("/base/keys/new.pem")]);
+        // In the rotation, a typo must not silently change what devices will trust.
+        let typo = text.replace("threshold = 1", "treshold = 1");
+        assert!(parse(&typo, Path::new("/base")).is_err());
     }
 
     #[test]

@@ -16,7 +16,11 @@ fn prepare(manifest: &Path, compress: Option<i32>) -> Result<UnsignedPackage, Fa
         eprintln!("warning: {warning}");
     }
     let options = PackOptions::new().compression(compress);
-    Ok(UnsignedPackage::prepare_with(loaded.spec, &options)?)
+    let unsigned = UnsignedPackage::prepare_with(loaded.spec, &options)?;
+    Ok(match &loaded.rotation {
+        Some(rotation) => unsigned.with_trust_rotation(rotation.anchor_set()?.to_rotation()?)?,
+        None => unsigned,
+    })
 }
 
 /// `pack --unsigned`: writes the exact bytes every signature must cover.
@@ -106,6 +110,14 @@ fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
         m.chipset,
         m.security_version
     );
+    if let Some(r) = &m.trust_rotation {
+        println!(
+            "trust rotation: devices adopt anchor set version {} ({} of {} anchors must sign) after installing; sign with enough current AND new keys",
+            r.version,
+            r.threshold,
+            r.anchors.len()
+        );
+    }
     if m.version() == veriflash_core::format::MANIFEST_VERSION_COMPRESSED {
         let image: u64 = m.images.iter().map(|i| i.size).sum();
         let stored: u64 = m.images.iter().map(|i| i.stored_size()).sum();

@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use serde_json::json;
-use veriflash_core::sig::{Policy, TimePolicy, Verifier};
-use veriflash_core::trust::load_trust_anchors;
-use veriflash_core::{Error, PackageReader, VerifyReport};
+use veriflash_core::sig::{TimePolicy, Verifier};
+use veriflash_core::{AnchorSet, Error, PackageReader, VerifyReport};
 
 use crate::output::{Failure, human_size};
 
@@ -29,7 +28,7 @@ pub(crate) fn check_with_threads(
 pub(crate) struct TrustOptions {
     /// Skip certificate validity dates (the device has no trusted clock).
     pub(crate) no_clock: bool,
-    /// Distinct trusted keys that must sign.
+    /// Distinct trusted keys that must sign, at least (an anchor-set file may demand more).
     pub(crate) threshold: usize,
 }
 
@@ -55,6 +54,47 @@ pub(crate) fn time_policy(no_clock: bool) -> TimePolicy {
     }
 }
 
+/// The verifier for an anchor set (`--trust`: PEM keys and root certificates, or an anchor-set
+/// file that a rotation saved): the set's threshold or `options.threshold`, whichever is
+/// higher, the set's version (so only a newer rotation is adopted), and the clock policy.
+pub(crate) fn verifier<'a>(anchors: &'a AnchorSet, options: &TrustOptions) -> Verifier<'a> {
+    let policy = anchors.policy();
+    let threshold = policy.threshold().max(options.threshold);
+    Verifier::new(anchors.anchors())
+        .with_time(time_policy(options.no_clock))
+        .with_policy(policy.with_threshold(threshold))
+}
+
+/// After a committed install: saves the trust-anchor set the package rotated to at `save`, or
+/// tells the user how to, when the package carried one.
+pub(crate) fn adopt_rotation(
+    report: &VerifyReport,
+    save: Option<&Path>,
+    json: bool,
+) -> Result<(), Error> {
+    let Some(rotation) = &report.trust_rotation else {
+        return Ok(());
+    };
+    match save {
+        Some(path) => {
+            rotation.set.save(path)?;
+            if !json {
+                println!(
+                    "trust anchors rotated to version {}: saved to {} (use it as --trust from now on)",
+                    rotation.version,
+                    path.display()
+                );
+            }
+        }
+        None if !json => eprintln!(
+            "note: the package rotates the trust anchors to version {}; pass --save-rotation FILE to adopt them",
+            rotation.version
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
 /// Verifies `package` with explicit trust options.
 pub(crate) fn check_with_options(
     trust: &Path,
@@ -62,10 +102,8 @@ pub(crate) fn check_with_options(
     threads: usize,
     options: &TrustOptions,
 ) -> Result<VerifyReport, Error> {
-    let anchors = load_trust_anchors(trust)?;
-    let verifier = Verifier::new(&anchors)
-        .with_time(time_policy(options.no_clock))
-        .with_policy(Policy::default().with_threshold(options.threshold));
+    let anchors = AnchorSet::load(trust)?;
+    let verifier = verifier(&anchors, options);
     PackageReader::open(package)?
         .verify(&verifier)?
         .with_threads(threads)
@@ -107,5 +145,18 @@ pub(crate) fn print_report(report: &VerifyReport) {
     }
     for signer in &report.signers {
         println!("  signed by key {signer}");
+    }
+    if let Some(rotation) = &report.trust_rotation {
+        println!(
+            "  rotates the trust anchors to version {} ({} of {} must sign), authorized by {} current and proven by {} new anchor(s):",
+            rotation.version,
+            rotation.threshold,
+            rotation.anchors.len(),
+            rotation.authorized_by.len(),
+            rotation.proven_by.len()
+        );
+        for anchor in &rotation.anchors {
+            println!("    new anchor {anchor}");
+        }
     }
 }

@@ -76,6 +76,10 @@ pub(crate) fn sig_error(err: SigError) -> Error {
         | SigError::InvalidKey { .. }
         | SigError::UnsupportedKeyAlgorithm { .. } => ErrorKind::CertificateInvalid,
         SigError::InvalidPolicy { .. } => ErrorKind::InvalidInput,
+        SigError::RotationNotAuthorized { .. }
+        | SigError::RotationNotProven { .. }
+        | SigError::RotationNotNewer { .. }
+        | SigError::InvalidAnchorSet { .. } => ErrorKind::RotationRefused,
         _ => ErrorKind::NotAuthentic,
     };
     Error::new(kind, err.to_string()).with_source(err)

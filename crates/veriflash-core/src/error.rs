@@ -164,6 +164,12 @@ error_kinds! {
     CertificateExpired = 27, "certificate_expired", Security,
         "a certificate of the signer's chain is expired or not yet valid",
         "Check the device clock; otherwise ask the vendor for a package signed with a current certificate (or verify with --no-clock if the device has no trusted time).";
+    /// The package carries a new trust-anchor set (a root rotation) that may not be adopted:
+    /// too few current anchors signed it, too few of the new anchors proved they work, it is not
+    /// newer than the set the device holds, or the new set is unusable.
+    RotationRefused = 28, "rotation_refused", Security,
+        "the package's trust-anchor rotation is not authorized",
+        "Do not install this package; a rotation must be signed by enough current anchors and enough of the new ones, and be newer than the installed set.";
     /// A payload chunk does not hash to its signed digest: corrupted in transit or tampered.
     IntegrityMismatch = 30, "integrity_mismatch", Retryable,
         "a payload chunk does not match its signed digest",

@@ -18,8 +18,10 @@ pub use error::{Category, Error, ErrorKind, Location};
 pub use flash::{CancelToken, Event, InstallPolicy, Phase, check_policy, install};
 pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{
-    ImageReport, PackageReader, VerifiedManifest, VerifiedPackage, VerifyReport, verify_file,
+    ImageReport, PackageReader, RotationReport, VerifiedManifest, VerifiedPackage, VerifyReport,
+    verify_file,
 };
+pub use trust::AnchorSet;
 
 /// The component crates, re-exported so one dependency gives the whole API.
 pub use veriflash_format as format;

@@ -9,7 +9,7 @@ use std::io::{BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use veriflash_format::{
-    ChunkEncoding, ImageSpec, Manifest, SignatureBlock, SignatureEntry, StoredChunk,
+    ChunkEncoding, ImageSpec, Manifest, SignatureBlock, SignatureEntry, StoredChunk, TrustRotation,
 };
 use veriflash_hash::{Digest, ImageExpectation, Sha256};
 use veriflash_sig::SigningKey;
@@ -193,6 +193,7 @@ impl UnsignedPackage {
             security_version: spec.security_version,
             images,
             extensions: Vec::new(),
+            trust_rotation: None,
         };
         let signed_message =
             veriflash_format::signed_message(&manifest).map_err(convert::input_error)?;
@@ -202,6 +203,21 @@ impl UnsignedPackage {
             sources,
             spools,
         })
+    }
+
+    /// Makes the package carry a new trust-anchor set for the devices to adopt once they have
+    /// installed it (docs/FORMAT.md §3.2). Sign the result with enough keys of the *current*
+    /// set and enough of the *new* one: a device refuses a rotation that either set did not
+    /// sign, so a typo in the new set cannot lock devices out of updates.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the rotation breaks a rule of the format (version 0,
+    /// threshold out of range, duplicate or oversized anchors).
+    pub fn with_trust_rotation(mut self, rotation: TrustRotation) -> Result<Self, Error> {
+        self.manifest.trust_rotation = Some(rotation);
+        self.signed_message =
+            veriflash_format::signed_message(&self.manifest).map_err(convert::input_error)?;
+        Ok(self)
     }
 
     /// The manifest that will be signed.

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use veriflash_format::{Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock};
 
 use veriflash_hash::{ChunkDecoder, Digest, ImageExpectation, ParallelOptions, VerifiedChunk};
-use veriflash_sig::{KeyId, SignatureInput, Verifier};
+use veriflash_sig::{KeyId, RotationApproval, SignatureInput, Verifier};
 
 use crate::compress::ZstdDecoder;
 use crate::convert;
 use crate::error::{Error, ErrorKind, Location};
+use crate::trust::AnchorSet;
 
 /// A package whose header, manifest bytes and signature block have been read and bounded, but
 /// whose signatures have not been checked. Nothing of the payload has been read.
@@ -133,12 +134,32 @@ impl<R: Read> PackageReader<R> {
                 ),
             ));
         }
+        // A new anchor set is checked now, with the package: a rotation that may not be
+        // adopted refuses the whole package (its signer meant it to rotate), rather than
+        // installing it and quietly keeping the old anchors.
+        let trust_rotation = match &manifest.trust_rotation {
+            None => None,
+            Some(rotation) => {
+                let set = AnchorSet::from_rotation(rotation)?;
+                let approval = verifier
+                    .verify_rotation(
+                        &self.prefix.signed_message,
+                        &inputs,
+                        set.anchors(),
+                        set.version(),
+                        set.threshold(),
+                    )
+                    .map_err(convert::sig_error)?;
+                Some(ApprovedRotation { set, approval })
+            }
+        };
         let manifest_digest = veriflash_hash::sha256(&self.prefix.signed_message);
         Ok(VerifiedPackage {
             manifest: VerifiedManifest {
                 manifest,
                 signers,
                 manifest_digest,
+                trust_rotation,
             },
             reader: self.reader,
             options: ParallelOptions::default(),
@@ -156,6 +177,14 @@ pub struct VerifiedManifest {
     manifest: Manifest,
     signers: Vec<KeyId>,
     manifest_digest: Digest,
+    trust_rotation: Option<ApprovedRotation>,
+}
+
+/// A trust rotation that met the rotation rule, with who signed it.
+#[derive(Clone, Debug)]
+struct ApprovedRotation {
+    set: AnchorSet,
+    approval: RotationApproval,
 }
 
 impl VerifiedManifest {
@@ -169,6 +198,19 @@ impl VerifiedManifest {
     #[must_use]
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
+    }
+
+    /// The new trust-anchor set this package carries, already checked against the rotation
+    /// rule ([`veriflash_sig::Verifier::verify_rotation`]: newer than the current set, signed
+    /// by enough current anchors and by enough of the new ones). `None` when the package
+    /// rotates nothing.
+    ///
+    /// Persist it ([`AnchorSet::save`]) only after the package has installed and committed:
+    /// a device that adopted the anchors of an update that then failed could be left trusting
+    /// a set its running software was never tested with.
+    #[must_use]
+    pub fn trust_rotation(&self) -> Option<&AnchorSet> {
+        self.trust_rotation.as_ref().map(|r| &r.set)
     }
 
     /// SHA-256 of the signed message (header and manifest): identifies this exact package, for
@@ -345,6 +387,28 @@ pub struct VerifyReport {
     pub signers: Vec<String>,
     /// Each verified image.
     pub images: Vec<ImageReport>,
+    /// The new trust-anchor set the package carries, if any (absent from JSON when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_rotation: Option<RotationReport>,
+}
+
+/// What a package's approved trust rotation changes, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RotationReport {
+    /// The new set's version.
+    pub version: u64,
+    /// Distinct anchors of the new set a package must be signed by.
+    pub threshold: usize,
+    /// Hex key ids of the new anchors.
+    pub anchors: Vec<String>,
+    /// Hex key ids of the current anchors that signed the rotation.
+    pub authorized_by: Vec<String>,
+    /// Hex key ids of the new anchors that signed it.
+    pub proven_by: Vec<String>,
+    /// The new set itself, to persist with [`AnchorSet::save`] once the install committed
+    /// (not serialized: reports show key ids).
+    #[serde(skip)]
+    pub set: AnchorSet,
 }
 
 impl VerifyReport {
@@ -359,6 +423,29 @@ impl VerifyReport {
             package_id: hex(manifest.package_id()),
             signers: manifest.signers.iter().map(ToString::to_string).collect(),
             images,
+            trust_rotation: manifest.trust_rotation.as_ref().map(|r| RotationReport {
+                version: r.set.version(),
+                threshold: r.set.threshold(),
+                anchors: r
+                    .set
+                    .anchors()
+                    .iter()
+                    .map(|a| a.key_id().to_string())
+                    .collect(),
+                authorized_by: r
+                    .approval
+                    .current_signers()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                proven_by: r
+                    .approval
+                    .next_signers()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                set: r.set.clone(),
+            }),
         }
     }
 }

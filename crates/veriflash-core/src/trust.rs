@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use veriflash_sig::{PinnedKeys, SigningKey};
+use veriflash_format::{RotationAnchor, TrustRotation};
+use veriflash_sig::{PinnedKeys, Policy, SigningKey, TrustAnchor};
 use zeroize::Zeroizing;
 
 use crate::convert;
@@ -62,4 +63,203 @@ pub fn load_public_key(path: &Path) -> Result<veriflash_sig::VerifyingKey, Error
     veriflash_sig::VerifyingKey::from_public_key_pem(&text).map_err(|e| {
         Error::new(ErrorKind::InvalidKey, format!("{}: {e}", path.display())).with_source(e)
     })
+}
+
+/// The largest anchor-set file [`AnchorSet::load`] reads (the format's own bound on a
+/// `TrustRotation`: 16 anchors of at most 16 KiB).
+const MAX_ANCHOR_SET_FILE_LEN: u64 = 300 * 1024;
+
+/// A device's trust-anchor set: the pinned anchors, how many distinct ones must sign a package,
+/// and the set's version (0 for a set that was never rotated).
+///
+/// A set arrives in one of two ways: configured at build or provisioning time
+/// ([`AnchorSet::new`], or [`AnchorSet::load`] of PEM keys and root certificates), or adopted
+/// from a package's trust rotation ([`crate::VerifiedManifest::trust_rotation`]) once that
+/// package has installed. [`AnchorSet::save`] persists it atomically in the DER form of
+/// docs/FORMAT.md §3.2, which [`AnchorSet::load`] reads back with its version and threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorSet {
+    anchors: PinnedKeys,
+    threshold: usize,
+    version: u64,
+}
+
+impl AnchorSet {
+    /// A set of `anchors` that requires `threshold` signatures, at version 0 (never rotated).
+    #[must_use]
+    pub fn new(anchors: PinnedKeys, threshold: usize) -> Self {
+        Self {
+            anchors,
+            threshold,
+            version: 0,
+        }
+    }
+
+    /// The set a package's trust rotation describes: each anchor parsed as a root certificate
+    /// or a public key, no two with the same key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::RotationRefused`] when an anchor is not a supported key or certificate, or
+    /// two anchors share a key.
+    pub fn from_rotation(rotation: &TrustRotation) -> Result<Self, Error> {
+        let refused = |i: usize, e: veriflash_sig::Error| {
+            Error::new(
+                ErrorKind::RotationRefused,
+                format!("the rotated trust-anchor set is unusable: anchor {i}: {e}"),
+            )
+            .with_source(e)
+        };
+        let mut anchors = PinnedKeys::new();
+        for (i, anchor) in rotation.anchors.iter().enumerate() {
+            let anchor = match anchor {
+                RotationAnchor::Certificate(der) => {
+                    TrustAnchor::from_certificate_der(der).map_err(|e| refused(i, e))?
+                }
+                RotationAnchor::PublicKey(der) => TrustAnchor::new(
+                    veriflash_sig::VerifyingKey::from_spki_der(der).map_err(|e| refused(i, e))?,
+                ),
+            };
+            let key_id = anchor.key_id();
+            if anchors.contains(&key_id) {
+                return Err(Error::new(
+                    ErrorKind::RotationRefused,
+                    format!(
+                        "the rotated trust-anchor set is unusable: anchor {i} repeats key {key_id}"
+                    ),
+                ));
+            }
+            anchors.add_anchor(anchor);
+        }
+        Ok(Self {
+            anchors,
+            threshold: usize::try_from(rotation.threshold).unwrap_or(usize::MAX),
+            version: rotation.version,
+        })
+    }
+
+    /// This set as a `TrustRotation` (root certificates as certificates, bare keys as
+    /// SubjectPublicKeyInfo), for a package that rotates to it or for [`AnchorSet::save`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the set cannot be one (no anchor, more than the
+    /// format's limit, a threshold out of range).
+    pub fn to_rotation(&self) -> Result<TrustRotation, Error> {
+        let rotation = TrustRotation {
+            version: self.version,
+            threshold: u32::try_from(self.threshold).unwrap_or(u32::MAX),
+            anchors: self
+                .anchors
+                .iter()
+                .map(|a| match a.certificate_der() {
+                    Some(der) => RotationAnchor::Certificate(der.to_vec()),
+                    None => RotationAnchor::PublicKey(a.key().to_spki_der()),
+                })
+                .collect(),
+        };
+        rotation.validate().map_err(convert::input_error)?;
+        Ok(rotation)
+    }
+
+    /// The same anchors and threshold, at `version`: how a signer prepares the set a package
+    /// will rotate to.
+    #[must_use]
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The anchors.
+    #[must_use]
+    pub fn anchors(&self) -> &PinnedKeys {
+        &self.anchors
+    }
+
+    /// Distinct anchors that must sign a package.
+    #[must_use]
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// The set's version: 0 for a set never rotated, else the version of the rotation that
+    /// installed it.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The verification policy this set implies: its threshold, and its version so that only a
+    /// newer rotation is adopted. Add revocations and a stricter rotation threshold to it.
+    #[must_use]
+    pub fn policy(&self) -> Policy {
+        Policy::default()
+            .with_threshold(self.threshold)
+            .with_anchor_set_version(self.version)
+    }
+
+    /// Loads a set: a file [`AnchorSet::save`] wrote (DER, with its version and threshold), or
+    /// PEM public keys and root certificates — one file or a directory of them — as version 0
+    /// with threshold 1.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`]; [`ErrorKind::Malformed`] or [`ErrorKind::LimitExceeded`] for a
+    /// damaged anchor-set file; [`ErrorKind::RotationRefused`] for an unusable anchor in it; the
+    /// errors of [`load_trust_anchors`] for PEM.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        if path.is_file() {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, MAX_ANCHOR_SET_FILE_LEN + 1),
+                &mut bytes,
+            )
+            .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+            // DER starts with a SEQUENCE tag; PEM with text.
+            if bytes.first() == Some(&0x30) {
+                if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_ANCHOR_SET_FILE_LEN {
+                    return Err(Error::new(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "{}: an anchor-set file is at most {MAX_ANCHOR_SET_FILE_LEN} bytes",
+                            path.display()
+                        ),
+                    ));
+                }
+                let rotation = TrustRotation::from_der(&bytes).map_err(|e| {
+                    let err = convert::format_error(e);
+                    Error::new(err.kind(), format!("{}: {}", path.display(), err.message()))
+                })?;
+                return Self::from_rotation(&rotation);
+            }
+        }
+        Ok(Self::new(load_trust_anchors(path)?, 1))
+    }
+
+    /// Writes the set to `path` atomically (a temporary file beside it, flushed to disk, then
+    /// renamed over `path`, then the directory flushed), so a power cut leaves either the old
+    /// set or the new one, never a torn file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] as [`AnchorSet::to_rotation`]; [`ErrorKind::Io`].
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let der = self.to_rotation()?.to_der().map_err(convert::input_error)?;
+        let io = |e: std::io::Error| Error::io(format_args!("{}", path.display()), e);
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        let tmp = dir.join(name);
+        {
+            let mut file = std::fs::File::create(&tmp).map_err(io)?;
+            std::io::Write::write_all(&mut file, &der).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
 }

@@ -334,6 +334,7 @@ fn signed_package(key: &SigningKey, image: ImageSpec, payload: &[u8]) -> Vec<u8>
         security_version: 7,
         images: vec![image],
         extensions: vec![],
+        trust_rotation: None,
     };
     let message = veriflash_core::format::signed_message(&manifest).unwrap();
     let entry = SignatureEntry {

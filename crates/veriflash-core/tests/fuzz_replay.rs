@@ -22,7 +22,7 @@ use support::{Image, build, pseudo_random, verify_bytes};
 
 /// Targets of `fuzz/checks_mdm9x07.rs`: replayed by the plugin crate's own test
 /// (`crates/veriflash-mdm9x07/tests/fuzz_replay.rs`), which can see the plugin.
-const PLUGIN_TARGETS: &[&str] = &["sahara", "firehose", "mibib"];
+const PLUGIN_TARGETS: &[&str] = &["sahara", "firehose", "mibib", "rawprogram"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")

@@ -53,6 +53,9 @@ pub const VERIFLASH_UNSUPPORTED_ALGORITHM: veriflash_result = 25;
 pub const VERIFLASH_CERTIFICATE_INVALID: veriflash_result = 26;
 /// A certificate of the signer's chain is expired or not yet valid.
 pub const VERIFLASH_CERTIFICATE_EXPIRED: veriflash_result = 27;
+/// The package's trust-anchor rotation may not be adopted: too few current or new anchors
+/// signed it, or it is not newer than the installed set.
+pub const VERIFLASH_ROTATION_REFUSED: veriflash_result = 28;
 // Integrity (30–39).
 /// A payload chunk does not hash to its signed digest: corrupted or tampered.
 pub const VERIFLASH_INTEGRITY_MISMATCH: veriflash_result = 30;
@@ -149,6 +152,7 @@ const CODES: &[(veriflash_result, &CStr)] = &[
     (VERIFLASH_UNSUPPORTED_ALGORITHM, c"unsupported_algorithm"),
     (VERIFLASH_CERTIFICATE_INVALID, c"certificate_invalid"),
     (VERIFLASH_CERTIFICATE_EXPIRED, c"certificate_expired"),
+    (VERIFLASH_ROTATION_REFUSED, c"rotation_refused"),
     (VERIFLASH_INTEGRITY_MISMATCH, c"integrity_mismatch"),
     (VERIFLASH_IMAGE_DIGEST_MISMATCH, c"image_digest_mismatch"),
     (

@@ -229,7 +229,7 @@ pub unsafe extern "C" fn veriflash_flash(
         };
         let report = install(
             reader,
-            &Verifier::new(trust),
+            &Verifier::new(trust.anchors()).with_policy(trust.policy()),
             &InstallPolicy::default(),
             session.as_mut(),
             &cancel,

@@ -230,7 +230,7 @@ pub unsafe extern "C" fn veriflash_package_verify(
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_report, "out_report") }?;
         let report = PackageReader::new(package.take()?)?
-            .verify(&Verifier::new(trust))?
+            .verify(&Verifier::new(trust.anchors()).with_policy(trust.policy()))?
             .verify_payload()?;
         out.write(into_handle::<veriflash_report>(Report::new(&report)));
         Ok(())

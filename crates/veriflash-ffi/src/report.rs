@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, c_char};
 
-use veriflash_core::VerifyReport;
+use veriflash_core::{AnchorSet, VerifyReport};
 
 use crate::error::{FfiError, VERIFLASH_INDEX_OUT_OF_RANGE, c_text, veriflash_result};
 use crate::ffi::{Handle, Out, borrow, call, call_plain, free};
@@ -27,6 +27,7 @@ pub(crate) struct Report {
     package_id: CString,
     images: Vec<Image>,
     signers: Vec<CString>,
+    rotation: Option<AnchorSet>,
 }
 
 #[derive(Debug)]
@@ -58,6 +59,7 @@ impl Report {
                 })
                 .collect(),
             signers: report.signers.iter().map(|s| c_text(s)).collect(),
+            rotation: report.trust_rotation.as_ref().map(|r| r.set.clone()),
         }
     }
 }
@@ -301,6 +303,63 @@ pub unsafe extern "C" fn veriflash_report_signer(
             )
         })?;
         out.write(signer.as_ptr());
+        Ok(())
+    })
+}
+
+/// The version of the trust-anchor set the package rotates to: `*out` receives it, or 0 when
+/// the package carries no rotation (a rotation is always to a version above 0). A rotation in
+/// a report has passed the rotation rule (signed by enough current anchors and enough of the
+/// new ones, newer than the trust store's set).
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`.
+///
+/// # Safety
+/// `report` is NULL or a live report; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_report_rotation_version(
+    report: *const veriflash_report,
+    out: *mut u64,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let report = unsafe { borrow(report, "report") }?;
+        // SAFETY: this function's contract.
+        let out = unsafe { Out::new(out, "out") }?;
+        out.write(report.rotation.as_ref().map_or(0, AnchorSet::version));
+        Ok(())
+    })
+}
+
+/// Persists the trust-anchor set the package rotates to at `path` (atomically: a temporary
+/// file, flushed, renamed over `path`), for `veriflash_trust_load` to read from then on. Call
+/// it only with the report of a `veriflash_flash` that succeeded: the set must be adopted only
+/// after the install committed.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`; `VERIFLASH_INVALID_INPUT` when the
+/// package carries no rotation; `VERIFLASH_IO`.
+///
+/// # Safety
+/// `report` is NULL or a live report; `path` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_report_save_rotation(
+    report: *const veriflash_report,
+    path: *const c_char,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let report = unsafe { borrow(report, "report") }?;
+        // SAFETY: this function's contract.
+        let path = unsafe { crate::ffi::arg_str(path, "path") }?;
+        let set = report.rotation.as_ref().ok_or_else(|| {
+            veriflash_core::Error::new(
+                veriflash_core::ErrorKind::InvalidInput,
+                "the package carries no trust-anchor rotation",
+            )
+        })?;
+        set.save(std::path::Path::new(path))?;
         Ok(())
     })
 }

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::path::Path;
 
 use veriflash_core::sig::PinnedKeys;
-use veriflash_core::{Error, ErrorKind};
+use veriflash_core::{AnchorSet, Error, ErrorKind};
 
 use crate::error::veriflash_result;
 use crate::ffi::{Handle, Out, arg_bytes, arg_str, call, free, into_handle};
@@ -19,19 +19,21 @@ pub struct veriflash_trust {
 }
 
 impl Handle for veriflash_trust {
-    type Inner = PinnedKeys;
+    type Inner = AnchorSet;
 }
 
 /// Loads trust anchors from `path`: one PEM file holding `PUBLIC KEY` and/or `CERTIFICATE`
 /// blocks, or a directory whose `*.pem`, `*.pub` and `*.crt` files hold them (as
-/// `veriflash verify --trust` reads them). On success `*out_trust` receives a new trust store
+/// `veriflash verify --trust` reads them), or an anchor-set file that
+/// `veriflash_report_save_rotation` wrote (with its own threshold and version). On success `*out_trust` receives a new trust store
 /// the caller owns and must free with `veriflash_trust_free`.
 ///
 /// # Errors
 /// `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8` (the path must be UTF-8);
 /// `VERIFLASH_IO` when the path cannot be read; `VERIFLASH_INVALID_KEY` when a file holds no
 /// usable key; `VERIFLASH_NO_TRUST_ANCHORS` for a directory without key files;
-/// `VERIFLASH_INVALID_INPUT` for a directory with too many.
+/// `VERIFLASH_INVALID_INPUT` for a directory with too many; `VERIFLASH_MALFORMED_PACKAGE` or
+/// `VERIFLASH_ROTATION_REFUSED` for a damaged anchor-set file.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out_trust` is NULL or writable.
@@ -45,8 +47,8 @@ pub unsafe extern "C" fn veriflash_trust_load(
         let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_trust, "out_trust") }?;
-        let keys = veriflash_core::trust::load_trust_anchors(Path::new(path))?;
-        out.write(into_handle::<veriflash_trust>(keys));
+        let set = AnchorSet::load(Path::new(path))?;
+        out.write(into_handle::<veriflash_trust>(set));
         Ok(())
     })
 }
@@ -83,7 +85,7 @@ pub unsafe extern "C" fn veriflash_trust_from_pem(
             )
             .with_source(e)
         })?;
-        out.write(into_handle::<veriflash_trust>(keys));
+        out.write(into_handle::<veriflash_trust>(AnchorSet::new(keys, 1)));
         Ok(())
     })
 }

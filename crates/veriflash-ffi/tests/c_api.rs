@@ -1046,3 +1046,105 @@ fn an_unknown_target_does_not_spend_the_package() {
         .unwrap();
     assert_eq!(bytes, fx.package_bytes);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trust rotation.
+
+#[test]
+fn a_flashed_rotation_is_saved_and_then_the_only_trust() {
+    let f = Fixture::new();
+    let new_key = SigningKey::generate_p256().unwrap();
+    let next =
+        veriflash_core::AnchorSet::new(std::iter::once(new_key.verifying_key()).collect(), 1)
+            .with_version(4);
+    // A package rotating to `next`, signed by the current key and the new one.
+    let mut image = ImageSource::new("boot", "boot", ImageData::Bytes(bytes(10_000, 3)));
+    image.chunk_size = 4096;
+    let unsigned = UnsignedPackage::prepare(PackageSpec {
+        product: "acme-hotspot-x1".into(),
+        chipset: "mdm9607".into(),
+        hardware_revisions: vec![],
+        software_version: "3.0".into(),
+        security_version: 8,
+        images: vec![image],
+    })
+    .unwrap()
+    .with_trust_rotation(next.to_rotation().unwrap())
+    .unwrap();
+    let block = SignatureBlock {
+        entries: vec![
+            unsigned.sign(&f.key).unwrap(),
+            unsigned.sign(&new_key).unwrap(),
+        ],
+    };
+    let mut pkg = Vec::new();
+    unsigned.write_to(&block, &mut pkg).unwrap();
+    let rotating = f.dir.path().join("rotate.vfp");
+    std::fs::write(&rotating, &pkg).unwrap();
+    let anchors = c_path(&f.dir.path().join("anchors.der"));
+
+    // A report without a rotation says 0 and has nothing to save.
+    let (rc, plain) = verify(&open(&f.package), &f.trust());
+    assert_eq!(rc, VERIFLASH_OK);
+    let mut version = u64::MAX;
+    // SAFETY: a live report and a writable local / a NUL-terminated path.
+    unsafe {
+        assert_eq!(
+            veriflash_report_rotation_version(plain.0, &raw mut version),
+            VERIFLASH_OK
+        );
+        assert_eq!(
+            veriflash_report_save_rotation(plain.0, anchors.as_ptr()),
+            VERIFLASH_INVALID_INPUT
+        );
+    }
+    assert_eq!(version, 0);
+
+    let trust = f.trust();
+    let package = open(&rotating);
+    let target = f.target();
+    let mut report = ptr::null_mut();
+    // SAFETY: live handles, a NUL-terminated target, a writable local.
+    let rc = unsafe {
+        veriflash_flash(
+            package.0,
+            trust.0,
+            target.as_ptr(),
+            None,
+            ptr::null_mut(),
+            &raw mut report,
+        )
+    };
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    let report = Report(report);
+    // SAFETY: a live report, a writable local, a NUL-terminated path.
+    unsafe {
+        assert_eq!(
+            veriflash_report_rotation_version(report.0, &raw mut version),
+            VERIFLASH_OK
+        );
+        assert_eq!(
+            veriflash_report_save_rotation(report.0, anchors.as_ptr()),
+            VERIFLASH_OK,
+            "{}",
+            last_message()
+        );
+    }
+    assert_eq!(version, 4);
+
+    // The saved set loads as the trust store: the old key's package is no longer trusted,
+    // and the rotation cannot be replayed.
+    let mut saved = ptr::null_mut();
+    // SAFETY: a NUL-terminated path and a writable local.
+    let rc = unsafe { veriflash_trust_load(anchors.as_ptr(), &raw mut saved) };
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    let saved = Trust(saved);
+    assert_eq!(
+        verify(&open(&f.package), &saved).0,
+        VERIFLASH_UNKNOWN_SIGNER
+    );
+    assert_eq!(
+        verify(&open(&rotating), &saved).0,
+        VERIFLASH_ROTATION_REFUSED
+    );
+}

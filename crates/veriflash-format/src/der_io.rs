@@ -24,6 +24,8 @@ pub(crate) const TAG_SEQUENCE: u8 = 0x30;
 pub(crate) const TAG_CONTEXT_0: u8 = 0xA0;
 /// `[1] IMPLICIT OCTET STRING`: context-specific, primitive, number 1.
 pub(crate) const TAG_CONTEXT_1: u8 = 0x81;
+/// `[1] IMPLICIT SEQUENCE`: context-specific, constructed, number 1.
+pub(crate) const TAG_CONTEXT_1_CONSTRUCTED: u8 = 0xA1;
 
 /// Widens a `usize` for error reports (saturating on hypothetical >64-bit targets).
 pub(crate) fn to_u64(n: usize) -> u64 {
@@ -40,6 +42,7 @@ fn tag_name(tag: u8) -> &'static str {
         TAG_SEQUENCE => "SEQUENCE",
         TAG_CONTEXT_0 => "[0] (constructed)",
         TAG_CONTEXT_1 => "[1] (primitive)",
+        TAG_CONTEXT_1_CONSTRUCTED => "[1] (constructed)",
         _ => "an unexpected tag",
     }
 }

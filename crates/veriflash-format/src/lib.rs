@@ -14,6 +14,7 @@ mod manifest;
 mod package;
 #[cfg(feature = "std")]
 mod read;
+mod rotation;
 mod signature;
 #[cfg(test)]
 mod test_util;
@@ -31,6 +32,7 @@ pub use manifest::{
 pub use package::{PackageRef, encode_prefix, parse_signed_message, signed_message};
 #[cfg(feature = "std")]
 pub use read::{PackagePrefix, ReadError, read_prefix};
+pub use rotation::{RotationAnchor, TrustRotation};
 pub use signature::{BlockLen, SignatureBlock, SignatureEntry, signature_block_len};
 
 /// Section names carried by [`Error`] values, so callers can compare against them.

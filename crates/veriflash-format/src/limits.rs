@@ -61,3 +61,11 @@ pub const MAX_SIGNATURE_LEN: usize = 1024;
 /// Most certificates attached to one signature (8): leaf first, then intermediates. Bounds
 /// chain building.
 pub const MAX_CERTIFICATES: usize = 8;
+
+/// Most trust anchors in a manifest's `trustRotation` (16): the new anchor set a device is
+/// asked to adopt (FORMAT.md §3.2).
+pub const MAX_ROTATION_ANCHORS: usize = 16;
+
+/// Largest DER encoding of one rotated trust anchor (16 KiB): a root certificate or a
+/// SubjectPublicKeyInfo. An RSA-4096 root certificate is under 2 KiB.
+pub const MAX_ANCHOR_LEN: usize = 16 * 1024;

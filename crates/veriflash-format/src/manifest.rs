@@ -7,16 +7,17 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::der_io::{
-    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID,
-    TAG_SEQUENCE, TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8,
-    oid_is_canonical, push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
+    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_CONTEXT_1_CONSTRUCTED, TAG_INTEGER,
+    TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, TAG_UTF8_STRING, Tlv, decode_bool, decode_oid,
+    decode_u64, decode_utf8, oid_is_canonical, push_bool, push_header, push_oid, push_tlv,
+    push_u64, to_u64,
 };
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_EXTENSION_VALUE_LEN, MAX_EXTENSIONS, MAX_HW_REVISIONS, MAX_IMAGES,
     MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MIN_CHUNK_SIZE,
 };
 use crate::section::MANIFEST;
-use crate::{Error, Header, ObjectIdentifier};
+use crate::{Error, Header, ObjectIdentifier, TrustRotation};
 
 /// Length of a SHA-256 digest, the only digest of format version 1.
 pub const DIGEST_LEN: usize = 32;
@@ -103,6 +104,9 @@ pub struct Manifest {
     pub images: Vec<ImageSpec>,
     /// Manifest extensions (at most [`MAX_EXTENSIONS`]); empty means the field is absent.
     pub extensions: Vec<Extension>,
+    /// A new trust-anchor set for the device to adopt after this update succeeds
+    /// (FORMAT.md §3.2); `None` means the field is absent.
+    pub trust_rotation: Option<TrustRotation>,
 }
 
 /// One firmware image: where it goes, how big it is, and the digests that authenticate it.
@@ -619,7 +623,10 @@ impl Manifest {
             }
         }
         self.payload_len()?;
-        check_extensions("manifest extensions", &self.extensions)
+        check_extensions("manifest extensions", &self.extensions)?;
+        self.trust_rotation
+            .as_ref()
+            .map_or(Ok(()), TrustRotation::validate)
     }
 
     /// Parses a manifest: strict DER, exactly one `Manifest` with no trailing bytes, then every
@@ -685,6 +692,10 @@ impl Manifest {
         }
 
         let extensions = read_extensions(&mut r, "manifest extensions")?;
+        let trust_rotation = match r.read_optional(TAG_CONTEXT_1_CONSTRUCTED, &"trust_rotation")? {
+            Some(tlv) => Some(TrustRotation::from_body(&mut tlv.cursor(MANIFEST))?),
+            None => None,
+        };
         r.finish(&"Manifest")?;
 
         let manifest = Manifest {
@@ -695,6 +706,7 @@ impl Manifest {
             security_version,
             images,
             extensions,
+            trust_rotation,
         };
         manifest.validate()?;
         if manifest.version() != version {
@@ -769,6 +781,13 @@ impl Manifest {
         push_tlv(&mut body, TAG_SEQUENCE, &images);
         drop(images);
         push_extensions(&mut body, &self.extensions);
+        if let Some(rotation) = &self.trust_rotation {
+            push_tlv(
+                &mut body,
+                TAG_CONTEXT_1_CONSTRUCTED,
+                &rotation.encode_body(),
+            );
+        }
 
         let mut out = Vec::new();
         push_tlv(&mut out, TAG_SEQUENCE, &body);

@@ -73,6 +73,7 @@ pub(crate) fn sample_manifest() -> Manifest {
             critical: false,
             value: vec![],
         }],
+        trust_rotation: None,
     }
 }
 

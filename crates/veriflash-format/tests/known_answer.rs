@@ -26,6 +26,7 @@ fn kat_manifest() -> Manifest {
             critical: false,
             value: b"hi".to_vec(),
         }],
+        trust_rotation: None,
     }
 }
 

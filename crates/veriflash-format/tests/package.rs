@@ -50,6 +50,7 @@ fn manifest() -> Manifest {
             },
         ],
         extensions: vec![],
+        trust_rotation: None,
     }
 }
 

@@ -19,8 +19,8 @@ use proptest::prelude::*;
 use veriflash_format::limits::{MAX_MANIFEST_LEN, MAX_PAYLOAD_LEN};
 use veriflash_format::{
     BlockLen, ChunkEncoding, Extension, HEADER_LEN, Header, ImageSpec, Manifest, ObjectIdentifier,
-    PackageRef, SignatureBlock, SignatureEntry, StoredChunk, encode_prefix, read_prefix,
-    signature_block_len, signed_message,
+    PackageRef, RotationAnchor, SignatureBlock, SignatureEntry, StoredChunk, TrustRotation,
+    encode_prefix, read_prefix, signature_block_len, signed_message,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -102,6 +102,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         any::<u64>(),
         vec(image(), 1..4),
         extensions(),
+        proptest::option::of(rotation()),
     )
         .prop_map(
             |(
@@ -112,6 +113,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 security_version,
                 images,
                 extensions,
+                trust_rotation,
             )| {
                 // Make names and partitions unique: "<index>-<base>" cannot collide.
                 let images = images
@@ -131,9 +133,43 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     security_version,
                     images,
                     extensions,
+                    trust_rotation,
                 }
             },
         )
+}
+
+/// A trust rotation of distinct anchors (each a SEQUENCE whose content starts with its index,
+/// so no two are equal), any version and a threshold within the set.
+fn rotation() -> impl Strategy<Value = TrustRotation> {
+    (
+        1..=u64::MAX,
+        vec((any::<bool>(), vec(any::<u8>(), 0..40)), 1..5),
+    )
+        .prop_flat_map(|(version, anchors)| {
+            let n = anchors.len() as u32;
+            (Just(version), 1..=n, Just(anchors))
+        })
+        .prop_map(|(version, threshold, anchors)| TrustRotation {
+            version,
+            threshold,
+            anchors: anchors
+                .into_iter()
+                .enumerate()
+                .map(|(i, (is_cert, filler))| {
+                    // SEQUENCE { OCTET STRING index || filler }
+                    let mut content = vec![i as u8];
+                    content.extend_from_slice(&filler);
+                    let mut der = vec![0x30, content.len() as u8 + 2, 0x04, content.len() as u8];
+                    der.extend_from_slice(&content);
+                    if is_cert {
+                        RotationAnchor::Certificate(der)
+                    } else {
+                        RotationAnchor::PublicKey(der)
+                    }
+                })
+                .collect(),
+        })
 }
 
 fn certificate() -> impl Strategy<Value = Vec<u8>> {

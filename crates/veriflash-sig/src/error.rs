@@ -98,6 +98,40 @@ pub enum Error {
         valid: usize,
     },
 
+    /// A trust-anchor rotation is signed by fewer distinct anchors of the *current* set than
+    /// [`crate::Policy::rotation_threshold`] requires.
+    RotationNotAuthorized {
+        /// Distinct current anchors required.
+        required: usize,
+        /// Distinct current anchors whose signatures verified.
+        valid: usize,
+    },
+
+    /// A trust-anchor rotation is signed by fewer distinct anchors of the *new* set than its
+    /// own threshold: adopting it could leave the device with anchors nobody can sign for.
+    RotationNotProven {
+        /// Distinct new anchors required (the new set's threshold).
+        required: usize,
+        /// Distinct new anchors whose signatures verified.
+        valid: usize,
+    },
+
+    /// A trust-anchor rotation is not newer than the set the device holds
+    /// ([`crate::Policy::anchor_set_version`]): a replay that could bring back retired anchors.
+    RotationNotNewer {
+        /// The version of the set the device holds.
+        current: u64,
+        /// The version the package offers.
+        offered: u64,
+    },
+
+    /// A rotated anchor set is unusable: an anchor that is not a supported key or root
+    /// certificate, or two anchors with the same key.
+    InvalidAnchorSet {
+        /// What is wrong.
+        reason: &'static str,
+    },
+
     /// The signature carries a certificate chain but the trust store offers no anchor usable for
     /// chains ([`crate::TrustStore::chain_anchors`] is empty): refused rather than ignored.
     CertificatesUnsupported {
@@ -361,6 +395,21 @@ impl fmt::Display for Error {
                 f,
                 "{valid} valid signature(s) from distinct trusted keys, {required} required"
             ),
+            Self::RotationNotAuthorized { required, valid } => write!(
+                f,
+                "the trust-anchor rotation is signed by {valid} distinct current anchor(s), {required} required"
+            ),
+            Self::RotationNotProven { required, valid } => write!(
+                f,
+                "the trust-anchor rotation is signed by {valid} distinct anchor(s) of the new set, its threshold is {required}"
+            ),
+            Self::RotationNotNewer { current, offered } => write!(
+                f,
+                "the trust-anchor rotation offers set version {offered}, the device holds version {current}"
+            ),
+            Self::InvalidAnchorSet { reason } => {
+                write!(f, "the rotated trust-anchor set is unusable: {reason}")
+            }
             Self::CertificatesUnsupported { key_id } => write!(
                 f,
                 "signature for key {key_id} carries certificates, but the trust store has no anchor for chains"

@@ -35,7 +35,7 @@ pub use crate::{
     },
     policy::Policy,
     trust::{MAX_KEY_FILE_LEN, MAX_KEY_FILES, PinnedKeys, TrustAnchor, TrustStore},
-    verify::{MAX_SIGNATURES, SignatureInput, VerifiedMessage, Verifier},
+    verify::{MAX_SIGNATURES, RotationApproval, SignatureInput, VerifiedMessage, Verifier},
 };
 
 /// `ecdsa-with-SHA256` (RFC 5758, OID 1.2.840.10045.4.3.2): the algorithm of ECDSA P-256

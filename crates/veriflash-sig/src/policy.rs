@@ -23,6 +23,8 @@ use crate::{Error, KeyId, MAX_SIGNATURES};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     threshold: usize,
+    rotation_threshold: Option<usize>,
+    anchor_set_version: u64,
     revoked: BTreeSet<KeyId>,
     revoked_serials: BTreeSet<Vec<u8>>,
 }
@@ -31,6 +33,8 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             threshold: 1,
+            rotation_threshold: None,
+            anchor_set_version: 0,
             revoked: BTreeSet::new(),
             revoked_serials: BTreeSet::new(),
         }
@@ -43,6 +47,35 @@ impl Policy {
     pub fn with_threshold(mut self, threshold: usize) -> Self {
         self.threshold = threshold;
         self
+    }
+
+    /// Requires a trust-anchor rotation to be signed by at least `threshold` distinct anchors of
+    /// the current set (default: [`Policy::threshold`]). Raise it when routine releases need
+    /// one signature but replacing the roots should need several, as TUF's root role does.
+    #[must_use]
+    pub fn with_rotation_threshold(mut self, threshold: usize) -> Self {
+        self.rotation_threshold = Some(threshold);
+        self
+    }
+
+    /// Declares the version of the anchor set in the trust store (default 0: a set never
+    /// rotated). A rotation is adopted only when it offers a higher version.
+    #[must_use]
+    pub fn with_anchor_set_version(mut self, version: u64) -> Self {
+        self.anchor_set_version = version;
+        self
+    }
+
+    /// The number of distinct current anchors that must sign a trust-anchor rotation.
+    #[must_use]
+    pub fn rotation_threshold(&self) -> usize {
+        self.rotation_threshold.unwrap_or(self.threshold)
+    }
+
+    /// The version of the anchor set in the trust store.
+    #[must_use]
+    pub fn anchor_set_version(&self) -> u64 {
+        self.anchor_set_version
     }
 
     /// Revokes `key_id`: its signatures never count, even if the key is still pinned.
@@ -98,17 +131,19 @@ impl Policy {
     ///
     /// # Errors
     /// [`Error::InvalidPolicy`] when the threshold is 0 (would accept unsigned data) or above
-    /// [`MAX_SIGNATURES`] (could never be met).
+    /// [`MAX_SIGNATURES`] (could never be met), and the same for the rotation threshold.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.threshold == 0 {
-            return Err(Error::InvalidPolicy {
-                reason: "threshold must be at least 1",
-            });
-        }
-        if self.threshold > MAX_SIGNATURES {
-            return Err(Error::InvalidPolicy {
-                reason: "threshold exceeds the maximum number of signatures",
-            });
+        for threshold in [self.threshold, self.rotation_threshold()] {
+            if threshold == 0 {
+                return Err(Error::InvalidPolicy {
+                    reason: "threshold must be at least 1",
+                });
+            }
+            if threshold > MAX_SIGNATURES {
+                return Err(Error::InvalidPolicy {
+                    reason: "threshold exceeds the maximum number of signatures",
+                });
+            }
         }
         Ok(())
     }

@@ -161,7 +161,7 @@ impl<'a> Verifier<'a> {
                 continue;
             }
             match self.check_one(message, input) {
-                Ok(()) => signers.push(input.key_id),
+                Ok(_) => signers.push(input.key_id),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -179,8 +179,108 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    /// Checks one signature; `Ok` means it counts toward the threshold.
-    fn check_one(&self, message: &[u8], input: &SignatureInput<'_>) -> Result<(), Error> {
+    /// Decides whether `message`, whose signatures are `signatures`, may replace the trust
+    /// anchors with `next` (an anchor set of version `next_version` that asks for
+    /// `next_threshold` signatures), following TUF's root rotation rule:
+    ///
+    /// 1. `next_version` is above [`Policy::anchor_set_version`] (else
+    ///    [`Error::RotationNotNewer`]: an old rotation replayed cannot bring back retired
+    ///    anchors);
+    /// 2. at least [`Policy::rotation_threshold`] distinct anchors of the *current* store signed
+    ///    (else [`Error::RotationNotAuthorized`]);
+    /// 3. at least `next_threshold` distinct anchors of `next` signed, under the same
+    ///    algorithms, chain and time policies and revocations (else
+    ///    [`Error::RotationNotProven`]): the new set demonstrably works, so a mistake in it
+    ///    cannot lock devices out of every later update.
+    ///
+    /// Anchors are counted, not signers: two leaf certificates under one root are one vote.
+    /// Every signature is examined (no early exit), at most [`MAX_SIGNATURES`] of them.
+    ///
+    /// # Errors
+    /// The up-front errors of [`Verifier::verify`], [`Error::InvalidPolicy`] for a
+    /// `next_threshold` of 0 or above [`MAX_SIGNATURES`], [`Error::NoTrustAnchors`] for an
+    /// empty `next`, and the three rotation errors above.
+    pub fn verify_rotation(
+        &self,
+        message: &[u8],
+        signatures: &[SignatureInput<'_>],
+        next: &dyn TrustStore,
+        next_version: u64,
+        next_threshold: usize,
+    ) -> Result<RotationApproval, Error> {
+        if next_version <= self.policy.anchor_set_version() {
+            return Err(Error::RotationNotNewer {
+                current: self.policy.anchor_set_version(),
+                offered: next_version,
+            });
+        }
+        let current = self.signing_anchors(message, signatures)?;
+        let required = self.policy.rotation_threshold();
+        if current.len() < required {
+            return Err(Error::RotationNotAuthorized {
+                required,
+                valid: current.len(),
+            });
+        }
+        let next_verifier = Verifier {
+            trust: next,
+            algorithms: self.algorithms,
+            policy: self.policy.clone().with_threshold(next_threshold),
+            time: self.time,
+            chain_policy: self.chain_policy,
+        };
+        let proven = next_verifier.signing_anchors(message, signatures)?;
+        if proven.len() < next_threshold {
+            return Err(Error::RotationNotProven {
+                required: next_threshold,
+                valid: proven.len(),
+            });
+        }
+        Ok(RotationApproval {
+            current,
+            next: proven,
+        })
+    }
+
+    /// The distinct anchors of this verifier's store that valid signatures chain to (every
+    /// signature examined; refused ones simply do not count).
+    fn signing_anchors(
+        &self,
+        message: &[u8],
+        signatures: &[SignatureInput<'_>],
+    ) -> Result<Vec<KeyId>, Error> {
+        if self.trust.is_empty() {
+            return Err(Error::NoTrustAnchors);
+        }
+        self.policy.validate()?;
+        if signatures.is_empty() {
+            return Err(Error::NoSignatures);
+        }
+        if signatures.len() > MAX_SIGNATURES {
+            return Err(Error::TooManySignatures {
+                count: signatures.len(),
+                limit: MAX_SIGNATURES,
+            });
+        }
+        let mut anchors: Vec<KeyId> = Vec::new();
+        let mut signers: Vec<KeyId> = Vec::new();
+        for input in signatures {
+            if signers.contains(&input.key_id) {
+                continue;
+            }
+            if let Ok(anchor) = self.check_one(message, input) {
+                signers.push(input.key_id);
+                if !anchors.contains(&anchor) {
+                    anchors.push(anchor);
+                }
+            }
+        }
+        Ok(anchors)
+    }
+
+    /// Checks one signature; `Ok` means it counts toward the threshold, and holds the key id of
+    /// the anchor it chains to (the signing key itself when pinned directly).
+    fn check_one(&self, message: &[u8], input: &SignatureInput<'_>) -> Result<KeyId, Error> {
         let key_id = input.key_id;
         let algorithm = self
             .algorithms
@@ -193,8 +293,10 @@ impl<'a> Verifier<'a> {
             return Err(Error::KeyRevoked { key_id });
         }
         if let Some((leaf, intermediates)) = input.certificates.split_first() {
-            let key = self.check_chain(key_id, leaf, intermediates)?;
-            return algorithm.verify(&key, message, input.signature);
+            let (key, anchor) = self.check_chain(key_id, leaf, intermediates)?;
+            return algorithm
+                .verify(&key, message, input.signature)
+                .map(|()| anchor);
         }
         let anchor = self
             .trust
@@ -207,16 +309,19 @@ impl<'a> Verifier<'a> {
                 anchor_key_id,
             });
         }
-        algorithm.verify(anchor.key(), message, input.signature)
+        algorithm
+            .verify(anchor.key(), message, input.signature)
+            .map(|()| key_id)
     }
 
-    /// Verifies a signature's chain and returns the leaf key it must be checked with.
+    /// Verifies a signature's chain and returns the leaf key it must be checked with and the
+    /// key id of the anchor the chain ends at.
     fn check_chain(
         &self,
         key_id: KeyId,
         leaf: &[u8],
         intermediates: &[&[u8]],
-    ) -> Result<VerifyingKey, Error> {
+    ) -> Result<(VerifyingKey, KeyId), Error> {
         if self.trust.chain_anchors().is_empty() {
             return Err(Error::CertificatesUnsupported { key_id });
         }
@@ -252,7 +357,7 @@ impl<'a> Verifier<'a> {
                 key_id: path.anchor_key_id(),
             });
         }
-        Ok(path.leaf_key().clone())
+        Ok((path.leaf_key().clone(), path.anchor_key_id()))
     }
 }
 
@@ -287,5 +392,27 @@ impl<'m> VerifiedMessage<'m> {
     #[must_use]
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
+    }
+}
+
+/// Proof that a trust-anchor rotation met [`Verifier::verify_rotation`]'s rule. Only that
+/// method makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationApproval {
+    current: Vec<KeyId>,
+    next: Vec<KeyId>,
+}
+
+impl RotationApproval {
+    /// The distinct anchors of the current set that signed, in signature order.
+    #[must_use]
+    pub fn current_signers(&self) -> &[KeyId] {
+        &self.current
+    }
+
+    /// The distinct anchors of the new set that signed, in signature order.
+    #[must_use]
+    pub fn next_signers(&self) -> &[KeyId] {
+        &self.next
     }
 }

@@ -576,3 +576,39 @@ fn refuses_rsa_1024_leaf_and_ca_leaf() {
         })
     );
 }
+
+#[test]
+fn rotation_counts_anchors_not_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    cert(d, "leaf2", "ec", Some("inter"), LEAF_EXT, &[]);
+    let trust = anchors(d, "root");
+    let (k1, k2) = (leaf_key(d, "leaf"), leaf_key(d, "leaf2"));
+    let (s1, s2) = (k1.sign(MESSAGE).unwrap(), k2.sign(MESSAGE).unwrap());
+    let (c1, c2, inter) = (der(d, "leaf"), der(d, "leaf2"), der(d, "inter"));
+    let mut i1 = SignatureInput::new(k1.algorithm(), k1.verifying_key().key_id(), &s1);
+    i1.certificates = vec![&c1, &inter];
+    let mut i2 = SignatureInput::new(k2.algorithm(), k2.verifying_key().key_id(), &s2);
+    i2.certificates = vec![&c2, &inter];
+    // Two signers, so a 2-of-n package threshold is met ...
+    let two = Verifier::new(&trust).with_policy(
+        Policy::default()
+            .with_threshold(2)
+            .with_rotation_threshold(2),
+    );
+    assert!(two.verify(MESSAGE, &[i1.clone(), i2.clone()]).is_ok());
+    // ... but both chain to the one root: one vote for replacing the roots.
+    assert_eq!(
+        two.verify_rotation(MESSAGE, &[i1.clone(), i2.clone()], &trust, 1, 1),
+        Err(Error::RotationNotAuthorized {
+            required: 2,
+            valid: 1
+        })
+    );
+    let one = Verifier::new(&trust);
+    let approval = one
+        .verify_rotation(MESSAGE, &[i1, i2], &trust, 1, 1)
+        .unwrap();
+    assert_eq!(approval.current_signers().len(), 1);
+}
