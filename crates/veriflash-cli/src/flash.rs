@@ -147,12 +147,14 @@ pub(crate) fn run_with_ca(
     };
     let mut session = registry().open(target).map_err(|e| fail(device_error(e)))?;
     let mut display = Display::new(json);
+    let cancel = CancelToken::new();
+    crate::signals::cancel_on_interrupt(&cancel);
     let report = install(
         reader,
         &verifier,
         &InstallPolicy::default(),
         session.as_mut(),
-        &CancelToken::new(),
+        &cancel,
         &mut |event| display.show(event),
     )
     .map_err(fail)?;

@@ -12,8 +12,10 @@ mod flash;
 mod inspect;
 mod keygen;
 mod manifest_toml;
+mod manual;
 mod output;
 mod pack;
+mod signals;
 mod verify;
 
 use std::path::PathBuf;
@@ -220,6 +222,24 @@ enum Command {
     /// Manage file-backed reference devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_help = "Examples:\n  veriflash completions bash > ~/.local/share/bash-completion/completions/veriflash\n  veriflash completions zsh > ~/.zfunc/_veriflash\n  veriflash completions fish > ~/.config/fish/completions/veriflash.fish"
+    )]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per subcommand into a directory.
+    #[command(
+        after_help = "Examples:\n  veriflash man | man -l -\n  veriflash man --out-dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write veriflash.1 and veriflash-SUBCOMMAND.1 here instead of printing veriflash.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Make a key and a package in a temporary directory, verify it, then show how tampered and
     /// corrupted copies are refused, and flash it to a file-backed device.
     Demo,
@@ -257,16 +277,23 @@ enum DeviceCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// The whole command line: the derived definition plus what is computed at run time (the
+/// version with the SHA-256 backend, the exit-status table). Help, completions and man pages
+/// all come from this one value.
+fn command() -> clap::Command {
     let version = format!(
         "{} (sha256 backend: {})",
         env!("CARGO_PKG_VERSION"),
         veriflash_core::hash::backend()
     );
-    let matches = Cli::command()
+    Cli::command()
         .version(version)
         .after_help(exit_codes_help())
-        .get_matches();
+}
+
+fn main() -> ExitCode {
+    signals::die_on_broken_pipe();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -343,6 +370,8 @@ fn main() -> ExitCode {
         Command::Status { target, json } => device::status(&target, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Demo => demo::run(),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man { out_dir } => manual::man(out_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,48 @@
+//! Unix signals the way a command-line tool should treat them, without `unsafe` in this crate
+//! (`signal-hook` keeps the async-signal-safe part).
+//!
+//! * `SIGPIPE`: Rust ignores it, so `veriflash inspect x | head -1` would panic on the next
+//!   write; instead the process ends the way every Unix tool does, silently, by the signal.
+//! * `SIGINT` / `SIGTERM` during an install: the first one cancels it between chunks (the device
+//!   is aborted and keeps booting its old software, exit status 60 `cancelled`); a second one
+//!   ends the process at once, for a device that stopped answering.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
+use veriflash_core::CancelToken;
+
+/// Restores the default action of `SIGPIPE`: a write to a closed pipe ends the process.
+pub(crate) fn die_on_broken_pipe() {
+    // `true`: always take the default action once the signal arrived. Registration fails only
+    // for signals that cannot be handled at all, which SIGPIPE is not; if it ever did, the
+    // tool would merely keep Rust's behaviour (an error on the write).
+    let _ =
+        signal_hook::flag::register_conditional_default(SIGPIPE, Arc::new(AtomicBool::new(true)));
+}
+
+/// Cancels `cancel` on the first SIGINT or SIGTERM and exits with status 130 on the second.
+///
+/// Returns without watching if the handler cannot be installed (the install then simply
+/// cannot be interrupted gracefully, as before).
+pub(crate) fn cancel_on_interrupt(cancel: &CancelToken) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let cancel = cancel.clone();
+    std::thread::spawn(move || {
+        let mut seen = 0u32;
+        for _ in signals.forever() {
+            seen = seen.saturating_add(1);
+            if seen == 1 {
+                cancel.cancel();
+                eprintln!(
+                    "interrupted: stopping after the current chunk; the device keeps its old software (interrupt again to quit now)"
+                );
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
