@@ -2,18 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::veriflash;
+
+use std::process::Command;
 
 use serde_json::Value;
-
-fn veriflash(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veriflash"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run veriflash")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -3,29 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+use common::{ok, veriflash};
+
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output, Stdio};
-
-fn veriflash(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veriflash"))
-        .args(args)
-        .output()
-        .expect("run veriflash")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// The visible subcommands, from `--help`'s command list.
 fn subcommands() -> Vec<String> {
-    let help = ok(&veriflash(&["--help"]));
+    let help = ok(&veriflash(&["--help"], Path::new(".")));
     let list = help
         .split("Commands:")
         .nth(1)
@@ -47,7 +35,7 @@ fn subcommands() -> Vec<String> {
 
 #[test]
 fn bash_completion_is_valid_bash_and_knows_every_subcommand() {
-    let script = ok(&veriflash(&["completions", "bash"]));
+    let script = ok(&veriflash(&["completions", "bash"], Path::new(".")));
     for name in subcommands() {
         assert!(script.contains(&name), "bash completion lacks {name}");
     }
@@ -70,12 +58,17 @@ fn bash_completion_is_valid_bash_and_knows_every_subcommand() {
         String::from_utf8_lossy(&checked.stderr)
     );
     for shell in ["zsh", "fish", "elvish", "powershell"] {
-        let script = ok(&veriflash(&["completions", shell]));
+        let script = ok(&veriflash(&["completions", shell], Path::new(".")));
         for name in subcommands() {
             assert!(script.contains(&name), "{shell} completion lacks {name}");
         }
     }
-    assert_eq!(veriflash(&["completions", "tcsh"]).status.code(), Some(2));
+    assert_eq!(
+        veriflash(&["completions", "tcsh"], Path::new("."))
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 /// Renders roff with groff's warnings on; returns the text and groff's complaints.
@@ -98,18 +91,17 @@ fn groff(page: &[u8]) -> (String, String) {
 
 #[test]
 fn man_pages_render_cleanly_and_carry_the_exit_codes() {
-    let page = ok(&veriflash(&["man"]));
+    let page = ok(&veriflash(&["man"], Path::new(".")));
     assert!(page.contains(".TH veriflash 1"), "{page}");
     let (text, warnings) = groff(page.as_bytes());
     assert_eq!(warnings, "");
     assert!(text.contains("rotation_refused"), "exit table missing");
 
     let dir = tempfile::tempdir().unwrap();
-    ok(&veriflash(&[
-        "man",
-        "--out-dir",
-        dir.path().to_str().unwrap(),
-    ]));
+    ok(&veriflash(
+        &["man", "--out-dir", dir.path().to_str().unwrap()],
+        Path::new("."),
+    ));
     for name in subcommands() {
         let path = dir.path().join(format!("veriflash-{name}.1"));
         let page = std::fs::read(&path).unwrap_or_else(|_| panic!("no {}", path.display()));

@@ -4,39 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+use common::{ok, openssl, veriflash};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn veriflash(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veriflash"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run veriflash")
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = veriflash(args, cwd);
-    assert!(
-        out.status.success(),
-        "veriflash {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn openssl(args: &[&str], cwd: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn setup(d: &Path, leaf_days: &str) {
     std::fs::create_dir_all(d.join("images")).unwrap();
@@ -126,7 +97,10 @@ fn setup(d: &Path, leaf_days: &str) {
         ],
         d,
     );
-    ok(&["keygen", "--algo", "rsa3072", "--out", "leaf.pem"], d);
+    ok(&veriflash(
+        &["keygen", "--algo", "rsa3072", "--out", "leaf.pem"],
+        d,
+    ));
     openssl(
         &[
             "req", "-new", "-key", "leaf.pem", "-subj", "/CN=Leaf", "-out", "leaf.csr",
@@ -166,7 +140,7 @@ fn packs_with_an_openssl_chain_and_verifies_against_the_root_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d, "30");
-    ok(
+    ok(&veriflash(
         &[
             "pack",
             "--manifest",
@@ -179,16 +153,19 @@ fn packs_with_an_openssl_chain_and_verifies_against_the_root_certificate() {
             "u.vfp",
         ],
         d,
-    );
-    let inspect = ok(&["inspect", "u.vfp"], d);
+    ));
+    let inspect = ok(&veriflash(&["inspect", "u.vfp"], d));
     assert!(
         inspect.contains("rsa-pkcs1-sha256")
             && inspect.contains("leaf  CN=Leaf")
             && inspect.contains("chain CN=Inter"),
         "{inspect}"
     );
-    ok(&["verify", "--trust", "root.pem", "u.vfp"], d);
-    ok(&["verify", "--trust", "root.pem", "--no-clock", "u.vfp"], d);
+    ok(&veriflash(&["verify", "--trust", "root.pem", "u.vfp"], d));
+    ok(&veriflash(
+        &["verify", "--trust", "root.pem", "--no-clock", "u.vfp"],
+        d,
+    ));
     let two = veriflash(
         &["verify", "--trust", "root.pem", "--threshold", "2", "u.vfp"],
         d,
@@ -238,7 +215,7 @@ fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
     let d = dir.path();
     // -days -1: notAfter is yesterday.
     setup(d, "-1");
-    ok(
+    ok(&veriflash(
         &[
             "pack",
             "--manifest",
@@ -251,7 +228,7 @@ fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
             "u.vfp",
         ],
         d,
-    );
+    ));
     let out = veriflash(&["verify", "--trust", "root.pem", "u.vfp"], d);
     assert_eq!(
         out.status.code(),
@@ -259,7 +236,10 @@ fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ok(&["verify", "--trust", "root.pem", "--no-clock", "u.vfp"], d);
+    ok(&veriflash(
+        &["verify", "--trust", "root.pem", "--no-clock", "u.vfp"],
+        d,
+    ));
 }
 
 #[test]
@@ -267,7 +247,7 @@ fn split_signing_attaches_openssl_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d, "30");
-    ok(
+    ok(&veriflash(
         &[
             "pack",
             "--manifest",
@@ -277,14 +257,14 @@ fn split_signing_attaches_openssl_signatures() {
             "u.tbs",
         ],
         d,
-    );
+    ));
     openssl(
         &[
             "dgst", "-sha256", "-sign", "leaf.pem", "-out", "sig.der", "u.tbs",
         ],
         d,
     );
-    ok(
+    ok(&veriflash(
         &[
             "sign",
             "--manifest",
@@ -299,8 +279,8 @@ fn split_signing_attaches_openssl_signatures() {
             "u.vfp",
         ],
         d,
-    );
-    ok(&["verify", "--trust", "root.pem", "u.vfp"], d);
+    ));
+    ok(&veriflash(&["verify", "--trust", "root.pem", "u.vfp"], d));
     openssl(
         &[
             "dgst",
@@ -317,7 +297,7 @@ fn split_signing_attaches_openssl_signatures() {
         ],
         d,
     );
-    ok(
+    ok(&veriflash(
         &[
             "sign",
             "--manifest",
@@ -333,8 +313,8 @@ fn split_signing_attaches_openssl_signatures() {
             "p.vfp",
         ],
         d,
-    );
-    ok(&["verify", "--trust", "root.pem", "p.vfp"], d);
+    ));
+    ok(&veriflash(&["verify", "--trust", "root.pem", "p.vfp"], d));
     // PSS presented as PKCS#1 v1.5 is refused before anything is written.
     let confused = veriflash(
         &[
@@ -374,7 +354,7 @@ fn split_signing_attaches_openssl_signatures() {
     let der = std::fs::read(d.join("ec.der")).unwrap();
     let raw = veriflash_core::sig::ecdsa_p256_signature_to_raw(&der).unwrap();
     std::fs::write(d.join("ec.raw"), raw).unwrap();
-    ok(
+    ok(&veriflash(
         &[
             "sign",
             "--manifest",
@@ -389,8 +369,8 @@ fn split_signing_attaches_openssl_signatures() {
             "e.vfp",
         ],
         d,
-    );
-    ok(&["verify", "--trust", "inter.pub", "e.vfp"], d);
+    ));
+    ok(&veriflash(&["verify", "--trust", "inter.pub", "e.vfp"], d));
     // The images changed since `pack --unsigned`: refused.
     std::fs::write(d.join("images/boot.img"), vec![8u8; 100_000]).unwrap();
     let stale = veriflash(
