@@ -140,19 +140,7 @@ impl<'a> Verifier<'a> {
         message: &'m [u8],
         signatures: &[SignatureInput<'_>],
     ) -> Result<VerifiedMessage<'m>, Error> {
-        if self.trust.is_empty() {
-            return Err(Error::NoTrustAnchors);
-        }
-        self.policy.validate()?;
-        if signatures.is_empty() {
-            return Err(Error::NoSignatures);
-        }
-        if signatures.len() > MAX_SIGNATURES {
-            return Err(Error::TooManySignatures {
-                count: signatures.len(),
-                limit: MAX_SIGNATURES,
-            });
-        }
+        self.check_up_front(signatures)?;
         let required = self.policy.threshold();
         let mut signers: Vec<KeyId> = Vec::with_capacity(required);
         let mut first_error: Option<Error> = None;
@@ -242,13 +230,9 @@ impl<'a> Verifier<'a> {
         })
     }
 
-    /// The distinct anchors of this verifier's store that valid signatures chain to (every
-    /// signature examined; refused ones simply do not count).
-    fn signing_anchors(
-        &self,
-        message: &[u8],
-        signatures: &[SignatureInput<'_>],
-    ) -> Result<Vec<KeyId>, Error> {
+    /// The checks made before any cryptography: a store with anchors, a policy that can be met,
+    /// 1 to [`MAX_SIGNATURES`] signatures.
+    fn check_up_front(&self, signatures: &[SignatureInput<'_>]) -> Result<(), Error> {
         if self.trust.is_empty() {
             return Err(Error::NoTrustAnchors);
         }
@@ -262,6 +246,17 @@ impl<'a> Verifier<'a> {
                 limit: MAX_SIGNATURES,
             });
         }
+        Ok(())
+    }
+
+    /// The distinct anchors of this verifier's store that valid signatures chain to (every
+    /// signature examined; refused ones simply do not count).
+    fn signing_anchors(
+        &self,
+        message: &[u8],
+        signatures: &[SignatureInput<'_>],
+    ) -> Result<Vec<KeyId>, Error> {
+        self.check_up_front(signatures)?;
         let mut anchors: Vec<KeyId> = Vec::new();
         let mut signers: Vec<KeyId> = Vec::new();
         for input in signatures {
