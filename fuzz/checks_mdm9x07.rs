@@ -1,16 +1,19 @@
 //! The properties the MDM9x07 plugin's fuzz targets check: the parsers of bytes a (possibly
-//! hostile or broken) device sends. Included with `#[path]` by `fuzz_targets/{sahara,firehose,
-//! mibib}.rs` and by `crates/veriflash-mdm9x07/tests/fuzz_replay.rs` (stable), kept apart from
+//! hostile or broken) device sends, and of the vendor bundles (`rawprogram*.xml`) an import
+//! reads. Included with `#[path]` by `fuzz_targets/{sahara,firehose,mibib,rawprogram}.rs` and by `crates/veriflash-mdm9x07/tests/fuzz_replay.rs` (stable), kept apart from
 //! `checks.rs` because the core's replay test cannot see the plugin crate.
 
 #![allow(clippy::panic)]
 
 use veriflash_mdm9x07::firehose::{Splitter, parse_document};
 use veriflash_mdm9x07::mibib::Table;
+use veriflash_mdm9x07::rawprogram::{
+    encode_rawprogram, parse_patch, parse_rawprogram, plan_import,
+};
 use veriflash_mdm9x07::sahara::Packet;
 
 /// Every target of this file.
-pub const TARGETS: &[&str] = &["sahara", "firehose", "mibib"];
+pub const TARGETS: &[&str] = &["sahara", "firehose", "mibib", "rawprogram"];
 
 /// Runs the check of `target` on `data`; `false` if there is no such target.
 pub fn run(target: &str, data: &[u8]) -> bool {
@@ -18,6 +21,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "sahara" => sahara(data),
         "firehose" => firehose(data),
         "mibib" => mibib(data),
+        "rawprogram" => rawprogram(data),
         _ => return false,
     }
     true
@@ -93,6 +97,30 @@ pub fn mibib(data: &[u8]) {
                     "a placed partition leaves the device"
                 );
             }
+        }
+    }
+}
+
+/// `parse_rawprogram`: parsed `<program/>` entries written back out parse to the same entries,
+/// and an import plan made of them only names files inside the bundle. `parse_patch` never
+/// panics.
+pub fn rawprogram(data: &[u8]) {
+    let _ = parse_patch(data);
+    let Ok(raw) = parse_rawprogram(data) else {
+        return;
+    };
+    let again = parse_rawprogram(&encode_rawprogram(&raw.programs));
+    assert_eq!(
+        again.ok().map(|r| r.programs),
+        Some(raw.programs.clone()),
+        "rawprogram entries do not round-trip"
+    );
+    if let Ok(plan) = plan_import(&raw, &[]) {
+        for image in &plan.images {
+            assert!(
+                !image.file.starts_with('/') && !image.file.split('/').any(|p| p == ".."),
+                "an imported file leaves the bundle"
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 secs="${1:-60}"
 shift || true
-all_targets=(header manifest signature_block package verify keys chain sahara firehose mibib)
+all_targets=(header manifest signature_block package verify keys chain sahara firehose mibib rawprogram)
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=("${all_targets[@]}")
 toolchain="${FUZZ_TOOLCHAIN-+nightly}"

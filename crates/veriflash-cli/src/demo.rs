@@ -1,4 +1,7 @@
-//! `veriflash demo`: the whole story in one command, in a temporary directory.
+//! `veriflash demo`: the whole story in one command, in a temporary directory: keys, a package,
+//! refusals of corrupted, tampered and forged copies, a flash to a file-backed device, and a
+//! flash of a modem package (Firehose programmer, sbl, tz, boot, UBI system) to an emulated
+//! MDM9607.
 
 use std::path::Path;
 
@@ -183,8 +186,150 @@ pub(crate) fn run() -> Result<(), Failure> {
     }
     println!("    the device file is byte-for-byte unchanged\n");
 
+    mdm9607(dir, &key_path, &trust)?;
+
     println!(
         "demo complete: the authentic package verified and installed; the corrupted, tampered and forged ones were refused."
     );
+    Ok(())
+}
+
+/// Sizes of the emulated MDM9607's images: small, so the whole flash takes well under a second.
+const MDM_IMAGES: [(&str, usize); 4] = [
+    ("sbl", 300_017),
+    ("tz", 100_005),
+    ("boot", 1_000_123),
+    ("system", 2_000_077),
+];
+
+/// A UBI-like image: an erase-counter header (`UBI#`) at the start of every 128 KiB block.
+fn ubi_like(len: usize, seed: u64) -> Vec<u8> {
+    let mut image = pseudo_random(len, seed);
+    for at in (0..len).step_by(128 * 1024) {
+        if let Some(header) = image.get_mut(at..at + 4) {
+            header.copy_from_slice(b"UBI#");
+        }
+    }
+    image
+}
+
+/// Steps 9 and 10: a package with the Firehose programmer, sbl, tz, boot and a UBI-like system
+/// image, flashed through the `mdm9x07:emulator` target (Sahara identity and HWID gate, the
+/// programmer served from the verified package, MIBIB, erase, program, read-back, reset), then
+/// the same device's status.
+fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
+    println!(
+        "9. An MDM9607 modem package: the Firehose programmer first, then sbl, tz, boot and a UBI system image"
+    );
+    let mdm = dir.join("mdm9607");
+    std::fs::create_dir_all(&mdm).map_err(|e| {
+        Failure::text(veriflash_core::Error::new(
+            ErrorKind::Io,
+            format!("{}: {e}", mdm.display()),
+        ))
+    })?;
+    write(
+        &mdm.join("prog_nand_firehose_9x07.mbn"),
+        &veriflash_mdm9x07::emulator::test_programmer(&pseudo_random(20_000, 11)),
+    )?;
+    let mut description = String::from(
+        "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
+         security_version = 7\nhardware_revisions = [\"r2\"]\nchunk_size = 65536\n\n\
+         [[image]]\nname = \"programmer\"\npartition = \"programmer\"\nfile = \"prog_nand_firehose_9x07.mbn\"\n",
+    );
+    for (i, (name, len)) in (12u64..).zip(MDM_IMAGES) {
+        let bytes = if name == "system" {
+            ubi_like(len, i)
+        } else {
+            pseudo_random(len, i)
+        };
+        write(&mdm.join(format!("{name}.img")), &bytes)?;
+        description.push_str(&format!(
+            "\n[[image]]\nname = \"{name}\"\npartition = \"{name}\"\nfile = \"{name}.img\"\n"
+        ));
+    }
+    let manifest = mdm.join("update.toml");
+    write(&manifest, description.as_bytes())?;
+    let package = mdm.join("mdm9607.vfp");
+    pack::run(&manifest, key, &package)?;
+    println!();
+
+    println!(
+        "10. Flash it to an emulated MDM9607 in download mode (veriflash flash --target mdm9x07:emulator)"
+    );
+    let anchors = veriflash_core::trust::load_trust_anchors(trust)?;
+    let verifier = veriflash_core::sig::Verifier::new(&anchors);
+    let mut session = flash::registry()
+        .open("mdm9x07:emulator")
+        .map_err(|e| Failure::text(veriflash_core::flash::device_error(e)))?;
+    let file = std::fs::File::open(&package).map_err(|e| {
+        Failure::text(veriflash_core::Error::new(
+            ErrorKind::Io,
+            format!("{}: {e}", package.display()),
+        ))
+    })?;
+    let mut next_percent = 0;
+    veriflash_core::install(
+        std::io::BufReader::new(file),
+        &verifier,
+        &veriflash_core::InstallPolicy::default(),
+        session.as_mut(),
+        &veriflash_core::CancelToken::new(),
+        &mut |event| match event {
+            veriflash_core::Event::PhaseFinished(p) => println!("    {:<12} ok", p.name()),
+            veriflash_core::Event::Progress {
+                image, done, total, ..
+            } => {
+                let percent = if *total == 0 {
+                    100
+                } else {
+                    done.saturating_mul(100) / total
+                };
+                if percent >= next_percent {
+                    println!(
+                        "    flash        {percent:>3}%  {} of {}  ({image})",
+                        human_size(*done),
+                        human_size(*total)
+                    );
+                    next_percent = (percent / 25 + 1) * 25;
+                }
+            }
+            _ => {}
+        },
+    )?;
+    println!("    every image was read back through Firehose and matched; the modem was reset\n");
+
+    println!("    the same modem's status, as its session reports it after the reset:");
+    let status = session
+        .status()
+        .map_err(|e| Failure::text(veriflash_core::flash::device_error(e)))?;
+    let info = &status.info;
+    println!("    product         {}", info.product);
+    println!(
+        "    chipset         {} (hardware revision {})",
+        info.chipset, info.hardware_revision
+    );
+    println!(
+        "    storage         NAND, {} pages, {} erase blocks",
+        human_size(u64::from(info.geometry.write_unit)),
+        human_size(u64::from(info.geometry.erase_block))
+    );
+    let partitions: Vec<String> = info
+        .partitions
+        .iter()
+        .map(|p| {
+            if p.protected {
+                format!("{} (protected)", p.name)
+            } else {
+                p.name.clone()
+            }
+        })
+        .collect();
+    println!("    partitions      {}", partitions.join(", "));
+    match &status.last_result {
+        Some(r) => println!("    last result     {} ({})", r.message, r.code),
+        None => println!("    last result     none"),
+    }
+    println!();
     Ok(())
 }

@@ -15,11 +15,33 @@ use crate::output::{Failure, human_size};
 use crate::verify::print_report;
 
 /// The plugins the CLI opens targets with: the built-in file device (`file:`) and the
-/// MDM9x07 plugin (`mdm9x07:emulator`).
+/// MDM9x07 plugin with every transport (`mdm9x07:emulator`, `mdm9x07:serial:PATH`,
+/// `mdm9x07:usb[:BUS-PORT]`), whose target strings are parsed in one place,
+/// `veriflash_mdm9x07::target`.
+///
+/// Real modems keep a PC-side journal in [`journal_dir`], so a flash cut off by a pulled cable
+/// or a reset resumes where it stopped when run again.
 pub(crate) fn registry() -> Registry {
     let mut registry = Registry::with_builtin();
-    registry.register(Box::new(veriflash_mdm9x07::Mdm9x07Plugin::default()));
+    let config = veriflash_mdm9x07::SessionConfig {
+        journal_dir: journal_dir(),
+        ..veriflash_mdm9x07::SessionConfig::default()
+    };
+    registry.register(Box::new(veriflash_mdm9x07::Mdm9x07Plugin::new(config)));
     registry
+}
+
+/// Where the MDM9x07 journals live: `$VERIFLASH_STATE_DIR`, else `$XDG_STATE_HOME/veriflash`,
+/// else `~/.local/state/veriflash` (the XDG base-directory default); `None` without a home.
+pub(crate) fn journal_dir() -> Option<std::path::PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("VERIFLASH_STATE_DIR") {
+        return Some(dir.into());
+    }
+    let base = var("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))?;
+    Some(base.join("veriflash"))
 }
 
 /// One event as a JSON line: the `--json` event stream's stable shape.

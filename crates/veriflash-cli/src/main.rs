@@ -7,8 +7,12 @@
 
 mod demo;
 mod device;
+mod devices;
+mod emulate;
+mod factory;
 mod fetch;
 mod flash;
+mod import_qdl;
 mod inspect;
 mod keygen;
 mod manifest_toml;
@@ -175,9 +179,14 @@ enum Command {
         /// --trust from then on. Without it a rotation is reported, not adopted.
         #[arg(long, value_name = "ANCHORS")]
         save_rotation: Option<PathBuf>,
-        /// The device: `file:PATH` for a file-backed device.
-        #[arg(long, value_name = "TARGET")]
-        target: String,
+        /// The device: `file:PATH` for a file-backed device; for an MDM9x07 in download
+        /// mode `mdm9x07:serial:/dev/ttyUSB0`, `mdm9x07:usb` (first 05C6:9008 device),
+        /// `mdm9x07:usb:BUS-PORT` (see `veriflash devices`) or `mdm9x07:emulator`.
+        /// Repeat it to flash several devices at once (factory line): the package is read and
+        /// verified once, each device gets its own progress and result, then a summary; the
+        /// exit status is 0 if all succeeded, otherwise the first failed device's code.
+        #[arg(long, value_name = "TARGET", required = true)]
+        target: Vec<String>,
         /// For an https:// PACKAGE: trust the CA certificates in this PEM file (the device's
         /// trust store) instead of Mozilla's roots.
         #[arg(long, value_name = "CA.pem")]
@@ -212,7 +221,8 @@ enum Command {
     /// Show a device's state: active slot, installed version, rollback floor, last result.
     #[command(after_help = "Example:\n  veriflash status --target file:device.img --json")]
     Status {
-        /// The device: `file:PATH` for a file-backed device.
+        /// The device: `file:PATH`, `mdm9x07:serial:/dev/ttyUSB0`, `mdm9x07:usb[:BUS-PORT]`
+        /// or `mdm9x07:emulator` (as for `flash`).
         #[arg(long, value_name = "TARGET")]
         target: String,
         /// Print JSON instead of text.
@@ -222,6 +232,49 @@ enum Command {
     /// Manage file-backed reference devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// List modems on USB: MDM9x07 and other Qualcomm chips in emergency download mode
+    /// (05C6:9008), ready to flash, and normal-mode Qualcomm/Quectel modems whose DIAG port
+    /// can switch them there.
+    #[command(after_help = "Example:\n  veriflash devices --json")]
+    Devices {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The sysfs directory of USB devices (for tests).
+        #[arg(long, value_name = "DIR", default_value = veriflash_mdm9x07::discover::SYSFS_USB_DEVICES, hide = true)]
+        sysfs: PathBuf,
+    },
+    /// Ask a modem in normal mode to reboot into emergency download mode (05C6:9008) over its
+    /// DIAG port (Qualcomm DIAG, HDLC-framed), or with a vendor AT command on its AT port.
+    #[command(
+        name = "switch-to-edl",
+        after_help = "Example:\n  veriflash switch-to-edl --port /dev/ttyUSB0 --wait 30\n  veriflash switch-to-edl --port /dev/ttyUSB2 --at 'AT+VENDOR_EDL_COMMAND'"
+    )]
+    SwitchToEdl {
+        /// The modem's DIAG port (or, with --at, its AT port), e.g. /dev/ttyUSB0.
+        #[arg(long, value_name = "TTY")]
+        port: PathBuf,
+        /// Send the legacy DIAG_DLOAD_F (0x3A) instead of the subsystem EDL reset, for old
+        /// firmware.
+        #[arg(long, conflicts_with = "at")]
+        dload: bool,
+        /// Send this AT command instead of DIAG (vendor-specific: see the modem's AT manual).
+        #[arg(long, value_name = "COMMAND")]
+        at: Option<String>,
+        /// Wait up to this many seconds for the device to re-enumerate as 05C6:9008.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The sysfs directory of USB devices (for tests).
+        #[arg(long, value_name = "DIR", default_value = veriflash_mdm9x07::discover::SYSFS_USB_DEVICES, hide = true)]
+        sysfs: PathBuf,
+    },
+    /// Serve an emulated device, e.g. an MDM9607 in download mode on a pseudo-terminal, for
+    /// this or any other Sahara/Firehose tool.
+    #[command(subcommand)]
+    Emulate(emulate::EmulateCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_help = "Examples:\n  veriflash completions bash > ~/.local/share/bash-completion/completions/veriflash\n  veriflash completions zsh > ~/.zfunc/_veriflash\n  veriflash completions fish > ~/.config/fish/completions/veriflash.fish"
@@ -241,8 +294,46 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Make a key and a package in a temporary directory, verify it, then show how tampered and
-    /// corrupted copies are refused, and flash it to a file-backed device.
+    /// corrupted copies are refused, flash it to a file-backed device, and flash a modem
+    /// package to an emulated MDM9607.
     Demo,
+    /// Turn a Qualcomm vendor bundle (rawprogram*.xml, optional patch*.xml, the image files
+    /// beside them) and its Firehose programmer into a package description for `veriflash pack`:
+    /// the programmer first, then the bundle's images, paths relative to --out.
+    #[command(
+        name = "import-qdl",
+        after_help = "Example:\n  veriflash import-qdl --rawprogram bundle/rawprogram_nand_p2K_b128K.xml --programmer bundle/prog_nand_firehose_9x07.mbn \\\n      --product acme-hotspot-x1 --version 2.4.0 --security-version 7 --out update.toml\n  veriflash pack --manifest update.toml --key vendor.pem --out update.vfp"
+    )]
+    ImportQdl {
+        /// The bundle's rawprogram XML; image files are found relative to it.
+        #[arg(long, value_name = "rawprogram0.xml")]
+        rawprogram: PathBuf,
+        /// The bundle's patch XML, if any (repeatable). The MDM9x07 programmer has no `patch`
+        /// command: a patch of the device (`DISK`) or of an imported file is refused.
+        #[arg(long, value_name = "patch0.xml")]
+        patch: Vec<PathBuf>,
+        /// The Firehose programmer (ELF), e.g. prog_nand_firehose_9x07.mbn.
+        #[arg(long, value_name = "PROG.mbn")]
+        programmer: PathBuf,
+        /// The product the package is for.
+        #[arg(long)]
+        product: String,
+        /// The chipset the package is for.
+        #[arg(long, default_value = "mdm9607")]
+        chipset: String,
+        /// A hardware revision the package accepts (repeatable; none: any).
+        #[arg(long = "hardware-revision", value_name = "REV")]
+        hardware_revisions: Vec<String>,
+        /// The software version.
+        #[arg(long)]
+        version: String,
+        /// The anti-rollback version.
+        #[arg(long, value_name = "N")]
+        security_version: u64,
+        /// Where to write the description (TOML).
+        #[arg(long, value_name = "M.toml")]
+        out: PathBuf,
+    },
 }
 
 /// `--compress[=LEVEL]`, shared by `pack` and `sign` (which must pack the images the same way).
@@ -352,14 +443,26 @@ fn main() -> ExitCode {
             ca,
             save_rotation,
             json,
-        } => flash::run_with_ca(
-            &package,
-            &trust,
-            &target,
-            ca.as_deref(),
-            save_rotation.as_deref(),
-            json,
-        ),
+        } => match target.as_slice() {
+            [one] => flash::run_with_ca(
+                &package,
+                &trust,
+                one,
+                ca.as_deref(),
+                save_rotation.as_deref(),
+                json,
+            ),
+            several if save_rotation.is_none() && ca.is_none() => {
+                factory::run(&package, &trust, several, json)
+            }
+            _ => Err(output::Failure::new(
+                veriflash_core::Error::new(
+                    veriflash_core::ErrorKind::InvalidInput,
+                    "--save-rotation and --ca take one --target",
+                ),
+                json,
+            )),
+        },
         Command::Fetch {
             url,
             out,
@@ -369,9 +472,47 @@ fn main() -> ExitCode {
         } => fetch::run(&url, &out, &trust, ca.as_deref(), json),
         Command::Status { target, json } => device::status(&target, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
+        Command::Devices { json, sysfs } => devices::run(&sysfs, json),
+        Command::Emulate(command) => emulate::run(&command),
+        Command::SwitchToEdl {
+            port,
+            dload,
+            at,
+            wait,
+            json,
+            sysfs,
+        } => devices::switch(&devices::SwitchArgs {
+            port: &port,
+            dload,
+            at: at.as_deref(),
+            wait,
+            sysfs: &sysfs,
+            json,
+        }),
         Command::Demo => demo::run(),
         Command::Completions { shell } => manual::completions(shell),
         Command::Man { out_dir } => manual::man(out_dir.as_deref()),
+        Command::ImportQdl {
+            rawprogram,
+            patch,
+            programmer,
+            product,
+            chipset,
+            hardware_revisions,
+            version,
+            security_version,
+            out,
+        } => import_qdl::run(&import_qdl::ImportArgs {
+            rawprogram: &rawprogram,
+            patches: &patch,
+            programmer: &programmer,
+            product: &product,
+            chipset: &chipset,
+            hardware_revisions: &hardware_revisions,
+            version: &version,
+            security_version,
+            out: &out,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

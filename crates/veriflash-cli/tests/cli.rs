@@ -255,6 +255,14 @@ fn demo_runs_and_shows_the_refusals() {
         "the demo flashes the file-backed device"
     );
     assert!(out.contains("byte-for-byte unchanged"));
+    // The modem part: a programmer + sbl + tz + boot + system package flashed into the
+    // emulated MDM9607 with progress, read back, then its status.
+    assert!(out.contains("flash        100%"), "{out}");
+    assert!(out.contains("(system)"), "{out}");
+    assert!(out.contains("read_back    ok"), "{out}");
+    assert!(out.contains("chipset         mdm9607"), "{out}");
+    assert!(out.contains("efs2 (protected)"), "{out}");
+    assert!(out.contains("last result     success (0)"), "{out}");
     assert!(out.contains("demo complete"));
 }
 

@@ -15,8 +15,8 @@
 
 use std::io::Read;
 
-use veriflash_format::Manifest;
-use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions};
+use veriflash_format::{ImageSpec, Manifest};
+use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, VerifiedChunk};
 use veriflash_plugin::{
     DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError,
 };
@@ -464,101 +464,169 @@ fn run<R: Read>(
     let package = PackageReader::new(reader)?.verify(verifier)?;
     events(&Event::PhaseFinished(Phase::Signature));
 
-    events(&Event::PhaseStarted(Phase::Preflight));
-    let device = session.device_info().map_err(device_error)?;
     let verified = package.manifest().clone();
-    let m = verified.manifest();
-    // A device that must run a loader first (FlashSession::loader_partition) can describe its
-    // storage only once the loader runs: check its identity now, stream the loader image (the
-    // package's first) to it, and run the whole policy on what it says then.
-    let loader = session
-        .loader_partition()
-        .map(str::to_owned)
-        .filter(|l| m.images.iter().any(|i| i.partition == *l));
-    let mut begun = false;
-    if let Some(l) = &loader {
-        check_identity(m, &device)?;
-        if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "the device runs the image for partition '{l}' as its loader: it must be the package's first image"
-                ),
-            ));
+    let mut device = DeviceRun::prepare(&verified, policy, session, events)?;
+    let package = package.with_options(policy.stream_options(&verified));
+    let outcome = (|| {
+        let report = package.stream(|image, chunk| device.chunk(image, chunk, cancel, events))?;
+        device.finish(cancel, events)?;
+        Ok(report)
+    })();
+    if let Err(err) = &outcome {
+        device.abort(err);
+    }
+    outcome
+}
+
+impl InstallPolicy {
+    /// How a package's payload is verified under this policy (threads, buffers in flight).
+    pub(crate) fn stream_options(&self, verified: &VerifiedManifest) -> ParallelOptions {
+        self.parallel_options(ChunkMemory::of(verified.manifest()))
+    }
+}
+
+/// One device's side of an install, after the package's signatures verified: pre-flight,
+/// staging, each verified chunk, read-back and commit. [`install`] drives one from the
+/// package stream; the factory line ([`crate::factory`]) drives one per device from chunks
+/// verified once and shared.
+pub(crate) struct DeviceRun<'a> {
+    verified: &'a VerifiedManifest,
+    policy: &'a InstallPolicy,
+    session: &'a mut dyn FlashSession,
+    loader: Option<String>,
+    begun: bool,
+    total: u64,
+}
+
+impl<'a> DeviceRun<'a> {
+    /// Pre-flight: reads the device, then either checks its identity (a device that runs a
+    /// loader first, [`FlashSession::loader_partition`]) or runs the whole policy and begins.
+    pub(crate) fn prepare(
+        verified: &'a VerifiedManifest,
+        policy: &'a InstallPolicy,
+        session: &'a mut dyn FlashSession,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<Self, Error> {
+        events(&Event::PhaseStarted(Phase::Preflight));
+        let device = session.device_info().map_err(device_error)?;
+        let m = verified.manifest();
+        // A device that must run a loader first (FlashSession::loader_partition) can describe its
+        // storage only once the loader runs: check its identity now, stream the loader image (the
+        // package's first) to it, and run the whole policy on what it says then.
+        let loader = session
+            .loader_partition()
+            .map(str::to_owned)
+            .filter(|l| m.images.iter().any(|i| i.partition == *l));
+        let mut run = Self {
+            verified,
+            policy,
+            session,
+            loader,
+            begun: false,
+            total: m.images.iter().map(|i| i.size).sum(),
+        };
+        if let Some(l) = &run.loader {
+            check_identity(m, &device)?;
+            if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the device runs the image for partition '{l}' as its loader: it must be the package's first image"
+                    ),
+                ));
+            }
+        } else {
+            start(run.verified, &device, policy, None, run.session, events)?;
+            run.begun = true;
         }
-    } else {
-        start(&verified, &device, policy, None, session, events)?;
-        begun = true;
+        Ok(run)
     }
 
-    let is_loader = |partition: &str| loader.as_deref() == Some(partition);
-    let total: u64 = m.images.iter().map(|i| i.size).sum();
-    let package = package.with_options(policy.parallel_options(ChunkMemory::of(m)));
-    // From the begin on the device holds a journal: every failure must abort it.
-    let outcome = (|| {
-        let report = package.stream(|image, chunk| {
-            if cancel.is_cancelled() {
-                return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
-            }
-            let at = || Location {
-                image: Some(image.name.clone()),
-                ..Location::default()
-            };
-            let image_done = chunk.offset() + chunk.bytes().len() as u64;
-            if is_loader(&image.partition) {
-                session
-                    .load(image.size, chunk)
-                    .map_err(|e| device_error(e).at(at()))?;
-            } else {
-                if !begun {
-                    let device = session.device_info().map_err(device_error)?;
-                    start(
-                        &verified,
-                        &device,
-                        policy,
-                        loader.as_deref(),
-                        session,
-                        events,
-                    )?;
-                    begun = true;
-                }
-                session
-                    .write(&image.partition, chunk)
-                    .map_err(|e| device_error(e).at(at()))?;
-            }
-            let before: u64 = m
-                .images
-                .iter()
-                .take_while(|i| i.name != image.name)
-                .map(|i| i.size)
-                .sum();
-            events(&Event::Progress {
-                image: image.name.clone(),
-                image_done,
-                image_total: image.size,
-                done: before + image_done,
-                total,
-            });
-            Ok(())
-        })?;
-        if !begun {
-            // Only the loader was in the package.
-            let device = session.device_info().map_err(device_error)?;
+    fn is_loader(&self, partition: &str) -> bool {
+        self.loader.as_deref() == Some(partition)
+    }
+
+    /// Runs the policy on what the running loader reports and begins, once.
+    fn ensure_begun(&mut self, events: &mut dyn FnMut(&Event)) -> Result<(), Error> {
+        if !self.begun {
+            let device = self.session.device_info().map_err(device_error)?;
             start(
-                &verified,
+                self.verified,
                 &device,
-                policy,
-                loader.as_deref(),
-                session,
+                self.policy,
+                self.loader.as_deref(),
+                self.session,
                 events,
             )?;
-            begun = true;
+            self.begun = true;
         }
+        Ok(())
+    }
+
+    /// Hands one verified chunk of `image` to the device (its loader, or its storage).
+    pub(crate) fn chunk(
+        &mut self,
+        image: &ImageSpec,
+        chunk: VerifiedChunk<'_>,
+        cancel: &CancelToken,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
+        if cancel.is_cancelled() {
+            return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
+        }
+        let at = || Location {
+            image: Some(image.name.clone()),
+            ..Location::default()
+        };
+        let image_done = chunk.offset() + chunk.bytes().len() as u64;
+        if self.is_loader(&image.partition) {
+            self.session
+                .load(image.size, chunk)
+                .map_err(|e| device_error(e).at(at()))?;
+        } else {
+            self.ensure_begun(events)?;
+            self.session
+                .write(&image.partition, chunk)
+                .map_err(|e| device_error(e).at(at()))?;
+        }
+        let before: u64 = self
+            .verified
+            .manifest()
+            .images
+            .iter()
+            .take_while(|i| i.name != image.name)
+            .map(|i| i.size)
+            .sum();
+        events(&Event::Progress {
+            image: image.name.clone(),
+            image_done,
+            image_total: image.size,
+            done: before + image_done,
+            total: self.total,
+        });
+        Ok(())
+    }
+
+    /// After the last chunk: read-back of every written image, then the commit.
+    pub(crate) fn finish(
+        &mut self,
+        cancel: &CancelToken,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
+        // Only the loader was in the package.
+        self.ensure_begun(events)?;
         events(&Event::PhaseFinished(Phase::Flash));
 
         events(&Event::PhaseStarted(Phase::ReadBack));
-        for image in m.images.iter().filter(|i| !is_loader(&i.partition)) {
-            let digest = session
+        let m = self.verified.manifest();
+        let loader = self.loader.clone();
+        for image in m
+            .images
+            .iter()
+            .filter(|i| loader.as_deref() != Some(i.partition.as_str()))
+        {
+            let digest = self
+                .session
                 .read_back(&image.partition, image.size)
                 .map_err(device_error)?;
             if digest != image.digest {
@@ -581,21 +649,22 @@ fn run<R: Read>(
             return Err(Error::new(ErrorKind::Cancelled, "cancelled before commit"));
         }
         events(&Event::PhaseStarted(Phase::Commit));
-        session.commit().map_err(device_error)?;
+        self.session.commit().map_err(device_error)?;
         events(&Event::PhaseFinished(Phase::Commit));
-        Ok(report)
-    })();
-    if let Err(err) = &outcome
-        && begun
-    {
-        // Best effort: a device that lost power cannot record anything; the journal it kept
-        // tells the next run what happened.
-        let _ = session.abort(&LastResult {
-            code: err.code(),
-            message: err.to_string(),
-        });
+        Ok(())
     }
-    outcome
+
+    /// After a failure: from the begin on the device holds a journal, so the install is
+    /// aborted with the error's code. Best effort: a device that lost power cannot record
+    /// anything; the journal it kept tells the next run what happened.
+    pub(crate) fn abort(&mut self, err: &Error) {
+        if self.begun {
+            let _ = self.session.abort(&LastResult {
+                code: err.code(),
+                message: err.to_string(),
+            });
+        }
+    }
 }
 
 /// The whole policy on `device`, then the plan is handed to the session (`begin`): ends the

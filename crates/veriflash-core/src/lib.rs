@@ -4,6 +4,7 @@
 pub mod compress;
 mod convert;
 pub mod error;
+pub mod factory;
 pub mod flash;
 #[cfg(feature = "http")]
 pub mod http;
@@ -15,6 +16,7 @@ pub mod trust;
 
 pub use compress::ZstdDecoder;
 pub use error::{Category, Error, ErrorKind, Location};
+pub use factory::{FactoryLine, FactoryReport};
 pub use flash::{CancelToken, Event, InstallPolicy, Phase, check_policy, install};
 pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{

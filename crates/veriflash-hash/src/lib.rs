@@ -27,6 +27,8 @@ pub use parallel::{
 pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
 #[cfg(feature = "std")]
 pub use slice::verify_slice_parallel;
+#[cfg(target_has_atomic = "ptr")]
+pub use verify::SharedChunk;
 pub use verify::{
     ChunkDecoder, ChunkEncoding, ChunkVerifier, DecodeError, ExpectedChunk, ImageExpectation,
     StoredChunk, VerifiedChunk,

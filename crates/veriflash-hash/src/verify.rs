@@ -316,6 +316,100 @@ impl<'a> VerifiedChunk<'a> {
     }
 }
 
+#[cfg(target_has_atomic = "ptr")]
+impl VerifiedChunk<'_> {
+    /// A shared, owned copy of this chunk, for handing the same verified bytes to several
+    /// devices on several threads (a factory line). The copy is of the verified bytes in
+    /// memory — never a re-read of the source — and a [`SharedChunk`] can be made no other way.
+    ///
+    /// ```
+    /// use veriflash_hash::{ChunkVerifier, ImageExpectation, sha256};
+    ///
+    /// let image = b"firmware";
+    /// let digest = sha256(image);
+    /// let chunks = [digest];
+    /// let mut verifier = ChunkVerifier::new(ImageExpectation {
+    ///     size: 8,
+    ///     chunk_size: 8,
+    ///     digest: &digest,
+    ///     chunk_digests: &chunks,
+    /// })?;
+    /// let shared = verifier.check(image)?.to_shared();
+    /// let for_another_device = shared.clone();
+    /// assert_eq!(for_another_device.as_verified().bytes(), image);
+    /// assert_eq!((shared.index(), shared.offset(), shared.len()), (0, 0, 8));
+    /// # Ok::<(), veriflash_hash::Error>(())
+    /// ```
+    #[must_use]
+    pub fn to_shared(&self) -> SharedChunk {
+        SharedChunk {
+            index: self.index,
+            offset: self.offset,
+            bytes: alloc::sync::Arc::from(self.bytes),
+        }
+    }
+}
+
+/// An owned, cheaply cloned [`VerifiedChunk`]: made only by [`VerifiedChunk::to_shared`], so it
+/// carries the same proof; [`as_verified`](Self::as_verified) lends it back as a
+/// `VerifiedChunk` for a plugin's write. Clones share one immutable buffer. (Only on targets
+/// with atomic pointers, which `Arc` needs.)
+#[cfg(target_has_atomic = "ptr")]
+#[derive(Clone)]
+pub struct SharedChunk {
+    index: u64,
+    offset: u64,
+    bytes: alloc::sync::Arc<[u8]>,
+}
+
+#[cfg(target_has_atomic = "ptr")]
+impl SharedChunk {
+    /// The chunk as a [`VerifiedChunk`] borrowing this buffer.
+    #[must_use]
+    pub fn as_verified(&self) -> VerifiedChunk<'_> {
+        VerifiedChunk {
+            index: self.index,
+            offset: self.offset,
+            bytes: &self.bytes,
+        }
+    }
+
+    /// Zero-based chunk index.
+    #[must_use]
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Byte offset of the chunk's first byte in the image.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The chunk's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the chunk is empty (never, for a chunk of an image).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+#[cfg(target_has_atomic = "ptr")]
+impl fmt::Debug for SharedChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedChunk")
+            .field("index", &self.index)
+            .field("offset", &self.offset)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
 impl fmt::Debug for VerifiedChunk<'_> {
     /// Shows where the chunk is and its length, not its (possibly megabytes of) content.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -83,6 +83,14 @@ pub enum Error {
     Storage(String),
     /// The operation is not possible on this device or in this state.
     Unsupported(String),
+    /// A vendor bundle (`rawprogram*.xml`, `patch*.xml`) holds an entry that cannot become
+    /// part of a veriflash package.
+    Bundle {
+        /// Which entry: `program #3 (label 'boot')`, `patch #1`, or the file.
+        entry: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -131,6 +139,7 @@ impl fmt::Display for Error {
             Self::PartitionTable(m) => write!(f, "partition table: {m}"),
             Self::Storage(m) => write!(f, "storage: {m}"),
             Self::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Self::Bundle { entry, reason } => write!(f, "{entry}: {reason}"),
         }
     }
 }

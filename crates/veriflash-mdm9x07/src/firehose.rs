@@ -263,11 +263,50 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// [`Error::BadLength`] above [`MAX_DOCUMENT_LEN`], [`MAX_ELEMENTS`] or [`MAX_ATTRIBUTES`];
 /// [`Error::MalformedXml`] with the byte offset otherwise.
 pub fn parse_document(bytes: &[u8]) -> Result<Vec<Element>, Error> {
-    if bytes.len() > MAX_DOCUMENT_LEN {
+    parse_xml(bytes, Some("data"), &FIREHOSE_LIMITS).map(|(_, elements)| elements)
+}
+
+/// The bounds [`parse_xml`] applies, and the names its length errors carry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct XmlLimits {
+    /// The longest document.
+    pub(crate) max_len: usize,
+    /// The most elements under the root.
+    pub(crate) max_elements: usize,
+    /// The most attributes on one element.
+    pub(crate) max_attributes: usize,
+    /// What a document is called in errors.
+    pub(crate) document: &'static str,
+    /// What its elements are called in errors.
+    pub(crate) elements: &'static str,
+    /// What an element's attributes are called in errors.
+    pub(crate) attributes: &'static str,
+}
+
+/// The bounds of one Firehose document.
+const FIREHOSE_LIMITS: XmlLimits = XmlLimits {
+    max_len: MAX_DOCUMENT_LEN,
+    max_elements: MAX_ELEMENTS,
+    max_attributes: MAX_ATTRIBUTES,
+    document: "Firehose document",
+    elements: "Firehose elements in a document",
+    attributes: "Firehose attributes on an element",
+};
+
+/// The bounded reader behind [`parse_document`], shared with the rawprogram/patch importer
+/// ([`crate::rawprogram`]): an optional prolog and comments, one root element (named `root`
+/// if given; its name is returned), self-closing children (or written long-hand without
+/// content), comments skipped, nothing after the root's end tag.
+pub(crate) fn parse_xml(
+    bytes: &[u8],
+    root: Option<&str>,
+    limits: &XmlLimits,
+) -> Result<(String, Vec<Element>), Error> {
+    if bytes.len() > limits.max_len {
         return Err(Error::BadLength {
-            what: "Firehose document",
+            what: limits.document,
             length: bytes.len() as u64,
-            limit: MAX_DOCUMENT_LEN as u64,
+            limit: limits.max_len as u64,
         });
     }
     let mut c = Cursor { bytes, at: 0 };
@@ -275,23 +314,50 @@ pub fn parse_document(bytes: &[u8]) -> Result<Vec<Element>, Error> {
     if c.eat(b"<?xml") {
         c.skip_past(b"?>", "unterminated XML declaration")?;
     }
-    c.skip_ws();
-    if !c.eat(b"<data") {
-        return Err(c.err("expected <data>"));
+    loop {
+        c.skip_ws();
+        if c.eat(b"<!--") {
+            c.skip_past(b"-->", "unterminated comment")?;
+        } else {
+            break;
+        }
+    }
+    if !c.eat(b"<") {
+        return Err(c.err("expected the root element"));
+    }
+    let root_at = c.at;
+    let root_name = c.name().map_err(|_| Error::MalformedXml {
+        reason: "expected the root element",
+        offset: root_at,
+    })?;
+    if root.is_some_and(|r| r != root_name) {
+        return Err(Error::MalformedXml {
+            reason: if root == Some("data") {
+                "expected <data>"
+            } else {
+                "unexpected root element"
+            },
+            offset: root_at,
+        });
     }
     c.skip_ws();
     if !c.eat(b">") {
-        return Err(c.err("expected '>' after <data"));
+        return Err(c.err("expected '>' after the root element's name"));
     }
+    let root_end = format!("</{root_name}");
     let mut elements = Vec::new();
     loop {
         c.skip_ws();
-        if c.eat(DOCUMENT_END) {
+        if c.eat(root_end.as_bytes()) {
+            c.skip_ws();
+            if !c.eat(b">") {
+                return Err(c.err("expected '>' closing the root element"));
+            }
             c.skip_ws();
             if !c.rest().is_empty() {
-                return Err(c.err("bytes after </data>"));
+                return Err(c.err("bytes after the root element"));
             }
-            return Ok(elements);
+            return Ok((root_name, elements));
         }
         if c.eat(b"<!--") {
             c.skip_past(b"-->", "unterminated comment")?;
@@ -300,11 +366,11 @@ pub fn parse_document(bytes: &[u8]) -> Result<Vec<Element>, Error> {
         if !c.eat(b"<") {
             return Err(c.err("expected an element"));
         }
-        if elements.len() >= MAX_ELEMENTS {
+        if elements.len() >= limits.max_elements {
             return Err(Error::BadLength {
-                what: "Firehose elements in a document",
+                what: limits.elements,
                 length: elements.len() as u64 + 1,
-                limit: MAX_ELEMENTS as u64,
+                limit: limits.max_elements as u64,
             });
         }
         let name = c.name()?;
@@ -327,11 +393,11 @@ pub fn parse_document(bytes: &[u8]) -> Result<Vec<Element>, Error> {
                 }
                 break;
             }
-            if attrs.len() >= MAX_ATTRIBUTES {
+            if attrs.len() >= limits.max_attributes {
                 return Err(Error::BadLength {
-                    what: "Firehose attributes on an element",
+                    what: limits.attributes,
                     length: attrs.len() as u64 + 1,
-                    limit: MAX_ATTRIBUTES as u64,
+                    limit: limits.max_attributes as u64,
                 });
             }
             let key = c.name()?;

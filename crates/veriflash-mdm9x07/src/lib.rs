@@ -1,17 +1,28 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod diag;
+pub mod discover;
 pub mod driver;
 pub mod emulator;
 mod error;
 pub mod firehose;
 pub mod mibib;
+#[cfg(all(target_os = "linux", feature = "pty"))]
+pub mod pty;
+pub mod rawprogram;
 pub mod sahara;
+#[cfg(all(unix, feature = "serial"))]
+pub mod serial;
 mod session;
+pub mod target;
 pub mod transport;
+#[cfg(feature = "usb")]
+pub mod usb;
 
 pub use error::Error;
 pub use session::{
-    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, Mdm9x07Plugin, Mdm9x07Session, PROGRAMMER_PARTITION,
-    ProductId, SessionConfig,
+    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, Mdm9x07Session, PROGRAMMER_PARTITION, ProductId,
+    SessionConfig,
 };
+pub use target::Mdm9x07Plugin;

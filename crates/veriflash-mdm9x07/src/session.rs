@@ -1,20 +1,18 @@
-//! The plugin and its flash session: identity over Sahara, the programmer served from the
+//! The flash session (the plugin that opens it is in [`crate::target`]): identity over Sahara, the programmer served from the
 //! package, partitions from the MIBIB, erase + program in whole pages, read-back, reset.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use veriflash_plugin::{
-    DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo, Plugin,
+    DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo,
     PluginError, StorageGeometry, VerifiedChunk,
 };
 
 use crate::driver::{Connection, DeviceMode, StorageInfo, Timeouts};
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::mibib::{self, Placed, Table};
 use crate::sahara::{ChipIdentity, chip_name};
-use crate::transport::{Framing, MemoryTransport, Transport};
+use crate::transport::Transport;
 
 /// The partition name under which a package carries the Firehose programmer. Its image is
 /// served to the boot ROM over Sahara, never written to NAND.
@@ -63,40 +61,6 @@ impl Default for SessionConfig {
             timeouts: Timeouts::default(),
             payload: DEFAULT_PAYLOAD,
             journal_dir: None,
-        }
-    }
-}
-
-/// The plugin for `mdm9x07:` targets. `mdm9x07:emulator` opens a fresh emulated MDM9607
-/// ([`EmulatorConfig::mdm9607`]) over the in-memory transport.
-#[derive(Clone, Debug, Default)]
-pub struct Mdm9x07Plugin {
-    config: SessionConfig,
-}
-
-impl Mdm9x07Plugin {
-    /// A plugin with `config` for its sessions.
-    #[must_use]
-    pub fn new(config: SessionConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl Plugin for Mdm9x07Plugin {
-    fn name(&self) -> &'static str {
-        "mdm9x07"
-    }
-
-    fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
-        match target {
-            "emulator" => {
-                let emulator = Emulator::new(EmulatorConfig::mdm9607())?;
-                let link = MemoryTransport::new(Arc::new(Mutex::new(emulator)), Framing::Packet);
-                Ok(Box::new(Mdm9x07Session::new(link, self.config.clone())))
-            }
-            other => Err(PluginError::UnknownTarget(format!(
-                "mdm9x07:{other} (this build knows mdm9x07:emulator)"
-            ))),
         }
     }
 }
@@ -169,6 +133,9 @@ impl Journal {
         }
         let tmp = path.with_extension("journal.tmp");
         let io = |e: std::io::Error| Error::Storage(format!("journal {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         {
             use std::io::Write as _;
             let mut f = std::fs::File::create(&tmp).map_err(io)?;

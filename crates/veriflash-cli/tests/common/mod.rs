@@ -57,3 +57,8 @@ pub fn openssl(args: &[&str], cwd: &Path) -> Output {
     );
     out
 }
+
+/// Both streams, stdout then stderr: for assertions on what a person would see.
+pub fn text(out: &Output) -> String {
+    format!("{}\n{}", stdout(out), stderr(out))
+}

@@ -1,0 +1,324 @@
+//! `veriflash emulate mdm9x07 --pty`, `flash`/`status --target mdm9x07:serial:/dev/pts/N`
+//! and `devices`, as a user runs them: separate processes, a real pseudo-terminal between them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+use common::{ok, veriflash};
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use serde_json::Value;
+use veriflash_mdm9x07::emulator::test_programmer;
+
+/// `veriflash emulate mdm9x07 --pty`, killed when dropped.
+struct Emulated {
+    child: Child,
+    path: String,
+    stderr: Receiver<String>,
+}
+
+impl Emulated {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
+            .args(["emulate", "mdm9x07", "--pty"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let path = line.trim().to_owned();
+        assert!(path.starts_with("/dev/pts/"), "line 1 is the pty: {line:?}");
+        let (tx, stderr) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Self {
+            child,
+            path,
+            stderr,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("mdm9x07:serial:{}", self.path)
+    }
+
+    /// Waits until the emulator printed `line` (synchronisation with the other process; the
+    /// bound only keeps a broken emulator from hanging the test).
+    fn saw(&self, line: &str) {
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if l == line => return,
+                Ok(_) => {}
+                Err(e) => panic!("the emulator never printed {line:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A key and a signed MDM9607 package (programmer + sbl + boot + system) in `dir`.
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("programmer.elf"), test_programmer(&[0x5Au8; 6000])).unwrap();
+    std::fs::write(dir.join("sbl.img"), vec![0x11u8; 40_000]).unwrap();
+    let boot: Vec<u8> = (0..150_000u32).map(|i| i.to_le_bytes()[0]).collect();
+    std::fs::write(dir.join("boot.img"), boot).unwrap();
+    let system: Vec<u8> = (0..300_000u32)
+        .map(|i| (i * 7 % 251).to_le_bytes()[0])
+        .collect();
+    std::fs::write(dir.join("system.img"), system).unwrap();
+    std::fs::write(
+        dir.join("update.toml"),
+        "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
+         security_version = 7\nhardware_revisions = [\"r2\"]\nchunk_size = 65536\n\
+         [[image]]\nname = \"programmer\"\npartition = \"programmer\"\nfile = \"programmer.elf\"\n\
+         [[image]]\nname = \"sbl\"\npartition = \"sbl\"\nfile = \"sbl.img\"\n\
+         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\
+         [[image]]\nname = \"system\"\npartition = \"system\"\nfile = \"system.img\"\n",
+    )
+    .unwrap();
+    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "update.vfp",
+        ],
+        dir,
+    ));
+}
+
+#[test]
+fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let emulated = Emulated::start(&[]);
+    let target = emulated.target();
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            &target,
+            "--json",
+        ],
+        dir,
+    );
+    let stdout = ok(&out);
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "finished", "{stdout}");
+    assert_eq!(
+        last["code"],
+        Value::Null,
+        "success carries no error code: {stdout}"
+    );
+    for phase in ["flash", "read_back", "commit"] {
+        assert!(
+            stdout.contains(&format!(
+                "{{\"event\":\"phase_finished\",\"phase\":\"{phase}\"}}"
+            )),
+            "{phase}: {stdout}"
+        );
+    }
+    emulated.saw("host left");
+
+    let status: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", &target, "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(status["chipset"], "mdm9607");
+    assert_eq!(status["product"], "acme-hotspot-x1");
+    assert_eq!(status["active_slot"], Value::Null);
+}
+
+#[test]
+fn a_wrong_chip_emulated_on_the_pty_is_refused_with_code_41() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let emulated = Emulated::start(&["--chip", "msm8916"]);
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            &emulated.target(),
+        ],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(41), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("msm8916"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
+    let out = veriflash(&["status", "--target", "mdm9x07:floppy", "--json"], dir);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "invalid_input", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mdm9x07:serial:/dev/ttyUSB0"),
+        "{v}"
+    );
+    let out = veriflash(
+        &[
+            "status",
+            "--target",
+            "mdm9x07:serial:/dev/ttyUSB-none",
+            "--json",
+        ],
+        dir,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "transport_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ttyUSB-none"),
+        "{v}"
+    );
+    // No download-mode device at a USB location no machine has.
+    let out = veriflash(
+        &["status", "--target", "mdm9x07:usb:99-9.9.9", "--json"],
+        dir,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "transport_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("05C6:9008"),
+        "{v}"
+    );
+}
+
+fn fake_usb_device(root: &Path, name: &str, vid: &str, pid: &str, tty: &str) {
+    let dev = root.join(name);
+    std::fs::create_dir_all(dev.join(format!("{name}:1.0/{tty}"))).unwrap();
+    std::fs::write(dev.join("idVendor"), vid).unwrap();
+    std::fs::write(dev.join("idProduct"), pid).unwrap();
+    std::fs::write(dev.join("product"), "QUSB__BULK").unwrap();
+}
+
+#[test]
+fn devices_lists_edl_and_diag_modems_with_their_targets_or_says_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("usb");
+    std::fs::create_dir_all(&root).unwrap();
+    let none = ok(&veriflash(
+        &["devices", "--sysfs", root.to_str().unwrap()],
+        tmp.path(),
+    ));
+    assert!(none.contains("no device found"), "{none}");
+    assert!(none.contains("hint:"), "{none}");
+
+    fake_usb_device(&root, "1-1.2", "05c6\n", "9008\n", "ttyUSB3");
+    fake_usb_device(&root, "2-1", "2c7c\n", "0125\n", "ttyUSB0");
+    fake_usb_device(&root, "2-2", "046d\n", "c52b\n", "ttyUSB9");
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["devices", "--json", "--sysfs", root.to_str().unwrap()],
+        tmp.path(),
+    )))
+    .unwrap();
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{v}");
+    assert_eq!(devices[0]["mode"], "edl");
+    assert_eq!(devices[0]["location"], "1-1.2");
+    assert_eq!(devices[0]["tty"], "/dev/ttyUSB3");
+    assert_eq!(devices[0]["targets"][0], "mdm9x07:usb:1-1.2");
+    assert_eq!(devices[0]["targets"][1], "mdm9x07:serial:/dev/ttyUSB3");
+    assert_eq!(devices[1]["mode"], "diag");
+    assert_eq!(devices[1]["vendor_id"], "2c7c");
+
+    let text = ok(&veriflash(
+        &["devices", "--sysfs", root.to_str().unwrap()],
+        tmp.path(),
+    ));
+    assert!(text.contains("mdm9x07:usb:1-1.2"), "{text}");
+    assert!(text.contains("DIAG"), "{text}");
+}
+
+#[test]
+fn switch_to_edl_over_the_diag_port_then_flash_the_re_enumerated_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let emulated = Emulated::start(&["--diag"]);
+    // Normal mode: the boot ROM is not there yet, so a flash cannot identify the chip.
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["switch-to-edl", "--port", &emulated.path, "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    emulated.saw("switched to emergency download mode (05C6:9008)");
+    emulated.saw("host left");
+    ok(&veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            &emulated.target(),
+        ],
+        dir,
+    ));
+}
+
+#[test]
+fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A download-mode device does not speak DIAG: its HELLO is no answer to the switch.
+    let emulated = Emulated::start(&[]);
+    let out = veriflash(
+        &["switch-to-edl", "--port", &emulated.path, "--json"],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "transport_error", "{v}");
+}
