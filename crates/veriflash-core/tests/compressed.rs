@@ -26,22 +26,10 @@ use veriflash_core::{
     CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackOptions, PackageReader,
     PackageSpec, UnsignedPackage, ZstdDecoder, install,
 };
+use veriflash_test_support::pseudo_random;
 use zstd::zstd_safe;
 
 const MIB: usize = 1 << 20;
-
-/// xorshift bytes: incompressible.
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// One MiB of a file-system-like image: text, tables, erased runs, and every eighth MiB
 /// random (so the compressed image has raw chunks too).

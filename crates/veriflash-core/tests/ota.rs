@@ -31,21 +31,10 @@ use veriflash_core::{
     CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackageSpec, UnsignedPackage,
     install,
 };
+use veriflash_test_support::pseudo_random;
 
 // ---------------------------------------------------------------------------------------------
 // Packages
-
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn spec(images: Vec<ImageSource>, security_version: u64) -> PackageSpec {
     PackageSpec {

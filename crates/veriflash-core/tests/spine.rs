@@ -11,24 +11,13 @@ use veriflash_core::{
     Error, ErrorKind, ImageData, ImageSource, PackageReader, PackageSpec, UnsignedPackage,
     verify_file,
 };
+use veriflash_test_support::pseudo_random;
 
 /// 64 MiB + 12345 bytes: more than 64 MiB, and not a multiple of the chunk size.
 const BIG: usize = (64 << 20) + 12_345;
 const SMALL: usize = 300_001;
 const BIG_CHUNK: u32 = 1 << 20;
 const SMALL_CHUNK: u32 = 64 << 10;
-
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 struct Fixture {
     key: SigningKey,

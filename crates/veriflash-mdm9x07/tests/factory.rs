@@ -12,34 +12,21 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use veriflash_core::format::SignatureBlock;
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
-use veriflash_core::{
-    ErrorKind, Event, FactoryLine, ImageData, ImageSource, InstallPolicy, PackageSpec, Phase,
-    UnsignedPackage,
-};
+use veriflash_core::{ErrorKind, Event, FactoryLine, InstallPolicy, Phase};
 use veriflash_mdm9x07::emulator::{DeviceFaults, Emulator, EmulatorConfig, test_programmer};
 use veriflash_mdm9x07::transport::{Framing, MemoryTransport};
 use veriflash_mdm9x07::{Mdm9x07Session, SessionConfig};
 use veriflash_plugin::FlashSession;
+use veriflash_test_support::{modem_package, pseudo_random, ubi_like};
 
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// The package of `images`, signed by `key`.
+fn package(key: &SigningKey, images: &[(&'static str, Vec<u8>)]) -> Vec<u8> {
+    modem_package(key, images).unwrap()
 }
 
 fn images() -> Vec<(&'static str, Vec<u8>)> {
-    let mut system = pseudo_random(400_077, 9);
-    for at in (0..system.len()).step_by(128 * 1024) {
-        system[at..at + 4].copy_from_slice(b"UBI#");
-    }
+    let system = ubi_like(400_077, 9);
     vec![
         ("programmer", test_programmer(&pseudo_random(20_000, 1))),
         ("sbl", pseudo_random(100_017, 2)),
@@ -47,31 +34,6 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
         ("boot", pseudo_random(300_123, 4)),
         ("system", system),
     ]
-}
-
-fn package(key: &SigningKey, images: &[(&'static str, Vec<u8>)]) -> Vec<u8> {
-    let spec = PackageSpec {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revisions: vec!["r2".into()],
-        software_version: "2.4.0".into(),
-        security_version: 7,
-        images: images
-            .iter()
-            .map(|(part, bytes)| {
-                let mut i = ImageSource::new(*part, *part, ImageData::Bytes(bytes.clone()));
-                i.chunk_size = 16 * 1024;
-                i
-            })
-            .collect(),
-    };
-    let unsigned = UnsignedPackage::prepare(spec).unwrap();
-    let block = SignatureBlock {
-        entries: vec![unsigned.sign(key).unwrap()],
-    };
-    let mut bytes = Vec::new();
-    unsigned.write_to(&block, &mut bytes).unwrap();
-    bytes
 }
 
 /// Counts every byte read from the package.

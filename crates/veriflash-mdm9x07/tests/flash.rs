@@ -14,58 +14,24 @@ use veriflash_core::{
 use veriflash_mdm9x07::emulator::{DeviceFaults, Emulator, EmulatorConfig, test_programmer};
 use veriflash_mdm9x07::transport::{Framing, LinkFaults, MemoryTransport};
 use veriflash_mdm9x07::{Mdm9x07Session, SessionConfig};
+use veriflash_test_support::{modem_package, pseudo_random, ubi_like};
 
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// A UBI-like system image (seed 99).
+fn ubi_like_99(len: usize) -> Vec<u8> {
+    ubi_like(len, 99)
 }
 
-/// A UBI-like image: erase-counter headers ("UBI#") at the start of every 128 KiB block.
-fn ubi_like(len: usize) -> Vec<u8> {
-    let mut img = pseudo_random(len, 99);
-    for at in (0..len).step_by(128 * 1024) {
-        if at + 4 <= len {
-            img[at..at + 4].copy_from_slice(b"UBI#");
-        }
+/// The package of `images`, signed by `key`, with the images kept for read-back checks.
+fn package(key: &SigningKey, images: Vec<(&'static str, Vec<u8>)>) -> Pkg {
+    Pkg {
+        bytes: modem_package(key, &images).unwrap(),
+        images,
     }
-    img
 }
 
 struct Pkg {
     bytes: Vec<u8>,
     images: Vec<(&'static str, Vec<u8>)>,
-}
-
-fn package(key: &SigningKey, images: Vec<(&'static str, Vec<u8>)>) -> Pkg {
-    let spec = PackageSpec {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revisions: vec!["r2".into()],
-        software_version: "2.4.0".into(),
-        security_version: 7,
-        images: images
-            .iter()
-            .map(|(part, bytes)| {
-                let mut i = ImageSource::new(*part, *part, ImageData::Bytes(bytes.clone()));
-                i.chunk_size = 16 * 1024;
-                i
-            })
-            .collect(),
-    };
-    let unsigned = UnsignedPackage::prepare(spec).unwrap();
-    let block = SignatureBlock {
-        entries: vec![unsigned.sign(key).unwrap()],
-    };
-    let mut bytes = Vec::new();
-    unsigned.write_to(&block, &mut bytes).unwrap();
-    Pkg { bytes, images }
 }
 
 fn full_images() -> Vec<(&'static str, Vec<u8>)> {
@@ -74,7 +40,7 @@ fn full_images() -> Vec<(&'static str, Vec<u8>)> {
         ("sbl", pseudo_random(300_000 + 17, 2)),
         ("tz", pseudo_random(100_000 + 5, 3)),
         ("boot", pseudo_random(1_000_000 + 123, 4)),
-        ("system", ubi_like(2_000_000 + 77)),
+        ("system", ubi_like_99(2_000_000 + 77)),
     ]
 }
 
@@ -84,7 +50,7 @@ fn small_images() -> Vec<(&'static str, Vec<u8>)> {
         ("sbl", pseudo_random(5_000, 6)),
         ("tz", pseudo_random(2_100, 7)),
         ("boot", pseudo_random(4_096, 8)),
-        ("system", ubi_like(6_001)),
+        ("system", ubi_like_99(6_001)),
     ]
 }
 

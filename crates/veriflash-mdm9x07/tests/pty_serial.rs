@@ -10,12 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use veriflash_core::format::SignatureBlock;
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
-use veriflash_core::{
-    CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackageSpec, UnsignedPackage,
-    install,
-};
+use veriflash_core::{CancelToken, ErrorKind, InstallPolicy, install};
 use veriflash_mdm9x07::diag::{DiagDevice, DiagEdlCommand, DiagSwitch, EdlSwitch};
 use veriflash_mdm9x07::emulator::{Emulator, EmulatorConfig, test_programmer};
 use veriflash_mdm9x07::pty::{HostEvent, PtyPeer, PtyServer};
@@ -23,6 +19,12 @@ use veriflash_mdm9x07::serial::SerialTransport;
 use veriflash_mdm9x07::transport::{Endpoint, Framing, Transport, write_all};
 use veriflash_mdm9x07::{Error, Mdm9x07Session, SessionConfig};
 use veriflash_plugin::FlashSession;
+use veriflash_test_support::{modem_package, pseudo_random};
+
+/// The package of `images`, signed by `key`.
+fn package(key: &SigningKey, images: &[(&'static str, Vec<u8>)]) -> Vec<u8> {
+    modem_package(key, images).unwrap()
+}
 
 /// A device served on a pty by a thread, stopped and handed back by `finish`.
 struct Served<P: PtyPeer + Send + 'static> {
@@ -74,18 +76,6 @@ impl<P: PtyPeer + Send + 'static> Served<P> {
     }
 }
 
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn images() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("programmer", test_programmer(&pseudo_random(9_000, 1))),
@@ -98,31 +88,6 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("system", pseudo_random(200_001, 5)),
     ]
-}
-
-fn package(key: &SigningKey, images: &[(&'static str, Vec<u8>)]) -> Vec<u8> {
-    let spec = PackageSpec {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revisions: vec!["r2".into()],
-        software_version: "2.4.0".into(),
-        security_version: 7,
-        images: images
-            .iter()
-            .map(|(part, bytes)| {
-                let mut i = ImageSource::new(*part, *part, ImageData::Bytes(bytes.clone()));
-                i.chunk_size = 16 * 1024;
-                i
-            })
-            .collect(),
-    };
-    let unsigned = UnsignedPackage::prepare(spec).unwrap();
-    let block = SignatureBlock {
-        entries: vec![unsigned.sign(key).unwrap()],
-    };
-    let mut bytes = Vec::new();
-    unsigned.write_to(&block, &mut bytes).unwrap();
-    bytes
 }
 
 fn flash_over_serial(

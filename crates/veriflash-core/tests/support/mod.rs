@@ -6,19 +6,7 @@
 use veriflash_core::format::{HEADER_LEN, SignatureBlock};
 use veriflash_core::sig::{SigningKey, Verifier};
 use veriflash_core::{Error, ImageData, ImageSource, PackageReader, PackageSpec, UnsignedPackage};
-
-/// Deterministic bytes (xorshift), different for each `state`.
-pub fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+pub use veriflash_test_support::pseudo_random;
 
 /// One image of a package to build: name (also the partition), bytes, chunk size.
 pub struct Image {
