@@ -21,6 +21,7 @@ use crate::output::{Failure, error_json, human_size};
 pub(crate) fn run(
     package: &Path,
     trust: &Path,
+    trust_options: &crate::verify::TrustOptions,
     targets: &[String],
     json: bool,
 ) -> Result<(), Failure> {
@@ -38,7 +39,7 @@ pub(crate) fn run(
         )));
     }
     let anchors = AnchorSet::load(trust).map_err(fail)?;
-    let verifier = crate::verify::verifier(&anchors, &crate::verify::TrustOptions::default());
+    let verifier = crate::verify::verifier(&anchors, trust_options);
     let file = File::open(package).map_err(|e| {
         fail(Error::new(
             ErrorKind::Io,
@@ -89,7 +90,10 @@ pub(crate) fn run(
         }
     };
     let policy = InstallPolicy::default();
+    let cancel = veriflash_core::CancelToken::new();
+    crate::signals::cancel_on_interrupt(&cancel);
     let report = FactoryLine::new(&verifier, &policy)
+        .with_cancel(cancel)
         .run(
             BufReader::with_capacity(64 * 1024, file),
             targets.len(),

@@ -107,12 +107,13 @@ pub(crate) fn run(
     url: &str,
     out: &Path,
     trust: &Path,
+    trust_options: &crate::verify::TrustOptions,
     ca: Option<&Path>,
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
     let anchors = veriflash_core::AnchorSet::load(trust).map_err(fail)?;
-    let verifier = crate::verify::verifier(&anchors, &crate::verify::TrustOptions::default());
+    let verifier = crate::verify::verifier(&anchors, trust_options);
     let remote = open_remote(url, ca, &verifier).map_err(fail)?;
     let mut display = Display::new(json);
     let result = remote.fetch_to_file(out, &verifier, &mut |p| display.show(p));

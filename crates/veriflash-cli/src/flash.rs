@@ -133,13 +133,15 @@ impl Display {
 }
 
 pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Result<(), Failure> {
-    run_with_ca(package, trust, target, None, None, json)
+    let options = crate::verify::TrustOptions::default();
+    run_with_ca(package, trust, &options, target, None, None, json)
 }
 
 /// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
 pub(crate) fn run_with_ca(
     package: &Path,
     trust: &Path,
+    trust_options: &crate::verify::TrustOptions,
     target: &str,
     ca: Option<&Path>,
     save_rotation: Option<&Path>,
@@ -147,7 +149,7 @@ pub(crate) fn run_with_ca(
 ) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
     let anchors = AnchorSet::load(trust).map_err(fail)?;
-    let verifier = crate::verify::verifier(&anchors, &crate::verify::TrustOptions::default());
+    let verifier = crate::verify::verifier(&anchors, trust_options);
     // A URL: the prefix is fetched and verified here, then the payload streams into the
     // install through a reader that yields only chunks matching their signed digests.
     let url = package.to_str().filter(|p| crate::fetch::is_url(p));

@@ -154,12 +154,8 @@ enum Command {
         /// Hashing threads for the payload (0: one per available core).
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
-        /// Do not check certificate validity dates (by default the system clock is trusted).
-        #[arg(long)]
-        no_clock: bool,
-        /// Distinct trusted keys that must have signed.
-        #[arg(long, value_name = "K", default_value_t = 1)]
-        threshold: usize,
+        #[command(flatten)]
+        trust_options: verify::TrustOptions,
     },
     /// Verify a package and install it on a device: the inactive slot is written, read back,
     /// and switched to only when every image matches.
@@ -179,6 +175,8 @@ enum Command {
         /// --trust from then on. Without it a rotation is reported, not adopted.
         #[arg(long, value_name = "ANCHORS")]
         save_rotation: Option<PathBuf>,
+        #[command(flatten)]
+        trust_options: verify::TrustOptions,
         /// The device: `file:PATH` for a file-backed device; for an MDM9x07 in download
         /// mode `mdm9x07:serial:/dev/ttyUSB0`, `mdm9x07:usb` (first 05C6:9008 device),
         /// `mdm9x07:usb:BUS-PORT` (see `veriflash devices`) or `mdm9x07:emulator`.
@@ -208,9 +206,12 @@ enum Command {
         /// Where to write the verified package.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Trusted public keys and/or root certificates (PEM), or a directory of them.
+        /// Trusted public keys and/or root certificates (PEM), a directory of them, or an
+        /// anchor-set file written by `flash --save-rotation`.
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
         trust: PathBuf,
+        #[command(flatten)]
+        trust_options: verify::TrustOptions,
         /// For https://: trust the CA certificates in this PEM file instead of Mozilla's roots.
         #[arg(long, value_name = "CA.pem")]
         ca: Option<PathBuf>,
@@ -424,36 +425,28 @@ fn main() -> ExitCode {
             package,
             json,
             threads,
-            no_clock,
-            threshold,
-        } => verify::run(
-            &trust,
-            &package,
-            json,
-            threads,
-            &verify::TrustOptions {
-                no_clock,
-                threshold,
-            },
-        ),
+            trust_options,
+        } => verify::run(&trust, &package, json, threads, &trust_options),
         Command::Flash {
             package,
             trust,
             target,
             ca,
             save_rotation,
+            trust_options,
             json,
         } => match target.as_slice() {
             [one] => flash::run_with_ca(
                 &package,
                 &trust,
+                &trust_options,
                 one,
                 ca.as_deref(),
                 save_rotation.as_deref(),
                 json,
             ),
             several if save_rotation.is_none() && ca.is_none() => {
-                factory::run(&package, &trust, several, json)
+                factory::run(&package, &trust, &trust_options, several, json)
             }
             _ => Err(output::Failure::new(
                 veriflash_core::Error::new(
@@ -467,9 +460,10 @@ fn main() -> ExitCode {
             url,
             out,
             trust,
+            trust_options,
             ca,
             json,
-        } => fetch::run(&url, &out, &trust, ca.as_deref(), json),
+        } => fetch::run(&url, &out, &trust, &trust_options, ca.as_deref(), json),
         Command::Status { target, json } => device::status(&target, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Devices { json, sysfs } => devices::run(&sysfs, json),

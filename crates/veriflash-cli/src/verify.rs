@@ -23,12 +23,16 @@ pub(crate) fn check_with_threads(
     check_with_options(trust, package, threads, &TrustOptions::default())
 }
 
-/// How certificate chains and thresholds are judged by `verify`.
-#[derive(Debug, Clone, Copy)]
+/// How certificate chains and thresholds are judged: the same flags for `verify`, `flash` and
+/// `fetch`, so a package one accepts the others accept.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub(crate) struct TrustOptions {
-    /// Skip certificate validity dates (the device has no trusted clock).
+    /// Do not check certificate validity dates (by default the system clock is trusted).
+    #[arg(long)]
     pub(crate) no_clock: bool,
-    /// Distinct trusted keys that must sign, at least (an anchor-set file may demand more).
+    /// Distinct trusted keys that must have signed, at least (an anchor-set file may demand
+    /// more).
+    #[arg(long, value_name = "K", default_value_t = 1)]
     pub(crate) threshold: usize,
 }
 

@@ -240,6 +240,29 @@ fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
         &["verify", "--trust", "root.pem", "--no-clock", "u.vfp"],
         d,
     ));
+    // flash judges the chain exactly as verify does: refused with the clock, nothing written.
+    std::fs::write(
+        d.join("layout.toml"),
+        "product = \"acme\"\nchipset = \"mdm9607\"\nhardware_revision = \"r1\"\n\
+         [[partition]]\nname = \"boot\"\nsize = 1048576\nab = true\n",
+    )
+    .unwrap();
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        d,
+    ));
+    let before = std::fs::read(d.join("dev.img")).unwrap();
+    let flash = [
+        "flash",
+        "u.vfp",
+        "--trust",
+        "root.pem",
+        "--target",
+        "file:dev.img",
+    ];
+    assert_eq!(veriflash(&flash, d).status.code(), Some(27));
+    assert_eq!(std::fs::read(d.join("dev.img")).unwrap(), before);
+    ok(&veriflash(&[&flash[..], &["--no-clock"]].concat(), d));
 }
 
 #[test]

@@ -225,7 +225,8 @@ error_kinds! {
     ImageTooLarge = 48, "image_too_large", Permanent,
         "an image is larger than its partition",
         "Use the package built for this device's partition layout.";
-    /// The package would write a partition that must never be written (no A/B copies).
+    /// The package would write a partition the device protects: device-unique data
+    /// (calibration, EFS) or a partition without A/B copies.
     ProtectedPartition = 49, "protected_partition", Security,
         "the package would write a protected partition",
         "Do not install this package; protected partitions (calibration, EFS) are never updated.";

@@ -327,7 +327,7 @@ fn check_policy_except(
             return Err(Error::new(
                 ErrorKind::ProtectedPartition,
                 format!(
-                    "image '{}' targets '{}', which has no A/B copies and is never written",
+                    "image '{}' targets '{}', which the device protects (device-unique data such as calibration or EFS, or a partition without A/B copies): it is never written",
                     image.name, image.partition
                 ),
             )
