@@ -581,8 +581,9 @@ veriflash_result veriflash_last_error_code(void);
 const char *veriflash_result_name(veriflash_result code);
 
 /**
- * Verifies `package` against `trust` and installs it on the device `target` (e.g.
- * `"file:/path/device.img"`, the file-backed reference device): signatures, policy (product,
+ * Verifies `package` against `trust` and installs it on the device `target`:
+ * `"file:/path/device.img"` (the file-backed reference device), `"mdm9x07:serial:/dev/ttyUSB0"`
+ * (an MDM9x07 in download mode through qcserial) or `"mdm9x07:emulator"`: signatures, policy (product,
  * chipset, hardware revision, anti-rollback, partitions, sizes), the inactive slot written
  * chunk by verified chunk, read back, then one atomic commit. Any failure before the commit
  * leaves the device booting its current slot.
@@ -835,8 +836,8 @@ veriflash_result veriflash_report_save_rotation(const struct veriflash_report *r
 void veriflash_report_free(struct veriflash_report *report);
 
 /**
- * Reads the state of the device `target` (e.g. `"file:/path/device.img"`) without changing
- * it. On success `*out_status` receives a new status the caller owns and must free with
+ * Reads the state of the device `target` (`"file:PATH"`, `"mdm9x07:serial:TTY"` or
+ * `"mdm9x07:emulator"`, as for `veriflash_flash`) without changing it. On success `*out_status` receives a new status the caller owns and must free with
  * `veriflash_status_free`.
  *
  * # Errors
@@ -847,7 +848,8 @@ void veriflash_report_free(struct veriflash_report *report);
  * # Safety
  * `target` is NULL or a NUL-terminated string; `out_status` is NULL or writable.
  */
-veriflash_result veriflash_device_status(const char *target, struct veriflash_status **out_status);
+veriflash_result veriflash_device_status(const char *target,
+                                         struct veriflash_status **out_status);
 
 /**
  * The device's product. `*out` receives a string owned by the status.

@@ -3,7 +3,6 @@
 use std::ffi::{CString, c_char, c_int, c_void};
 
 use veriflash_core::flash::device_error;
-use veriflash_core::plugin::Registry;
 use veriflash_core::sig::Verifier;
 use veriflash_core::{CancelToken, Event, InstallPolicy, Phase, install};
 
@@ -171,8 +170,9 @@ fn to_c(event: &Event) -> Option<CEvent> {
     })
 }
 
-/// Verifies `package` against `trust` and installs it on the device `target` (e.g.
-/// `"file:/path/device.img"`, the file-backed reference device): signatures, policy (product,
+/// Verifies `package` against `trust` and installs it on the device `target`:
+/// `"file:/path/device.img"` (the file-backed reference device), `"mdm9x07:serial:/dev/ttyUSB0"`
+/// (an MDM9x07 in download mode through qcserial) or `"mdm9x07:emulator"`: signatures, policy (product,
 /// chipset, hardware revision, anti-rollback, partitions, sizes), the inactive slot written
 /// chunk by verified chunk, read back, then one atomic commit. Any failure before the commit
 /// leaves the device booting its current slot.
@@ -212,9 +212,7 @@ pub unsafe extern "C" fn veriflash_flash(
         let target = unsafe { arg_str(target, "target") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_report, "out_report") }?;
-        let mut session = Registry::with_builtin()
-            .open(target)
-            .map_err(device_error)?;
+        let mut session = crate::registry().open(target).map_err(device_error)?;
         let reader = package.take()?;
         let cancel = CancelToken::new();
         let mut on_event = |event: &Event| {

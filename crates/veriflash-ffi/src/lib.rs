@@ -18,3 +18,11 @@ pub use report::*;
 pub use status::*;
 pub use trust::*;
 pub use version::*;
+
+/// The devices C callers reach: the file-backed reference device (`file:`) and the MDM9x07
+/// plugin (`mdm9x07:emulator`, `mdm9x07:serial:TTY`).
+fn registry() -> veriflash_core::plugin::Registry {
+    let mut registry = veriflash_core::plugin::Registry::with_builtin();
+    registry.register(Box::new(veriflash_mdm9x07::Mdm9x07Plugin::default()));
+    registry
+}

@@ -3,7 +3,7 @@
 use std::ffi::{CString, c_char};
 
 use veriflash_core::flash::device_error;
-use veriflash_core::plugin::{DeviceStatus, Registry, Slot};
+use veriflash_core::plugin::{DeviceStatus, Slot};
 
 use crate::error::{c_text, veriflash_result};
 use crate::ffi::{Handle, Out, arg_str, borrow, call, call_plain, free, into_handle};
@@ -64,8 +64,8 @@ impl Status {
     }
 }
 
-/// Reads the state of the device `target` (e.g. `"file:/path/device.img"`) without changing
-/// it. On success `*out_status` receives a new status the caller owns and must free with
+/// Reads the state of the device `target` (`"file:PATH"`, `"mdm9x07:serial:TTY"` or
+/// `"mdm9x07:emulator"`, as for `veriflash_flash`) without changing it. On success `*out_status` receives a new status the caller owns and must free with
 /// `veriflash_status_free`.
 ///
 /// # Errors
@@ -85,9 +85,7 @@ pub unsafe extern "C" fn veriflash_device_status(
         let target = unsafe { arg_str(target, "target") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_status, "out_status") }?;
-        let mut session = Registry::with_builtin()
-            .open(target)
-            .map_err(device_error)?;
+        let mut session = crate::registry().open(target).map_err(device_error)?;
         let status = session.status().map_err(device_error)?;
         out.write(into_handle::<veriflash_status>(Status::new(&status)));
         Ok(())

@@ -1148,3 +1148,64 @@ fn a_flashed_rotation_is_saved_and_then_the_only_trust() {
         VERIFLASH_ROTATION_REFUSED
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// MDM9x07 targets.
+
+#[test]
+fn a_modem_package_flashes_to_the_emulated_mdm9607_through_the_c_api() {
+    use veriflash_mdm9x07::emulator::test_programmer;
+    use veriflash_test_support::{modem_package, pseudo_random};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let pkg = modem_package(
+        &key,
+        &[
+            ("programmer", test_programmer(&pseudo_random(9_000, 1))),
+            ("sbl", pseudo_random(100_000, 2)),
+            ("boot", pseudo_random(300_000, 3)),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("modem.vfp");
+    std::fs::write(&path, &pkg).unwrap();
+    let pem = key.verifying_key().to_public_key_pem();
+    let mut trust = ptr::null_mut();
+    // SAFETY: `pem` is readable for its length; `trust` is a writable local.
+    let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut trust) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let trust = Trust(trust);
+
+    let target = CString::new("mdm9x07:emulator").unwrap();
+    let package = open(&path);
+    let mut report = ptr::null_mut();
+    // SAFETY: live handles, a NUL-terminated target, a writable local.
+    let rc = unsafe {
+        veriflash_flash(
+            package.0,
+            trust.0,
+            target.as_ptr(),
+            None,
+            ptr::null_mut(),
+            &raw mut report,
+        )
+    };
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    let report = Report(report);
+    let mut images = 0;
+    // SAFETY: a live report and a writable local.
+    let rc = unsafe { veriflash_report_image_count(report.0, &raw mut images) };
+    assert_eq!((rc, images), (VERIFLASH_OK, 3));
+
+    // A fresh emulator answers status; an unknown mdm9x07 form is refused with a message.
+    let st = status(&target);
+    assert_eq!(active_slot(&st), VERIFLASH_SLOT_NONE);
+    let bad = CString::new("mdm9x07:bluetooth").unwrap();
+    let mut out = ptr::null_mut();
+    // SAFETY: a NUL-terminated target and a writable local.
+    let rc = unsafe { veriflash_device_status(bad.as_ptr(), &raw mut out) };
+    assert_ne!(rc, VERIFLASH_OK);
+    assert!(out.is_null());
+    assert!(last_message().contains("mdm9x07:"), "{}", last_message());
+}
