@@ -4,8 +4,9 @@
 //! * `SIGPIPE`: Rust ignores it, so `veriflash inspect x | head -1` would panic on the next
 //!   write; instead the process ends the way every Unix tool does, silently, by the signal.
 //! * `SIGINT` / `SIGTERM` during an install: the first one cancels it between chunks (the device
-//!   is aborted and keeps booting its old software, exit status 60 `cancelled`); a second one
-//!   ends the process at once, for a device that stopped answering.
+//!   is aborted and nothing is committed: an A/B device keeps booting its old software, a
+//!   single-slot modem waits in download mode for the re-run; exit status 60 `cancelled`); a
+//!   second one ends the process at once, for a device that stopped answering.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +39,7 @@ pub(crate) fn cancel_on_interrupt(cancel: &CancelToken) {
             if seen == 1 {
                 cancel.cancel();
                 eprintln!(
-                    "interrupted: stopping after the current chunk; the device keeps its old software (interrupt again to quit now)"
+                    "interrupted: stopping after the current chunk; nothing will be committed (interrupt again to quit now)"
                 );
             } else {
                 std::process::exit(130);

@@ -233,11 +233,11 @@ error_kinds! {
     /// The device reported a failure.
     DeviceError = 50, "device_error", Device,
         "the device reported an error",
-        "Check the device and its connection, then run again; the old software still boots.";
+        "Check the device and its connection, then run the install again: an A/B device still boots its old software; a single-slot modem waits in download mode for the re-run.";
     /// The link to the device failed or timed out.
     TransportError = 51, "transport_error", Device,
         "the connection to the device failed",
-        "Check the cable or port and run again; the old software still boots.";
+        "Check the cable or port and run the install again: an A/B device still boots its old software; a single-slot modem waits in download mode for the re-run.";
     /// What was read back from the device differs from what was written.
     ReadBackMismatch = 52, "read_back_mismatch", Device,
         "the device did not store the image correctly",
@@ -264,11 +264,11 @@ error_kinds! {
     /// The operation was cancelled by the caller.
     Cancelled = 60, "cancelled", UserAction,
         "the operation was cancelled",
-        "Run it again when ready; nothing was committed.";
+        "Run it again when ready; nothing was committed (a single-slot modem waits in download mode for the re-run).";
     /// The install was interrupted (power loss, device gone) before it committed.
     Interrupted = 61, "interrupted", Retryable,
         "the install was interrupted before it completed",
-        "Run the install again: the device still boots its previous software.";
+        "Run the install again: an A/B device still boots its previous software; a single-slot modem waits in download mode for the re-run.";
     /// A local file could not be read or written.
     Io = 70, "io", UserAction,
         "a file could not be read or written",

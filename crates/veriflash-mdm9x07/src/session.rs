@@ -396,7 +396,7 @@ impl<T: Transport> Mdm9x07Session<T> {
             .journal_path()
             .map(|path| Journal::load(&path))
             .unwrap_or_default();
-        self.resumed = if previous.package == Some(plan.package_id) {
+        let claimed: Vec<String> = if previous.package == Some(plan.package_id) {
             previous
                 .done
                 .into_iter()
@@ -405,6 +405,18 @@ impl<T: Transport> Mdm9x07Session<T> {
         } else {
             Vec::new()
         };
+        // The journal says what an earlier run finished on a chip with this serial number; the
+        // chip says what it holds now. Skip only partitions that read back as the package's
+        // image: another tool, a re-flashed or a swapped board must not make us skip one.
+        self.resumed.clear();
+        for name in claimed {
+            let Some(image) = plan.images.iter().find(|i| i.partition == name) else {
+                continue;
+            };
+            if self.partition_digest(&name, image.size)? == image.digest {
+                self.resumed.push(name);
+            }
+        }
         self.journal = Journal {
             package: Some(plan.package_id),
             done: self.resumed.clone(),
@@ -506,6 +518,22 @@ impl<T: Transport> Mdm9x07Session<T> {
     }
 
     fn do_read_back(&mut self, partition: &str, size: u64) -> Result<Digest, Error> {
+        let digest = self.partition_digest(partition, size)?;
+        let expected = self
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.images.iter().find(|i| i.partition == partition))
+            .map(|i| i.digest);
+        if expected.is_some_and(|e| e != digest) {
+            // Not what the package holds: the next run must program it again.
+            self.journal.done.retain(|d| d != partition);
+            self.save_journal()?;
+        }
+        Ok(digest)
+    }
+
+    /// SHA-256 of the first `size` bytes of `partition`, read through Firehose.
+    fn partition_digest(&mut self, partition: &str, size: u64) -> Result<Digest, Error> {
         let (p, s) = self.placed(partition)?;
         let page = u64::from(s.page_size);
         let ppb = u64::from(s.pages_per_block());
@@ -521,18 +549,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                 left -= n as u64;
             },
         )?;
-        let digest = hasher.finalize();
-        let expected = self
-            .plan
-            .as_ref()
-            .and_then(|plan| plan.images.iter().find(|i| i.partition == partition))
-            .map(|i| i.digest);
-        if expected.is_some_and(|e| e != digest) {
-            // Not what the package holds: the next run must program it again.
-            self.journal.done.retain(|d| d != partition);
-            self.save_journal()?;
-        }
-        Ok(digest)
+        Ok(hasher.finalize())
     }
 }
 

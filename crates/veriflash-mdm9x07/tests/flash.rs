@@ -512,3 +512,63 @@ fn an_interrupted_flash_resumes_from_the_journal_without_reprogramming_finished_
     // Committed: the journal is gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_journal_is_trusted_only_for_partitions_that_read_back_as_the_package() {
+    let key = SigningKey::generate_p256().unwrap();
+    let pkg = package(&key, full_images());
+    let dir = tempfile::tempdir().unwrap();
+    let config = SessionConfig {
+        journal_dir: Some(dir.path().to_owned()),
+        ..SessionConfig::default()
+    };
+    let page = EmulatorConfig::mdm9607().page_size as u64;
+    let sbl_tz = 300_017u64.div_ceil(page) + 100_005u64.div_ceil(page);
+    let dev = device(EmulatorConfig::mdm9607());
+    dev.lock().unwrap().set_faults(DeviceFaults {
+        power_cut_at_page_program: Some(sbl_tz + 100),
+        ..DeviceFaults::default()
+    });
+    let cut = flash_with(
+        &dev,
+        Framing::Packet,
+        LinkFaults::default(),
+        &pkg,
+        &key,
+        config.clone(),
+    );
+    assert!(cut.is_err());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "a journal was left"
+    );
+
+    // Another board with the same serial number (or this one re-flashed by another tool):
+    // blank NAND, so the journal's "sbl and tz are done" is false. One run programs everything.
+    let blank = device(EmulatorConfig::mdm9607());
+    flash_with(
+        &blank,
+        Framing::Packet,
+        LinkFaults::default(),
+        &pkg,
+        &key,
+        config,
+    )
+    .unwrap();
+    let programs = blank.lock().unwrap().nand().page_programs();
+    // As many page programs as a flash of a blank board without any journal.
+    let reference = device(EmulatorConfig::mdm9607());
+    flash(
+        &reference,
+        Framing::Packet,
+        LinkFaults::default(),
+        &pkg,
+        &key,
+    )
+    .unwrap();
+    let all = reference.lock().unwrap().nand().page_programs();
+    assert!(all > sbl_tz);
+    assert_eq!(programs, all, "every partition was programmed");
+    assert_flashed(&blank, &pkg);
+}
