@@ -57,6 +57,13 @@ pub(crate) fn run(root: &Path, json: bool) -> Result<(), Failure> {
         println!(
             "no device found: no download-mode device (05C6:9008) and no Qualcomm or Quectel modem on USB"
         );
+        if !root.is_dir() {
+            // A container or a machine without USB: say so rather than blame the modem.
+            println!(
+                "note: {} does not exist: this system shows no USB bus at all",
+                root.display()
+            );
+        }
         println!(
             "hint: put the modem in emergency download mode (its test point or boot key, `adb reboot edl`, \
              or a DIAG switch from normal mode), check the cable (a data cable, not a charging one), \

@@ -254,6 +254,16 @@ fn devices_lists_edl_and_diag_modems_with_their_targets_or_says_none() {
     ));
     assert!(none.contains("no device found"), "{none}");
     assert!(none.contains("hint:"), "{none}");
+    assert!(!none.contains("no USB bus"), "{none}");
+    let no_bus = ok(&veriflash(
+        &[
+            "devices",
+            "--sysfs",
+            tmp.path().join("absent").to_str().unwrap(),
+        ],
+        tmp.path(),
+    ));
+    assert!(no_bus.contains("no USB bus at all"), "{no_bus}");
 
     fake_usb_device(&root, "1-1.2", "05c6\n", "9008\n", "ttyUSB3");
     fake_usb_device(&root, "2-1", "2c7c\n", "0125\n", "ttyUSB0");
