@@ -109,12 +109,7 @@ impl Fixture {
     }
 
     fn trust(&self) -> Trust {
-        let pem = self.key.verifying_key().to_public_key_pem();
-        let mut trust = ptr::null_mut();
-        // SAFETY: `pem` is readable for its length; `trust` is a writable local.
-        let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut trust) };
-        assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
-        Trust(trust)
+        trust_for(&self.key)
     }
 
     fn target(&self) -> CString {
@@ -169,6 +164,33 @@ impl Drop for Status {
         // SAFETY: a live status from the library, freed once.
         unsafe { veriflash_status_free(self.0) }
     }
+}
+
+/// A trust store pinning `key`, made from PEM as an updater with compiled-in anchors would.
+fn trust_for(key: &SigningKey) -> Trust {
+    let pem = key.verifying_key().to_public_key_pem();
+    let mut trust = ptr::null_mut();
+    // SAFETY: `pem` is readable for its length; `trust` is a writable local.
+    let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut trust) };
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    Trust(trust)
+}
+
+/// Flashes `package` to `target` without a progress callback.
+fn flash_to(package: &Package, trust: &Trust, target: &CStr) -> (veriflash_result, Report) {
+    let mut report = ptr::null_mut();
+    // SAFETY: live handles, a NUL-terminated target, no callback, a writable local.
+    let rc = unsafe {
+        veriflash_flash(
+            package.0,
+            trust.0,
+            target.as_ptr(),
+            None,
+            ptr::null_mut(),
+            &raw mut report,
+        )
+    };
+    (rc, Report(report))
 }
 
 fn open(path: &Path) -> Package {
@@ -575,13 +597,7 @@ fn tampered_packages_get_the_documented_codes() {
     );
 
     // Signed by someone else.
-    let other = SigningKey::generate_p256().unwrap();
-    let pem = other.verifying_key().to_public_key_pem();
-    let mut stranger = ptr::null_mut();
-    // SAFETY: `pem` is readable for its length; a writable local.
-    let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut stranger) };
-    assert_eq!(rc, VERIFLASH_OK);
-    let stranger = Trust(stranger);
+    let stranger = trust_for(&SigningKey::generate_p256().unwrap());
     let (rc, _report) = verify(&open(&fx.package), &stranger);
     assert_eq!(rc, VERIFLASH_UNKNOWN_SIGNER, "{}", last_message());
 
@@ -1002,20 +1018,8 @@ fn a_tampered_package_is_never_flashed() {
     let fx = Fixture::new();
     let trust = fx.trust();
     let tampered = fx.tampered(fx.package_bytes.len() - 10);
-    let package = open(&tampered);
     let target = fx.target();
-    let mut out = ptr::null_mut();
-    // SAFETY: live handles, a NUL-terminated target, no callback, a writable local.
-    let rc = unsafe {
-        veriflash_flash(
-            package.0,
-            trust.0,
-            target.as_ptr(),
-            None,
-            ptr::null_mut(),
-            &raw mut out,
-        )
-    };
+    let (rc, _) = flash_to(&open(&tampered), &trust, &target);
     assert_eq!(rc, VERIFLASH_INTEGRITY_MISMATCH, "{}", last_message());
     assert_eq!(active_slot(&status(&target)), VERIFLASH_SLOT_A);
 }
@@ -1025,18 +1029,7 @@ fn an_unknown_target_does_not_spend_the_package() {
     let fx = Fixture::new();
     let trust = fx.trust();
     let package = open(&fx.package);
-    let mut out = ptr::null_mut();
-    // SAFETY: live handles, a NUL-terminated target, no callback, a writable local.
-    let rc = unsafe {
-        veriflash_flash(
-            package.0,
-            trust.0,
-            c"nope:/dev/null".as_ptr(),
-            None,
-            ptr::null_mut(),
-            &raw mut out,
-        )
-    };
+    let (rc, _) = flash_to(&package, &trust, c"nope:/dev/null");
     assert_eq!(rc, VERIFLASH_INVALID_INPUT, "{}", last_message());
     assert_eq!(verify(&package, &trust).0, VERIFLASH_OK);
     let mut bytes = Vec::new();
@@ -1100,23 +1093,8 @@ fn a_flashed_rotation_is_saved_and_then_the_only_trust() {
     }
     assert_eq!(version, 0);
 
-    let trust = f.trust();
-    let package = open(&rotating);
-    let target = f.target();
-    let mut report = ptr::null_mut();
-    // SAFETY: live handles, a NUL-terminated target, a writable local.
-    let rc = unsafe {
-        veriflash_flash(
-            package.0,
-            trust.0,
-            target.as_ptr(),
-            None,
-            ptr::null_mut(),
-            &raw mut report,
-        )
-    };
+    let (rc, report) = flash_to(&open(&rotating), &f.trust(), &f.target());
     assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
-    let report = Report(report);
     // SAFETY: a live report, a writable local, a NUL-terminated path.
     unsafe {
         assert_eq!(
@@ -1170,29 +1148,9 @@ fn a_modem_package_flashes_to_the_emulated_mdm9607_through_the_c_api() {
     .unwrap();
     let path = dir.path().join("modem.vfp");
     std::fs::write(&path, &pkg).unwrap();
-    let pem = key.verifying_key().to_public_key_pem();
-    let mut trust = ptr::null_mut();
-    // SAFETY: `pem` is readable for its length; `trust` is a writable local.
-    let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut trust) };
-    assert_eq!(rc, VERIFLASH_OK);
-    let trust = Trust(trust);
-
     let target = CString::new("mdm9x07:emulator").unwrap();
-    let package = open(&path);
-    let mut report = ptr::null_mut();
-    // SAFETY: live handles, a NUL-terminated target, a writable local.
-    let rc = unsafe {
-        veriflash_flash(
-            package.0,
-            trust.0,
-            target.as_ptr(),
-            None,
-            ptr::null_mut(),
-            &raw mut report,
-        )
-    };
+    let (rc, report) = flash_to(&open(&path), &trust_for(&key), &target);
     assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
-    let report = Report(report);
     let mut images = 0;
     // SAFETY: a live report and a writable local.
     let rc = unsafe { veriflash_report_image_count(report.0, &raw mut images) };
