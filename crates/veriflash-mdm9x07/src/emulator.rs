@@ -128,6 +128,7 @@ pub struct Nand {
     data: Vec<u8>,
     bad: BTreeSet<u32>,
     page_programs: u64,
+    block_erases: u64,
     cut_at: Option<u64>,
 }
 
@@ -143,6 +144,7 @@ impl Nand {
             data: vec![0xFF; len],
             bad: bad.iter().copied().collect(),
             page_programs: 0,
+            block_erases: 0,
             cut_at: None,
         }
     }
@@ -157,6 +159,12 @@ impl Nand {
     #[must_use]
     pub fn page_programs(&self) -> u64 {
         self.page_programs
+    }
+
+    /// Block erases so far.
+    #[must_use]
+    pub fn block_erases(&self) -> u64 {
+        self.block_erases
     }
 
     fn block_of(&self, page: u64) -> u32 {
@@ -190,6 +198,7 @@ impl Nand {
         if let Some(s) = self.data.get_mut(start..start + bs) {
             s.fill(0xFF);
         }
+        self.block_erases += 1;
         Ok(())
     }
 

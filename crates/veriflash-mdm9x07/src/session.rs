@@ -47,6 +47,11 @@ pub struct SessionConfig {
     /// Where the PC-side journal lives (one file per chip serial number); `None`: no journal,
     /// an interrupted flash starts over.
     pub journal_dir: Option<PathBuf>,
+    /// Where the protected partitions (EFS, calibration, the MIBIB: device-unique data no
+    /// package may write) are copied before anything is erased, as
+    /// `DIR/mdm9x07-SERIAL/PARTITION.bin`; `None`: no copy. The session never erases them, so
+    /// the copy is for the day something else does (another tool, a failing NAND).
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +66,7 @@ impl Default for SessionConfig {
             timeouts: Timeouts::default(),
             payload: DEFAULT_PAYLOAD,
             journal_dir: None,
+            backup_dir: None,
         }
     }
 }
@@ -354,6 +360,55 @@ impl<T: Transport> Mdm9x07Session<T> {
         }
     }
 
+    /// Copies every protected partition to [`SessionConfig::backup_dir`], streaming each from
+    /// Firehose `read` into a temporary file that is renamed into place once complete (memory
+    /// stays one transfer, whatever size the device's MIBIB claims).
+    fn back_up_protected(&mut self) -> Result<(), Error> {
+        let (Some(dir), Some(identity), Some(storage)) =
+            (self.config.backup_dir.clone(), self.identity, self.storage)
+        else {
+            return Ok(());
+        };
+        let dir = dir.join(format!("mdm9x07-{:08x}", identity.serial));
+        let io = |what: &Path, e: std::io::Error| {
+            Error::Storage(format!("backup {}: {e}", what.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let protected: Vec<Placed> = self
+            .partitions
+            .iter()
+            .filter(|p| p.protected)
+            .cloned()
+            .collect();
+        let ppb = u64::from(storage.pages_per_block());
+        for p in protected {
+            let path = dir.join(format!("{}.bin", p.name));
+            let tmp = dir.join(format!("{}.bin.tmp", p.name));
+            let mut file =
+                std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
+            let mut failed: Option<std::io::Error> = None;
+            self.conn.read(
+                u64::from(p.first_block) * ppb,
+                u64::from(p.blocks) * ppb,
+                storage.page_size,
+                &mut |bytes| {
+                    if failed.is_none()
+                        && let Err(e) = std::io::Write::write_all(&mut file, bytes)
+                    {
+                        failed = Some(e);
+                    }
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(io(&tmp, e));
+            }
+            let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        }
+        Ok(())
+    }
+
     fn placed(&self, partition: &str) -> Result<(Placed, StorageInfo), Error> {
         let storage = self
             .storage
@@ -392,6 +447,8 @@ impl<T: Transport> Mdm9x07Session<T> {
             }
             targets.push((p, s));
         }
+        // Copies first: a backup that cannot be made refuses the install before anything changes.
+        self.back_up_protected()?;
         let previous = self
             .journal_path()
             .map(|path| Journal::load(&path))

@@ -85,9 +85,11 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
             let emulator = Emulator::new(EmulatorConfig::mdm9607())?;
             let link = MemoryTransport::new(Arc::new(Mutex::new(emulator)), Framing::Packet);
             // Every `mdm9x07:emulator` is a new, blank device with the same serial number: a
-            // journal of an earlier run would wrongly describe it.
+            // journal of an earlier run would wrongly describe it, and its calibration is made
+            // up, so there is nothing worth a backup.
             let config = SessionConfig {
                 journal_dir: None,
+                backup_dir: None,
                 ..config
             };
             Ok(Box::new(Mdm9x07Session::new(link, config)))

@@ -560,3 +560,85 @@ fn a_journal_is_trusted_only_for_partitions_that_read_back_as_the_package() {
     assert_eq!(programs, all, "every partition was programmed");
     assert_flashed(&blank, &pkg);
 }
+
+#[test]
+fn protected_partitions_are_backed_up_before_anything_is_erased() {
+    let key = SigningKey::generate_p256().unwrap();
+    let pkg = package(&key, small_images());
+    let dir = tempfile::tempdir().unwrap();
+    let config = SessionConfig {
+        backup_dir: Some(dir.path().to_owned()),
+        ..SessionConfig::default()
+    };
+    let emulator = EmulatorConfig::mdm9607();
+    let block = emulator.page_size * emulator.pages_per_block as usize;
+    let dev = device(emulator.clone());
+    let before = dev.lock().unwrap().nand().block_erases();
+    flash_with(
+        &dev,
+        Framing::Packet,
+        LinkFaults::default(),
+        &pkg,
+        &key,
+        config,
+    )
+    .unwrap();
+    assert!(dev.lock().unwrap().nand().block_erases() > before);
+
+    let copies = dir.path().join(format!("mdm9x07-{:08x}", emulator.serial));
+    let efs2 = std::fs::read(copies.join("efs2.bin")).unwrap();
+    assert_eq!(
+        efs2.len(),
+        28 * block,
+        "the whole partition, as the MIBIB places it"
+    );
+    assert_eq!(
+        efs2,
+        dev.lock().unwrap().partition_bytes("0:EFS2", efs2.len())
+    );
+    assert!(efs2_calibration_intact(&dev));
+    let mibib = std::fs::read(copies.join("mibib.bin")).unwrap();
+    assert_eq!(mibib.len(), 2 * block);
+    assert!(
+        !copies.join("boot.bin").exists(),
+        "only protected partitions are copied"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&copies)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_backup_that_cannot_be_written_refuses_the_install_before_any_erase() {
+    let key = SigningKey::generate_p256().unwrap();
+    let pkg = package(&key, small_images());
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the backup directory should be: nothing can be created under it.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").unwrap();
+    let config = SessionConfig {
+        backup_dir: Some(blocked),
+        ..SessionConfig::default()
+    };
+    let dev = device(EmulatorConfig::mdm9607());
+    let (erases, programs) = {
+        let d = dev.lock().unwrap();
+        (d.nand().block_erases(), d.nand().page_programs())
+    };
+    let err = flash_with(
+        &dev,
+        Framing::Packet,
+        LinkFaults::default(),
+        &pkg,
+        &key,
+        config,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("backup"), "{err}");
+    let d = dev.lock().unwrap();
+    assert_eq!(d.nand().block_erases(), erases, "nothing was erased");
+    assert_eq!(d.nand().page_programs(), programs, "nothing was programmed");
+}
