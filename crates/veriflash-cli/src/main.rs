@@ -19,6 +19,7 @@ mod manifest_toml;
 mod manual;
 mod output;
 mod pack;
+mod reconnect;
 mod signals;
 mod verify;
 
@@ -189,6 +190,31 @@ enum Command {
         /// trust store) instead of Mozilla's roots.
         #[arg(long, value_name = "CA.pem")]
         ca: Option<PathBuf>,
+        /// For a real modem (`mdm9x07:serial:TTY`, `mdm9x07:usb[:BUS-PORT]`; one --target, a package
+        /// file): when the connection is lost mid-flash (cable pulled, modem reset), wait up to
+        /// SECS for it to answer again in download mode and run the install again from the
+        /// package file (the journal skips partitions already done), at most 3 times.
+        /// 0: fail at once.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = reconnect::DEFAULT_RECONNECT_SECS,
+            value_parser = clap::value_parser!(u64).range(0..=reconnect::MAX_WAIT_SECS)
+        )]
+        reconnect: u64,
+        /// For a real modem: after the flash, wait up to SECS for it to reappear on USB in
+        /// normal mode (a Qualcomm or Quectel modem, at the same USB location when known) and
+        /// print where and its DIAG port; exit 53 (`timeout`) if it does not. 0: do not wait.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 0,
+            value_parser = clap::value_parser!(u64).range(0..=reconnect::MAX_WAIT_SECS)
+        )]
+        wait_boot: u64,
+        /// The sysfs directory of USB devices that --wait-boot watches (for tests).
+        #[arg(long, value_name = "DIR", default_value = veriflash_mdm9x07::discover::SYSFS_USB_DEVICES, hide = true)]
+        sysfs: PathBuf,
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
@@ -434,6 +460,9 @@ fn main() -> ExitCode {
             ca,
             save_rotation,
             trust_options,
+            reconnect,
+            wait_boot,
+            sysfs,
             json,
         } => match target.as_slice() {
             [one] => flash::run_with_ca(
@@ -443,15 +472,21 @@ fn main() -> ExitCode {
                 one,
                 ca.as_deref(),
                 save_rotation.as_deref(),
+                &flash::ModemOptions {
+                    reconnect: std::time::Duration::from_secs(reconnect),
+                    wait_boot: std::time::Duration::from_secs(wait_boot),
+                    sysfs,
+                },
                 json,
             ),
-            several if save_rotation.is_none() && ca.is_none() => {
+            // A factory line never waits for a device: --reconnect does not apply to it.
+            several if save_rotation.is_none() && ca.is_none() && wait_boot == 0 => {
                 factory::run(&package, &trust, &trust_options, several, json)
             }
             _ => Err(output::Failure::new(
                 veriflash_core::Error::new(
                     veriflash_core::ErrorKind::InvalidInput,
-                    "--save-rotation and --ca take one --target",
+                    "--save-rotation, --ca and --wait-boot take one --target",
                 ),
                 json,
             )),

@@ -39,7 +39,7 @@ pub(crate) fn cancel_on_interrupt(cancel: &CancelToken) {
             if seen == 1 {
                 cancel.cancel();
                 eprintln!(
-                    "interrupted: stopping after the current chunk; nothing will be committed (interrupt again to quit now)"
+                    "interrupted: stopping at the next safe point, before anything more is written (interrupt again to quit now)"
                 );
             } else {
                 std::process::exit(130);

@@ -109,6 +109,7 @@ fn every_command_of_the_tour_runs() {
                     .current_dir(dir)
                     .env("PATH", &path)
                     .env("NO_COLOR", "1")
+                    .env("VERIFLASH_STATE_DIR", dir.join(".veriflash-state"))
                     .output()
                     .unwrap();
                 assert!(

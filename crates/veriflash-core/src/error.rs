@@ -245,7 +245,7 @@ error_kinds! {
     /// A source or device stopped answering within its time limit.
     Timeout = 53, "timeout", Retryable,
         "a source or device stopped responding",
-        "Check the connection or the server and run again; nothing was committed.";
+        "Check the connection or the server and run again; an install that timed out was not committed.";
     /// The download server failed: it could not be reached, answered with an error status,
     /// or sent a response that does not fit the request (a wrong range).
     ServerError = 54, "server_error", Retryable,

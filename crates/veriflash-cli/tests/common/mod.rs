@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs the `veriflash` binary of this build with `args` in `cwd`.
+/// Runs the `veriflash` binary of this build with `args` in `cwd`. Its state directory (the
+/// MDM9x07 journals and backups) is `cwd/.veriflash-state`, never the user's own.
 pub fn veriflash(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_veriflash"))
         .args(args)
         .current_dir(cwd)
+        .env("VERIFLASH_STATE_DIR", cwd.join(".veriflash-state"))
         .output()
         .expect("run veriflash")
 }
