@@ -9,76 +9,12 @@
 )]
 
 mod common;
-use common::{ok, veriflash};
+use common::{Emulated, ok, veriflash};
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::Duration;
 
 use serde_json::Value;
 use veriflash_mdm9x07::emulator::test_programmer;
-
-/// `veriflash emulate mdm9x07 --pty`, killed when dropped.
-struct Emulated {
-    child: Child,
-    path: String,
-    stderr: Receiver<String>,
-}
-
-impl Emulated {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
-            .args(["emulate", "mdm9x07", "--pty"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the emulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let path = line.trim().to_owned();
-        assert!(path.starts_with("/dev/pts/"), "line 1 is the pty: {line:?}");
-        let (tx, stderr) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Self {
-            child,
-            path,
-            stderr,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("mdm9x07:serial:{}", self.path)
-    }
-
-    /// Waits until the emulator printed `line` (synchronisation with the other process; the
-    /// bound only keeps a broken emulator from hanging the test).
-    fn saw(&self, line: &str) {
-        loop {
-            match self.stderr.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if l == line => return,
-                Ok(_) => {}
-                Err(e) => panic!("the emulator never printed {line:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Emulated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A key and a signed MDM9607 package (programmer + sbl + boot + system) in `dir`.
 fn setup(dir: &Path) {

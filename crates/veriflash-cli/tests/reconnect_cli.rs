@@ -14,71 +14,15 @@
 )]
 
 mod common;
-use common::{ok, veriflash};
+use common::{Emulated, ok, veriflash};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde_json::Value;
-
-/// `veriflash emulate mdm9x07 --pty`, killed when dropped.
-struct Emulated {
-    child: Child,
-    path: String,
-    stderr: Receiver<String>,
-}
-
-impl Emulated {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
-            .args(["emulate", "mdm9x07", "--pty"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the emulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let path = line.trim().to_owned();
-        assert!(path.starts_with("/dev/pts/"), "line 1 is the pty: {line:?}");
-        let (tx, stderr) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Self {
-            child,
-            path,
-            stderr,
-        }
-    }
-
-    /// Waits until the emulator printed `line` (the bound only keeps a broken emulator from
-    /// hanging the test).
-    fn saw(&self, line: &str) {
-        loop {
-            match self.stderr.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if l == line => return,
-                Ok(_) => {}
-                Err(e) => panic!("the emulator never printed {line:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Emulated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Points the symlink `link` at `to`, atomically (a new link renamed over the old one), the way
 /// udev moves a `/dev/serial/by-id/...` link to the re-enumerated device's tty.
@@ -261,7 +205,7 @@ fn a_flash_cut_off_mid_way_re_finds_the_modem_and_finishes_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
-    let first = Emulated::start();
+    let first = Emulated::start(&[]);
     let link = dir.join("modem");
     point(&link, &first.path);
     let target = format!("mdm9x07:serial:{}", link.display());
@@ -272,7 +216,7 @@ fn a_flash_cut_off_mid_way_re_finds_the_modem_and_finishes_the_job() {
     // The modem re-enumerates: a new device (a blank emulator, same chip serial) behind the
     // same link. The link moves before the old tty dies, so no other process's pty can be
     // found there in between.
-    let second = Emulated::start();
+    let second = Emulated::start(&[]);
     point(&link, &second.path);
     drop(first);
     // The package path now holds the whole package: the run after the reconnect opens it again
@@ -339,7 +283,7 @@ fn reconnect_0_ends_a_cut_off_flash_with_the_transport_error_as_before() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
-    let emulated = Emulated::start();
+    let emulated = Emulated::start(&[]);
     let link = dir.join("modem");
     point(&link, &emulated.path);
     let target = format!("mdm9x07:serial:{}", link.display());
@@ -370,7 +314,7 @@ fn a_modem_that_does_not_come_back_ends_with_the_original_code_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir);
-    let emulated = Emulated::start();
+    let emulated = Emulated::start(&[]);
     let link = dir.join("modem");
     point(&link, &emulated.path);
     let target = format!("mdm9x07:serial:{}", link.display());
@@ -439,7 +383,7 @@ fn wait_boot_finds_the_modem_back_in_normal_mode_and_not_one_that_was_already_ru
     // Another modem, running before the flash began: not the one being flashed (and listed
     // first by a scan, so taking it would show).
     fake_usb_device(&root, "1-1", "2c7c", "0125", "ttyUSB0");
-    let emulated = Emulated::start();
+    let emulated = Emulated::start(&[]);
     let mut child = spawn_flash(
         dir,
         &emulated,
@@ -486,7 +430,7 @@ fn wait_boot_times_out_with_code_53_when_the_modem_does_not_come_back() {
     let root = dir.join("usb");
     std::fs::create_dir_all(&root).unwrap();
     fake_usb_device(&root, "2-1", "2c7c", "0125", "ttyUSB0");
-    let emulated = Emulated::start();
+    let emulated = Emulated::start(&[]);
     let out = spawn_flash(
         dir,
         &emulated,
