@@ -259,7 +259,7 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
     );
     let anchors = veriflash_core::trust::load_trust_anchors(trust)?;
     let verifier = veriflash_core::sig::Verifier::new(&anchors);
-    let mut session = flash::registry()
+    let mut session = flash::registry()?
         .open("mdm9x07:emulator")
         .map_err(|e| Failure::text(veriflash_core::flash::device_error(e)))?;
     let file = std::fs::File::open(&package).map_err(|e| {

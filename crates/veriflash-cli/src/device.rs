@@ -137,6 +137,7 @@ fn status_json(status: &DeviceStatus) -> serde_json::Value {
 pub(crate) fn status(target: &str, json: bool) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
     let mut session = crate::flash::registry()
+        .map_err(fail)?
         .open(target)
         .map_err(|e| fail(veriflash_core::flash::device_error(e)))?;
     let status = session

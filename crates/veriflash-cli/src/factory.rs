@@ -46,7 +46,7 @@ pub(crate) fn run(
             format!("{}: {e}", package.display()),
         ))
     })?;
-    let registry = crate::flash::registry();
+    let registry = crate::flash::registry().map_err(fail)?;
     let open = |i: usize| {
         let target = targets.get(i).map_or("", String::as_str);
         registry.open(target).map_err(device_error)

@@ -28,17 +28,28 @@ use crate::verify::print_report;
 ///
 /// Real modems keep a PC-side journal in [`journal_dir`], so a flash cut off by a pulled cable
 /// or a reset resumes where it stopped when run again, and their protected partitions (EFS,
-/// calibration, the MIBIB) are copied to its `backups/` before anything is erased.
-pub(crate) fn registry() -> Registry {
+/// calibration, the MIBIB) are copied to its `backups/` before anything is erased. The
+/// products the user configured (`crate::products`) come before the plugin's own table.
+///
+/// # Errors
+/// A products file that cannot be read or is malformed.
+pub(crate) fn registry() -> Result<Registry, Error> {
     let mut registry = Registry::with_builtin();
     let state = journal_dir();
+    let defaults = veriflash_mdm9x07::SessionConfig::default();
+    let mut products = match crate::products::config_dir() {
+        Some(dir) => crate::products::load(&dir)?,
+        None => Vec::new(),
+    };
+    products.extend(defaults.products.iter().cloned());
     let config = veriflash_mdm9x07::SessionConfig {
         backup_dir: state.as_ref().map(|dir| dir.join("backups")),
         journal_dir: state,
-        ..veriflash_mdm9x07::SessionConfig::default()
+        products,
+        ..defaults
     };
     registry.register(Box::new(veriflash_mdm9x07::Mdm9x07Plugin::new(config)));
-    registry
+    Ok(registry)
 }
 
 /// Where the MDM9x07 journals live: `$VERIFLASH_STATE_DIR`, else `$XDG_STATE_HOME/veriflash`,
@@ -252,7 +263,10 @@ pub(crate) fn run_with_ca(
     } else {
         Duration::ZERO
     };
-    let mut session = registry().open(target).map_err(|e| fail(device_error(e)))?;
+    let mut session = registry()
+        .map_err(fail)?
+        .open(target)
+        .map_err(|e| fail(device_error(e)))?;
     let cancel = CancelToken::new();
     crate::signals::cancel_on_interrupt(&cancel);
     let mut reconnects = 0u32;
@@ -330,7 +344,10 @@ pub(crate) fn run_with_ca(
         // identifies the chip. That session is the one the next run uses: closing and
         // re-opening at once could lose the boot ROM's HELLO.
         let mut probe = || -> Result<Box<dyn FlashSession>, String> {
-            let mut s = registry().open(target).map_err(|e| e.to_string())?;
+            let mut s = registry()
+                .map_err(|e| e.to_string())?
+                .open(target)
+                .map_err(|e| e.to_string())?;
             s.device_info().map_err(|e| e.to_string())?;
             Ok(s)
         };

@@ -19,6 +19,7 @@ mod manifest_toml;
 mod manual;
 mod output;
 mod pack;
+mod products;
 mod reconnect;
 mod signals;
 mod verify;

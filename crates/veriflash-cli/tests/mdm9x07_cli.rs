@@ -268,3 +268,56 @@ fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "transport_error", "{v}");
 }
+
+#[test]
+fn a_products_file_names_the_modem_as_the_vendor_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    // The same images, for the product name the vendor uses.
+    let text = std::fs::read_to_string(dir.join("update.toml"))
+        .unwrap()
+        .replace("acme-hotspot-x1", "my-router")
+        .replace("[\"r2\"]", "[\"rev-b\"]");
+    std::fs::write(dir.join("mine.toml"), text).unwrap();
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "mine.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "mine.vfp",
+        ],
+        dir,
+    ));
+    let flash = [
+        "flash",
+        "mine.vfp",
+        "--trust",
+        "vendor.pub.pem",
+        "--target",
+        "mdm9x07:emulator",
+    ];
+    // The emulated chip's OEM/model ids (0x1234/0x0001) are the built-in table's product.
+    assert_eq!(veriflash(&flash, dir).status.code(), Some(40));
+
+    let config = dir.join(".veriflash-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("mdm9x07-products.toml"),
+        "[[product]]\noem_id = 0x1234\nmodel_id = 0x0001\nproduct = \"my-router\"\n\
+         hardware_revision = \"rev-b\"\n",
+    )
+    .unwrap();
+    assert!(ok(&veriflash(&flash, dir)).contains("installed on mdm9x07:emulator"));
+
+    // A misspelt key is an error, not an ignored entry.
+    std::fs::write(
+        config.join("mdm9x07-products.toml"),
+        "[[product]]\noem = 0x1234\nmodel_id = 1\nproduct = \"my-router\"\nhardware_revision = \"b\"\n",
+    )
+    .unwrap();
+    assert_eq!(veriflash(&flash, dir).status.code(), Some(72));
+}

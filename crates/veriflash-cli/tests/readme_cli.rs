@@ -110,6 +110,7 @@ fn every_command_of_the_tour_runs() {
                     .env("PATH", &path)
                     .env("NO_COLOR", "1")
                     .env("VERIFLASH_STATE_DIR", dir.join(".veriflash-state"))
+                    .env("VERIFLASH_CONFIG_DIR", dir.join(".veriflash-config"))
                     .output()
                     .unwrap();
                 assert!(

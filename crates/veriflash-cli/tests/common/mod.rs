@@ -16,12 +16,14 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
 /// Runs the `veriflash` binary of this build with `args` in `cwd`. Its state directory (the
-/// MDM9x07 journals and backups) is `cwd/.veriflash-state`, never the user's own.
+/// MDM9x07 journals and backups) is `cwd/.veriflash-state` and its configuration directory
+/// `cwd/.veriflash-config`, never the user's own.
 pub fn veriflash(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_veriflash"))
         .args(args)
         .current_dir(cwd)
         .env("VERIFLASH_STATE_DIR", cwd.join(".veriflash-state"))
+        .env("VERIFLASH_CONFIG_DIR", cwd.join(".veriflash-config"))
         .output()
         .expect("run veriflash")
 }
