@@ -110,17 +110,20 @@ enum Command {
         /// The bytes to sign that `pack --unsigned` wrote.
         #[arg(long, value_name = "PKG.tbs")]
         tbs: PathBuf,
-        /// The signature: RSA (PKCS#1 v1.5, or PSS with --pss), or ECDSA P-256 as DER or
-        /// 64-byte r||s.
-        #[arg(long, value_name = "SIG")]
-        signature: PathBuf,
-        /// The signer's public key (PEM), when not given by --cert.
+        /// A signature: RSA (PKCS#1 v1.5, or PSS with --pss), or ECDSA P-256 as DER or
+        /// 64-byte r||s. Repeat for several signers (k of n, a trust rotation signed by the
+        /// current and the new keys).
+        #[arg(long, value_name = "SIG", required = true)]
+        signature: Vec<PathBuf>,
+        /// The signer's public key (PEM), when not given by --cert; one per --signature, in
+        /// the same order.
         #[arg(long, value_name = "PUB.pem")]
-        pubkey: Option<PathBuf>,
-        /// The signer's certificate chain (PEM: leaf first, then intermediates).
+        pubkey: Vec<PathBuf>,
+        /// The signer's certificate chain (PEM: leaf first, then intermediates); one per
+        /// --signature, in the same order.
         #[arg(long, value_name = "CHAIN.pem")]
-        cert: Option<PathBuf>,
-        /// The RSA signature is PSS (SHA-256, MGF1-SHA-256, salt 32).
+        cert: Vec<PathBuf>,
+        /// Every RSA signature is PSS (SHA-256, MGF1-SHA-256, salt 32).
         #[arg(long)]
         pss: bool,
         /// The same --compress level `pack --unsigned` was given, if any.
@@ -439,9 +442,9 @@ fn main() -> ExitCode {
         } => pack::sign(&pack::SignArgs {
             manifest: &manifest,
             tbs: &tbs,
-            signature: &signature,
-            pubkey: pubkey.as_deref(),
-            cert: cert.as_deref(),
+            signatures: &signature,
+            pubkeys: &pubkey,
+            certs: &cert,
             pss,
             compress: compress.compress,
             out: &out,

@@ -1,7 +1,7 @@
 //! `veriflash pack`: describe, digest, sign, write — or export the bytes to sign
 //! (`--unsigned`) for `veriflash sign` to attach a signature made elsewhere.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
 use veriflash_core::{Error, ErrorKind, PackOptions, UnsignedPackage};
@@ -145,9 +145,13 @@ pub(crate) fn ratio(stored: u64, image: u64) -> String {
 pub(crate) struct SignArgs<'a> {
     pub(crate) manifest: &'a Path,
     pub(crate) tbs: &'a Path,
-    pub(crate) signature: &'a Path,
-    pub(crate) pubkey: Option<&'a Path>,
-    pub(crate) cert: Option<&'a Path>,
+    /// The signatures made elsewhere, in order.
+    pub(crate) signatures: &'a [PathBuf],
+    /// One public key per signature (same order), or none when `certs` gives the keys.
+    pub(crate) pubkeys: &'a [PathBuf],
+    /// One certificate chain per signature (same order), or none for pinned keys.
+    pub(crate) certs: &'a [PathBuf],
+    /// Every RSA signature is PSS.
     pub(crate) pss: bool,
     /// The `--compress` level `pack --unsigned` was given (the images are packed the same way
     /// again, and zstd is deterministic, so the bytes to sign match).
@@ -170,39 +174,58 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         )
         .into());
     }
-    let chain = match args.cert {
-        Some(path) => load_certificate_chain(path)?,
-        None => Vec::new(),
-    };
-    let key = match (args.pubkey, chain.first()) {
-        (Some(path), _) => load_public_key(path)?,
-        (None, Some(leaf)) => veriflash_core::sig::leaf_public_key(leaf).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("the leaf certificate: {e}"),
-            )
-        })?,
-        (None, None) => {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "give --pubkey or --cert: the key that made the signature",
-            )
-            .into());
+    let n = args.signatures.len();
+    let usage = |m: &str| -> Failure { Error::new(ErrorKind::InvalidInput, m.to_owned()).into() };
+    if n == 0 {
+        return Err(usage("give at least one --signature"));
+    }
+    for (list, flag) in [(args.pubkeys, "--pubkey"), (args.certs, "--cert")] {
+        if !list.is_empty() && list.len() != n {
+            return Err(usage(&format!(
+                "{n} --signature but {} {flag}: give one {flag} per --signature, in the same order",
+                list.len()
+            )));
         }
-    };
-    let algorithm = match (key.rsa_bits(), args.pss) {
-        (None, false) => veriflash_core::sig::ECDSA_WITH_SHA256,
-        (Some(_), false) => veriflash_core::sig::SHA256_WITH_RSA_ENCRYPTION,
-        (Some(_), true) => veriflash_core::sig::ID_RSASSA_PSS,
-        (None, true) => {
-            return Err(Error::new(ErrorKind::InvalidInput, "--pss needs an RSA key").into());
-        }
-    };
-    let signature = std::fs::read(args.signature)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.signature.display())))?;
-    let entry = unsigned.attach(algorithm, &key, signature, chain)?;
-    let written = unsigned.write_with_entries(vec![entry], args.out)?;
+    }
+    let mut entries = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    for (i, signature_path) in args.signatures.iter().enumerate() {
+        let chain = match args.certs.get(i) {
+            Some(path) => load_certificate_chain(path)?,
+            None => Vec::new(),
+        };
+        let key = match (args.pubkeys.get(i), chain.first()) {
+            (Some(path), _) => load_public_key(path)?,
+            (None, Some(leaf)) => veriflash_core::sig::leaf_public_key(leaf).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the leaf certificate of {}: {e}", signature_path.display()),
+                )
+            })?,
+            (None, None) => {
+                return Err(usage(
+                    "give --pubkey or --cert for each --signature: the key that made it",
+                ));
+            }
+        };
+        let algorithm = match (key.rsa_bits(), args.pss) {
+            (None, _) => veriflash_core::sig::ECDSA_WITH_SHA256,
+            (Some(_), false) => veriflash_core::sig::SHA256_WITH_RSA_ENCRYPTION,
+            (Some(_), true) => veriflash_core::sig::ID_RSASSA_PSS,
+        };
+        let signature = std::fs::read(signature_path)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", signature_path.display())))?;
+        // `attach` checks the signature over the signed message before accepting it.
+        entries.push(unsigned.attach(algorithm, &key, signature, chain)?);
+        keys.push(key);
+    }
+    if args.pss && keys.iter().all(|k| k.rsa_bits().is_none()) {
+        return Err(usage("--pss needs an RSA key"));
+    }
+    let written = unsigned.write_with_entries(entries, args.out)?;
     report(&unsigned, args.out, written);
-    println!("signed by key {}", key.key_id());
+    for key in &keys {
+        println!("signed by key {}", key.key_id());
+    }
     Ok(())
 }

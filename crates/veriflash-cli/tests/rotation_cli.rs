@@ -174,3 +174,122 @@ fn flash_adopts_a_rotation_only_after_it_installed_and_the_old_key_is_then_retir
         dir,
     ));
 }
+
+#[test]
+fn a_rotation_is_split_signed_by_the_current_and_the_new_key_made_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("boot.img"), vec![0x42u8; 100_000]).unwrap();
+    // Keys held elsewhere (here: openssl, as an HSM would hold them).
+    for name in ["old", "new"] {
+        common::openssl(
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{name}.pem"),
+            ],
+            dir,
+        );
+        common::openssl(
+            &[
+                "pkey",
+                "-in",
+                &format!("{name}.pem"),
+                "-pubout",
+                "-out",
+                &format!("{name}.pub.pem"),
+            ],
+            dir,
+        );
+    }
+    std::fs::write(
+        dir.join("rot.toml"),
+        "product = \"p\"\nchipset = \"mdm9607\"\nversion = \"1\"\nsecurity_version = 1\n\
+         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\
+         [trust_rotation]\nversion = 1\nthreshold = 1\nanchors = [\"new.pub.pem\"]\n",
+    )
+    .unwrap();
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "rot.toml",
+            "--unsigned",
+            "--out",
+            "rot.tbs",
+        ],
+        dir,
+    ));
+    for name in ["old", "new"] {
+        common::openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-sign",
+                &format!("{name}.pem"),
+                "-out",
+                &format!("{name}.sig"),
+                "rot.tbs",
+            ],
+            dir,
+        );
+    }
+    // One --pubkey per --signature.
+    let short = veriflash(
+        &[
+            "sign",
+            "--manifest",
+            "rot.toml",
+            "--tbs",
+            "rot.tbs",
+            "--signature",
+            "old.sig",
+            "--signature",
+            "new.sig",
+            "--pubkey",
+            "old.pub.pem",
+            "--out",
+            "rot.vfp",
+        ],
+        dir,
+    );
+    assert_eq!(
+        code(&short),
+        72,
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let signed = ok(&veriflash(
+        &[
+            "sign",
+            "--manifest",
+            "rot.toml",
+            "--tbs",
+            "rot.tbs",
+            "--signature",
+            "old.sig",
+            "--pubkey",
+            "old.pub.pem",
+            "--signature",
+            "new.sig",
+            "--pubkey",
+            "new.pub.pem",
+            "--out",
+            "rot.vfp",
+        ],
+        dir,
+    ));
+    assert_eq!(signed.matches("signed by key").count(), 2, "{signed}");
+    let checked = ok(&veriflash(
+        &["verify", "--trust", "old.pub.pem", "rot.vfp"],
+        dir,
+    ));
+    assert!(
+        checked.contains("authorized by 1 current and proven by 1 new anchor"),
+        "{checked}"
+    );
+}
