@@ -486,6 +486,11 @@ typedef uint32_t veriflash_slot;
 #define VERIFLASH_PHASE_COMMIT 6
 
 /**
+ * Streaming the device's loader (the MDM9x07 Firehose programmer), inside the pre-flight.
+ */
+#define VERIFLASH_PHASE_LOAD 7
+
+/**
  * A phase this header does not know yet (a newer library).
  */
 #define VERIFLASH_PHASE_OTHER 255

@@ -269,6 +269,7 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
         ))
     })?;
     let mut next_percent = 0;
+    let mut phase = "flash";
     veriflash_core::install(
         std::io::BufReader::new(file),
         &verifier,
@@ -276,7 +277,11 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
         session.as_mut(),
         &veriflash_core::CancelToken::new(),
         &mut |event| match event {
-            veriflash_core::Event::PhaseFinished(p) => println!("    {:<12} ok", p.name()),
+            veriflash_core::Event::PhaseStarted(veriflash_core::Phase::Load) => phase = "load",
+            veriflash_core::Event::PhaseFinished(p) => {
+                phase = "flash";
+                println!("    {:<12} ok", p.name());
+            }
             veriflash_core::Event::Progress {
                 image, done, total, ..
             } => {
@@ -287,7 +292,7 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
                 };
                 if percent >= next_percent {
                     println!(
-                        "    flash        {percent:>3}%  {} of {}  ({image})",
+                        "    {phase:<12} {percent:>3}%  {} of {}  ({image})",
                         human_size(*done),
                         human_size(*total)
                     );

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use veriflash_core::AnchorSet;
 use veriflash_core::flash::device_error;
-use veriflash_core::{CancelToken, Error, ErrorKind, Event, InstallPolicy, install};
+use veriflash_core::{CancelToken, Error, ErrorKind, Event, InstallPolicy, Phase, install};
 use veriflash_mdm9x07::discover::{DeviceMode, Discover, FoundDevice, SYSFS_USB_DEVICES, Sysfs};
 use veriflash_mdm9x07::target::Target;
 use veriflash_plugin::{FlashSession, Registry};
@@ -90,7 +90,12 @@ pub(crate) fn event_json(event: &Event) -> serde_json::Value {
 enum Display {
     Json,
     Bar(ProgressBar),
-    Lines { next_percent: u64 },
+    /// Plain lines; `phase` labels the progress lines (`load` for a device's loader, else
+    /// `flash`).
+    Lines {
+        next_percent: u64,
+        phase: &'static str,
+    },
 }
 
 impl Display {
@@ -108,7 +113,10 @@ impl Display {
             );
             Self::Bar(bar)
         } else {
-            Self::Lines { next_percent: 0 }
+            Self::Lines {
+                next_percent: 0,
+                phase: "flash",
+            }
         }
     }
 
@@ -131,8 +139,20 @@ impl Display {
             }
             (Self::Bar(bar), Event::Finished(_)) => bar.finish_and_clear(),
             (Self::Bar(bar), Event::Warning(w)) => bar.println(format!("warning: {w}")),
-            (Self::Lines { .. }, Event::PhaseFinished(p)) => eprintln!("{:<12} ok", p.name()),
-            (Self::Lines { next_percent }, Event::Progress { done, total, .. }) => {
+            (Self::Lines { phase, .. }, Event::PhaseStarted(Phase::Load)) => *phase = "load",
+            (Self::Lines { phase, .. }, Event::PhaseFinished(p)) => {
+                if *p == Phase::Load {
+                    *phase = "flash";
+                }
+                eprintln!("{:<12} ok", p.name());
+            }
+            (
+                Self::Lines {
+                    next_percent,
+                    phase,
+                },
+                Event::Progress { done, total, .. },
+            ) => {
                 let percent = if *total == 0 {
                     100
                 } else {
@@ -140,7 +160,7 @@ impl Display {
                 };
                 if percent >= *next_percent {
                     eprintln!(
-                        "flash        {percent:>3}%  {} of {}",
+                        "{phase:<12} {percent:>3}%  {} of {}",
                         human_size(*done),
                         human_size(*total)
                     );

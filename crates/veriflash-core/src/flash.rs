@@ -33,6 +33,10 @@ pub enum Phase {
     Signature,
     /// Compatibility, anti-rollback and pre-flight checks.
     Preflight,
+    /// Streaming the device's loader to it (the MDM9x07 Firehose programmer), inside the
+    /// pre-flight: such a device can only describe its storage once its loader runs, so this
+    /// phase starts after its identity was checked and ends before the rest of the policy.
+    Load,
     /// Journalling the plan and erasing the target slot.
     Staging,
     /// Streaming verified chunks to the device.
@@ -50,6 +54,7 @@ impl Phase {
         match self {
             Self::Signature => "signature",
             Self::Preflight => "preflight",
+            Self::Load => "load",
             Self::Staging => "staging",
             Self::Flash => "flash",
             Self::ReadBack => "read_back",
@@ -535,6 +540,7 @@ impl<'a> DeviceRun<'a> {
                     ),
                 ));
             }
+            events(&Event::PhaseStarted(Phase::Load));
         } else {
             start(run.verified, &device, policy, None, run.session, events)?;
             run.begun = true;
@@ -549,6 +555,9 @@ impl<'a> DeviceRun<'a> {
     /// Runs the policy on what the running loader reports and begins, once.
     fn ensure_begun(&mut self, events: &mut dyn FnMut(&Event)) -> Result<(), Error> {
         if !self.begun {
+            if self.loader.is_some() {
+                events(&Event::PhaseFinished(Phase::Load));
+            }
             let device = self.session.device_info().map_err(device_error)?;
             start(
                 self.verified,

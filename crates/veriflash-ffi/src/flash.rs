@@ -28,6 +28,8 @@ pub const VERIFLASH_PHASE_FLASH: veriflash_phase = 4;
 pub const VERIFLASH_PHASE_READ_BACK: veriflash_phase = 5;
 /// Switching slots and raising the anti-rollback floor.
 pub const VERIFLASH_PHASE_COMMIT: veriflash_phase = 6;
+/// Streaming the device's loader (the MDM9x07 Firehose programmer), inside the pre-flight.
+pub const VERIFLASH_PHASE_LOAD: veriflash_phase = 7;
 /// A phase this header does not know yet (a newer library).
 pub const VERIFLASH_PHASE_OTHER: veriflash_phase = 255;
 
@@ -90,6 +92,7 @@ fn phase_code(phase: Phase) -> veriflash_phase {
         Phase::Flash => VERIFLASH_PHASE_FLASH,
         Phase::ReadBack => VERIFLASH_PHASE_READ_BACK,
         Phase::Commit => VERIFLASH_PHASE_COMMIT,
+        Phase::Load => VERIFLASH_PHASE_LOAD,
         _ => VERIFLASH_PHASE_OTHER,
     }
 }
@@ -251,6 +254,7 @@ pub extern "C" fn veriflash_phase_name(phase: veriflash_phase) -> *const c_char 
             VERIFLASH_PHASE_FLASH => c"flash",
             VERIFLASH_PHASE_READ_BACK => c"read_back",
             VERIFLASH_PHASE_COMMIT => c"commit",
+            VERIFLASH_PHASE_LOAD => c"load",
             _ => c"other",
         }
         .as_ptr()

@@ -302,6 +302,7 @@ fn phase_names_match_the_cli_json_names() {
         (VERIFLASH_PHASE_FLASH, Phase::Flash),
         (VERIFLASH_PHASE_READ_BACK, Phase::ReadBack),
         (VERIFLASH_PHASE_COMMIT, Phase::Commit),
+        (VERIFLASH_PHASE_LOAD, Phase::Load),
     ] {
         assert_eq!(text(veriflash_phase_name(code)), phase.name());
     }

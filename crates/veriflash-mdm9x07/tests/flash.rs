@@ -156,6 +156,7 @@ fn flashes_programmer_sbl_tz_boot_and_ubi_then_reads_back_and_resets() {
         phases,
         [
             Phase::Signature,
+            Phase::Load,
             Phase::Preflight,
             Phase::Staging,
             Phase::Flash,
@@ -163,6 +164,20 @@ fn flashes_programmer_sbl_tz_boot_and_ubi_then_reads_back_and_resets() {
             Phase::Commit
         ]
     );
+    // The programmer's progress comes inside the load phase, before the rest of the policy.
+    let load_started = events
+        .iter()
+        .position(|e| *e == Event::PhaseStarted(Phase::Load))
+        .unwrap();
+    let load_finished = events
+        .iter()
+        .position(|e| *e == Event::PhaseFinished(Phase::Load))
+        .unwrap();
+    let programmer_progress = events
+        .iter()
+        .position(|e| matches!(e, Event::Progress { image, .. } if image == "programmer"))
+        .unwrap();
+    assert!(load_started < programmer_progress && programmer_progress < load_finished);
     assert!(events.contains(&Event::Finished(None)));
 }
 
