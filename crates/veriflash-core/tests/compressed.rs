@@ -19,14 +19,14 @@ use veriflash_core::format::{
     ChunkEncoding, ImageSpec, Manifest, SignatureBlock, SignatureEntry, StoredChunk,
 };
 use veriflash_core::hash::{ChunkDecoder, DecodeError, ExpectedChunk, ParallelOptions};
+use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{FileDevice, Layout};
-use veriflash_core::plugin::{PartitionInfo, Slot, StorageGeometry};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::{
     CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackOptions, PackageReader,
     PackageSpec, UnsignedPackage, ZstdDecoder, install,
 };
-use veriflash_test_support::pseudo_random;
+use veriflash_test_support::{file_layout, pseudo_random};
 use zstd::zstd_safe;
 
 const MIB: usize = 1 << 20;
@@ -59,29 +59,7 @@ fn trust(key: &SigningKey) -> PinnedKeys {
 }
 
 fn layout(system: u64) -> Layout {
-    Layout {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revision: "r2".into(),
-        geometry: StorageGeometry {
-            erase_block: 16384,
-            write_unit: 4096,
-        },
-        partitions: vec![
-            PartitionInfo {
-                name: "boot".into(),
-                size: 4 << 20,
-                slotted: true,
-                protected: false,
-            },
-            PartitionInfo {
-                name: "system".into(),
-                size: system,
-                slotted: true,
-                protected: false,
-            },
-        ],
-    }
+    file_layout(&[("boot", 4 << 20), ("system", system)], &[])
 }
 
 fn spec(images: Vec<ImageSource>) -> PackageSpec {

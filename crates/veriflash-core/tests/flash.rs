@@ -12,45 +12,24 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use veriflash_core::format::SignatureBlock;
+use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{Cut, FileDevice, Layout};
-use veriflash_core::plugin::{PartitionInfo, Slot, StorageGeometry};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::{
     CancelToken, ErrorKind, Event, ImageData, ImageSource, InstallPolicy, PackageSpec, Phase,
     UnsignedPackage, install,
 };
-use veriflash_test_support::pseudo_random;
+use veriflash_test_support::{file_layout, pseudo_random};
 
 fn layout() -> Layout {
-    Layout {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revision: "r2".into(),
-        geometry: StorageGeometry {
-            erase_block: 16384,
-            write_unit: 4096,
-        },
-        partitions: vec![
-            PartitionInfo {
-                name: "boot".into(),
-                size: 64 << 10,
-                slotted: true,
-                protected: false,
-            },
-            PartitionInfo {
-                name: "system".into(),
-                size: 160 << 10,
-                slotted: true,
-                protected: false,
-            },
-            PartitionInfo {
-                name: "efs2".into(),
-                size: 32 << 10,
-                slotted: false,
-                protected: true,
-            },
+    file_layout(
+        &[
+            ("boot", 64 << 10),
+            ("system", 160 << 10),
+            ("efs2", 32 << 10),
         ],
-    }
+        &["efs2"],
+    )
 }
 
 struct Pkg {

@@ -23,15 +23,15 @@ use std::time::{Duration, SystemTime};
 use veriflash_core::format::SignatureBlock;
 use veriflash_core::http::{HttpOptions, HttpSource};
 use veriflash_core::ota::{OtaOptions, RemotePackage};
+use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{FileDevice, Layout};
-use veriflash_core::plugin::{PartitionInfo, Slot, StorageGeometry};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::source::{FileSource, PushedSource};
 use veriflash_core::{
     CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackageSpec, UnsignedPackage,
     install,
 };
-use veriflash_test_support::pseudo_random;
+use veriflash_test_support::{file_layout, pseudo_random};
 
 // ---------------------------------------------------------------------------------------------
 // Packages
@@ -90,22 +90,7 @@ fn payload_offset(package: &[u8]) -> u64 {
 }
 
 fn layout() -> Layout {
-    let part = |name: &str, size: u64| PartitionInfo {
-        name: name.into(),
-        size,
-        slotted: true,
-        protected: false,
-    };
-    Layout {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revision: "r2".into(),
-        geometry: StorageGeometry {
-            erase_block: 16384,
-            write_unit: 4096,
-        },
-        partitions: vec![part("boot", 64 << 10), part("system", 160 << 10)],
-    }
+    file_layout(&[("boot", 64 << 10), ("system", 160 << 10)], &[])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use veriflash_core::format::{RotationAnchor, SignatureBlock, TrustRotation};
 use veriflash_core::plugin::file_device::{FileDevice, Layout};
-use veriflash_core::plugin::{PartitionInfo, StorageGeometry};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::{
     AnchorSet, CancelToken, Error, ErrorKind, ImageData, ImageSource, InstallPolicy, PackageReader,
     PackageSpec, UnsignedPackage, VerifyReport, install,
 };
+use veriflash_test_support::file_layout;
 
 fn key() -> SigningKey {
     SigningKey::generate_p256().unwrap()
@@ -25,21 +25,7 @@ fn set(keys: &[&SigningKey], threshold: usize) -> AnchorSet {
 }
 
 fn layout() -> Layout {
-    Layout {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revision: "r2".into(),
-        geometry: StorageGeometry {
-            erase_block: 16384,
-            write_unit: 4096,
-        },
-        partitions: vec![PartitionInfo {
-            name: "boot".into(),
-            size: 64 << 10,
-            slotted: true,
-            protected: false,
-        }],
-    }
+    file_layout(&[("boot", 64 << 10)], &[])
 }
 
 /// A one-image package for `product`, optionally rotating to `rotation`, signed by `signers`.

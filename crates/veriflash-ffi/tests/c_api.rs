@@ -10,39 +10,18 @@ use std::path::{Path, PathBuf};
 use std::ptr;
 
 use veriflash_core::format::SignatureBlock;
+use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{FileDevice, Layout};
-use veriflash_core::plugin::{PartitionInfo, Slot, StorageGeometry};
 use veriflash_core::sig::SigningKey;
 use veriflash_core::{ErrorKind, ImageData, ImageSource, PackageSpec, Phase, UnsignedPackage};
 use veriflash_ffi::*;
+use veriflash_test_support::file_layout;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
 fn layout() -> Layout {
-    Layout {
-        product: "acme-hotspot-x1".into(),
-        chipset: "mdm9607".into(),
-        hardware_revision: "r2".into(),
-        geometry: StorageGeometry {
-            erase_block: 16384,
-            write_unit: 4096,
-        },
-        partitions: vec![
-            PartitionInfo {
-                name: "boot".into(),
-                size: 64 << 10,
-                slotted: true,
-                protected: false,
-            },
-            PartitionInfo {
-                name: "system".into(),
-                size: 128 << 10,
-                slotted: true,
-                protected: false,
-            },
-        ],
-    }
+    file_layout(&[("boot", 64 << 10), ("system", 128 << 10)], &[])
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {

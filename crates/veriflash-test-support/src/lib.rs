@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 use veriflash_core::format::SignatureBlock;
+use veriflash_core::plugin::file_device::Layout;
+use veriflash_core::plugin::{PartitionInfo, StorageGeometry};
 use veriflash_core::sig::SigningKey;
 use veriflash_core::{Error, ImageData, ImageSource, PackageSpec, UnsignedPackage};
 
@@ -22,6 +24,35 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A reference-device layout (`FileDevice`) with the same identity as [`modem_package`]'s
+/// packages (`acme-hotspot-x1`, `mdm9607`, revision `r2`), 16 KiB erase blocks and 4 KiB write
+/// units, and `partitions` as `(name, size)`: A/B partitions, except those named in
+/// `protected`, which have one copy and are never written.
+#[must_use]
+pub fn file_layout(partitions: &[(&str, u64)], protected: &[&str]) -> Layout {
+    Layout {
+        product: MODEM_PRODUCT.into(),
+        chipset: MODEM_CHIPSET.into(),
+        hardware_revision: MODEM_REVISION.into(),
+        geometry: StorageGeometry {
+            erase_block: 16384,
+            write_unit: 4096,
+        },
+        partitions: partitions
+            .iter()
+            .map(|(name, size)| {
+                let fixed = protected.contains(name);
+                PartitionInfo {
+                    name: (*name).into(),
+                    size: *size,
+                    slotted: !fixed,
+                    protected: fixed,
+                }
+            })
+            .collect(),
+    }
 }
 
 /// A UBI-like image of `len` bytes: pseudo-random, with the erase-counter magic `UBI#` at the
