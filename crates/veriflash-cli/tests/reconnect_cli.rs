@@ -33,6 +33,20 @@ fn point(link: &Path, to: &str) {
     std::fs::rename(&next, link).unwrap();
 }
 
+/// Sets up `dir`, starts an emulator behind the symlink `dir/modem` and a flash to it with
+/// `args`, and returns once `boot` is on the emulated NAND (the flash then waits for more
+/// package bytes): the emulator, the link and the flash.
+fn cut_in_boot(dir: &Path, args: &[&str]) -> (Emulated, PathBuf, FedFlash) {
+    setup(dir);
+    let emulated = Emulated::start(&[]);
+    let link = dir.join("modem");
+    point(&link, &emulated.path);
+    let target = format!("mdm9x07:serial:{}", link.display());
+    let mut flash = FedFlash::start(dir, &target, args);
+    flash.until_boot_is_written();
+    (emulated, link, flash)
+}
+
 /// A key and a signed modem package `update.vfp` (the emulator's stand-in programmer, sbl,
 /// boot, system) in `dir`.
 fn setup(dir: &Path) {
@@ -204,13 +218,7 @@ fn position(events: &[Value], event: &str) -> usize {
 fn a_flash_cut_off_mid_way_re_finds_the_modem_and_finishes_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
-    let first = Emulated::start(&[]);
-    let link = dir.join("modem");
-    point(&link, &first.path);
-    let target = format!("mdm9x07:serial:{}", link.display());
-    let mut flash = FedFlash::start(dir, &target, &[]);
-    flash.until_boot_is_written();
+    let (first, link, flash) = cut_in_boot(dir, &[]);
     assert_eq!(journals(dir).len(), 1, "the journal records sbl and boot");
 
     // The modem re-enumerates: a new device (a blank emulator, same chip serial) behind the
@@ -268,7 +276,12 @@ fn a_flash_cut_off_mid_way_re_finds_the_modem_and_finishes_the_job() {
     // The commit removed the journal; the re-found modem answers through the same link.
     assert_eq!(journals(dir), Vec::<PathBuf>::new());
     let out = Command::new(env!("CARGO_BIN_EXE_veriflash"))
-        .args(["status", "--target", &target, "--json"])
+        .args([
+            "status",
+            "--target",
+            &format!("mdm9x07:serial:{}", link.display()),
+            "--json",
+        ])
         .env("VERIFLASH_STATE_DIR", dir.join("state"))
         .current_dir(dir)
         .output()
@@ -282,13 +295,7 @@ fn a_flash_cut_off_mid_way_re_finds_the_modem_and_finishes_the_job() {
 fn reconnect_0_ends_a_cut_off_flash_with_the_transport_error_as_before() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
-    let emulated = Emulated::start(&[]);
-    let link = dir.join("modem");
-    point(&link, &emulated.path);
-    let target = format!("mdm9x07:serial:{}", link.display());
-    let mut flash = FedFlash::start(dir, &target, &["--reconnect", "0"]);
-    flash.until_boot_is_written();
+    let (emulated, _link, flash) = cut_in_boot(dir, &["--reconnect", "0"]);
     drop(emulated);
     let (rest, code, stderr) = flash.finish();
 
@@ -313,13 +320,7 @@ fn reconnect_0_ends_a_cut_off_flash_with_the_transport_error_as_before() {
 fn a_modem_that_does_not_come_back_ends_with_the_original_code_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
-    let emulated = Emulated::start(&[]);
-    let link = dir.join("modem");
-    point(&link, &emulated.path);
-    let target = format!("mdm9x07:serial:{}", link.display());
-    let mut flash = FedFlash::start(dir, &target, &["--reconnect", "1"]);
-    flash.until_boot_is_written();
+    let (emulated, _link, flash) = cut_in_boot(dir, &["--reconnect", "1"]);
     // Unplugged for good: the link dangles, as a by-id link vanishes with its device.
     drop(emulated);
     let (rest, code, stderr) = flash.finish();
