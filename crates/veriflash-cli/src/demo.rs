@@ -268,7 +268,7 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
             format!("{}: {e}", package.display()),
         ))
     })?;
-    let mut next_percent = 0;
+    let mut milestones = crate::output::Milestones::every(25);
     let mut phase = "flash";
     veriflash_core::install(
         std::io::BufReader::new(file),
@@ -285,18 +285,12 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
             veriflash_core::Event::Progress {
                 image, done, total, ..
             } => {
-                let percent = if *total == 0 {
-                    100
-                } else {
-                    done.saturating_mul(100) / total
-                };
-                if percent >= next_percent {
+                if let Some(percent) = milestones.reached(*done, *total) {
                     println!(
                         "    {phase:<12} {percent:>3}%  {} of {}  ({image})",
                         human_size(*done),
                         human_size(*total)
                     );
-                    next_percent = (percent / 25 + 1) * 25;
                 }
             }
             _ => {}

@@ -15,7 +15,7 @@ use veriflash_core::factory::MAX_DEVICES;
 use veriflash_core::flash::device_error;
 use veriflash_core::{AnchorSet, Error, ErrorKind, Event, FactoryLine, InstallPolicy};
 
-use crate::output::{Failure, error_json, human_size};
+use crate::output::{Failure, Milestones, error_json, human_size};
 
 /// Runs the factory line over `targets`.
 pub(crate) fn run(
@@ -52,7 +52,7 @@ pub(crate) fn run(
         registry.open(target).map_err(device_error)
     };
     // Per device: the next progress percentage worth a line.
-    let next_percent = Mutex::new(vec![0u64; targets.len()]);
+    let milestones = Mutex::new(vec![Milestones::every(10); targets.len()]);
     let events = |i: usize, event: &Event| {
         let target = targets.get(i).map_or("", String::as_str);
         if json {
@@ -65,23 +65,15 @@ pub(crate) fn run(
         match event {
             Event::PhaseFinished(p) => eprintln!("[{i} {target}] {:<12} ok", p.name()),
             Event::Progress { done, total, .. } => {
-                let percent = if *total == 0 {
-                    100
-                } else {
-                    done.saturating_mul(100) / total
-                };
-                let mut next = next_percent
+                let mut all = milestones
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(n) = next.get_mut(i)
-                    && percent >= *n
-                {
+                if let Some(percent) = all.get_mut(i).and_then(|m| m.reached(*done, *total)) {
                     eprintln!(
                         "[{i} {target}] flash        {percent:>3}%  {} of {}",
                         human_size(*done),
                         human_size(*total)
                     );
-                    *n = (percent / 10 + 1) * 10;
                 }
             }
             Event::Warning(w) => eprintln!("[{i} {target}] warning: {w}"),

@@ -12,7 +12,7 @@ use veriflash_core::ota::{FetchProgress, OtaOptions, RemotePackage};
 use veriflash_core::sig::Verifier;
 use veriflash_core::{Error, ErrorKind};
 
-use crate::output::{Failure, human_size};
+use crate::output::{Failure, Milestones, human_size};
 use crate::verify::print_report;
 
 /// Whether a `PACKAGE` argument names a download rather than a file.
@@ -47,7 +47,7 @@ pub(crate) fn open_remote(
 enum Display {
     Quiet,
     Bar(ProgressBar),
-    Lines { next_percent: u64 },
+    Lines { milestones: Milestones },
 }
 
 impl Display {
@@ -66,7 +66,9 @@ impl Display {
             bar.enable_steady_tick(Duration::from_millis(250));
             Self::Bar(bar)
         } else {
-            Self::Lines { next_percent: 0 }
+            Self::Lines {
+                milestones: Milestones::every(10),
+            }
         }
     }
 
@@ -77,19 +79,13 @@ impl Display {
                 bar.set_length(progress.total);
                 bar.set_position(progress.done);
             }
-            Self::Lines { next_percent } => {
-                let percent = progress
-                    .done
-                    .saturating_mul(100)
-                    .checked_div(progress.total)
-                    .unwrap_or(100);
-                if percent >= *next_percent {
+            Self::Lines { milestones } => {
+                if let Some(percent) = milestones.reached(progress.done, progress.total) {
                     eprintln!(
                         "download     {percent:>3}%  {} of {}",
                         human_size(progress.done),
                         human_size(progress.total)
                     );
-                    *next_percent = (percent / 10 + 1) * 10;
                 }
             }
         }

@@ -14,7 +14,7 @@ use veriflash_mdm9x07::discover::{DeviceMode, Discover, FoundDevice, SYSFS_USB_D
 use veriflash_mdm9x07::target::Target;
 use veriflash_plugin::{FlashSession, Registry};
 
-use crate::output::{Failure, error_json, human_size};
+use crate::output::{Failure, Milestones, error_json, human_size};
 use crate::reconnect::{
     MAX_RECONNECTS, POLL_INTERVAL, SystemClock, Waited, boot_location, describe, is_booted,
     real_modem, should_reconnect, wait_until,
@@ -93,7 +93,7 @@ enum Display {
     /// Plain lines; `phase` labels the progress lines (`load` for a device's loader, else
     /// `flash`).
     Lines {
-        next_percent: u64,
+        milestones: Milestones,
         phase: &'static str,
     },
 }
@@ -114,7 +114,7 @@ impl Display {
             Self::Bar(bar)
         } else {
             Self::Lines {
-                next_percent: 0,
+                milestones: Milestones::every(10),
                 phase: "flash",
             }
         }
@@ -146,25 +146,13 @@ impl Display {
                 }
                 eprintln!("{:<12} ok", p.name());
             }
-            (
-                Self::Lines {
-                    next_percent,
-                    phase,
-                },
-                Event::Progress { done, total, .. },
-            ) => {
-                let percent = if *total == 0 {
-                    100
-                } else {
-                    done.saturating_mul(100) / total
-                };
-                if percent >= *next_percent {
+            (Self::Lines { milestones, phase }, Event::Progress { done, total, .. }) => {
+                if let Some(percent) = milestones.reached(*done, *total) {
                     eprintln!(
                         "{phase:<12} {percent:>3}%  {} of {}",
                         human_size(*done),
                         human_size(*total)
                     );
-                    *next_percent = (percent / 10 + 1) * 10;
                 }
             }
             (Self::Lines { .. }, Event::Warning(w)) => eprintln!("warning: {w}"),

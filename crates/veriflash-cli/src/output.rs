@@ -113,3 +113,48 @@ mod tests {
         assert_eq!(human_size(64 << 20), "64.0 MiB");
     }
 }
+
+/// Thins progress to one line per `step` percent, for output that is not a terminal (logs,
+/// CI): the first report, then one each time the next multiple of `step` is reached.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Milestones {
+    next: u64,
+    step: u64,
+}
+
+impl Milestones {
+    /// A line every `step` percent (at least 1).
+    pub(crate) fn every(step: u64) -> Self {
+        Self {
+            next: 0,
+            step: step.max(1),
+        }
+    }
+
+    /// The percentage `done` of `total` is (100 for an empty total) when it reached the next
+    /// milestone, which then moves on; `None` between milestones.
+    pub(crate) fn reached(&mut self, done: u64, total: u64) -> Option<u64> {
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        if percent < self.next {
+            return None;
+        }
+        self.next = (percent / self.step + 1) * self.step;
+        Some(percent)
+    }
+}
+
+#[cfg(test)]
+mod milestone_tests {
+    use super::Milestones;
+
+    #[test]
+    fn one_report_per_step_and_always_the_first() {
+        let mut m = Milestones::every(10);
+        let seen: Vec<u64> = (0..=100u64)
+            .step_by(3)
+            .filter_map(|done| m.reached(done, 100))
+            .collect();
+        assert_eq!(seen, [0, 12, 21, 30, 42, 51, 60, 72, 81, 90]);
+        assert_eq!(Milestones::every(10).reached(0, 0), Some(100));
+    }
+}
