@@ -389,6 +389,21 @@ typedef uint32_t veriflash_slot;
 #define VERIFLASH_TLS_ERROR 56
 
 /**
+ * Another run holds the device (or the output file): nothing was read or written.
+ */
+#define VERIFLASH_BUSY 57
+
+/**
+ * The device was not found (no such file or port, or not connected).
+ */
+#define VERIFLASH_DEVICE_NOT_FOUND 58
+
+/**
+ * The operating system refused access to the device or its storage file.
+ */
+#define VERIFLASH_DEVICE_ACCESS_DENIED 59
+
+/**
  * The operation was cancelled (the progress callback returned `VERIFLASH_CANCEL`).
  */
 #define VERIFLASH_CANCELLED 60
@@ -397,6 +412,11 @@ typedef uint32_t veriflash_slot;
  * The install was interrupted before it committed.
  */
 #define VERIFLASH_INTERRUPTED 61
+
+/**
+ * An overall time limit ran out although data was still moving.
+ */
+#define VERIFLASH_DEADLINE_EXCEEDED 62
 
 /**
  * A file could not be read or written, or a read callback failed.
@@ -412,6 +432,16 @@ typedef uint32_t veriflash_slot;
  * Caller input other than the package is invalid (e.g. an unknown target).
  */
 #define VERIFLASH_INVALID_INPUT 72
+
+/**
+ * A file system is full (the device file's, the output's, the download's).
+ */
+#define VERIFLASH_NO_SPACE 73
+
+/**
+ * This computer ran out of memory or threads; nothing is known about the package.
+ */
+#define VERIFLASH_RESOURCE_EXHAUSTED 80
 
 /**
  * A pointer argument that must not be NULL was NULL.

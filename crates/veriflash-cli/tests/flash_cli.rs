@@ -223,3 +223,145 @@ fn help_lists_every_exit_code() {
         );
     }
 }
+
+/// `veriflash flash --json` on `dev.img`, started now.
+fn flash_process(dir: &Path, package: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args([
+            "flash",
+            package,
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev.img",
+            "--json",
+        ])
+        .current_dir(dir)
+        .env("VERIFLASH_STATE_DIR", dir.join(".veriflash-state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_flash_process_is_refused_while_another_install_holds_the_device() {
+    use veriflash_core::plugin::file_device::FileDevice;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+    let trust = veriflash_core::trust::load_trust_anchors(&dir.join("vendor.pub.pem")).unwrap();
+    let v2 = std::fs::read(dir.join("v2.vfp")).unwrap();
+
+    // This process installs v2 and stops before its third storage operation (the journal is
+    // written, the inactive slot half erased) while another process tries to flash v3.
+    let (paused_tx, paused_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let mut device = FileDevice::open(&dir.join("dev.img")).unwrap();
+    device.on_storage_operation(move |op| {
+        if op == 3 {
+            paused_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        }
+    });
+    let first = std::thread::spawn(move || {
+        veriflash_core::install(
+            v2.as_slice(),
+            &veriflash_core::sig::Verifier::new(&trust),
+            &veriflash_core::InstallPolicy::default(),
+            &mut device,
+            &veriflash_core::CancelToken::new(),
+            &mut |_| {},
+        )
+        .map(drop)
+    });
+    paused_rx.recv().unwrap();
+    let second = flash_process(dir, "v3.vfp").wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(57), "{second:?}");
+    let last: Value = serde_json::from_str(
+        String::from_utf8_lossy(&second.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["error"]["kind"], "busy", "{last}");
+    let status = veriflash(&["status", "--target", "file:dev.img"], dir);
+    assert_eq!(status.status.code(), Some(57), "status waits its turn too");
+    go_tx.send(()).unwrap();
+    first.join().unwrap().unwrap();
+
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", "file:dev.img", "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(
+        v["installed_version"], "v2",
+        "only the first install happened"
+    );
+    assert_eq!(v["security_floor"], 2);
+    assert_eq!(v["last_result"]["code"], 0);
+    FileDevice::open(&dir.join("dev.img"))
+        .unwrap()
+        .boot_check()
+        .unwrap();
+}
+
+#[test]
+fn flash_processes_started_together_leave_one_consistent_install() {
+    use veriflash_core::plugin::file_device::FileDevice;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    for round in 0..6 {
+        let _ = std::fs::remove_file(dir.join("dev.img"));
+        ok(&veriflash(
+            &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+            dir,
+        ));
+        // Alternate which one starts first; the second follows within microseconds.
+        let (a, b) = if round % 2 == 0 {
+            ("v2.vfp", "v3.vfp")
+        } else {
+            ("v3.vfp", "v2.vfp")
+        };
+        let first = flash_process(dir, a);
+        let second = flash_process(dir, b);
+        let codes = [
+            (a, first.wait_with_output().unwrap().status.code()),
+            (b, second.wait_with_output().unwrap().status.code()),
+        ];
+        // Each run installed (0), found the device held (57, busy), or came second to a newer
+        // package (43, downgrade): never anything else, and never both on top of each other.
+        let mut floor = 0;
+        for (package, code) in codes {
+            match code {
+                Some(0) => floor = floor.max(if package == "v3.vfp" { 3 } else { 2 }),
+                Some(57 | 43) => {}
+                other => panic!("round {round}: {package} exited {other:?}"),
+            }
+        }
+        assert!(floor > 0, "round {round}: one of {codes:?} installed");
+        let mut device = FileDevice::open(&dir.join("dev.img")).unwrap();
+        let status = device.current_status();
+        assert_eq!(
+            status.info.security_floor, floor,
+            "round {round}: {codes:?}"
+        );
+        assert_eq!(
+            status.info.installed_version.as_deref(),
+            Some(if floor == 3 { "v3" } else { "v2" }),
+            "round {round}"
+        );
+        assert_eq!(
+            device.boot_check().unwrap().as_deref(),
+            Some(if floor == 3 { "v3" } else { "v2" }),
+            "round {round}: the active slot holds what its record says"
+        );
+    }
+}

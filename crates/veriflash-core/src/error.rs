@@ -13,8 +13,9 @@
 //! | 30–39 | integrity: payload bytes vs digests    |
 //! | 40–49 | policy: device match, anti-rollback, pre-flight (reserved for the flash core) |
 //! | 50–59 | device and transport (reserved for plugins) |
-//! | 60–69 | run control: cancelled, interrupted (reserved) |
+//! | 60–69 | run control: cancelled, interrupted, deadlines |
 //! | 70–79 | local input: files, keys, arguments    |
+//! | 80–89 | this computer's resources: memory, threads (never a verdict on the package) |
 
 use core::fmt;
 use std::error::Error as StdError;
@@ -34,6 +35,9 @@ pub enum Category {
     Device,
     /// Someone must act: configure trust, fix a path, free space.
     UserAction,
+    /// The computer running veriflash ran out of memory or threads: says nothing about the
+    /// package or the device, and must never be recorded as a verdict on either.
+    Resource,
 }
 
 impl Category {
@@ -46,6 +50,7 @@ impl Category {
             Self::Security => "security",
             Self::Device => "device",
             Self::UserAction => "user_action",
+            Self::Resource => "resource",
         }
     }
 }
@@ -261,6 +266,19 @@ error_kinds! {
     TlsError = 56, "tls_error", Security,
         "the download server's TLS certificate was not trusted or the handshake failed",
         "Check the URL and --ca (the CA that issued the server's certificate); do not disable verification.";
+    /// Another run holds the device (or the output file) this one needs: a device is claimed
+    /// by one session at a time, so two installs can never interleave on it.
+    Busy = 57, "busy", Retryable,
+        "the device or file is in use by another run",
+        "Wait for the other veriflash run (or program) using it to finish, then run again; nothing was read or written.";
+    /// The device named does not exist (no such file or port, or it is not connected).
+    DeviceNotFound = 58, "device_not_found", UserAction,
+        "the device was not found",
+        "Check the path or port the message names and that the device is connected (`veriflash devices` lists what is attached).";
+    /// The operating system refused access to the device or to its storage file.
+    DeviceAccessDenied = 59, "device_access_denied", UserAction,
+        "access to the device was denied",
+        "Run as a user allowed to open the path the message names (its owner, or the dialout/plugdev group for modems), or fix its permissions.";
     /// The operation was cancelled by the caller.
     Cancelled = 60, "cancelled", UserAction,
         "the operation was cancelled",
@@ -269,6 +287,10 @@ error_kinds! {
     Interrupted = 61, "interrupted", Retryable,
         "the install was interrupted before it completed",
         "Run the install again: an A/B device still boots its previous software; a single-slot modem waits in download mode for the re-run.";
+    /// An overall time limit ran out (a download's deadline), although data was still moving.
+    DeadlineExceeded = 62, "deadline_exceeded", Retryable,
+        "the operation did not finish within its deadline",
+        "Run again (a download resumes where it stopped), or allow more time with the deadline option.";
     /// A local file could not be read or written.
     Io = 70, "io", UserAction,
         "a file could not be read or written",
@@ -281,6 +303,15 @@ error_kinds! {
     InvalidInput = 72, "invalid_input", UserAction,
         "the input is invalid",
         "Fix the input as the message says and run again.";
+    /// A file system is full: the device file's, the output's or the download's.
+    NoSpace = 73, "no_space", UserAction,
+        "a file system is full",
+        "Free space on the file system holding the path the message names, then run again.";
+    /// This computer could not give veriflash the memory or threads it needs. Nothing is known
+    /// about the package: this is never reported as, or recorded as, a verdict on it.
+    ResourceExhausted = 80, "resource_exhausted", Resource,
+        "this computer ran out of memory or threads",
+        "Free memory or raise the process's limits (docs/PERFORMANCE.md gives the minimum), or run with fewer threads; the package was not judged.";
 }
 
 impl fmt::Display for ErrorKind {
@@ -385,13 +416,21 @@ impl Error {
             }
             return Self::new(ErrorKind::Io, format!("{context}: an I/O error was lost"));
         }
-        let kind = if err.kind() == std::io::ErrorKind::TimedOut {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Io
-        };
+        let kind = io_kind(&err).unwrap_or(ErrorKind::Io);
         Self::new(kind, format!("{context}: {err}")).with_source(err)
     }
+}
+
+/// The kind an I/O error has whatever path it happened on: a time limit, a full file system,
+/// memory this computer could not give.
+pub(crate) fn io_kind(err: &std::io::Error) -> Option<ErrorKind> {
+    use std::io::ErrorKind as Io;
+    Some(match err.kind() {
+        Io::TimedOut => ErrorKind::Timeout,
+        Io::StorageFull | Io::QuotaExceeded | Io::FileTooLarge => ErrorKind::NoSpace,
+        Io::OutOfMemory => ErrorKind::ResourceExhausted,
+        _ => return None,
+    })
 }
 
 impl fmt::Display for Error {

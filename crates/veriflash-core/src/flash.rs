@@ -249,17 +249,35 @@ impl CancelToken {
     }
 }
 
-/// Maps a plugin failure to the taxonomy: transport failures, power loss (the install was
-/// interrupted), read-back mismatches, and other device errors.
+/// Maps a plugin failure to the taxonomy: a device another run holds, storage or a port that
+/// is missing, forbidden or full (by the operating system's error), transport failures,
+/// timeouts, power loss (the install was interrupted), read-back mismatches, and other device
+/// errors.
 pub fn device_error(err: PluginError) -> Error {
     let kind = match &err {
-        PluginError::Transport(_) => ErrorKind::TransportError,
+        PluginError::Transport(e) => device_io_kind(e).unwrap_or(ErrorKind::TransportError),
+        PluginError::Storage { source, .. } => {
+            device_io_kind(source).unwrap_or(ErrorKind::DeviceError)
+        }
+        PluginError::Busy(_) => ErrorKind::Busy,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
         PluginError::UnknownTarget(_) => ErrorKind::InvalidInput,
         _ => ErrorKind::DeviceError,
     };
     Error::new(kind, err.to_string()).with_source(err)
+}
+
+/// The kind an operating-system error on a device's path or port says more precisely than
+/// "device" or "transport" error, if any.
+fn device_io_kind(err: &std::io::Error) -> Option<ErrorKind> {
+    use std::io::ErrorKind as Io;
+    Some(match err.kind() {
+        Io::NotFound | Io::IsADirectory | Io::NotADirectory => ErrorKind::DeviceNotFound,
+        Io::PermissionDenied | Io::ReadOnlyFilesystem => ErrorKind::DeviceAccessDenied,
+        Io::WouldBlock => ErrorKind::Busy,
+        _ => return crate::error::io_kind(err),
+    })
 }
 
 /// The staging bytes the policy allows: the smaller of the quota and the staging directory's

@@ -101,11 +101,19 @@ pub const VERIFLASH_SERVER_ERROR: veriflash_result = 54;
 pub const VERIFLASH_SOURCE_CHANGED: veriflash_result = 55;
 /// The download server's TLS certificate was not trusted or the handshake failed.
 pub const VERIFLASH_TLS_ERROR: veriflash_result = 56;
+/// Another run holds the device (or the output file): nothing was read or written.
+pub const VERIFLASH_BUSY: veriflash_result = 57;
+/// The device was not found (no such file or port, or not connected).
+pub const VERIFLASH_DEVICE_NOT_FOUND: veriflash_result = 58;
+/// The operating system refused access to the device or its storage file.
+pub const VERIFLASH_DEVICE_ACCESS_DENIED: veriflash_result = 59;
 // Run control (60–69).
 /// The operation was cancelled (the progress callback returned `VERIFLASH_CANCEL`).
 pub const VERIFLASH_CANCELLED: veriflash_result = 60;
 /// The install was interrupted before it committed.
 pub const VERIFLASH_INTERRUPTED: veriflash_result = 61;
+/// An overall time limit ran out although data was still moving.
+pub const VERIFLASH_DEADLINE_EXCEEDED: veriflash_result = 62;
 // Local input (70–79).
 /// A file could not be read or written, or a read callback failed.
 pub const VERIFLASH_IO: veriflash_result = 70;
@@ -113,6 +121,11 @@ pub const VERIFLASH_IO: veriflash_result = 70;
 pub const VERIFLASH_INVALID_KEY: veriflash_result = 71;
 /// Caller input other than the package is invalid (e.g. an unknown target).
 pub const VERIFLASH_INVALID_INPUT: veriflash_result = 72;
+/// A file system is full (the device file's, the output's, the download's).
+pub const VERIFLASH_NO_SPACE: veriflash_result = 73;
+// This computer's resources (80–89).
+/// This computer ran out of memory or threads; nothing is known about the package.
+pub const VERIFLASH_RESOURCE_EXHAUSTED: veriflash_result = 80;
 
 // The C API's own codes (200–239).
 /// A pointer argument that must not be NULL was NULL.
@@ -180,11 +193,17 @@ const CODES: &[(veriflash_result, &CStr)] = &[
     (VERIFLASH_SERVER_ERROR, c"server_error"),
     (VERIFLASH_SOURCE_CHANGED, c"source_changed"),
     (VERIFLASH_TLS_ERROR, c"tls_error"),
+    (VERIFLASH_BUSY, c"busy"),
+    (VERIFLASH_DEVICE_NOT_FOUND, c"device_not_found"),
+    (VERIFLASH_DEVICE_ACCESS_DENIED, c"device_access_denied"),
     (VERIFLASH_CANCELLED, c"cancelled"),
     (VERIFLASH_INTERRUPTED, c"interrupted"),
+    (VERIFLASH_DEADLINE_EXCEEDED, c"deadline_exceeded"),
     (VERIFLASH_IO, c"io"),
     (VERIFLASH_INVALID_KEY, c"invalid_key"),
     (VERIFLASH_INVALID_INPUT, c"invalid_input"),
+    (VERIFLASH_NO_SPACE, c"no_space"),
+    (VERIFLASH_RESOURCE_EXHAUSTED, c"resource_exhausted"),
     (VERIFLASH_NULL_POINTER, c"null_pointer"),
     (VERIFLASH_INVALID_UTF8, c"invalid_utf8"),
     (VERIFLASH_INVALID_ARGUMENT, c"invalid_argument"),

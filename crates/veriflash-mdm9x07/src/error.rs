@@ -156,6 +156,10 @@ impl std::error::Error for Error {
 impl From<Error> for PluginError {
     fn from(err: Error) -> Self {
         match err {
+            // The port is flocked by another program (serial::SerialPort::open).
+            Error::Transport(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Self::Busy(e.to_string())
+            }
             Error::Transport(e) => Self::Transport(e),
             Error::Timeout { .. } => Self::Transport(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -11,7 +11,13 @@
 //!   sequence number and a SHA-256; a record torn by a power cut fails its hash and the other
 //!   one is used. Commit is one record write, so it is atomic;
 //! * a power cut can be injected after any number of storage operations (erase, program,
-//!   record write), leaving a torn write behind as real flash would.
+//!   record write), leaving a torn write behind as real flash would;
+//! * a session claims the file with an exclusive OS lock (`flock`) for its whole life, so a
+//!   second session — another thread or another process — is refused with
+//!   [`PluginError::Busy`] before it reads or writes anything; every state-record write first
+//!   re-reads the record it replaces, so no session commits over a state it did not start from
+//!   (a file shared without the lock, over a network file system that ignores it, still
+//!   cannot interleave two installs silently).
 //!
 //! File layout: `[0, 4 KiB)` superblock (magic, then the layout as `key=value` lines),
 //! `[4 KiB, 8 KiB)` and `[8 KiB, 12 KiB)` state records, then from 64 KiB each partition
@@ -397,7 +403,16 @@ impl State {
     }
 }
 
-/// A file-backed device: one open file, its layout and its current state.
+/// A test's hook called before each storage operation with its number (1-based, since open).
+struct OperationHook(Box<dyn FnMut(u64) + Send>);
+
+impl std::fmt::Debug for OperationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperationHook")
+    }
+}
+
+/// A file-backed device: one open, exclusively locked file, its layout and its current state.
 #[derive(Debug)]
 pub struct FileDevice {
     path: PathBuf,
@@ -414,6 +429,27 @@ pub struct FileDevice {
     /// reopening, which is why `begin` erases what it will write.
     programmed: BTreeSet<u64>,
     plan: Option<InstallPlan>,
+    hook: Option<OperationHook>,
+}
+
+/// The error for an I/O failure on the device file at `path`.
+fn storage(path: &Path, source: std::io::Error) -> PluginError {
+    PluginError::Storage {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Takes the exclusive lock that makes `file` this session's alone; refuses at once if another
+/// session (in this process or any other) holds it.
+fn claim(file: &File, path: &Path) -> Result<(), PluginError> {
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => PluginError::Busy(format!(
+            "{} is held by another session (another veriflash run, or this program's own)",
+            path.display()
+        )),
+        std::fs::TryLockError::Error(e) => storage(path, e),
+    })
 }
 
 impl FileDevice {
@@ -424,29 +460,49 @@ impl FileDevice {
     /// When the layout is invalid or the file cannot be created.
     pub fn create(path: &Path, layout: &Layout) -> Result<Self, PluginError> {
         layout.validate()?;
-        let mut file = OpenOptions::new()
+        // Built under a temporary name beside `path` and linked into place only when every
+        // block is written: a full disk or a crash leaves no half-made device behind to block
+        // the next `create` or confuse `status`.
+        let name = path
+            .file_name()
+            .ok_or_else(|| PluginError::Unsupported(format!("{} names no file", path.display())))?;
+        let mut temporary = name.to_os_string();
+        temporary.push(format!(".{}.creating", std::process::id()));
+        let temporary = path.with_file_name(temporary);
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)
-            .map_err(PluginError::Transport)?;
+            .open(&temporary)
+            .map_err(|e| storage(&temporary, e))?;
+        let made = Self::fill(file, &temporary, layout).and_then(|device| {
+            publish(&temporary, path)?;
+            Ok(device)
+        });
+        let _ = std::fs::remove_file(&temporary);
+        let mut device = made?;
+        device.path = path.to_path_buf();
+        Ok(device)
+    }
+
+    /// Writes a new device into `file` (locked first, so it is claimed before it has a name):
+    /// superblock, both state records' blocks, the fresh state and erased storage, every
+    /// block written out so that no later write can find the disk full.
+    fn fill(mut file: File, path: &Path, layout: &Layout) -> Result<Self, PluginError> {
+        claim(&file, path)?;
         let text = layout.to_text();
-        let mut block = vec![0u8; usize::try_from(BLOCK).unwrap_or(4096)];
-        block[..8].copy_from_slice(SUPERBLOCK_MAGIC);
+        let mut head = vec![0u8; usize::try_from(DATA_START).unwrap_or(0)];
+        head[..8].copy_from_slice(SUPERBLOCK_MAGIC);
         let len = u32::try_from(text.len()).map_err(|_| bad("layout too large"))?;
-        block[8..12].copy_from_slice(&len.to_be_bytes());
-        block[12..12 + text.len()].copy_from_slice(text.as_bytes());
-        file.write_all(&block).map_err(PluginError::Transport)?;
-        // Storage starts erased (all ones), as NAND does, and fully allocated, so an install
-        // never runs out of room half way.
-        file.set_len(DATA_START).map_err(PluginError::Transport)?;
-        file.seek(SeekFrom::Start(DATA_START))
-            .map_err(PluginError::Transport)?;
+        head[8..12].copy_from_slice(&len.to_be_bytes());
+        head[12..12 + text.len()].copy_from_slice(text.as_bytes());
+        file.write_all(&head).map_err(|e| storage(path, e))?;
+        // Storage starts erased (all ones), as NAND does.
         let ones = vec![0xFFu8; 1 << 20];
         let mut left = layout.file_len() - DATA_START;
         while left > 0 {
             let n = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
-            file.write_all(&ones[..n]).map_err(PluginError::Transport)?;
+            file.write_all(&ones[..n]).map_err(|e| storage(path, e))?;
             left -= n as u64;
         }
         let mut device = Self {
@@ -459,9 +515,10 @@ impl FileDevice {
             powered: true,
             programmed: BTreeSet::new(),
             plan: None,
+            hook: None,
         };
         device.write_state(State::fresh())?;
-        device.file.sync_all().map_err(PluginError::Transport)?;
+        device.file.sync_all().map_err(|e| storage(path, e))?;
         device.operations = 0;
         Ok(device)
     }
@@ -475,7 +532,8 @@ impl FileDevice {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(PluginError::Transport)?;
+            .map_err(|e| storage(path, e))?;
+        claim(&file, path)?;
         let mut block = vec![0u8; 4096];
         file.read_exact(&mut block)
             .map_err(|_| bad(format!("{} is not a veriflash device file", path.display())))?;
@@ -495,16 +553,17 @@ impl FileDevice {
             .and_then(|b| std::str::from_utf8(b).ok())
             .ok_or_else(|| bad("corrupt superblock"))?;
         let layout = Layout::from_text(text)?;
-        let mut best: Option<State> = None;
-        for offset in RECORD_OFFSETS {
-            if let Some(state) = read_record(&mut file, offset)?
-                && best.as_ref().is_none_or(|b| state.seq > b.seq)
-            {
-                best = Some(state);
-            }
+        let metadata = file.metadata().map_err(|e| storage(path, e))?;
+        if metadata.is_file() && metadata.len() < layout.file_len() {
+            return Err(bad(format!(
+                "{} is {} bytes, its layout needs {}: the device file was truncated",
+                path.display(),
+                metadata.len(),
+                layout.file_len()
+            )));
         }
-        let state =
-            best.ok_or_else(|| bad("no valid boot-control record: the device state is lost"))?;
+        let state = current_state(&mut file, path)?
+            .ok_or_else(|| bad("no valid boot-control record: the device state is lost"))?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -515,7 +574,15 @@ impl FileDevice {
             powered: true,
             programmed: BTreeSet::new(),
             plan: None,
+            hook: None,
         })
+    }
+
+    /// Calls `hook` before each storage operation (erase, program, record write) with the
+    /// operation's number since open: fault-injection tests pause a session there to race
+    /// another against it.
+    pub fn on_storage_operation(&mut self, hook: impl FnMut(u64) + Send + 'static) {
+        self.hook = Some(OperationHook(Box::new(hook)));
     }
 
     /// Arranges for the power to fail at storage operation `n` (1-based) from now, either
@@ -593,7 +660,7 @@ impl FileDevice {
         self.file
             .seek(SeekFrom::Start(offset))
             .and_then(|_| self.file.read_exact(&mut out))
-            .map_err(PluginError::Transport)?;
+            .map_err(|e| storage(&self.path, e))?;
         Ok(out)
     }
 
@@ -619,7 +686,7 @@ impl FileDevice {
         self.file
             .seek(SeekFrom::Start(start.saturating_add(offset)))
             .and_then(|_| self.file.read_exact(&mut out))
-            .map_err(PluginError::Transport)?;
+            .map_err(|e| storage(&self.path, e))?;
         Ok(out)
     }
 
@@ -663,7 +730,7 @@ impl FileDevice {
         }
         self.file
             .seek(SeekFrom::Start(offset))
-            .map_err(PluginError::Transport)?;
+            .map_err(|e| storage(&self.path, e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut left = len;
@@ -671,7 +738,7 @@ impl FileDevice {
             let n = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
             self.file
                 .read_exact(&mut buf[..n])
-                .map_err(PluginError::Transport)?;
+                .map_err(|e| storage(&self.path, e))?;
             hasher.update(&buf[..n]);
             left -= n as u64;
         }
@@ -684,6 +751,9 @@ impl FileDevice {
             return Err(PluginError::PowerLoss);
         }
         self.operations += 1;
+        if let Some(OperationHook(hook)) = &mut self.hook {
+            hook(self.operations);
+        }
         let cut = self
             .power_cut_at
             .filter(|(at, _)| *at == self.operations)
@@ -696,7 +766,7 @@ impl FileDevice {
         self.file
             .seek(SeekFrom::Start(offset))
             .and_then(|_| self.file.write_all(data))
-            .map_err(PluginError::Transport)?;
+            .map_err(|e| storage(&self.path, e))?;
         if cut.is_some() {
             self.powered = false;
             let _ = self.file.sync_data();
@@ -706,6 +776,17 @@ impl FileDevice {
     }
 
     fn write_state(&mut self, mut state: State) -> Result<(), PluginError> {
+        // Compare and swap: the record this write replaces must still be the one this session
+        // read. The lock makes this hold; the check keeps it true where a lock is not honoured.
+        // (A fresh device being created has no record yet; records are compared as stored.)
+        let on_disk = current_state(&mut self.file, &self.path)?.map(|s| (s.seq, s.to_body()));
+        let expected = (self.state.seq != 0).then(|| (self.state.seq, self.state.to_body()));
+        if self.powered && on_disk != expected {
+            return Err(PluginError::Busy(format!(
+                "the state of {} changed since this session read it: another session wrote it",
+                self.path.display()
+            )));
+        }
         state.seq = self.state.seq + 1;
         let body = state.to_body();
         if body.len() > MAX_TEXT {
@@ -722,7 +803,7 @@ impl FileDevice {
         // hash, as it would on flash; bytes after it are ignored (the length bounds the body).
         let offset = RECORD_OFFSETS[usize::from(state.seq % 2 == 1)];
         self.storage_write(offset, &record)?;
-        self.file.sync_data().map_err(PluginError::Transport)?;
+        self.file.sync_data().map_err(|e| storage(&self.path, e))?;
         self.state = state;
         Ok(())
     }
@@ -749,11 +830,36 @@ impl FileDevice {
     }
 }
 
-fn read_record(file: &mut File, offset: u64) -> Result<Option<State>, PluginError> {
+/// Moves `temporary` to `path`, refusing to replace anything there.
+fn publish(temporary: &Path, path: &Path) -> Result<(), PluginError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(storage(path, e)),
+        // A file system without hard links (FAT): the check and the rename are two steps.
+        Err(_) if std::fs::symlink_metadata(path).is_err() => {
+            std::fs::rename(temporary, path).map_err(|e| storage(path, e))
+        }
+        Err(e) => Err(storage(path, e)),
+    }
+}
+
+/// The newest valid state record in `file`, if any.
+fn current_state(file: &mut File, path: &Path) -> Result<Option<State>, PluginError> {
+    let mut best: Option<State> = None;
+    for offset in RECORD_OFFSETS {
+        if let Some(state) = read_record(file, offset).map_err(|e| storage(path, e))?
+            && best.as_ref().is_none_or(|b| state.seq > b.seq)
+        {
+            best = Some(state);
+        }
+    }
+    Ok(best)
+}
+
+fn read_record(file: &mut File, offset: u64) -> Result<Option<State>, std::io::Error> {
     let mut record = vec![0u8; 4096];
     file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut record))
-        .map_err(PluginError::Transport)?;
+        .and_then(|_| file.read_exact(&mut record))?;
     if &record[..8] != RECORD_MAGIC {
         return Ok(None);
     }
@@ -883,13 +989,13 @@ impl FlashSession for FileDevice {
             return Err(bad("read-back before begin"));
         }
         let target = self.state.active.other();
-        self.file.sync_data().map_err(PluginError::Transport)?;
+        self.file.sync_data().map_err(|e| storage(&self.path, e))?;
         self.digest_of(partition, target, size)
     }
 
     fn commit(&mut self) -> Result<(), PluginError> {
         let plan = self.plan.take().ok_or_else(|| bad("commit before begin"))?;
-        self.file.sync_all().map_err(PluginError::Transport)?;
+        self.file.sync_all().map_err(|e| storage(&self.path, e))?;
         let mut state = self.state.clone();
         let target = self.state.active.other();
         state.images[slot_index(target)] = plan
@@ -974,6 +1080,7 @@ mod tests {
         dev.cut_power_at(1, Cut::Torn);
         s.floor = 9;
         assert!(matches!(dev.write_state(s), Err(PluginError::PowerLoss)));
+        drop(dev);
         let dev = FileDevice::open(&path).unwrap();
         assert_eq!(
             dev.current_status().info.security_floor,
@@ -1001,5 +1108,101 @@ mod tests {
         let path = dir.path().join("x");
         std::fs::write(&path, vec![0u8; 10_000]).unwrap();
         assert!(FileDevice::open(&path).is_err());
+    }
+
+    #[test]
+    fn a_second_session_on_one_device_is_refused_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        let first = FileDevice::create(&path, &layout()).unwrap();
+        assert!(
+            matches!(FileDevice::open(&path), Err(PluginError::Busy(_))),
+            "create claims the device it made"
+        );
+        drop(first);
+        let second = FileDevice::open(&path).unwrap();
+        let third = std::thread::scope(|s| s.spawn(|| FileDevice::open(&path)).join().unwrap());
+        assert!(matches!(third, Err(PluginError::Busy(_))));
+        drop(second);
+        FileDevice::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_state_changed_behind_the_lock_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        let mut first = FileDevice::create(&path, &layout()).unwrap();
+        // As if the lock were not honoured (a network file system): another session commits.
+        first.file.unlock().unwrap();
+        let mut second = FileDevice::open(&path).unwrap();
+        let mut s = second.state.clone();
+        s.floor = 20;
+        second.write_state(s).unwrap();
+        let mut s = first.state.clone();
+        s.floor = 10;
+        assert!(matches!(first.write_state(s), Err(PluginError::Busy(_))));
+        drop((first, second));
+        let dev = FileDevice::open(&path).unwrap();
+        assert_eq!(dev.current_status().info.security_floor, 20);
+    }
+
+    #[test]
+    fn create_refuses_an_existing_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        std::fs::write(&path, b"precious").unwrap();
+        let err = FileDevice::create(&path, &layout()).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Storage { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["dev.img"], "the temporary file is gone");
+    }
+
+    #[test]
+    fn a_created_device_has_every_block_allocated() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        drop(FileDevice::create(&path, &layout()).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        // st_blocks counts 512-byte units actually allocated: no sparse holes anywhere.
+        assert!(
+            meta.blocks() * 512 >= meta.len(),
+            "{} bytes allocated of {}",
+            meta.blocks() * 512,
+            meta.len()
+        );
+    }
+
+    #[test]
+    fn a_truncated_device_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        drop(FileDevice::create(&path, &layout()).unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(12 * 1024)
+            .unwrap();
+        let err = FileDevice::open(&path).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_device_file_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.img");
+        let err = FileDevice::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert!(err.to_string().contains("absent.img"), "{err}");
     }
 }

@@ -165,6 +165,19 @@ pub enum PluginError {
     },
     /// No plugin accepts this target string.
     UnknownTarget(String),
+    /// Another session holds the device (or changed its state under this one): a device is
+    /// claimed by one session at a time, and the second claimant is refused before anything is
+    /// read or written. The message names the device.
+    Busy(String),
+    /// The storage behind the device — a device file, a block device, a port — at `path` could
+    /// not be opened, read or written. The I/O error's kind tells the caller what to fix
+    /// (missing, permission denied, no space left).
+    Storage {
+        /// The path the operation was on.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for PluginError {
@@ -181,6 +194,8 @@ impl fmt::Display for PluginError {
                 )
             }
             Self::UnknownTarget(t) => write!(f, "no plugin handles target '{t}'"),
+            Self::Busy(m) => write!(f, "in use: {m}"),
+            Self::Storage { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
 }
@@ -188,13 +203,20 @@ impl fmt::Display for PluginError {
 impl std::error::Error for PluginError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Transport(e) => Some(e),
+            Self::Transport(e) | Self::Storage { source: e, .. } => Some(e),
             _ => None,
         }
     }
 }
 
 /// An open connection to one device, through which one install runs.
+///
+/// A session holds its device **exclusively** for its whole life: two installs interleaved on
+/// one device could leave a slot holding one version's bytes under another's record, or lower
+/// the anti-rollback floor. [`Plugin::open`] claims the device (the file device takes an OS
+/// lock on its file; serial and USB transports claim their port or interface) and refuses a
+/// second claimant with [`PluginError::Busy`]; the claim ends when the session is dropped. A
+/// plugin whose device cannot be locked says so in its documentation.
 ///
 /// The pipeline calls, in order: [`FlashSession::device_info`], [`FlashSession::begin`], then
 /// for each image [`FlashSession::write`] for every chunk in order and
@@ -285,10 +307,12 @@ pub trait Plugin: Send + Sync {
     /// Short name, also the target prefix (`file`, `mdm9x07`).
     fn name(&self) -> &'static str;
 
-    /// Opens a session on `target` (the part after `NAME:`).
+    /// Opens a session on `target` (the part after `NAME:`), claiming the device exclusively
+    /// (see [`FlashSession`]).
     ///
     /// # Errors
-    /// When the device cannot be opened.
+    /// [`PluginError::Busy`] when another session holds the device; otherwise when the device
+    /// cannot be opened.
     fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError>;
 }
 
