@@ -275,7 +275,7 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
         args.rawprogram.display(),
         args.out.display()
     );
-    veriflash_core::pack::write_atomically(args.out, |file| {
+    veriflash_core::output::write_atomically(args.out, &[args.rawprogram], |file| {
         std::io::Write::write_all(file, header.as_bytes())
             .and_then(|()| std::io::Write::write_all(file, text.as_bytes()))
             .map_err(|e| io_error(args.out, &e))

@@ -9,12 +9,28 @@ use veriflash_core::{Error, ErrorKind, PackOptions, UnsignedPackage};
 use crate::manifest_toml;
 use crate::output::{Failure, human_size};
 
-/// Reads the manifest description and digests (and, with `compress`, compresses) the images.
-fn prepare(manifest: &Path, compress: Option<i32>) -> Result<UnsignedPackage, Failure> {
+/// Reads the manifest description and digests (and, with `compress`, compresses) the images,
+/// after checking that `out` may be written: not a device node or a link, and none of the
+/// run's inputs — the description, its images, or `other_inputs` (keys, signatures).
+fn prepare(
+    manifest: &Path,
+    compress: Option<i32>,
+    out: &Path,
+    other_inputs: &[&Path],
+) -> Result<UnsignedPackage, Failure> {
     let loaded = manifest_toml::load(manifest)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    let images = loaded.spec.images.iter().filter_map(|i| match &i.data {
+        veriflash_core::ImageData::File(path) => Some(path.as_path()),
+        veriflash_core::ImageData::Bytes(_) => None,
+    });
+    let inputs: Vec<&Path> = std::iter::once(manifest)
+        .chain(images)
+        .chain(other_inputs.iter().copied())
+        .collect();
+    veriflash_core::output::check_output(out, &inputs)?;
     let options = PackOptions::new().compression(compress);
     let unsigned = UnsignedPackage::prepare_with(loaded.spec, &options)?;
     Ok(match &loaded.rotation {
@@ -24,8 +40,10 @@ fn prepare(manifest: &Path, compress: Option<i32>) -> Result<UnsignedPackage, Fa
 }
 
 /// `pack --unsigned`: writes the exact bytes every signature must cover.
-fn write_tbs(unsigned: &UnsignedPackage, out: &Path) -> Result<(), Failure> {
-    veriflash_core::pack::write_atomically(out, |file| {
+fn write_tbs(unsigned: &UnsignedPackage, manifest: &Path, out: &Path) -> Result<(), Failure> {
+    let mut inputs = unsigned.input_files();
+    inputs.push(manifest);
+    veriflash_core::output::write_atomically(out, &inputs, |file| {
         std::io::Write::write_all(file, unsigned.signed_message())
             .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", out.display())))
     })?;
@@ -60,7 +78,7 @@ pub(crate) fn run_with(
             )
             .into());
         }
-        return write_tbs(&prepare(manifest, compress)?, out);
+        return write_tbs(&prepare(manifest, compress, out, &[])?, manifest, out);
     }
     if keys.is_empty() {
         return Err(Error::new(ErrorKind::InvalidInput, "give --key (or --unsigned)").into());
@@ -72,6 +90,7 @@ pub(crate) fn run_with(
         )
         .into());
     }
+    let keys_paths = keys;
     let keys = keys
         .iter()
         .map(|k| load_signing_key(k))
@@ -80,7 +99,12 @@ pub(crate) fn run_with(
         .iter()
         .map(|c| load_certificate_chain(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let unsigned = prepare(manifest, compress)?;
+    let key_files: Vec<&Path> = keys_paths
+        .iter()
+        .chain(certs)
+        .map(PathBuf::as_path)
+        .collect();
+    let unsigned = prepare(manifest, compress, out, &key_files)?;
     let mut entries = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let chain = chains.get(i).cloned().unwrap_or_default();
@@ -160,7 +184,12 @@ pub(crate) struct SignArgs<'a> {
 }
 
 pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
-    let unsigned = prepare(args.manifest, args.compress)?;
+    let inputs: Vec<&Path> = std::iter::once(args.tbs)
+        .chain(args.signatures.iter().map(PathBuf::as_path))
+        .chain(args.pubkeys.iter().map(PathBuf::as_path))
+        .chain(args.certs.iter().map(PathBuf::as_path))
+        .collect();
+    let unsigned = prepare(args.manifest, args.compress, args.out, &inputs)?;
     let tbs = std::fs::read(args.tbs)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.tbs.display())))?;
     if tbs != unsigned.signed_message() {

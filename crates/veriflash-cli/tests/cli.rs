@@ -273,3 +273,61 @@ fn version_names_the_sha256_backend() {
     assert!(o.status.success());
     assert!(stdout(&o).contains("sha256 backend:"), "{}", stdout(&o));
 }
+
+#[test]
+fn pack_refuses_outputs_that_are_not_files_or_are_its_own_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_inputs(dir);
+    assert!(
+        veriflash(&["keygen", "--out", "vendor.pem"], dir)
+            .status
+            .success()
+    );
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(dir.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::os::unix::fs::symlink("images/boot.img", dir.join("link.vfp")).unwrap();
+    let before: Vec<Vec<u8>> = ["images/boot.img", "update.toml", "vendor.pem"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    for out in [
+        "pipe",
+        "link.vfp",
+        "images",
+        "images/boot.img",
+        "images/../images/rootfs.img",
+        "update.toml",
+        "vendor.pem",
+    ] {
+        let o = veriflash(
+            &[
+                "pack",
+                "--manifest",
+                "update.toml",
+                "--key",
+                "vendor.pem",
+                "--out",
+                out,
+            ],
+            dir,
+        );
+        assert_eq!(o.status.code(), Some(72), "--out {out}: {}", stderr(&o));
+        assert!(stderr(&o).contains("output"), "--out {out}: {}", stderr(&o));
+    }
+    let after: Vec<Vec<u8>> = ["images/boot.img", "update.toml", "vendor.pem"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "no input was touched");
+    let meta = std::fs::symlink_metadata(dir.join("pipe")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+    assert!(
+        std::fs::symlink_metadata(dir.join("link.vfp"))
+            .unwrap()
+            .is_symlink()
+    );
+}

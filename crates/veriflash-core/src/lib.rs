@@ -9,6 +9,7 @@ pub mod flash;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ota;
+pub mod output;
 pub mod pack;
 pub mod package;
 pub mod source;

@@ -16,6 +16,7 @@ use veriflash_sig::SigningKey;
 
 use crate::convert;
 use crate::error::{Error, ErrorKind};
+use crate::output::write_atomically;
 
 /// Default chunk size: 1 MiB keeps the manifest at 32 bytes of digest per MiB of image and one
 /// chunk's buffer small enough for a modem, while each chunk is large enough to hash at full
@@ -335,7 +336,9 @@ impl UnsignedPackage {
             return Err(Error::new(ErrorKind::InvalidInput, "no signature given"));
         }
         let block = SignatureBlock { entries };
-        write_atomically(path, |file| self.write_to(&block, file))
+        write_atomically(path, &self.input_files(), |file| {
+            self.write_to(&block, file)
+        })
     }
 
     /// Writes the package: signed message, `signatures`, then every image. Each image is read
@@ -398,6 +401,18 @@ impl UnsignedPackage {
         Ok(written)
     }
 
+    /// The image files this package is made from: an output may never be one of them.
+    #[must_use]
+    pub fn input_files(&self) -> Vec<&Path> {
+        self.sources
+            .iter()
+            .filter_map(|source| match source {
+                ImageData::File(path) => Some(path.as_path()),
+                ImageData::Bytes(_) => None,
+            })
+            .collect()
+    }
+
     /// Signs with every key in `keys` and writes the package to `path` atomically (a temporary
     /// file in the same directory, synced, then renamed), so a crash never leaves half a
     /// package under the final name.
@@ -414,7 +429,9 @@ impl UnsignedPackage {
             .map(|key| self.sign(key))
             .collect::<Result<Vec<_>, _>>()?;
         let block = SignatureBlock { entries };
-        write_atomically(path, |file| self.write_to(&block, file))
+        write_atomically(path, &self.input_files(), |file| {
+            self.write_to(&block, file)
+        })
     }
 }
 
@@ -580,43 +597,4 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Creates `path` through a temporary file in the same directory that is renamed into place only
-/// after `write` succeeded and the data reached the disk.
-///
-/// # Errors
-/// Whatever `write` returns; [`ErrorKind::Io`] when the file cannot be created, synced or renamed.
-pub fn write_atomically<T>(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<&File>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = (|| {
-        let file =
-            File::create(&tmp).map_err(|e| Error::io(format_args!("{}", tmp.display()), e))?;
-        let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, &file);
-        let value = write(&mut buffered)?;
-        buffered
-            .flush()
-            .map_err(|e| Error::io(format_args!("{}", tmp.display()), e))?;
-        drop(buffered);
-        file.sync_all()
-            .map_err(|e| Error::io(format_args!("{}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
