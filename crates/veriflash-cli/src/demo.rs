@@ -262,16 +262,11 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
     let mut session = flash::registry()?
         .open("mdm9x07:emulator")
         .map_err(|e| Failure::text(veriflash_core::flash::device_error(e)))?;
-    let file = std::fs::File::open(&package).map_err(|e| {
-        Failure::text(veriflash_core::Error::new(
-            ErrorKind::Io,
-            format!("{}: {e}", package.display()),
-        ))
-    })?;
+    let reader = veriflash_core::PackageReader::open(&package).map_err(Failure::text)?;
     let mut milestones = crate::output::Milestones::every(25);
     let mut phase = "flash";
-    veriflash_core::install(
-        std::io::BufReader::new(file),
+    veriflash_core::install_package(
+        reader,
         &verifier,
         &veriflash_core::InstallPolicy::default(),
         session.as_mut(),

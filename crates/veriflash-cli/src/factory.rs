@@ -5,7 +5,6 @@
 //! Exit status: 0 when every device succeeded, otherwise the code of the first failed device in
 //! `--target` order (its error is printed last, with its remedy).
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Mutex;
@@ -40,12 +39,7 @@ pub(crate) fn run(
     }
     let anchors = AnchorSet::load(trust).map_err(fail)?;
     let verifier = crate::verify::verifier(&anchors, trust_options);
-    let file = File::open(package).map_err(|e| {
-        fail(Error::new(
-            ErrorKind::Io,
-            format!("{}: {e}", package.display()),
-        ))
-    })?;
+    let (file, _) = veriflash_core::source::open_regular(package).map_err(fail)?;
     let registry = crate::flash::registry().map_err(fail)?;
     let open = |i: usize| {
         let target = targets.get(i).map_or("", String::as_str);

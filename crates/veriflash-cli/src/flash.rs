@@ -1,7 +1,6 @@
 //! `veriflash flash`: verify and install a package on a device, with progress.
 
-use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use veriflash_core::AnchorSet;
 use veriflash_core::flash::device_error;
-use veriflash_core::{CancelToken, Error, ErrorKind, Event, InstallPolicy, Phase, install};
+use veriflash_core::{
+    CancelToken, Error, ErrorKind, Event, InstallPolicy, PackageReader, Phase, install_package,
+};
 use veriflash_mdm9x07::discover::{DeviceMode, Discover, FoundDevice, SYSFS_USB_DEVICES, Sysfs};
 use veriflash_mdm9x07::target::Target;
 use veriflash_plugin::{FlashSession, Registry};
@@ -217,14 +218,6 @@ fn noted(error: &Error, note: &str) -> Error {
     Error::new(error.kind(), format!("{}; {note}", error.message())).at(error.location().clone())
 }
 
-/// Opens the package file. It is opened again for every run after a reconnect, so each run
-/// verifies the package from scratch: nothing read before the device dropped off is trusted.
-fn open_package(package: &Path) -> Result<Box<dyn Read>, Error> {
-    let file = File::open(package)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", package.display())))?;
-    Ok(Box::new(BufReader::with_capacity(64 * 1024, file)))
-}
-
 /// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
 #[allow(clippy::too_many_arguments)] // the command line's options, passed through once
 pub(crate) fn run_with_ca(
@@ -252,21 +245,25 @@ pub(crate) fn run_with_ca(
     // A URL: the prefix is fetched and verified here, then the payload streams into the
     // install through a reader that yields only chunks matching their signed digests.
     let url = package.to_str().filter(|p| crate::fetch::is_url(p));
-    let mut reader: Box<dyn Read> = match url {
-        Some(url) => Box::new(
-            crate::fetch::open_remote(url, ca, &verifier)
-                .map_err(fail)?
-                .into_reader(),
-        ),
-        None => open_package(package).map_err(fail)?,
+    let mut reader = match url {
+        Some(url) => {
+            let download: Box<dyn Read> = Box::new(
+                crate::fetch::open_remote(url, ca, &verifier)
+                    .map_err(fail)?
+                    .into_reader(),
+            );
+            PackageReader::new(download).map_err(fail)?
+        }
+        None => crate::verify::open_package(package).map_err(fail)?,
     };
     // Before the flash: which modems are on the bus, to recognise ours when it comes back.
     let boot_watch = match &modem_target {
         Some(t) if !modem.wait_boot.is_zero() => Some(BootWatch::before(t, &modem.sysfs)),
         _ => None,
     };
-    // A streamed URL cannot be re-read from its start, and only a real modem comes back.
-    let reconnect = if url.is_none() && modem_target.is_some() {
+    // A streamed URL or standard input cannot be re-read from its start, and only a real
+    // modem comes back.
+    let reconnect = if url.is_none() && package != Path::new("-") && modem_target.is_some() {
         modem.reconnect
     } else {
         Duration::ZERO
@@ -287,7 +284,7 @@ pub(crate) fn run_with_ca(
         // Held back until it is known whether this run is the last one: with --json a
         // `finished` event is the end of the stream (only the result object follows it).
         let mut finished = None;
-        let result = install(
+        let result = install_package(
             reader,
             &verifier,
             &InstallPolicy::default(),
@@ -397,7 +394,9 @@ pub(crate) fn run_with_ca(
                 json!({"event": "reconnected", "attempt": reconnects, "target": target})
             );
         }
-        reader = open_package(package).map_err(fail)?;
+        // The package is opened again, so this run verifies it from scratch: nothing read before
+        // the device dropped off is trusted.
+        reader = crate::verify::open_package(package).map_err(fail)?;
     };
     if !json {
         print_report(&report);

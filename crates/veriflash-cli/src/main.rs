@@ -151,7 +151,7 @@ enum Command {
         /// anchor-set file written by `flash --save-rotation`.
         #[arg(long, value_name = "PUBKEY_OR_DIR")]
         trust: PathBuf,
-        /// The package file.
+        /// The package file, or `-` to read it from standard input.
         package: PathBuf,
         /// Print the result (or the error with its code and remedy) as JSON on stdout.
         #[arg(long)]
@@ -168,8 +168,9 @@ enum Command {
         after_help = "Example:\n  veriflash flash update.vfp --trust vendor.pub.pem --target file:device.img"
     )]
     Flash {
-        /// The package file, or an http:// or https:// URL to download, verify and flash in
-        /// one streaming pass (every chunk checked before it is written).
+        /// The package file, `-` to read it from standard input, or an http:// or https:// URL
+        /// to download, verify and flash in one streaming pass (every chunk checked before it
+        /// is written).
         package: PathBuf,
         /// Trusted public keys and/or root certificates (PEM), a directory of them, or an
         /// anchor-set file written by --save-rotation (with its own threshold and version).

@@ -1,5 +1,6 @@
 //! `veriflash verify`: the whole check, with an exit status scripts can rely on.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde_json::json;
@@ -108,10 +109,22 @@ pub(crate) fn check_with_options(
 ) -> Result<VerifyReport, Error> {
     let anchors = AnchorSet::load(trust)?;
     let verifier = verifier(&anchors, options);
-    PackageReader::open(package)?
+    open_package(package)?
         .verify(&verifier)?
         .with_threads(threads)
         .verify_payload()
+}
+
+/// Opens `package`: a regular file (its length checked against the signed layout), or `-`,
+/// standard input, read once as a stream.
+pub(crate) fn open_package(package: &Path) -> Result<PackageReader<Box<dyn Read>>, Error> {
+    if package == Path::new("-") {
+        let stdin: Box<dyn Read> = Box::new(std::io::stdin().lock());
+        return PackageReader::new(stdin);
+    }
+    let (file, len) = veriflash_core::source::open_regular(package)?;
+    let reader: Box<dyn Read> = Box::new(std::io::BufReader::with_capacity(64 * 1024, file));
+    Ok(PackageReader::new(reader)?.with_len(len))
 }
 
 pub(crate) fn run(

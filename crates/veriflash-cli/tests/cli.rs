@@ -331,3 +331,95 @@ fn pack_refuses_outputs_that_are_not_files_or_are_its_own_inputs() {
             .is_symlink()
     );
 }
+
+/// Runs `veriflash args` in `dir` with `stdin`, failing the test instead of hanging if it has
+/// not ended within a minute (what this file's endless-input tests guard against).
+fn veriflash_bounded(
+    args: &[&str],
+    dir: &Path,
+    stdin: std::process::Stdio,
+) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("veriflash {args:?} did not end: it is reading an endless input");
+}
+
+#[test]
+fn endless_or_blocking_inputs_are_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_inputs(dir);
+    assert!(
+        veriflash(&["keygen", "--out", "vendor.pem"], dir)
+            .status
+            .success()
+    );
+    let mkfifo = |name: &str| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    mkfifo("images/fifo.img");
+    mkfifo("fifo.vfp");
+    for image in ["/dev/zero", "images/fifo.img"] {
+        let toml = std::fs::read_to_string(dir.join("update.toml"))
+            .unwrap()
+            .replace("images/boot.img", image);
+        std::fs::write(dir.join("endless.toml"), toml).unwrap();
+        let o = veriflash_bounded(
+            &[
+                "pack",
+                "--manifest",
+                "endless.toml",
+                "--key",
+                "vendor.pem",
+                "--out",
+                "endless.vfp",
+            ],
+            dir,
+            std::process::Stdio::null(),
+        );
+        assert_eq!(o.status.code(), Some(72), "{image}: {}", stderr(&o));
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    }
+    // A FIFO as the package, with no writer: refused, not waited on.
+    let o = veriflash_bounded(
+        &["verify", "--trust", "vendor.pub.pem", "fifo.vfp", "--json"],
+        dir,
+        std::process::Stdio::null(),
+    );
+    assert_eq!(o.status.code(), Some(72), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("regular file"),
+        "{v}"
+    );
+    // A stream is read from standard input when asked for with `-`.
+    pack(dir, "vendor.pem", "update.vfp");
+    let o = veriflash_bounded(
+        &["verify", "--trust", "vendor.pub.pem", "-", "--json"],
+        dir,
+        std::fs::File::open(dir.join("update.vfp")).unwrap().into(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}

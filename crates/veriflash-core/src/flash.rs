@@ -470,13 +470,21 @@ pub fn install<R: Read>(
     cancel: &CancelToken,
     events: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Error> {
-    let result = run(reader, verifier, policy, session, cancel, events);
+    events(&Event::PhaseStarted(Phase::Signature));
+    let result = PackageReader::new(reader)
+        .and_then(|package| run(package, verifier, policy, session, cancel, events));
     events(&Event::Finished(result.as_ref().err().map(Error::code)));
     result
 }
 
-fn run<R: Read>(
-    reader: R,
+/// [`install`] from a package whose prefix was already read, such as one from
+/// [`PackageReader::open`], which knows the file's length: a package shorter or longer than
+/// its signed layout is refused right after its signatures, before the device is touched.
+///
+/// # Errors
+/// As [`install`].
+pub fn install_package<R: Read>(
+    package: PackageReader<R>,
     verifier: &Verifier<'_>,
     policy: &InstallPolicy,
     session: &mut dyn FlashSession,
@@ -484,7 +492,20 @@ fn run<R: Read>(
     events: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Error> {
     events(&Event::PhaseStarted(Phase::Signature));
-    let package = PackageReader::new(reader)?.verify(verifier)?;
+    let result = run(package, verifier, policy, session, cancel, events);
+    events(&Event::Finished(result.as_ref().err().map(Error::code)));
+    result
+}
+
+fn run<R: Read>(
+    package: PackageReader<R>,
+    verifier: &Verifier<'_>,
+    policy: &InstallPolicy,
+    session: &mut dyn FlashSession,
+    cancel: &CancelToken,
+    events: &mut dyn FnMut(&Event),
+) -> Result<VerifyReport, Error> {
+    let package = package.verify(verifier)?;
     events(&Event::PhaseFinished(Phase::Signature));
 
     let verified = package.manifest().clone();

@@ -33,15 +33,29 @@ pub enum ImageData {
 }
 
 impl ImageData {
-    fn open(&self) -> Result<Box<dyn Read + '_>, Error> {
+    /// A reader over the image and its length, known before the first byte is read: a file
+    /// must be a regular file ([`crate::source::open_regular`]), and is read only up to the
+    /// length it had when opened.
+    fn open(&self) -> Result<(Box<dyn Read + '_>, u64), Error> {
         Ok(match self {
-            Self::File(path) => Box::new(BufReader::with_capacity(
-                256 * 1024,
-                File::open(path).map_err(|e| Error::io(format_args!("{}", path.display()), e))?,
-            )),
-            Self::Bytes(bytes) => Box::new(bytes.as_slice()),
+            Self::File(path) => {
+                let (file, len) = crate::source::open_regular(path)?;
+                (
+                    Box::new(BufReader::with_capacity(256 * 1024, file).take(len)),
+                    len,
+                )
+            }
+            Self::Bytes(bytes) => (Box::new(bytes.as_slice()), bytes.len() as u64),
         })
     }
+}
+
+/// An image file that ended before the length it had when it was opened.
+fn changed_while_read(name: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!("image '{name}' became shorter while it was being read: pack it again"),
+    )
 }
 
 /// One image to pack.
@@ -166,7 +180,7 @@ impl UnsignedPackage {
                 continue;
             }
             spools.push(None);
-            let reader = source.data.open()?;
+            let (reader, len) = source.data.open()?;
             let digests =
                 veriflash_hash::digest_reader(reader, source.chunk_size).map_err(|e| {
                     Error::new(
@@ -174,6 +188,9 @@ impl UnsignedPackage {
                         format!("image '{}': {e}", source.name),
                     )
                 })?;
+            if digests.size != len {
+                return Err(changed_while_read(&source.name));
+            }
             images.push(ImageSpec {
                 name: source.name,
                 partition: source.partition,
@@ -371,7 +388,7 @@ impl UnsignedPackage {
                 written = written.saturating_add(image.stored_size());
                 continue;
             }
-            let mut reader = source.open()?;
+            let (mut reader, _) = source.open()?;
             let expect = ImageExpectation {
                 size: image.size,
                 chunk_size: image.chunk_size,
@@ -489,7 +506,7 @@ fn compress_image(
             ),
         ));
     }
-    let mut reader = source.data.open()?;
+    let (mut reader, len) = source.data.open()?;
     let io_error = |e| Error::io(format_args!("reading image '{}'", source.name), e);
     let spool_error = |e| Error::io(format_args!("image '{}' spool", source.name), e);
     let mut spool = tempfile::tempfile().map_err(spool_error)?;
@@ -531,6 +548,9 @@ fn compress_image(
                 decompressed_len: to_u32(packed.raw_len),
             });
         }
+    }
+    if size != len {
+        return Err(changed_while_read(&source.name));
     }
     spooled.flush().map_err(spool_error)?;
     drop(spooled);

@@ -28,19 +28,24 @@ use crate::trust::AnchorSet;
 pub struct PackageReader<R> {
     reader: R,
     prefix: PackagePrefix,
+    /// The whole package's length, when the source knows it: checked against the signed
+    /// layout right after the signatures, before a payload byte is read.
+    len: Option<u64>,
 }
 
 impl PackageReader<BufReader<File>> {
-    /// Opens a package file and reads its header, manifest and signature block.
+    /// Opens a package file and reads its header, manifest and signature block. The file must
+    /// be a regular file ([`crate::source::open_regular`]); its length is checked against the
+    /// signed layout by [`PackageReader::verify`].
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the file cannot be opened, or any error of [`PackageReader::new`].
+    /// [`ErrorKind::Io`] when the file cannot be opened, [`ErrorKind::InvalidInput`] when it is
+    /// not a regular file, or any error of [`PackageReader::new`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let file =
-            File::open(path).map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+        let (file, len) = crate::source::open_regular(path)?;
         // A small buffer: the prefix is read in a few exact reads, and the payload is read in
         // whole chunks that bypass the buffer.
-        Self::new(BufReader::with_capacity(64 * 1024, file))
+        Ok(Self::new(BufReader::with_capacity(64 * 1024, file))?.with_len(len))
     }
 }
 
@@ -53,7 +58,21 @@ impl<R: Read> PackageReader<R> {
     /// [`ErrorKind::UnsupportedFormat`] for a bad prefix; [`ErrorKind::Io`] when reading fails.
     pub fn new(mut reader: R) -> Result<Self, Error> {
         let prefix = veriflash_format::read_prefix(&mut reader).map_err(convert::read_error)?;
-        Ok(Self { reader, prefix })
+        Ok(Self {
+            reader,
+            prefix,
+            len: None,
+        })
+    }
+
+    /// Tells the reader the whole package's length (a file's size, a download's
+    /// `Content-Length`): [`PackageReader::verify`] then refuses a package that is shorter or
+    /// longer than its signed layout before a payload byte is read, so an install never erases
+    /// anything for a package that cannot complete.
+    #[must_use]
+    pub fn with_len(mut self, len: u64) -> Self {
+        self.len = Some(len);
+        self
     }
 
     /// The package's fixed header (not yet authenticated).
@@ -93,7 +112,9 @@ impl<R: Read> PackageReader<R> {
     /// [`ErrorKind::NotAuthentic`], [`ErrorKind::UnknownSigner`], [`ErrorKind::NoTrustAnchors`],
     /// [`ErrorKind::KeyRevoked`], [`ErrorKind::ThresholdNotMet`],
     /// [`ErrorKind::UnsupportedAlgorithm`] from the signature check; [`ErrorKind::Malformed`] or
-    /// [`ErrorKind::UnsupportedFormat`] when the authenticated manifest is unusable.
+    /// [`ErrorKind::UnsupportedFormat`] when the authenticated manifest is unusable;
+    /// [`ErrorKind::Truncated`] or [`ErrorKind::TrailingData`] when the package's known length
+    /// ([`PackageReader::with_len`]) disagrees with its signed layout.
     pub fn verify(self, verifier: &Verifier<'_>) -> Result<VerifiedPackage<R>, Error> {
         let inputs: Vec<SignatureInput<'_>> = self
             .prefix
@@ -133,6 +154,30 @@ impl<R: Read> PackageReader<R> {
                     self.prefix.header.payload_len
                 ),
             ));
+        }
+        if let Some(len) = self.len {
+            let layout = self
+                .prefix
+                .payload_offset()
+                .saturating_add(self.prefix.header.payload_len);
+            if len < layout {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!(
+                        "the package is {len} bytes, its signed layout {layout}: it ends {} bytes early",
+                        layout - len
+                    ),
+                ));
+            }
+            if len > layout {
+                return Err(Error::new(
+                    ErrorKind::TrailingData,
+                    format!(
+                        "the package is {len} bytes, its signed layout {layout}: {} bytes follow its end",
+                        len - layout
+                    ),
+                ));
+            }
         }
         // A new anchor set is checked now, with the package: a rotation that may not be
         // adopted refuses the whole package (its signer meant it to rotate), rather than

@@ -66,15 +66,44 @@ pub struct FileSource {
     len: u64,
 }
 
+/// Opens `path` for reading, if it is a regular file, and returns it with its length.
+///
+/// Packages and images are read from regular files only: their length is known before the
+/// first byte is read, so a package can be checked against its signed layout before anything
+/// is written, and `/dev/zero` or a FIFO cannot keep a run busy forever. The file is opened
+/// without blocking, so a FIFO with no writer is refused at once instead of hanging the open.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] when `path` is a FIFO, a device, a socket or a directory;
+/// [`ErrorKind::Io`] when it cannot be opened.
+pub fn open_regular(path: &Path) -> Result<(File, u64), Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let context = || format!("{}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(path)
+        .map_err(|e| Error::io(context(), e))?;
+    let meta = file.metadata().map_err(|e| Error::io(context(), e))?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file (a FIFO, a device or a directory): give a file, whose length is known before it is read",
+                path.display()
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
 impl FileSource {
     /// Opens the package at `path`.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] when it cannot be opened.
+    /// As [`open_regular`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let context = || format!("{}", path.display());
-        let file = File::open(path).map_err(|e| Error::io(context(), e))?;
-        let len = file.metadata().map_err(|e| Error::io(context(), e))?.len();
+        let (file, len) = open_regular(path)?;
         Ok(Self {
             path: path.to_owned(),
             file,

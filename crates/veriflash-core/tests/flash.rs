@@ -16,8 +16,8 @@ use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{Cut, FileDevice, Layout};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::{
-    CancelToken, ErrorKind, Event, ImageData, ImageSource, InstallPolicy, PackageSpec, Phase,
-    UnsignedPackage, install,
+    CancelToken, ErrorKind, Event, ImageData, ImageSource, InstallPolicy, PackageReader,
+    PackageSpec, Phase, UnsignedPackage, install,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
 
@@ -303,6 +303,48 @@ fn refusals_write_nothing_to_the_device() {
     )
     .unwrap_err();
     assert!(err.message().contains("needs"), "{}", err.message());
+}
+
+#[test]
+fn a_package_file_shorter_or_longer_than_its_layout_is_refused_before_the_device_is_touched() {
+    // A truncated download used to be found only at its end, after the inactive slot had been
+    // erased: the A/B fallback was lost to a file that could never complete.
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let t = trust(&key);
+    let path = device_running_v5(dir.path(), "dev.img", &key, &t);
+    let before = std::fs::read(&path).unwrap();
+    let bytes = package(&key, |_| {}, 2, 6).bytes;
+    let file = dir.path().join("pkg.vfp");
+    for (what, content, kind) in [
+        ("truncated", &bytes[..bytes.len() - 1], ErrorKind::Truncated),
+        (
+            "with trailing data",
+            &[bytes.as_slice(), b"x"].concat()[..],
+            ErrorKind::TrailingData,
+        ),
+    ] {
+        std::fs::write(&file, content).unwrap();
+        let mut device = FileDevice::open(&path).unwrap();
+        let mut events = Vec::new();
+        let err = veriflash_core::install_package(
+            PackageReader::open(&file).unwrap(),
+            &Verifier::new(&t),
+            &InstallPolicy::default(),
+            &mut device,
+            &CancelToken::new(),
+            &mut |e| events.push(e.clone()),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+        assert_eq!(device.operations(), 0, "{what}: no storage operation ran");
+        assert!(
+            !events.contains(&Event::PhaseStarted(Phase::Preflight)),
+            "{what}: refused with the signatures, before the pre-flight"
+        );
+        drop(device);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{what}");
+    }
 }
 
 #[test]

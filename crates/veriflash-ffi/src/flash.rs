@@ -4,7 +4,7 @@ use std::ffi::{CString, c_char, c_int, c_void};
 
 use veriflash_core::flash::device_error;
 use veriflash_core::sig::Verifier;
-use veriflash_core::{CancelToken, Event, InstallPolicy, Phase, install};
+use veriflash_core::{CancelToken, Event, InstallPolicy, Phase, install_package};
 
 use crate::error::{c_text, veriflash_result};
 use crate::ffi::{Out, arg_str, borrow, borrow_mut, call, call_plain, into_handle};
@@ -228,7 +228,7 @@ pub unsafe extern "C" fn veriflash_flash(
                 cancel.cancel();
             }
         };
-        let report = install(
+        let report = install_package(
             reader,
             &Verifier::new(trust.anchors()).with_policy(trust.policy()),
             &InstallPolicy::default(),

@@ -1,11 +1,10 @@
 //! Packages: opened from a path or a caller's read callback, verified once.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
 
 use veriflash_core::sig::Verifier;
-use veriflash_core::{Error, ErrorKind, PackageReader};
+use veriflash_core::{Error, PackageReader};
 
 use crate::error::{FfiError, VERIFLASH_PACKAGE_SPENT, veriflash_result};
 use crate::ffi::{Handle, Out, arg_str, borrow, borrow_mut, call, call_plain, free, into_handle};
@@ -53,12 +52,14 @@ struct Source {
     prefix: Vec<u8>,
     /// The rest of the package, from the first payload byte.
     rest: Box<dyn Read>,
+    /// The whole package's length, when known (a file's): checked against the signed layout.
+    len: Option<u64>,
 }
 
 impl Package {
     /// Reads and bounds the prefix from `reader`: a malformed, truncated or oversized package is
     /// refused here, before any signature work.
-    fn open(reader: Box<dyn Read>) -> Result<Self, Error> {
+    fn open(reader: Box<dyn Read>, len: Option<u64>) -> Result<Self, Error> {
         let mut recorder = Recorder {
             inner: reader,
             seen: Vec::new(),
@@ -68,6 +69,7 @@ impl Package {
             source: Some(Source {
                 prefix: recorder.seen,
                 rest: recorder.inner,
+                len,
             }),
         })
     }
@@ -75,14 +77,18 @@ impl Package {
     /// The whole package again, from its first byte, for the core to read (the prefix from
     /// memory, parsed and verified afresh; the payload from the source, read once). Uses the
     /// package up.
-    pub(crate) fn take(&mut self) -> Result<impl Read + use<>, FfiError> {
+    pub(crate) fn take(&mut self) -> Result<PackageReader<impl Read + use<>>, FfiError> {
         let source = self.source.take().ok_or_else(|| {
             FfiError::new(
                 VERIFLASH_PACKAGE_SPENT,
                 "the package was already verified or flashed",
             )
         })?;
-        Ok(Cursor::new(source.prefix).chain(source.rest))
+        let reader = PackageReader::new(Cursor::new(source.prefix).chain(source.rest))?;
+        Ok(match source.len {
+            Some(len) => reader.with_len(len),
+            None => reader,
+        })
     }
 }
 
@@ -159,9 +165,11 @@ pub unsafe extern "C" fn veriflash_package_open(
         let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_package, "out_package") }?;
-        let file = File::open(path)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("{path}: {e}")).with_source(e))?;
-        let package = Package::open(Box::new(BufReader::with_capacity(64 * 1024, file)))?;
+        let (file, len) = veriflash_core::source::open_regular(std::path::Path::new(path))?;
+        let package = Package::open(
+            Box::new(BufReader::with_capacity(64 * 1024, file)),
+            Some(len),
+        )?;
         out.write(into_handle::<veriflash_package>(package));
         Ok(())
     })
@@ -195,7 +203,7 @@ pub unsafe extern "C" fn veriflash_package_open_reader(
         })?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_package, "out_package") }?;
-        let package = Package::open(Box::new(CallbackReader { read, userdata }))?;
+        let package = Package::open(Box::new(CallbackReader { read, userdata }), None)?;
         out.write(into_handle::<veriflash_package>(package));
         Ok(())
     })
@@ -229,7 +237,8 @@ pub unsafe extern "C" fn veriflash_package_verify(
         let trust = unsafe { borrow(trust, "trust") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_report, "out_report") }?;
-        let report = PackageReader::new(package.take()?)?
+        let report = package
+            .take()?
             .verify(&Verifier::new(trust.anchors()).with_policy(trust.policy()))?
             .verify_payload()?;
         out.write(into_handle::<veriflash_report>(Report::new(&report)));
