@@ -32,7 +32,9 @@ pub(crate) fn cancel_on_interrupt(cancel: &CancelToken) {
         return;
     };
     let cancel = cancel.clone();
-    std::thread::spawn(move || {
+    // A computer out of threads cannot watch: the install then cannot be interrupted
+    // gracefully (as without a handler), which is no reason to refuse it.
+    let _ = std::thread::Builder::new().name("veriflash-signals".into()).spawn(move || {
         let mut seen = 0u32;
         for _ in signals.forever() {
             seen = seen.saturating_add(1);

@@ -1,7 +1,12 @@
 //! The `veriflash` binary's scripting contract: commands, exit codes, JSON, files, and interop
 //! with keys made by the openssl CLI.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 use common::{openssl, stderr, stdout, veriflash};

@@ -1,8 +1,8 @@
 //! Ctrl-C during `veriflash flash`: the install stops between chunks, the device is aborted and
 //! keeps its old slot, and the exit status is 60 (`cancelled`).
 //!
-//! The package arrives through a FIFO that this test feeds, so the test decides exactly when
-//! the flash is half-way: no timing assumptions.
+//! The package arrives on standard input (`flash -`), which this test feeds, so the test
+//! decides exactly when the flash is half-way: no timing assumptions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -48,19 +48,11 @@ fn an_interrupt_cancels_the_flash_between_chunks_and_the_old_slot_stays() {
         dir,
     ));
     let package = std::fs::read(dir.join("u.vfp")).unwrap();
-    let fifo = dir.join("u.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
         .args([
             "flash",
-            "u.fifo",
+            "-",
             "--trust",
             "vendor.pub.pem",
             "--target",
@@ -68,15 +60,16 @@ fn an_interrupt_cancels_the_flash_between_chunks_and_the_old_slot_stays() {
             "--json",
         ])
         .current_dir(dir)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
 
-    // The feeder writes what it is told to, then closes the FIFO when told to stop.
+    // The feeder writes what it is told to, then closes the pipe when told to stop.
     let (feed, orders) = mpsc::channel::<Option<std::ops::Range<usize>>>();
+    let mut pipe = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
-        let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         while let Ok(Some(range)) = orders.recv() {
             // The reader may be gone once it gave up: a failed write ends the feeding.
             if pipe.write_all(&package[range]).is_err() {

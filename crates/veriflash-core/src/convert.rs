@@ -133,6 +133,10 @@ pub(crate) fn verify_error(image: &str, err: VerifyError<Error>) -> Error {
                     ErrorKind::DecompressionFailed,
                     location_in(image, Some(*index), Some(*offset)),
                 ),
+                // This computer's shortage, not the package's fault.
+                HashError::OutOfMemory { .. } => {
+                    (ErrorKind::ResourceExhausted, location_in(image, None, None))
+                }
                 _ => (ErrorKind::Malformed, location_in(image, None, None)),
             };
             Error::new(kind, format!("image '{image}': {h}"))

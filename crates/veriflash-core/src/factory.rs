@@ -168,14 +168,27 @@ impl<'a> FactoryLine<'a> {
             let (policy, cancel) = (self.policy, &self.cancel);
             for index in 0..devices {
                 let (tx, rx) = sync_channel(self.depth);
-                feeds.push(Some(tx));
                 let verified = &verified;
-                handles.push(scope.spawn(move || {
-                    let mut tell = |event: &Event| events(index, event);
-                    let result = device(index, verified, policy, cancel, open, rx, &mut tell);
-                    tell(&Event::Finished(result.as_ref().err().map(Error::code)));
-                    result
-                }));
+                let spawned = std::thread::Builder::new()
+                    .name(format!("veriflash-device-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let mut tell = |event: &Event| events(index, event);
+                        let result = device(index, verified, policy, cancel, open, rx, &mut tell);
+                        tell(&Event::Finished(result.as_ref().err().map(Error::code)));
+                        result
+                    })
+                    .map_err(|e| {
+                        // This device's verdict is about the computer, not the device or the
+                        // package; the others go on.
+                        let err = Error::new(
+                            ErrorKind::ResourceExhausted,
+                            format!("no thread could be started for device {index}: {e}"),
+                        );
+                        events(index, &Event::Finished(Some(err.code())));
+                        err
+                    });
+                feeds.push(spawned.is_ok().then_some(tx));
+                handles.push(spawned);
             }
 
             let m = verified.manifest();
@@ -224,18 +237,19 @@ impl<'a> FactoryLine<'a> {
             let results = handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| {
+                    h.and_then(|h| {
+                        h.join().unwrap_or_else(|_| {
                             Err(Error::new(
                                 ErrorKind::DeviceError,
                                 "the device's thread panicked",
                             ))
                         })
-                        .and_then(|()| {
-                            report.clone().ok_or_else(|| {
-                                Error::new(ErrorKind::Cancelled, "the package stream ended early")
-                            })
+                    })
+                    .and_then(|()| {
+                        report.clone().ok_or_else(|| {
+                            Error::new(ErrorKind::Cancelled, "the package stream ended early")
                         })
+                    })
                 })
                 .collect();
             Ok(FactoryReport { results })

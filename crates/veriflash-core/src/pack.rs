@@ -579,10 +579,10 @@ fn compress_image(
 fn compress_batch(batch: &[Vec<u8>], level: i32, threads: usize) -> Result<Vec<Packed>, Error> {
     let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
+        let parts: Vec<_> = batch
             .chunks(per_thread)
             .map(|part| {
-                scope.spawn(move || {
+                let work = move || {
                     part.iter()
                         .map(|raw| {
                             Ok(Packed {
@@ -591,14 +591,21 @@ fn compress_batch(batch: &[Vec<u8>], level: i32, threads: usize) -> Result<Vec<P
                             })
                         })
                         .collect::<Result<Vec<_>, Error>>()
-                })
+                };
+                // A computer out of threads compresses this part on the calling thread.
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, work)
+                    .map_err(|_| work())
             })
             .collect();
         let mut out = Vec::with_capacity(batch.len());
-        for handle in handles {
-            let part = handle
-                .join()
-                .map_err(|_| Error::new(ErrorKind::Io, "a compression thread failed"))??;
+        for part in parts {
+            let part = match part {
+                Ok(handle) => handle
+                    .join()
+                    .map_err(|_| Error::new(ErrorKind::Io, "a compression thread failed"))??,
+                Err(done_here) => done_here?,
+            };
             out.extend(part);
         }
         Ok(out)

@@ -204,7 +204,8 @@ struct Done {
 ///   [`Error::Truncated`] if the input ends early, [`Error::ImageDigestMismatch`] (only with
 ///   `check_whole_image`), the errors of [`ChunkVerifier::new`] for inconsistent expectations,
 ///   [`Error::OutOfMemory`] if a buffer cannot be allocated.
-/// * [`VerifyError::Io`] if reading fails, or if not even one worker thread can be started.
+/// * [`VerifyError::Io`] if reading fails. (If not even one worker thread can be started, the
+///   calling thread hashes every chunk itself: slower, never an error.)
 /// * [`VerifyError::Sink`] with the sink's error; nothing more is delivered and reading stops.
 pub fn verify_reader_parallel<R, F, E>(
     reader: &mut R,
@@ -324,23 +325,37 @@ where
     let cancel = AtomicBool::new(false);
     let outcome = thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let mut started = 0usize;
         for n in 0..workers {
             let (verifier, jobs, cancel, done) = (&verifier, &job_rx, &cancel, done_tx.clone());
+            let ready = ready_tx.clone();
             let spawned = thread::Builder::new()
                 .name(alloc::format!("veriflash-hash-{n}"))
+                .stack_size(WORKER_STACK)
                 .spawn_scoped(scope, move || {
-                    worker(verifier, decoder, jobs, cancel, &done)
+                    let _ = ready.send(());
+                    worker(verifier, decoder, jobs, cancel, &done);
                 });
-            if let Err(e) = spawned {
-                if n == 0 {
-                    return Err(VerifyError::Io(e));
-                }
+            if spawned.is_err() || spawn_refused() {
                 // Fewer workers than asked for still verify everything.
                 break;
             }
+            // Each worker is running before the next starts and before any buffer is
+            // allocated: a new thread maps its own memory (the runtime's signal stack) as it
+            // starts, and must not race this thread's allocations for the last free memory.
+            let _ = ready_rx.recv();
+            started += 1;
         }
         drop(done_tx);
-        let outcome = driver.drive(reader, &job_tx, &done_rx, &mut sink);
+        // Not one thread could be started (this computer is out of threads, or of memory for
+        // their stacks): the calling thread hashes each batch itself — slower, the same checks.
+        let hashing = if started == 0 {
+            Hashing::Inline(decoder)
+        } else {
+            Hashing::Workers(&job_tx)
+        };
+        let outcome = driver.drive(reader, &hashing, &done_rx, &mut sink);
         if outcome.is_err() {
             // Workers skip whatever is still queued; each finishes at most its current batch.
             cancel.store(true, Ordering::Relaxed);
@@ -445,6 +460,18 @@ fn check_one(
     Ok((end, end_decoded))
 }
 
+/// A worker's stack: hashing and decoding keep their state on the heap, so a small stack
+/// leaves room to start workers on a computer short of memory (the default is 2 MiB).
+const WORKER_STACK: usize = 256 * 1024;
+
+/// Who hashes the batches the calling thread reads.
+enum Hashing<'a> {
+    /// Worker threads, fed over this channel.
+    Workers(&'a mpsc::Sender<Job>),
+    /// The calling thread itself, right after reading each batch (no worker could be started).
+    Inline(&'a dyn ChunkDecoder),
+}
+
 /// The calling thread's state.
 struct Driver<'v, 'a, E> {
     verifier: &'v ChunkVerifier<'a>,
@@ -478,7 +505,7 @@ impl<E> Driver<'_, '_, E> {
     fn drive<R, F>(
         &mut self,
         reader: &mut R,
-        jobs: &mpsc::Sender<Job>,
+        jobs: &Hashing<'_>,
         done: &mpsc::Receiver<Done>,
         sink: &mut F,
     ) -> Result<(), VerifyError<E>>
@@ -515,7 +542,7 @@ impl<E> Driver<'_, '_, E> {
     fn read_batch<R: Read + ?Sized>(
         &mut self,
         reader: &mut R,
-        jobs: &mpsc::Sender<Job>,
+        jobs: &Hashing<'_>,
     ) -> Result<(), VerifyError<E>> {
         let first = self.next_chunk;
         let count = self.per_batch.min(self.total.saturating_sub(first));
@@ -535,11 +562,19 @@ impl<E> Driver<'_, '_, E> {
 
         let mut buffer = match self.free.pop() {
             Some(buffer) => buffer,
-            None => {
-                let buffer = alloc_buffer(self.buffer_len)?;
-                self.allocated = self.allocated.saturating_add(1);
-                buffer
-            }
+            None => match alloc_buffer(self.buffer_len) {
+                Ok(buffer) => {
+                    self.allocated = self.allocated.saturating_add(1);
+                    buffer
+                }
+                // Out of memory with buffers already in flight: go on with those alone (less
+                // overlap, the same checks) rather than fail on a computer that is merely tight.
+                Err(_) if self.allocated > 0 => {
+                    self.in_flight = self.allocated;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         let target = buffer.get_mut(..len).ok_or(Error::WrongChunkLength {
             index: first,
@@ -573,7 +608,7 @@ impl<E> Driver<'_, '_, E> {
         } else {
             Vec::new()
         };
-        let job = Job {
+        let mut job = Job {
             seq: self.next_seq,
             first,
             count,
@@ -581,13 +616,23 @@ impl<E> Driver<'_, '_, E> {
             len,
             decoded,
         };
-        jobs.send(job)
-            .map_err(|_| VerifyError::Io(io::Error::other("hash worker threads stopped")))?;
         self.pending.push_back(None);
         self.next_seq = self.next_seq.saturating_add(1);
         self.next_chunk = first.saturating_add(count);
         self.stored_pos = self.stored_pos.saturating_add(len_u64(len));
-        Ok(())
+        match jobs {
+            Hashing::Workers(jobs) => jobs
+                .send(job)
+                .map_err(|_| VerifyError::Io(io::Error::other("hash worker threads stopped"))),
+            Hashing::Inline(decoder) => {
+                let (matched, outcome) = check_batch(self.verifier, *decoder, &mut job);
+                self.place(Done {
+                    job,
+                    matched,
+                    outcome,
+                })
+            }
+        }
     }
 
     /// How many of the `count` chunks from `first` have their stored bytes completely in the
@@ -714,12 +759,83 @@ fn fill<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> (usize, Option<Opti
     (filled, None)
 }
 
+/// Whether a test made this thread's spawns fail: never, outside this crate's own tests.
+#[cfg(not(test))]
+fn spawn_refused() -> bool {
+    false
+}
+#[cfg(test)]
+use tests::spawn_refused;
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
     use crate::digest::digest_slice;
+
+    std::thread_local! {
+        /// Set by a test to act as a computer that cannot start another thread.
+        static REFUSE_SPAWN: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// Whether this test made the calling thread's spawns fail.
+    pub(super) fn spawn_refused() -> bool {
+        REFUSE_SPAWN.with(core::cell::Cell::get)
+    }
+
+    #[test]
+    fn no_thread_to_spare_still_verifies_on_the_calling_thread() {
+        let data = image(50 * 4096 + 100);
+        let digests = digest_slice(&data, 4096).unwrap();
+        let expect = ImageExpectation {
+            size: digests.size,
+            chunk_size: 4096,
+            digest: &digests.digest,
+            chunk_digests: &digests.chunk_digests,
+        };
+        REFUSE_SPAWN.with(|r| r.set(true));
+        let options = ParallelOptions::new().threads(2).min_buffer_len(1);
+        let mut seen = Vec::new();
+        run(
+            &mut data.as_slice(),
+            expect,
+            &[],
+            &RawOnly,
+            options,
+            |chunk| {
+                seen.extend_from_slice(chunk.bytes());
+                Ok::<(), io::Error>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, data);
+        let mut bad = data.clone();
+        bad[20 * 4096 + 5] ^= 1;
+        let mut delivered = 0u64;
+        let err = run(
+            &mut bad.as_slice(),
+            expect,
+            &[],
+            &RawOnly,
+            options,
+            |chunk| {
+                delivered += 1;
+                assert!(chunk.index() < 20);
+                Ok::<(), io::Error>(())
+            },
+        )
+        .unwrap_err();
+        REFUSE_SPAWN.with(|r| r.set(false));
+        assert!(
+            matches!(
+                err,
+                VerifyError::Hash(Error::ChunkMismatch { index: 20, .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(delivered, 20, "every chunk before the bad one, none after");
+    }
 
     fn image(len: usize) -> Vec<u8> {
         let mut state: u32 = 0x1234_5678;

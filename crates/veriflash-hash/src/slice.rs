@@ -76,7 +76,7 @@ where
             let handles: Vec<_> = (0..threads)
                 .map(|w| {
                     let chunk_bytes = &chunk_bytes;
-                    scope.spawn(move || {
+                    let work = move || {
                         let mut index = next.saturating_add(w);
                         while index < end {
                             let result = match chunk_bytes(index) {
@@ -89,19 +89,25 @@ where
                             index = index.saturating_add(threads);
                         }
                         None
-                    })
+                    };
+                    // A computer out of threads checks this worker's chunks on the calling
+                    // thread: slower, the same result.
+                    thread::Builder::new()
+                        .spawn_scoped(scope, work)
+                        .map_err(|_| work())
                 })
                 .collect();
             handles
                 .into_iter()
-                .filter_map(|h| {
-                    h.join().unwrap_or(Some((
+                .filter_map(|h| match h {
+                    Ok(h) => h.join().unwrap_or(Some((
                         next,
                         Error::Incomplete {
                             checked: next,
                             total,
                         },
-                    )))
+                    ))),
+                    Err(done_here) => done_here,
                 })
                 .min_by_key(|(index, _)| *index)
         });

@@ -440,6 +440,17 @@ fn storage(path: &Path, source: std::io::Error) -> PluginError {
     }
 }
 
+/// An empty buffer with room for exactly `len` bytes, or an out-of-memory error (which the
+/// pipeline reports as this computer's shortage, not the device's or the package's fault).
+fn buffer(path: &Path, len: u64) -> Result<Vec<u8>, PluginError> {
+    let mut v = Vec::new();
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| v.try_reserve_exact(len).ok())
+        .ok_or_else(|| storage(path, std::io::ErrorKind::OutOfMemory.into()))?;
+    Ok(v)
+}
+
 /// Takes the exclusive lock that makes `file` this session's alone; refuses at once if another
 /// session (in this process or any other) holds it.
 fn claim(file: &File, path: &Path) -> Result<(), PluginError> {
@@ -732,7 +743,8 @@ impl FileDevice {
             .seek(SeekFrom::Start(offset))
             .map_err(|e| storage(&self.path, e))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = buffer(&self.path, 1 << 20)?;
+        buf.resize(1 << 20, 0);
         let mut left = len;
         while left > 0 {
             let n = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
@@ -975,7 +987,8 @@ impl FlashSession for FileDevice {
         let data: std::borrow::Cow<'_, [u8]> = if padded == len {
             chunk.bytes().into()
         } else {
-            let mut v = chunk.bytes().to_vec();
+            let mut v = buffer(&self.path, padded)?;
+            v.extend_from_slice(chunk.bytes());
             v.resize(usize::try_from(padded).unwrap_or(0), 0xFF);
             v.into()
         };
