@@ -38,10 +38,14 @@
 //!    - [`RemotePackage::fetch_to_file`] stages the package in `FILE.partial`, with a
 //!      verified-chunk bitmap in `FILE.partial.state` so a later run resumes; it checks the
 //!      free space before the first payload byte, re-hashes chunks a previous run left on disk,
-//!      verifies the complete file once more, and only then renames it to `FILE`.
+//!      verifies the complete file once more, and only then renames it to `FILE`. It holds an
+//!      exclusive lock on `FILE.partial` throughout, so a second run for the same `FILE` is
+//!      refused with [`ErrorKind::Busy`] instead of writing into the same partial file, and
+//!      `FILE` must be absent or a regular file ([`crate::output::check_output`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Cursor, Read, Write};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -313,7 +317,15 @@ impl<S: Source> RemotePackage<S> {
     /// file is verified once more with `verifier` and only then renamed to `out`. `progress`
     /// hears after every chunk.
     ///
+    /// `out` must be absent or a regular file ([`crate::output::check_output`]), checked before
+    /// the first payload byte and again just before the rename, so a device node, FIFO,
+    /// directory or symbolic link is never replaced. `out.partial` is locked (an exclusive,
+    /// non-blocking OS lock) before it or its state is used and until `out` has its name: two
+    /// runs for one `out` would otherwise write into one file and rename it under each other.
+    ///
     /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `out` (or `out.partial`) is not absent or a regular
+    /// file; [`ErrorKind::Busy`] at once when another run holds `out.partial`;
     /// [`ErrorKind::InsufficientStorage`] before the first payload byte when the space is
     /// short; [`ErrorKind::Io`] for local files; the fetch errors, among them
     /// [`ErrorKind::Timeout`] and [`ErrorKind::DeadlineExceeded`] (with the partial download
@@ -324,18 +336,15 @@ impl<S: Source> RemotePackage<S> {
         verifier: &Verifier<'_>,
         progress: &mut dyn FnMut(&FetchProgress),
     ) -> Result<(VerifyReport, FetchStats), Error> {
+        crate::output::check_output(out, &[])?;
         let partial = with_suffix(out, ".partial");
         let state_path = with_suffix(out, ".partial.state");
+        crate::output::check_output(&partial, &[])?;
+        // Held until `out` has its name (dropped with `file`).
+        let file = lock_partial(&partial)?;
         let id = hex(self.manifest.package_id());
         let mut done = PartialState::load(&state_path, &id, self.package_len, self.chunks.len())
             .unwrap_or_else(|| PartialState::new(&id, self.package_len, self.chunks.len()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial)
-            .map_err(|e| Error::io(partial.display(), e))?;
         // Chunks a previous run verified are hashed again from disk: the bitmap saves traffic,
         // it is not trusted.
         let mut buffer = Vec::new();
@@ -396,8 +405,9 @@ impl<S: Source> RemotePackage<S> {
         let saved = done.save(&file, &state_path);
         result?;
         saved?;
-        drop(file);
         let report = crate::verify_file(&partial, verifier)?;
+        // The download may have taken hours: what is at `out` now is what the rename replaces.
+        crate::output::check_output(out, &[])?;
         std::fs::rename(&partial, out).map_err(|e| Error::io(out.display(), e))?;
         let _ = std::fs::remove_file(&state_path);
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
@@ -405,6 +415,7 @@ impl<S: Source> RemotePackage<S> {
         {
             let _ = dir.sync_all();
         }
+        drop(file);
         Ok((report, self.fetcher.stats))
     }
 }
@@ -438,6 +449,55 @@ fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedC
         }
     }
     Ok(chunks)
+}
+
+/// Opens `partial` (creating it, never following a symbolic link) and locks it exclusively
+/// without waiting: the lock, not the name, says which run owns a partial download.
+///
+/// The run that held the lock renames the file to its final name before it lets go, so a lock
+/// won on a file that no longer has the name `partial` is on a finished download: the name is
+/// opened again.
+fn lock_partial(partial: &Path) -> Result<File, Error> {
+    let busy = || {
+        Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{} is being downloaded by another run (it holds the file's lock); wait for that run to finish, or download to another file",
+                partial.display()
+            ),
+        )
+    };
+    let no_follow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    for _ in 0..3 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(no_follow)
+            .open(partial)
+            .map_err(|e| Error::io(partial.display(), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(busy()),
+            Err(TryLockError::Error(e)) => return Err(Error::io(partial.display(), e)),
+        }
+        let locked = file
+            .metadata()
+            .map_err(|e| Error::io(partial.display(), e))?;
+        if !locked.is_file() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} is not a regular file", partial.display()),
+            ));
+        }
+        let named = std::fs::symlink_metadata(partial)
+            .is_ok_and(|m| m.dev() == locked.dev() && m.ino() == locked.ino());
+        if named {
+            return Ok(file);
+        }
+    }
+    Err(busy())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -1,7 +1,8 @@
 //! OTA downloads against a real HTTP server (axum + tower-http's `ServeDir`) on 127.0.0.1,
 //! through a fault-injecting proxy: cut connections, flipped bytes, stalls, a file replaced
 //! mid-download, a server that ignores `Range`, servers that trickle bytes or stall after their
-//! headers (low-speed limit, deadline), HTTPS with a CA made by openssl. Each run ends
+//! headers (low-speed limit, deadline), two runs racing for one output file, HTTPS with a CA
+//! made by openssl. Each run ends
 //! with a verified package or an error with its code, and never with an unverified byte on the
 //! target: a failed streaming install leaves the device's active slot as it was, a failed
 //! staged download leaves no output file.
@@ -16,6 +17,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1142,4 +1144,95 @@ fn a_deadline_that_has_passed_ends_the_download_before_any_request() {
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// One output, one run at a time; outputs that are not files.
+
+#[test]
+fn a_second_fetch_to_the_same_file_is_busy_while_the_first_completes() {
+    let f = fixture();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    // Requests 1-3 fetch the prefix; the first run's payload request (4) waits for the test.
+    let hold = Box::new(move |n: u32| {
+        if n == 4 {
+            entered_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        }
+    });
+    let p = proxy(
+        f.server.addr,
+        Faults {
+            on_request: Some(hold),
+            ..Faults::default()
+        },
+    );
+    let out = f.dir.path().join("update.vfp");
+    let first = {
+        let key = SigningKey::from_pkcs8_der(&f.key.to_pkcs8_der().unwrap()).unwrap();
+        let (url, out) = (url(p.addr, "update.vfp"), out.clone());
+        // No time limit of ours may end the first run while the test holds it.
+        let http = HttpOptions::new()
+            .with_read_timeout(Duration::from_secs(120))
+            .without_low_speed_limit();
+        std::thread::spawn(move || fetch(&key, &url, &out, &http, OtaOptions::new()))
+    };
+    // The first run holds out.partial (locked before its first payload request).
+    entered_rx.recv().unwrap();
+    let (http, ota) = quick();
+    let err = fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert_eq!(err.code(), 57);
+    assert!(err.message().contains("update.vfp.partial"), "{err}");
+    assert!(err.message().contains("another run"), "{err}");
+    assert!(!out.exists());
+
+    go_tx.send(()).unwrap();
+    let stats = first.join().unwrap().unwrap();
+    assert_eq!(stats.resumes, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+    assert!(!f.dir.path().join("update.vfp.partial").exists());
+    assert!(!f.dir.path().join("update.vfp.partial.state").exists());
+    // The lock went with the first run: a third run may download to the same file again.
+    let (http, ota) = quick();
+    fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+}
+
+#[test]
+fn fetch_refuses_an_output_that_is_a_symlink_or_a_fifo_before_the_payload() {
+    let f = fixture();
+    let p = proxy(f.server.addr, Faults::default());
+    let (http, ota) = quick();
+    let target = f.dir.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = f.dir.path().join("link.vfp");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = f.dir.path().join("fifo.vfp");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for out in [&link, &fifo, &f.dir.path().join("www")] {
+        let err = fetch(&f.key, &url(p.addr, "update.vfp"), out, &http, ota).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "{}: {err}",
+            out.display()
+        );
+        assert!(!Path::new(&format!("{}.partial", out.display())).exists());
+    }
+    // Only prefixes were served, and nothing was written through the link.
+    assert!(p.served.load(Ordering::SeqCst) < 3 * (payload_offset(&f.package) + 64));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }
