@@ -205,6 +205,7 @@ pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Res
         &options,
         target,
         None,
+        &crate::fetch::DownloadLimits::default(),
         None,
         &ModemOptions::none(),
         json,
@@ -225,7 +226,8 @@ fn open_package(package: &Path) -> Result<Box<dyn Read>, Error> {
     Ok(Box::new(BufReader::with_capacity(64 * 1024, file)))
 }
 
-/// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
+/// `flash`, where `package` may be an http(s):// URL, with `ca` the CA for an https:// one and
+/// `limits` the download's time limits.
 #[allow(clippy::too_many_arguments)] // the command line's options, passed through once
 pub(crate) fn run_with_ca(
     package: &Path,
@@ -233,6 +235,7 @@ pub(crate) fn run_with_ca(
     trust_options: &crate::verify::TrustOptions,
     target: &str,
     ca: Option<&Path>,
+    limits: &crate::fetch::DownloadLimits,
     save_rotation: Option<&Path>,
     modem: &ModemOptions,
     json: bool,
@@ -254,7 +257,7 @@ pub(crate) fn run_with_ca(
     let url = package.to_str().filter(|p| crate::fetch::is_url(p));
     let mut reader: Box<dyn Read> = match url {
         Some(url) => Box::new(
-            crate::fetch::open_remote(url, ca, &verifier)
+            crate::fetch::open_remote(url, ca, limits, &verifier)
                 .map_err(fail)?
                 .into_reader(),
         ),
