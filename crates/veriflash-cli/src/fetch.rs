@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use veriflash_core::http::{HttpOptions, HttpSource};
-use veriflash_core::ota::{FetchProgress, OtaOptions, RemotePackage};
+use veriflash_core::http::{
+    DEFAULT_LOW_SPEED_LIMIT, DEFAULT_LOW_SPEED_TIME, HttpOptions, HttpSource,
+};
+use veriflash_core::ota::{DEFAULT_DEADLINE, FetchProgress, OtaOptions, RemotePackage};
 use veriflash_core::sig::Verifier;
 use veriflash_core::{Error, ErrorKind};
 
@@ -18,6 +20,60 @@ use crate::verify::print_report;
 /// Whether a `PACKAGE` argument names a download rather than a file.
 pub(crate) fn is_url(package: &str) -> bool {
     package.starts_with("http://") || package.starts_with("https://")
+}
+
+/// How long a download may take: `--low-speed-limit`, `--low-speed-time` and `--deadline`, the
+/// same for `fetch` and `flash URL`. The defaults are the library's.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub(crate) struct DownloadLimits {
+    /// End a download attempt when the server sends fewer than BYTES per second, averaged
+    /// over --low-speed-time (a server that trickles or stalls); the download resumes after
+    /// its last verified chunk, at most 8 times in a row, then exits 53 (timeout). 0: no
+    /// low-speed limit.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_LOW_SPEED_LIMIT)]
+    pub(crate) low_speed_limit: u64,
+    /// The window of --low-speed-limit, in seconds; also the longest wait for the server's
+    /// answer or for any read.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_LOW_SPEED_TIME.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub(crate) low_speed_time: u64,
+    /// Give the whole download at most SECS (12 hours by default), however steadily it is
+    /// moving, then exit 62 (deadline_exceeded); `fetch` resumes in the next run. 0: no
+    /// deadline.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DEADLINE.as_secs())]
+    pub(crate) deadline: u64,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        Self {
+            low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
+            low_speed_time: DEFAULT_LOW_SPEED_TIME.as_secs(),
+            deadline: DEFAULT_DEADLINE.as_secs(),
+        }
+    }
+}
+
+impl DownloadLimits {
+    /// `options` with the low-speed limit (a zero rate turns it off).
+    fn http(&self, options: HttpOptions) -> HttpOptions {
+        options.with_low_speed_limit(
+            self.low_speed_limit,
+            Duration::from_secs(self.low_speed_time),
+        )
+    }
+
+    /// The download's options: the deadline (0: none), the library's defaults otherwise.
+    fn ota(&self) -> OtaOptions {
+        match self.deadline {
+            0 => OtaOptions::new().without_deadline(),
+            secs => OtaOptions::new().with_deadline(Duration::from_secs(secs)),
+        }
+    }
 }
 
 /// The HTTP settings from the command line: `--ca` replaces Mozilla's roots.
@@ -33,14 +89,16 @@ pub(crate) fn http_options(ca: Option<&Path>) -> Result<HttpOptions, Error> {
     }
 }
 
-/// Opens `url` and verifies its prefix (header, manifest, signatures) with `verifier`.
+/// Opens `url` and verifies its prefix (header, manifest, signatures) with `verifier`; the
+/// download's time limits start now.
 pub(crate) fn open_remote(
     url: &str,
     ca: Option<&Path>,
+    limits: &DownloadLimits,
     verifier: &Verifier<'_>,
 ) -> Result<RemotePackage<HttpSource>, Error> {
-    let source = HttpSource::new(url, &http_options(ca)?)?;
-    RemotePackage::open(source, verifier, OtaOptions::new())
+    let source = HttpSource::new(url, &limits.http(http_options(ca)?))?;
+    RemotePackage::open(source, verifier, limits.ota())
 }
 
 /// Download progress: a bar with bytes, rate and ETA on a terminal, a line per 10 % otherwise.
@@ -98,19 +156,23 @@ impl Display {
     }
 }
 
-/// `veriflash fetch URL --out FILE --trust ... [--ca CA.pem] [--json]`.
+/// `veriflash fetch URL --out FILE --trust ... [--ca CA.pem] [--low-speed-limit BYTES]
+/// [--low-speed-time SECS] [--deadline SECS] [--json]`.
 pub(crate) fn run(
     url: &str,
     out: &Path,
     trust: &Path,
     trust_options: &crate::verify::TrustOptions,
     ca: Option<&Path>,
+    limits: &DownloadLimits,
     json: bool,
 ) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
+    // `fetch_to_file` checks it too, but only after the prefix came: say it before any request.
+    veriflash_core::output::check_output(out, &[]).map_err(fail)?;
     let anchors = veriflash_core::AnchorSet::load(trust).map_err(fail)?;
     let verifier = crate::verify::verifier(&anchors, trust_options);
-    let remote = open_remote(url, ca, &verifier).map_err(fail)?;
+    let remote = open_remote(url, ca, limits, &verifier).map_err(fail)?;
     let mut display = Display::new(json);
     let result = remote.fetch_to_file(out, &verifier, &mut |p| display.show(p));
     display.finish();

@@ -206,6 +206,7 @@ pub(crate) fn run(package: &Path, trust: &Path, target: &str, json: bool) -> Res
         &options,
         target,
         None,
+        &crate::fetch::DownloadLimits::default(),
         None,
         &ModemOptions::none(),
         json,
@@ -218,7 +219,8 @@ fn noted(error: &Error, note: &str) -> Error {
     Error::new(error.kind(), format!("{}; {note}", error.message())).at(error.location().clone())
 }
 
-/// `flash`, where `package` may be an http(s):// URL and `ca` the CA for an https:// one.
+/// `flash`, where `package` may be an http(s):// URL, with `ca` the CA for an https:// one and
+/// `limits` the download's time limits.
 #[allow(clippy::too_many_arguments)] // the command line's options, passed through once
 pub(crate) fn run_with_ca(
     package: &Path,
@@ -226,6 +228,7 @@ pub(crate) fn run_with_ca(
     trust_options: &crate::verify::TrustOptions,
     target: &str,
     ca: Option<&Path>,
+    limits: &crate::fetch::DownloadLimits,
     save_rotation: Option<&Path>,
     modem: &ModemOptions,
     json: bool,
@@ -248,7 +251,7 @@ pub(crate) fn run_with_ca(
     let mut reader = match url {
         Some(url) => {
             let download: Box<dyn Read> = Box::new(
-                crate::fetch::open_remote(url, ca, &verifier)
+                crate::fetch::open_remote(url, ca, limits, &verifier)
                     .map_err(fail)?
                     .into_reader(),
             );

@@ -195,6 +195,8 @@ enum Command {
         /// trust store) instead of Mozilla's roots.
         #[arg(long, value_name = "CA.pem")]
         ca: Option<PathBuf>,
+        #[command(flatten)]
+        download: fetch::DownloadLimits,
         /// For a real modem (`mdm9x07:serial:TTY`, `mdm9x07:usb[:BUS-PORT]`; one --target, a package
         /// file): when the connection is lost mid-flash (cable pulled, modem reset), wait up to
         /// SECS for it to answer again in download mode and run the install again from the
@@ -246,6 +248,8 @@ enum Command {
         /// For https://: trust the CA certificates in this PEM file instead of Mozilla's roots.
         #[arg(long, value_name = "CA.pem")]
         ca: Option<PathBuf>,
+        #[command(flatten)]
+        download: fetch::DownloadLimits,
         /// Print the result (or the error with its code and remedy) as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -463,6 +467,7 @@ fn main() -> ExitCode {
             trust,
             target,
             ca,
+            download,
             save_rotation,
             trust_options,
             reconnect,
@@ -476,6 +481,7 @@ fn main() -> ExitCode {
                 &trust_options,
                 one,
                 ca.as_deref(),
+                &download,
                 save_rotation.as_deref(),
                 &flash::ModemOptions {
                     reconnect: std::time::Duration::from_secs(reconnect),
@@ -502,8 +508,17 @@ fn main() -> ExitCode {
             trust,
             trust_options,
             ca,
+            download,
             json,
-        } => fetch::run(&url, &out, &trust, &trust_options, ca.as_deref(), json),
+        } => fetch::run(
+            &url,
+            &out,
+            &trust,
+            &trust_options,
+            ca.as_deref(),
+            &download,
+            json,
+        ),
         Command::Status { target, json } => device::status(&target, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Devices { json, sysfs } => devices::run(&sysfs, json),

@@ -1,12 +1,15 @@
 //! `veriflash fetch URL` and `veriflash flash URL` against a real HTTP server (axum +
-//! tower-http's `ServeDir`) on 127.0.0.1, as a user runs them.
+//! tower-http's `ServeDir`) on 127.0.0.1, as a user runs them, and against a server that
+//! stalls after its headers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-use common::{ok, veriflash};
+use common::{code, ok, stderr, stdout, veriflash};
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 
 use serde_json::Value;
@@ -149,4 +152,178 @@ fn fetch_exits_with_the_error_code() {
     assert_eq!(out.status.code(), Some(54));
     let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert_eq!(v["error"]["kind"], "server_error");
+}
+
+/// A server on 127.0.0.1 that answers every request with the headers of a `206` and then
+/// sends nothing, holding each connection until the client gives up on it.
+fn stalling_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(connection.try_clone().unwrap());
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let _ = connection.write_all(
+                    b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-31/4096\r\nContent-Length: 32\r\n\r\n",
+                );
+                let mut sink = [0u8; 256];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn fetch_gives_up_on_a_stalled_server_at_the_low_speed_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let url = format!("http://{}/update.vfp", stalling_server());
+    // A 1 s window: 9 attempts (8 resumes) of 1 s each instead of the read timeout's 30 s.
+    let out = veriflash(
+        &[
+            "fetch",
+            &url,
+            "--out",
+            "got.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--low-speed-time",
+            "1",
+            "--deadline",
+            "0",
+        ],
+        d,
+    );
+    assert_eq!(code(&out), 53, "{}", stderr(&out));
+    assert!(stderr(&out).contains("low-speed limit"), "{}", stderr(&out));
+    assert!(!d.join("got.vfp").exists());
+}
+
+#[test]
+fn flash_url_ends_at_its_deadline_and_leaves_the_device_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(&veriflash(
+        &[
+            "device",
+            "init",
+            "--layout",
+            "layout.toml",
+            "file:device.img",
+        ],
+        d,
+    ));
+    let before = std::fs::read(d.join("device.img")).unwrap();
+    let url = format!("http://{}/update.vfp", stalling_server());
+    let out = veriflash(
+        &[
+            "flash",
+            &url,
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:device.img",
+            "--low-speed-time",
+            "1",
+            "--deadline",
+            "2",
+            "--json",
+        ],
+        d,
+    );
+    assert_eq!(code(&out), 62, "{}{}", stdout(&out), stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "deadline_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline of 2 s"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(d.join("device.img")).unwrap(), before);
+}
+
+#[test]
+fn fetch_refuses_an_output_that_is_a_fifo_or_a_symlink_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (_runtime, addr) = serve(&d.join("www"));
+    let url = format!("http://{addr}/update.vfp");
+    let status = std::process::Command::new("mkfifo")
+        .arg(d.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(d.join("precious"), b"keep me").unwrap();
+    std::os::unix::fs::symlink("precious", d.join("link")).unwrap();
+    for out in ["fifo", "link"] {
+        let run = veriflash(
+            &[
+                "fetch",
+                &url,
+                "--out",
+                out,
+                "--trust",
+                "vendor.pub.pem",
+                "--json",
+            ],
+            d,
+        );
+        assert_eq!(code(&run), 72, "{out}: {}", stdout(&run));
+        let v: Value = serde_json::from_str(stdout(&run).trim()).unwrap();
+        assert_eq!(v["error"]["kind"], "invalid_input");
+        assert!(!d.join(format!("{out}.partial")).exists());
+    }
+    assert!(
+        std::fs::symlink_metadata(d.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(d.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(d.join("precious")).unwrap(), b"keep me");
+
+    // Refused before any request: a server that is not there makes no difference.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}/update.vfp", closed.local_addr().unwrap());
+    drop(closed);
+    let run = veriflash(
+        &["fetch", &gone, "--out", "fifo", "--trust", "vendor.pub.pem"],
+        d,
+    );
+    assert_eq!(code(&run), 72, "{}", stderr(&run));
+}
+
+#[test]
+fn fetch_and_flash_document_the_download_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["fetch", "flash"] {
+        let help = ok(&veriflash(&[command, "--help"], dir.path()));
+        for flag in ["--low-speed-limit", "--low-speed-time", "--deadline"] {
+            assert!(help.contains(flag), "{command} --help lacks {flag}");
+        }
+    }
 }

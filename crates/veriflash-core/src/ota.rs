@@ -14,9 +14,14 @@
 //!    free space) before anything else is fetched.
 //! 3. The payload is fetched chunk by chunk. Each chunk is read whole into a buffer and hashed
 //!    against its signed digest **in this layer**, before it is handed anywhere:
-//!    - a broken or stalled connection (the source's read timeout) is re-opened at the first
-//!      byte of the chunk being read, that is just after the last verified chunk (at most
+//!    - a broken, stalled or too slow connection (the source's read timeout; for HTTP also its
+//!      low-speed limit, `HttpOptions::with_low_speed_limit`) is re-opened at the first byte of
+//!      the chunk being read, that is just after the last verified chunk (at most
 //!      [`OtaOptions::with_max_resumes`] times in a row without progress);
+//!    - the whole download has a deadline ([`OtaOptions::with_deadline`], 12 h by default):
+//!      once it has passed, the download ends with [`ErrorKind::DeadlineExceeded`], however
+//!      steadily bytes were still arriving, so a server that trickles just above the
+//!      low-speed limit cannot hold a run for days;
 //!    - a chunk whose digest fails is fetched again alone, with a range of exactly that chunk,
 //!      while the main connection stays where it is (bounded by
 //!      [`OtaOptions::with_max_repairs`], then [`ErrorKind::IntegrityMismatch`] naming the
@@ -33,12 +38,16 @@
 //!    - [`RemotePackage::fetch_to_file`] stages the package in `FILE.partial`, with a
 //!      verified-chunk bitmap in `FILE.partial.state` so a later run resumes; it checks the
 //!      free space before the first payload byte, re-hashes chunks a previous run left on disk,
-//!      verifies the complete file once more, and only then renames it to `FILE`.
+//!      verifies the complete file once more, and only then renames it to `FILE`. It holds an
+//!      exclusive lock on `FILE.partial` throughout, so a second run for the same `FILE` is
+//!      refused with [`ErrorKind::Busy`] instead of writing into the same partial file, and
+//!      `FILE` must be absent or a regular file ([`crate::output::check_output`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Cursor, Read, Write};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use veriflash_format::{BlockLen, HEADER_LEN, Header};
 use veriflash_sig::Verifier;
@@ -46,10 +55,16 @@ use veriflash_sig::Verifier;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
 use crate::package::{PackageReader, VerifiedManifest, VerifyReport, hex, location_in};
-use crate::source::{PermanentFailure, RangeReader, Source};
+use crate::source::{PermanentFailure, RangeReader, Source, describe_duration};
 
 /// The signature block's tag and length take at most this many bytes (FORMAT.md §7).
 const BLOCK_HEADER_MAX: u64 = 6;
+
+/// The default deadline of a whole download: 12 hours. A 1 GiB package over a slow LTE link
+/// (1 Mbit/s) takes about 2.5 hours; 12 hours still fits one averaging 200 kbit/s (25 KB/s),
+/// and bounds a run against a server that keeps just above the low-speed limit (1 KiB/s would
+/// take 12 days). A staged download that runs out of time resumes in the next run.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(12 * 3600);
 
 /// How hard a download tries before it gives up.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +73,7 @@ pub struct OtaOptions {
     max_repairs: u32,
     retry_delay: Duration,
     staging_quota: Option<u64>,
+    deadline: Option<Duration>,
 }
 
 impl Default for OtaOptions {
@@ -67,15 +83,40 @@ impl Default for OtaOptions {
             max_repairs: 3,
             retry_delay: Duration::from_millis(500),
             staging_quota: None,
+            deadline: Some(DEFAULT_DEADLINE),
         }
     }
 }
 
 impl OtaOptions {
-    /// Defaults: 8 resumes per run, 3 repairs per chunk, 500 ms between attempts.
+    /// Defaults: 8 resumes per run, 3 repairs per chunk, 500 ms between attempts, a deadline of
+    /// [`DEFAULT_DEADLINE`] for the whole download.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The longest a whole download may take, from [`RemotePackage::open`] to its last byte,
+    /// resumes, repairs and pauses included; then it ends with
+    /// [`ErrorKind::DeadlineExceeded`] (a staged download keeps what it verified, for the next
+    /// run). For a streaming install ([`RemotePackage::into_reader`]) the time the device takes
+    /// to write counts too, since download and install are one pass.
+    ///
+    /// The deadline is checked before each request and after each read returns, so a source
+    /// that blocks overruns it by at most its own wait limit (for HTTP the low-speed window or
+    /// the read timeout).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// No deadline: a download that keeps moving (above the source's low-speed limit) may run
+    /// for as long as it needs.
+    #[must_use]
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
     }
 
     /// How many times in a row — without a verified chunk in between — a download re-opens a
@@ -276,9 +317,18 @@ impl<S: Source> RemotePackage<S> {
     /// file is verified once more with `verifier` and only then renamed to `out`. `progress`
     /// hears after every chunk.
     ///
+    /// `out` must be absent or a regular file ([`crate::output::check_output`]), checked before
+    /// the first payload byte and again just before the rename, so a device node, FIFO,
+    /// directory or symbolic link is never replaced. `out.partial` is locked (an exclusive,
+    /// non-blocking OS lock) before it or its state is used and until `out` has its name: two
+    /// runs for one `out` would otherwise write into one file and rename it under each other.
+    ///
     /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `out` (or `out.partial`) is not absent or a regular
+    /// file; [`ErrorKind::Busy`] at once when another run holds `out.partial`;
     /// [`ErrorKind::InsufficientStorage`] before the first payload byte when the space is
-    /// short; [`ErrorKind::Io`] for local files; the fetch errors (with the partial download
+    /// short; [`ErrorKind::Io`] for local files; the fetch errors, among them
+    /// [`ErrorKind::Timeout`] and [`ErrorKind::DeadlineExceeded`] (with the partial download
     /// and its state kept for the next run); any error of [`crate::verify_file`].
     pub fn fetch_to_file(
         mut self,
@@ -286,18 +336,15 @@ impl<S: Source> RemotePackage<S> {
         verifier: &Verifier<'_>,
         progress: &mut dyn FnMut(&FetchProgress),
     ) -> Result<(VerifyReport, FetchStats), Error> {
+        crate::output::check_output(out, &[])?;
         let partial = with_suffix(out, ".partial");
         let state_path = with_suffix(out, ".partial.state");
+        crate::output::check_output(&partial, &[])?;
+        // Held until `out` has its name (dropped with `file`).
+        let file = lock_partial(&partial)?;
         let id = hex(self.manifest.package_id());
         let mut done = PartialState::load(&state_path, &id, self.package_len, self.chunks.len())
             .unwrap_or_else(|| PartialState::new(&id, self.package_len, self.chunks.len()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial)
-            .map_err(|e| Error::io(partial.display(), e))?;
         // Chunks a previous run verified are hashed again from disk: the bitmap saves traffic,
         // it is not trusted.
         let mut buffer = Vec::new();
@@ -358,8 +405,9 @@ impl<S: Source> RemotePackage<S> {
         let saved = done.save(&file, &state_path);
         result?;
         saved?;
-        drop(file);
         let report = crate::verify_file(&partial, verifier)?;
+        // The download may have taken hours: what is at `out` now is what the rename replaces.
+        crate::output::check_output(out, &[])?;
         std::fs::rename(&partial, out).map_err(|e| Error::io(out.display(), e))?;
         let _ = std::fs::remove_file(&state_path);
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
@@ -367,6 +415,7 @@ impl<S: Source> RemotePackage<S> {
         {
             let _ = dir.sync_all();
         }
+        drop(file);
         Ok((report, self.fetcher.stats))
     }
 }
@@ -400,6 +449,55 @@ fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedC
         }
     }
     Ok(chunks)
+}
+
+/// Opens `partial` (creating it, never following a symbolic link) and locks it exclusively
+/// without waiting: the lock, not the name, says which run owns a partial download.
+///
+/// The run that held the lock renames the file to its final name before it lets go, so a lock
+/// won on a file that no longer has the name `partial` is on a finished download: the name is
+/// opened again.
+fn lock_partial(partial: &Path) -> Result<File, Error> {
+    let busy = || {
+        Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{} is being downloaded by another run (it holds the file's lock); wait for that run to finish, or download to another file",
+                partial.display()
+            ),
+        )
+    };
+    let no_follow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    for _ in 0..3 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(no_follow)
+            .open(partial)
+            .map_err(|e| Error::io(partial.display(), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(busy()),
+            Err(TryLockError::Error(e)) => return Err(Error::io(partial.display(), e)),
+        }
+        let locked = file
+            .metadata()
+            .map_err(|e| Error::io(partial.display(), e))?;
+        if !locked.is_file() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} is not a regular file", partial.display()),
+            ));
+        }
+        let named = std::fs::symlink_metadata(partial)
+            .is_ok_and(|m| m.dev() == locked.dev() && m.ino() == locked.ino());
+        if named {
+            return Ok(file);
+        }
+    }
+    Err(busy())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -515,6 +613,54 @@ struct Fetcher<S> {
     stats: FetchStats,
     /// Resumes since the last verified chunk.
     failures: u32,
+    /// When the whole download must have ended.
+    deadline: Option<Deadline>,
+}
+
+/// The instant a download must end by, and how long it was given (for the message).
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Instant,
+    allowed: Duration,
+}
+
+impl Deadline {
+    fn passed(self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    fn exceeded(self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "the download of {what} did not finish within its deadline of {}",
+                describe_duration(self.allowed)
+            ),
+        )
+    }
+}
+
+/// A range reader that fails with [`ErrorKind::DeadlineExceeded`] once the download's deadline
+/// has passed: before a read, and instead of the error of a read that failed after it (a read
+/// that blocked until its timeout).
+struct DeadlineReader {
+    inner: RangeReader,
+    deadline: Deadline,
+    what: String,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.deadline.passed() {
+            return Err(into_io(self.deadline.exceeded(&self.what)));
+        }
+        match self.inner.read(buf) {
+            Err(e) if self.deadline.passed() => {
+                Err(into_io(self.deadline.exceeded(&self.what).with_source(e)))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Failures worth another attempt: the connection, the server, a stall.
@@ -565,12 +711,42 @@ fn read_exact(
 
 impl<S: Source> Fetcher<S> {
     fn new(source: S, options: OtaOptions) -> Self {
+        // The clock starts now, just before the first request; a deadline too far away to
+        // represent is none.
+        let deadline = options.deadline.and_then(|allowed| {
+            Some(Deadline {
+                at: Instant::now().checked_add(allowed)?,
+                allowed,
+            })
+        });
         Self {
             source,
             connection: None,
             options,
             stats: FetchStats::default(),
             failures: 0,
+            deadline,
+        }
+    }
+
+    /// Opens a range of the source, unless the deadline has passed; the reader fails once it
+    /// passes. Every request of the download goes through here.
+    fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error> {
+        let Some(deadline) = self.deadline else {
+            return self.source.open(start, end);
+        };
+        let what = self.source.describe();
+        if deadline.passed() {
+            return Err(deadline.exceeded(&what));
+        }
+        match self.source.open(start, end) {
+            Ok(inner) => Ok(Box::new(DeadlineReader {
+                inner,
+                deadline,
+                what,
+            })),
+            Err(e) if deadline.passed() => Err(deadline.exceeded(&what).with_source(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -586,7 +762,13 @@ impl<S: Source> Fetcher<S> {
         }
         self.failures += 1;
         self.stats.resumes += 1;
-        std::thread::sleep(self.options.retry_delay);
+        // No pause past the deadline: the next request reports it.
+        let pause = self.deadline.map_or(self.options.retry_delay, |d| {
+            self.options
+                .retry_delay
+                .min(d.at.saturating_duration_since(Instant::now()))
+        });
+        std::thread::sleep(pause);
         Ok(())
     }
 
@@ -599,7 +781,7 @@ impl<S: Source> Fetcher<S> {
             .max(start);
         loop {
             let attempt = (|| {
-                let mut reader = self.source.open(start, Some(end))?;
+                let mut reader = self.open(start, Some(end))?;
                 let mut out = Vec::new();
                 let len = end.saturating_sub(start);
                 (&mut reader)
@@ -627,7 +809,7 @@ impl<S: Source> Fetcher<S> {
         loop {
             let mut connection = match self.connection.take() {
                 Some((reader, at)) if at == chunk.start => reader,
-                _ => match self.source.open(chunk.start, None) {
+                _ => match self.open(chunk.start, None) {
                     Ok(reader) => reader,
                     Err(e) => {
                         self.resume(e)?;
@@ -653,7 +835,6 @@ impl<S: Source> Fetcher<S> {
             repairs += 1;
             self.stats.repairs += 1;
             let attempt = self
-                .source
                 .open(chunk.start, Some(chunk.end()))
                 .and_then(|mut reader| read_exact(&mut reader, chunk.len, buffer, chunk.start));
             match attempt {

@@ -223,6 +223,20 @@ impl Source for PushedSource {
     }
 }
 
+/// `6 s`, `1.5 s`, `2 min`, `12 h`: durations as a person gives them.
+pub(crate) fn describe_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 /// Bytes read ahead per message from the reader thread.
 const PIECE: usize = 64 * 1024;
 /// Pieces buffered ahead: bounds the memory a fast source can fill (2 × 64 KiB).
@@ -324,6 +338,15 @@ impl Read for TimeoutReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(describe_duration(Duration::from_secs(6)), "6 s");
+        assert_eq!(describe_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(describe_duration(Duration::from_secs(120)), "2 min");
+        assert_eq!(describe_duration(Duration::from_secs(12 * 3600)), "12 h");
+        assert_eq!(describe_duration(Duration::from_secs(90)), "90 s");
+    }
 
     #[test]
     fn passes_every_byte_through() {

@@ -1,6 +1,8 @@
 //! OTA downloads against a real HTTP server (axum + tower-http's `ServeDir`) on 127.0.0.1,
 //! through a fault-injecting proxy: cut connections, flipped bytes, stalls, a file replaced
-//! mid-download, a server that ignores `Range`, HTTPS with a CA made by openssl. Each run ends
+//! mid-download, a server that ignores `Range`, servers that trickle bytes or stall after their
+//! headers (low-speed limit, deadline), two runs racing for one output file, HTTPS with a CA
+//! made by openssl. Each run ends
 //! with a verified package or an error with its code, and never with an unverified byte on the
 //! target: a failed streaming install leaves the device's active slot as it was, a failed
 //! staged download leaves no output file.
@@ -15,6 +17,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,10 +162,21 @@ struct Faults {
     flip_at: Option<(u64, u32)>,
     /// Stop sending at this offset for this long, this many times.
     stall_at: Option<(u64, Duration, u32)>,
+    /// From this offset on, send this many bytes at a time with this pause before each, on
+    /// this many connections (the later ones are served at full speed).
+    trickle: Option<Trickle>,
     /// Strip `Range` and `If-Range`: the server answers 200 with the whole file.
     ignore_range: bool,
     /// Called with each request's number (from 1) before it is forwarded.
     on_request: Option<Hook>,
+}
+
+#[derive(Clone, Copy)]
+struct Trickle {
+    from: u64,
+    piece: usize,
+    pause: Duration,
+    connections: u32,
 }
 
 struct Proxy {
@@ -260,6 +274,8 @@ fn relay(
     to_client.write_all(out.as_bytes())?;
 
     let mut buf = vec![0u8; 16 * 1024];
+    // Whether this connection trickles (decided when its body reaches the trickle's offset).
+    let mut trickling = None;
     loop {
         let n = from_up.read(&mut buf)?;
         if n == 0 {
@@ -287,7 +303,27 @@ fn relay(
         if cut.is_some() {
             f.cut_at = None;
         }
+        if trickling.is_none()
+            && let Some(t) = f.trickle.as_mut()
+            && end > t.from
+        {
+            trickling = Some((t.connections > 0).then_some(*t));
+            t.connections = t.connections.saturating_sub(1);
+        }
         drop(f);
+        if let Some(Some(t)) = trickling {
+            let keep = t.from.saturating_sub(position).min(n as u64) as usize;
+            to_client.write_all(&piece[..keep])?;
+            served.fetch_add(keep as u64, Ordering::SeqCst);
+            for bit in piece[keep..].chunks(t.piece) {
+                std::thread::sleep(t.pause);
+                to_client.write_all(bit)?;
+                to_client.flush()?;
+                served.fetch_add(bit.len() as u64, Ordering::SeqCst);
+            }
+            position = end;
+            continue;
+        }
         if let Some(at) = cut {
             let keep = (at - position) as usize;
             to_client.write_all(&piece[..keep])?;
@@ -944,4 +980,259 @@ fn a_state_file_for_another_package_or_garbage_starts_over() {
     let stats = fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap();
     assert_eq!(stats.bytes_reused, 0);
     assert_eq!(std::fs::read(&out).unwrap(), f.package);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Low-speed limit and deadline: servers that trickle or stall, measured against short limits
+// (1 KiB/s over 1 s, a 2 s deadline) with margins of 4x or more either way.
+
+/// Options with the low-speed limit at 1 KiB/s over 1 s.
+fn slow_limits() -> (HttpOptions, OtaOptions) {
+    let (http, ota) = quick();
+    (http.with_low_speed_limit(1024, Duration::from_secs(1)), ota)
+}
+
+fn trickle(from: u64, piece: usize, pause_ms: u64, connections: u32) -> Faults {
+    Faults {
+        trickle: Some(Trickle {
+            from,
+            piece,
+            pause: Duration::from_millis(pause_ms),
+            connections,
+        }),
+        ..Faults::default()
+    }
+}
+
+#[test]
+fn a_server_trickling_below_the_low_speed_limit_is_a_timeout() {
+    let f = fixture();
+    // One byte every 200 ms: 5 bytes/s, against a limit of 1 KiB/s. Without the limit each
+    // read returns well within the read timeout and the download would take hours.
+    let p = proxy(
+        f.server.addr,
+        trickle(payload_offset(&f.package), 1, 200, u32::MAX),
+    );
+    let (http, ota) = slow_limits();
+    let out = f.dir.path().join("update.vfp");
+    let err = fetch(
+        &f.key,
+        &url(p.addr, "update.vfp"),
+        &out,
+        &http,
+        ota.without_deadline().with_max_resumes(1),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.code(), 53);
+    assert!(err.message().contains("low-speed limit"), "{err}");
+    assert!(!out.exists());
+    // Two attempts (one resume), each given up after its window.
+    assert_eq!(p.requests.load(Ordering::SeqCst), 3 + 2);
+}
+
+#[test]
+fn a_server_that_stalls_after_its_headers_is_a_timeout_within_the_low_speed_window() {
+    let f = fixture();
+    let p = proxy(
+        f.server.addr,
+        Faults {
+            stall_at: Some((
+                payload_offset(&f.package),
+                Duration::from_secs(30),
+                u32::MAX,
+            )),
+            ..Faults::default()
+        },
+    );
+    // The read timeout alone would wait a minute per attempt: the 1 s window ends it.
+    let (http, ota) = slow_limits();
+    let http = http.with_read_timeout(Duration::from_secs(60));
+    let (result, device) = flash(
+        f.dir.path(),
+        &f.key,
+        &url(p.addr, "update.vfp"),
+        &http,
+        ota.without_deadline().with_max_resumes(1),
+    );
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("low-speed limit"), "{err}");
+    assert_eq!(active_slot(&device), Some(Slot::A));
+}
+
+#[test]
+fn a_server_trickling_above_the_low_speed_limit_completes() {
+    let f = fixture();
+    // 8 KiB every 100 ms: 80 KiB/s against a limit of 1 KiB/s.
+    let p = proxy(
+        f.server.addr,
+        trickle(payload_offset(&f.package), 8192, 100, u32::MAX),
+    );
+    let (http, ota) = slow_limits();
+    let out = f.dir.path().join("update.vfp");
+    let stats = fetch(&f.key, &url(p.addr, "update.vfp"), &out, &http, ota).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+    assert_eq!(stats.resumes, 0, "{stats:?}");
+}
+
+#[test]
+fn a_download_still_moving_at_its_deadline_is_deadline_exceeded_and_resumes_later() {
+    let f = fixture();
+    // 4 KiB every 250 ms: 16 KiB/s, well above the low-speed limit, but the 140 KB payload
+    // needs over 8 s and the deadline is 2 s.
+    let p = proxy(
+        f.server.addr,
+        trickle(payload_offset(&f.package), 4096, 250, u32::MAX),
+    );
+    let (http, ota) = slow_limits();
+    let out = f.dir.path().join("update.vfp");
+    let err = fetch(
+        &f.key,
+        &url(p.addr, "update.vfp"),
+        &out,
+        &http,
+        ota.with_deadline(Duration::from_secs(2)),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+    assert_eq!(err.code(), 62);
+    assert!(err.message().contains("deadline of 2 s"), "{err}");
+    assert!(!out.exists());
+    assert!(f.dir.path().join("update.vfp.partial.state").exists());
+    // What arrived before the deadline is kept: the next run fetches only the rest.
+    let (http, ota) = quick();
+    let stats = fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+    assert!(stats.bytes_reused > 0, "{stats:?}");
+}
+
+#[test]
+fn a_low_speed_timeout_is_followed_by_a_resume_that_completes() {
+    let f = fixture();
+    // The first payload connection trickles one byte every 200 ms; the server then recovers.
+    let p = proxy(
+        f.server.addr,
+        trickle(payload_offset(&f.package), 1, 200, 1),
+    );
+    let (http, ota) = slow_limits();
+    let out = f.dir.path().join("update.vfp");
+    let stats = fetch(&f.key, &url(p.addr, "update.vfp"), &out, &http, ota).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+    assert_eq!(stats.resumes, 1, "{stats:?}");
+
+    // And a streaming install through the same kind of server commits.
+    let p = proxy(
+        f.server.addr,
+        trickle(payload_offset(&f.package), 1, 200, 1),
+    );
+    let (result, device) = flash(f.dir.path(), &f.key, &url(p.addr, "update.vfp"), &http, ota);
+    result.unwrap();
+    assert_eq!(active_slot(&device), Some(Slot::B));
+}
+
+#[test]
+fn a_deadline_that_has_passed_ends_the_download_before_any_request() {
+    let f = fixture();
+    let anchors = trust(&f.key);
+    let verifier = Verifier::new(&anchors);
+    let source = FileSource::open(&f.dir.path().join("www/update.vfp")).unwrap();
+    let err = RemotePackage::open(
+        source,
+        &verifier,
+        OtaOptions::new().with_deadline(Duration::ZERO),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// One output, one run at a time; outputs that are not files.
+
+#[test]
+fn a_second_fetch_to_the_same_file_is_busy_while_the_first_completes() {
+    let f = fixture();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    // Requests 1-3 fetch the prefix; the first run's payload request (4) waits for the test.
+    let hold = Box::new(move |n: u32| {
+        if n == 4 {
+            entered_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        }
+    });
+    let p = proxy(
+        f.server.addr,
+        Faults {
+            on_request: Some(hold),
+            ..Faults::default()
+        },
+    );
+    let out = f.dir.path().join("update.vfp");
+    let first = {
+        let key = SigningKey::from_pkcs8_der(&f.key.to_pkcs8_der().unwrap()).unwrap();
+        let (url, out) = (url(p.addr, "update.vfp"), out.clone());
+        // No time limit of ours may end the first run while the test holds it.
+        let http = HttpOptions::new()
+            .with_read_timeout(Duration::from_secs(120))
+            .without_low_speed_limit();
+        std::thread::spawn(move || fetch(&key, &url, &out, &http, OtaOptions::new()))
+    };
+    // The first run holds out.partial (locked before its first payload request).
+    entered_rx.recv().unwrap();
+    let (http, ota) = quick();
+    let err = fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert_eq!(err.code(), 57);
+    assert!(err.message().contains("update.vfp.partial"), "{err}");
+    assert!(err.message().contains("another run"), "{err}");
+    assert!(!out.exists());
+
+    go_tx.send(()).unwrap();
+    let stats = first.join().unwrap().unwrap();
+    assert_eq!(stats.resumes, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+    assert!(!f.dir.path().join("update.vfp.partial").exists());
+    assert!(!f.dir.path().join("update.vfp.partial.state").exists());
+    // The lock went with the first run: a third run may download to the same file again.
+    let (http, ota) = quick();
+    fetch(&f.key, &url(f.server.addr, "update.vfp"), &out, &http, ota).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), f.package);
+}
+
+#[test]
+fn fetch_refuses_an_output_that_is_a_symlink_or_a_fifo_before_the_payload() {
+    let f = fixture();
+    let p = proxy(f.server.addr, Faults::default());
+    let (http, ota) = quick();
+    let target = f.dir.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = f.dir.path().join("link.vfp");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = f.dir.path().join("fifo.vfp");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for out in [&link, &fifo, &f.dir.path().join("www")] {
+        let err = fetch(&f.key, &url(p.addr, "update.vfp"), out, &http, ota).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "{}: {err}",
+            out.display()
+        );
+        assert!(!Path::new(&format!("{}.partial", out.display())).exists());
+    }
+    // Only prefixes were served, and nothing was written through the link.
+    assert!(p.served.load(Ordering::SeqCst) < 3 * (payload_offset(&f.package) + 64));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 }
