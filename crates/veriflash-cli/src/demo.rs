@@ -164,7 +164,7 @@ pub(crate) fn run() -> Result<(), Failure> {
     device::init(&layout_path, &target)?;
     flash::run(&package, &trust, &target, false)?;
     println!();
-    device::status(&target, false)?;
+    device::status(&target, false, false)?;
     println!();
 
     println!("8. The tampered copy, flashed to the same device");

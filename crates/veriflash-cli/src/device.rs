@@ -134,7 +134,7 @@ fn status_json(status: &DeviceStatus) -> serde_json::Value {
 }
 
 /// Prints a device's state.
-pub(crate) fn status(target: &str, json: bool) -> Result<(), Failure> {
+pub(crate) fn status(target: &str, check: bool, json: bool) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
     let mut session = crate::flash::registry()
         .map_err(fail)?
@@ -143,8 +143,31 @@ pub(crate) fn status(target: &str, json: bool) -> Result<(), Failure> {
     let status = session
         .status()
         .map_err(|e| fail(veriflash_core::flash::device_error(e)))?;
+    let checked = if check {
+        let checked = veriflash_core::flash::check_installed(session.as_mut()).map_err(fail)?;
+        if checked.is_none() {
+            return Err(fail(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{target} cannot read its installed images back: --check is not available for it"
+                ),
+            )));
+        }
+        checked
+    } else {
+        None
+    };
     if json {
-        println!("{}", status_json(&status));
+        let mut v = status_json(&status);
+        if let Some(images) = &checked {
+            v["checked"] = json!(
+                images
+                    .iter()
+                    .map(|i| json!({"partition": i.partition, "size": i.size, "intact": i.intact}))
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!("{v}");
         return Ok(());
     }
     let info = &status.info;
@@ -173,6 +196,17 @@ pub(crate) fn status(target: &str, json: bool) -> Result<(), Failure> {
         println!(
             "INTERRUPTED     an install of package {} did not finish; run the flash again",
             hex(&id)
+        );
+    }
+    if let Some(images) = &checked {
+        let names: Vec<&str> = images.iter().map(|i| i.partition.as_str()).collect();
+        println!(
+            "checked         every installed image reads back as installed ({})",
+            if names.is_empty() {
+                "none installed".to_owned()
+            } else {
+                names.join(", ")
+            }
         );
     }
     println!("partitions");

@@ -1,6 +1,6 @@
 //! `veriflash flash`: verify and install a package on a device, with progress.
 
-use std::io::{IsTerminal, Read};
+use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -250,12 +250,12 @@ pub(crate) fn run_with_ca(
     let url = package.to_str().filter(|p| crate::fetch::is_url(p));
     let mut reader = match url {
         Some(url) => {
-            let download: Box<dyn Read> = Box::new(
+            let download: Box<dyn Read + Send> = Box::new(
                 crate::fetch::open_remote(url, ca, limits, &verifier)
                     .map_err(fail)?
                     .into_reader(),
             );
-            PackageReader::new(download).map_err(fail)?
+            PackageReader::new(BufReader::new(download)).map_err(fail)?
         }
         None => crate::verify::open_package(package).map_err(fail)?,
     };

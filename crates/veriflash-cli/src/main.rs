@@ -261,6 +261,10 @@ enum Command {
         /// or `mdm9x07:emulator` (as for `flash`).
         #[arg(long, value_name = "TARGET")]
         target: String,
+        /// Also read back every installed image of the active slot and compare it with what
+        /// was recorded at install time (reads every installed byte); exits 52 if one differs.
+        #[arg(long)]
+        check: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -519,7 +523,11 @@ fn main() -> ExitCode {
             &download,
             json,
         ),
-        Command::Status { target, json } => device::status(&target, json),
+        Command::Status {
+            target,
+            check,
+            json,
+        } => device::status(&target, check, json),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Devices { json, sysfs } => devices::run(&sysfs, json),
         Command::Emulate(command) => emulate::run(&command),

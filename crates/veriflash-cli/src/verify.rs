@@ -115,16 +115,17 @@ pub(crate) fn check_with_options(
         .verify_payload()
 }
 
-/// Opens `package`: a regular file (its length checked against the signed layout), or `-`,
-/// standard input, read once as a stream.
-pub(crate) fn open_package(package: &Path) -> Result<PackageReader<Box<dyn Read>>, Error> {
+/// What [`open_package`] gives: a package whose prefix was read, over a buffered stream.
+pub(crate) type OpenedPackage = PackageReader<std::io::BufReader<Box<dyn Read + Send>>>;
+
+/// Opens `package`: a file (a regular file's length is checked against the signed layout, a
+/// FIFO is read as a stream), or `-`, standard input, read once as a stream.
+pub(crate) fn open_package(package: &Path) -> Result<OpenedPackage, Error> {
     if package == Path::new("-") {
-        let stdin: Box<dyn Read> = Box::new(std::io::stdin().lock());
-        return PackageReader::new(stdin);
+        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        return PackageReader::new(std::io::BufReader::with_capacity(64 * 1024, stdin));
     }
-    let (file, len) = veriflash_core::source::open_regular(package)?;
-    let reader: Box<dyn Read> = Box::new(std::io::BufReader::with_capacity(64 * 1024, file));
-    Ok(PackageReader::new(reader)?.with_len(len))
+    PackageReader::open(package)
 }
 
 pub(crate) fn run(

@@ -402,7 +402,7 @@ fn endless_or_blocking_inputs_are_refused_at_once() {
         assert_eq!(o.status.code(), Some(72), "{image}: {}", stderr(&o));
         assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
     }
-    // A FIFO as the package, with no writer: refused, not waited on.
+    // A FIFO as the package, with no writer: refused, saying so, not waited on.
     let o = veriflash_bounded(
         &["verify", "--trust", "vendor.pub.pem", "fifo.vfp", "--json"],
         dir,
@@ -414,11 +414,36 @@ fn endless_or_blocking_inputs_are_refused_at_once() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("regular file"),
+            .contains("no program is writing"),
         "{v}"
     );
-    // A stream is read from standard input when asked for with `-`.
+    // /dev/zero as the package is a stream whose header is wrong at once.
+    let o = veriflash_bounded(
+        &["verify", "--trust", "vendor.pub.pem", "/dev/zero", "--json"],
+        dir,
+        std::process::Stdio::null(),
+    );
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+    // A stream is read from a FIFO that a program writes to (as a shell's `<(cat update.vfp)`
+    // is), and from standard input when asked for with `-`.
     pack(dir, "vendor.pem", "update.vfp");
+    // Opened for reading and writing, the FIFO has its writer before verify opens it.
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("fifo.vfp"))
+        .unwrap();
+    let package = std::fs::read(dir.join("update.vfp")).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::io::Write::write_all(&mut fifo, &package).unwrap();
+    });
+    let o = veriflash_bounded(
+        &["verify", "--trust", "vendor.pub.pem", "fifo.vfp", "--json"],
+        dir,
+        std::process::Stdio::null(),
+    );
+    writer.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = veriflash_bounded(
         &["verify", "--trust", "vendor.pub.pem", "-", "--json"],
         dir,

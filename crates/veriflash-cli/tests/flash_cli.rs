@@ -365,3 +365,86 @@ fn flash_processes_started_together_leave_one_consistent_install() {
         );
     }
 }
+
+#[test]
+fn status_check_finds_an_installed_image_that_no_longer_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+    ok(&veriflash(
+        &[
+            "flash",
+            "v3.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:dev.img",
+        ],
+        dir,
+    ));
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", "file:dev.img", "--check", "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(v["active_slot"], "b");
+    assert_eq!(v["checked"][0]["partition"], "boot");
+    assert_eq!(v["checked"][0]["intact"], true);
+    assert_eq!(v["checked"][1]["intact"], true);
+
+    // One bit of slot b's boot copy flips (it starts after the 64 KiB header and boot's A copy).
+    let mut bytes = std::fs::read(dir.join("dev.img")).unwrap();
+    bytes[(64 << 10) + (1 << 20) + 1000] ^= 1;
+    std::fs::write(dir.join("dev.img"), bytes).unwrap();
+    let out = veriflash(&["status", "--target", "file:dev.img", "--check"], dir);
+    assert_eq!(out.status.code(), Some(52), "{out:?}");
+    assert!(common::stderr(&out).contains("boot"), "{out:?}");
+    // Without --check, status reads only the record.
+    ok(&veriflash(&["status", "--target", "file:dev.img"], dir));
+}
+
+#[test]
+fn missing_unusable_and_full_device_files_have_codes_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    for (target, code) in [("file:absent.img", 58), ("file:.", 58)] {
+        let out = veriflash(&["status", "--target", target, "--json"], dir);
+        assert_eq!(out.status.code(), Some(code), "{target}: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"]["kind"], "device_not_found", "{v}");
+        let path = target.trim_start_matches("file:");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(path),
+            "names the path: {v}"
+        );
+    }
+    // A disk that fills up while the device file is made (a file-size limit gives the same
+    // error, EFBIG, without filling a real disk): 73, and nothing left behind to block the next
+    // init or to be mistaken for a device.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 2048; exec {} device init --layout layout.toml file:dev.img",
+            env!("CARGO_BIN_EXE_veriflash")
+        ))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
+    assert!(!dir.join("dev.img").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("dev.img"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+}

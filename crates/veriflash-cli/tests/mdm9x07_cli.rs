@@ -266,7 +266,7 @@ fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
     );
     assert!(!out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["kind"], "device_not_found", "{v}");
+    assert_eq!(v["error"]["kind"], "transport_error", "{v}");
 }
 
 #[test]

@@ -118,6 +118,13 @@ impl FedFlash {
                 .unwrap()
                 .success()
         );
+        // Opened for reading and writing, the FIFO has a writer (this test) before the flash
+        // opens it, so the flash never finds it without one.
+        let mut pipe = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
             .args([
                 "flash",
@@ -137,7 +144,6 @@ impl FedFlash {
             .unwrap();
         let (go, told) = channel::<()>();
         let feeder = std::thread::spawn(move || {
-            let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
             let cut = package.len() - HELD_BACK;
             pipe.write_all(&package[..cut]).unwrap();
             if told.recv().is_ok() {

@@ -280,6 +280,38 @@ fn device_io_kind(err: &std::io::Error) -> Option<ErrorKind> {
     })
 }
 
+/// Checks that the device still holds what it records as installed in the software it boots
+/// ([`FlashSession::check_installed`]): every such image is read back and compared with the
+/// digest recorded when it was installed. `Ok(None)`: the device cannot be checked this way.
+///
+/// # Errors
+/// [`ErrorKind::ReadBackMismatch`] naming every image that no longer matches (the device would
+/// not boot it: flash again); the device's errors as [`device_error`] maps them.
+pub fn check_installed(
+    session: &mut dyn FlashSession,
+) -> Result<Option<Vec<veriflash_plugin::InstalledImage>>, Error> {
+    let Some(images) = session.check_installed().map_err(device_error)? else {
+        return Ok(None);
+    };
+    let broken: Vec<&str> = images
+        .iter()
+        .filter(|i| !i.intact)
+        .map(|i| i.partition.as_str())
+        .collect();
+    if !broken.is_empty() {
+        return Err(Error::new(
+            ErrorKind::ReadBackMismatch,
+            format!(
+                "installed partition{} {} no longer hold{} what was installed: the device would not boot it; flash the package again",
+                if broken.len() == 1 { "" } else { "s" },
+                broken.join(", "),
+                if broken.len() == 1 { "s" } else { "" },
+            ),
+        ));
+    }
+    Ok(Some(images))
+}
+
 /// The staging bytes the policy allows: the smaller of the quota and the staging directory's
 /// free space.
 fn staging_limit(policy: &InstallPolicy) -> Result<Option<u64>, Error> {
@@ -814,6 +846,44 @@ mod tests {
             compressed.max_in_flight, 1,
             "3 MiB holds one 2 x 1 MiB slot"
         );
+    }
+
+    #[test]
+    fn device_failures_map_by_what_the_operating_system_said() {
+        use std::io::ErrorKind as Io;
+        let storage = |kind: Io| PluginError::Storage {
+            path: "/dev/sdz".into(),
+            source: kind.into(),
+        };
+        for (err, kind) in [
+            (storage(Io::NotFound), ErrorKind::DeviceNotFound),
+            (storage(Io::IsADirectory), ErrorKind::DeviceNotFound),
+            (storage(Io::PermissionDenied), ErrorKind::DeviceAccessDenied),
+            (
+                storage(Io::ReadOnlyFilesystem),
+                ErrorKind::DeviceAccessDenied,
+            ),
+            (storage(Io::StorageFull), ErrorKind::NoSpace),
+            (storage(Io::OutOfMemory), ErrorKind::ResourceExhausted),
+            (storage(Io::Other), ErrorKind::DeviceError),
+            (
+                PluginError::Transport(Io::TimedOut.into()),
+                ErrorKind::Timeout,
+            ),
+            (
+                PluginError::Transport(Io::BrokenPipe.into()),
+                ErrorKind::TransportError,
+            ),
+            (PluginError::Busy("held".into()), ErrorKind::Busy),
+        ] {
+            let text = err.to_string();
+            let mapped = device_error(err);
+            assert_eq!(mapped.kind(), kind, "{text}");
+            assert!(
+                !text.contains("/dev/sdz") || mapped.message().contains("/dev/sdz"),
+                "the path stays in the message"
+            );
+        }
     }
 
     #[test]

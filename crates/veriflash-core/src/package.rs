@@ -3,7 +3,6 @@
 //! manifest's contents only once they are authenticated, and the payload last, chunk by chunk,
 //! each chunk compared with its signed digest before anyone sees it.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -33,19 +32,23 @@ pub struct PackageReader<R> {
     len: Option<u64>,
 }
 
-impl PackageReader<BufReader<File>> {
-    /// Opens a package file and reads its header, manifest and signature block. The file must
-    /// be a regular file ([`crate::source::open_regular`]); its length is checked against the
-    /// signed layout by [`PackageReader::verify`].
+impl PackageReader<BufReader<Box<dyn Read + Send>>> {
+    /// Opens a package and reads its header, manifest and signature block: a regular file,
+    /// whose length [`PackageReader::verify`] checks against the signed layout, or a stream
+    /// such as a FIFO ([`crate::source::open_package`]).
     ///
     /// # Errors
     /// [`ErrorKind::Io`] when the file cannot be opened, [`ErrorKind::InvalidInput`] when it is
-    /// not a regular file, or any error of [`PackageReader::new`].
+    /// a directory or a FIFO nobody writes to, or any error of [`PackageReader::new`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let (file, len) = crate::source::open_regular(path)?;
+        let (stream, len) = crate::source::open_package(path)?;
         // A small buffer: the prefix is read in a few exact reads, and the payload is read in
         // whole chunks that bypass the buffer.
-        Ok(Self::new(BufReader::with_capacity(64 * 1024, file))?.with_len(len))
+        let reader = Self::new(BufReader::with_capacity(64 * 1024, stream))?;
+        Ok(match len {
+            Some(len) => reader.with_len(len),
+            None => reader,
+        })
     }
 }
 

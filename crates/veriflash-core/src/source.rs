@@ -66,25 +66,31 @@ pub struct FileSource {
     len: u64,
 }
 
+/// Opens `path` for reading without blocking (a FIFO with no writer would block the open
+/// forever), with what it is.
+fn open_nonblocking(path: &Path) -> Result<(File, std::fs::Metadata), Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path.display(), e))?;
+    Ok((file, meta))
+}
+
 /// Opens `path` for reading, if it is a regular file, and returns it with its length.
 ///
-/// Packages and images are read from regular files only: their length is known before the
-/// first byte is read, so a package can be checked against its signed layout before anything
-/// is written, and `/dev/zero` or a FIFO cannot keep a run busy forever. The file is opened
-/// without blocking, so a FIFO with no writer is refused at once instead of hanging the open.
+/// Images are read from regular files only: packing reads each twice (to digest, then to copy
+/// and re-check) and must know its length before the first byte, so `/dev/zero` or a FIFO
+/// cannot keep a run busy forever. The file is opened without blocking, so a FIFO with no
+/// writer is refused at once instead of hanging the open.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidInput`] when `path` is a FIFO, a device, a socket or a directory;
 /// [`ErrorKind::Io`] when it cannot be opened.
 pub fn open_regular(path: &Path) -> Result<(File, u64), Error> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let context = || format!("{}", path.display());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
-        .open(path)
-        .map_err(|e| Error::io(context(), e))?;
-    let meta = file.metadata().map_err(|e| Error::io(context(), e))?;
+    let (file, meta) = open_nonblocking(path)?;
     if !meta.is_file() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -95,6 +101,63 @@ pub fn open_regular(path: &Path) -> Result<(File, u64), Error> {
         ));
     }
     Ok((file, meta.len()))
+}
+
+/// A package opened from a path: its bytes, and its length when the path is a regular file.
+pub type PackageStream = (Box<dyn Read + Send>, Option<u64>);
+
+/// Opens the package at `path`: a regular file, whose length is then known (and checked
+/// against the signed layout before anything is written), or a stream read once from its
+/// start — a FIFO, a shell's `<(command)`, a character device — whose length is not.
+///
+/// A stream cannot run forever: its header is checked first and every later length is
+/// bounded by it. A FIFO that no program is writing to is refused at once, saying so, rather
+/// than waited on without end.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for a directory, a socket, or a FIFO without a writer;
+/// [`ErrorKind::Io`] when `path` cannot be opened or read.
+pub fn open_package(path: &Path) -> Result<PackageStream, Error> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let (mut file, meta) = open_nonblocking(path)?;
+    let kind = meta.file_type();
+    if meta.is_file() {
+        return Ok((Box::new(file), Some(meta.len())));
+    }
+    if !(kind.is_fifo() || kind.is_char_device() || kind.is_block_device()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is a directory or a socket, not a package",
+                path.display()
+            ),
+        ));
+    }
+    // From here on a stream: reads block as they should, but not before it is known that
+    // something is writing. A non-blocking read says which: bytes, "would block" (a writer
+    // that has not written yet), or end of file (nobody has the FIFO open for writing).
+    let mut first = [0u8; 1];
+    let peeked = loop {
+        match file.read(&mut first) {
+            Ok(0) if kind.is_fifo() => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{} is a FIFO that no program is writing to: start the writer first, or pipe the package to `-` (standard input)",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path.display(), e)),
+        }
+    };
+    rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
+        .map_err(|e| Error::io(path.display(), e.into()))?;
+    let head = first.get(..peeked).unwrap_or_default().to_vec();
+    Ok((Box::new(io::Cursor::new(head).chain(file)), None))
 }
 
 impl FileSource {

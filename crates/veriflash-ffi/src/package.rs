@@ -165,11 +165,8 @@ pub unsafe extern "C" fn veriflash_package_open(
         let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_package, "out_package") }?;
-        let (file, len) = veriflash_core::source::open_regular(std::path::Path::new(path))?;
-        let package = Package::open(
-            Box::new(BufReader::with_capacity(64 * 1024, file)),
-            Some(len),
-        )?;
+        let (stream, len) = veriflash_core::source::open_package(std::path::Path::new(path))?;
+        let package = Package::open(Box::new(BufReader::with_capacity(64 * 1024, stream)), len)?;
         out.write(into_handle::<veriflash_package>(package));
         Ok(())
     })

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use veriflash_hash::{Digest, Sha256, VerifiedChunk, sha256};
 
 use crate::{
-    DeviceInfo, DeviceStatus, FlashSession, InstallPlan, LastResult, PartitionInfo, Plugin,
-    PluginError, Slot, StorageGeometry,
+    DeviceInfo, DeviceStatus, FlashSession, InstallPlan, InstalledImage, LastResult, PartitionInfo,
+    Plugin, PluginError, Slot, StorageGeometry,
 };
 
 const SUPERBLOCK_MAGIC: &[u8; 8] = b"VFDEVICE";
@@ -639,16 +639,28 @@ impl FileDevice {
     /// device would not boot.
     pub fn boot_check(&mut self) -> Result<Option<String>, PluginError> {
         let slot = self.state.active;
-        for image in self.state.images[slot_index(slot)].clone() {
-            let digest = self.digest_of(&image.partition, slot, image.size)?;
-            if digest != image.digest {
-                return Err(bad(format!(
-                    "slot {slot} partition '{}' does not match its record: unbootable",
-                    image.partition
-                )));
-            }
+        if let Some(broken) = self.installed_images()?.into_iter().find(|i| !i.intact) {
+            return Err(bad(format!(
+                "slot {slot} partition '{}' does not match its record: unbootable",
+                broken.partition
+            )));
         }
         Ok(self.state.version.clone())
+    }
+
+    /// Each image the active slot is recorded to hold, re-hashed and compared with its record.
+    fn installed_images(&mut self) -> Result<Vec<InstalledImage>, PluginError> {
+        let slot = self.state.active;
+        let mut checked = Vec::new();
+        for image in self.state.images[slot_index(slot)].clone() {
+            let digest = self.digest_of(&image.partition, slot, image.size)?;
+            checked.push(InstalledImage {
+                intact: digest == image.digest,
+                partition: image.partition,
+                size: image.size,
+            });
+        }
+        Ok(checked)
     }
 
     /// Reads `len` bytes of partition `name` in `slot`.
@@ -1030,6 +1042,10 @@ impl FlashSession for FileDevice {
         });
         // One record write: atomic. Before it lands the old slot boots, after it the new one.
         self.write_state(state)
+    }
+
+    fn check_installed(&mut self) -> Result<Option<Vec<InstalledImage>>, PluginError> {
+        self.installed_images().map(Some)
     }
 
     fn abort(&mut self, result: &LastResult) -> Result<(), PluginError> {

@@ -146,6 +146,17 @@ pub struct DeviceStatus {
     pub interrupted_install: Option<Digest>,
 }
 
+/// One installed image compared with what was recorded when it was installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledImage {
+    /// The partition (of the active slot, on an A/B device).
+    pub partition: String,
+    /// Bytes recorded as installed.
+    pub size: u64,
+    /// Whether those bytes still hash to the recorded SHA-256.
+    pub intact: bool,
+}
+
 /// Why a plugin operation failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -263,6 +274,17 @@ pub trait FlashSession {
     /// # Errors
     /// When the device cannot be queried.
     fn status(&mut self) -> Result<DeviceStatus, PluginError>;
+
+    /// Re-reads every image the device records as installed in what it boots (the active slot)
+    /// and compares it with the digest recorded at install time — what a bootloader's check
+    /// would find. Costs a read of every installed byte. `None` (the default): the device keeps
+    /// no such record, or cannot read its storage back this way.
+    ///
+    /// # Errors
+    /// When the storage cannot be read.
+    fn check_installed(&mut self) -> Result<Option<Vec<InstalledImage>>, PluginError> {
+        Ok(None)
+    }
 
     /// Abandons the install; the active slot is untouched. Records `result` as the outcome.
     ///
