@@ -197,9 +197,16 @@ typedef struct veriflash_image_info {
    */
   uint64_t chunks;
   /**
-   * Lower-case hex SHA-256 of the whole image (64 characters, NUL-terminated).
+   * Lower-case hex SHA-256 of the whole image as the signed manifest states it (64
+   * characters, NUL-terminated).
    */
   const char *sha256;
+  /**
+   * Whether this run hashed the whole image and found it equal to `sha256` (always after
+   * `veriflash_flash`; `veriflash_package_verify` relies on the signed chunk digests, which
+   * cover every byte, and does not).
+   */
+  bool sha256_checked;
 } veriflash_image_info;
 
 /**

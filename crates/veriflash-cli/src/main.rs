@@ -159,6 +159,12 @@ enum Command {
         /// Hashing threads for the payload (0: one per available core).
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
+        /// Also hash each whole image and compare it with its signed SHA-256 (one more pass
+        /// over the payload, on one core; the signed chunk digests already cover every byte).
+        /// Without it the image's SHA-256 is reported as signed, not as re-computed; `flash`
+        /// always checks it.
+        #[arg(long)]
+        whole_image_digest: bool,
         #[command(flatten)]
         trust_options: verify::TrustOptions,
     },
@@ -464,8 +470,18 @@ fn main() -> ExitCode {
             package,
             json,
             threads,
+            whole_image_digest,
             trust_options,
-        } => verify::run(&trust, &package, json, threads, &trust_options),
+        } => verify::run(
+            &trust,
+            &package,
+            json,
+            verify::Hashing {
+                threads,
+                whole_image: whole_image_digest,
+            },
+            &trust_options,
+        ),
         Command::Flash {
             package,
             trust,

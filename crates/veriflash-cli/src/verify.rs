@@ -11,17 +11,16 @@ use crate::output::{Failure, human_size};
 
 /// Verifies `package` against the anchors at `trust`, hashing on every core.
 pub(crate) fn check(trust: &Path, package: &Path) -> Result<VerifyReport, Error> {
-    check_with_threads(trust, package, 0)
+    check_with_options(trust, package, Hashing::default(), &TrustOptions::default())
 }
 
-/// Verifies `package` against the anchors at `trust` with `threads` hashing threads (0: one per
-/// core).
-pub(crate) fn check_with_threads(
-    trust: &Path,
-    package: &Path,
-    threads: usize,
-) -> Result<VerifyReport, Error> {
-    check_with_options(trust, package, threads, &TrustOptions::default())
+/// How the payload is hashed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Hashing {
+    /// Hashing threads (0: one per core).
+    pub(crate) threads: usize,
+    /// Also hash each whole image against its signed digest.
+    pub(crate) whole_image: bool,
 }
 
 /// How certificate chains and thresholds are judged: the same flags for `verify`, `flash` and
@@ -104,14 +103,15 @@ pub(crate) fn adopt_rotation(
 pub(crate) fn check_with_options(
     trust: &Path,
     package: &Path,
-    threads: usize,
+    hashing: Hashing,
     options: &TrustOptions,
 ) -> Result<VerifyReport, Error> {
     let anchors = AnchorSet::load(trust)?;
     let verifier = verifier(&anchors, options);
     open_package(package)?
         .verify(&verifier)?
-        .with_threads(threads)
+        .with_threads(hashing.threads)
+        .with_whole_image_check(hashing.whole_image)
         .verify_payload()
 }
 
@@ -132,11 +132,11 @@ pub(crate) fn run(
     trust: &Path,
     package: &Path,
     json: bool,
-    threads: usize,
+    hashing: Hashing,
     options: &TrustOptions,
 ) -> Result<(), Failure> {
     let report =
-        check_with_options(trust, package, threads, options).map_err(|e| Failure::new(e, json))?;
+        check_with_options(trust, package, hashing, options).map_err(|e| Failure::new(e, json))?;
     if json {
         println!("{}", json!({ "ok": true, "report": report }));
     } else {
@@ -153,12 +153,17 @@ pub(crate) fn print_report(report: &VerifyReport) {
     );
     for image in &report.images {
         println!(
-            "  {:<16} -> {:<16} {:>10}  {} chunks ok  sha256 {}",
+            "  {:<16} -> {:<16} {:>10}  {} chunks ok  sha256 {} ({})",
             image.name,
             image.partition,
             human_size(image.size),
             image.chunks,
-            image.sha256
+            image.sha256,
+            if image.sha256_checked {
+                "re-computed"
+            } else {
+                "as signed"
+            }
         );
     }
     for signer in &report.signers {

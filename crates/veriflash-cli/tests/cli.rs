@@ -453,3 +453,32 @@ fn endless_or_blocking_inputs_are_refused_at_once() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[test]
+fn verify_says_whether_the_whole_image_digest_was_re_computed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_inputs(dir);
+    assert!(
+        veriflash(&["keygen", "--out", "vendor.pem"], dir)
+            .status
+            .success()
+    );
+    pack(dir, "vendor.pem", "update.vfp");
+    for (extra, checked, label) in [
+        (None, false, "(as signed)"),
+        (Some("--whole-image-digest"), true, "(re-computed)"),
+    ] {
+        let mut args = vec!["verify", "--trust", "vendor.pub.pem", "update.vfp"];
+        args.extend(extra);
+        let o = veriflash(&args, dir);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(label), "{}", stdout(&o));
+        args.push("--json");
+        let v: Value = serde_json::from_str(&stdout(&veriflash(&args, dir))).unwrap();
+        for image in v["report"]["images"].as_array().unwrap() {
+            assert_eq!(image["sha256_checked"], checked, "{v}");
+            assert_eq!(image["sha256"].as_str().unwrap().len(), 64);
+        }
+    }
+}

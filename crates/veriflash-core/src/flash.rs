@@ -555,9 +555,14 @@ fn run<R: Read>(
 }
 
 impl InstallPolicy {
-    /// How a package's payload is verified under this policy (threads, buffers in flight).
+    /// How a package's payload is verified for an install under this policy (threads, buffers
+    /// in flight). The whole image is hashed too: read-back compares the device with the signed
+    /// whole-image digest, so that digest must first be known to agree with the verified bytes
+    /// (a package whose digest contradicts its chunks is refused with
+    /// [`ErrorKind::ImageDigestMismatch`] before the commit, not blamed on the device).
     pub(crate) fn stream_options(&self, verified: &VerifiedManifest) -> ParallelOptions {
         self.parallel_options(ChunkMemory::of(verified.manifest()))
+            .check_whole_image(true)
     }
 }
 

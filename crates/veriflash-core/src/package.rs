@@ -323,6 +323,17 @@ impl<R: Read> VerifiedPackage<R> {
         self
     }
 
+    /// Also hashes each whole image as it streams (one more SHA-256 pass, serial, on the
+    /// calling thread) and compares it with the signed whole-image digest: the only way to
+    /// know that digest agrees with the chunks. A report then says the digest was checked
+    /// ([`ImageReport::sha256_checked`]). Installs always do this, since read-back compares
+    /// the device with that digest.
+    #[must_use]
+    pub fn with_whole_image_check(mut self, check: bool) -> Self {
+        self.options = self.options.check_whole_image(check);
+        self
+    }
+
     /// Streams every image in manifest order, checking each chunk against its signed digest and
     /// handing only verified chunks to `sink`, then checks that the package ends where declared.
     ///
@@ -362,7 +373,11 @@ impl<R: Read> VerifiedPackage<R> {
                 |chunk| sink(image, chunk),
             )
             .map_err(|e| convert::verify_error(&image.name, e))?;
-            images.push(ImageReport::new(image, digest));
+            images.push(ImageReport::new(
+                image,
+                digest,
+                self.options.check_whole_image,
+            ));
         }
         let mut probe = [0u8; 1];
         let extra = loop {
@@ -509,19 +524,24 @@ pub struct ImageReport {
     pub size: u64,
     /// Number of chunks checked.
     pub chunks: u64,
-    /// Hex SHA-256 of the whole image: the signed one, which the verified chunks imply, or, with
-    /// [`ParallelOptions::check_whole_image`], as re-computed while streaming.
+    /// Hex SHA-256 of the whole image as the signed manifest states it. Authentic (it is
+    /// signed) but, unless [`sha256_checked`](Self::sha256_checked), not known to agree with
+    /// the chunks: the chunk digests are what verified every byte.
     pub sha256: String,
+    /// Whether this run hashed the whole image and found it equal to [`sha256`](Self::sha256)
+    /// ([`VerifiedPackage::with_whole_image_check`]; always, for an install).
+    pub sha256_checked: bool,
 }
 
 impl ImageReport {
-    fn new(image: &ImageSpec, digest: Digest) -> Self {
+    fn new(image: &ImageSpec, digest: Digest, checked: bool) -> Self {
         Self {
             name: image.name.clone(),
             partition: image.partition.clone(),
             size: image.size,
             chunks: image.chunk_count(),
             sha256: hex(&digest),
+            sha256_checked: checked,
         }
     }
 }

@@ -153,6 +153,7 @@ fn compressible_and_incompressible_images_pack_verify_and_flash_to_the_original_
         &mut |_| {},
     )
     .unwrap();
+    drop(device);
     let mut device = FileDevice::open(&device_path).unwrap();
     assert_eq!(device.current_status().info.active_slot, Some(Slot::B));
     assert_partition_holds(&mut device, "boot", Slot::B, &modem);

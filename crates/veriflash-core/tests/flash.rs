@@ -202,7 +202,8 @@ fn two_images_land_in_the_inactive_slot_which_then_boots() {
     assert!(progress.windows(2).all(|w| w[0].0 < w[1].0));
     assert_eq!(*progress.last().unwrap(), (total, total));
 
-    // A second, newer install goes back to slot A.
+    // A second, newer install goes back to slot A (once this session let the device go).
+    drop(device);
     let newer = package(&key, |_| {}, 9, 6);
     flash(&path, &newer.bytes, &trust(&key), &InstallPolicy::default()).unwrap();
     let mut device = FileDevice::open(&path).unwrap();
@@ -345,6 +346,77 @@ fn a_package_file_shorter_or_longer_than_its_layout_is_refused_before_the_device
         drop(device);
         assert_eq!(std::fs::read(&path).unwrap(), before, "{what}");
     }
+}
+
+/// `pkg` re-signed by `key` with the first image's whole-image digest changed: every chunk still
+/// matches its signed digest, only the signed whole-image digest is wrong (a packer bug).
+fn with_wrong_image_digest(pkg: &[u8], key: &SigningKey) -> Vec<u8> {
+    let reader = PackageReader::new(pkg).unwrap();
+    let payload_len = usize::try_from(reader.header().payload_len).unwrap();
+    let mut manifest = reader.manifest_unverified().unwrap();
+    manifest.images[0].digest[0] ^= 1;
+    let signed = veriflash_core::format::signed_message(&manifest).unwrap();
+    let entry = veriflash_core::format::SignatureEntry {
+        algorithm: key.algorithm(),
+        key_id: key.verifying_key().key_id().0,
+        signature: key.sign(&signed).unwrap(),
+        certificates: Vec::new(),
+    };
+    let block = SignatureBlock {
+        entries: vec![entry],
+    };
+    let mut out = veriflash_core::format::encode_prefix(&signed, &block).unwrap();
+    out.extend_from_slice(&pkg[pkg.len() - payload_len..]);
+    out
+}
+
+#[test]
+fn a_signed_image_digest_that_contradicts_the_chunks_is_never_reported_as_checked_nor_flashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let t = trust(&key);
+    let path = device_running_v5(dir.path(), "dev.img", &key, &t);
+    let bad = with_wrong_image_digest(&package(&key, |_| {}, 2, 6).bytes, &key);
+
+    // Verification by chunks passes (they cover every byte) and says the digest is unchecked.
+    let report = PackageReader::new(bad.as_slice())
+        .unwrap()
+        .verify(&Verifier::new(&t))
+        .unwrap()
+        .verify_payload()
+        .unwrap();
+    assert!(report.images.iter().all(|i| !i.sha256_checked));
+    // Asked to, it hashes the whole image and refuses.
+    let err = PackageReader::new(bad.as_slice())
+        .unwrap()
+        .verify(&Verifier::new(&t))
+        .unwrap()
+        .with_whole_image_check(true)
+        .verify_payload()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageDigestMismatch, "{err}");
+
+    // An install always checks it, before read-back: the package is refused as such (31), not
+    // blamed on the device (52), and nothing is committed.
+    let err = flash(&path, &bad, &t, &InstallPolicy::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageDigestMismatch, "{err}");
+    let mut device = FileDevice::open(&path).unwrap();
+    let status = device.current_status();
+    assert_eq!(status.info.active_slot, Some(Slot::B));
+    assert_eq!(status.info.security_floor, 5);
+    assert_eq!(status.last_result.unwrap().code, 31);
+    assert_eq!(device.boot_check().unwrap().as_deref(), Some("v5"));
+    drop(device);
+
+    // A consistent package installs, and its report says the digests were re-computed.
+    let mut device = FileDevice::open(&path).unwrap();
+    let report = install_on(
+        &mut device,
+        package(&key, |_| {}, 2, 6).bytes.as_slice(),
+        &t,
+    )
+    .unwrap();
+    assert!(report.images.iter().all(|i| i.sha256_checked));
 }
 
 #[test]
@@ -524,6 +596,7 @@ fn cancellation_between_chunks_aborts_and_keeps_the_old_slot() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled);
     assert_eq!(seen, 3, "no chunk after the cancel");
+    drop(device);
     let status = FileDevice::open(&path).unwrap().current_status();
     assert_eq!(status.info.active_slot, Some(Slot::A));
     assert_eq!(
@@ -573,6 +646,7 @@ fn a_stalled_source_times_out_and_the_old_slot_stays() {
     let mut device = FileDevice::open(&path).unwrap();
     let err = install_on(&mut device, source, &t).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    drop(device);
     let status = FileDevice::open(&path).unwrap().current_status();
     assert_eq!(status.info.active_slot, Some(Slot::A));
     assert_eq!(status.last_result.unwrap().code, ErrorKind::Timeout.code());

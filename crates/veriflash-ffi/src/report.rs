@@ -37,6 +37,7 @@ struct Image {
     size: u64,
     chunks: u64,
     sha256: CString,
+    sha256_checked: bool,
 }
 
 impl Report {
@@ -56,6 +57,7 @@ impl Report {
                     size: i.size,
                     chunks: i.chunks,
                     sha256: c_text(&i.sha256),
+                    sha256_checked: i.sha256_checked,
                 })
                 .collect(),
             signers: report.signers.iter().map(|s| c_text(s)).collect(),
@@ -81,8 +83,13 @@ pub struct veriflash_image_info {
     pub size: u64,
     /// Number of chunks verified.
     pub chunks: u64,
-    /// Lower-case hex SHA-256 of the whole image (64 characters, NUL-terminated).
+    /// Lower-case hex SHA-256 of the whole image as the signed manifest states it (64
+    /// characters, NUL-terminated).
     pub sha256: *const c_char,
+    /// Whether this run hashed the whole image and found it equal to `sha256` (always after
+    /// `veriflash_flash`; `veriflash_package_verify` relies on the signed chunk digests, which
+    /// cover every byte, and does not).
+    pub sha256_checked: bool,
 }
 
 /// Writes one borrowed string of the report to `*out`.
@@ -247,6 +254,7 @@ pub unsafe extern "C" fn veriflash_report_image(
             size: image.size,
             chunks: image.chunks,
             sha256: image.sha256.as_ptr(),
+            sha256_checked: image.sha256_checked,
         });
         Ok(())
     })

@@ -509,6 +509,10 @@ fn a_good_package_verifies_and_reports_its_manifest() {
         assert_eq!(info.size, 90_000);
         assert_eq!(info.chunks, 90_000u64.div_ceil(4096));
         assert_eq!(text(info.sha256).len(), 64);
+        assert!(
+            !info.sha256_checked,
+            "verify relies on the chunk digests and says so"
+        );
         let mut other = std::mem::MaybeUninit::<veriflash_image_info>::uninit();
         assert_eq!(
             veriflash_report_image(report.0, 2, other.as_mut_ptr()),

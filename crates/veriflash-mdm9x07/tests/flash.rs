@@ -314,7 +314,7 @@ fn unsupported_functions_of_the_9x07_programmer_are_refused_with_its_reason() {
 }
 
 #[test]
-fn a_device_that_stalls_mid_stream_times_out_with_a_transport_error() {
+fn a_device_that_stalls_mid_stream_is_a_timeout() {
     let key = SigningKey::generate_p256().unwrap();
     let pkg = package(&key, small_images());
     for stall_at in [10u64, 48 + 30, 2_000, 30_000] {
@@ -324,11 +324,7 @@ fn a_device_that_stalls_mid_stream_times_out_with_a_transport_error() {
             ..LinkFaults::default()
         };
         let err = flash(&dev, Framing::Packet, link, &pkg, &key).unwrap_err();
-        assert_eq!(
-            err.kind(),
-            ErrorKind::TransportError,
-            "stall at {stall_at}: {err}"
-        );
+        assert_eq!(err.kind(), ErrorKind::Timeout, "stall at {stall_at}: {err}");
         assert!(err.to_string().contains("timed out"), "{err}");
         assert_eq!(dev.lock().unwrap().resets(), 0);
     }
@@ -391,7 +387,7 @@ fn a_power_cut_at_every_page_program_is_recovered_by_flashing_again() {
             ..DeviceFaults::default()
         });
         let err = flash(&dev, Framing::Packet, LinkFaults::default(), &pkg, &key).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::TransportError, "cut at {n}: {err}");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "cut at {n}: {err}");
         {
             let mut d = dev.lock().unwrap();
             assert!(!d.is_powered());
@@ -492,7 +488,7 @@ fn cut_inside_boot(
         config.clone(),
     )
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TransportError, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     (key, pkg, dev, config)
 }
 
