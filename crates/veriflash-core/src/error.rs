@@ -433,6 +433,20 @@ pub(crate) fn io_kind(err: &std::io::Error) -> Option<ErrorKind> {
     })
 }
 
+impl Error {
+    /// This error inside an `io::Error` of the matching kind, so that it survives a trip
+    /// through `io::Read` (a verifying download read by the install) and a timeout still reads
+    /// as one; [`Error::io`] gives it back unchanged.
+    pub(crate) fn into_io(self) -> std::io::Error {
+        let kind = if self.kind == ErrorKind::Timeout {
+            std::io::ErrorKind::TimedOut
+        } else {
+            std::io::ErrorKind::Other
+        };
+        std::io::Error::new(kind, self)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.kind.summary(), self.message)

@@ -502,11 +502,14 @@ pub fn install<R: Read>(
     cancel: &CancelToken,
     events: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Error> {
-    events(&Event::PhaseStarted(Phase::Signature));
-    let result = PackageReader::new(reader)
-        .and_then(|package| run(package, verifier, policy, session, cancel, events));
-    events(&Event::Finished(result.as_ref().err().map(Error::code)));
-    result
+    reported(
+        PackageReader::new(reader),
+        verifier,
+        policy,
+        session,
+        cancel,
+        events,
+    )
 }
 
 /// [`install`] from a package whose prefix was already read, such as one from
@@ -523,8 +526,21 @@ pub fn install_package<R: Read>(
     cancel: &CancelToken,
     events: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Error> {
+    reported(Ok(package), verifier, policy, session, cancel, events)
+}
+
+/// An install between its first event and its last, [`Event::Finished`] with the verdict.
+fn reported<R: Read>(
+    package: Result<PackageReader<R>, Error>,
+    verifier: &Verifier<'_>,
+    policy: &InstallPolicy,
+    session: &mut dyn FlashSession,
+    cancel: &CancelToken,
+    events: &mut dyn FnMut(&Event),
+) -> Result<VerifyReport, Error> {
     events(&Event::PhaseStarted(Phase::Signature));
-    let result = run(package, verifier, policy, session, cancel, events);
+    let result =
+        package.and_then(|package| run(package, verifier, policy, session, cancel, events));
     events(&Event::Finished(result.as_ref().err().map(Error::code)));
     result
 }

@@ -344,17 +344,6 @@ struct Body {
     window_bounds_reads: bool,
 }
 
-/// An [`Error`] inside an `io::Error` of the matching kind, so readers above see a timeout as
-/// one.
-fn into_io(err: Error) -> io::Error {
-    let kind = if err.kind() == ErrorKind::Timeout {
-        io::ErrorKind::TimedOut
-    } else {
-        io::ErrorKind::Other
-    };
-    io::Error::new(kind, err)
-}
-
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let started = Instant::now();
@@ -365,14 +354,14 @@ impl Read for Body {
                 if meter.record(u64::try_from(n).unwrap_or(u64::MAX), waited) {
                     Ok(n)
                 } else {
-                    Err(into_io(meter.too_slow(&self.url)))
+                    Err(Error::into_io(meter.too_slow(&self.url)))
                 }
             }
             (Ok(n), None) => Ok(n),
             (Err(e), meter) => {
                 let err = io_error(&self.url, e);
                 // A read cut short by the wait limit, when the low-speed window set it: say so.
-                Err(into_io(match meter {
+                Err(Error::into_io(match meter {
                     Some(meter) if err.kind() == ErrorKind::Timeout && self.window_bounds_reads => {
                         meter.too_slow(&self.url).with_source(err)
                     }

@@ -652,12 +652,12 @@ struct DeadlineReader {
 impl Read for DeadlineReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.deadline.passed() {
-            return Err(into_io(self.deadline.exceeded(&self.what)));
+            return Err(Error::into_io(self.deadline.exceeded(&self.what)));
         }
         match self.inner.read(buf) {
-            Err(e) if self.deadline.passed() => {
-                Err(into_io(self.deadline.exceeded(&self.what).with_source(e)))
-            }
+            Err(e) if self.deadline.passed() => Err(Error::into_io(
+                self.deadline.exceeded(&self.what).with_source(e),
+            )),
             other => other,
         }
     }
@@ -908,16 +908,6 @@ impl<S> VerifiedDownload<S> {
     }
 }
 
-/// Wraps a pipeline error so that it survives the trip through `io::Read`.
-fn into_io(err: Error) -> io::Error {
-    let kind = if err.kind() == ErrorKind::Timeout {
-        io::ErrorKind::TimedOut
-    } else {
-        io::ErrorKind::Other
-    };
-    io::Error::new(kind, err)
-}
-
 impl<S: Source> Read for VerifiedDownload<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -941,7 +931,7 @@ impl<S: Source> Read for VerifiedDownload<S> {
             };
             self.fetcher
                 .fetch_chunk(&chunk, &self.manifest, &mut self.buffer)
-                .map_err(into_io)?;
+                .map_err(Error::into_io)?;
             self.next += 1;
             self.position = 0;
         }
