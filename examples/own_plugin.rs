@@ -9,8 +9,8 @@
 //!
 //! * [`Plugin`] recognises a target string (`toy:...`) and opens a [`FlashSession`];
 //! * the session describes the device (`device_info`), journals the plan (`begin`), writes
-//!   [`VerifiedChunk`]s — the only kind of bytes it can be handed: the type has no public
-//!   constructor, so everything it receives already matched a signed digest —, reads back what
+//!   [`Chunk`]s — the only kind of bytes it can be handed: only the pipeline makes them, right
+//!   after they matched a digest of the verified package they are bound to —, reads back what
 //!   it wrote, and commits atomically;
 //! * everything else — signatures, product/chipset/revision checks, anti-rollback, partition
 //!   sizes, hashing, events — is done by `veriflash::core::install` before and around it.
@@ -27,8 +27,8 @@ use veriflash::core::{
     UnsignedPackage, install,
 };
 use veriflash::plugin::{
-    DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo, Plugin,
-    PluginError, Registry, Slot, StorageGeometry, VerifiedChunk,
+    Chunk, DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo,
+    Plugin, PluginError, Registry, Slot, StorageGeometry,
 };
 use veriflash::sig::{PinnedKeys, SigningKey, Verifier};
 
@@ -68,6 +68,7 @@ impl RamDevice {
 
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
+            id: None,
             product: "acme-thermostat".into(),
             chipset: "toy-soc".into(),
             hardware_revision: "r1".into(),
@@ -167,7 +168,8 @@ impl FlashSession for ToySession {
         Ok(())
     }
 
-    fn write(&mut self, partition: &str, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<(), PluginError> {
+        let partition = chunk.partition();
         let mut device = lock(&self.device)?;
         let offset = usize::try_from(chunk.offset())
             .map_err(|_| PluginError::Unsupported("offset beyond memory".into()))?;

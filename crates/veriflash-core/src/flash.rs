@@ -260,6 +260,8 @@ pub fn device_error(err: PluginError) -> Error {
             device_io_kind(source).unwrap_or(ErrorKind::DeviceError)
         }
         PluginError::Busy(_) => ErrorKind::Busy,
+        PluginError::WrongChip { .. } => ErrorKind::WrongChipset,
+        PluginError::Timeout(_) => ErrorKind::Timeout,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
         PluginError::UnknownTarget(_) => ErrorKind::InvalidInput,
@@ -680,6 +682,14 @@ impl<'a> DeviceRun<'a> {
             ..Location::default()
         };
         let image_done = chunk.offset() + chunk.bytes().len() as u64;
+        // The one place a plugin-facing chunk is made: it matched a digest of this verified
+        // package, and is bound to it, its image and its partition.
+        let chunk = veriflash_plugin::hazmat::bind(
+            self.verified.package_id(),
+            &image.name,
+            &image.partition,
+            chunk,
+        );
         if self.is_loader(&image.partition) {
             self.session
                 .load(image.size, chunk)
@@ -687,7 +697,7 @@ impl<'a> DeviceRun<'a> {
         } else {
             self.ensure_begun(events)?;
             self.session
-                .write(&image.partition, chunk)
+                .write(chunk)
                 .map_err(|e| device_error(e).at(at()))?;
         }
         let before: u64 = self
@@ -796,6 +806,7 @@ fn start(
             .collect(),
         software_version: m.software_version.clone(),
         security_version: m.security_version,
+        trust_anchors: None,
     };
     events(&Event::PhaseStarted(Phase::Staging));
     session.begin(&plan).map_err(device_error)?;

@@ -161,12 +161,22 @@ impl From<Error> for PluginError {
                 Self::Busy(e.to_string())
             }
             Error::Transport(e) => Self::Transport(e),
-            Error::Timeout { .. } => Self::Transport(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                err.to_string(),
-            )),
+            Error::Timeout { .. } => Self::Timeout(err.to_string()),
             Error::PowerLoss => Self::PowerLoss,
-            Error::WrongChip { .. } | Error::Unsupported(_) => Self::Unsupported(err.to_string()),
+            Error::WrongChip { msm_id } => Self::WrongChip {
+                expected: "an MDM9207/MDM9607 (MDM9x07)".into(),
+                found: crate::sahara::chip_name(msm_id).map_or_else(
+                    || format!("a chip with MSM id {msm_id:#010x}"),
+                    |name| format!("an {name}"),
+                ),
+            },
+            Error::Unsupported(_) => Self::Unsupported(err.to_string()),
+            Error::Truncated { .. }
+            | Error::BadLength { .. }
+            | Error::UnknownCommand(_)
+            | Error::Unexpected { .. }
+            | Error::Nak { .. }
+            | Error::MalformedXml { .. } => Self::Protocol(err.to_string()),
             other => Self::Device(other.to_string()),
         }
     }

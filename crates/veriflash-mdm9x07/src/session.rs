@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use veriflash_plugin::{
-    DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo,
-    PluginError, StorageGeometry, VerifiedChunk,
+    Chunk, DeviceInfo, DeviceStatus, Digest, FlashSession, InstallPlan, LastResult, PartitionInfo,
+    PluginError, StorageGeometry,
 };
 
 use crate::driver::{Connection, DeviceMode, StorageInfo, Timeouts};
@@ -334,6 +334,7 @@ impl<T: Transport> Mdm9x07Session<T> {
             ),
         };
         Ok(DeviceInfo {
+            id: Some(format!("mdm9x07-{:08x}", id.serial)),
             product,
             chipset,
             hardware_revision,
@@ -496,7 +497,7 @@ impl<T: Transport> Mdm9x07Session<T> {
         Ok(())
     }
 
-    fn do_write(&mut self, partition: &str, chunk: &VerifiedChunk<'_>) -> Result<(), Error> {
+    fn do_write(&mut self, partition: &str, chunk: &Chunk<'_>) -> Result<(), Error> {
         if self.stage != Stage::Installing {
             return Err(Error::Unsupported("write before begin".into()));
         }
@@ -622,7 +623,7 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
         Some(PROGRAMMER_PARTITION)
     }
 
-    fn load(&mut self, image_size: u64, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
+    fn load(&mut self, image_size: u64, chunk: Chunk<'_>) -> Result<(), PluginError> {
         if image_size > MAX_PROGRAMMER_LEN {
             return Err(Error::BadLength {
                 what: "programmer image",
@@ -661,8 +662,18 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
         Ok(self.do_begin(plan)?)
     }
 
-    fn write(&mut self, partition: &str, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
-        Ok(self.do_write(partition, &chunk)?)
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<(), PluginError> {
+        if self
+            .plan
+            .as_ref()
+            .is_some_and(|plan| plan.package_id != *chunk.package_id())
+        {
+            return Err(PluginError::Unsupported(format!(
+                "a chunk of image '{}' belongs to another package than the install that began",
+                chunk.image()
+            )));
+        }
+        Ok(self.do_write(chunk.partition(), &chunk)?)
     }
 
     fn read_back(&mut self, partition: &str, size: u64) -> Result<Digest, PluginError> {

@@ -20,8 +20,11 @@
 //!   cannot interleave two installs silently).
 //!
 //! File layout: `[0, 4 KiB)` superblock (magic, then the layout as `key=value` lines),
-//! `[4 KiB, 8 KiB)` and `[8 KiB, 12 KiB)` state records, then from 64 KiB each partition
-//! (A then B copy for slotted ones), each copy rounded up to whole erase blocks.
+//! `[4 KiB, 8 KiB)` and `[8 KiB, 12 KiB)` state records, `[16 KiB, 40 KiB)` and
+//! `[40 KiB, 64 KiB)` the two areas for the trust-anchor set the device holds (the record names
+//! the one in use, with its length and SHA-256; a new set is written to the other area before
+//! the commit's record write switches to it), then from 64 KiB each partition (A then B copy
+//! for slotted ones), each copy rounded up to whole erase blocks.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -29,11 +32,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use veriflash_hash::{Digest, Sha256, VerifiedChunk, sha256};
+use veriflash_hash::{Digest, Sha256, sha256};
 
 use crate::{
-    DeviceInfo, DeviceStatus, FlashSession, InstallPlan, InstalledImage, LastResult, PartitionInfo,
-    Plugin, PluginError, Slot, StorageGeometry,
+    Chunk, DeviceInfo, DeviceStatus, FlashSession, InstallPlan, InstalledImage, LastResult,
+    PartitionInfo, Plugin, PluginError, Slot, StorageGeometry,
 };
 
 const SUPERBLOCK_MAGIC: &[u8; 8] = b"VFDEVICE";
@@ -41,6 +44,10 @@ const RECORD_MAGIC: &[u8; 8] = b"VFSTATE1";
 const BLOCK: u64 = 4096;
 const RECORD_OFFSETS: [u64; 2] = [BLOCK, 2 * BLOCK];
 const DATA_START: u64 = 64 * 1024;
+/// Where the two trust-anchor areas start; each holds at most [`MAX_ANCHORS_LEN`] bytes.
+const ANCHOR_AREAS: [u64; 2] = [16 * 1024, 40 * 1024];
+/// The largest trust-anchor set a file device holds.
+const MAX_ANCHORS_LEN: usize = 24 * 1024;
 /// Largest layout text or state body that fits its 4 KiB block.
 const MAX_TEXT: usize = 4096 - 8 - 8 - 4 - 32;
 /// At most this many partitions: the layout must fit its block anyway.
@@ -287,6 +294,8 @@ struct State {
     images: [Vec<Installed>; 2],
     /// Journal: an install that began and has not committed or aborted.
     pending: Option<(Digest, Slot)>,
+    /// The trust-anchor set held: which area, its length and SHA-256.
+    anchors: Option<(usize, usize, Digest)>,
     last: Option<LastResult>,
 }
 
@@ -325,6 +334,7 @@ impl State {
             images: [Vec::new(), Vec::new()],
             pending: None,
             last: None,
+            anchors: None,
         }
     }
 
@@ -343,6 +353,9 @@ impl State {
                     hex(&i.digest)
                 );
             }
+        }
+        if let Some((area, len, digest)) = &self.anchors {
+            let _ = writeln!(body, "anchors={area},{len},{}", hex(digest));
         }
         if let Some((id, slot)) = &self.pending {
             let _ = writeln!(body, "pending={},{slot}", hex(id));
@@ -384,6 +397,15 @@ impl State {
                     };
                     let which = slot(key.strip_prefix("image.")?)?;
                     state.images[slot_index(which)].push(installed);
+                }
+                "anchors" => {
+                    let mut parts = value.split(',');
+                    let area: usize = parts.next()?.parse().ok()?;
+                    let len: usize = parts.next()?.parse().ok()?;
+                    if area >= ANCHOR_AREAS.len() || len > MAX_ANCHORS_LEN {
+                        return None;
+                    }
+                    state.anchors = Some((area, len, unhex32(parts.next()?)?));
                 }
                 "pending" => {
                     let (id, s) = value.split_once(',')?;
@@ -430,6 +452,8 @@ pub struct FileDevice {
     programmed: BTreeSet<u64>,
     plan: Option<InstallPlan>,
     hook: Option<OperationHook>,
+    /// This device's identity, made when it was created (`None` for a file made before ids).
+    id: Option<String>,
 }
 
 /// The error for an I/O failure on the device file at `path`.
@@ -501,7 +525,16 @@ impl FileDevice {
     /// block written out so that no later write can find the disk full.
     fn fill(mut file: File, path: &Path, layout: &Layout) -> Result<Self, PluginError> {
         claim(&file, path)?;
-        let text = layout.to_text();
+        // An identity no other device file has: its first path, the time and this process.
+        let mut seed = path.as_os_str().as_encoded_bytes().to_vec();
+        seed.extend_from_slice(
+            &format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).into_bytes(),
+        );
+        let id = hex(&sha256(&seed)[..16]);
+        let text = format!("{}id={id}\n", layout.to_text());
+        if text.len() > MAX_TEXT {
+            return Err(bad("layout too large"));
+        }
         let mut head = vec![0u8; usize::try_from(DATA_START).unwrap_or(0)];
         head[..8].copy_from_slice(SUPERBLOCK_MAGIC);
         let len = u32::try_from(text.len()).map_err(|_| bad("layout too large"))?;
@@ -527,6 +560,7 @@ impl FileDevice {
             programmed: BTreeSet::new(),
             plan: None,
             hook: None,
+            id: Some(id),
         };
         device.write_state(State::fresh())?;
         device.file.sync_all().map_err(|e| storage(path, e))?;
@@ -563,7 +597,16 @@ impl FileDevice {
             .filter(|_| len <= MAX_TEXT)
             .and_then(|b| std::str::from_utf8(b).ok())
             .ok_or_else(|| bad("corrupt superblock"))?;
-        let layout = Layout::from_text(text)?;
+        let id = text
+            .lines()
+            .find_map(|line| line.strip_prefix("id="))
+            .map(str::to_owned);
+        let layout_text: String = text
+            .lines()
+            .filter(|line| !line.starts_with("id="))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let layout = Layout::from_text(&layout_text)?;
         let metadata = file.metadata().map_err(|e| storage(path, e))?;
         if metadata.is_file() && metadata.len() < layout.file_len() {
             return Err(bad(format!(
@@ -586,6 +629,7 @@ impl FileDevice {
             programmed: BTreeSet::new(),
             plan: None,
             hook: None,
+            id,
         })
     }
 
@@ -715,6 +759,7 @@ impl FileDevice {
 
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
+            id: self.id.clone(),
             product: self.layout.product.clone(),
             chipset: self.layout.chipset.clone(),
             hardware_revision: self.layout.hardware_revision.clone(),
@@ -949,6 +994,15 @@ impl FlashSession for FileDevice {
                 missing.partition
             )));
         }
+        if plan
+            .trust_anchors
+            .as_ref()
+            .is_some_and(|a| a.len() > MAX_ANCHORS_LEN)
+        {
+            return Err(PluginError::Unsupported(format!(
+                "the package's trust-anchor set is larger than the {MAX_ANCHORS_LEN} bytes a file device holds"
+            )));
+        }
         // Journal first: from here on, the target slot's contents are not to be trusted.
         let mut state = self.state.clone();
         state.pending = Some((plan.package_id, target));
@@ -961,11 +1015,18 @@ impl FlashSession for FileDevice {
         Ok(())
     }
 
-    fn write(&mut self, partition: &str, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<(), PluginError> {
+        let partition = chunk.partition();
         let plan = self
             .plan
             .as_ref()
             .ok_or_else(|| bad("write before begin"))?;
+        if *chunk.package_id() != plan.package_id {
+            return Err(PluginError::Unsupported(format!(
+                "a chunk of image '{}' belongs to another package than the install that began",
+                chunk.image()
+            )));
+        }
         // The active slot changes only at commit, so the target is always the other one.
         let target = self.state.active.other();
         if !plan.images.iter().any(|i| i.partition == partition) {
@@ -975,7 +1036,7 @@ impl FlashSession for FileDevice {
         }
         let (base, part) = self.locate(partition, target)?;
         let unit = u64::from(self.layout.geometry.write_unit);
-        if chunk.offset() % unit != 0 {
+        if !chunk.offset().is_multiple_of(unit) {
             return Err(PluginError::Unsupported(format!(
                 "write at {} is not aligned to the {unit}-byte write unit",
                 chunk.offset()
@@ -1040,8 +1101,35 @@ impl FlashSession for FileDevice {
             code: 0,
             message: format!("installed {} in slot {target}", plan.software_version),
         });
+        if let Some(anchors) = &plan.trust_anchors {
+            // Into the area the record does not name; only the record write below switches.
+            let area = self.state.anchors.map_or(0, |(area, ..)| 1 - area.min(1));
+            self.storage_write(ANCHOR_AREAS[area], anchors)?;
+            state.anchors = Some((area, anchors.len(), sha256(anchors)));
+        }
         // One record write: atomic. Before it lands the old slot boots, after it the new one.
         self.write_state(state)
+    }
+
+    fn holds_trust_anchors(&self) -> bool {
+        true
+    }
+
+    fn trust_anchors(&mut self) -> Result<Option<Vec<u8>>, PluginError> {
+        let Some((area, len, digest)) = self.state.anchors else {
+            return Ok(None);
+        };
+        let mut anchors = vec![0u8; len];
+        self.file
+            .seek(SeekFrom::Start(ANCHOR_AREAS[area.min(1)]))
+            .and_then(|_| self.file.read_exact(&mut anchors))
+            .map_err(|e| storage(&self.path, e))?;
+        if sha256(&anchors) != digest {
+            return Err(bad(
+                "the trust-anchor set the device holds does not match its record",
+            ));
+        }
+        Ok(Some(anchors))
     }
 
     fn check_installed(&mut self) -> Result<Option<Vec<InstalledImage>>, PluginError> {

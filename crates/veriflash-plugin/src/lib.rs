@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub mod file_device;
+pub mod hazmat;
 
 use std::fmt;
 
-pub use veriflash_hash::{Digest, VerifiedChunk};
+pub use veriflash_hash::Digest;
+use veriflash_hash::VerifiedChunk;
 
 /// One of the two copies of an A/B partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +72,10 @@ pub struct PartitionInfo {
 /// What a device says about itself before anything is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// A stable identity of this very device (a chip serial number, a board id), if it has
+    /// one: what the pipeline keys a device's state kept on the host by (its anti-rollback
+    /// floor and trust anchors, when the device cannot hold them itself).
+    pub id: Option<String>,
     /// Product identifier, compared with the manifest's.
     pub product: String,
     /// Chipset identifier, compared with the manifest's.
@@ -124,6 +130,11 @@ pub struct InstallPlan {
     pub software_version: String,
     /// Security version of the new software; becomes the floor at commit.
     pub security_version: u64,
+    /// A new trust-anchor set the package carries and that was authorized by the device's
+    /// current one (an opaque, self-describing blob): a device that holds its anchors
+    /// ([`FlashSession::holds_trust_anchors`]) stores it at commit, in the same atomic step as
+    /// the slot switch and the floor.
+    pub trust_anchors: Option<Vec<u8>>,
 }
 
 /// The outcome of the last install attempt, kept on the device for `status`.
@@ -176,6 +187,19 @@ pub enum PluginError {
     },
     /// No plugin accepts this target string.
     UnknownTarget(String),
+    /// The device is another chip than this plugin (or the package) is for, found before
+    /// anything was sent to it.
+    WrongChip {
+        /// What was expected, with its article ("an MDM9207/MDM9607").
+        expected: String,
+        /// What the device is, with its article ("an msm8916").
+        found: String,
+    },
+    /// The device did not answer within its time limit (it may have reset, or lost power).
+    Timeout(String),
+    /// The device answered outside its protocol: a malformed or unexpected message, a command
+    /// it refused.
+    Protocol(String),
     /// Another session holds the device (or changed its state under this one): a device is
     /// claimed by one session at a time, and the second claimant is refused before anything is
     /// read or written. The message names the device.
@@ -205,6 +229,11 @@ impl fmt::Display for PluginError {
                 )
             }
             Self::UnknownTarget(t) => write!(f, "no plugin handles target '{t}'"),
+            Self::WrongChip { expected, found } => {
+                write!(f, "the device is {found}, not {expected}")
+            }
+            Self::Timeout(m) => write!(f, "the device did not answer in time: {m}"),
+            Self::Protocol(m) => write!(f, "protocol error: {m}"),
             Self::Busy(m) => write!(f, "in use: {m}"),
             Self::Storage { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -217,6 +246,61 @@ impl std::error::Error for PluginError {
             Self::Transport(e) | Self::Storage { source: e, .. } => Some(e),
             _ => None,
         }
+    }
+}
+
+/// A verified chunk as a plugin receives it: bytes that matched a signed digest of a package
+/// whose signatures verified, bound to that package, the image and the target partition.
+///
+/// Only the pipeline makes these ([`hazmat::bind`], right after the check), so a plugin can
+/// rely on three things: the bytes were verified, they belong to the package of the
+/// [`InstallPlan`] it was given ([`Chunk::package_id`]), and to the partition they name.
+/// `veriflash_hash`'s public chunk verifier, for embedders who verify without flashing, makes
+/// [`veriflash_hash::VerifiedChunk`]s, which no plugin method takes.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    package_id: &'a Digest,
+    image: &'a str,
+    partition: &'a str,
+    verified: VerifiedChunk<'a>,
+}
+
+impl<'a> Chunk<'a> {
+    /// SHA-256 of the signed header and manifest of the package the chunk belongs to (the
+    /// [`InstallPlan::package_id`]).
+    #[must_use]
+    pub fn package_id(&self) -> &'a Digest {
+        self.package_id
+    }
+
+    /// The image's name in the manifest.
+    #[must_use]
+    pub fn image(&self) -> &'a str {
+        self.image
+    }
+
+    /// The partition the image is for.
+    #[must_use]
+    pub fn partition(&self) -> &'a str {
+        self.partition
+    }
+
+    /// Zero-based chunk index within the image.
+    #[must_use]
+    pub fn index(&self) -> u64 {
+        self.verified.index()
+    }
+
+    /// Byte offset of the chunk's first byte in the image.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.verified.offset()
+    }
+
+    /// The verified bytes (decompressed, for a chunk stored compressed).
+    #[must_use]
+    pub fn bytes(&self) -> &'a [u8] {
+        self.verified.bytes()
     }
 }
 
@@ -233,7 +317,8 @@ impl std::error::Error for PluginError {
 /// for each image [`FlashSession::write`] for every chunk in order and
 /// [`FlashSession::read_back`], then [`FlashSession::commit`] — or [`FlashSession::abort`] on any
 /// failure. A plugin may assume that every chunk it receives was verified against its signed
-/// digest ([`VerifiedChunk`] has no public constructor) and that `commit` comes only after every
+/// digest of the package it was given in `begin` ([`Chunk`] is made only by the pipeline) and
+/// that `commit` comes only after every
 /// image was written and read back.
 pub trait FlashSession {
     /// Describes the device: identity, geometry, partitions, active slot, anti-rollback floor.
@@ -248,11 +333,12 @@ pub trait FlashSession {
     /// When the plan does not fit the device or the device fails.
     fn begin(&mut self, plan: &InstallPlan) -> Result<(), PluginError>;
 
-    /// Writes one verified chunk of the image for `partition` at the chunk's offset.
+    /// Writes one verified chunk of an image at the chunk's offset in its partition
+    /// ([`Chunk::partition`]).
     ///
     /// # Errors
-    /// When the write fails.
-    fn write(&mut self, partition: &str, chunk: VerifiedChunk<'_>) -> Result<(), PluginError>;
+    /// When the write fails, or the chunk is not of the package and partitions the plan named.
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<(), PluginError>;
 
     /// Reads back the first `size` bytes written to `partition` in the target slot and returns
     /// their SHA-256 (or asks the device for it).
@@ -286,6 +372,23 @@ pub trait FlashSession {
         Ok(None)
     }
 
+    /// Whether the device keeps its own trust-anchor set (read with
+    /// [`FlashSession::trust_anchors`], replaced at commit from [`InstallPlan::trust_anchors`]).
+    /// A device that does not (the default) has its set kept by the host, keyed by
+    /// [`DeviceInfo::id`].
+    fn holds_trust_anchors(&self) -> bool {
+        false
+    }
+
+    /// The trust-anchor set the device holds, as it was stored (`None`: none yet). Only called
+    /// when [`FlashSession::holds_trust_anchors`].
+    ///
+    /// # Errors
+    /// When the device cannot be read.
+    fn trust_anchors(&mut self) -> Result<Option<Vec<u8>>, PluginError> {
+        Ok(None)
+    }
+
     /// Abandons the install; the active slot is untouched. Records `result` as the outcome.
     ///
     /// # Errors
@@ -316,7 +419,7 @@ pub trait FlashSession {
     /// # Errors
     /// When the device refuses or fails to run the loader; the default refuses, since a
     /// session that names no loader is never asked to load one.
-    fn load(&mut self, image_size: u64, chunk: VerifiedChunk<'_>) -> Result<(), PluginError> {
+    fn load(&mut self, image_size: u64, chunk: Chunk<'_>) -> Result<(), PluginError> {
         let _ = (image_size, chunk);
         Err(PluginError::Unsupported(
             "this device takes no loader image".to_owned(),
@@ -324,10 +427,65 @@ pub trait FlashSession {
     }
 }
 
+/// Where plugins keep what outlives one run, as the embedder sets it up. Every frontend hands
+/// its plugins the same: the CLI its state and configuration directories, the C API what its
+/// caller gives, a Rust updater its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PluginEnvironment {
+    /// A directory for state that must survive a run: journals that let an interrupted install
+    /// resume, copies of device-unique data taken before anything is erased. `None`: keep none.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// A directory of the user's configuration files, where a plugin reads its own (the
+    /// MDM9x07 product table). `None`: built-in defaults only.
+    pub config_dir: Option<std::path::PathBuf>,
+}
+
+/// A wait, started before an install, for the device to come back running its new software
+/// after the commit (a modem that re-enumerates in normal mode).
+pub trait BootWatch: Send {
+    /// Waits up to `timeout`, asking `cancelled` between polls, for the device to come back;
+    /// returns how to reach it now, for people (a USB location and a port).
+    ///
+    /// # Errors
+    /// [`PluginError::Timeout`] when it does not come back in time; the plugin's errors.
+    fn wait(
+        &mut self,
+        timeout: std::time::Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<String, PluginError>;
+}
+
 /// A chipset plugin: recognises the targets it handles and opens sessions on them.
 pub trait Plugin: Send + Sync {
     /// Short name, also the target prefix (`file`, `mdm9x07`).
     fn name(&self) -> &'static str;
+
+    /// Takes the embedder's environment, before any target is opened: where journals and
+    /// backups go, where the user's configuration is.
+    ///
+    /// # Errors
+    /// A configuration file of the plugin's that exists but cannot be used.
+    fn configure(&mut self, env: &PluginEnvironment) -> Result<(), PluginError> {
+        let _ = env;
+        Ok(())
+    }
+
+    /// Whether the device at `target` may drop off mid-install and come back (re-enumerate
+    /// after a reset or a re-plugged cable). The pipeline then waits for it — opening `target`
+    /// again until it answers — and runs the install once more from a fresh verification.
+    /// `false` (the default): a lost device ends the install.
+    fn reconnects(&self, target: &str) -> bool {
+        let _ = target;
+        false
+    }
+
+    /// A watch for the device at `target` to come back running its new software after the
+    /// commit, started before the install (so it knows what was there before). `None` (the
+    /// default): the plugin cannot tell.
+    fn boot_watch(&self, target: &str) -> Option<Box<dyn BootWatch>> {
+        let _ = target;
+        None
+    }
 
     /// Opens a session on `target` (the part after `NAME:`), claiming the device exclusively
     /// (see [`FlashSession`]).
@@ -373,19 +531,39 @@ impl Registry {
         self.plugins.push(plugin);
     }
 
+    /// Hands every plugin the embedder's environment ([`Plugin::configure`]).
+    ///
+    /// # Errors
+    /// The first plugin's error.
+    pub fn configure(&mut self, env: &PluginEnvironment) -> Result<(), PluginError> {
+        self.plugins
+            .iter_mut()
+            .try_for_each(|plugin| plugin.configure(env))
+    }
+
+    /// The plugin for `target` and the rest of the target string after `NAME:`.
+    ///
+    /// # Errors
+    /// [`PluginError::UnknownTarget`] when no plugin has the target's prefix.
+    pub fn find<'t>(&self, target: &'t str) -> Result<(&dyn Plugin, &'t str), PluginError> {
+        let (name, rest) = target
+            .split_once(':')
+            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
+        let plugin = self
+            .plugins
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
+        Ok((plugin.as_ref(), rest))
+    }
+
     /// Opens a session on `target`, e.g. `file:/tmp/device.img`.
     ///
     /// # Errors
     /// [`PluginError::UnknownTarget`] when no plugin has the target's prefix; otherwise the
     /// plugin's error.
     pub fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
-        let (name, rest) = target
-            .split_once(':')
-            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
-        self.plugins
-            .iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?
-            .open(rest)
+        let (plugin, rest) = self.find(target)?;
+        plugin.open(rest)
     }
 }
