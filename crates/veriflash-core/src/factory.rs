@@ -24,12 +24,14 @@
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use veriflash_hash::SharedChunk;
+use veriflash_format::ImageSpec;
+use veriflash_hash::{SharedChunk, VerifiedChunk};
 use veriflash_plugin::FlashSession;
 use veriflash_sig::Verifier;
 
 use crate::error::{Error, ErrorKind};
 use crate::flash::{CancelToken, DeviceRun, Event, InstallPolicy, Phase};
+use crate::host::HostStore;
 use crate::package::{PackageReader, VerifiedManifest, VerifyReport};
 
 /// The most devices one line flashes at once (one thread each).
@@ -89,6 +91,7 @@ pub struct FactoryLine<'a> {
     policy: &'a InstallPolicy,
     cancel: CancelToken,
     depth: usize,
+    host: Option<&'a HostStore>,
 }
 
 impl std::fmt::Debug for FactoryLine<'_> {
@@ -109,6 +112,7 @@ impl<'a> FactoryLine<'a> {
             policy,
             cancel: CancelToken::new(),
             depth: DEFAULT_QUEUE_DEPTH,
+            host: None,
         }
     }
 
@@ -127,6 +131,14 @@ impl<'a> FactoryLine<'a> {
         self
     }
 
+    /// Where the host keeps the anti-rollback floor and trust anchors of devices that cannot
+    /// keep their own (see [`crate::host`]).
+    #[must_use]
+    pub fn with_host_store(mut self, host: &'a HostStore) -> Self {
+        self.host = Some(host);
+        self
+    }
+
     /// Reads the package from `reader` once and installs it on `devices` devices, each opened
     /// by `open` on its own thread, each reporting to `events` under its index.
     ///
@@ -140,40 +152,61 @@ impl<'a> FactoryLine<'a> {
         open: &OpenSession<'_>,
         events: &DeviceEvents<'_>,
     ) -> Result<FactoryReport, Error> {
-        if devices == 0 || devices > MAX_DEVICES {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("a factory line flashes 1 to {MAX_DEVICES} devices, not {devices}"),
-            ));
-        }
+        check_count(devices)?;
         let all = |event: &Event| (0..devices).for_each(|i| events(i, event));
         all(&Event::PhaseStarted(Phase::Signature));
         let package = match PackageReader::new(reader).and_then(|p| p.verify(self.verifier)) {
             Ok(p) => p,
-            Err(err) => {
-                all(&Event::Finished(Some(err.code())));
-                return Ok(FactoryReport {
-                    results: (0..devices).map(|_| Err(copy_error(&err))).collect(),
-                });
-            }
+            Err(err) => return Ok(FactoryReport::failed(devices, &err, events)),
         };
         all(&Event::PhaseFinished(Phase::Signature));
         let verified = package.manifest().clone();
         let options = self.policy.stream_options(&verified);
+        self.fan_out(
+            &verified,
+            |sink| package.with_options(options).stream(sink),
+            devices,
+            open,
+            events,
+        )
+    }
 
+    /// Installs a package whose signatures verified (its signature phase is over) on
+    /// `devices` devices: `stream` hands each verified chunk to the sink it is given, once,
+    /// and the line copies it to every device still running.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for no device or more than [`MAX_DEVICES`].
+    pub(crate) fn fan_out(
+        &self,
+        verified: &VerifiedManifest,
+        stream: impl FnOnce(
+            &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+        ) -> Result<VerifyReport, Error>,
+        devices: usize,
+        open: &OpenSession<'_>,
+        events: &DeviceEvents<'_>,
+    ) -> Result<FactoryReport, Error> {
+        check_count(devices)?;
+        let device_side = DeviceSide {
+            verified,
+            verifier: self.verifier,
+            policy: self.policy,
+            cancel: &self.cancel,
+            host: self.host,
+            open,
+        };
         std::thread::scope(|scope| {
             let mut feeds: Vec<Option<SyncSender<Feed>>> = Vec::with_capacity(devices);
             let mut handles = Vec::with_capacity(devices);
-            // The verifier stays on this thread; devices need only the policy and the token.
-            let (policy, cancel) = (self.policy, &self.cancel);
             for index in 0..devices {
                 let (tx, rx) = sync_channel(self.depth);
-                let verified = &verified;
+                let device_side = &device_side;
                 let spawned = std::thread::Builder::new()
                     .name(format!("veriflash-device-{index}"))
                     .spawn_scoped(scope, move || {
                         let mut tell = |event: &Event| events(index, event);
-                        let result = device(index, verified, policy, cancel, open, rx, &mut tell);
+                        let result = device_side.run(index, rx, &mut tell);
                         tell(&Event::Finished(result.as_ref().err().map(Error::code)));
                         result
                     })
@@ -192,7 +225,7 @@ impl<'a> FactoryLine<'a> {
             }
 
             let m = verified.manifest();
-            let streamed = package.with_options(options).stream(|image, chunk| {
+            let streamed = stream(&mut |image, chunk| {
                 let at = m
                     .images
                     .iter()
@@ -257,41 +290,80 @@ impl<'a> FactoryLine<'a> {
     }
 }
 
-/// One device's thread: open, pre-flight, then chunks from the line until it ends.
-fn device(
-    index: usize,
-    verified: &VerifiedManifest,
-    policy: &InstallPolicy,
-    cancel: &CancelToken,
-    open: &OpenSession<'_>,
-    feed: Receiver<Feed>,
-    events: &mut dyn FnMut(&Event),
-) -> Result<(), Error> {
-    let mut session = open(index)?;
-    let mut run = DeviceRun::prepare(verified, policy, session.as_mut(), events)?;
-    let m = verified.manifest();
-    let outcome = (|| loop {
-        match feed.recv() {
-            Ok(Feed::Chunk { image, chunk }) => {
-                let spec = m.images.get(image).ok_or_else(|| {
-                    Error::new(ErrorKind::Malformed, "an image outside the manifest")
-                })?;
-                run.chunk(spec, chunk.as_verified(), cancel, events)?;
-            }
-            Ok(Feed::End) => return run.finish(cancel, events),
-            Ok(Feed::Failed(err)) => return Err(err),
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Cancelled,
-                    "the line stopped feeding this device",
-                ));
-            }
-        }
-    })();
-    if let Err(err) = &outcome {
-        run.abort(err);
+/// Refuses a line of no device or of more than [`MAX_DEVICES`].
+fn check_count(devices: usize) -> Result<(), Error> {
+    if devices == 0 || devices > MAX_DEVICES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("a factory line flashes 1 to {MAX_DEVICES} devices, not {devices}"),
+        ));
     }
-    outcome
+    Ok(())
+}
+
+impl FactoryReport {
+    /// Every device failed with the package's own error, before any device was touched; each
+    /// hears its `finished` event.
+    pub(crate) fn failed(devices: usize, err: &Error, events: &DeviceEvents<'_>) -> Self {
+        (0..devices).for_each(|i| events(i, &Event::Finished(Some(err.code()))));
+        Self {
+            results: (0..devices).map(|_| Err(copy_error(err))).collect(),
+        }
+    }
+}
+
+/// What every device's thread shares: the package, how it verified, the policy.
+struct DeviceSide<'l> {
+    verified: &'l VerifiedManifest,
+    verifier: &'l Verifier<'l>,
+    policy: &'l InstallPolicy,
+    cancel: &'l CancelToken,
+    host: Option<&'l HostStore>,
+    open: &'l OpenSession<'l>,
+}
+
+impl DeviceSide<'_> {
+    /// One device's thread: open, pre-flight, then chunks from the line until it ends.
+    fn run(
+        &self,
+        index: usize,
+        feed: Receiver<Feed>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
+        let mut session = (self.open)(index)?;
+        let mut run = DeviceRun::prepare(
+            self.verified,
+            self.verifier,
+            self.policy,
+            session.as_mut(),
+            self.host,
+            events,
+        )?;
+        let m = self.verified.manifest();
+        let cancel = self.cancel;
+        let outcome = (|| loop {
+            match feed.recv() {
+                Ok(Feed::Chunk { image, chunk }) => {
+                    let spec = m.images.get(image).ok_or_else(|| {
+                        Error::new(ErrorKind::Malformed, "an image outside the manifest")
+                    })?;
+                    run.chunk(spec, chunk.as_verified(), cancel, events)?;
+                }
+                Ok(Feed::End) => return run.finish(cancel, events),
+                Ok(Feed::Failed(err)) => return Err(err),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        "the line stopped feeding this device",
+                    ));
+                }
+            }
+        })();
+        if let Err(err) = &outcome {
+            run.abort(err);
+        }
+        outcome
+    }
 }
 
 /// Sends to a device still on the line; a device whose thread ended (it failed) is taken off.

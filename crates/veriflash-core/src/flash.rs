@@ -23,7 +23,9 @@ use veriflash_plugin::{
 use veriflash_sig::Verifier;
 
 use crate::error::{Error, ErrorKind, Location};
+use crate::host::{HostRecord, HostStore};
 use crate::package::{PackageReader, VerifiedManifest, VerifyReport};
+use crate::trust::AnchorSet;
 
 /// The steps of an install, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,6 +88,25 @@ pub enum Event {
     },
     /// Something the caller should know that does not stop the install.
     Warning(String),
+    /// The device dropped off mid-install (the error says how) and the pipeline waits for it
+    /// to come back, to run the install again from a fresh verification.
+    Reconnecting {
+        /// This wait's number, from 1.
+        attempt: u32,
+        /// How many waits one install allows.
+        max_attempts: u32,
+        /// How long this wait lasts at most.
+        timeout: std::time::Duration,
+        /// The code of the error that cut the install off.
+        code: u8,
+        /// Its message.
+        message: String,
+    },
+    /// The device answered again after a [`Event::Reconnecting`]; the install runs again.
+    Reconnected {
+        /// The wait that ended.
+        attempt: u32,
+    },
     /// The install ended: `None` on success, otherwise the error's code.
     Finished(Option<u8>),
 }
@@ -557,19 +578,58 @@ fn run<R: Read>(
 ) -> Result<VerifyReport, Error> {
     let package = package.verify(verifier)?;
     events(&Event::PhaseFinished(Phase::Signature));
-
     let verified = package.manifest().clone();
-    let mut device = DeviceRun::prepare(&verified, policy, session, events)?;
     let package = package.with_options(policy.stream_options(&verified));
-    let outcome = (|| {
-        let report = package.stream(|image, chunk| device.chunk(image, chunk, cancel, events))?;
-        device.finish(cancel, events)?;
-        Ok(report)
-    })();
-    if let Err(err) = &outcome {
-        device.abort(err);
+    let device = Device {
+        verifier,
+        policy,
+        session,
+        host: None,
+        cancel,
+    };
+    device.install(&verified, |sink| package.stream(sink), events)
+}
+
+/// A device an install runs on, and what it runs under.
+pub(crate) struct Device<'d, 'v> {
+    pub(crate) verifier: &'d Verifier<'v>,
+    pub(crate) policy: &'d InstallPolicy,
+    pub(crate) session: &'d mut dyn FlashSession,
+    pub(crate) host: Option<&'d HostStore>,
+    pub(crate) cancel: &'d CancelToken,
+}
+
+impl Device<'_, '_> {
+    /// Installs the package `verified` describes, whose signatures verified (its signature
+    /// phase is over), from `stream`: pre-flight, staging, every verified chunk to the device,
+    /// read-back and commit — or an abort that records the error on the device.
+    pub(crate) fn install(
+        self,
+        verified: &VerifiedManifest,
+        stream: impl FnOnce(
+            &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+        ) -> Result<VerifyReport, Error>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<VerifyReport, Error> {
+        let cancel = self.cancel;
+        let mut device = DeviceRun::prepare(
+            verified,
+            self.verifier,
+            self.policy,
+            self.session,
+            self.host,
+            events,
+        )?;
+        let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
+        let outcome = streamed.and_then(|report| {
+            device.finish(cancel, events)?;
+            Ok(report)
+        });
+        if let Err(err) = &outcome {
+            device.abort(err);
+        }
+        outcome
     }
-    outcome
 }
 
 impl InstallPolicy {
@@ -595,19 +655,114 @@ pub(crate) struct DeviceRun<'a> {
     loader: Option<String>,
     begun: bool,
     total: u64,
+    trust: DeviceTrust<'a>,
+}
+
+/// A device's own trust state, and what an install changes in it.
+struct DeviceTrust<'a> {
+    /// Where the host keeps the state of devices that cannot keep their own.
+    host: Option<&'a HostStore>,
+    /// The device's identity, the key of its host record.
+    id: Option<String>,
+    /// Whether the device keeps its floor and anchors itself.
+    holds_itself: bool,
+    /// The host's record of it (the default for a device that holds its own state).
+    record: HostRecord,
+    /// The anchor set the device adopts at commit: the package's rotation, authorized by the
+    /// device's own set.
+    adopt: Option<AnchorSet>,
+}
+
+impl<'a> DeviceTrust<'a> {
+    /// Reads the device's trust state (its own, or the host's record of it), and checks the
+    /// package against the device's anchor set when that set is newer than the verifier's: a
+    /// device that adopted a rotation refuses packages signed only by retired keys, whichever
+    /// station flashes it.
+    fn read(
+        verified: &VerifiedManifest,
+        verifier: &Verifier<'_>,
+        session: &mut dyn FlashSession,
+        device: &DeviceInfo,
+        host: Option<&'a HostStore>,
+    ) -> Result<Self, Error> {
+        let holds_itself = session.holds_trust_anchors();
+        let (record, held) = if holds_itself {
+            let held = session
+                .trust_anchors()
+                .map_err(device_error)?
+                .map(|der| AnchorSet::from_der(&der))
+                .transpose()?;
+            (HostRecord::default(), held)
+        } else {
+            let record = match (host, &device.id) {
+                (Some(host), Some(id)) => host.load(id)?,
+                _ => HostRecord::default(),
+            };
+            let held = record.anchors.clone();
+            (record, held)
+        };
+        let configured = verifier.policy().anchor_set_version();
+        let adopt = match &held {
+            Some(set) if set.version() > configured => verified.verify_for_device(
+                &verifier.with_trust(set.anchors(), set.threshold(), set.version()),
+                set.version(),
+            )?,
+            _ => verified
+                .trust_rotation()
+                .filter(|rotation| {
+                    held.as_ref()
+                        .is_none_or(|h| rotation.version() > h.version())
+                })
+                .cloned(),
+        };
+        Ok(Self {
+            host,
+            id: device.id.clone(),
+            holds_itself,
+            record,
+            adopt,
+        })
+    }
+
+    /// The anti-rollback floor that applies: the device's, or the host's record if higher.
+    fn floor(&self, device: &DeviceInfo) -> u64 {
+        device.security_floor.max(self.record.floor)
+    }
+
+    /// After the commit: the host's record of a device that cannot keep its own state moves
+    /// on with the install (floor raised, rotation adopted).
+    fn committed(&mut self, security_version: u64) -> Result<(), Error> {
+        if self.holds_itself {
+            return Ok(());
+        }
+        let (Some(host), Some(id)) = (self.host, &self.id) else {
+            return Ok(());
+        };
+        self.record.floor = self.record.floor.max(security_version);
+        if let Some(set) = self.adopt.take() {
+            self.record.anchors = Some(set);
+        }
+        host.save(id, &self.record)
+    }
 }
 
 impl<'a> DeviceRun<'a> {
-    /// Pre-flight: reads the device, then either checks its identity (a device that runs a
-    /// loader first, [`FlashSession::loader_partition`]) or runs the whole policy and begins.
+    /// Pre-flight: reads the device and its trust state, then either checks its identity (a
+    /// device that runs a loader first, [`FlashSession::loader_partition`]) or runs the whole
+    /// policy and begins. `verifier` is the one the package verified with; `host` keeps the
+    /// state of devices that cannot keep their own.
     pub(crate) fn prepare(
         verified: &'a VerifiedManifest,
+        verifier: &Verifier<'_>,
         policy: &'a InstallPolicy,
         session: &'a mut dyn FlashSession,
+        host: Option<&'a HostStore>,
         events: &mut dyn FnMut(&Event),
     ) -> Result<Self, Error> {
         events(&Event::PhaseStarted(Phase::Preflight));
-        let device = session.device_info().map_err(device_error)?;
+        let mut device = session.device_info().map_err(device_error)?;
+        let trust = DeviceTrust::read(verified, verifier, session, &device, host)?;
+        device.security_floor = trust.floor(&device);
         let m = verified.manifest();
         // A device that must run a loader first (FlashSession::loader_partition) can describe its
         // storage only once the loader runs: check its identity now, stream the loader image (the
@@ -623,6 +778,7 @@ impl<'a> DeviceRun<'a> {
             loader,
             begun: false,
             total: m.images.iter().map(|i| i.size).sum(),
+            trust,
         };
         if let Some(l) = &run.loader {
             check_identity(m, &device)?;
@@ -636,10 +792,26 @@ impl<'a> DeviceRun<'a> {
             }
             events(&Event::PhaseStarted(Phase::Load));
         } else {
-            start(run.verified, &device, policy, None, run.session, events)?;
+            start(
+                run.verified,
+                &device,
+                policy,
+                None,
+                run.new_anchors()?,
+                run.session,
+                events,
+            )?;
             run.begun = true;
         }
         Ok(run)
+    }
+
+    /// The anchor set for the device to store at commit, when it holds its own.
+    fn new_anchors(&self) -> Result<Option<Vec<u8>>, Error> {
+        match &self.trust.adopt {
+            Some(set) if self.trust.holds_itself => set.to_der().map(Some),
+            _ => Ok(None),
+        }
     }
 
     fn is_loader(&self, partition: &str) -> bool {
@@ -652,12 +824,15 @@ impl<'a> DeviceRun<'a> {
             if self.loader.is_some() {
                 events(&Event::PhaseFinished(Phase::Load));
             }
-            let device = self.session.device_info().map_err(device_error)?;
+            let mut device = self.session.device_info().map_err(device_error)?;
+            device.security_floor = self.trust.floor(&device);
+            let anchors = self.new_anchors()?;
             start(
                 self.verified,
                 &device,
                 self.policy,
                 self.loader.as_deref(),
+                anchors,
                 self.session,
                 events,
             )?;
@@ -761,6 +936,8 @@ impl<'a> DeviceRun<'a> {
         }
         events(&Event::PhaseStarted(Phase::Commit));
         self.session.commit().map_err(device_error)?;
+        self.trust
+            .committed(self.verified.manifest().security_version)?;
         events(&Event::PhaseFinished(Phase::Commit));
         Ok(())
     }
@@ -785,6 +962,7 @@ fn start(
     device: &DeviceInfo,
     policy: &InstallPolicy,
     loader: Option<&str>,
+    trust_anchors: Option<Vec<u8>>,
     session: &mut dyn FlashSession,
     events: &mut dyn FnMut(&Event),
 ) -> Result<(), Error> {
@@ -806,7 +984,7 @@ fn start(
             .collect(),
         software_version: m.software_version.clone(),
         security_version: m.security_version,
-        trust_anchors: None,
+        trust_anchors,
     };
     events(&Event::PhaseStarted(Phase::Staging));
     session.begin(&plan).map_err(device_error)?;

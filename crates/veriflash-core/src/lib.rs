@@ -6,6 +6,7 @@ mod convert;
 pub mod error;
 pub mod factory;
 pub mod flash;
+pub mod host;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ota;
@@ -14,6 +15,7 @@ pub mod pack;
 pub mod package;
 pub mod source;
 pub mod trust;
+pub mod updater;
 
 pub use compress::ZstdDecoder;
 pub use error::{Category, Error, ErrorKind, Location};
@@ -25,6 +27,9 @@ pub use package::{
     verify_file,
 };
 pub use trust::AnchorSet;
+pub use updater::{
+    InstallReport, PackageSource, Reconnect, Trust, TrustedTime, Updater, UpdaterBuilder,
+};
 
 /// The component crates, re-exported so one dependency gives the whole API.
 pub use veriflash_format as format;

@@ -49,12 +49,18 @@ use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use veriflash_format::{BlockLen, HEADER_LEN, Header};
+use veriflash_format::{BlockLen, HEADER_LEN, Header, ImageSpec};
+use veriflash_hash::{
+    ChunkVerifier, Error as HashError, ImageExpectation, Sha256, VerifiedChunk, VerifyError,
+};
 use veriflash_sig::Verifier;
 
+use crate::compress::ZstdDecoder;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
-use crate::package::{PackageReader, VerifiedManifest, VerifyReport, hex, location_in};
+use crate::package::{
+    ImageReport, PackageReader, VerifiedManifest, VerifyReport, hex, location_in,
+};
 use crate::source::{PermanentFailure, RangeReader, Source, describe_duration};
 
 /// The signature block's tag and length take at most this many bytes (FORMAT.md §7).
@@ -292,6 +298,103 @@ impl<S: Source> RemotePackage<S> {
     #[must_use]
     pub fn stats(&self) -> FetchStats {
         self.fetcher.stats
+    }
+
+    /// Fetches the payload chunk by chunk, checks each against its signed digest, and hands
+    /// only verified chunks to `sink`, in order: the one verification of every byte, whether
+    /// the sink installs them or not (decompressed, for chunks stored compressed, after their
+    /// stored bytes matched). A broken connection is resumed and a corrupted chunk fetched again
+    /// alone, as [`RemotePackage::into_reader`] does. With `check_whole_image`, each image is
+    /// also hashed whole as it goes by and compared with its signed digest (installs do this,
+    /// so read-back compares with a verified value).
+    ///
+    /// # Errors
+    /// The fetch errors; [`ErrorKind::IntegrityMismatch`] for a chunk that still does not match
+    /// after its repairs; [`ErrorKind::DecompressedLengthMismatch`],
+    /// [`ErrorKind::DecompressionFailed`], [`ErrorKind::ImageDigestMismatch`]; whatever `sink`
+    /// returns.
+    pub fn stream<F>(
+        mut self,
+        check_whole_image: bool,
+        mut sink: F,
+    ) -> Result<(VerifyReport, FetchStats), Error>
+    where
+        F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+    {
+        let manifest = self.manifest.clone();
+        let images = &manifest.manifest().images;
+        let tables: Vec<_> = images.iter().map(crate::package::stored_table).collect();
+        let verifiers = images
+            .iter()
+            .zip(&tables)
+            .map(|(image, table)| {
+                ChunkVerifier::with_storage(
+                    ImageExpectation {
+                        size: image.size,
+                        chunk_size: image.chunk_size,
+                        digest: &image.digest,
+                        chunk_digests: &image.chunk_digests,
+                    },
+                    table,
+                )
+                .map_err(|e| convert::verify_error(&image.name, VerifyError::Hash(e)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let decoder = ZstdDecoder::new();
+        let mut whole: Vec<Option<Sha256>> = images
+            .iter()
+            .map(|_| check_whole_image.then(Sha256::new))
+            .collect();
+        let (mut stored, mut decoded) = (Vec::new(), Vec::new());
+        for chunk in std::mem::take(&mut self.chunks) {
+            let (Some(image), Some(expected)) = (
+                images.get(chunk.image),
+                verifiers
+                    .get(chunk.image)
+                    .and_then(|v| v.expected_chunk(chunk.index)),
+            ) else {
+                return Err(Error::new(
+                    ErrorKind::Malformed,
+                    "a chunk outside the manifest",
+                ));
+            };
+            decoded.resize(expected.len(), 0);
+            self.fetcher.read_chunk(&chunk, &mut stored)?;
+            let mut repairs = 0;
+            loop {
+                match expected.verify_decoded(&stored, &decoder, &mut decoded) {
+                    Ok(verified) => {
+                        self.fetcher.failures = 0;
+                        if let Some(Some(hasher)) = whole.get_mut(chunk.image) {
+                            hasher.update(verified.bytes());
+                        }
+                        sink(image, verified)?;
+                        break;
+                    }
+                    Err(HashError::ChunkMismatch { .. }) => {
+                        if !self.fetcher.repair(&chunk, &mut repairs, &mut stored)? {
+                            return Err(self.fetcher.unrepaired(&chunk, &manifest, repairs));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(convert::verify_error(&image.name, VerifyError::Hash(e)));
+                    }
+                }
+            }
+        }
+        let mut reports = Vec::with_capacity(images.len());
+        for (image, hasher) in images.iter().zip(whole) {
+            if let Some(hasher) = hasher
+                && hasher.finalize() != image.digest
+            {
+                return Err(convert::verify_error(
+                    &image.name,
+                    VerifyError::Hash(HashError::ImageDigestMismatch),
+                ));
+            }
+            reports.push(ImageReport::new(image, image.digest, check_whole_image));
+        }
+        Ok((VerifyReport::new(&manifest, reports), self.fetcher.stats))
     }
 
     /// A reader of the whole package that yields the prefix and then only payload chunks that
@@ -797,15 +900,9 @@ impl<S: Source> Fetcher<S> {
         }
     }
 
-    /// Reads chunk `chunk` into `buffer` and checks it against its signed digest, resuming the
-    /// main connection and repairing the chunk as needed. On `Ok`, `buffer` holds exactly the
-    /// verified bytes.
-    fn fetch_chunk(
-        &mut self,
-        chunk: &PlannedChunk,
-        manifest: &VerifiedManifest,
-        buffer: &mut Vec<u8>,
-    ) -> Result<(), Error> {
+    /// Reads chunk `chunk` into `buffer` over the main connection, resuming it as needed (at
+    /// most [`OtaOptions::with_max_resumes`] times in a row without progress).
+    fn read_chunk(&mut self, chunk: &PlannedChunk, buffer: &mut Vec<u8>) -> Result<(), Error> {
         loop {
             let mut connection = match self.connection.take() {
                 Some((reader, at)) if at == chunk.start => reader,
@@ -820,19 +917,25 @@ impl<S: Source> Fetcher<S> {
             match read_exact(&mut connection, chunk.len, buffer, chunk.start) {
                 Ok(()) => {
                     self.connection = Some((connection, chunk.end()));
-                    break;
+                    self.count(chunk.len);
+                    return Ok(());
                 }
                 Err(e) => self.resume(e)?,
             }
         }
-        self.count(chunk.len);
-        if veriflash_hash::sha256(buffer) == chunk.digest {
-            self.failures = 0;
-            return Ok(());
-        }
-        let mut repairs = 0;
-        while repairs < self.options.max_repairs && self.source.can_reread() {
-            repairs += 1;
+    }
+
+    /// Reads chunk `chunk` again, alone (a range of exactly that chunk), into `buffer`, after
+    /// its bytes did not match their digest; the main connection stays where it is. `Ok(false)`
+    /// when no repair is left (or the source cannot go back).
+    fn repair(
+        &mut self,
+        chunk: &PlannedChunk,
+        repairs: &mut u32,
+        buffer: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        while *repairs < self.options.max_repairs && self.source.can_reread() {
+            *repairs += 1;
             self.stats.repairs += 1;
             let attempt = self
                 .open(chunk.start, Some(chunk.end()))
@@ -840,10 +943,7 @@ impl<S: Source> Fetcher<S> {
             match attempt {
                 Ok(()) => {
                     self.count(chunk.len);
-                    if veriflash_hash::sha256(buffer) == chunk.digest {
-                        self.failures = 0;
-                        return Ok(());
-                    }
+                    return Ok(true);
                 }
                 Err(e) => {
                     // Keep the main connection: only the repair range failed.
@@ -853,11 +953,15 @@ impl<S: Source> Fetcher<S> {
                 }
             }
         }
-        buffer.clear();
+        Ok(false)
+    }
+
+    /// The error for a chunk that still does not match after `repairs` re-fetches.
+    fn unrepaired(&self, chunk: &PlannedChunk, manifest: &VerifiedManifest, repairs: u32) -> Error {
         let image = manifest.manifest().images.get(chunk.image);
         let name = image.map_or("?", |i| i.name.as_str());
         let offset = image.and_then(|i| i.chunk_offset(chunk.index));
-        Err(Error::new(
+        Error::new(
             ErrorKind::IntegrityMismatch,
             format!(
                 "image '{name}' chunk {} does not match its signed digest after {repairs} re-fetches from {}",
@@ -865,7 +969,30 @@ impl<S: Source> Fetcher<S> {
                 self.source.describe()
             ),
         )
-        .at(location_in(name, Some(chunk.index), offset)))
+        .at(location_in(name, Some(chunk.index), offset))
+    }
+
+    /// Reads chunk `chunk` into `buffer` and checks its stored bytes against their signed
+    /// digest, resuming the main connection and repairing the chunk as needed. On `Ok`,
+    /// `buffer` holds exactly the verified bytes.
+    fn fetch_chunk(
+        &mut self,
+        chunk: &PlannedChunk,
+        manifest: &VerifiedManifest,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.read_chunk(chunk, buffer)?;
+        let mut repairs = 0;
+        loop {
+            if veriflash_hash::sha256(buffer) == chunk.digest {
+                self.failures = 0;
+                return Ok(());
+            }
+            if !self.repair(chunk, &mut repairs, buffer)? {
+                buffer.clear();
+                return Err(self.unrepaired(chunk, manifest, repairs));
+            }
+        }
     }
 
     fn count(&mut self, len: usize) {

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 use std::sync::Arc;
-use veriflash_format::{Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock};
+use veriflash_format::{
+    Header, ImageSpec, Manifest, PackagePrefix, SignatureBlock, SignatureEntry,
+};
 
 use veriflash_hash::{ChunkDecoder, Digest, ImageExpectation, ParallelOptions, VerifiedChunk};
 use veriflash_sig::{KeyId, RotationApproval, SignatureInput, Verifier};
@@ -119,18 +121,7 @@ impl<R: Read> PackageReader<R> {
     /// [`ErrorKind::Truncated`] or [`ErrorKind::TrailingData`] when the package's known length
     /// ([`PackageReader::with_len`]) disagrees with its signed layout.
     pub fn verify(self, verifier: &Verifier<'_>) -> Result<VerifiedPackage<R>, Error> {
-        let inputs: Vec<SignatureInput<'_>> = self
-            .prefix
-            .signature_block
-            .entries
-            .iter()
-            .map(|entry| SignatureInput {
-                algorithm: entry.algorithm,
-                key_id: KeyId(entry.key_id),
-                signature: &entry.signature,
-                certificates: entry.certificates.iter().map(Vec::as_slice).collect(),
-            })
-            .collect();
+        let inputs = signature_inputs(&self.prefix.signature_block.entries);
         let verified = verifier
             .verify(&self.prefix.signed_message, &inputs)
             .map_err(convert::sig_error)?;
@@ -202,18 +193,36 @@ impl<R: Read> PackageReader<R> {
             }
         };
         let manifest_digest = veriflash_hash::sha256(&self.prefix.signed_message);
+        drop(inputs);
         Ok(VerifiedPackage {
             manifest: VerifiedManifest {
                 manifest,
                 signers,
                 manifest_digest,
                 trust_rotation,
+                signed: Arc::new(Signed {
+                    message: self.prefix.signed_message,
+                    entries: self.prefix.signature_block.entries,
+                }),
             },
             reader: self.reader,
             options: ParallelOptions::default(),
             decoder: DecoderSlot(Arc::new(ZstdDecoder::new())),
         })
     }
+}
+
+/// The signature entries of a package as the verifier takes them.
+fn signature_inputs(entries: &[SignatureEntry]) -> Vec<SignatureInput<'_>> {
+    entries
+        .iter()
+        .map(|entry| SignatureInput {
+            algorithm: entry.algorithm,
+            key_id: KeyId(entry.key_id),
+            signature: &entry.signature,
+            certificates: entry.certificates.iter().map(Vec::as_slice).collect(),
+        })
+        .collect()
 }
 
 /// A manifest whose signatures verified against the trust anchors.
@@ -226,6 +235,16 @@ pub struct VerifiedManifest {
     signers: Vec<KeyId>,
     manifest_digest: Digest,
     trust_rotation: Option<ApprovedRotation>,
+    /// What the signatures covered and the signatures, kept to check them again against a
+    /// device's own anchors ([`VerifiedManifest::verify_for_device`]).
+    signed: Arc<Signed>,
+}
+
+/// The signed message (header and manifest) and the signature entries over it.
+#[derive(Debug)]
+struct Signed {
+    message: Vec<u8>,
+    entries: Vec<SignatureEntry>,
 }
 
 /// A trust rotation that met the rotation rule, with who signed it.
@@ -266,6 +285,43 @@ impl VerifiedManifest {
     #[must_use]
     pub fn package_id(&self) -> &Digest {
         &self.manifest_digest
+    }
+
+    /// Checks the signatures once more, with `verifier` built on the trust-anchor set a device
+    /// holds (version `held_version`), when that set is newer than the one the package was
+    /// verified with: a device that adopted a rotation no longer accepts its retired keys,
+    /// whichever station flashes it. Returns the package's own rotation when it is newer than
+    /// the device's set and authorized by it: the set this device adopts at commit.
+    ///
+    /// # Errors
+    /// The signature errors of [`PackageReader::verify`], and [`ErrorKind::RotationRefused`]
+    /// for a rotation the device's set does not authorize.
+    pub fn verify_for_device(
+        &self,
+        verifier: &Verifier<'_>,
+        held_version: u64,
+    ) -> Result<Option<AnchorSet>, Error> {
+        let inputs = signature_inputs(&self.signed.entries);
+        verifier
+            .verify(&self.signed.message, &inputs)
+            .map_err(convert::sig_error)?;
+        let Some(rotation) = &self.trust_rotation else {
+            return Ok(None);
+        };
+        if rotation.set.version() <= held_version {
+            // The device holds this set (or a newer one) already: nothing to adopt.
+            return Ok(None);
+        }
+        verifier
+            .verify_rotation(
+                &self.signed.message,
+                &inputs,
+                rotation.set.anchors(),
+                rotation.set.version(),
+                rotation.set.threshold(),
+            )
+            .map_err(convert::sig_error)?;
+        Ok(Some(rotation.set.clone()))
     }
 }
 
@@ -406,7 +462,7 @@ impl<R: Read> VerifiedPackage<R> {
 }
 
 /// The hash crate's view of an image's chunk table (empty: all raw).
-fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk> {
+pub(crate) fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk> {
     image
         .stored_chunks
         .iter()
@@ -475,7 +531,7 @@ pub struct RotationReport {
 }
 
 impl VerifyReport {
-    fn new(manifest: &VerifiedManifest, images: Vec<ImageReport>) -> Self {
+    pub(crate) fn new(manifest: &VerifiedManifest, images: Vec<ImageReport>) -> Self {
         let m = &manifest.manifest;
         Self {
             product: m.product.clone(),
@@ -534,7 +590,7 @@ pub struct ImageReport {
 }
 
 impl ImageReport {
-    fn new(image: &ImageSpec, digest: Digest, checked: bool) -> Self {
+    pub(crate) fn new(image: &ImageSpec, digest: Digest, checked: bool) -> Self {
         Self {
             name: image.name.clone(),
             partition: image.partition.clone(),

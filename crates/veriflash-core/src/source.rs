@@ -45,6 +45,24 @@ pub trait Source: Send {
     }
 }
 
+impl<S: Source + ?Sized> Source for &mut S {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error> {
+        (**self).open(start, end)
+    }
+
+    fn total_len(&self) -> Option<u64> {
+        (**self).total_len()
+    }
+
+    fn can_reread(&self) -> bool {
+        (**self).can_reread()
+    }
+}
+
 /// Attached (with [`Error::with_source`]) to a source failure that another attempt cannot fix,
 /// such as an HTTP 404: the download stops retrying at once.
 #[derive(Debug)]

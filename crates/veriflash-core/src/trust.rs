@@ -160,6 +160,25 @@ impl AnchorSet {
         Ok(rotation)
     }
 
+    /// This set in the DER form of docs/FORMAT.md §3.2 (what [`AnchorSet::save`] writes and a
+    /// device that holds its anchors stores).
+    ///
+    /// # Errors
+    /// As [`AnchorSet::to_rotation`].
+    pub fn to_der(&self) -> Result<Vec<u8>, Error> {
+        self.to_rotation()?.to_der().map_err(convert::input_error)
+    }
+
+    /// A set from the DER form [`AnchorSet::to_der`] writes, bounded like a package's
+    /// rotation.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Malformed`] or [`ErrorKind::LimitExceeded`] for damaged bytes;
+    /// [`ErrorKind::RotationRefused`] for an unusable anchor.
+    pub fn from_der(der: &[u8]) -> Result<Self, Error> {
+        Self::from_rotation(&TrustRotation::from_der(der).map_err(convert::format_error)?)
+    }
+
     /// The same anchors and threshold, at `version`: how a signer prepares the set a package
     /// will rotate to.
     #[must_use]
@@ -225,11 +244,9 @@ impl AnchorSet {
                         ),
                     ));
                 }
-                let rotation = TrustRotation::from_der(&bytes).map_err(|e| {
-                    let err = convert::format_error(e);
+                return Self::from_der(&bytes).map_err(|err| {
                     Error::new(err.kind(), format!("{}: {}", path.display(), err.message()))
-                })?;
-                return Self::from_rotation(&rotation);
+                });
             }
         }
         Ok(Self::new(load_trust_anchors(path)?, 1))
@@ -242,7 +259,7 @@ impl AnchorSet {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] as [`AnchorSet::to_rotation`]; [`ErrorKind::Io`].
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let der = self.to_rotation()?.to_der().map_err(convert::input_error)?;
+        let der = self.to_der()?;
         let io = |e: std::io::Error| Error::io(format_args!("{}", path.display()), e);
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

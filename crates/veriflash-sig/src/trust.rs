@@ -96,8 +96,9 @@ impl TrustAnchor {
 /// Where the verifier finds trust anchors by key id.
 ///
 /// [`PinnedKeys`] is the in-memory implementation; a TEE- or HSM-backed store implements this
-/// trait instead. The trait is object safe: the verifier holds a `&dyn TrustStore`.
-pub trait TrustStore {
+/// trait instead. The trait is object safe: the verifier holds a `&dyn TrustStore`, which is
+/// `Send + Sync` so that one verifier serves the devices of a factory line on their threads.
+pub trait TrustStore: Send + Sync {
     /// The anchor whose key id is `key_id`, if any. An implementation must return only an
     /// anchor whose [`TrustAnchor::key_id`] equals `key_id` (the verifier checks, and refuses
     /// with [`Error::KeyIdMismatch`] otherwise).

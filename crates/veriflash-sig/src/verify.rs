@@ -125,6 +125,33 @@ impl<'a> Verifier<'a> {
         &self.policy
     }
 
+    /// The same verifier — algorithms, time, chain policy, revocations — over another trust
+    /// store, an anchor set of version `anchor_set_version` that requires `threshold`
+    /// signatures (or this verifier's threshold, if higher): for checking a package again
+    /// against the anchors a device holds itself.
+    #[must_use]
+    pub fn with_trust<'b>(
+        &self,
+        trust: &'b dyn TrustStore,
+        threshold: usize,
+        anchor_set_version: u64,
+    ) -> Verifier<'b>
+    where
+        'a: 'b,
+    {
+        Verifier {
+            trust,
+            algorithms: self.algorithms,
+            policy: self
+                .policy
+                .clone()
+                .with_threshold(self.policy.threshold().max(threshold))
+                .with_anchor_set_version(anchor_set_version),
+            time: self.time,
+            chain_policy: self.chain_policy,
+        }
+    }
+
     /// Verifies `signatures` over `message` (see the type's documentation for the exact rules).
     ///
     /// # Errors

@@ -1,0 +1,157 @@
+//! What the host keeps for a device that cannot keep it itself.
+//!
+//! A device's anti-rollback floor and trust-anchor set belong with the device: then whichever
+//! station or updater flashes it next, the device refuses an older package or one signed only
+//! by a retired key. The file device keeps both in its own boot-control record
+//! ([`veriflash_plugin::FlashSession::holds_trust_anchors`]). A modem in emergency download
+//! mode has nowhere to keep them (its boot ROM exposes no such state), so the host keeps them
+//! for it, keyed by the device's identity ([`veriflash_plugin::DeviceInfo::id`], the chip's
+//! serial number): a floor file and an anchor-set file per device in one directory. This
+//! protects the devices one host flashes; a device flashed by another host is protected only
+//! by that host's record, which is why a device that can keep its own state should.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind};
+use crate::trust::AnchorSet;
+
+/// The largest floor file read (a number and a newline).
+const MAX_FLOOR_FILE: u64 = 64;
+
+/// A directory of per-device records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStore {
+    dir: PathBuf,
+}
+
+/// What the host knows of one device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HostRecord {
+    /// The anti-rollback floor: the highest security version installed through this host.
+    pub(crate) floor: u64,
+    /// The trust-anchor set the device adopted from a package's rotation, if any.
+    pub(crate) anchors: Option<AnchorSet>,
+}
+
+impl HostStore {
+    /// Records in `dir` (created on the first write).
+    #[must_use]
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name stem for device `id`: its characters that are safe in a file name, so an
+    /// identity a device reports can never point outside the directory.
+    fn stem(id: &str) -> Result<String, Error> {
+        let stem: String = id
+            .chars()
+            .take(128)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if stem.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the device reported an empty identity",
+            ));
+        }
+        Ok(stem)
+    }
+
+    /// The record of device `id` (a default one when there is none yet).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when a record exists but cannot be read; [`ErrorKind::Malformed`]
+    /// when it is damaged (refused rather than read as "no floor").
+    pub(crate) fn load(&self, id: &str) -> Result<HostRecord, Error> {
+        let stem = Self::stem(id)?;
+        let floor_path = self.dir.join(format!("{stem}.floor"));
+        let floor = match std::fs::File::open(&floor_path) {
+            Ok(file) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(file, MAX_FLOOR_FILE),
+                    &mut text,
+                )
+                .map_err(|e| Error::io(floor_path.display(), e))?;
+                text.trim().parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::Malformed,
+                        format!(
+                            "{}: not an anti-rollback floor; restore it or remove it knowingly",
+                            floor_path.display()
+                        ),
+                    )
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(floor_path.display(), e)),
+        };
+        let anchors_path = self.dir.join(format!("{stem}.anchors"));
+        let anchors = if anchors_path.exists() {
+            Some(AnchorSet::load(&anchors_path)?)
+        } else {
+            None
+        };
+        Ok(HostRecord { floor, anchors })
+    }
+
+    /// Replaces the record of device `id`, each file atomically (the anchors first, so a crash
+    /// in between leaves a floor that is at worst too low by one install, never anchors the
+    /// device did not adopt).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] or [`ErrorKind::NoSpace`] when a file cannot be written.
+    pub(crate) fn save(&self, id: &str, record: &HostRecord) -> Result<(), Error> {
+        let stem = Self::stem(id)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(self.dir.display(), e))?;
+        if let Some(anchors) = &record.anchors {
+            anchors.save(&self.dir.join(format!("{stem}.anchors")))?;
+        }
+        crate::output::write_atomically(&self.dir.join(format!("{stem}.floor")), &[], |file| {
+            std::io::Write::write_all(file, format!("{}\n", record.floor).as_bytes())
+                .map_err(|e| Error::io("writing the floor", e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_identities_stay_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HostStore::new(dir.path().join("devices"));
+        assert_eq!(
+            store.load("mdm9x07-0000abcd").unwrap(),
+            HostRecord::default()
+        );
+        let record = HostRecord {
+            floor: 7,
+            anchors: None,
+        };
+        store.save("mdm9x07-0000abcd", &record).unwrap();
+        assert_eq!(store.load("mdm9x07-0000abcd").unwrap(), record);
+        store.save("../../etc/passwd", &record).unwrap();
+        assert!(dir.path().join("devices/______etc_passwd.floor").exists());
+        assert!(store.load("").is_err());
+        std::fs::write(dir.path().join("devices/bad.floor"), "seven").unwrap();
+        assert_eq!(
+            store.load("bad").unwrap_err().kind(),
+            ErrorKind::Malformed,
+            "a damaged floor is not read as 0"
+        );
+    }
+}
