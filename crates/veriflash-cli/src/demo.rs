@@ -162,14 +162,14 @@ pub(crate) fn run() -> Result<(), Failure> {
     write(&layout_path, layout.as_bytes())?;
     let target = format!("file:{}", dir.join("device.img").display());
     device::init(&layout_path, &target)?;
-    flash::run(&package, &trust, &target, false)?;
+    flash::run_simple(&package, &trust, &target)?;
     println!();
     device::status(&target, false, false)?;
     println!();
 
     println!("8. The tampered copy, flashed to the same device");
     let before = read(&dir.join("device.img"))?;
-    match flash::run(&tampered_path, &trust, &target, false) {
+    match flash::run_simple(&tampered_path, &trust, &target) {
         Err(Failure::Error { error, .. }) if error.kind() == ErrorKind::NotAuthentic => {
             println!("refused, as it must be:");
             for line in error_text(&error).lines() {
@@ -259,7 +259,8 @@ fn mdm9607(dir: &Path, key: &Path, trust: &Path) -> Result<(), Failure> {
     );
     let anchors = veriflash_core::trust::load_trust_anchors(trust)?;
     let verifier = veriflash_core::sig::Verifier::new(&anchors);
-    let mut session = flash::registry()?
+    let mut session = crate::plugins::configured()
+        .map_err(Failure::text)?
         .open("mdm9x07:emulator")
         .map_err(|e| Failure::text(veriflash_core::flash::device_error(e)))?;
     let reader = veriflash_core::PackageReader::open(&package).map_err(Failure::text)?;

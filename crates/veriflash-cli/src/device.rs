@@ -136,7 +136,7 @@ fn status_json(status: &DeviceStatus) -> serde_json::Value {
 /// Prints a device's state.
 pub(crate) fn status(target: &str, check: bool, json: bool) -> Result<(), Failure> {
     let fail = |e: Error| Failure::new(e, json);
-    let mut session = crate::flash::registry()
+    let mut session = crate::plugins::configured()
         .map_err(fail)?
         .open(target)
         .map_err(|e| fail(veriflash_core::flash::device_error(e)))?;

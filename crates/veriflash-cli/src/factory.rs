@@ -1,54 +1,34 @@
 //! `veriflash flash PKG --target A --target B …`: the factory line. The package is read and
-//! verified once and flashed to every target at once (`veriflash_core::factory`), each target
+//! verified once and flashed to every target at once (`Updater::install_all`), each target
 //! with its own progress lines and result, then a summary table.
 //!
 //! Exit status: 0 when every device succeeded, otherwise the code of the first failed device in
 //! `--target` order (its error is printed last, with its remedy).
 
-use std::io::BufReader;
-use std::path::Path;
-use std::sync::Mutex;
-
 use serde_json::json;
 use veriflash_core::factory::MAX_DEVICES;
-use veriflash_core::flash::device_error;
-use veriflash_core::{AnchorSet, Error, ErrorKind, Event, FactoryLine, InstallPolicy};
+use veriflash_core::{AnchorSet, CancelToken, Error, ErrorKind, Event, Reconnect, Updater};
 
+use crate::flash::FlashArgs;
 use crate::output::{Failure, Milestones, error_json, human_size};
 
-/// Runs the factory line over `targets`.
-pub(crate) fn run(
-    package: &Path,
-    trust: &Path,
-    trust_options: &crate::verify::TrustOptions,
-    targets: &[String],
-    json: bool,
-) -> Result<(), Failure> {
+/// Runs the factory line over `args.targets`.
+pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
+    let json = args.json;
     let fail = |e: Error| Failure::new(e, json);
-    if package.to_str().is_some_and(crate::fetch::is_url) {
-        return Err(fail(Error::new(
-            ErrorKind::InvalidInput,
-            "several --target take a package file: download it first with `veriflash fetch`",
-        )));
-    }
-    if targets.len() > MAX_DEVICES {
+    if args.targets.len() > MAX_DEVICES {
         return Err(fail(Error::new(
             ErrorKind::InvalidInput,
             format!("at most {MAX_DEVICES} --target at once"),
         )));
     }
-    let anchors = AnchorSet::load(trust).map_err(fail)?;
-    let verifier = crate::verify::verifier(&anchors, trust_options);
-    let (file, _) = veriflash_core::source::open_regular(package).map_err(fail)?;
-    let registry = crate::flash::registry().map_err(fail)?;
-    let open = |i: usize| {
-        let target = targets.get(i).map_or("", String::as_str);
-        registry.open(target).map_err(device_error)
-    };
+    let anchors = AnchorSet::load(args.trust).map_err(fail)?;
+    let targets = args.targets.to_vec();
     // Per device: the next progress percentage worth a line.
-    let milestones = Mutex::new(vec![Milestones::every(10); targets.len()]);
-    let events = |i: usize, event: &Event| {
-        let target = targets.get(i).map_or("", String::as_str);
+    let mut milestones = vec![Milestones::every(10); targets.len()];
+    let labels = targets.clone();
+    let events = move |i: usize, event: &Event| {
+        let target = labels.get(i).map_or("", String::as_str);
         if json {
             let mut line = crate::flash::event_json(event);
             line["device"] = json!(i);
@@ -59,10 +39,8 @@ pub(crate) fn run(
         match event {
             Event::PhaseFinished(p) => eprintln!("[{i} {target}] {:<12} ok", p.name()),
             Event::Progress { done, total, .. } => {
-                let mut all = milestones
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(percent) = all.get_mut(i).and_then(|m| m.reached(*done, *total)) {
+                if let Some(percent) = milestones.get_mut(i).and_then(|m| m.reached(*done, *total))
+                {
                     eprintln!(
                         "[{i} {target}] flash        {percent:>3}%  {} of {}",
                         human_size(*done),
@@ -75,17 +53,18 @@ pub(crate) fn run(
             _ => {}
         }
     };
-    let policy = InstallPolicy::default();
-    let cancel = veriflash_core::CancelToken::new();
+    let cancel = CancelToken::new();
     crate::signals::cancel_on_interrupt(&cancel);
-    let report = FactoryLine::new(&verifier, &policy)
-        .with_cancel(cancel)
-        .run(
-            BufReader::with_capacity(64 * 1024, file),
-            targets.len(),
-            &open,
-            &events,
-        )
+    let source = crate::flash::source(args).map_err(fail)?;
+    // A factory line never waits for a device that drops off: the others would wait with it.
+    let report = Updater::builder(source, crate::verify::trust(anchors, args.trust_options))
+        .registry(crate::plugins::registry(args.sysfs))
+        .environment(crate::plugins::environment())
+        .cancel(cancel)
+        .reconnect(Reconnect::never())
+        .events(events)
+        .build()
+        .and_then(|mut updater| updater.install_all(&targets))
         .map_err(fail)?;
 
     if json {

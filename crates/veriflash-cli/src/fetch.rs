@@ -11,8 +11,7 @@ use veriflash_core::http::{
     DEFAULT_LOW_SPEED_LIMIT, DEFAULT_LOW_SPEED_TIME, HttpOptions, HttpSource,
 };
 use veriflash_core::ota::{DEFAULT_DEADLINE, FetchProgress, OtaOptions, RemotePackage};
-use veriflash_core::sig::Verifier;
-use veriflash_core::{Error, ErrorKind};
+use veriflash_core::{Error, ErrorKind, PackageSource};
 
 use crate::output::{Failure, Milestones, human_size};
 use crate::verify::print_report;
@@ -89,16 +88,15 @@ pub(crate) fn http_options(ca: Option<&Path>) -> Result<HttpOptions, Error> {
     }
 }
 
-/// Opens `url` and verifies its prefix (header, manifest, signatures) with `verifier`; the
-/// download's time limits start now.
-pub(crate) fn open_remote(
+/// The package at `url`, for an updater: its byte ranges, fetched with `limits` (and `ca` for
+/// an https:// one), each chunk verified as it arrives.
+pub(crate) fn remote_source(
     url: &str,
     ca: Option<&Path>,
     limits: &DownloadLimits,
-    verifier: &Verifier<'_>,
-) -> Result<RemotePackage<HttpSource>, Error> {
+) -> Result<PackageSource, Error> {
     let source = HttpSource::new(url, &limits.http(http_options(ca)?))?;
-    RemotePackage::open(source, verifier, limits.ota())
+    Ok(PackageSource::Remote(Box::new(source), limits.ota()))
 }
 
 /// Download progress: a bar with bytes, rate and ETA on a terminal, a line per 10 % otherwise.
@@ -171,8 +169,11 @@ pub(crate) fn run(
     // `fetch_to_file` checks it too, but only after the prefix came: say it before any request.
     veriflash_core::output::check_output(out, &[]).map_err(fail)?;
     let anchors = veriflash_core::AnchorSet::load(trust).map_err(fail)?;
-    let verifier = crate::verify::verifier(&anchors, trust_options);
-    let remote = open_remote(url, ca, limits, &verifier).map_err(fail)?;
+    let trust = crate::verify::trust(anchors, trust_options);
+    let verifier = trust.verifier();
+    let source =
+        HttpSource::new(url, &limits.http(http_options(ca).map_err(fail)?)).map_err(fail)?;
+    let remote = RemotePackage::open(source, &verifier, limits.ota()).map_err(fail)?;
     let mut display = Display::new(json);
     let result = remote.fetch_to_file(out, &verifier, &mut |p| display.show(p));
     display.finish();

@@ -19,8 +19,7 @@ mod manifest_toml;
 mod manual;
 mod output;
 mod pack;
-mod products;
-mod reconnect;
+mod plugins;
 mod signals;
 mod verify;
 
@@ -211,8 +210,8 @@ enum Command {
         #[arg(
             long,
             value_name = "SECS",
-            default_value_t = reconnect::DEFAULT_RECONNECT_SECS,
-            value_parser = clap::value_parser!(u64).range(0..=reconnect::MAX_WAIT_SECS)
+            default_value_t = flash::DEFAULT_RECONNECT_SECS,
+            value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS)
         )]
         reconnect: u64,
         /// For a real modem: after the flash, wait up to SECS for it to reappear on USB in
@@ -222,12 +221,12 @@ enum Command {
             long,
             value_name = "SECS",
             default_value_t = 0,
-            value_parser = clap::value_parser!(u64).range(0..=reconnect::MAX_WAIT_SECS)
+            value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS)
         )]
         wait_boot: u64,
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
-        #[arg(long, value_name = "DIR", default_value = veriflash_mdm9x07::discover::SYSFS_USB_DEVICES, hide = true)]
-        sysfs: PathBuf,
+        #[arg(long, value_name = "DIR", hide = true)]
+        sysfs: Option<PathBuf>,
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
@@ -494,34 +493,19 @@ fn main() -> ExitCode {
             wait_boot,
             sysfs,
             json,
-        } => match target.as_slice() {
-            [one] => flash::run_with_ca(
-                &package,
-                &trust,
-                &trust_options,
-                one,
-                ca.as_deref(),
-                &download,
-                save_rotation.as_deref(),
-                &flash::ModemOptions {
-                    reconnect: std::time::Duration::from_secs(reconnect),
-                    wait_boot: std::time::Duration::from_secs(wait_boot),
-                    sysfs,
-                },
-                json,
-            ),
-            // A factory line never waits for a device: --reconnect does not apply to it.
-            several if save_rotation.is_none() && ca.is_none() && wait_boot == 0 => {
-                factory::run(&package, &trust, &trust_options, several, json)
-            }
-            _ => Err(output::Failure::new(
-                veriflash_core::Error::new(
-                    veriflash_core::ErrorKind::InvalidInput,
-                    "--save-rotation, --ca and --wait-boot take one --target",
-                ),
-                json,
-            )),
-        },
+        } => flash::run(&flash::FlashArgs {
+            package: &package,
+            trust: &trust,
+            trust_options: &trust_options,
+            targets: &target,
+            ca: ca.as_deref(),
+            download: &download,
+            save_rotation: save_rotation.as_deref(),
+            reconnect: std::time::Duration::from_secs(reconnect),
+            wait_boot: std::time::Duration::from_secs(wait_boot),
+            sysfs: sysfs.as_deref(),
+            json,
+        }),
         Command::Fetch {
             url,
             out,

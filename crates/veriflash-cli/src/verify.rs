@@ -1,11 +1,9 @@
 //! `veriflash verify`: the whole check, with an exit status scripts can rely on.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::json;
-use veriflash_core::sig::{TimePolicy, Verifier};
-use veriflash_core::{AnchorSet, Error, PackageReader, VerifyReport};
+use veriflash_core::{AnchorSet, Error, PackageSource, Trust, TrustedTime, Updater, VerifyReport};
 
 use crate::output::{Failure, human_size};
 
@@ -45,28 +43,17 @@ impl Default for TrustOptions {
     }
 }
 
-/// The verifier's time policy: the system clock as trusted time unless `no_clock`.
-pub(crate) fn time_policy(no_clock: bool) -> TimePolicy {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs());
-    match (no_clock, now) {
-        (false, Some(now)) => TimePolicy::TrustedTime(now),
-        // A clock before 1970 is not a trusted clock.
-        _ => TimePolicy::NoClock,
-    }
-}
-
-/// The verifier for an anchor set (`--trust`: PEM keys and root certificates, or an anchor-set
-/// file that a rotation saved): the set's threshold or `options.threshold`, whichever is
-/// higher, the set's version (so only a newer rotation is adopted), and the clock policy.
-pub(crate) fn verifier<'a>(anchors: &'a AnchorSet, options: &TrustOptions) -> Verifier<'a> {
-    let policy = anchors.policy();
-    let threshold = policy.threshold().max(options.threshold);
-    Verifier::new(anchors.anchors())
-        .with_time(time_policy(options.no_clock))
-        .with_policy(policy.with_threshold(threshold))
+/// The library's trust configuration for an anchor set (`--trust`: PEM keys and root
+/// certificates, or an anchor-set file that a rotation saved): the system clock as trusted time
+/// unless `--no-clock`, and at least `--threshold` distinct signers (the set may demand more).
+pub(crate) fn trust(anchors: AnchorSet, options: &TrustOptions) -> Trust {
+    Trust::new(anchors)
+        .with_time(if options.no_clock {
+            TrustedTime::None
+        } else {
+            TrustedTime::System
+        })
+        .with_threshold(options.threshold)
 }
 
 /// After a committed install: saves the trust-anchor set the package rotated to at `save`, or
@@ -99,7 +86,8 @@ pub(crate) fn adopt_rotation(
     Ok(())
 }
 
-/// Verifies `package` with explicit trust options.
+/// Verifies `package` with explicit trust options, through the library's updater (the same
+/// pipeline `flash` and the C API use).
 pub(crate) fn check_with_options(
     trust: &Path,
     package: &Path,
@@ -107,25 +95,16 @@ pub(crate) fn check_with_options(
     options: &TrustOptions,
 ) -> Result<VerifyReport, Error> {
     let anchors = AnchorSet::load(trust)?;
-    let verifier = verifier(&anchors, options);
-    open_package(package)?
-        .verify(&verifier)?
-        .with_threads(hashing.threads)
-        .with_whole_image_check(hashing.whole_image)
-        .verify_payload()
-}
-
-/// What [`open_package`] gives: a package whose prefix was read, over a buffered stream.
-pub(crate) type OpenedPackage = PackageReader<std::io::BufReader<Box<dyn Read + Send>>>;
-
-/// Opens `package`: a file (a regular file's length is checked against the signed layout, a
-/// FIFO is read as a stream), or `-`, standard input, read once as a stream.
-pub(crate) fn open_package(package: &Path) -> Result<OpenedPackage, Error> {
-    if package == Path::new("-") {
-        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-        return PackageReader::new(std::io::BufReader::with_capacity(64 * 1024, stdin));
-    }
-    PackageReader::open(package)
+    let source = if package == Path::new("-") {
+        PackageSource::Stream(Box::new(std::io::stdin()))
+    } else {
+        PackageSource::File(package.to_path_buf())
+    };
+    Updater::builder(source, self::trust(anchors, options))
+        .policy(veriflash_core::InstallPolicy::default().with_threads(hashing.threads))
+        .check_whole_image(hashing.whole_image)
+        .build()?
+        .verify()
 }
 
 pub(crate) fn run(

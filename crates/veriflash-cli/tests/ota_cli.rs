@@ -248,7 +248,9 @@ fn flash_url_ends_at_its_deadline_and_leaves_the_device_alone() {
         d,
     );
     assert_eq!(code(&out), 62, "{}{}", stdout(&out), stderr(&out));
-    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    // The event stream, then the error object.
+    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    let v: Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["error"]["kind"], "deadline_exceeded");
     assert!(
         v["error"]["message"]

@@ -107,6 +107,14 @@ pub enum Event {
         /// The wait that ended.
         attempt: u32,
     },
+    /// The install committed; now the pipeline waits, at most this long, for the device to
+    /// come back running its new software.
+    WaitingForBoot {
+        /// How long the wait lasts at most.
+        timeout: std::time::Duration,
+    },
+    /// The device came back running its new software; how to reach it, for people.
+    Booted(String),
     /// The install ended: `None` on success, otherwise the error's code.
     Finished(Option<u8>),
 }

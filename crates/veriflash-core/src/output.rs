@@ -101,13 +101,16 @@ pub fn write_atomically<T>(
 }
 
 /// A temporary name in `path`'s directory (so the rename stays on one file system), hidden and
-/// unique to this process.
+/// unique to this call: the process id and a counter, so that threads writing the same output
+/// at once (devices of a factory line recording their floors) never share one.
 fn temporary_beside(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use veriflash_plugin::{FlashSession, PluginEnvironment, Registry};
+use veriflash_plugin::{BootWatch, FlashSession, PluginEnvironment, Registry};
 use veriflash_sig::{TimePolicy, Verifier};
 
 use crate::error::{Error, ErrorKind};
@@ -182,7 +182,7 @@ impl Reconnect {
 pub type EventSink = Box<dyn FnMut(usize, &Event) + Send>;
 
 /// What an install established.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct InstallReport {
     /// What the verification established.
@@ -192,6 +192,9 @@ pub struct InstallReport {
     /// How to reach the device once it came back running its new software, when waited for
     /// ([`UpdaterBuilder::wait_for_boot`]).
     pub booted: Option<String>,
+    /// Why the wait for the boot failed (the install itself committed): a device that did not
+    /// come back in time ([`ErrorKind::Timeout`]), a cancelled wait.
+    pub boot_error: Option<Error>,
     /// A download's traffic, for a [`PackageSource::Remote`].
     pub download: Option<FetchStats>,
 }
@@ -432,16 +435,52 @@ impl Updater {
     pub fn install(&mut self, target: &str) -> Result<InstallReport, Error> {
         let result = self.install_inner(target);
         self.emit(0, &Event::Finished(result.as_ref().err().map(Error::code)));
-        result
+        let (mut report, watch) = result?;
+        if let Some(mut watch) = watch {
+            // The install committed: whatever the wait finds is reported beside it.
+            self.emit(
+                0,
+                &Event::WaitingForBoot {
+                    timeout: self.boot_wait,
+                },
+            );
+            let cancel = self.cancel.clone();
+            match watch.wait(self.boot_wait, &|| cancel.is_cancelled()) {
+                Ok(device) => {
+                    self.emit(0, &Event::Booted(device.clone()));
+                    report.booted = Some(device);
+                }
+                Err(e) if cancel.is_cancelled() => {
+                    report.boot_error = Some(Error::new(
+                        ErrorKind::Cancelled,
+                        format!(
+                            "stopped waiting for the device to come back ({e}); the install itself committed"
+                        ),
+                    ));
+                }
+                Err(e) => report.boot_error = Some(device_error(e)),
+            }
+        }
+        Ok(report)
     }
 
-    fn install_inner(&mut self, target: &str) -> Result<InstallReport, Error> {
+    fn install_inner(
+        &mut self,
+        target: &str,
+    ) -> Result<(InstallReport, Option<Box<dyn BootWatch>>), Error> {
         let (plugin, rest) = self.registry.find(target).map_err(device_error)?;
         let comes_back = plugin.reconnects(rest) && !self.reconnect.wait.is_zero();
-        let mut boot_watch = if self.boot_wait.is_zero() {
+        let boot_watch = if self.boot_wait.is_zero() {
             None
         } else {
-            plugin.boot_watch(rest)
+            Some(plugin.boot_watch(rest).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "a wait for the boot needs a device its plugin can watch come back (a real modem on USB), not '{target}'"
+                    ),
+                )
+            })?)
         };
         let mut session = self.registry.open(target).map_err(device_error)?;
         let mut reconnects = 0;
@@ -490,23 +529,16 @@ impl Updater {
             );
         };
         drop(session);
-        let booted = match boot_watch.as_mut() {
-            Some(watch) => {
-                let cancel = self.cancel.clone();
-                Some(
-                    watch
-                        .wait(self.boot_wait, &|| cancel.is_cancelled())
-                        .map_err(device_error)?,
-                )
-            }
-            None => None,
-        };
-        Ok(InstallReport {
-            report,
-            reconnects,
-            booted,
-            download,
-        })
+        Ok((
+            InstallReport {
+                report,
+                reconnects,
+                booted: None,
+                boot_error: None,
+                download,
+            },
+            boot_watch,
+        ))
     }
 
     /// One run of an install on an open session.
