@@ -10,9 +10,12 @@
 //!            recycle the buffer
 //! ```
 //!
-//! The calling thread does the I/O, the delivery and (optionally) the whole-image hash, so neither
-//! the reader nor the sink has to be `Send`; workers only hash. At most `max_in_flight` buffers
-//! ever exist, so memory is `max_in_flight × buffer_len` whatever the image size.
+//! The calling thread does the I/O and the delivery, so neither the reader nor the sink has to
+//! be `Send`; workers only hash chunks. The whole-image hash, when asked for, runs on a thread
+//! of its own: each delivered buffer goes to it, in delivery order, and comes back free once
+//! hashed, so that serial pass runs beside the sink's work (a device's writes) instead of
+//! before it. At most `max_in_flight` buffers ever exist — wherever they are — so memory is
+//! `max_in_flight × buffer_len` whatever the image size.
 //!
 //! Compressed chunks ([`verify_stored_reader_parallel`]): the buffer holds the batch's *stored*
 //! bytes; a worker hashes each chunk's stored bytes and compares them with the signed digest,
@@ -79,8 +82,8 @@ pub struct ParallelOptions {
     /// Smallest buffer (and read) in bytes; consecutive whole chunks are grouped up to it.
     /// `0` means [`DEFAULT_MIN_BUFFER_LEN`].
     pub min_buffer_len: usize,
-    /// Also hash the whole image, serially on the calling thread, and compare it with the signed
-    /// whole-image digest.
+    /// Also hash the whole image, in order, on a thread of its own (on the calling thread if
+    /// none can be started), and compare it with the signed whole-image digest.
     ///
     /// Off by default, because it is redundant for integrity and costs a full second SHA-256
     /// pass that cannot be parallelised: every chunk digest is signed, the chunk boundaries
@@ -90,7 +93,9 @@ pub struct ParallelOptions {
     /// A whole-image mismatch after all chunks matched can only mean that the *signer's own*
     /// manifest contradicts itself (a packer bug), not that the data was altered. The whole-image
     /// digest stays in the manifest for read-back and for tools that expect one. Turn this on to
-    /// catch such packer bugs, at the cost of throughput (one core for the whole-image hash).
+    /// catch such packer bugs, at the cost of a core for the whole-image hash (installs turn it
+    /// on: read-back compares the device with that digest, which must first be known to agree
+    /// with the verified chunks).
     pub check_whole_image: bool,
 }
 
@@ -175,6 +180,24 @@ struct Done {
     matched: u64,
     /// The first bad chunk's error, if any (it is chunk `first + matched`).
     outcome: Result<(), Error>,
+}
+
+/// What comes back to the calling thread: a batch a worker checked, or a batch whose delivered
+/// chunks the whole-image hasher has hashed (its buffers free again).
+enum Back {
+    Checked(Done),
+    Hashed(Job),
+}
+
+/// Where the whole-image hash runs, when it is asked for.
+enum Whole {
+    /// Not asked for.
+    No,
+    /// On the calling thread, as each chunk is delivered (no thread could be started for it).
+    Here(Sha256),
+    /// On its own thread, in delivery order, while the calling thread writes the next chunks:
+    /// each delivered batch travels there with the number of its chunks that were delivered.
+    Thread(mpsc::Sender<(Job, u64)>),
 }
 
 /// Reads exactly one image of `expect.size` bytes from `reader`, verifies its chunks on
@@ -302,7 +325,11 @@ where
         per_batch,
         buffer_len,
         in_flight,
-        whole: options.check_whole_image.then(Sha256::new),
+        whole: if options.check_whole_image {
+            Whole::Here(Sha256::new())
+        } else {
+            Whole::No
+        },
         free: Vec::new(),
         free_decoded: Vec::new(),
         allocated: 0,
@@ -317,14 +344,14 @@ where
 
     if total == 0 {
         // An empty image: nothing to read or hash.
-        return driver.finish(expect.digest);
+        return driver.finish(expect.digest, None);
     }
 
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let job_rx = Mutex::new(job_rx);
     let cancel = AtomicBool::new(false);
-    let outcome = thread::scope(|scope| {
-        let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (outcome, hashed) = thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<Back>();
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
         let mut started = 0usize;
         for n in 0..workers {
@@ -347,6 +374,19 @@ where
             let _ = ready_rx.recv();
             started += 1;
         }
+        // The whole-image hash, when asked for, runs beside the deliveries (a device's writes)
+        // rather than before each of them; without a thread for it, it runs on this one.
+        let hasher = if matches!(driver.whole, Whole::Here(_)) && started > 0 {
+            let (tx, rx) = mpsc::channel::<(Job, u64)>();
+            let (verifier, back) = (&verifier, done_tx.clone());
+            let spawned = thread::Builder::new()
+                .name("veriflash-hash-whole".into())
+                .stack_size(WORKER_STACK)
+                .spawn_scoped(scope, move || whole_worker(verifier, &rx, &back));
+            spawned.ok().inspect(|_| driver.whole = Whole::Thread(tx))
+        } else {
+            None
+        };
         drop(done_tx);
         // Not one thread could be started (this computer is out of threads, or of memory for
         // their stacks): the calling thread hashes each batch itself — slower, the same checks.
@@ -361,10 +401,66 @@ where
             cancel.store(true, Ordering::Relaxed);
         }
         drop(job_tx);
-        outcome
+        // Closing its queue lets the hasher finish what it has and give its digest.
+        if matches!(driver.whole, Whole::Thread(_)) {
+            driver.whole = Whole::No;
+        }
+        let hashed = hasher.map(|h| h.join().ok().flatten());
+        (outcome, hashed)
     });
     outcome?;
-    driver.finish(expect.digest)
+    driver.finish(expect.digest, hashed)
+}
+
+/// The whole-image hasher's thread: hashes the delivered chunks of each batch, in the order
+/// the batches come (delivery order), and hands each batch's buffers back. Returns the digest,
+/// or `None` if a batch did not hold the chunks it claimed (a bug, reported as a mismatch).
+fn whole_worker(
+    verifier: &ChunkVerifier<'_>,
+    jobs: &mpsc::Receiver<(Job, u64)>,
+    back: &mpsc::Sender<Back>,
+) -> Option<Digest> {
+    let mut hasher = Sha256::new();
+    let mut consistent = true;
+    while let Ok((job, delivered)) = jobs.recv() {
+        for bytes in delivered_chunks(verifier, &job, delivered) {
+            match bytes {
+                Ok((_, bytes)) => hasher.update(bytes),
+                Err(_) => consistent = false,
+            }
+        }
+        // The calling thread may have finished: then nobody needs the buffers back.
+        let _ = back.send(Back::Hashed(job));
+    }
+    consistent.then(|| hasher.finalize())
+}
+
+/// The first `count` chunks of a checked batch: each one's expectation and its bytes (the
+/// stored bytes of a raw chunk, the decoded bytes of a compressed one).
+fn delivered_chunks<'j, 'v>(
+    verifier: &'j ChunkVerifier<'v>,
+    job: &'j Job,
+    count: u64,
+) -> impl Iterator<Item = Result<(ExpectedChunk<'v>, &'j [u8]), Error>> + 'j {
+    let total = verifier.chunk_count();
+    let (mut at, mut at_decoded) = (0usize, 0usize);
+    (job.first..job.first.saturating_add(count.min(job.count))).map(move |index| {
+        let expected = verifier
+            .expected_chunk(index)
+            .ok_or(Error::UnexpectedChunk { total })?;
+        let end = at.saturating_add(expected.stored_len());
+        let bytes = if expected.encoding() == ChunkEncoding::Raw {
+            job.buffer.get(at..end)
+        } else {
+            let end_decoded = at_decoded.saturating_add(expected.len());
+            let decoded = job.decoded.get(at_decoded..end_decoded);
+            at_decoded = end_decoded;
+            decoded
+        }
+        .ok_or(Error::UnexpectedChunk { total })?;
+        at = end;
+        Ok((expected, bytes))
+    })
 }
 
 /// A worker: takes batches until the job channel closes, checks every chunk of each, and sends
@@ -374,7 +470,7 @@ fn worker(
     decoder: &dyn ChunkDecoder,
     jobs: &Mutex<mpsc::Receiver<Job>>,
     cancel: &AtomicBool,
-    done: &mpsc::Sender<Done>,
+    done: &mpsc::Sender<Back>,
 ) {
     loop {
         let mut job = {
@@ -389,11 +485,11 @@ fn worker(
         }
         let (matched, outcome) = check_batch(verifier, decoder, &mut job);
         if done
-            .send(Done {
+            .send(Back::Checked(Done {
                 job,
                 matched,
                 outcome,
-            })
+            }))
             .is_err()
         {
             return;
@@ -479,7 +575,7 @@ struct Driver<'v, 'a, E> {
     per_batch: u64,
     buffer_len: usize,
     in_flight: usize,
-    whole: Option<Sha256>,
+    whole: Whole,
     /// Buffers ready to be filled again.
     free: Vec<Vec<u8>>,
     /// Decode buffers ready to be used again.
@@ -506,7 +602,7 @@ impl<E> Driver<'_, '_, E> {
         &mut self,
         reader: &mut R,
         jobs: &Hashing<'_>,
-        done: &mpsc::Receiver<Done>,
+        done: &mpsc::Receiver<Back>,
         sink: &mut F,
     ) -> Result<(), VerifyError<E>>
     where
@@ -525,16 +621,16 @@ impl<E> Driver<'_, '_, E> {
             if reading && (!self.free.is_empty() || self.allocated < self.in_flight) {
                 self.read_batch(reader, jobs)?;
                 // Pick up whatever finished meanwhile, without waiting.
-                while let Ok(finished) = done.try_recv() {
-                    self.place(finished)?;
+                while let Ok(back) = done.try_recv() {
+                    self.take_back(back)?;
                 }
                 continue;
             }
             // Every buffer is in flight (or reading is over): wait for a worker.
-            let finished = done
+            let back = done
                 .recv()
                 .map_err(|_| VerifyError::Io(io::Error::other("hash worker threads stopped")))?;
-            self.place(finished)?;
+            self.take_back(back)?;
         }
     }
 
@@ -654,6 +750,25 @@ impl<E> Driver<'_, '_, E> {
         (whole, len)
     }
 
+    /// A checked batch goes to its place in reading order; a hashed one's buffers are free.
+    fn take_back(&mut self, back: Back) -> Result<(), VerifyError<E>> {
+        match back {
+            Back::Checked(done) => self.place(done),
+            Back::Hashed(job) => {
+                self.recycle(job);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes a delivered batch's buffers free for the next batches.
+    fn recycle(&mut self, job: Job) {
+        self.free.push(job.buffer);
+        if !job.decoded.is_empty() {
+            self.free_decoded.push(job.decoded);
+        }
+    }
+
     /// Files a finished batch at its place in reading order.
     fn place(&mut self, finished: Done) -> Result<(), VerifyError<E>> {
         if finished.outcome.is_err() {
@@ -687,51 +802,51 @@ impl<E> Driver<'_, '_, E> {
             };
             self.delivered_seq = self.delivered_seq.saturating_add(1);
             // The chunks before a bad one are delivered, as the serial driver would have.
-            let mut at = 0usize;
-            let mut at_decoded = 0usize;
-            for index in job.first..job.first.saturating_add(matched.min(job.count)) {
-                let expected = self
-                    .verifier
-                    .expected_chunk(index)
-                    .ok_or(Error::UnexpectedChunk { total: self.total })?;
-                let end = at.saturating_add(expected.stored_len());
-                let bytes = if expected.encoding() == ChunkEncoding::Raw {
-                    job.buffer.get(at..end)
-                } else {
-                    let end_decoded = at_decoded.saturating_add(expected.len());
-                    let decoded = job.decoded.get(at_decoded..end_decoded);
-                    at_decoded = end_decoded;
-                    decoded
-                }
-                .ok_or(Error::UnexpectedChunk { total: self.total })?;
-                if let Some(whole) = self.whole.as_mut() {
+            let delivered = matched.min(job.count);
+            for chunk in delivered_chunks(self.verifier, &job, delivered) {
+                let (expected, bytes) = chunk?;
+                if let Whole::Here(whole) = &mut self.whole {
                     whole.update(bytes);
                 }
                 // The worker checked exactly these stored bytes (and decoded a compressed chunk
                 // from them only after they matched); both buffers came back untouched.
                 sink(VerifiedChunk::checked_elsewhere(&expected, bytes))
                     .map_err(VerifyError::Sink)?;
-                at = end;
             }
             outcome?;
-            self.free.push(job.buffer);
-            if !job.decoded.is_empty() {
-                self.free_decoded.push(job.decoded);
+            match &self.whole {
+                Whole::Thread(hasher) => {
+                    if let Err(mpsc::SendError((job, _))) = hasher.send((job, delivered)) {
+                        // The hasher is gone (it cannot be, while this thread holds its
+                        // queue): the digest will not match, and the buffers are free.
+                        self.whole = Whole::No;
+                        self.recycle(job);
+                    }
+                }
+                Whole::No | Whole::Here(_) => self.recycle(job),
             }
         }
         Ok(())
     }
 
-    fn finish(self, signed: &Digest) -> Result<Run, VerifyError<E>> {
-        let digest = match self.whole {
-            Some(whole) => {
-                let digest = whole.finalize();
-                if digest != *signed {
-                    return Err(VerifyError::Hash(Error::ImageDigestMismatch));
-                }
-                digest
-            }
-            None => *signed,
+    /// The run's result: the whole-image digest, re-computed here or by the hasher thread
+    /// (`hashed`: `Some(None)` when that thread failed) and compared with the signed one, or the
+    /// signed one when no re-computation was asked for.
+    fn finish(
+        self,
+        signed: &Digest,
+        hashed: Option<Option<Digest>>,
+    ) -> Result<Run, VerifyError<E>> {
+        let computed = match (self.whole, hashed) {
+            (_, Some(from_thread)) => from_thread,
+            (Whole::Here(whole), None) => Some(whole.finalize()),
+            (Whole::No | Whole::Thread(_), None) => None,
+        };
+        let checked = hashed.is_some() || computed.is_some();
+        let digest = match computed {
+            Some(digest) if digest == *signed => digest,
+            None if !checked => *signed,
+            _ => return Err(VerifyError::Hash(Error::ImageDigestMismatch)),
         };
         Ok(Run {
             digest,
@@ -826,7 +941,6 @@ mod tests {
             },
         )
         .unwrap_err();
-        REFUSE_SPAWN.with(|r| r.set(false));
         assert!(
             matches!(
                 err,
@@ -835,6 +949,53 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(delivered, 20, "every chunk before the bad one, none after");
+        // The whole-image hash, without a thread for it either, runs on the calling thread.
+        let checked = options.check_whole_image(true);
+        let run_ok = run(&mut data.as_slice(), expect, &[], &RawOnly, checked, |_| {
+            Ok::<(), io::Error>(())
+        });
+        assert_eq!(run_ok.unwrap().digest, digests.digest);
+        let wrong = [0u8; 32];
+        let lying = ImageExpectation {
+            digest: &wrong,
+            ..expect
+        };
+        let err = run(&mut data.as_slice(), lying, &[], &RawOnly, checked, |_| {
+            Ok::<(), io::Error>(())
+        })
+        .unwrap_err();
+        REFUSE_SPAWN.with(|r| r.set(false));
+        assert!(
+            matches!(err, VerifyError::Hash(Error::ImageDigestMismatch)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_whole_image_hasher_thread_holds_no_more_buffers_than_allowed() {
+        // The hasher keeps delivered buffers until it has hashed them: they count against
+        // max_in_flight like any other.
+        let data = image(100 * 4096 + 1);
+        let digests = digest_slice(&data, 4096).unwrap();
+        let expect = ImageExpectation {
+            size: digests.size,
+            chunk_size: 4096,
+            digest: &digests.digest,
+            chunk_digests: &digests.chunk_digests,
+        };
+        for in_flight in [1, 2, 5] {
+            let options = ParallelOptions::new()
+                .threads(2)
+                .max_in_flight(in_flight)
+                .min_buffer_len(1)
+                .check_whole_image(true);
+            let run = run(&mut data.as_slice(), expect, &[], &RawOnly, options, |_| {
+                Ok::<(), io::Error>(())
+            })
+            .unwrap();
+            assert_eq!(run.digest, digests.digest);
+            assert!(run.buffers_allocated <= in_flight, "{in_flight}");
+        }
     }
 
     fn image(len: usize) -> Vec<u8> {
