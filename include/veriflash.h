@@ -7,19 +7,21 @@
  * failure, veriflash_last_error_message() and veriflash_last_error_remedy() give the
  * specifics and what to do, for the calling thread.
  *
- * Ownership: each handle (veriflash_trust, veriflash_package, veriflash_report,
- * veriflash_status) is created by one of its functions, owned by the caller, and released
- * by its *_free function. *_free(NULL) is a no-op; freeing a handle twice is undefined
- * behaviour, as with free(). Strings a handle hands out belong to it and live until it is
- * freed; static strings (versions, names) are never freed. Arguments are borrowed for the
- * duration of the call unless a function says otherwise.
+ * Ownership: each handle (veriflash_trust, veriflash_options, veriflash_package,
+ * veriflash_report, veriflash_status) is created by one of its functions, owned by the
+ * caller, and released by its *_free function. *_free(NULL) is a no-op; freeing a handle
+ * twice is undefined behaviour, as with free(). Strings a handle hands out belong to it and
+ * live until it is freed; static strings (versions, names) are never freed. Arguments are
+ * borrowed for the duration of the call unless a function says otherwise.
  *
  * Pointers: NULL arguments are refused with VERIFLASH_NULL_POINTER unless a function says
  * they may be NULL; misaligned ones with VERIFLASH_INVALID_ARGUMENT. No panic crosses this
  * boundary: a caught panic is VERIFLASH_PANIC.
  *
- * Threads: trust stores, reports and statuses are read-only and may be shared between
- * threads; a package is used by one thread at a time. Callbacks run on the calling thread.
+ * Threads: reports and statuses are read-only, trust stores and options too once set up
+ * (a setter must not run while another call uses its handle); all of them may be shared
+ * between threads. A package is used by one thread at a time. Callbacks run on the calling
+ * thread.
  *
  * Link with -lveriflash_ffi (static: also -lpthread -ldl -lm).
  */
@@ -47,17 +49,48 @@
 
 /**
  * What a progress callback returns to cancel the install (any non-zero value does). The
- * install stops before its next chunk or before the commit, aborts (the device keeps booting
- * its current slot) and fails with `VERIFLASH_CANCELLED`.
+ * install stops before its next chunk or before the commit (or instead of waiting for a
+ * device that dropped off), aborts (the device keeps booting its current slot) and fails with
+ * `VERIFLASH_CANCELLED`.
  */
 #define VERIFLASH_CANCEL 1
+
+/**
+ * The longest reconnect wait `veriflash_options_set_reconnect_wait` takes, in seconds (a day,
+ * as the `veriflash` command's `--reconnect`).
+ */
+#define VERIFLASH_RECONNECT_WAIT_MAX 86400
 
 /**
  * The ABI version this header describes. It changes whenever a function's signature, a
  * struct's layout or a constant's meaning changes incompatibly; compare it with
  * `veriflash_abi_version()` at start-up to catch a header/library mismatch.
+ *
+ * 2: `veriflash_event` grew `attempt`, `max_attempts` and `timeout_ms` (the reconnect
+ * events), and a trust store judges certificate dates by the system clock unless told
+ * otherwise (`veriflash_trust_set_time`), as the `veriflash` command does.
  */
-#define VERIFLASH_ABI_VERSION 1
+#define VERIFLASH_ABI_VERSION 2
+
+/**
+ * The options of an install: the plugins' state and configuration directories, and the
+ * reconnect wait.
+ *
+ * Made by `veriflash_options_new` with the defaults below, changed with its setters, passed
+ * to `veriflash_flash_with_options` (which only borrows it), owned by the caller and freed
+ * with `veriflash_options_free`. Once set up it may be shared between threads; a setter must
+ * not run while another call uses it.
+ *
+ * Defaults (also what `veriflash_flash` uses):
+ * - no state directory: no MDM9x07 resume journal, no backups of a modem's protected
+ *   partitions, and no host record of the anti-rollback floor and trust anchors of devices
+ *   that cannot keep their own (a modem in download mode);
+ * - no configuration directory: the MDM9x07 plugin's built-in product table only;
+ * - a device that drops off mid-install (a modem that resets or whose cable is re-plugged) is
+ *   waited for up to 60 s, at most 3 times, and the install runs again from a fresh
+ *   verification (for a package that can be read again: see `veriflash_flash`).
+ */
+typedef struct veriflash_options veriflash_options;
 
 /**
  * A package opened for verification or flashing: its header, manifest and signature block
@@ -66,7 +99,8 @@
  * Made by `veriflash_package_open` or `veriflash_package_open_reader`, owned by the caller,
  * freed with `veriflash_package_free` — always, also after it was verified or flashed.
  * A package is read once: `veriflash_package_verify` or `veriflash_flash` uses it up (whether
- * they succeed or fail), and a second use returns `VERIFLASH_PACKAGE_SPENT`. Not thread-safe:
+ * they succeed or fail; `veriflash_flash` not when it fails before it starts reading it), and
+ * a second use returns `VERIFLASH_PACKAGE_SPENT`. Not thread-safe:
  * use one package from one thread at a time.
  */
 typedef struct veriflash_package veriflash_package;
@@ -91,11 +125,18 @@ typedef struct veriflash_report veriflash_report;
 typedef struct veriflash_status veriflash_status;
 
 /**
- * A set of trust anchors (pinned public keys and root certificates).
+ * The trust configuration packages are verified against: a set of trust anchors (pinned
+ * public keys and root certificates), the clock certificate validity dates are judged by, and
+ * the least number of distinct trusted keys that must sign.
  *
- * Made by `veriflash_trust_load` or `veriflash_trust_from_pem`, owned by the caller, freed
- * with `veriflash_trust_free`. Never changed after it is made: functions borrow it (`const`)
- * only for the duration of the call, and it may be shared between threads.
+ * Made by `veriflash_trust_load` or `veriflash_trust_from_pem` with the defaults of the
+ * `veriflash` command and of the Rust `Trust::new`: the system clock is trusted (an expired or
+ * not yet valid certificate is refused with `VERIFLASH_CERTIFICATE_EXPIRED`), and the anchor
+ * set's own threshold applies (one signature, or what a saved anchor set demands). Change them
+ * with `veriflash_trust_set_time` and `veriflash_trust_set_threshold` before use. Owned by the
+ * caller, freed with `veriflash_trust_free`. The functions that verify borrow it (`const`)
+ * only for the duration of the call, so once configured it may be shared between threads; a
+ * setter must not run while another call uses the store.
  */
 typedef struct veriflash_trust veriflash_trust;
 
@@ -106,7 +147,8 @@ typedef struct veriflash_trust veriflash_trust;
 typedef uint32_t veriflash_result;
 
 /**
- * What a `veriflash_event` reports (`veriflash_event.kind`).
+ * What a `veriflash_event` reports (`veriflash_event.kind`). A newer library may add kinds:
+ * ignore the ones you do not know.
  */
 typedef uint32_t veriflash_event_kind;
 
@@ -149,13 +191,28 @@ typedef struct veriflash_event {
    */
   uint64_t total;
   /**
-   * For `VERIFLASH_EVENT_FINISHED`: `VERIFLASH_OK` or the error's code.
+   * For `VERIFLASH_EVENT_FINISHED`: `VERIFLASH_OK` or the error's code. For
+   * `VERIFLASH_EVENT_RECONNECTING`: the code of the error that cut the install off
+   * (`VERIFLASH_TRANSPORT_ERROR`, `VERIFLASH_TIMEOUT`, `VERIFLASH_INTERRUPTED`).
    */
   veriflash_result code;
   /**
-   * For warnings: the text (NUL-terminated).
+   * For warnings: the text; for `VERIFLASH_EVENT_RECONNECTING`: the message of the error
+   * that cut the install off (NUL-terminated).
    */
   const char *message;
+  /**
+   * For `VERIFLASH_EVENT_RECONNECTING` and `VERIFLASH_EVENT_RECONNECTED`: which wait, from 1.
+   */
+  uint32_t attempt;
+  /**
+   * For `VERIFLASH_EVENT_RECONNECTING`: how many waits one install allows.
+   */
+  uint32_t max_attempts;
+  /**
+   * For `VERIFLASH_EVENT_RECONNECTING`: how long this wait lasts at most, in milliseconds.
+   */
+  uint64_t timeout_ms;
 } veriflash_event;
 
 /**
@@ -213,6 +270,11 @@ typedef struct veriflash_image_info {
  * An A/B slot.
  */
 typedef uint32_t veriflash_slot;
+
+/**
+ * What clock certificate validity dates are judged by (`veriflash_trust_set_time`).
+ */
+typedef uint32_t veriflash_trusted_time;
 
 /**
  * Success.
@@ -558,6 +620,22 @@ typedef uint32_t veriflash_slot;
 #define VERIFLASH_EVENT_FINISHED 5
 
 /**
+ * The device dropped off mid-install (a modem that reset, a cable pulled): the install waits
+ * up to `timeout_ms` for it to answer again, then runs again from a fresh verification
+ * (`attempt` of at most `max_attempts`; `code` and `message`: the error that cut it off).
+ * Progress starts again from 0 after the `VERIFLASH_EVENT_RECONNECTED` that follows.
+ * Returning `VERIFLASH_CANCEL` here ends the install with `VERIFLASH_CANCELLED` instead of
+ * waiting.
+ */
+#define VERIFLASH_EVENT_RECONNECTING 6
+
+/**
+ * The device answered again after `VERIFLASH_EVENT_RECONNECTING` number `attempt`; the install
+ * runs again, from the signature phase.
+ */
+#define VERIFLASH_EVENT_RECONNECTED 7
+
+/**
  * The device has no A/B slots.
  */
 #define VERIFLASH_SLOT_NONE 0
@@ -571,6 +649,24 @@ typedef uint32_t veriflash_slot;
  * Slot B.
  */
 #define VERIFLASH_SLOT_B 2
+
+/**
+ * The system clock, trusted: a PC, a phone, a device with a secure clock. The default, as for
+ * the `veriflash` command.
+ */
+#define VERIFLASH_TRUSTED_TIME_SYSTEM 0
+
+/**
+ * No trusted clock (most modems): validity dates are not checked, so an expired signing
+ * certificate cannot block a fleet's updates; `security_version` orders packages. The
+ * `veriflash` command's `--no-clock`.
+ */
+#define VERIFLASH_TRUSTED_TIME_NONE 1
+
+/**
+ * A time the caller trusts, in seconds since the Unix epoch (a device's own secure clock).
+ */
+#define VERIFLASH_TRUSTED_TIME_AT 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -623,30 +719,15 @@ veriflash_result veriflash_last_error_code(void);
 const char *veriflash_result_name(veriflash_result code);
 
 /**
- * Verifies `package` against `trust` and installs it on the device `target`:
- * `"file:/path/device.img"` (the file-backed reference device), `"mdm9x07:serial:/dev/ttyUSB0"`
- * (an MDM9x07 in download mode through qcserial) or `"mdm9x07:emulator"`: signatures, policy (product,
- * chipset, hardware revision, anti-rollback, partitions, sizes), the inactive slot written
- * chunk by verified chunk, read back, then one atomic commit. Any failure before the commit
- * leaves the device booting its current slot.
- *
- * `progress` (may be NULL) is called with `userdata` for every event, on this thread; when it
- * returns non-zero the install is cancelled before its next chunk (or before the commit) and
- * this function returns `VERIFLASH_CANCELLED`. On success `*out_report` receives a new report
- * the caller owns and must free with `veriflash_report_free`.
- *
- * Uses the package up (see `veriflash_package`), unless the arguments are refused or the
- * device cannot be opened: free it afterwards either way. `trust` is only borrowed.
+ * Verifies `package` against `trust` and installs it on the device `target`, with the default
+ * options (see `veriflash_options`: no state or configuration directory, reconnect waits of up
+ * to 60 s). The same as `veriflash_flash_with_options` with `options` NULL.
  *
  * # Errors
- * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`, `VERIFLASH_PACKAGE_SPENT`;
- * `VERIFLASH_INVALID_INPUT` for an unknown target; any code of verification (10–31), policy
- * (40–49), the device (50–53), `VERIFLASH_CANCELLED`, `VERIFLASH_INTERRUPTED`.
+ * As `veriflash_flash_with_options`.
  *
  * # Safety
- * `package` is NULL or a live package not in use elsewhere; `trust` is NULL or a live trust
- * store; `target` is NULL or a NUL-terminated string; `progress` is NULL or callable as
- * documented for `veriflash_progress_cb` with `userdata`; `out_report` is NULL or writable.
+ * As `veriflash_flash_with_options`, with no options.
  */
 veriflash_result veriflash_flash(struct veriflash_package *package,
                                  const struct veriflash_trust *trust,
@@ -656,16 +737,153 @@ veriflash_result veriflash_flash(struct veriflash_package *package,
                                  struct veriflash_report **out_report);
 
 /**
+ * Verifies `package` against `trust` and installs it on the device `target`, through the
+ * same pipeline as the `veriflash` command and a Rust `veriflash_core::Updater`:
+ * `"file:/path/device.img"` (the file-backed reference device), `"mdm9x07:serial:/dev/ttyUSB0"`
+ * (an MDM9x07 in download mode through qcserial) or `"mdm9x07:emulator"`. The device is
+ * claimed first (a busy or missing device is refused before the package is read); then
+ * signatures (with `trust`'s anchors, clock and threshold), policy (product, chipset, hardware
+ * revision, anti-rollback, partitions, sizes), the inactive slot written chunk by verified
+ * chunk, read back, then one atomic commit. Any failure before the commit leaves the device
+ * booting its current slot.
+ *
+ * `options` (may be NULL: the defaults, see `veriflash_options`) gives the state and
+ * configuration directories the plugins and the host's per-device records use, and how long
+ * a device that drops off is waited for. A device that drops off mid-way (an MDM9x07 modem)
+ * is waited for and the install runs again from a fresh verification — only for a package
+ * that can be read again: one opened from a regular file by `veriflash_package_open` (read
+ * again from its path), not one read through a callback.
+ *
+ * `progress` (may be NULL) is called with `userdata` for every event, on this thread; when it
+ * returns non-zero the install is cancelled before its next chunk (or before the commit, or
+ * instead of a reconnect wait) and this function returns `VERIFLASH_CANCELLED`. The last event
+ * is always `VERIFLASH_EVENT_FINISHED`, unless the call failed before the install began (the
+ * arguments, an unknown target, an unusable configuration file: then there is no event). On
+ * success `*out_report` receives a new report the caller owns and must free with
+ * `veriflash_report_free`.
+ *
+ * Uses the package up (see `veriflash_package`) once the install starts reading it; a call
+ * refused before that (the arguments, an unknown target, a configuration file, a busy or
+ * missing device) leaves it usable: free it afterwards either way. `trust` and `options` are
+ * only borrowed.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`, `VERIFLASH_PACKAGE_SPENT`;
+ * `VERIFLASH_INVALID_INPUT` for an unknown target or a configuration file a plugin cannot
+ * use; any code of verification (10–33), policy (40–49), the device (50–59),
+ * `VERIFLASH_CANCELLED`, `VERIFLASH_INTERRUPTED`, `VERIFLASH_IO`.
+ *
+ * # Safety
+ * `package` is NULL or a live package not in use elsewhere; `trust` is NULL or a live trust
+ * store; `options` is NULL or live options; `target` is NULL or a NUL-terminated string;
+ * `progress` is NULL or callable as documented for `veriflash_progress_cb` with `userdata`;
+ * `out_report` is NULL or writable.
+ */
+veriflash_result veriflash_flash_with_options(struct veriflash_package *package,
+                                              const struct veriflash_trust *trust,
+                                              const struct veriflash_options *options,
+                                              const char *target,
+                                              veriflash_progress_cb progress,
+                                              void *userdata,
+                                              struct veriflash_report **out_report);
+
+/**
  * The name of a phase (`"signature"`, `"preflight"`, `"staging"`, `"flash"`, `"read_back"`,
  * `"commit"`, as in the CLI's `--json` events), `"none"` or `"other"`. Static: never free it.
  */
 const char *veriflash_phase_name(veriflash_phase phase);
 
 /**
+ * Makes install options with the defaults (see `veriflash_options`). On success
+ * `*out_options` receives new options the caller owns and must free with
+ * `veriflash_options_free`.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`.
+ *
+ * # Safety
+ * `out_options` is NULL or writable.
+ */
+veriflash_result veriflash_options_new(struct veriflash_options **out_options);
+
+/**
+ * Sets the state directory (`dir`, or NULL for none, the default): state that must survive a
+ * run goes there, created when first needed — the MDM9x07 plugin's resume journals and its
+ * copies of a modem's protected partitions (EFS, calibration) taken before anything is
+ * erased, and in `DIR/devices` the host's record of the anti-rollback floor and trust anchors
+ * of each device that cannot keep its own (a modem in download mode). The `veriflash` command
+ * uses `$VERIFLASH_STATE_DIR` or `~/.local/state/veriflash`; give the same directory to share
+ * its records. A relative path is taken from the working directory at each flash.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER` when `options` is NULL; `VERIFLASH_INVALID_UTF8`;
+ * `VERIFLASH_INVALID_ARGUMENT` for an empty path. The options are unchanged on failure.
+ *
+ * # Safety
+ * `options` is NULL or live options that no other call uses at the same time; `dir` is NULL
+ * or a NUL-terminated string.
+ */
+veriflash_result veriflash_options_set_state_dir(struct veriflash_options *options,
+                                                 const char *dir);
+
+/**
+ * Sets the configuration directory (`dir`, or NULL for none, the default), where plugins read
+ * their configuration files: the MDM9x07 plugin's `mdm9x07-products.toml`, which names real
+ * modems' products by their OEM and model ids (its entries come before the built-in table).
+ * The `veriflash` command uses `$VERIFLASH_CONFIG_DIR` or `~/.config/veriflash`. A file a
+ * plugin cannot use makes `veriflash_flash_with_options` fail with `VERIFLASH_INVALID_INPUT`
+ * before anything is read or written.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER` when `options` is NULL; `VERIFLASH_INVALID_UTF8`;
+ * `VERIFLASH_INVALID_ARGUMENT` for an empty path. The options are unchanged on failure.
+ *
+ * # Safety
+ * `options` is NULL or live options that no other call uses at the same time; `dir` is NULL
+ * or a NUL-terminated string.
+ */
+veriflash_result veriflash_options_set_config_dir(struct veriflash_options *options,
+                                                  const char *dir);
+
+/**
+ * Sets how long a device that drops off mid-install is waited for, in seconds (at most
+ * `VERIFLASH_RECONNECT_WAIT_MAX`), as `veriflash flash --reconnect SECS`: 0 never waits (the
+ * install fails with the error that cut it off); the default is 60. Only devices whose plugin
+ * says they come back are waited for (MDM9x07 modems; not `file:` devices), at most 3 times
+ * per install; each wait is announced by a `VERIFLASH_EVENT_RECONNECTING` event, and the
+ * progress callback may cancel it.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`; `VERIFLASH_INVALID_ARGUMENT` for more than
+ * `VERIFLASH_RECONNECT_WAIT_MAX`. The options are unchanged on failure.
+ *
+ * # Safety
+ * `options` is NULL or live options that no other call uses at the same time.
+ */
+veriflash_result veriflash_options_set_reconnect_wait(struct veriflash_options *options,
+                                                      uint64_t seconds);
+
+/**
+ * Frees install options. NULL is a no-op. Freeing the same options twice is undefined
+ * behaviour, as with `free()`.
+ *
+ * # Safety
+ * `options` is NULL or options from this library, not yet freed and not in use by another
+ * call.
+ */
+void veriflash_options_free(struct veriflash_options *options);
+
+/**
  * Opens the package file at `path` and reads its header, manifest and signature block
  * (a few KiB, each length checked against its limit; nothing is trusted yet). On success
  * `*out_package` receives a new package the caller owns and must free with
  * `veriflash_package_free`.
+ *
+ * `veriflash_package_verify` reads the file opened here. `veriflash_flash` reads a regular
+ * file again from `path` — verified from its first byte, as every install is — so that an
+ * install cut off by a device that drops off can run again, as the `veriflash` command's
+ * does; when `path` no longer names the file opened here (it was replaced or removed), it
+ * reads the opened file, once. A FIFO or a device is read once, as a stream.
  *
  * # Errors
  * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8` (the path must be UTF-8); `VERIFLASH_IO`
@@ -698,7 +916,9 @@ veriflash_result veriflash_package_open_reader(veriflash_read_cb read,
                                                struct veriflash_package **out_package);
 
 /**
- * Verifies a package completely against `trust`: the signatures over header and manifest,
+ * Verifies a package completely against `trust` — its anchors, its clock (by default the
+ * system clock: an expired certificate is refused) and its threshold, exactly as
+ * `veriflash verify` and a Rust `Trust` judge it: the signatures over header and manifest,
  * then every payload chunk against its signed digest, then that the package ends where it
  * declares. Nothing is written anywhere. On success `*out_report` receives a new report the
  * caller owns and must free with `veriflash_report_free`.
@@ -707,8 +927,9 @@ veriflash_result veriflash_package_open_reader(veriflash_read_cb read,
  * only borrowed.
  *
  * # Errors
- * `VERIFLASH_NULL_POINTER`; `VERIFLASH_PACKAGE_SPENT`; the authenticity codes (20–27), the
- * integrity codes (30–31), `VERIFLASH_TRUNCATED`, `VERIFLASH_TRAILING_DATA`, `VERIFLASH_IO`.
+ * `VERIFLASH_NULL_POINTER`; `VERIFLASH_PACKAGE_SPENT`; the authenticity codes (20–28, among
+ * them `VERIFLASH_CERTIFICATE_EXPIRED` and `VERIFLASH_THRESHOLD_NOT_MET`), the integrity codes
+ * (30–33), `VERIFLASH_TRUNCATED`, `VERIFLASH_TRAILING_DATA`, `VERIFLASH_IO`.
  *
  * # Safety
  * `package` is NULL or a live package not in use elsewhere; `trust` is NULL or a live trust
@@ -1040,6 +1261,38 @@ veriflash_result veriflash_trust_load(const char *path,
 veriflash_result veriflash_trust_from_pem(const uint8_t *pem,
                                           size_t len,
                                           struct veriflash_trust **out_trust);
+
+/**
+ * Sets the clock certificate validity dates are judged by: `VERIFLASH_TRUSTED_TIME_SYSTEM`
+ * (the default: the system clock, read at each verification), `VERIFLASH_TRUSTED_TIME_NONE`
+ * (no dates checked, as `veriflash --no-clock`), or `VERIFLASH_TRUSTED_TIME_AT` with
+ * `unix_seconds`, a time the caller trusts. `unix_seconds` must be 0 for the other two.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`; `VERIFLASH_INVALID_ARGUMENT` for an unknown `time`, or a non-zero
+ * `unix_seconds` with a `time` other than `VERIFLASH_TRUSTED_TIME_AT`. The store is unchanged
+ * on failure.
+ *
+ * # Safety
+ * `trust` is NULL or a live trust store that no other call uses at the same time.
+ */
+veriflash_result veriflash_trust_set_time(struct veriflash_trust *trust,
+                                          veriflash_trusted_time time,
+                                          uint64_t unix_seconds);
+
+/**
+ * Requires at least `threshold` distinct trusted keys to sign each package, as
+ * `veriflash --threshold K` does; an anchor set that demands more (a saved rotation) keeps its
+ * own. 0 (the default) leaves the set's own threshold: one signature, or what a saved anchor
+ * set demands. A package signed by fewer is refused with `VERIFLASH_THRESHOLD_NOT_MET`.
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`.
+ *
+ * # Safety
+ * `trust` is NULL or a live trust store that no other call uses at the same time.
+ */
+veriflash_result veriflash_trust_set_threshold(struct veriflash_trust *trust, size_t threshold);
 
 /**
  * Frees a trust store. NULL is a no-op. Freeing the same store twice is undefined behaviour,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds examples/c/verify_and_flash.c with `gcc -Wall -Wextra -Werror` against the static and
 # the shared veriflash C library, makes a key, a package, a tampered copy and file-backed
-# devices with the `veriflash` CLI, and checks the program's output and exit codes — then runs
-# it under valgrind (no definite or indirect leaks, no invalid reads or writes).
+# devices with the `veriflash` CLI, and a package signed by an expired certificate with
+# openssl, and checks the program's output and exit codes (the same as the CLI's for the
+# trust options) — then runs it under valgrind (no definite or indirect leaks, no invalid reads
+# or writes).
 #
 #   examples/c/run.sh            # from anywhere; honours CARGO_TARGET_DIR
 #   VALGRIND=0 examples/c/run.sh # skip the valgrind runs
@@ -89,6 +91,27 @@ printf "$(printf '\\%03o' $(((byte + 1) % 256)))" |
   dd of="$work/tampered.vfp" bs=1 seek="$offset" conv=notrunc status=none
 cmp -s "$work/good.vfp" "$work/tampered.vfp" && fail "the tampered copy is unchanged"
 
+step "make a root CA and an expired code-signing certificate with openssl, and a package signed with it"
+command -v openssl >/dev/null || fail "openssl is needed for the certificate cases"
+pki="$work/pki"
+mkdir -p "$pki"
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n' >"$pki/ca.ext"
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n' >"$pki/leaf.ext"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/root.key" 2>/dev/null
+openssl req -new -key "$pki/root.key" -subj /CN=Root -out "$pki/root.csr"
+openssl x509 -req -in "$pki/root.csr" -signkey "$pki/root.key" -extfile "$pki/ca.ext" \
+  -days 30 -out "$pki/root.pem" 2>/dev/null
+"$cli" keygen --out "$pki/leaf.pem" >/dev/null
+openssl req -new -key "$pki/leaf.pem" -subj /CN=Leaf -out "$pki/leaf.csr"
+# -days -1: the certificate expired yesterday.
+openssl x509 -req -in "$pki/leaf.csr" -CA "$pki/root.pem" -CAkey "$pki/root.key" \
+  -CAcreateserial -extfile "$pki/leaf.ext" -days -1 -out "$pki/leaf.crt" 2>/dev/null
+"$cli" pack --manifest "$work/update.toml" --key "$pki/leaf.pem" --cert "$pki/leaf.crt" \
+  --out "$work/expired.vfp" >/dev/null
+cli_code=0
+"$cli" verify --trust "$pki/root.pem" "$work/expired.vfp" >/dev/null 2>&1 || cli_code=$?
+[ "$cli_code" = 27 ] || fail "the CLI verifies the expired package with exit $cli_code, expected 27"
+
 new_device() {
   "$cli" device init --layout "$work/layout.toml" "file:$work/$1" >/dev/null
   echo "file:$work/$1"
@@ -128,12 +151,32 @@ check_tampered() {
 }
 
 for kind in static shared; do
-  step "$kind: good package verifies and flashes"
+  step "$kind: good package verifies and flashes (with a state directory and a reconnect wait)"
   target=$(new_device "dev-$kind.img")
-  run "good-$kind" 0 "$work/vf_$kind" "$work/vendor.pub.pem" "$work/good.vfp" "$target"
+  run "good-$kind" 0 "$work/vf_$kind" --state-dir "$work/state-$kind" --reconnect 5 \
+    "$work/vendor.pub.pem" "$work/good.vfp" "$target"
   check_good "good-$kind"
   "$cli" status --target "$target" >"$work/status.txt"
   grep -Eq "active slot +b" "$work/status.txt" || fail "the CLI does not see slot b active"
+
+  step "$kind: good package flashes from a read callback"
+  target=$(new_device "dev-$kind-callback.img")
+  run "callback-$kind" 0 "$work/vf_$kind" --from-callback "$work/vendor.pub.pem" \
+    "$work/good.vfp" "$target"
+  check_good "callback-$kind"
+
+  step "$kind: an expired certificate is refused with code 27 (as by the CLI), accepted with --no-clock"
+  target=$(new_device "dev-$kind-expired.img")
+  run "expired-$kind" 27 "$work/vf_$kind" "$pki/root.pem" "$work/expired.vfp" "$target"
+  expect "expired-$kind.err" "error\[27 certificate_expired\]: verifying the package"
+  run "no-clock-$kind" 0 "$work/vf_$kind" --no-clock "$pki/root.pem" "$work/expired.vfp" "$target"
+  check_good "no-clock-$kind"
+
+  step "$kind: a threshold of 2 is not met by one signature: code 24"
+  target=$(new_device "dev-$kind-threshold.img")
+  run "threshold-$kind" 24 "$work/vf_$kind" --threshold 2 "$work/vendor.pub.pem" \
+    "$work/good.vfp" "$target"
+  expect "threshold-$kind.err" "error\[24 threshold_not_met\]"
 
   step "$kind: tampered package is refused with code 30"
   target=$(new_device "dev-$kind-tampered.img")
@@ -147,8 +190,12 @@ for kind in static shared; do
   run "stranger-$kind" 21 "$work/vf_$kind" "$work/other-$kind.pub.pem" "$work/good.vfp" "$target"
   expect "stranger-$kind.err" "error\[21 unknown_signer\]"
 
-  step "$kind: usage error"
+  step "$kind: usage errors"
   run "usage-$kind" 2 "$work/vf_$kind"
+  run "usage-option-$kind" 2 "$work/vf_$kind" --reconnect soon "$work/vendor.pub.pem" \
+    "$work/good.vfp" "$target"
+  run "usage-unknown-$kind" 2 "$work/vf_$kind" --frobnicate "$work/vendor.pub.pem" \
+    "$work/good.vfp" "$target"
 done
 
 if [ "${VALGRIND:-1}" != 0 ]; then
@@ -161,14 +208,22 @@ if [ "${VALGRIND:-1}" != 0 ]; then
   vg=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect
     --show-leak-kinds=definite,indirect --error-exitcode=1)
   for kind in static shared; do
-    step "valgrind, $kind: good package"
+    step "valgrind, $kind: good package, with options"
     target=$(new_device "vg-$kind.img")
-    run "vg-good-$kind" 0 "${vg[@]}" "$work/vf_$kind" "$work/vendor.pub.pem" "$work/good.vfp" "$target"
+    run "vg-good-$kind" 0 "${vg[@]}" "$work/vf_$kind" --state-dir "$work/vg-state" \
+      --config-dir "$work/vg-config" --reconnect 0 "$work/vendor.pub.pem" "$work/good.vfp" "$target"
     check_good "vg-good-$kind"
+    step "valgrind, $kind: good package from a read callback"
+    target=$(new_device "vg-$kind-callback.img")
+    run "vg-callback-$kind" 0 "${vg[@]}" "$work/vf_$kind" --from-callback \
+      "$work/vendor.pub.pem" "$work/good.vfp" "$target"
+    check_good "vg-callback-$kind"
     step "valgrind, $kind: tampered package"
     target=$(new_device "vg-$kind-tampered.img")
     run "vg-tampered-$kind" 30 "${vg[@]}" "$work/vf_$kind" "$work/vendor.pub.pem" "$work/tampered.vfp" "$target"
     check_tampered "vg-tampered-$kind"
+    step "valgrind, $kind: expired certificate"
+    run "vg-expired-$kind" 27 "${vg[@]}" "$work/vf_$kind" "$pki/root.pem" "$work/expired.vfp" "$target"
   done
   valgrind --version
 fi

@@ -2,21 +2,35 @@
  * verify_and_flash: verifies a signed veriflash package, then flashes it to a device,
  * printing progress. The C API's whole life cycle in one small program.
  *
- *   verify_and_flash TRUST PACKAGE TARGET
+ *   verify_and_flash [OPTIONS] TRUST PACKAGE TARGET
  *
  *   TRUST    a PEM public key (or root certificate), or a directory of them
  *   PACKAGE  the package file
- *   TARGET   the device, e.g. file:/tmp/device.img (a file-backed reference device)
+ *   TARGET   the device, e.g. file:/tmp/device.img (a file-backed reference device) or
+ *            mdm9x07:serial:/dev/ttyUSB0 (a modem in download mode)
+ *
+ *   --no-clock         do not check certificate dates (by default the system clock is
+ *                      trusted, as for the `veriflash` command)
+ *   --threshold K      require K distinct trusted signers
+ *   --state-dir DIR    journals, backups and per-device records (default: none)
+ *   --config-dir DIR   configuration files such as mdm9x07-products.toml (default: none)
+ *   --reconnect SECS   how long to wait for a modem that drops off (default 60, 0: never)
+ *
+ * The options are the `veriflash` command's, mapped to veriflash_trust_set_time,
+ * veriflash_trust_set_threshold and a veriflash_options handle.
  *
  * Exit status: 0 on success, otherwise the veriflash_result code (the same numbers as the
  * `veriflash` command's exit statuses), 2 for a usage error.
  *
- * The package is verified from its path, and flashed from a read callback over a FILE*, to
- * show both ways of opening one.
+ * The package is verified from its path, then flashed from its path too (so an install cut
+ * off by a modem that drops off can run again), or, with --from-callback, from a read
+ * callback over a FILE*, to show both ways of opening one.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "veriflash.h"
@@ -62,6 +76,16 @@ static int on_event(void *userdata, const veriflash_event *event) {
     }
     case VERIFLASH_EVENT_WARNING:
         printf("  warning: %s\n", event->message);
+        break;
+    case VERIFLASH_EVENT_RECONNECTING:
+        printf("  connection lost (%s: %s): waiting up to %" PRIu64 " s for the device, "
+               "try %" PRIu32 " of %" PRIu32 "\n",
+               veriflash_result_name(event->code), event->message, event->timeout_ms / 1000u,
+               event->attempt, event->max_attempts);
+        progress->next_percent = 0; /* the install runs again from the start */
+        break;
+    case VERIFLASH_EVENT_RECONNECTED:
+        printf("  device back: installing again\n");
         break;
     case VERIFLASH_EVENT_FINISHED:
         printf("  finished   %s\n", veriflash_result_name(event->code));
@@ -126,12 +150,55 @@ static void print_status(const char *target) {
     veriflash_status_free(status);
 }
 
+static int usage(const char *program) {
+    fprintf(stderr,
+            "usage: %s [--no-clock] [--threshold K] [--state-dir DIR] [--config-dir DIR]\n"
+            "       [--reconnect SECS] [--from-callback] TRUST PACKAGE TARGET\n",
+            program);
+    return 2;
+}
+
+/* Parses a decimal number into *out; false when it is not one. */
+static bool parse_number(const char *text, unsigned long long *out) {
+    char *end = NULL;
+    errno = 0;
+    *out = strtoull(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' && text[0] != '-';
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s TRUST PACKAGE TARGET\n", argv[0]);
-        return 2;
+    const char *program = argv[0];
+    bool no_clock = false, from_callback = false;
+    const char *state_dir = NULL, *config_dir = NULL, *threshold_arg = NULL,
+               *reconnect_arg = NULL;
+    int arg = 1;
+    for (; arg < argc && strncmp(argv[arg], "--", 2) == 0; arg++) {
+        const char *flag = argv[arg];
+        if (strcmp(flag, "--no-clock") == 0) {
+            no_clock = true;
+        } else if (strcmp(flag, "--from-callback") == 0) {
+            from_callback = true;
+        } else if (arg + 1 < argc && strcmp(flag, "--threshold") == 0) {
+            threshold_arg = argv[++arg];
+        } else if (arg + 1 < argc && strcmp(flag, "--state-dir") == 0) {
+            state_dir = argv[++arg];
+        } else if (arg + 1 < argc && strcmp(flag, "--config-dir") == 0) {
+            config_dir = argv[++arg];
+        } else if (arg + 1 < argc && strcmp(flag, "--reconnect") == 0) {
+            reconnect_arg = argv[++arg];
+        } else {
+            return usage(program);
+        }
     }
-    const char *trust_path = argv[1], *package_path = argv[2], *target = argv[3];
+    if (argc - arg != 3) {
+        return usage(program);
+    }
+    unsigned long long threshold = 0, reconnect = 60;
+    if ((threshold_arg != NULL && !parse_number(threshold_arg, &threshold)) ||
+        (reconnect_arg != NULL && !parse_number(reconnect_arg, &reconnect))) {
+        return usage(program);
+    }
+    const char *trust_path = argv[arg], *package_path = argv[arg + 1], *target = argv[arg + 2];
 
     printf("veriflash %s, ABI %" PRIu32 "\n", veriflash_version(), veriflash_abi_version());
     if (veriflash_abi_version() != VERIFLASH_ABI_VERSION) {
@@ -142,13 +209,35 @@ int main(int argc, char **argv) {
 
     int exit_code = 0;
     veriflash_trust *trust = NULL;
+    veriflash_options *options = NULL;
     veriflash_package *package = NULL;
     veriflash_report *report = NULL;
     FILE *file = NULL;
     veriflash_result rc;
 
+    /* The trust configuration: anchors, clock, threshold (the command's --trust, --no-clock,
+     * --threshold). */
     if ((rc = veriflash_trust_load(trust_path, &trust)) != VERIFLASH_OK) {
         exit_code = report_failure("loading the trust anchors", rc);
+        goto done;
+    }
+    if (no_clock && (rc = veriflash_trust_set_time(trust, VERIFLASH_TRUSTED_TIME_NONE, 0)) !=
+                        VERIFLASH_OK) {
+        exit_code = report_failure("--no-clock", rc);
+        goto done;
+    }
+    if ((rc = veriflash_trust_set_threshold(trust, (size_t)threshold)) != VERIFLASH_OK) {
+        exit_code = report_failure("--threshold", rc);
+        goto done;
+    }
+
+    /* How the install runs: where the plugins keep state and read configuration, and how
+     * long a device that drops off is waited for. Unset: none, none, 60 s. */
+    if ((rc = veriflash_options_new(&options)) != VERIFLASH_OK ||
+        (rc = veriflash_options_set_state_dir(options, state_dir)) != VERIFLASH_OK ||
+        (rc = veriflash_options_set_config_dir(options, config_dir)) != VERIFLASH_OK ||
+        (rc = veriflash_options_set_reconnect_wait(options, reconnect)) != VERIFLASH_OK) {
+        exit_code = report_failure("setting the install options", rc);
         goto done;
     }
 
@@ -168,21 +257,27 @@ int main(int argc, char **argv) {
     veriflash_package_free(package);
     package = NULL;
 
-    /* 2. Flash, reading the package through a callback, with progress. */
+    /* 2. Flash, with progress: from the path, or through a read callback. */
     print_status(target);
-    file = fopen(package_path, "rb");
-    if (file == NULL) {
-        fprintf(stderr, "error: %s: %s\n", package_path, strerror(errno));
-        exit_code = (int)VERIFLASH_IO;
-        goto done;
+    if (from_callback) {
+        file = fopen(package_path, "rb");
+        if (file == NULL) {
+            fprintf(stderr, "error: %s: %s\n", package_path, strerror(errno));
+            exit_code = (int)VERIFLASH_IO;
+            goto done;
+        }
+        rc = veriflash_package_open_reader(read_file, file, &package);
+    } else {
+        rc = veriflash_package_open(package_path, &package);
     }
-    if ((rc = veriflash_package_open_reader(read_file, file, &package)) != VERIFLASH_OK) {
+    if (rc != VERIFLASH_OK) {
         exit_code = report_failure("opening the package", rc);
         goto done;
     }
     printf("flashing %s\n", target);
     struct progress progress = {0, 0};
-    rc = veriflash_flash(package, trust, target, on_event, &progress, &report);
+    rc = veriflash_flash_with_options(package, trust, options, target, on_event, &progress,
+                                      &report);
     if (rc != VERIFLASH_OK) {
         exit_code = report_failure("flashing", rc);
         print_status(target);
@@ -197,6 +292,7 @@ done:
     if (file != NULL) {
         fclose(file);
     }
+    veriflash_options_free(options);
     veriflash_trust_free(trust);
     return exit_code;
 }

@@ -224,7 +224,7 @@ pub fn all_codes() -> impl Iterator<Item = (veriflash_result, &'static str)> {
 #[derive(Debug)]
 pub(crate) struct FfiError {
     pub(crate) code: veriflash_result,
-    message: String,
+    pub(crate) message: String,
     remedy: String,
 }
 

@@ -115,6 +115,66 @@ impl<T> Out<T> {
     }
 }
 
+/// A value that must stay on the thread that made it — a C caller's callback and its
+/// `userdata`, a package read through a callback — handed to library code whose types demand
+/// `Send` (the core's event sink and package stream are `Send` so a Rust embedder can move an
+/// updater between threads).
+///
+/// The value is reached only through [`CallerThread::get_mut`], which answers `None` on any
+/// other thread, and dropped only on its own thread (leaked, never dropped, elsewhere). So
+/// whatever the library does with the wrapper, the C callbacks run on the thread that called
+/// the veriflash function, as the header promises, and nothing that is not `Send` is used or
+/// dropped on another thread.
+pub(crate) struct CallerThread<T> {
+    owner: std::thread::ThreadId,
+    value: std::mem::ManuallyDrop<T>,
+}
+
+// SAFETY: moving a `CallerThread` to another thread moves only its bytes: the value inside is
+// never touched there — `get_mut` refuses every thread but `owner`, and `Drop` leaks the value
+// instead of dropping it off `owner`. What `Send` guards against (using a `!Send` value, such
+// as a raw pointer, an `Rc` or a C callback, from two threads) cannot happen.
+unsafe impl<T> Send for CallerThread<T> {}
+
+impl<T> CallerThread<T> {
+    /// Binds `value` to the calling thread.
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            owner: std::thread::current().id(),
+            value: std::mem::ManuallyDrop::new(value),
+        }
+    }
+
+    /// The value, on the thread that made it; `None` on any other.
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        (std::thread::current().id() == self.owner).then_some(&mut *self.value)
+    }
+}
+
+impl<T> Drop for CallerThread<T> {
+    fn drop(&mut self) {
+        if std::thread::current().id() == self.owner {
+            // SAFETY: `value` is dropped here once and never used again (this is `drop`).
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.value) }
+        }
+        // On another thread the value is leaked: dropping it there could run a `!Send`
+        // destructor off its thread.
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CallerThread<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.get_mut().map_or_else(
+            || {
+                Err(std::io::Error::other(
+                    "the package was read from another thread than the caller's",
+                ))
+            },
+            |reader| reader.read(buf),
+        )
+    }
+}
+
 /// A NUL-terminated UTF-8 string argument.
 ///
 /// # Safety
@@ -232,6 +292,47 @@ mod tests {
     fn plain_bodies_fall_back_on_panic() {
         assert_eq!(call_plain(7u32, || panic!("boom")), 7);
         assert_eq!(call_plain(7u32, || 3), 3);
+    }
+
+    #[test]
+    fn a_caller_thread_value_is_reached_and_dropped_only_on_its_thread() {
+        use std::io::Read as _;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+
+        let mut here = CallerThread::new(Counted(Arc::clone(&drops)));
+        assert!(here.get_mut().is_some());
+        drop(here);
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped on its own thread");
+
+        let mut there = CallerThread::new(Counted(Arc::clone(&drops)));
+        let mut reader = CallerThread::new(std::io::Cursor::new(vec![1u8, 2, 3]));
+        std::thread::spawn(move || {
+            assert!(there.get_mut().is_none());
+            let mut buf = [0u8; 3];
+            assert!(reader.read(&mut buf).is_err(), "not read off its thread");
+            drop(there);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "leaked, not dropped, on another thread"
+        );
+
+        let mut reader = CallerThread::new(std::io::Cursor::new(vec![1u8, 2, 3]));
+        let mut buf = Vec::new();
+        reader.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3]);
     }
 
     #[test]

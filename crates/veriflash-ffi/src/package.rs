@@ -1,13 +1,17 @@
 //! Packages: opened from a path or a caller's read callback, verified once.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::io::{self, BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use veriflash_core::sig::Verifier;
-use veriflash_core::{Error, PackageReader};
+use veriflash_core::{Error, PackageReader, PackageSource};
 
 use crate::error::{FfiError, VERIFLASH_PACKAGE_SPENT, veriflash_result};
-use crate::ffi::{Handle, Out, arg_str, borrow, borrow_mut, call, call_plain, free, into_handle};
+use crate::ffi::{
+    CallerThread, Handle, Out, arg_str, borrow, borrow_mut, call, call_plain, free, into_handle,
+};
 use crate::report::{Report, veriflash_report};
 use crate::trust::veriflash_trust;
 
@@ -17,7 +21,8 @@ use crate::trust::veriflash_trust;
 /// Made by `veriflash_package_open` or `veriflash_package_open_reader`, owned by the caller,
 /// freed with `veriflash_package_free` — always, also after it was verified or flashed.
 /// A package is read once: `veriflash_package_verify` or `veriflash_flash` uses it up (whether
-/// they succeed or fail), and a second use returns `VERIFLASH_PACKAGE_SPENT`. Not thread-safe:
+/// they succeed or fail; `veriflash_flash` not when it fails before it starts reading it), and
+/// a second use returns `VERIFLASH_PACKAGE_SPENT`. Not thread-safe:
 /// use one package from one thread at a time.
 pub struct veriflash_package {
     _private: [u8; 0],
@@ -41,13 +46,70 @@ pub type veriflash_read_cb = Option<
 /// Where the payload comes from, and the prefix bytes already read from it.
 pub(crate) struct Package {
     source: Option<Source>,
+    /// The regular file the package was opened from, if it was: an install reads it again
+    /// from its path (see [`Package::lend`]).
+    file: Option<OpenedFile>,
+}
+
+/// A regular file a package was opened from: its path and which file that was.
+struct OpenedFile {
+    path: PathBuf,
+    /// Device and inode numbers when it was opened.
+    identity: (u64, u64),
+}
+
+impl OpenedFile {
+    /// The identity of the file `path` names now.
+    fn identity_of(path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|meta| (meta.dev(), meta.ino()))
+    }
+
+    /// Whether `path` still names the file that was opened.
+    fn unchanged(&self) -> bool {
+        Self::identity_of(&self.path) == Some(self.identity)
+    }
+}
+
+/// A package handed to an install ([`Package::lend`]); given back with [`Package::settle`].
+pub(crate) enum Lease {
+    /// The install reads the package file again from its path.
+    File,
+    /// The install reads the stream the package was opened on, through this slot; the source
+    /// is still in it as long as nothing was read.
+    Stream(Rc<RefCell<Option<Source>>>),
+}
+
+/// The package's stream as an install reads it: the source is taken from the slot at the
+/// first read, so until then it can be given back to the package untouched.
+struct Lent {
+    slot: Rc<RefCell<Option<Source>>>,
+    reading: Option<Box<dyn Read>>,
+}
+
+impl Read for Lent {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reading.is_none() {
+            let source = self.slot.borrow_mut().take().ok_or_else(|| {
+                io::Error::other("the package stream was given back and cannot be read")
+            })?;
+            self.reading = Some(Box::new(Cursor::new(source.prefix).chain(source.rest)));
+        }
+        match self.reading.as_mut() {
+            Some(reader) => reader.read(buf),
+            None => Ok(0),
+        }
+    }
 }
 
 impl Handle for veriflash_package {
     type Inner = Package;
 }
 
-struct Source {
+pub(crate) struct Source {
     /// The header, manifest and signature block, as read (bounded by the format's limits).
     prefix: Vec<u8>,
     /// The rest of the package, from the first payload byte.
@@ -59,7 +121,7 @@ struct Source {
 impl Package {
     /// Reads and bounds the prefix from `reader`: a malformed, truncated or oversized package is
     /// refused here, before any signature work.
-    fn open(reader: Box<dyn Read>, len: Option<u64>) -> Result<Self, Error> {
+    pub(crate) fn open(reader: Box<dyn Read>, len: Option<u64>) -> Result<Self, Error> {
         let mut recorder = Recorder {
             inner: reader,
             seen: Vec::new(),
@@ -71,25 +133,77 @@ impl Package {
                 rest: recorder.inner,
                 len,
             }),
+            file: None,
         })
+    }
+
+    /// Opens the package file at `path` (see `veriflash_package_open`).
+    pub(crate) fn open_path(path: &Path) -> Result<Self, Error> {
+        let (stream, len) = veriflash_core::source::open_package(path)?;
+        let mut package = Self::open(Box::new(BufReader::with_capacity(64 * 1024, stream)), len)?;
+        // A regular file (a FIFO or a device is a stream, read once).
+        if len.is_some() {
+            package.file = OpenedFile::identity_of(path).map(|identity| OpenedFile {
+                path: path.to_path_buf(),
+                identity,
+            });
+        }
+        Ok(package)
+    }
+
+    /// Hands the package to an install, as the source an `Updater` reads: the package file
+    /// again from its path when it was opened from a regular file that the path still names
+    /// (so an install can run again after a reconnect, as the `veriflash` command's does, and
+    /// the file's length is checked against the signed layout), otherwise the stream it was
+    /// opened on, read once. Give the lease back with [`Package::settle`].
+    pub(crate) fn lend(&mut self) -> Result<(PackageSource, Lease), FfiError> {
+        if self.source.is_none() {
+            return Err(spent());
+        }
+        if let Some(file) = self.file.as_ref().filter(|f| f.unchanged()) {
+            return Ok((PackageSource::File(file.path.clone()), Lease::File));
+        }
+        let slot = Rc::new(RefCell::new(self.source.take()));
+        let lent = Lent {
+            slot: Rc::clone(&slot),
+            reading: None,
+        };
+        Ok((
+            PackageSource::Stream(Box::new(CallerThread::new(lent))),
+            Lease::Stream(slot),
+        ))
+    }
+
+    /// Takes a lease back after the install: the package stays usable if the install did not
+    /// start reading it (`started`, for a file read from its path; whether its stream was
+    /// touched otherwise), and is spent if it did.
+    pub(crate) fn settle(&mut self, lease: Lease, started: bool) {
+        match lease {
+            Lease::File if started => self.source = None,
+            Lease::File => {}
+            Lease::Stream(slot) => self.source = slot.borrow_mut().take(),
+        }
     }
 
     /// The whole package again, from its first byte, for the core to read (the prefix from
     /// memory, parsed and verified afresh; the payload from the source, read once). Uses the
     /// package up.
     pub(crate) fn take(&mut self) -> Result<PackageReader<impl Read + use<>>, FfiError> {
-        let source = self.source.take().ok_or_else(|| {
-            FfiError::new(
-                VERIFLASH_PACKAGE_SPENT,
-                "the package was already verified or flashed",
-            )
-        })?;
+        let source = self.source.take().ok_or_else(spent)?;
         let reader = PackageReader::new(Cursor::new(source.prefix).chain(source.rest))?;
         Ok(match source.len {
             Some(len) => reader.with_len(len),
             None => reader,
         })
     }
+}
+
+/// The error for a package that was already used.
+fn spent() -> FfiError {
+    FfiError::new(
+        VERIFLASH_PACKAGE_SPENT,
+        "the package was already verified or flashed",
+    )
 }
 
 /// Keeps a copy of what the format parser reads, so the prefix can be handed to the core again.
@@ -147,6 +261,12 @@ impl Read for CallbackReader {
 /// `*out_package` receives a new package the caller owns and must free with
 /// `veriflash_package_free`.
 ///
+/// `veriflash_package_verify` reads the file opened here. `veriflash_flash` reads a regular
+/// file again from `path` — verified from its first byte, as every install is — so that an
+/// install cut off by a device that drops off can run again, as the `veriflash` command's
+/// does; when `path` no longer names the file opened here (it was replaced or removed), it
+/// reads the opened file, once. A FIFO or a device is read once, as a stream.
+///
 /// # Errors
 /// `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8` (the path must be UTF-8); `VERIFLASH_IO`
 /// when the file cannot be opened or read; `VERIFLASH_MALFORMED_PACKAGE`,
@@ -165,8 +285,7 @@ pub unsafe extern "C" fn veriflash_package_open(
         let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: this function's contract.
         let out = unsafe { Out::new(out_package, "out_package") }?;
-        let (stream, len) = veriflash_core::source::open_package(std::path::Path::new(path))?;
-        let package = Package::open(Box::new(BufReader::with_capacity(64 * 1024, stream)), len)?;
+        let package = Package::open_path(Path::new(path))?;
         out.write(into_handle::<veriflash_package>(package));
         Ok(())
     })
@@ -206,7 +325,9 @@ pub unsafe extern "C" fn veriflash_package_open_reader(
     })
 }
 
-/// Verifies a package completely against `trust`: the signatures over header and manifest,
+/// Verifies a package completely against `trust` — its anchors, its clock (by default the
+/// system clock: an expired certificate is refused) and its threshold, exactly as
+/// `veriflash verify` and a Rust `Trust` judge it: the signatures over header and manifest,
 /// then every payload chunk against its signed digest, then that the package ends where it
 /// declares. Nothing is written anywhere. On success `*out_report` receives a new report the
 /// caller owns and must free with `veriflash_report_free`.
@@ -215,8 +336,9 @@ pub unsafe extern "C" fn veriflash_package_open_reader(
 /// only borrowed.
 ///
 /// # Errors
-/// `VERIFLASH_NULL_POINTER`; `VERIFLASH_PACKAGE_SPENT`; the authenticity codes (20–27), the
-/// integrity codes (30–31), `VERIFLASH_TRUNCATED`, `VERIFLASH_TRAILING_DATA`, `VERIFLASH_IO`.
+/// `VERIFLASH_NULL_POINTER`; `VERIFLASH_PACKAGE_SPENT`; the authenticity codes (20–28, among
+/// them `VERIFLASH_CERTIFICATE_EXPIRED` and `VERIFLASH_THRESHOLD_NOT_MET`), the integrity codes
+/// (30–33), `VERIFLASH_TRUNCATED`, `VERIFLASH_TRAILING_DATA`, `VERIFLASH_IO`.
 ///
 /// # Safety
 /// `package` is NULL or a live package not in use elsewhere; `trust` is NULL or a live trust
@@ -236,7 +358,7 @@ pub unsafe extern "C" fn veriflash_package_verify(
         let out = unsafe { Out::new(out_report, "out_report") }?;
         let report = package
             .take()?
-            .verify(&Verifier::new(trust.anchors()).with_policy(trust.policy()))?
+            .verify(&trust.verifier())?
             .verify_payload()?;
         out.write(into_handle::<veriflash_report>(Report::new(&report)));
         Ok(())

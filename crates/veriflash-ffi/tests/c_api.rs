@@ -30,8 +30,8 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A signed two-image package with 4 KiB chunks (so a flash reports many progress events).
-fn package_bytes(key: &SigningKey, security_version: u64) -> Vec<u8> {
+/// A two-image package with 4 KiB chunks (so a flash reports many progress events), to sign.
+fn unsigned_package(security_version: u64) -> UnsignedPackage {
     let mut images = vec![
         ImageSource::new("boot", "boot", ImageData::Bytes(bytes(40_000, 1))),
         ImageSource::new("rootfs", "system", ImageData::Bytes(bytes(90_000, 2))),
@@ -39,7 +39,7 @@ fn package_bytes(key: &SigningKey, security_version: u64) -> Vec<u8> {
     for image in &mut images {
         image.chunk_size = 4096;
     }
-    let unsigned = UnsignedPackage::prepare(PackageSpec {
+    UnsignedPackage::prepare(PackageSpec {
         product: "acme-hotspot-x1".into(),
         chipset: "mdm9607".into(),
         hardware_revisions: vec![],
@@ -47,13 +47,25 @@ fn package_bytes(key: &SigningKey, security_version: u64) -> Vec<u8> {
         security_version,
         images,
     })
-    .unwrap();
-    let block = SignatureBlock {
-        entries: vec![unsigned.sign(key).unwrap()],
-    };
+    .unwrap()
+}
+
+/// The package with these signature entries.
+fn signed(
+    unsigned: &UnsignedPackage,
+    entries: Vec<veriflash_core::format::SignatureEntry>,
+) -> Vec<u8> {
+    let block = SignatureBlock { entries };
     let mut out = Vec::new();
     unsigned.write_to(&block, &mut out).unwrap();
     out
+}
+
+/// A signed two-image package with 4 KiB chunks.
+fn package_bytes(key: &SigningKey, security_version: u64) -> Vec<u8> {
+    let unsigned = unsigned_package(security_version);
+    let entry = unsigned.sign(key).unwrap();
+    signed(&unsigned, vec![entry])
 }
 
 struct Fixture {
@@ -137,6 +149,32 @@ impl Drop for Report {
         unsafe { veriflash_report_free(self.0) }
     }
 }
+struct Options(*mut veriflash_options);
+impl Options {
+    fn new() -> Self {
+        let mut options = ptr::null_mut();
+        // SAFETY: a writable local.
+        let rc = unsafe { veriflash_options_new(&raw mut options) };
+        assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+        Self(options)
+    }
+
+    /// Options with this state directory (and no other change).
+    fn with_state_dir(dir: &Path) -> Self {
+        let options = Self::new();
+        let dir = c_path(dir);
+        // SAFETY: live options and a NUL-terminated path.
+        let rc = unsafe { veriflash_options_set_state_dir(options.0, dir.as_ptr()) };
+        assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+        options
+    }
+}
+impl Drop for Options {
+    fn drop(&mut self) {
+        // SAFETY: live options from the library, freed once.
+        unsafe { veriflash_options_free(self.0) }
+    }
+}
 struct Status(*mut veriflash_status);
 impl Drop for Status {
     fn drop(&mut self) {
@@ -163,6 +201,29 @@ fn flash_to(package: &Package, trust: &Trust, target: &CStr) -> (veriflash_resul
         veriflash_flash(
             package.0,
             trust.0,
+            target.as_ptr(),
+            None,
+            ptr::null_mut(),
+            &raw mut report,
+        )
+    };
+    (rc, Report(report))
+}
+
+/// Flashes `package` to `target` with `options`, without a progress callback.
+fn flash_with(
+    package: &Package,
+    trust: &Trust,
+    options: &Options,
+    target: &CStr,
+) -> (veriflash_result, Report) {
+    let mut report = ptr::null_mut();
+    // SAFETY: live handles, a NUL-terminated target, no callback, a writable local.
+    let rc = unsafe {
+        veriflash_flash_with_options(
+            package.0,
+            trust.0,
+            options.0,
             target.as_ptr(),
             None,
             ptr::null_mut(),
@@ -394,6 +455,69 @@ fn null_pointers_are_refused_and_outputs_left_alone() {
             VERIFLASH_NULL_POINTER
         );
 
+        assert_eq!(
+            veriflash_trust_set_time(ptr::null_mut(), VERIFLASH_TRUSTED_TIME_NONE, 0),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_trust_set_threshold(ptr::null_mut(), 2),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_options_new(ptr::null_mut()),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_options_set_state_dir(ptr::null_mut(), c"/tmp".as_ptr()),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_options_set_config_dir(ptr::null_mut(), c"/tmp".as_ptr()),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_options_set_reconnect_wait(ptr::null_mut(), 5),
+            VERIFLASH_NULL_POINTER
+        );
+        let options = Options::new();
+        assert_eq!(
+            veriflash_flash_with_options(
+                ptr::null_mut(),
+                trust.0,
+                options.0,
+                target.as_ptr(),
+                None,
+                ptr::null_mut(),
+                &raw mut report
+            ),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_flash_with_options(
+                package.0,
+                ptr::null(),
+                options.0,
+                target.as_ptr(),
+                None,
+                ptr::null_mut(),
+                &raw mut report
+            ),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_flash_with_options(
+                package.0,
+                trust.0,
+                options.0,
+                target.as_ptr(),
+                None,
+                ptr::null_mut(),
+                ptr::null_mut()
+            ),
+            VERIFLASH_NULL_POINTER
+        );
+        assert!(report.is_null());
+
         // None of the refused calls used the package up: it still verifies.
         let (rc, report) = verify(&package, &trust);
         assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
@@ -409,6 +533,7 @@ fn freeing_null_is_a_no_op() {
         veriflash_package_free(ptr::null_mut());
         veriflash_report_free(ptr::null_mut());
         veriflash_status_free(ptr::null_mut());
+        veriflash_options_free(ptr::null_mut());
     }
 }
 
@@ -1150,4 +1275,438 @@ fn a_modem_package_flashes_to_the_emulated_mdm9607_through_the_c_api() {
     assert_ne!(rc, VERIFLASH_OK);
     assert!(out.is_null());
     assert!(last_message().contains("mdm9x07:"), "{}", last_message());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trust configuration: clock and threshold, as the CLI's `--no-clock` and `--threshold`.
+
+/// Runs the openssl command in `dir`; it must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A vendor PKI made with openssl in `dir`: a root CA (`root.pem`, the trust anchor) valid for
+/// 30 days and a code-signing leaf it issued, valid for `leaf_days` from now (`-1`: it expired
+/// yesterday). Returns the leaf's key and its chain (the leaf certificate).
+fn certificate_chain(dir: &Path, leaf_days: &str) -> (SigningKey, Vec<Vec<u8>>) {
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
+    )
+    .unwrap();
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    openssl(
+        dir,
+        &[&["genpkey"][..], &ec, &["-out", "root.key"]].concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-key", "root.key", "-subj", "/CN=Root", "-out", "root.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", "root.csr", "-signkey", "root.key", "-extfile", "ca.ext",
+            "-days", "30", "-out", "root.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[&["genpkey"][..], &ec, &["-out", "leaf.key"]].concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-key", "leaf.key", "-subj", "/CN=Leaf", "-out", "leaf.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-extfile",
+            "leaf.ext",
+            "-days",
+            leaf_days,
+            "-out",
+            "leaf.crt",
+        ],
+    );
+    let key = veriflash_core::trust::load_signing_key(&dir.join("leaf.key")).unwrap();
+    let chain = veriflash_core::trust::load_certificate_chain(&dir.join("leaf.crt")).unwrap();
+    (key, chain)
+}
+
+/// The fixture's package signed by a leaf certificate valid for `leaf_days` instead, and the
+/// trust store of its root certificate.
+fn certified_package(fx: &Fixture, leaf_days: &str) -> (PathBuf, Trust) {
+    let pki = fx.dir.path().join(format!("pki{leaf_days}"));
+    std::fs::create_dir(&pki).unwrap();
+    let (key, chain) = certificate_chain(&pki, leaf_days);
+    let unsigned = unsigned_package(7);
+    let entry = unsigned.sign_with_certificates(&key, chain).unwrap();
+    let path = fx.dir.path().join(format!("certified{leaf_days}.vfp"));
+    std::fs::write(&path, signed(&unsigned, vec![entry])).unwrap();
+    let root = c_path(&pki.join("root.pem"));
+    let mut trust = ptr::null_mut();
+    // SAFETY: a NUL-terminated path and a writable local.
+    let rc = unsafe { veriflash_trust_load(root.as_ptr(), &raw mut trust) };
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    (path, Trust(trust))
+}
+
+fn set_time(trust: &Trust, time: veriflash_trusted_time, unix_seconds: u64) -> veriflash_result {
+    // SAFETY: a live trust store no other call uses.
+    unsafe { veriflash_trust_set_time(trust.0, time, unix_seconds) }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn an_expired_leaf_is_refused_by_default_and_accepted_without_a_clock() {
+    let fx = Fixture::new();
+    let (package, trust) = certified_package(&fx, "-1");
+    let target = fx.target();
+
+    // The default is the system clock, as for `veriflash verify` and `flash`: 27, nothing
+    // written.
+    let (rc, report) = verify(&open(&package), &trust);
+    assert_eq!(rc, VERIFLASH_CERTIFICATE_EXPIRED, "{}", last_message());
+    assert_eq!(rc, 27);
+    assert!(report.0.is_null());
+    let (rc, report) = flash_to(&open(&package), &trust, &target);
+    assert_eq!(rc, VERIFLASH_CERTIFICATE_EXPIRED, "{}", last_message());
+    assert!(report.0.is_null());
+    assert_eq!(active_slot(&status(&target)), VERIFLASH_SLOT_A);
+
+    // No trusted clock (`--no-clock`): the dates are not checked.
+    assert_eq!(
+        set_time(&trust, VERIFLASH_TRUSTED_TIME_NONE, 0),
+        VERIFLASH_OK
+    );
+    let (rc, _report) = verify(&open(&package), &trust);
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    let (rc, _report) = flash_to(&open(&package), &trust, &target);
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    assert_eq!(active_slot(&status(&target)), VERIFLASH_SLOT_B);
+
+    // And back to the system clock.
+    assert_eq!(
+        set_time(&trust, VERIFLASH_TRUSTED_TIME_SYSTEM, 0),
+        VERIFLASH_OK
+    );
+    assert_eq!(
+        verify(&open(&package), &trust).0,
+        VERIFLASH_CERTIFICATE_EXPIRED
+    );
+}
+
+#[test]
+fn a_given_trusted_time_judges_the_certificate_dates() {
+    let fx = Fixture::new();
+    let (package, trust) = certified_package(&fx, "30");
+    assert_eq!(
+        verify(&open(&package), &trust).0,
+        VERIFLASH_OK,
+        "{}",
+        last_message()
+    );
+    let day = 24 * 3600;
+    for (at, expected) in [
+        (now(), VERIFLASH_OK),
+        (now() + 60 * day, VERIFLASH_CERTIFICATE_EXPIRED),
+        (now() - 60 * day, VERIFLASH_CERTIFICATE_EXPIRED),
+    ] {
+        assert_eq!(
+            set_time(&trust, VERIFLASH_TRUSTED_TIME_AT, at),
+            VERIFLASH_OK
+        );
+        let (rc, _report) = verify(&open(&package), &trust);
+        assert_eq!(rc, expected, "at {at}: {}", last_message());
+    }
+
+    // Refused settings leave the store as it was (still 60 days ago).
+    assert_eq!(
+        set_time(&trust, VERIFLASH_TRUSTED_TIME_NONE, 5),
+        VERIFLASH_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("unix_seconds"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(set_time(&trust, 3, 0), VERIFLASH_INVALID_ARGUMENT);
+    assert!(last_message().contains("'time'"), "{}", last_message());
+    assert_eq!(
+        verify(&open(&package), &trust).0,
+        VERIFLASH_CERTIFICATE_EXPIRED
+    );
+}
+
+#[test]
+fn a_threshold_above_the_signers_is_refused() {
+    let fx = Fixture::new();
+    let trust = fx.trust();
+    let set_threshold = |k: usize| {
+        // SAFETY: a live trust store no other call uses.
+        unsafe { veriflash_trust_set_threshold(trust.0, k) }
+    };
+    assert_eq!(set_threshold(2), VERIFLASH_OK);
+    let (rc, _report) = verify(&open(&fx.package), &trust);
+    assert_eq!(rc, VERIFLASH_THRESHOLD_NOT_MET, "{}", last_message());
+    let (rc, _report) = flash_to(&open(&fx.package), &trust, &fx.target());
+    assert_eq!(rc, VERIFLASH_THRESHOLD_NOT_MET, "{}", last_message());
+    assert_eq!(active_slot(&status(&fx.target())), VERIFLASH_SLOT_A);
+
+    // Signed by two trusted keys, it passes.
+    let second = SigningKey::generate_p256().unwrap();
+    let pem = format!(
+        "{}{}",
+        fx.key.verifying_key().to_public_key_pem(),
+        second.verifying_key().to_public_key_pem()
+    );
+    let mut both = ptr::null_mut();
+    // SAFETY: `pem` is readable for its length; `both` is a writable local.
+    let rc = unsafe { veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut both) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let both = Trust(both);
+    // SAFETY: a live trust store no other call uses.
+    let rc = unsafe { veriflash_trust_set_threshold(both.0, 2) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let unsigned = unsigned_package(7);
+    let entries = vec![
+        unsigned.sign(&fx.key).unwrap(),
+        unsigned.sign(&second).unwrap(),
+    ];
+    let two = fx.dir.path().join("two.vfp");
+    std::fs::write(&two, signed(&unsigned, entries)).unwrap();
+    assert_eq!(
+        verify(&open(&two), &both).0,
+        VERIFLASH_OK,
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        verify(&open(&fx.package), &both).0,
+        VERIFLASH_THRESHOLD_NOT_MET
+    );
+
+    // 0: the set's own threshold again (one signature).
+    assert_eq!(set_threshold(0), VERIFLASH_OK);
+    assert_eq!(verify(&open(&fx.package), &trust).0, VERIFLASH_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Install options: state and configuration directories, reconnect wait.
+
+#[test]
+fn options_refuse_bad_arguments() {
+    let options = Options::new();
+    let bad = CString::new(b"/tmp/\xff".to_vec()).unwrap();
+    // SAFETY: live options and NUL-terminated strings (or NULL where allowed).
+    unsafe {
+        assert_eq!(
+            veriflash_options_set_state_dir(options.0, c"".as_ptr()),
+            VERIFLASH_INVALID_ARGUMENT
+        );
+        assert!(last_message().contains("NULL"), "{}", last_message());
+        assert_eq!(
+            veriflash_options_set_config_dir(options.0, bad.as_ptr()),
+            VERIFLASH_INVALID_UTF8
+        );
+        assert_eq!(
+            veriflash_options_set_state_dir(options.0, ptr::null()),
+            VERIFLASH_OK,
+            "NULL: no state directory"
+        );
+        assert_eq!(
+            veriflash_options_set_config_dir(options.0, ptr::null()),
+            VERIFLASH_OK
+        );
+        assert_eq!(
+            veriflash_options_set_reconnect_wait(options.0, VERIFLASH_RECONNECT_WAIT_MAX + 1),
+            VERIFLASH_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            veriflash_options_set_reconnect_wait(options.0, VERIFLASH_RECONNECT_WAIT_MAX),
+            VERIFLASH_OK
+        );
+        assert_eq!(
+            veriflash_options_set_reconnect_wait(options.0, 0),
+            VERIFLASH_OK,
+            "0: never wait"
+        );
+    }
+    // Options with every setting flash a file device as the defaults do.
+    let fx = Fixture::new();
+    let (rc, report) = flash_with(&open(&fx.package), &fx.trust(), &options, &fx.target());
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    assert!(!report.0.is_null());
+}
+
+/// A package for the emulated MDM9607 at `security_version`.
+fn modem_package_at(key: &SigningKey, security_version: u64) -> Vec<u8> {
+    use veriflash_mdm9x07::emulator::test_programmer;
+    use veriflash_test_support::pseudo_random;
+
+    let images = [
+        ("programmer", test_programmer(&pseudo_random(9_000, 1))),
+        ("sbl", pseudo_random(100_000, 2)),
+        ("boot", pseudo_random(300_000, security_version)),
+    ]
+    .into_iter()
+    .map(|(partition, bytes)| {
+        let mut image = ImageSource::new(partition, partition, ImageData::Bytes(bytes));
+        image.chunk_size = 16 * 1024;
+        image
+    })
+    .collect();
+    let unsigned = UnsignedPackage::prepare(PackageSpec {
+        product: veriflash_test_support::MODEM_PRODUCT.into(),
+        chipset: veriflash_test_support::MODEM_CHIPSET.into(),
+        hardware_revisions: vec![veriflash_test_support::MODEM_REVISION.into()],
+        software_version: format!("2.{security_version}.0"),
+        security_version,
+        images,
+    })
+    .unwrap();
+    veriflash_test_support::sign_and_write(&unsigned, &[key]).unwrap()
+}
+
+#[test]
+fn the_state_dir_keeps_the_floor_of_a_modem_that_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let trust = trust_for(&key);
+    let write = |name: &str, security_version| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, modem_package_at(&key, security_version)).unwrap();
+        path
+    };
+    let (v7, v6) = (write("v7.vfp", 7), write("v6.vfp", 6));
+    let state = dir.path().join("state");
+    let options = Options::with_state_dir(&state);
+    let target = c"mdm9x07:emulator";
+
+    let (rc, _report) = flash_with(&open(&v7), &trust, &options, target);
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    // A modem in download mode keeps no floor: the host does, in STATE_DIR/devices.
+    let records: Vec<_> = std::fs::read_dir(state.join("devices"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "floor"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(std::fs::read_to_string(&records[0]).unwrap().trim(), "7");
+
+    // With the record, an older package is a downgrade; without a state directory (the
+    // defaults) nothing remembers the floor.
+    let (rc, _report) = flash_with(&open(&v6), &trust, &options, target);
+    assert_eq!(rc, VERIFLASH_DOWNGRADE_REFUSED, "{}", last_message());
+    let (rc, _report) = flash_to(&open(&v6), &trust, target);
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+}
+
+/// The products table the MDM9x07 plugin reads from the configuration directory.
+const PRODUCTS: &str = "mdm9x07-products.toml";
+
+#[test]
+fn a_config_dir_is_accepted_and_a_modem_flashes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(
+        config.join(PRODUCTS),
+        "[[product]]\noem_id = 0x0051\nmodel_id = 0x0102\nproduct = \"acme-router-z9\"\nhardware_revision = \"r3\"\n",
+    )
+    .unwrap();
+    let options = Options::with_state_dir(&dir.path().join("state"));
+    let c_config = c_path(&config);
+    // SAFETY: live options and a NUL-terminated path.
+    let rc = unsafe { veriflash_options_set_config_dir(options.0, c_config.as_ptr()) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let path = dir.path().join("modem.vfp");
+    std::fs::write(&path, modem_package_at(&key, 7)).unwrap();
+    let (rc, _report) = flash_with(
+        &open(&path),
+        &trust_for(&key),
+        &options,
+        c"mdm9x07:emulator",
+    );
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+}
+
+#[test]
+#[ignore = "needs Plugin::configure for the MDM9x07 plugin (another branch): until it lands the plugin reads no products table"]
+fn a_malformed_products_table_fails_the_flash_before_the_package_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join(PRODUCTS), "[[product]]\noem = \"misspelt\"\n").unwrap();
+    let options = Options::new();
+    let c_config = c_path(&config);
+    // SAFETY: live options and a NUL-terminated path.
+    let rc = unsafe { veriflash_options_set_config_dir(options.0, c_config.as_ptr()) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let path = dir.path().join("modem.vfp");
+    std::fs::write(&path, modem_package_at(&key, 7)).unwrap();
+    let trust = trust_for(&key);
+    let package = open(&path);
+    let (rc, report) = flash_with(&package, &trust, &options, c"mdm9x07:emulator");
+    assert_eq!(rc, VERIFLASH_INVALID_INPUT, "{}", last_message());
+    assert!(last_message().contains(PRODUCTS), "{}", last_message());
+    assert!(report.0.is_null());
+    assert_eq!(
+        verify(&package, &trust).0,
+        VERIFLASH_OK,
+        "the package was not used"
+    );
+}
+
+#[test]
+fn a_busy_device_does_not_spend_the_package() {
+    let fx = Fixture::new();
+    let trust = fx.trust();
+    let package = open(&fx.package);
+    let holder = FileDevice::open(&fx.device).unwrap();
+    let (rc, _report) = flash_to(&package, &trust, &fx.target());
+    assert_eq!(rc, VERIFLASH_BUSY, "{}", last_message());
+    drop(holder);
+    let (rc, _report) = flash_to(&package, &trust, &fx.target());
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    assert_eq!(
+        flash_to(&package, &trust, &fx.target()).0,
+        VERIFLASH_PACKAGE_SPENT
+    );
 }

@@ -1,0 +1,198 @@
+//! How `veriflash_flash_with_options` installs: where the plugins keep their state and read
+//! their configuration (a `PluginEnvironment`), and how long a device that drops off is waited
+//! for (a `Reconnect`) — what the `veriflash` command takes from its state and configuration
+//! directories and `--reconnect SECS`.
+
+use std::ffi::c_char;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use veriflash_core::Reconnect;
+use veriflash_core::plugin::PluginEnvironment;
+
+use crate::error::{FfiError, VERIFLASH_INVALID_ARGUMENT, veriflash_result};
+use crate::ffi::{Handle, Out, arg_str, borrow_mut, call, call_plain, free, into_handle};
+
+/// The longest reconnect wait `veriflash_options_set_reconnect_wait` takes, in seconds (a day,
+/// as the `veriflash` command's `--reconnect`).
+pub const VERIFLASH_RECONNECT_WAIT_MAX: u64 = 86_400;
+
+/// The options of an install: the plugins' state and configuration directories, and the
+/// reconnect wait.
+///
+/// Made by `veriflash_options_new` with the defaults below, changed with its setters, passed
+/// to `veriflash_flash_with_options` (which only borrows it), owned by the caller and freed
+/// with `veriflash_options_free`. Once set up it may be shared between threads; a setter must
+/// not run while another call uses it.
+///
+/// Defaults (also what `veriflash_flash` uses):
+/// - no state directory: no MDM9x07 resume journal, no backups of a modem's protected
+///   partitions, and no host record of the anti-rollback floor and trust anchors of devices
+///   that cannot keep their own (a modem in download mode);
+/// - no configuration directory: the MDM9x07 plugin's built-in product table only;
+/// - a device that drops off mid-install (a modem that resets or whose cable is re-plugged) is
+///   waited for up to 60 s, at most 3 times, and the install runs again from a fresh
+///   verification (for a package that can be read again: see `veriflash_flash`).
+pub struct veriflash_options {
+    _private: [u8; 0],
+}
+
+/// What a `veriflash_options` holds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Options {
+    /// Where the plugins keep their state and read their configuration.
+    pub(crate) environment: PluginEnvironment,
+    /// What to do when a device drops off.
+    pub(crate) reconnect: Reconnect,
+}
+
+impl Handle for veriflash_options {
+    type Inner = Options;
+}
+
+/// Makes install options with the defaults (see `veriflash_options`). On success
+/// `*out_options` receives new options the caller owns and must free with
+/// `veriflash_options_free`.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`.
+///
+/// # Safety
+/// `out_options` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_new(
+    out_options: *mut *mut veriflash_options,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let out = unsafe { Out::new(out_options, "out_options") }?;
+        out.write(into_handle::<veriflash_options>(Options::default()));
+        Ok(())
+    })
+}
+
+/// A directory argument that may be NULL (none).
+///
+/// # Safety
+/// `dir` is NULL or a NUL-terminated string.
+unsafe fn optional_dir(dir: *const c_char, arg: &'static str) -> Result<Option<PathBuf>, FfiError> {
+    if dir.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract; not NULL.
+    let dir = unsafe { arg_str(dir, arg) }?;
+    if dir.is_empty() {
+        return Err(FfiError::new(
+            VERIFLASH_INVALID_ARGUMENT,
+            format!("argument '{arg}' is an empty path: pass NULL for none"),
+        ));
+    }
+    Ok(Some(PathBuf::from(dir)))
+}
+
+/// Sets the state directory (`dir`, or NULL for none, the default): state that must survive a
+/// run goes there, created when first needed — the MDM9x07 plugin's resume journals and its
+/// copies of a modem's protected partitions (EFS, calibration) taken before anything is
+/// erased, and in `DIR/devices` the host's record of the anti-rollback floor and trust anchors
+/// of each device that cannot keep its own (a modem in download mode). The `veriflash` command
+/// uses `$VERIFLASH_STATE_DIR` or `~/.local/state/veriflash`; give the same directory to share
+/// its records. A relative path is taken from the working directory at each flash.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER` when `options` is NULL; `VERIFLASH_INVALID_UTF8`;
+/// `VERIFLASH_INVALID_ARGUMENT` for an empty path. The options are unchanged on failure.
+///
+/// # Safety
+/// `options` is NULL or live options that no other call uses at the same time; `dir` is NULL
+/// or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_set_state_dir(
+    options: *mut veriflash_options,
+    dir: *const c_char,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let options = unsafe { borrow_mut(options, "options") }?;
+        // SAFETY: this function's contract.
+        let dir = unsafe { optional_dir(dir, "dir") }?;
+        options.environment.state_dir = dir;
+        Ok(())
+    })
+}
+
+/// Sets the configuration directory (`dir`, or NULL for none, the default), where plugins read
+/// their configuration files: the MDM9x07 plugin's `mdm9x07-products.toml`, which names real
+/// modems' products by their OEM and model ids (its entries come before the built-in table).
+/// The `veriflash` command uses `$VERIFLASH_CONFIG_DIR` or `~/.config/veriflash`. A file a
+/// plugin cannot use makes `veriflash_flash_with_options` fail with `VERIFLASH_INVALID_INPUT`
+/// before anything is read or written.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER` when `options` is NULL; `VERIFLASH_INVALID_UTF8`;
+/// `VERIFLASH_INVALID_ARGUMENT` for an empty path. The options are unchanged on failure.
+///
+/// # Safety
+/// `options` is NULL or live options that no other call uses at the same time; `dir` is NULL
+/// or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_set_config_dir(
+    options: *mut veriflash_options,
+    dir: *const c_char,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let options = unsafe { borrow_mut(options, "options") }?;
+        // SAFETY: this function's contract.
+        let dir = unsafe { optional_dir(dir, "dir") }?;
+        options.environment.config_dir = dir;
+        Ok(())
+    })
+}
+
+/// Sets how long a device that drops off mid-install is waited for, in seconds (at most
+/// `VERIFLASH_RECONNECT_WAIT_MAX`), as `veriflash flash --reconnect SECS`: 0 never waits (the
+/// install fails with the error that cut it off); the default is 60. Only devices whose plugin
+/// says they come back are waited for (MDM9x07 modems; not `file:` devices), at most 3 times
+/// per install; each wait is announced by a `VERIFLASH_EVENT_RECONNECTING` event, and the
+/// progress callback may cancel it.
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`; `VERIFLASH_INVALID_ARGUMENT` for more than
+/// `VERIFLASH_RECONNECT_WAIT_MAX`. The options are unchanged on failure.
+///
+/// # Safety
+/// `options` is NULL or live options that no other call uses at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_set_reconnect_wait(
+    options: *mut veriflash_options,
+    seconds: u64,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let options = unsafe { borrow_mut(options, "options") }?;
+        if seconds > VERIFLASH_RECONNECT_WAIT_MAX {
+            return Err(FfiError::new(
+                VERIFLASH_INVALID_ARGUMENT,
+                format!(
+                    "argument 'seconds' is {seconds}: a reconnect wait is at most {VERIFLASH_RECONNECT_WAIT_MAX} s"
+                ),
+            ));
+        }
+        options.reconnect.wait = Duration::from_secs(seconds);
+        Ok(())
+    })
+}
+
+/// Frees install options. NULL is a no-op. Freeing the same options twice is undefined
+/// behaviour, as with `free()`.
+///
+/// # Safety
+/// `options` is NULL or options from this library, not yet freed and not in use by another
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_free(options: *mut veriflash_options) {
+    call_plain((), || {
+        // SAFETY: this function's contract.
+        unsafe { free(options) }
+    });
+}
