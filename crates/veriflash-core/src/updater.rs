@@ -142,13 +142,15 @@ impl Trust {
 
 /// What an install does when its device drops off mid-way: wait for it to answer again, then
 /// run the whole install once more from a fresh verification (only for devices whose plugin
-/// says they come back, and sources that can be read again).
+/// says they come back, and sources that can be read again). A run that got further than the
+/// one before does not count against [`Reconnect::attempts`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reconnect {
     /// How long one wait lasts at most; zero: never wait, fail at once.
     pub wait: Duration,
-    /// How many waits one install allows: a device that keeps dropping off has a cable or
-    /// power problem that another run will not fix.
+    /// How many waits in a row, each after a run that got no further than the one before, one
+    /// install allows: a device that keeps dropping off at the same place has a cable or power
+    /// problem that another run will not fix.
     pub attempts: u32,
     /// How often the device is tried while waiting.
     pub poll: Duration,
@@ -484,29 +486,44 @@ impl Updater {
         };
         let mut session = self.registry.open(target).map_err(device_error)?;
         let mut reconnects = 0;
+        // Reconnects in a row that got no further than the run before: what the limit counts,
+        // so a device that drops off by design (a reset after each partition) is followed
+        // through, while one that keeps failing at the same place is given up on.
+        let mut stalled = 0;
+        let mut furthest = 0u64;
         let (report, download) = loop {
             let mut answered = false;
-            let outcome = self.attempt(session.as_mut(), &mut answered);
+            let mut reached = 0u64;
+            let outcome = self.attempt(session.as_mut(), &mut answered, &mut reached);
             let err = match outcome {
                 Ok(done) => break done,
                 Err(err) => err,
             };
+            // The link was lost: broken, silent, the device gone from the bus.
             let lost = matches!(
                 err.kind(),
-                ErrorKind::TransportError | ErrorKind::Timeout | ErrorKind::Interrupted
+                ErrorKind::TransportError
+                    | ErrorKind::Timeout
+                    | ErrorKind::Interrupted
+                    | ErrorKind::DeviceNotFound
             );
             if !(comes_back && answered && lost && self.rereadable()) {
                 return Err(err);
             }
-            if reconnects >= self.reconnect.attempts {
+            if reached > furthest {
+                furthest = reached;
+                stalled = 0;
+            }
+            if stalled >= self.reconnect.attempts {
                 return Err(noted(
                     &err,
                     &format!(
-                        "gave up after {} reconnects (check the cable, the hub and the device's power)",
+                        "gave up after {} reconnects without progress (check the cable, the hub and the device's power)",
                         self.reconnect.attempts
                     ),
                 ));
             }
+            stalled += 1;
             reconnects += 1;
             self.emit(
                 0,
@@ -546,6 +563,7 @@ impl Updater {
         &mut self,
         session: &mut dyn FlashSession,
         answered: &mut bool,
+        reached: &mut u64,
     ) -> Result<(VerifyReport, Option<FetchStats>), Error> {
         // The device first: one that does not answer is found before the package is read.
         session.device_info().map_err(device_error)?;
@@ -562,6 +580,9 @@ impl Updater {
         } = self;
         let verifier = trust.verifier();
         let mut tell = |event: &Event| {
+            if let Event::Progress { done, .. } = event {
+                *reached = (*reached).max(*done);
+            }
             if let Ok(sink) = events.get_mut() {
                 sink(0, event);
             }

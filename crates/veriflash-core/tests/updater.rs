@@ -236,6 +236,8 @@ struct Ram {
     partitions: BTreeMap<String, Vec<u8>>,
     writes: u64,
     drop_after_writes: Option<u64>,
+    /// Drops off at this write of every session, again and again.
+    always_drop_at: Option<u64>,
     offline_opens: u32,
     opens: u32,
 }
@@ -258,6 +260,7 @@ impl Plugin for RamPlugin {
         Ok(Box::new(RamSession {
             ram: self.0.clone(),
             plan: None,
+            writes: 0,
         }))
     }
 
@@ -269,6 +272,7 @@ impl Plugin for RamPlugin {
 struct RamSession {
     ram: Arc<Mutex<Ram>>,
     plan: Option<InstallPlan>,
+    writes: u64,
 }
 
 impl FlashSession for RamSession {
@@ -307,6 +311,13 @@ impl FlashSession for RamSession {
     fn write(&mut self, chunk: Chunk<'_>) -> Result<(), PluginError> {
         let mut ram = self.ram.lock().unwrap();
         ram.writes += 1;
+        self.writes += 1;
+        if ram.always_drop_at == Some(self.writes) {
+            ram.offline_opens = 1;
+            return Err(PluginError::Transport(
+                std::io::ErrorKind::BrokenPipe.into(),
+            ));
+        }
         if ram.drop_after_writes == Some(ram.writes) {
             ram.drop_after_writes = None;
             ram.offline_opens = 2;
@@ -440,6 +451,41 @@ fn a_device_that_drops_off_is_waited_for_and_the_install_runs_again() {
         .install("ram:0")
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TransportError);
+}
+
+#[test]
+fn a_device_that_keeps_dropping_off_at_the_same_place_is_given_up_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let ram = Arc::new(Mutex::new(Ram {
+        always_drop_at: Some(3),
+        ..Ram::default()
+    }));
+    let source = write(dir.path(), "v5.vfp", &package(&[&key], 5, 1));
+    let (builder, seen) = updater(source, anchors(&[&key], 0));
+    let err = builder
+        .registry(ram_registry(&ram))
+        .reconnect(Reconnect {
+            wait: Duration::from_secs(10),
+            attempts: 2,
+            poll: Duration::from_millis(1),
+        })
+        .build()
+        .unwrap()
+        .install("ram:0")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TransportError);
+    assert!(err.message().contains("without progress"), "{err}");
+    let reconnects = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Reconnecting { .. }))
+        .count();
+    assert_eq!(
+        reconnects, 2,
+        "the first wait, then the one stalled wait allowed"
+    );
 }
 
 #[test]

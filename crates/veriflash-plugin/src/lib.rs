@@ -389,7 +389,10 @@ pub trait FlashSession {
         Ok(None)
     }
 
-    /// Abandons the install; the active slot is untouched. Records `result` as the outcome.
+    /// Abandons the install and records `result` as the outcome. An A/B device's active slot is
+    /// untouched. A single-slot device keeps what lets the next run resume (its journal) when
+    /// the link was lost — `result.code` 51, 53, 58 or 61 — since the pipeline may wait for
+    /// the device and run the install again ([`Plugin::reconnects`]).
     ///
     /// # Errors
     /// When the device cannot record it.
