@@ -15,30 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use veriflash_core::{Error, ErrorKind};
 use veriflash_mdm9x07::ProductId;
-
-/// The file name in the configuration directory.
-pub(crate) const FILE: &str = "mdm9x07-products.toml";
-/// The largest products file read: a table of a few thousand entries.
-const MAX_LEN: u64 = 1024 * 1024;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Table {
-    #[serde(default)]
-    product: Vec<Entry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    oem_id: u16,
-    model_id: u16,
-    product: String,
-    hardware_revision: String,
-}
+#[cfg(test)]
+use veriflash_mdm9x07::products::FILE;
 
 /// The configuration directory: `$VERIFLASH_CONFIG_DIR`, else `$XDG_CONFIG_HOME/veriflash`,
 /// else `~/.config/veriflash`; `None` without a home.
@@ -53,43 +33,25 @@ pub(crate) fn config_dir() -> Option<PathBuf> {
     Some(base.join("veriflash"))
 }
 
-/// The products of `dir/mdm9x07-products.toml`, none when the file does not exist.
+/// The products of `dir/mdm9x07-products.toml`, none when the file does not exist. The plugin
+/// parses the file (`veriflash_mdm9x07::products`), so every frontend reads it alike.
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when it cannot be read, [`ErrorKind::InvalidInput`] when it is not a
 /// products table (a misspelt key included: a silently ignored entry would flash a product
 /// under the wrong name), [`ErrorKind::LimitExceeded`] when it is over 1 MiB.
 pub(crate) fn load(dir: &Path) -> Result<Vec<ProductId>, Error> {
-    let path = dir.join(FILE);
-    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("{}: {e}", path.display()));
-    let len = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(e)),
-    };
-    if len > MAX_LEN {
-        return Err(Error::new(
-            ErrorKind::LimitExceeded,
-            format!("{}: {len} bytes, at most {MAX_LEN}", path.display()),
-        ));
-    }
-    let text = std::fs::read_to_string(&path).map_err(io)?;
-    let table: Table = toml::from_str(&text).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("{}: {}", path.display(), e.to_string().trim_end()),
-        )
-    })?;
-    Ok(table
-        .product
-        .into_iter()
-        .map(|e| ProductId {
-            oem_id: e.oem_id,
-            model_id: e.model_id,
-            product: e.product,
-            hardware_revision: e.hardware_revision,
-        })
-        .collect())
+    veriflash_mdm9x07::products::load(dir).map_err(|e| {
+        let kind = match &e {
+            veriflash_mdm9x07::Error::Config { source, .. } => match source.kind() {
+                std::io::ErrorKind::InvalidData => ErrorKind::InvalidInput,
+                std::io::ErrorKind::FileTooLarge => ErrorKind::LimitExceeded,
+                _ => ErrorKind::Io,
+            },
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, e.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod emulator;
 mod error;
 pub mod firehose;
 pub mod mibib;
+pub mod products;
 #[cfg(all(target_os = "linux", feature = "pty"))]
 pub mod pty;
 pub mod rawprogram;

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use veriflash_plugin::{FlashSession, Plugin, PluginError};
+use veriflash_plugin::{FlashSession, Plugin, PluginEnvironment, PluginError};
 
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
@@ -115,23 +115,79 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
     }
 }
 
-/// The `mdm9x07` plugin for every target form above, with `config` for its sessions.
+/// The `mdm9x07` plugin for every target form above.
+///
+/// Its sessions use the [`SessionConfig`] it was made with, completed by the embedder's
+/// environment ([`Plugin::configure`]): that is where every frontend — the CLI, the C API, a
+/// Rust updater — gives it the same journal and backup directories and the user's product
+/// table, so all of them resume, back up and name products alike.
 #[derive(Clone, Debug, Default)]
 pub struct Mdm9x07Plugin {
+    /// As made: what [`Plugin::configure`] starts from, each time it is called.
+    made: SessionConfig,
+    /// What sessions use.
     config: SessionConfig,
 }
 
 impl Mdm9x07Plugin {
-    /// A plugin whose sessions use `config`.
+    /// A plugin whose sessions use `config` (until [`Plugin::configure`] adds the
+    /// environment's directories and products to it).
     #[must_use]
     pub fn new(config: SessionConfig) -> Self {
-        Self { config }
+        Self {
+            made: config.clone(),
+            config,
+        }
+    }
+
+    /// The configuration its sessions use: for a session over a transport of the embedder's
+    /// own, `Mdm9x07Session::new(transport, plugin.config().clone())`.
+    #[must_use]
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 }
 
 impl Plugin for Mdm9x07Plugin {
     fn name(&self) -> &'static str {
         "mdm9x07"
+    }
+
+    /// Takes the embedder's environment:
+    ///
+    /// - journals in `state_dir` itself (one file per chip serial number), so a flash cut off
+    ///   by a pulled cable or a reset resumes where it stopped;
+    /// - copies of the protected partitions (EFS, calibration, the MIBIB) in
+    ///   `state_dir/backups`, made before anything is erased;
+    /// - the products of `config_dir/mdm9x07-products.toml` ([`crate::products`]) before the
+    ///   plugin's own table, so the user's entries win.
+    ///
+    /// A directory the environment leaves `None` keeps what [`Mdm9x07Plugin::new`] was given
+    /// (an embedder that set its own journal directory keeps it under an `Updater` that has
+    /// no state directory). Every call starts from that, so configuring twice doubles
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`PluginError::Storage`] naming the products file when it exists but cannot be read,
+    /// is over its size limit or is not a products table; the plugin is left as it was.
+    fn configure(&mut self, env: &PluginEnvironment) -> Result<(), PluginError> {
+        let mut products = match &env.config_dir {
+            Some(dir) => crate::products::load(dir)?,
+            None => Vec::new(),
+        };
+        products.extend(self.made.products.iter().cloned());
+        let made = self.made.clone();
+        self.config = SessionConfig {
+            products,
+            backup_dir: env
+                .state_dir
+                .as_ref()
+                .map(|dir| dir.join("backups"))
+                .or(made.backup_dir),
+            journal_dir: env.state_dir.clone().or(made.journal_dir),
+            ..made
+        };
+        Ok(())
     }
 
     fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
@@ -178,6 +234,100 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// A products file in a new configuration directory.
+    fn config_dir(products: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::products::FILE), products).unwrap();
+        dir
+    }
+
+    const X3: &str = "[[product]]\noem_id = 0x1234\nmodel_id = 0x0001\nproduct = \"vendor-x3\"\nhardware_revision = \"r7\"\n";
+
+    #[test]
+    fn configure_puts_the_users_products_first_and_keeps_state_in_the_state_dir() {
+        let config = config_dir(X3);
+        let state = tempfile::tempdir().unwrap();
+        let mut plugin = Mdm9x07Plugin::default();
+        plugin
+            .configure(&PluginEnvironment {
+                state_dir: Some(state.path().to_owned()),
+                config_dir: Some(config.path().to_owned()),
+            })
+            .unwrap();
+        let used = plugin.config();
+        assert_eq!(used.journal_dir.as_deref(), Some(state.path()));
+        assert_eq!(used.backup_dir, Some(state.path().join("backups")));
+        let names: Vec<&str> = used.products.iter().map(|p| p.product.as_str()).collect();
+        // The user's entry for the same ids comes before the built-in one, so it wins.
+        assert_eq!(names, ["vendor-x3", "acme-hotspot-x1"]);
+        assert_eq!(
+            (used.products[0].oem_id, used.products[0].model_id),
+            (0x1234, 0x0001)
+        );
+        assert_eq!(used.timeouts, SessionConfig::default().timeouts);
+        assert_eq!(used.payload, SessionConfig::default().payload);
+    }
+
+    #[test]
+    fn configuring_again_starts_from_what_the_plugin_was_made_with() {
+        let config = config_dir(X3);
+        let own = std::path::PathBuf::from("/var/lib/own-journals");
+        let mut plugin = Mdm9x07Plugin::new(SessionConfig {
+            journal_dir: Some(own.clone()),
+            ..SessionConfig::default()
+        });
+        let env = PluginEnvironment {
+            state_dir: None,
+            config_dir: Some(config.path().to_owned()),
+        };
+        plugin.configure(&env).unwrap();
+        plugin.configure(&env).unwrap();
+        // No state directory: the plugin's own journal directory stays, no backups appear.
+        assert_eq!(plugin.config().journal_dir.as_deref(), Some(own.as_path()));
+        assert_eq!(plugin.config().backup_dir, None);
+        assert_eq!(plugin.config().products.len(), 2, "nothing doubled");
+        // An empty environment: the built-in table only.
+        plugin.configure(&PluginEnvironment::default()).unwrap();
+        assert_eq!(plugin.config().products, SessionConfig::default().products);
+        // No products file in the configuration directory: the same.
+        let empty = tempfile::tempdir().unwrap();
+        plugin
+            .configure(&PluginEnvironment {
+                state_dir: None,
+                config_dir: Some(empty.path().to_owned()),
+            })
+            .unwrap();
+        assert_eq!(plugin.config().products, SessionConfig::default().products);
+    }
+
+    #[test]
+    fn a_malformed_products_file_is_refused_naming_it_and_changes_nothing() {
+        let config = config_dir(
+            "[[product]]\noem_id = 0x1234\nmodel = 1\nproduct = \"x\"\nhardware_revision = \"r\"\n",
+        );
+        let state = tempfile::tempdir().unwrap();
+        let mut plugin = Mdm9x07Plugin::default();
+        let err = plugin
+            .configure(&PluginEnvironment {
+                state_dir: Some(state.path().to_owned()),
+                config_dir: Some(config.path().to_owned()),
+            })
+            .unwrap_err();
+        let file = config.path().join(crate::products::FILE);
+        assert!(
+            matches!(&err, PluginError::Storage { path, source }
+                if *path == file && source.kind() == std::io::ErrorKind::InvalidData),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&file.display().to_string()), "{message}");
+        assert!(
+            message.contains("model"),
+            "names the unknown key: {message}"
+        );
+        assert_eq!(plugin.config(), &SessionConfig::default(), "left as it was");
     }
 
     #[test]
