@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod boot_watch;
 pub mod diag;
 pub mod discover;
 pub mod driver;

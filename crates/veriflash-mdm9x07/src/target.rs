@@ -13,7 +13,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use veriflash_plugin::{FlashSession, Plugin, PluginEnvironment, PluginError};
+use veriflash_plugin::{BootWatch, FlashSession, Plugin, PluginEnvironment, PluginError};
+
+use crate::boot_watch::Mdm9x07BootWatch;
+use crate::discover::{SYSFS_USB_DEVICES, Sysfs};
 
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
@@ -120,13 +123,23 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
 /// Its sessions use the [`SessionConfig`] it was made with, completed by the embedder's
 /// environment ([`Plugin::configure`]): that is where every frontend — the CLI, the C API, a
 /// Rust updater — gives it the same journal and backup directories and the user's product
-/// table, so all of them resume, back up and name products alike.
-#[derive(Clone, Debug, Default)]
+/// table, so all of them resume, back up and name products alike. Which targets come back
+/// after a reset ([`Plugin::reconnects`]) and how to see a flashed modem boot
+/// ([`Plugin::boot_watch`]) are its business too, not the frontends'.
+#[derive(Clone, Debug)]
 pub struct Mdm9x07Plugin {
     /// As made: what [`Plugin::configure`] starts from, each time it is called.
     made: SessionConfig,
     /// What sessions use.
     config: SessionConfig,
+    /// The sysfs directory of USB devices its boot watches scan.
+    sysfs: PathBuf,
+}
+
+impl Default for Mdm9x07Plugin {
+    fn default() -> Self {
+        Self::new(SessionConfig::default())
+    }
 }
 
 impl Mdm9x07Plugin {
@@ -137,7 +150,16 @@ impl Mdm9x07Plugin {
         Self {
             made: config.clone(),
             config,
+            sysfs: PathBuf::from(SYSFS_USB_DEVICES),
         }
+    }
+
+    /// This plugin with its boot watches scanning `root` instead of
+    /// [`SYSFS_USB_DEVICES`]: a fake tree in tests, another mount of sysfs in a container.
+    #[must_use]
+    pub fn with_sysfs(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sysfs = root.into();
+        self
     }
 
     /// The configuration its sessions use: for a session over a transport of the embedder's
@@ -190,6 +212,30 @@ impl Plugin for Mdm9x07Plugin {
         Ok(())
     }
 
+    /// True for real modems (`serial:TTY`, `usb`, `usb:BUS-PORT`): one cut off by a pulled
+    /// cable or a reset falls back to download mode and re-enumerates, and the journal makes
+    /// the next run skip what this one finished. The emulator is a new device on every open,
+    /// so it never comes back; a target that does not parse is no modem.
+    fn reconnects(&self, target: &str) -> bool {
+        matches!(
+            Target::parse(target),
+            Ok(Target::Serial(_) | Target::Usb(_))
+        )
+    }
+
+    /// For a real modem, a [`Mdm9x07BootWatch`] on this plugin's sysfs root, which scans the
+    /// USB bus now, before the install; `None` for the emulator and a target that does not
+    /// parse.
+    fn boot_watch(&self, target: &str) -> Option<Box<dyn BootWatch>> {
+        match Target::parse(target).ok()? {
+            Target::Emulator => None,
+            real @ (Target::Serial(_) | Target::Usb(_)) => Some(Box::new(Mdm9x07BootWatch::new(
+                &real,
+                Sysfs::new(&self.sysfs),
+            ))),
+        }
+    }
+
     fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
         let parsed = Target::parse(target)
             .map_err(|e| PluginError::UnknownTarget(format!("mdm9x07:{target} ({e})")))?;
@@ -233,6 +279,24 @@ mod tests {
                 err.to_string().contains("mdm9x07:serial:/dev/ttyUSB0"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn only_real_modems_come_back() {
+        let plugin = Mdm9x07Plugin::default();
+        for real in [
+            "serial:/dev/serial/by-id/usb-Qualcomm_QUSB",
+            "serial:/dev/ttyUSB0",
+            "usb",
+            "usb:1-1.2",
+        ] {
+            assert!(plugin.reconnects(real), "{real}");
+        }
+        // The emulator is a fresh device on every open; the rest are no targets at all (and
+        // the registry hands the plugin the part after `mdm9x07:`).
+        for other in ["emulator", "floppy", "usb:", "serial:", "", "mdm9x07:usb"] {
+            assert!(!plugin.reconnects(other), "{other}");
         }
     }
 
