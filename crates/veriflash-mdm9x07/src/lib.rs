@@ -5,6 +5,7 @@ pub mod boot_watch;
 pub mod diag;
 pub mod discover;
 pub mod driver;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
 pub mod firehose;

@@ -2,25 +2,29 @@
 //!
 //! | target | device |
 //! |---|---|
-//! | `mdm9x07:emulator` | a fresh emulated MDM9607 over the in-memory transport |
+//! | `mdm9x07:emulator` | a fresh emulated MDM9607 over the in-memory transport; feature `emulator` |
 //! | `mdm9x07:serial:/dev/ttyUSB0` | a download-mode device through qcserial (or the pty of `veriflash emulate mdm9x07 --pty`); feature `serial` |
 //! | `mdm9x07:usb` | the first `05C6:9008` device on USB; feature `usb` |
 //! | `mdm9x07:usb:1-1.2` | the `05C6:9008` device at that `BUS-PORT[.PORT…]` location |
 //!
-//! [`Mdm9x07Plugin`] is a [`Plugin`] for all of them; a build without a transport's feature
-//! parses its target and says which feature it lacks.
+//! [`Mdm9x07Plugin`] is a [`Plugin`] for all of them; a build without a transport's (or the
+//! emulator's) feature parses its target and says which feature it lacks.
 
 use std::path::PathBuf;
+#[cfg(feature = "emulator")]
 use std::sync::{Arc, Mutex};
 
 use veriflash_plugin::{BootWatch, FlashSession, Plugin, PluginEnvironment, PluginError};
 
 use crate::boot_watch::Mdm9x07BootWatch;
 use crate::discover::{SYSFS_USB_DEVICES, Sysfs};
-
+#[cfg(feature = "emulator")]
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
-use crate::session::{Mdm9x07Session, SessionConfig};
+#[cfg(any(feature = "emulator", all(unix, feature = "serial"), feature = "usb"))]
+use crate::session::Mdm9x07Session;
+use crate::session::SessionConfig;
+#[cfg(feature = "emulator")]
 use crate::transport::{Framing, MemoryTransport};
 
 /// A parsed `mdm9x07:` target (the part after `mdm9x07:`).
@@ -81,9 +85,15 @@ pub fn is_location(s: &str) -> bool {
 ///
 /// # Errors
 /// The transport's error when the device cannot be opened; [`Error::Unsupported`] when this
-/// build lacks the transport's feature.
+/// build lacks the transport's (or the emulator's) feature.
+// A build with no device at all (no feature) only refuses, so `config` is unused there.
+#[cfg_attr(
+    not(any(feature = "emulator", all(unix, feature = "serial"), feature = "usb")),
+    allow(unused_variables)
+)]
 pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSession>, Error> {
     match target {
+        #[cfg(feature = "emulator")]
         Target::Emulator => {
             let emulator = Emulator::new(EmulatorConfig::mdm9607())?;
             let link = MemoryTransport::new(Arc::new(Mutex::new(emulator)), Framing::Packet);
@@ -97,6 +107,10 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
             };
             Ok(Box::new(Mdm9x07Session::new(link, config)))
         }
+        #[cfg(not(feature = "emulator"))]
+        Target::Emulator => Err(Error::Unsupported(
+            "this build has no emulator (veriflash-mdm9x07 feature `emulator`)".into(),
+        )),
         #[cfg(all(unix, feature = "serial"))]
         Target::Serial(path) => {
             let link = crate::serial::SerialTransport::open(path)?;
@@ -394,6 +408,17 @@ mod tests {
         assert_eq!(plugin.config(), &SessionConfig::default(), "left as it was");
     }
 
+    #[cfg(not(feature = "emulator"))]
+    #[test]
+    fn a_build_without_the_emulator_says_which_feature_it_lacks() {
+        let err = Mdm9x07Plugin::default().open("emulator").err();
+        assert!(
+            matches!(&err, Some(PluginError::Unsupported(m)) if m.contains("feature `emulator`")),
+            "{err:?}"
+        );
+    }
+
+    #[cfg(feature = "emulator")]
     #[test]
     fn the_plugin_opens_the_emulator_and_reports_unknown_targets() {
         let plugin = Mdm9x07Plugin::default();
