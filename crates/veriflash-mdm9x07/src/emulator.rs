@@ -9,6 +9,28 @@
 //! alike, and a MIBIB block holds the partition table the host must read. Faults: NAK with a
 //! logged reason for a chosen command, coalesced XML, a zero-length packet before read data,
 //! and a power cut at any page program.
+//!
+//! A test device, behind the crate's feature `emulator` (off by default), so an embedder who
+//! links the plugin for real modems does not compile it.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use veriflash_mdm9x07::emulator::{Emulator, EmulatorConfig};
+//! use veriflash_mdm9x07::transport::{Framing, MemoryTransport};
+//! use veriflash_mdm9x07::{Mdm9x07Session, SessionConfig};
+//! use veriflash_plugin::FlashSession;
+//!
+//! let device = Arc::new(Mutex::new(Emulator::new(EmulatorConfig::mdm9607())?));
+//! let link = MemoryTransport::new(device.clone(), Framing::Packet);
+//! let mut session = Mdm9x07Session::new(link, SessionConfig::default());
+//!
+//! // Identity over Sahara command mode; nothing has been uploaded yet.
+//! let info = session.device_info()?;
+//! assert_eq!(info.chipset, "mdm9607");
+//! assert_eq!(info.active_slot, None);
+//! assert_eq!(device.lock().unwrap().programmer_uploads(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::{BTreeSet, VecDeque};
 

@@ -91,6 +91,17 @@ pub enum Error {
         /// What is wrong, and what to do.
         reason: String,
     },
+    /// A configuration file of the plugin's (the product table, [`crate::products`]) exists
+    /// but cannot be used.
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why: the operating system's error when it cannot be read;
+        /// [`std::io::ErrorKind::FileTooLarge`] over its size limit;
+        /// [`std::io::ErrorKind::InvalidData`] when it is not in its format (the parser's
+        /// message, with the line).
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for Error {
@@ -140,6 +151,7 @@ impl fmt::Display for Error {
             Self::Storage(m) => write!(f, "storage: {m}"),
             Self::Unsupported(m) => write!(f, "unsupported: {m}"),
             Self::Bundle { entry, reason } => write!(f, "{entry}: {reason}"),
+            Self::Config { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
 }
@@ -147,7 +159,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Transport(e) => Some(e),
+            Self::Transport(e) | Self::Config { source: e, .. } => Some(e),
             _ => None,
         }
     }
@@ -171,6 +183,9 @@ impl From<Error> for PluginError {
                 ),
             },
             Error::Unsupported(_) => Self::Unsupported(err.to_string()),
+            // The contract has no variant for a configuration file; this one names the path
+            // and keeps the I/O error's kind (not found, permission denied, invalid data).
+            Error::Config { path, source } => Self::Storage { path, source },
             Error::Truncated { .. }
             | Error::BadLength { .. }
             | Error::UnknownCommand(_)

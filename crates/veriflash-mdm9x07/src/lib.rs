@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod boot_watch;
 pub mod diag;
 pub mod discover;
 pub mod driver;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
 pub mod firehose;
 pub mod mibib;
+pub mod products;
 #[cfg(all(target_os = "linux", feature = "pty"))]
 pub mod pty;
 pub mod rawprogram;
