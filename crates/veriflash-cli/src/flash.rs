@@ -122,7 +122,8 @@ impl Display {
     }
 
     fn show(&mut self, event: &Event) {
-        // What people read the same way whatever the display.
+        // What people read on stderr whatever the display (with --json too: stdout stays
+        // the machine's).
         match event {
             Event::Reconnecting {
                 attempt,
@@ -130,14 +131,14 @@ impl Display {
                 timeout,
                 message,
                 ..
-            } if !matches!(self, Self::Json) => eprintln!(
+            } => eprintln!(
                 "connection lost ({message}): waiting up to {} s for the device to come back (Ctrl-C to stop; reconnect {attempt} of {max_attempts})",
                 timeout.as_secs()
             ),
-            Event::Reconnected { .. } if !matches!(self, Self::Json) => eprintln!(
+            Event::Reconnected { .. } => eprintln!(
                 "the device answers again: running the install again from the start of the package, verified anew"
             ),
-            Event::WaitingForBoot { timeout } if !matches!(self, Self::Json) => eprintln!(
+            Event::WaitingForBoot { timeout } => eprintln!(
                 "waiting up to {} s for the device to come back running its new software",
                 timeout.as_secs()
             ),

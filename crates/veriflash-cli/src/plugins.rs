@@ -16,7 +16,7 @@ pub(crate) fn registry(sysfs: Option<&Path>) -> Registry {
     let mut registry = Registry::with_builtin();
     let mdm9x07 = veriflash_mdm9x07::Mdm9x07Plugin::default();
     registry.register(Box::new(match sysfs {
-        Some(_dir) => mdm9x07, // TEMP
+        Some(dir) => mdm9x07.with_sysfs(dir),
         None => mdm9x07,
     }));
     registry

@@ -1602,6 +1602,45 @@ fn modem_package_at(key: &SigningKey, security_version: u64) -> Vec<u8> {
     veriflash_test_support::sign_and_write(&unsigned, &[key]).unwrap()
 }
 
+/// An emulated MDM9607 served on a pseudo-terminal by a thread, reached as a real modem's
+/// qcserial tty is (`mdm9x07:serial:PATH`): unlike `mdm9x07:emulator`, a device with a lasting
+/// identity, its chip serial.
+struct ServedModem {
+    target: std::ffi::CString,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ServedModem {
+    fn start() -> Self {
+        use veriflash_mdm9x07::emulator::{Emulator, EmulatorConfig};
+        let server = veriflash_mdm9x07::pty::PtyServer::open().unwrap();
+        let target =
+            std::ffi::CString::new(format!("mdm9x07:serial:{}", server.slave_path().display()))
+                .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut emulator = Emulator::new(EmulatorConfig::mdm9607()).unwrap();
+            let _ = server.serve(
+                &mut emulator,
+                &|| flag.load(std::sync::atomic::Ordering::Relaxed),
+                &mut |_| {},
+            );
+        });
+        Self {
+            target,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
 #[test]
 fn the_state_dir_keeps_the_floor_of_a_modem_that_cannot() {
     let dir = tempfile::tempdir().unwrap();
@@ -1615,24 +1654,41 @@ fn the_state_dir_keeps_the_floor_of_a_modem_that_cannot() {
     let (v7, v6) = (write("v7.vfp", 7), write("v6.vfp", 6));
     let state = dir.path().join("state");
     let options = Options::with_state_dir(&state);
-    let target = c"mdm9x07:emulator";
+    let floors = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(state.join("devices"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "floor"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
 
-    let (rc, _report) = flash_with(&open(&v7), &trust, &options, target);
+    // `mdm9x07:emulator` is a new, blank device at every open: nothing to remember.
+    let (rc, _report) = flash_with(&open(&v7), &trust, &options, c"mdm9x07:emulator");
     assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
-    // A modem in download mode keeps no floor: the host does, in STATE_DIR/devices.
-    let records: Vec<_> = std::fs::read_dir(state.join("devices"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "floor"))
-        .collect();
+    assert!(floors().is_empty(), "{:?}", floors());
+
+    // A modem on a tty keeps no floor in download mode: the host does, in STATE_DIR/devices,
+    // under the chip's serial number.
+    let modem = ServedModem::start();
+    let (rc, _report) = flash_with(&open(&v7), &trust, &options, &modem.target);
+    modem.stop();
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    let records = floors();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(std::fs::read_to_string(&records[0]).unwrap().trim(), "7");
 
-    // With the record, an older package is a downgrade; without a state directory (the
-    // defaults) nothing remembers the floor.
-    let (rc, _report) = flash_with(&open(&v6), &trust, &options, target);
+    // The same modem again (same serial): an older package is a downgrade with the record;
+    // without a state directory (the defaults) nothing remembers the floor.
+    let modem = ServedModem::start();
+    let (rc, _report) = flash_with(&open(&v6), &trust, &options, &modem.target);
+    modem.stop();
     assert_eq!(rc, VERIFLASH_DOWNGRADE_REFUSED, "{}", last_message());
-    let (rc, _report) = flash_to(&open(&v6), &trust, target);
+    let modem = ServedModem::start();
+    let (rc, _report) = flash_to(&open(&v6), &trust, &modem.target);
+    modem.stop();
     assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
 }
 
@@ -1667,7 +1723,6 @@ fn a_config_dir_is_accepted_and_a_modem_flashes_with_it() {
 }
 
 #[test]
-#[ignore = "needs Plugin::configure for the MDM9x07 plugin (another branch): until it lands the plugin reads no products table"]
 fn a_malformed_products_table_fails_the_flash_before_the_package_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate_p256().unwrap();

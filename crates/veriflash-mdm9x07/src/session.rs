@@ -52,6 +52,11 @@ pub struct SessionConfig {
     /// `DIR/mdm9x07-SERIAL/PARTITION.bin`; `None`: no copy. The session never erases them, so
     /// the copy is for the day something else does (another tool, a failing NAND).
     pub backup_dir: Option<PathBuf>,
+    /// Whether the chip's serial number identifies one physical device that outlives the
+    /// session ([`DeviceInfo::id`], the key of the host's record of its anti-rollback floor and
+    /// trust anchors). `false` for the emulator: every `mdm9x07:emulator` is a new, blank
+    /// device that only shares a serial number with the last one.
+    pub persistent: bool,
 }
 
 impl Default for SessionConfig {
@@ -67,6 +72,7 @@ impl Default for SessionConfig {
             payload: DEFAULT_PAYLOAD,
             journal_dir: None,
             backup_dir: None,
+            persistent: true,
         }
     }
 }
@@ -334,7 +340,10 @@ impl<T: Transport> Mdm9x07Session<T> {
             ),
         };
         Ok(DeviceInfo {
-            id: Some(format!("mdm9x07-{:08x}", id.serial)),
+            id: self
+                .config
+                .persistent
+                .then(|| format!("mdm9x07-{:08x}", id.serial)),
             product,
             chipset,
             hardware_revision,

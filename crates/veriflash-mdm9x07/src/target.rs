@@ -103,6 +103,7 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
             let config = SessionConfig {
                 journal_dir: None,
                 backup_dir: None,
+                persistent: false,
                 ..config
             };
             Ok(Box::new(Mdm9x07Session::new(link, config)))

@@ -195,7 +195,8 @@ pub enum PluginError {
         /// What the device is, with its article ("an msm8916").
         found: String,
     },
-    /// The device did not answer within its time limit (it may have reset, or lost power).
+    /// The device did not answer within its time limit (it may have reset, or lost power); the
+    /// message says what was waited for, as a whole sentence.
     Timeout(String),
     /// The device answered outside its protocol: a malformed or unexpected message, a command
     /// it refused.
@@ -232,7 +233,7 @@ impl fmt::Display for PluginError {
             Self::WrongChip { expected, found } => {
                 write!(f, "the device is {found}, not {expected}")
             }
-            Self::Timeout(m) => write!(f, "the device did not answer in time: {m}"),
+            Self::Timeout(m) => f.write_str(m),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
             Self::Busy(m) => write!(f, "in use: {m}"),
             Self::Storage { path, source } => write!(f, "{}: {source}", path.display()),
