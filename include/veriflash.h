@@ -259,9 +259,9 @@ typedef struct veriflash_image_info {
    */
   const char *sha256;
   /**
-   * Whether this run hashed the whole image and found it equal to `sha256` (always after
-   * `veriflash_flash`; `veriflash_package_verify` relies on the signed chunk digests, which
-   * cover every byte, and does not).
+   * Whether this run found the whole image equal to `sha256`: after `veriflash_flash`,
+   * every image the device stored (its read-back matched); `veriflash_package_verify` relies
+   * on the signed chunk digests, which cover every byte, and does not check it.
    */
   bool sha256_checked;
 } veriflash_image_info;

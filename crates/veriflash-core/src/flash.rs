@@ -629,8 +629,13 @@ impl Device<'_, '_> {
             events,
         )?;
         let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
-        let outcome = streamed.and_then(|report| {
+        let outcome = streamed.and_then(|mut report| {
             device.finish(cancel, events)?;
+            // Read back equal to their signed whole-image digests: checked, every image the
+            // device stored (not a loader it only ran).
+            for image in &mut report.images {
+                image.sha256_checked |= !device.is_loader(&image.partition);
+            }
             Ok(report)
         });
         if let Err(err) = &outcome {
@@ -642,13 +647,10 @@ impl Device<'_, '_> {
 
 impl InstallPolicy {
     /// How a package's payload is verified for an install under this policy (threads, buffers
-    /// in flight). The whole image is hashed too: read-back compares the device with the signed
-    /// whole-image digest, so that digest must first be known to agree with the verified bytes
-    /// (a package whose digest contradicts its chunks is refused with
-    /// [`ErrorKind::ImageDigestMismatch`] before the commit, not blamed on the device).
+    /// in flight). No whole-image pass: read-back proves the whole-image digest (see
+    /// `DeviceRun::finish`).
     pub(crate) fn stream_options(&self, verified: &VerifiedManifest) -> ParallelOptions {
         self.parallel_options(ChunkMemory::of(verified.manifest()))
-            .check_whole_image(true)
     }
 }
 
@@ -923,18 +925,12 @@ impl<'a> DeviceRun<'a> {
                 .session
                 .read_back(&image.partition, image.size)
                 .map_err(device_error)?;
+            // Equal, the device holds bytes that hash to the signed whole-image digest; since
+            // it was sent only bytes that matched their signed chunk digests, it holds exactly
+            // those, and the whole-image digest agrees with them (anything else would take a
+            // SHA-256 collision): read-back proves both at no extra pass over the image.
             if digest != image.digest {
-                return Err(Error::new(
-                    ErrorKind::ReadBackMismatch,
-                    format!(
-                        "partition '{}' reads back differently from image '{}'",
-                        image.partition, image.name
-                    ),
-                )
-                .at(Location {
-                    image: Some(image.name.clone()),
-                    ..Location::default()
-                }));
+                return Err(self.read_back_mismatch(image));
             }
         }
         events(&Event::PhaseFinished(Phase::ReadBack));
@@ -948,6 +944,61 @@ impl<'a> DeviceRun<'a> {
             .committed(self.verified.manifest().security_version)?;
         events(&Event::PhaseFinished(Phase::Commit));
         Ok(())
+    }
+
+    /// Why an image's read-back differs from its signed whole-image digest: the device stored
+    /// other bytes (52), or — when the device can read back chunk by chunk and every chunk
+    /// matches its signed digest — the package's whole-image digest contradicts its own chunks
+    /// (31, a packer bug: nothing is committed either way).
+    fn read_back_mismatch(&mut self, image: &ImageSpec) -> Error {
+        let at = Location {
+            image: Some(image.name.clone()),
+            ..Location::default()
+        };
+        let raw = image.stored_chunks.is_empty();
+        let chunks = if raw && self.session.reads_back_chunks() {
+            self.session
+                .read_back_chunks(&image.partition, image.size, image.chunk_size)
+                .ok()
+        } else {
+            None
+        };
+        match chunks {
+            Some(chunks) if chunks == image.chunk_digests => Error::new(
+                ErrorKind::ImageDigestMismatch,
+                format!(
+                    "partition '{}' holds exactly the verified chunks of image '{}', which do not hash to the package's signed whole-image digest: the package contradicts itself",
+                    image.partition, image.name
+                ),
+            )
+            .at(at),
+            Some(chunks) => {
+                let bad = chunks
+                    .iter()
+                    .zip(&image.chunk_digests)
+                    .position(|(held, signed)| held != signed)
+                    .unwrap_or(chunks.len());
+                Error::new(
+                    ErrorKind::ReadBackMismatch,
+                    format!(
+                        "partition '{}' reads back differently from image '{}', from chunk {bad} on",
+                        image.partition, image.name
+                    ),
+                )
+                .at(Location {
+                    chunk: u64::try_from(bad).ok(),
+                    ..at
+                })
+            }
+            None => Error::new(
+                ErrorKind::ReadBackMismatch,
+                format!(
+                    "partition '{}' reads back differently from image '{}' (or the package's whole-image digest contradicts its chunks: `veriflash verify --whole-image-digest` tells which)",
+                    image.partition, image.name
+                ),
+            )
+            .at(at),
+        }
     }
 
     /// After a failure: from the begin on the device holds a journal, so the install is

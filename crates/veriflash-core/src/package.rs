@@ -379,11 +379,11 @@ impl<R: Read> VerifiedPackage<R> {
         self
     }
 
-    /// Also hashes each whole image as it streams (one more SHA-256 pass, serial, on the
-    /// calling thread) and compares it with the signed whole-image digest: the only way to
-    /// know that digest agrees with the chunks. A report then says the digest was checked
-    /// ([`ImageReport::sha256_checked`]). Installs always do this, since read-back compares
-    /// the device with that digest.
+    /// Also hashes each whole image as it streams (one more SHA-256 pass, on a thread of its
+    /// own) and compares it with the signed whole-image digest: without a device, the only way
+    /// to know that digest agrees with the chunks. A report then says the digest was checked
+    /// ([`ImageReport::sha256_checked`]). Installs need no such pass: a read-back equal to the
+    /// digest proves it.
     #[must_use]
     pub fn with_whole_image_check(mut self, check: bool) -> Self {
         self.options = self.options.check_whole_image(check);
@@ -584,8 +584,9 @@ pub struct ImageReport {
     /// signed) but, unless [`sha256_checked`](Self::sha256_checked), not known to agree with
     /// the chunks: the chunk digests are what verified every byte.
     pub sha256: String,
-    /// Whether this run hashed the whole image and found it equal to [`sha256`](Self::sha256)
-    /// ([`VerifiedPackage::with_whole_image_check`]; always, for an install).
+    /// Whether this run found the whole image equal to [`sha256`](Self::sha256): hashed while
+    /// it streamed ([`VerifiedPackage::with_whole_image_check`]), or read back from the device
+    /// after an install (every image the device stored).
     pub sha256_checked: bool,
 }
 

@@ -611,7 +611,7 @@ impl Updater {
                 let report = device.install(
                     &verified,
                     |sink| {
-                        let (report, fetched) = remote.stream(true, sink)?;
+                        let (report, fetched) = remote.stream(false, sink)?;
                         stats = Some(fetched);
                         Ok(report)
                     },
@@ -715,7 +715,7 @@ impl Updater {
             &verified,
             |sink| match payload {
                 Payload::Local(package) => package.stream(sink),
-                Payload::Remote(remote) => remote.stream(true, sink).map(|(report, _)| report),
+                Payload::Remote(remote) => remote.stream(false, sink).map(|(report, _)| report),
             },
             devices,
             &open_device,

@@ -86,9 +86,9 @@ pub struct veriflash_image_info {
     /// Lower-case hex SHA-256 of the whole image as the signed manifest states it (64
     /// characters, NUL-terminated).
     pub sha256: *const c_char,
-    /// Whether this run hashed the whole image and found it equal to `sha256` (always after
-    /// `veriflash_flash`; `veriflash_package_verify` relies on the signed chunk digests, which
-    /// cover every byte, and does not).
+    /// Whether this run found the whole image equal to `sha256`: after `veriflash_flash`,
+    /// every image the device stored (its read-back matched); `veriflash_package_verify` relies
+    /// on the signed chunk digests, which cover every byte, and does not check it.
     pub sha256_checked: bool,
 }
 

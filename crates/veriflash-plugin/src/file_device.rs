@@ -1079,6 +1079,41 @@ impl FlashSession for FileDevice {
         self.digest_of(partition, target, size)
     }
 
+    fn reads_back_chunks(&self) -> bool {
+        true
+    }
+
+    fn read_back_chunks(
+        &mut self,
+        partition: &str,
+        size: u64,
+        chunk_size: u32,
+    ) -> Result<Vec<Digest>, PluginError> {
+        use std::os::unix::fs::FileExt as _;
+        if self.plan.is_none() {
+            return Err(bad("read-back before begin"));
+        }
+        let (offset, part) = self.locate(partition, self.state.active.other())?;
+        if size > part.size || chunk_size == 0 {
+            return Err(PluginError::Unsupported(format!(
+                "read past the end of '{partition}'"
+            )));
+        }
+        let mut buf = buffer(&self.path, u64::from(chunk_size))?;
+        let mut digests = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(u64::from(chunk_size));
+            buf.resize(usize::try_from(n).unwrap_or(0), 0);
+            self.file
+                .read_exact_at(&mut buf, offset + at)
+                .map_err(|e| storage(&self.path, e))?;
+            digests.push(sha256(&buf));
+            at += n;
+        }
+        Ok(digests)
+    }
+
     fn commit(&mut self) -> Result<(), PluginError> {
         let plan = self.plan.take().ok_or_else(|| bad("commit before begin"))?;
         self.file.sync_all().map_err(|e| storage(&self.path, e))?;

@@ -348,6 +348,31 @@ pub trait FlashSession {
     /// When the read fails.
     fn read_back(&mut self, partition: &str, size: u64) -> Result<Digest, PluginError>;
 
+    /// Whether [`FlashSession::read_back_chunks`] is available. The pipeline uses it only to
+    /// tell, after a read-back that differs from the signed whole-image digest, a device that
+    /// stored other bytes from a package that contradicts itself.
+    fn reads_back_chunks(&self) -> bool {
+        false
+    }
+
+    /// Reads back the first `size` bytes of `partition` in the target slot as consecutive
+    /// `chunk_size` pieces (the last one shorter) and returns each piece's SHA-256.
+    ///
+    /// # Errors
+    /// When the read fails; the default refuses, for a session that does not
+    /// [`FlashSession::reads_back_chunks`].
+    fn read_back_chunks(
+        &mut self,
+        partition: &str,
+        size: u64,
+        chunk_size: u32,
+    ) -> Result<Vec<Digest>, PluginError> {
+        let _ = (partition, size, chunk_size);
+        Err(PluginError::Unsupported(
+            "this device reads back whole images only".to_owned(),
+        ))
+    }
+
     /// Makes the new software the one that boots and raises the anti-rollback floor, as one
     /// atomic step: after a power loss the device boots either the old or the new software.
     ///
