@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "file-device")]
 pub mod file_device;
 pub mod hazmat;
 
@@ -546,10 +547,13 @@ impl Registry {
         Self::default()
     }
 
-    /// A registry with the plugins built into this crate (the file-backed device).
+    /// A registry with the plugins built into this crate: the file-backed reference device
+    /// (`file:`), with feature `file-device`; none without it.
     #[must_use]
     pub fn with_builtin() -> Self {
+        #[allow(unused_mut)] // registers nothing without feature `file-device`
         let mut registry = Self::new();
+        #[cfg(feature = "file-device")]
         registry.register(Box::new(file_device::FilePlugin));
         registry
     }
