@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod parity;
+
 use veriflash_core::format::SignatureBlock;
 use veriflash_core::plugin::file_device::Layout;
 use veriflash_core::plugin::{PartitionInfo, StorageGeometry};

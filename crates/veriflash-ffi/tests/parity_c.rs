@@ -1,0 +1,77 @@
+//! The parity table (`veriflash_test_support::parity`) through the library's `Updater` and
+//! through the C API, called as a C program calls it: the same code for every scenario, and
+//! the one the table expects. (The command's parity test holds the CLI to the same table.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+
+use veriflash_ffi::*;
+use veriflash_test_support::parity::{Pki, SCENARIOS, install};
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// `package` flashed to `target` through the C API, trusting the root certificate at `root`,
+/// with or without a trusted clock: the result code.
+fn flash_in_c(root: &Path, package: &Path, target: &str, no_clock: bool) -> veriflash_result {
+    let (root, package, target) = (c_path(root), c_path(package), CString::new(target).unwrap());
+    let (mut trust, mut opened, mut report) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+    // SAFETY: NUL-terminated strings and writable locals; every handle made here is freed
+    // here, once, after its last use.
+    unsafe {
+        assert_eq!(
+            veriflash_trust_load(root.as_ptr(), &raw mut trust),
+            VERIFLASH_OK
+        );
+        let time = if no_clock {
+            VERIFLASH_TRUSTED_TIME_NONE
+        } else {
+            VERIFLASH_TRUSTED_TIME_SYSTEM
+        };
+        assert_eq!(veriflash_trust_set_time(trust, time, 0), VERIFLASH_OK);
+        let mut rc = veriflash_package_open(package.as_ptr(), &raw mut opened);
+        if rc == VERIFLASH_OK {
+            rc = veriflash_flash(
+                opened,
+                trust,
+                target.as_ptr(),
+                None,
+                ptr::null_mut(),
+                &raw mut report,
+            );
+        }
+        veriflash_report_free(report);
+        veriflash_package_free(opened);
+        veriflash_trust_free(trust);
+        rc
+    }
+}
+
+#[test]
+fn the_c_api_and_the_library_give_every_scenario_the_same_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    for (i, scenario) in SCENARIOS.iter().enumerate() {
+        let run = scenario.prepare(&pki, &tmp.path().join(format!("rust{i}")));
+        let rust = install(&pki, &run.package, &run.target, scenario.no_clock)
+            .err()
+            .map_or(0, |e| e.code());
+        drop(run.holder);
+
+        let run = scenario.prepare(&pki, &tmp.path().join(format!("c{i}")));
+        let c = flash_in_c(&pki.root, &run.package, &run.target, scenario.no_clock);
+        drop(run.holder);
+
+        assert_eq!(
+            (u32::from(rust), c),
+            (u32::from(scenario.code), u32::from(scenario.code)),
+            "{}: library {rust}, C {c}",
+            scenario.name
+        );
+    }
+}
