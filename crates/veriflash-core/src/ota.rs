@@ -31,10 +31,10 @@
 //!      [`ErrorKind::SourceChanged`] (the HTTP source compares ETag / Last-Modified and the
 //!      total length of every answer with the first one, and sends `If-Range`).
 //! 4. Two consumers:
-//!    - [`RemotePackage::into_reader`] gives a [`VerifiedDownload`], a `Read` of the whole
-//!      package (prefix, then verified chunks only) for [`crate::install`], which verifies
-//!      everything again as it would for a local file. Retries happen underneath; a chunk that
-//!      cannot be repaired ends the read with its error, and `install` aborts before its commit.
+//!    - [`RemotePackage::stream`] hands each verified chunk straight on — to the install, in
+//!      [`crate::Updater`] — so every byte of a download is verified once. Retries happen
+//!      underneath; a chunk that cannot be repaired ends the stream with its error, and the
+//!      install aborts before its commit.
 //!    - [`RemotePackage::fetch_to_file`] stages the package in `FILE.partial`, with a
 //!      verified-chunk bitmap in `FILE.partial.state` so a later run resumes; it checks the
 //!      free space before the first payload byte, re-hashes chunks a previous run left on disk,
@@ -303,8 +303,8 @@ impl<S: Source> RemotePackage<S> {
     /// Fetches the payload chunk by chunk, checks each against its signed digest, and hands
     /// only verified chunks to `sink`, in order: the one verification of every byte, whether
     /// the sink installs them or not (decompressed, for chunks stored compressed, after their
-    /// stored bytes matched). A broken connection is resumed and a corrupted chunk fetched again
-    /// alone, as [`RemotePackage::into_reader`] does. With `check_whole_image`, each image is
+    /// stored bytes matched). A broken connection is resumed after the last verified chunk and a
+    /// corrupted chunk fetched again alone, a bounded number of times. With `check_whole_image`, each image is
     /// also hashed whole as it goes by and compared with its signed digest (installs do this,
     /// so read-back compares with a verified value).
     ///
@@ -395,23 +395,6 @@ impl<S: Source> RemotePackage<S> {
             reports.push(ImageReport::new(image, image.digest, check_whole_image));
         }
         Ok((VerifyReport::new(&manifest, reports), self.fetcher.stats))
-    }
-
-    /// A reader of the whole package that yields the prefix and then only payload chunks that
-    /// matched their signed digests, fetching, resuming and repairing underneath. Give it to
-    /// [`crate::install`].
-    #[must_use]
-    pub fn into_reader(self) -> VerifiedDownload<S> {
-        VerifiedDownload {
-            fetcher: self.fetcher,
-            manifest: self.manifest,
-            prefix: self.prefix,
-            chunks: self.chunks,
-            next: 0,
-            buffer: Vec::new(),
-            position: 0,
-            in_prefix: true,
-        }
     }
 
     /// Downloads the package to `out`: into `out.partial` first, with the verified-chunk bitmap
@@ -1000,72 +983,5 @@ impl<S: Source> Fetcher<S> {
             .stats
             .bytes_fetched
             .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
-    }
-}
-
-/// A `Read` of a [`RemotePackage`]: the verified prefix, then payload chunks, each one
-/// checked against its signed digest before its first byte is returned. Errors come back as
-/// `io::Error`s carrying the [`Error`] (with its kind and code), which [`crate::install`]
-/// reports unchanged.
-pub struct VerifiedDownload<S> {
-    fetcher: Fetcher<S>,
-    manifest: VerifiedManifest,
-    prefix: Vec<u8>,
-    chunks: Vec<PlannedChunk>,
-    next: usize,
-    buffer: Vec<u8>,
-    position: usize,
-    in_prefix: bool,
-}
-
-impl<S> std::fmt::Debug for VerifiedDownload<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifiedDownload")
-            .field("next_chunk", &self.next)
-            .field("chunks", &self.chunks.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> VerifiedDownload<S> {
-    /// Traffic so far.
-    #[must_use]
-    pub fn stats(&self) -> FetchStats {
-        self.fetcher.stats
-    }
-}
-
-impl<S: Source> Read for VerifiedDownload<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.in_prefix {
-            if self.position < self.prefix.len() {
-                let rest = self.prefix.get(self.position..).unwrap_or_default();
-                let n = rest.len().min(buf.len());
-                buf[..n].copy_from_slice(&rest[..n]);
-                self.position += n;
-                return Ok(n);
-            }
-            self.in_prefix = false;
-            self.buffer.clear();
-            self.position = 0;
-        }
-        if self.position >= self.buffer.len() {
-            let Some(chunk) = self.chunks.get(self.next).copied() else {
-                return Ok(0);
-            };
-            self.fetcher
-                .fetch_chunk(&chunk, &self.manifest, &mut self.buffer)
-                .map_err(Error::into_io)?;
-            self.next += 1;
-            self.position = 0;
-        }
-        let rest = self.buffer.get(self.position..).unwrap_or_default();
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.position += n;
-        Ok(n)
     }
 }

@@ -30,10 +30,7 @@ use veriflash_core::plugin::Slot;
 use veriflash_core::plugin::file_device::{FileDevice, Layout};
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::source::{FileSource, PushedSource};
-use veriflash_core::{
-    CancelToken, ErrorKind, ImageData, ImageSource, InstallPolicy, PackageSpec, UnsignedPackage,
-    install,
-};
+use veriflash_core::{ErrorKind, ImageData, ImageSource, PackageSpec, UnsignedPackage};
 use veriflash_test_support::{file_layout, pseudo_random};
 
 // ---------------------------------------------------------------------------------------------
@@ -413,21 +410,18 @@ fn flash(
 ) -> (Result<(), veriflash_core::Error>, PathBuf) {
     let device_path = dir.join(format!("device-{}.img", rand_suffix()));
     FileDevice::create(&device_path, &layout()).unwrap();
-    let mut device = FileDevice::open(&device_path).unwrap();
-    let anchors = trust(key);
-    let verifier = Verifier::new(&anchors);
+    let target = format!("file:{}", device_path.display());
+    let anchors = veriflash_core::AnchorSet::new(trust(key), 1);
     let result = (|| {
         let source = HttpSource::new(url, http)?;
-        let remote = RemotePackage::open(source, &verifier, ota)?;
-        install(
-            remote.into_reader(),
-            &verifier,
-            &InstallPolicy::default(),
-            &mut device,
-            &CancelToken::new(),
-            &mut |_| {},
+        // The Updater, as every frontend runs it: each chunk verified once, as it arrives.
+        veriflash_core::Updater::builder(
+            veriflash_core::PackageSource::Remote(Box::new(source), ota),
+            veriflash_core::Trust::new(anchors),
         )
-        .map(|_| ())
+        .build()?
+        .install(&target)
+        .map(drop)
     })();
     (result, device_path)
 }
@@ -763,8 +757,13 @@ fn a_pushed_stream_is_verified_but_cannot_repair_a_bad_chunk() {
     )
     .unwrap();
     let mut out = Vec::new();
-    remote.into_reader().read_to_end(&mut out).unwrap();
-    assert_eq!(out, package);
+    remote
+        .stream(false, |_, chunk| {
+            out.extend_from_slice(chunk.bytes());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(out, package[payload_offset(&package) as usize..]);
 
     let mut bad = package.clone();
     let at = payload_offset(&package) as usize + 9000;
@@ -775,17 +774,16 @@ fn a_pushed_stream_is_verified_but_cannot_repair_a_bad_chunk() {
         OtaOptions::new(),
     )
     .unwrap();
-    let mut reader = remote.into_reader();
     let mut out = Vec::new();
-    let err = reader.read_to_end(&mut out).unwrap_err();
-    let err = err
-        .into_inner()
-        .unwrap()
-        .downcast::<veriflash_core::Error>()
-        .unwrap();
+    let err = remote
+        .stream(false, |_, chunk| {
+            out.extend_from_slice(chunk.bytes());
+            Ok(())
+        })
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::IntegrityMismatch);
     // Only the chunks before the bad one came out (two 4 KiB chunks of boot).
-    assert_eq!(out.len(), payload_offset(&package) as usize + 8192);
+    assert_eq!(out.len(), 8192);
 }
 
 #[test]
