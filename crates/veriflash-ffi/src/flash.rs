@@ -797,37 +797,29 @@ mod tests {
     #[test]
     fn a_zero_wait_or_a_stream_read_once_ends_the_install_with_the_lost_connection() {
         let fx = Fixture::new();
-        // No wait: the transport error at once.
-        let mut package = Package::open_path(&fx.package).unwrap();
-        let mut heard = Heard::default();
-        let err = run(
-            flaky_registry(6),
-            &mut package,
-            &fx.trust(),
-            &options(Duration::ZERO),
-            &fx.target("flaky"),
-            &mut heard,
-        )
-        .unwrap_err();
-        assert_eq!(err.code, VERIFLASH_TRANSPORT_ERROR, "{}", err.message);
-        assert!(!kinds(&heard).contains(&VERIFLASH_EVENT_RECONNECTING));
-
-        // A package read through a stream (as through a read callback) cannot be read again:
-        // no wait either.
+        // No wait: the transport error at once. A package read through a stream (as through a
+        // read callback) cannot be read again: no wait either.
         let file = std::fs::File::open(&fx.package).unwrap();
-        let mut package = Package::open(Box::new(file), None).unwrap();
-        let mut heard = Heard::default();
-        let err = run(
-            flaky_registry(6),
-            &mut package,
-            &fx.trust(),
-            &options(Duration::from_secs(10)),
-            &fx.target("flaky"),
-            &mut heard,
-        )
-        .unwrap_err();
-        assert_eq!(err.code, VERIFLASH_TRANSPORT_ERROR, "{}", err.message);
-        assert!(!kinds(&heard).contains(&VERIFLASH_EVENT_RECONNECTING));
+        for (mut package, wait) in [
+            (Package::open_path(&fx.package).unwrap(), Duration::ZERO),
+            (
+                Package::open(Box::new(file), None).unwrap(),
+                Duration::from_secs(10),
+            ),
+        ] {
+            let mut heard = Heard::default();
+            let err = run(
+                flaky_registry(6),
+                &mut package,
+                &fx.trust(),
+                &options(wait),
+                &fx.target("flaky"),
+                &mut heard,
+            )
+            .unwrap_err();
+            assert_eq!(err.code, VERIFLASH_TRANSPORT_ERROR, "{}", err.message);
+            assert!(!kinds(&heard).contains(&VERIFLASH_EVENT_RECONNECTING));
+        }
         assert_eq!(fx.active_slot(), Some(Slot::A));
     }
 

@@ -71,23 +71,36 @@ pub unsafe extern "C" fn veriflash_options_new(
     })
 }
 
-/// A directory argument that may be NULL (none).
+/// Sets one of the options' directories from an argument that may be NULL (none); the options
+/// are unchanged when the argument is refused.
 ///
 /// # Safety
-/// `dir` is NULL or a NUL-terminated string.
-unsafe fn optional_dir(dir: *const c_char, arg: &'static str) -> Result<Option<PathBuf>, FfiError> {
-    if dir.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: the caller's contract; not NULL.
-    let dir = unsafe { arg_str(dir, arg) }?;
-    if dir.is_empty() {
-        return Err(FfiError::new(
-            VERIFLASH_INVALID_ARGUMENT,
-            format!("argument '{arg}' is an empty path: pass NULL for none"),
-        ));
-    }
-    Ok(Some(PathBuf::from(dir)))
+/// `options` is NULL or live options that no other call uses at the same time; `dir` is NULL
+/// or a NUL-terminated string.
+unsafe fn set_dir(
+    options: *mut veriflash_options,
+    dir: *const c_char,
+    field: fn(&mut PluginEnvironment) -> &mut Option<PathBuf>,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let options = unsafe { borrow_mut(options, "options") }?;
+        let dir = if dir.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's contract; not NULL.
+            let dir = unsafe { arg_str(dir, "dir") }?;
+            if dir.is_empty() {
+                return Err(FfiError::new(
+                    VERIFLASH_INVALID_ARGUMENT,
+                    "argument 'dir' is an empty path: pass NULL for none",
+                ));
+            }
+            Some(PathBuf::from(dir))
+        };
+        *field(&mut options.environment) = dir;
+        Ok(())
+    })
 }
 
 /// Sets the state directory (`dir`, or NULL for none, the default): state that must survive a
@@ -110,14 +123,8 @@ pub unsafe extern "C" fn veriflash_options_set_state_dir(
     options: *mut veriflash_options,
     dir: *const c_char,
 ) -> veriflash_result {
-    call(|| {
-        // SAFETY: this function's contract.
-        let options = unsafe { borrow_mut(options, "options") }?;
-        // SAFETY: this function's contract.
-        let dir = unsafe { optional_dir(dir, "dir") }?;
-        options.environment.state_dir = dir;
-        Ok(())
-    })
+    // SAFETY: this function's contract.
+    unsafe { set_dir(options, dir, |environment| &mut environment.state_dir) }
 }
 
 /// Sets the configuration directory (`dir`, or NULL for none, the default), where plugins read
@@ -139,14 +146,8 @@ pub unsafe extern "C" fn veriflash_options_set_config_dir(
     options: *mut veriflash_options,
     dir: *const c_char,
 ) -> veriflash_result {
-    call(|| {
-        // SAFETY: this function's contract.
-        let options = unsafe { borrow_mut(options, "options") }?;
-        // SAFETY: this function's contract.
-        let dir = unsafe { optional_dir(dir, "dir") }?;
-        options.environment.config_dir = dir;
-        Ok(())
-    })
+    // SAFETY: this function's contract.
+    unsafe { set_dir(options, dir, |environment| &mut environment.config_dir) }
 }
 
 /// Sets how long a device that drops off mid-install is waited for, in seconds (at most

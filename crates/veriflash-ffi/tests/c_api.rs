@@ -16,6 +16,7 @@ use veriflash_core::sig::SigningKey;
 use veriflash_core::{ErrorKind, ImageData, ImageSource, PackageSpec, Phase, UnsignedPackage};
 use veriflash_ffi::*;
 use veriflash_test_support::file_layout;
+use veriflash_test_support::parity::Pki;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -1280,98 +1281,20 @@ fn a_modem_package_flashes_to_the_emulated_mdm9607_through_the_c_api() {
 // ---------------------------------------------------------------------------------------------
 // The trust configuration: clock and threshold, as the CLI's `--no-clock` and `--threshold`.
 
-/// Runs the openssl command in `dir`; it must succeed.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A vendor PKI made with openssl in `dir`: a root CA (`root.pem`, the trust anchor) valid for
-/// 30 days and a code-signing leaf it issued, valid for `leaf_days` from now (`-1`: it expired
-/// yesterday). Returns the leaf's key and its chain (the leaf certificate).
-fn certificate_chain(dir: &Path, leaf_days: &str) -> (SigningKey, Vec<Vec<u8>>) {
-    std::fs::write(
-        dir.join("ca.ext"),
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
-    )
-    .unwrap();
-    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
-    openssl(
-        dir,
-        &[&["genpkey"][..], &ec, &["-out", "root.key"]].concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-new", "-key", "root.key", "-subj", "/CN=Root", "-out", "root.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-in", "root.csr", "-signkey", "root.key", "-extfile", "ca.ext",
-            "-days", "30", "-out", "root.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[&["genpkey"][..], &ec, &["-out", "leaf.key"]].concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-new", "-key", "leaf.key", "-subj", "/CN=Leaf", "-out", "leaf.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-extfile",
-            "leaf.ext",
-            "-days",
-            leaf_days,
-            "-out",
-            "leaf.crt",
-        ],
-    );
-    let key = veriflash_core::trust::load_signing_key(&dir.join("leaf.key")).unwrap();
-    let chain = veriflash_core::trust::load_certificate_chain(&dir.join("leaf.crt")).unwrap();
-    (key, chain)
-}
-
-/// The fixture's package signed by a leaf certificate valid for `leaf_days` instead, and the
-/// trust store of its root certificate.
-fn certified_package(fx: &Fixture, leaf_days: &str) -> (PathBuf, Trust) {
-    let pki = fx.dir.path().join(format!("pki{leaf_days}"));
-    std::fs::create_dir(&pki).unwrap();
-    let (key, chain) = certificate_chain(&pki, leaf_days);
+/// The fixture's package signed by the parity PKI's leaf certificate (valid for 30 days, or
+/// with `expired` expired yesterday) instead, and the trust store of its root certificate.
+fn certified_package(fx: &Fixture, expired: bool) -> (PathBuf, Trust) {
+    let pki_dir = fx.dir.path().join(format!("pki-{expired}"));
+    std::fs::create_dir(&pki_dir).unwrap();
+    let pki = Pki::new(&pki_dir);
+    let (key, chain) = pki.leaf(expired);
     let unsigned = unsigned_package(7);
-    let entry = unsigned.sign_with_certificates(&key, chain).unwrap();
-    let path = fx.dir.path().join(format!("certified{leaf_days}.vfp"));
+    let entry = unsigned
+        .sign_with_certificates(key, chain.to_vec())
+        .unwrap();
+    let path = fx.dir.path().join(format!("certified-{expired}.vfp"));
     std::fs::write(&path, signed(&unsigned, vec![entry])).unwrap();
-    let root = c_path(&pki.join("root.pem"));
+    let root = c_path(&pki.root);
     let mut trust = ptr::null_mut();
     // SAFETY: a NUL-terminated path and a writable local.
     let rc = unsafe { veriflash_trust_load(root.as_ptr(), &raw mut trust) };
@@ -1394,7 +1317,7 @@ fn now() -> u64 {
 #[test]
 fn an_expired_leaf_is_refused_by_default_and_accepted_without_a_clock() {
     let fx = Fixture::new();
-    let (package, trust) = certified_package(&fx, "-1");
+    let (package, trust) = certified_package(&fx, true);
     let target = fx.target();
 
     // The default is the system clock, as for `veriflash verify` and `flash`: 27, nothing
@@ -1433,7 +1356,7 @@ fn an_expired_leaf_is_refused_by_default_and_accepted_without_a_clock() {
 #[test]
 fn a_given_trusted_time_judges_the_certificate_dates() {
     let fx = Fixture::new();
-    let (package, trust) = certified_package(&fx, "30");
+    let (package, trust) = certified_package(&fx, false);
     assert_eq!(
         verify(&open(&package), &trust).0,
         VERIFLASH_OK,

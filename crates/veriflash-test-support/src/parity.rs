@@ -240,6 +240,14 @@ impl Pki {
             expired: leaf("expired", "-1"),
         }
     }
+
+    /// A leaf's signing key and its certificate chain: the one valid for 30 days, or (with
+    /// `expired`) the one that expired yesterday.
+    #[must_use]
+    pub fn leaf(&self, expired: bool) -> (&SigningKey, &[Vec<u8>]) {
+        let (key, chain) = if expired { &self.expired } else { &self.valid };
+        (key, chain)
+    }
 }
 
 /// A prepared run of a scenario: the package file, the target, and what holds the device.
