@@ -12,10 +12,11 @@ fn the_command_and_the_library_give_every_scenario_the_same_code() {
     let pki = Pki::new(tmp.path());
     for (i, scenario) in SCENARIOS.iter().enumerate() {
         let run = scenario.prepare(&pki, &tmp.path().join(format!("rust{i}")));
-        let rust = install(&pki, &run.package, &run.target, scenario.no_clock)
+        let rust = install(&pki, &run, scenario.no_clock)
             .err()
             .map_or(0, |e| e.code());
-        drop(run.holder);
+        run.finish()
+            .unwrap_or_else(|e| panic!("{}, library: {e}", scenario.name));
 
         let run = scenario.prepare(&pki, &tmp.path().join(format!("cli{i}")));
         let mut args = vec![
@@ -33,11 +34,12 @@ fn the_command_and_the_library_give_every_scenario_the_same_code() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_veriflash"))
             .args(&args)
             .current_dir(tmp.path())
-            .env("VERIFLASH_STATE_DIR", tmp.path().join("state"))
+            .env("VERIFLASH_STATE_DIR", &run.state_dir)
             .env("VERIFLASH_CONFIG_DIR", tmp.path().join("config"))
             .output()
             .unwrap();
-        drop(run.holder);
+        run.finish()
+            .unwrap_or_else(|e| panic!("{}, command: {e}", scenario.name));
         let cli = u8::try_from(out.status.code().expect("exited")).unwrap();
 
         assert_eq!(

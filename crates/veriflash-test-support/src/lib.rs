@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "parity")]
 pub mod parity;
 
 use veriflash_core::format::SignatureBlock;

@@ -3,21 +3,31 @@
 //! is held to the expected code, so the three agree with each other.
 //!
 //! A scenario is a package, a device in some state, and a trust configuration; each run gets
-//! its own directory, so frontends never share a device.
+//! its own directory (its device, its state directory), so frontends never share a device. The
+//! devices are the file-backed reference device and, for the cut-and-resume scenario, an
+//! emulated MDM9607 speaking Sahara and Firehose on a pseudo-terminal.
 
 // Fixtures for tests: a fixture that cannot be made ends the test with its reason.
 #![allow(clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use veriflash_core::plugin::file_device::FileDevice;
+use veriflash_core::plugin::{PluginEnvironment, Registry};
 use veriflash_core::sig::SigningKey;
 use veriflash_core::{
     AnchorSet, Error, ImageData, ImageSource, PackageSource, PackageSpec, Trust, TrustedTime,
     UnsignedPackage, Updater,
 };
+use veriflash_mdm9x07::Mdm9x07Plugin;
+use veriflash_mdm9x07::emulator::{DeviceFaults, Emulator, EmulatorConfig, test_programmer};
+use veriflash_mdm9x07::pty::{PtyPeer, PtyServer};
+use veriflash_mdm9x07::transport::Endpoint;
 
-use crate::{MODEM_CHIPSET, MODEM_PRODUCT, file_layout, pseudo_random};
+use crate::{MODEM_CHIPSET, MODEM_PRODUCT, MODEM_REVISION, file_layout, pseudo_random};
 
 /// What a scenario does to the device before the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +38,10 @@ pub enum Device {
     AtFloor7,
     /// A device another session holds for the whole run.
     Held,
+    /// An emulated MDM9607 that loses power half-way through writing `boot` and comes back
+    /// (NAND intact, in download mode) as a new tty behind the same symlink, as a real modem
+    /// re-enumerates behind its `/dev/serial/by-id/...` link.
+    ModemCutMidway,
 }
 
 /// What the package is.
@@ -45,6 +59,8 @@ pub enum Package {
     ExpiredLeaf,
     /// The good package cut short, as a broken download leaves it.
     Truncated,
+    /// Security version 7 for the emulated MDM9607: its programmer, `sbl` and `boot`.
+    Modem,
 }
 
 /// One row of the table.
@@ -120,7 +136,18 @@ pub const SCENARIOS: &[Scenario] = &[
         no_clock: false,
         code: 13,
     },
+    Scenario {
+        name: "power cut mid-install, resumed",
+        package: Package::Modem,
+        device: Device::ModemCutMidway,
+        no_clock: false,
+        code: 0,
+    },
 ];
+
+/// The modem package's `sbl` and `boot` sizes.
+const MODEM_SBL: usize = 60_000;
+const MODEM_BOOT: usize = 200_000;
 
 /// The vendor PKI all scenarios share: a root certificate (the trust anchor) and two
 /// code-signing leaves it issued, one valid, one expired yesterday, made with the openssl CLI.
@@ -250,19 +277,173 @@ impl Pki {
     }
 }
 
-/// A prepared run of a scenario: the package file, the target, and what holds the device.
+/// A prepared run of a scenario: the package file, the target, the state directory, and what
+/// holds or serves the device.
 #[derive(Debug)]
 pub struct Prepared {
     /// The package file.
     pub package: PathBuf,
-    /// The device's target string (`file:PATH`).
+    /// The device's target string (`file:PATH` or `mdm9x07:serial:LINK`).
     pub target: String,
+    /// The plugins' state directory for the run (`VERIFLASH_STATE_DIR`): the modem's resume
+    /// journal and the host's record of its floor.
+    pub state_dir: PathBuf,
     /// The session that holds the device during the run ([`Device::Held`]).
-    pub holder: Option<FileDevice>,
+    holder: Option<FileDevice>,
+    /// The emulated modem's server ([`Device::ModemCutMidway`]).
+    modem: Option<ServedModem>,
+}
+
+impl Prepared {
+    /// Ends the run: lets the device go and checks what the device saw against the scenario.
+    /// A modem cut mid-install must have lost power exactly once and, after it came back,
+    /// had only `boot` programmed again: the install resumed from its journal, `sbl` was not
+    /// written twice.
+    ///
+    /// # Errors
+    /// What the device saw that the scenario does not allow, for the test's message.
+    pub fn finish(self) -> Result<(), String> {
+        drop(self.holder);
+        let Some(modem) = self.modem else {
+            return Ok(());
+        };
+        let seen = modem.stop();
+        let boot_pages = MODEM_BOOT.div_ceil(seen.page_size) as u64;
+        if seen.cuts == 1 && seen.programs_after_cut == boot_pages {
+            Ok(())
+        } else {
+            Err(format!(
+                "the modem lost power {} times and had {} pages programmed after the cut \
+                 (resuming programs only boot's {boot_pages})",
+                seen.cuts, seen.programs_after_cut
+            ))
+        }
+    }
+}
+
+/// What the served modem saw.
+#[derive(Debug)]
+struct ModemRecord {
+    page_size: usize,
+    cuts: u32,
+    programs_after_cut: u64,
+}
+
+/// An emulated MDM9607 served on a pseudo-terminal by a thread, behind a symlink.
+#[derive(Debug)]
+struct ServedModem {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<ModemRecord>,
+}
+
+/// Points the symlink `link` at `to`, atomically (a new link renamed over the old one), as
+/// udev moves a `/dev/serial/by-id/...` link to a re-enumerated modem's tty.
+fn point(link: &Path, to: &Path) {
+    let next = link.with_extension("next");
+    let _ = std::fs::remove_file(&next);
+    std::os::unix::fs::symlink(to, &next).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&next, link).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The emulator as the pty serves it, raising `cut` when it loses power — not when the host
+/// resets it (`<power value="reset"/>` after the commit), which also leaves it off.
+struct Watched<'a> {
+    emulator: &'a mut Emulator,
+    cut: &'a AtomicBool,
+    resets: u32,
+}
+
+impl Endpoint for Watched<'_> {
+    fn receive(&mut self, bytes: &[u8]) {
+        self.emulator.receive(bytes);
+        if self.emulator.is_powered() {
+            self.resets = self.emulator.resets();
+        } else if self.emulator.resets() == self.resets {
+            self.cut.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.emulator.transmit()
+    }
+}
+
+impl PtyPeer for Watched<'_> {
+    fn host_opened(&mut self) {
+        self.emulator.host_opened();
+    }
+}
+
+impl ServedModem {
+    /// Serves a fresh emulated MDM9607 behind `link` that loses power on the page program
+    /// `cut_at_page` (1-based), once.
+    fn start(link: &Path, cut_at_page: u64) -> Self {
+        let mut emulator =
+            Emulator::new(EmulatorConfig::mdm9607()).unwrap_or_else(|e| panic!("{e}"));
+        emulator.set_faults(DeviceFaults {
+            power_cut_at_page_program: Some(cut_at_page),
+            ..DeviceFaults::default()
+        });
+        let mut server = PtyServer::open().unwrap_or_else(|e| panic!("{e}"));
+        point(link, server.slave_path());
+        let link = link.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut record = ModemRecord {
+                page_size: emulator.config().page_size,
+                cuts: 0,
+                programs_after_cut: 0,
+            };
+            let mut programs_at_cut = 0;
+            loop {
+                let cut = AtomicBool::new(false);
+                let resets = emulator.resets();
+                let mut peer = Watched {
+                    emulator: &mut emulator,
+                    cut: &cut,
+                    resets,
+                };
+                server
+                    .serve(
+                        &mut peer,
+                        &|| stopped.load(Ordering::Relaxed) || cut.load(Ordering::Relaxed),
+                        &mut |_| {},
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if !cut.load(Ordering::Relaxed) {
+                    break;
+                }
+                // The power comes back: the modem enumerates as a new tty, the link moves to
+                // it, then the old tty goes (the host's open port hangs up).
+                record.cuts += 1;
+                programs_at_cut = emulator.nand().page_programs();
+                emulator.set_faults(DeviceFaults::default());
+                let next = PtyServer::open().unwrap_or_else(|e| panic!("{e}"));
+                point(&link, next.slave_path());
+                server = next;
+            }
+            if record.cuts > 0 {
+                record.programs_after_cut = emulator.nand().page_programs() - programs_at_cut;
+            }
+            record
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> ModemRecord {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| panic!("the modem thread"))
+    }
 }
 
 /// The package `kind` at `security_version`.
 fn build(pki: &Pki, kind: Package) -> Result<Vec<u8>, Error> {
+    if kind == Package::Modem {
+        return build_modem(pki);
+    }
     let (product, chipset, security_version) = match kind {
         Package::OtherProduct => ("other-product", MODEM_CHIPSET, 7),
         Package::OtherChipset => (MODEM_PRODUCT, "mdm9207", 7),
@@ -290,12 +471,43 @@ fn build(pki: &Pki, kind: Package) -> Result<Vec<u8>, Error> {
         security_version,
         images,
     })?;
-    let (key, chain) = if kind == Package::ExpiredLeaf {
-        &pki.expired
-    } else {
-        &pki.valid
-    };
-    let entry = unsigned.sign_with_certificates(key, chain.clone())?;
+    let (key, chain) = pki.leaf(kind == Package::ExpiredLeaf);
+    let mut bytes = sign(&unsigned, key, chain)?;
+    if kind == Package::Truncated {
+        bytes.truncate(bytes.len() - 100);
+    }
+    Ok(bytes)
+}
+
+/// The modem package, signed by the valid leaf.
+fn build_modem(pki: &Pki) -> Result<Vec<u8>, Error> {
+    let images = [
+        ("programmer", test_programmer(&pseudo_random(9_000, 1))),
+        ("sbl", pseudo_random(MODEM_SBL, 2)),
+        ("boot", pseudo_random(MODEM_BOOT, 3)),
+    ]
+    .into_iter()
+    .map(|(partition, bytes)| {
+        let mut image = ImageSource::new(partition, partition, ImageData::Bytes(bytes));
+        image.chunk_size = 16 * 1024;
+        image
+    })
+    .collect();
+    let unsigned = UnsignedPackage::prepare(PackageSpec {
+        product: MODEM_PRODUCT.into(),
+        chipset: MODEM_CHIPSET.into(),
+        hardware_revisions: vec![MODEM_REVISION.into()],
+        software_version: "2.7.0".into(),
+        security_version: 7,
+        images,
+    })?;
+    let (key, chain) = pki.leaf(false);
+    sign(&unsigned, key, chain)
+}
+
+/// `unsigned` signed by `key`, its certificate `chain` attached: the package's bytes.
+fn sign(unsigned: &UnsignedPackage, key: &SigningKey, chain: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+    let entry = unsigned.sign_with_certificates(key, chain.to_vec())?;
     let mut bytes = Vec::new();
     unsigned.write_to(
         &veriflash_core::format::SignatureBlock {
@@ -303,56 +515,74 @@ fn build(pki: &Pki, kind: Package) -> Result<Vec<u8>, Error> {
         },
         &mut bytes,
     )?;
-    if kind == Package::Truncated {
-        bytes.truncate(bytes.len() - 100);
-    }
     Ok(bytes)
 }
 
 impl Scenario {
-    /// Prepares a run in `dir` (which it owns): the package file and the device as the
-    /// scenario wants it.
+    /// Prepares a run in `dir` (which it owns): the package file, the state directory and the
+    /// device as the scenario wants it.
     ///
     /// # Panics
     /// When the fixture cannot be made.
     #[must_use]
     pub fn prepare(&self, pki: &Pki, dir: &Path) -> Prepared {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
-        let package = dir.join("package.vfp");
-        std::fs::write(
-            &package,
-            build(pki, self.package).unwrap_or_else(|e| panic!("{e}")),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let write_package = |name: &str, kind: Package| {
+            let path = dir.join(name);
+            std::fs::write(&path, build(pki, kind).unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            path
+        };
+        let mut run = Prepared {
+            package: write_package("package.vfp", self.package),
+            target: String::new(),
+            state_dir: dir.join("state"),
+            holder: None,
+            modem: None,
+        };
+        if self.device == Device::ModemCutMidway {
+            let link = dir.join("modem");
+            let page = EmulatorConfig::mdm9607().page_size;
+            // Half-way through `boot`, after all of `sbl` was programmed.
+            let cut = (MODEM_SBL.div_ceil(page) + MODEM_BOOT.div_ceil(page) / 2) as u64;
+            run.modem = Some(ServedModem::start(&link, cut));
+            run.target = format!("mdm9x07:serial:{}", link.display());
+            return run;
+        }
         let device = dir.join("device.img");
         let layout = file_layout(&[("boot", 64 << 10), ("system", 64 << 10)], &[]);
         drop(FileDevice::create(&device, &layout).unwrap_or_else(|e| panic!("{e}")));
-        let target = format!("file:{}", device.display());
+        run.target = format!("file:{}", device.display());
         if self.device == Device::AtFloor7 {
-            let good = dir.join("good.vfp");
-            std::fs::write(
-                &good,
-                build(pki, Package::Good).unwrap_or_else(|e| panic!("{e}")),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            install(pki, &good, &target, false).unwrap_or_else(|e| panic!("{e}"));
+            let good = Prepared {
+                package: write_package("good.vfp", Package::Good),
+                target: run.target.clone(),
+                state_dir: run.state_dir.clone(),
+                holder: None,
+                modem: None,
+            };
+            install(pki, &good, false).unwrap_or_else(|e| panic!("{e}"));
         }
-        let holder = (self.device == Device::Held)
+        run.holder = (self.device == Device::Held)
             .then(|| FileDevice::open(&device).unwrap_or_else(|e| panic!("{e}")));
-        Prepared {
-            package,
-            target,
-            holder,
-        }
+        run
     }
 }
 
-/// The library's leg: `package` installed on `target` through the `Updater`, trusting the
-/// PKI's root, with or without a trusted clock.
+/// The devices every frontend reaches: the file device and the MDM9x07 plugin.
+#[must_use]
+pub fn registry() -> Registry {
+    let mut registry = Registry::with_builtin();
+    registry.register(Box::new(Mdm9x07Plugin::default()));
+    registry
+}
+
+/// The library's leg: the run's package installed on its target through the `Updater`, with
+/// the run's state directory, trusting the PKI's root, with or without a trusted clock.
 ///
 /// # Errors
 /// The install's error.
-pub fn install(pki: &Pki, package: &Path, target: &str, no_clock: bool) -> Result<(), Error> {
+pub fn install(pki: &Pki, run: &Prepared, no_clock: bool) -> Result<(), Error> {
     let anchors = AnchorSet::load(&pki.root)?;
     let time = if no_clock {
         TrustedTime::None
@@ -360,10 +590,15 @@ pub fn install(pki: &Pki, package: &Path, target: &str, no_clock: bool) -> Resul
         TrustedTime::System
     };
     Updater::builder(
-        PackageSource::File(package.to_path_buf()),
+        PackageSource::File(run.package.clone()),
         Trust::new(anchors).with_time(time),
     )
+    .registry(registry())
+    .environment(PluginEnvironment {
+        state_dir: Some(run.state_dir.clone()),
+        config_dir: None,
+    })
     .build()?
-    .install(target)
+    .install(&run.target)
     .map(drop)
 }
