@@ -105,8 +105,8 @@ impl OtaOptions {
     /// The longest a whole download may take, from [`RemotePackage::open`] to its last byte,
     /// resumes, repairs and pauses included; then it ends with
     /// [`ErrorKind::DeadlineExceeded`] (a staged download keeps what it verified, for the next
-    /// run). For a streaming install ([`RemotePackage::into_reader`]) the time the device takes
-    /// to write counts too, since download and install are one pass.
+    /// run). For a streaming install ([`RemotePackage::stream`] into a device) the time the
+    /// device takes to write counts too, since download and install are one pass.
     ///
     /// The deadline is checked before each request and after each read returns, so a source
     /// that blocks overruns it by at most its own wait limit (for HTTP the low-speed window or
@@ -304,9 +304,9 @@ impl<S: Source> RemotePackage<S> {
     /// only verified chunks to `sink`, in order: the one verification of every byte, whether
     /// the sink installs them or not (decompressed, for chunks stored compressed, after their
     /// stored bytes matched). A broken connection is resumed after the last verified chunk and a
-    /// corrupted chunk fetched again alone, a bounded number of times. With `check_whole_image`, each image is
-    /// also hashed whole as it goes by and compared with its signed digest (installs do this,
-    /// so read-back compares with a verified value).
+    /// corrupted chunk fetched again alone, a bounded number of times. With `check_whole_image`,
+    /// each image is also hashed whole as it goes by and compared with its signed digest (as
+    /// `verify --whole-image-digest` asks; an install proves it by reading the device back).
     ///
     /// # Errors
     /// The fetch errors; [`ErrorKind::IntegrityMismatch`] for a chunk that still does not match
