@@ -4,19 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use veriflash_test_support::parity::{Pki, SCENARIOS, install};
+use veriflash_test_support::parity::{Pki, SCENARIOS};
 
 #[test]
 fn the_command_and_the_library_give_every_scenario_the_same_code() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
     for (i, scenario) in SCENARIOS.iter().enumerate() {
-        let run = scenario.prepare(&pki, &tmp.path().join(format!("rust{i}")));
-        let rust = install(&pki, &run, scenario.no_clock)
-            .err()
-            .map_or(0, |e| e.code());
-        run.finish()
-            .unwrap_or_else(|e| panic!("{}, library: {e}", scenario.name));
+        let rust = scenario.run_in_library(&pki, &tmp.path().join(format!("rust{i}")));
 
         let run = scenario.prepare(&pki, &tmp.path().join(format!("cli{i}")));
         let mut args = vec![

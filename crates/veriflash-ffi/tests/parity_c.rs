@@ -10,7 +10,7 @@ use std::path::Path;
 use std::ptr;
 
 use veriflash_ffi::*;
-use veriflash_test_support::parity::{Pki, Prepared, SCENARIOS, install};
+use veriflash_test_support::parity::{Pki, Prepared, SCENARIOS};
 
 fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
@@ -74,12 +74,7 @@ fn the_c_api_and_the_library_give_every_scenario_the_same_code() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
     for (i, scenario) in SCENARIOS.iter().enumerate() {
-        let run = scenario.prepare(&pki, &tmp.path().join(format!("rust{i}")));
-        let rust = install(&pki, &run, scenario.no_clock)
-            .err()
-            .map_or(0, |e| e.code());
-        run.finish()
-            .unwrap_or_else(|e| panic!("{}, library: {e}", scenario.name));
+        let rust = scenario.run_in_library(&pki, &tmp.path().join(format!("rust{i}")));
 
         let run = scenario.prepare(&pki, &tmp.path().join(format!("c{i}")));
         let c = flash_in_c(&pki.root, &run, scenario.no_clock);

@@ -567,6 +567,22 @@ impl Scenario {
             .then(|| FileDevice::open(&device).unwrap_or_else(|e| panic!("{e}")));
         run
     }
+
+    /// The library's leg of the scenario, in `dir`: prepared, installed through the `Updater`
+    /// ([`install`]) and finished; the code it ended with (0: installed).
+    ///
+    /// # Panics
+    /// When the fixture cannot be made, or the device saw what the scenario does not allow.
+    #[must_use]
+    pub fn run_in_library(&self, pki: &Pki, dir: &Path) -> u8 {
+        let run = self.prepare(pki, dir);
+        let code = install(pki, &run, self.no_clock)
+            .err()
+            .map_or(0, |e| e.code());
+        run.finish()
+            .unwrap_or_else(|e| panic!("{}, library: {e}", self.name));
+        code
+    }
 }
 
 /// The devices every frontend reaches: the file device and the MDM9x07 plugin.
