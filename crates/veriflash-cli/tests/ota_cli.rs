@@ -136,7 +136,8 @@ fn fetch_exits_with_the_error_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!d.join("got.vfp").exists());
-    // A package the server does not have: server_error.
+    // A package the server does not have: package_not_found, a code of its own that tells a
+    // fleet not to retry the same URL.
     let out = veriflash(
         &[
             "fetch",
@@ -149,9 +150,10 @@ fn fetch_exits_with_the_error_code() {
         ],
         d,
     );
-    assert_eq!(out.status.code(), Some(54));
+    assert_eq!(out.status.code(), Some(63));
     let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    assert_eq!(v["error"]["kind"], "server_error");
+    assert_eq!(v["error"]["kind"], "package_not_found");
+    assert_eq!(v["error"]["category"], "user_action");
 }
 
 /// A server on 127.0.0.1 that answers every request with the headers of a `206` and then

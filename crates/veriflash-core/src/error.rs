@@ -291,6 +291,20 @@ error_kinds! {
     DeadlineExceeded = 62, "deadline_exceeded", Retryable,
         "the operation did not finish within its deadline",
         "Run again (a download resumes where it stopped), or allow more time with the deadline option.";
+    /// The download server has no package at the URL (HTTP 404 Not Found, 410 Gone).
+    PackageNotFound = 63, "package_not_found", UserAction,
+        "the download server has no package at this URL",
+        "Check the URL (a typo, a release that was removed) or ask for a current one; the same URL will keep failing.";
+    /// The download server refused access (HTTP 401 or 403) for another reason than an
+    /// expired URL.
+    AccessRefused = 64, "access_refused", UserAction,
+        "the download server refused access",
+        "Check the credentials the URL carries (a presigned URL made with a key that may not read the object, a token for another object); the server's own code and message are in the error. The same URL will keep failing.";
+    /// A time-limited URL (an S3 presigned URL, a CDN token) expired before or during the
+    /// download.
+    UrlExpired = 65, "url_expired", UserAction,
+        "the download URL has expired",
+        "Get a new URL from whoever issued this one and run again with it: `veriflash fetch` resumes a partial download after its last verified chunk.";
     /// A local file could not be read or written.
     Io = 70, "io", UserAction,
         "a file could not be read or written",
