@@ -167,7 +167,7 @@ pub(crate) fn status(target: &str, check: bool, json: bool) -> Result<(), Failur
                     .collect::<Vec<_>>()
             );
         }
-        println!("{v}");
+        crate::events::print(json!({ "ok": true, "status": v }));
         return Ok(());
     }
     let info = &status.info;

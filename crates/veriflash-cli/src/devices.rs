@@ -47,9 +47,8 @@ pub(crate) fn run(root: &Path, json: bool) -> Result<(), Failure> {
         )
     })?;
     if json {
-        println!(
-            "{}",
-            json!({ "devices": found.iter().map(device_json).collect::<Vec<_>>() })
+        crate::events::print(
+            json!({ "ok": true, "devices": found.iter().map(device_json).collect::<Vec<_>>() }),
         );
         return Ok(());
     }
@@ -158,9 +157,8 @@ pub(crate) fn switch(args: &SwitchArgs<'_>) -> Result<(), Failure> {
         None
     };
     if args.json {
-        println!(
-            "{}",
-            json!({"ok": true, "port": args.port.display().to_string(), "device": found.as_ref().map(device_json)})
+        crate::events::print(
+            json!({"ok": true, "port": args.port.display().to_string(), "device": found.as_ref().map(device_json)}),
         );
     } else {
         println!(

@@ -27,13 +27,14 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
     // Per device: the next progress percentage worth a line.
     let mut milestones = vec![Milestones::every(10); targets.len()];
     let labels = targets.clone();
+    let mut lines = crate::events::EventLines::default();
     let events = move |i: usize, event: &Event| {
         let target = labels.get(i).map_or("", String::as_str);
         if json {
-            let mut line = crate::flash::event_json(event);
+            let mut line = lines.event(i, event);
             line["device"] = json!(i);
             line["target"] = json!(target);
-            println!("{line}");
+            crate::events::print(line);
             return;
         }
         match event {
@@ -77,7 +78,7 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
                     json!({"event": "device_result", "device": i, "target": target, "ok": false, "error": error_json(e)})
                 }
             };
-            println!("{line}");
+            crate::events::print(line);
         }
     } else {
         println!("{:<4} {:<28} {:<6} result", "#", "target", "code");
@@ -99,7 +100,12 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
         println!("{ok} of {} devices installed", targets.len());
     }
     match report.results.into_iter().find_map(Result::err) {
-        None => Ok(()),
+        None => {
+            if json {
+                crate::events::print(json!({"ok": true, "devices": targets.len()}));
+            }
+            Ok(())
+        }
         Some(first) => Err(fail(first)),
     }
 }

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 use veriflash_core::{
     AnchorSet, CancelToken, Error, ErrorKind, Event, InstallReport, PackageSource, Phase,
     Reconnect, Updater,
 };
 
-use crate::output::{Failure, Milestones, error_json, human_size};
+use crate::events::EventLines;
+use crate::output::{Failure, Milestones, human_size};
 use crate::verify::print_report;
 
 /// The default of `flash --reconnect`, in seconds (the library's default wait).
@@ -43,53 +43,9 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) json: bool,
 }
 
-/// One event as a JSON line: the `--json` event stream's stable shape.
-pub(crate) fn event_json(event: &Event) -> serde_json::Value {
-    match event {
-        Event::PhaseStarted(p) => json!({"event": "phase_started", "phase": p.name()}),
-        Event::PhaseFinished(p) => json!({"event": "phase_finished", "phase": p.name()}),
-        Event::Progress {
-            image,
-            image_done,
-            image_total,
-            done,
-            total,
-        } => json!({
-            "event": "progress", "image": image, "image_done": image_done,
-            "image_total": image_total, "done": done, "total": total,
-        }),
-        Event::Warning(w) => json!({"event": "warning", "message": w}),
-        Event::Reconnecting {
-            attempt,
-            max_attempts,
-            timeout,
-            code,
-            message,
-        } => json!({
-            "event": "reconnecting", "attempt": attempt, "max_attempts": max_attempts,
-            "timeout_secs": timeout.as_secs(), "error": coded_json(*code, message),
-        }),
-        Event::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
-        Event::WaitingForBoot { timeout } => {
-            json!({"event": "waiting_for_boot", "timeout_secs": timeout.as_secs()})
-        }
-        Event::Booted(device) => json!({"event": "booted", "device": device}),
-        Event::Finished(code) => json!({"event": "finished", "code": code}),
-        _ => json!({"event": "other"}),
-    }
-}
-
-/// An error known by its code and message, as `--json` shows errors.
-fn coded_json(code: u8, message: &str) -> serde_json::Value {
-    match ErrorKind::from_code(code) {
-        Some(kind) => error_json(&Error::new(kind, message)),
-        None => json!({"code": code, "message": message}),
-    }
-}
-
 /// How events reach a person: a progress bar on a terminal, plain lines otherwise.
 enum Display {
-    Json,
+    Json(EventLines),
     Bar(ProgressBar),
     /// Plain lines; `phase` labels the progress lines (`load` for a device's loader, else
     /// `flash`).
@@ -102,7 +58,7 @@ enum Display {
 impl Display {
     fn new(json: bool) -> Self {
         if json {
-            Self::Json
+            Self::Json(EventLines::default())
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -145,7 +101,7 @@ impl Display {
             _ => {}
         }
         match (self, event) {
-            (Self::Json, e) => println!("{}", event_json(e)),
+            (Self::Json(lines), e) => crate::events::print(lines.event(0, e)),
             (Self::Bar(bar), Event::PhaseStarted(p)) => bar.set_message(p.name()),
             (Self::Bar(bar), Event::PhaseFinished(p)) => {
                 bar.println(format!("{:<12} ok", p.name()));
@@ -266,6 +222,9 @@ fn finish(report: &InstallReport, target: &str, args: &FlashArgs<'_>) -> Result<
             Error::new(boot_error.kind(), boot_error.message()),
             args.json,
         ));
+    }
+    if args.json {
+        crate::events::print(crate::events::installed_line(target, report));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod demo;
 mod device;
 mod devices;
 mod emulate;
+mod events;
 mod factory;
 mod fetch;
 mod flash;
@@ -427,12 +428,49 @@ fn command() -> clap::Command {
         .after_help(exit_codes_help())
 }
 
+/// Ends the process for a command line clap refused (or help and version, which clap reports
+/// the same way): with `--json` anywhere on the line, a refusal is the JSON error object every
+/// `--json` command ends with (code 2, kind `usage`), so a script never has to parse clap's text.
+fn usage_error(e: &clap::Error) -> ! {
+    use clap::error::ErrorKind as Clap;
+    let informational = matches!(
+        e.kind(),
+        Clap::DisplayHelp | Clap::DisplayVersion | Clap::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args_os().any(|a| a == "--json") {
+        e.exit()
+    }
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    events::print(serde_json::json!({
+        "ok": false,
+        "error": {
+            "code": 2,
+            "kind": "usage",
+            "category": veriflash_core::Category::UserAction.name(),
+            "summary": "the command line is invalid",
+            "message": message,
+            "remedy": "Fix the command line; `veriflash help COMMAND` lists what each command takes.",
+            "image": null,
+            "chunk": null,
+            "offset": null,
+        },
+    }));
+    std::process::exit(2)
+}
+
 fn main() -> ExitCode {
     signals::die_on_broken_pipe();
-    let matches = command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(&e),
     };
     let result = match cli.command {
         Command::Keygen { out, force, algo } => keygen::run_with(&out, force, algo),

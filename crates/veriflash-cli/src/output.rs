@@ -30,7 +30,7 @@ impl Failure {
     pub(crate) fn report(self) -> ExitCode {
         match self {
             Self::Error { error, json: true } => {
-                println!("{}", json!({ "ok": false, "error": error_json(&error) }));
+                crate::events::print(json!({ "ok": false, "error": error_json(&error) }));
                 ExitCode::from(error.code())
             }
             Self::Error { error, json: false } => {

@@ -89,6 +89,8 @@ fn keygen_pack_inspect_verify_round_trip() {
     let o = veriflash(&["inspect", "update.vfp", "--json"], dir);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], true);
+    let v = &v["package"];
     assert_eq!(v["verified"], false);
     assert_eq!(v["product"], "acme-hotspot-x1");
     assert_eq!(v["security_version"], 7);

@@ -82,6 +82,7 @@ fn init_flash_status_and_refusals() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "a");
     assert_eq!(v["security_floor"], 0);
 
@@ -118,15 +119,41 @@ fn init_flash_status_and_refusals() {
             "commit"
         ]
     );
+    // The verdict, then the last line: the full report of what the device runs now, with how
+    // long each phase took.
+    let finished = &events[events.len() - 2];
+    assert_eq!(finished["event"], "finished");
+    assert!(finished["code"].is_null());
     let last = events.last().unwrap();
-    assert_eq!(last["event"], "finished");
-    assert!(last["code"].is_null());
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["target"], "file:dev.img");
+    assert_eq!(last["report"]["software_version"], "v3");
+    assert_eq!(last["installed"]["slot"], "b");
+    assert_eq!(last["installed"]["security_floor"], 3);
+    assert_eq!(last["installed"]["version"], "v3");
+    assert_eq!(last["installed"]["previous_version"], Value::Null);
+    let timed: Vec<&str> = last["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(timed, phases, "{last}");
+    // Every line carries its time; progress lines their rate and the time left.
+    assert!(events.iter().all(|e| e["time_ms"].as_u64().is_some()));
+    let progress = events.iter().rfind(|e| e["event"] == "progress").unwrap();
+    assert!(
+        progress["rate_bytes_per_sec"].as_u64().unwrap() > 0,
+        "{progress}"
+    );
+    assert_eq!(progress["eta_secs"], 0, "{progress}");
 
     let v: Value = serde_json::from_str(&ok(&veriflash(
         &["status", "--target", "file:dev.img", "--json"],
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "b");
     assert_eq!(v["security_floor"], 3);
     assert_eq!(v["installed_version"], "v3");
@@ -300,6 +327,7 @@ fn a_flash_process_is_refused_while_another_install_holds_the_device() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(
         v["installed_version"], "v2",
         "only the first install happened"
@@ -391,6 +419,7 @@ fn status_check_finds_an_installed_image_that_no_longer_matches() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "b");
     assert_eq!(v["checked"][0]["partition"], "boot");
     assert_eq!(v["checked"][0]["intact"], true);

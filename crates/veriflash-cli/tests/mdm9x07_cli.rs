@@ -71,18 +71,28 @@ fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
         dir,
     );
     let stdout = ok(&out);
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["event"], "finished", "{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = &lines[lines.len() - 2];
+    assert_eq!(finished["event"], "finished", "{stdout}");
     assert_eq!(
-        last["code"],
+        finished["code"],
         Value::Null,
         "success carries no error code: {stdout}"
     );
+    // The last line: a single-slot modem, now at the package's version and floor.
+    let last = lines.last().unwrap();
+    assert_eq!(last["ok"], true, "{stdout}");
+    assert_eq!(last["installed"]["slot"], Value::Null, "{stdout}");
+    assert_eq!(last["installed"]["chipset"], "mdm9607", "{stdout}");
+    assert_eq!(last["installed"]["security_floor"], 7, "{stdout}");
     for phase in ["flash", "read_back", "commit"] {
         assert!(
-            stdout.contains(&format!(
-                "{{\"event\":\"phase_finished\",\"phase\":\"{phase}\"}}"
-            )),
+            lines
+                .iter()
+                .any(|l| l["event"] == "phase_finished" && l["phase"] == phase),
             "{phase}: {stdout}"
         );
     }
@@ -93,6 +103,7 @@ fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
         dir,
     )))
     .unwrap();
+    let status = &status["status"];
     assert_eq!(status["chipset"], "mdm9607");
     assert_eq!(status["product"], "acme-hotspot-x1");
     assert_eq!(status["active_slot"], Value::Null);

@@ -349,7 +349,7 @@ impl DeviceSide<'_> {
                     })?;
                     run.chunk(spec, chunk.as_verified(), cancel, events)?;
                 }
-                Ok(Feed::End) => return run.finish(cancel, events),
+                Ok(Feed::End) => return run.finish(cancel, events).map(drop),
                 Ok(Feed::Failed(err)) => return Err(err),
                 Err(_) => {
                     return Err(Error::new(

@@ -18,7 +18,7 @@ use std::io::Read;
 use veriflash_format::{ImageSpec, Manifest};
 use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, VerifiedChunk};
 use veriflash_plugin::{
-    DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError,
+    DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError, Slot,
 };
 use veriflash_sig::Verifier;
 
@@ -595,7 +595,31 @@ fn run<R: Read>(
         host: None,
         cancel,
     };
-    device.install(&verified, |sink| package.stream(sink), events)
+    device
+        .install(&verified, |sink| package.stream(sink), events)
+        .map(|(report, _)| report)
+}
+
+/// What a committed install left on its device, for the caller's report and records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The device's own identity ([`DeviceInfo::id`]), if it has one.
+    pub device_id: Option<String>,
+    /// The device's product, chipset and hardware revision.
+    pub product: String,
+    /// See `product`.
+    pub chipset: String,
+    /// See `product`.
+    pub hardware_revision: String,
+    /// The slot the device boots from now; `None` for a single-slot device.
+    pub slot: Option<Slot>,
+    /// The software version it ran before, when it had one installed by veriflash.
+    pub previous_version: Option<String>,
+    /// The software version it runs now (the package's).
+    pub version: String,
+    /// The anti-rollback floor now in force: the package's security version, or the higher
+    /// floor the device (or its host record) already had.
+    pub floor: u64,
 }
 
 /// A device an install runs on, and what it runs under.
@@ -618,7 +642,7 @@ impl Device<'_, '_> {
             &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
         ) -> Result<VerifyReport, Error>,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<VerifyReport, Error> {
+    ) -> Result<(VerifyReport, Installed), Error> {
         let cancel = self.cancel;
         let mut device = DeviceRun::prepare(
             verified,
@@ -630,13 +654,13 @@ impl Device<'_, '_> {
         )?;
         let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
         let outcome = streamed.and_then(|mut report| {
-            device.finish(cancel, events)?;
+            let installed = device.finish(cancel, events)?;
             // Read back equal to their signed whole-image digests: checked, every image the
             // device stored (not a loader it only ran).
             for image in &mut report.images {
                 image.sha256_checked |= !device.is_loader(&image.partition);
             }
-            Ok(report)
+            Ok((report, installed))
         });
         if let Err(err) = &outcome {
             device.abort(err);
@@ -666,6 +690,8 @@ pub(crate) struct DeviceRun<'a> {
     begun: bool,
     total: u64,
     trust: DeviceTrust<'a>,
+    /// The device as it last described itself (before the loader ran, then after).
+    device: DeviceInfo,
 }
 
 /// A device's own trust state, and what an install changes in it.
@@ -789,9 +815,10 @@ impl<'a> DeviceRun<'a> {
             begun: false,
             total: m.images.iter().map(|i| i.size).sum(),
             trust,
+            device,
         };
         if let Some(l) = &run.loader {
-            check_identity(m, &device)?;
+            check_identity(m, &run.device)?;
             if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -804,7 +831,7 @@ impl<'a> DeviceRun<'a> {
         } else {
             start(
                 run.verified,
-                &device,
+                &run.device,
                 policy,
                 None,
                 run.new_anchors()?,
@@ -846,6 +873,7 @@ impl<'a> DeviceRun<'a> {
                 self.session,
                 events,
             )?;
+            self.device = device;
             self.begun = true;
         }
         Ok(())
@@ -903,12 +931,13 @@ impl<'a> DeviceRun<'a> {
         Ok(())
     }
 
-    /// After the last chunk: read-back of every written image, then the commit.
+    /// After the last chunk: read-back of every written image, then the commit; what the
+    /// device runs now.
     pub(crate) fn finish(
         &mut self,
         cancel: &CancelToken,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<(), Error> {
+    ) -> Result<Installed, Error> {
         // Only the loader was in the package.
         self.ensure_begun(events)?;
         events(&Event::PhaseFinished(Phase::Flash));
@@ -940,10 +969,20 @@ impl<'a> DeviceRun<'a> {
         }
         events(&Event::PhaseStarted(Phase::Commit));
         self.session.commit().map_err(device_error)?;
-        self.trust
-            .committed(self.verified.manifest().security_version)?;
+        let m = self.verified.manifest();
+        self.trust.committed(m.security_version)?;
         events(&Event::PhaseFinished(Phase::Commit));
-        Ok(())
+        let device = &self.device;
+        Ok(Installed {
+            device_id: device.id.clone(),
+            product: device.product.clone(),
+            chipset: device.chipset.clone(),
+            hardware_revision: device.hardware_revision.clone(),
+            slot: device.active_slot.map(Slot::other),
+            previous_version: device.installed_version.clone(),
+            version: m.software_version.clone(),
+            floor: device.security_floor.max(m.security_version),
+        })
     }
 
     /// Why an image's read-back differs from its signed whole-image digest: the device stored
