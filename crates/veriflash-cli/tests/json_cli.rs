@@ -12,7 +12,7 @@
 )]
 
 mod common;
-use common::{ok, veriflash};
+use common::{keygen_and_pack, ok, serve_dir, veriflash};
 
 use std::path::Path;
 use std::process::Output;
@@ -76,19 +76,7 @@ fn setup(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("layout.toml"), LAYOUT).unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "update.vfp",
-        ],
-        dir,
-    ));
+    keygen_and_pack(dir, "update.toml", "update.vfp");
     for device in ["file:a.img", "file:b.img", "file:c.img"] {
         ok(&veriflash(
             &["device", "init", "--layout", "layout.toml", device],
@@ -256,19 +244,7 @@ fn a_modem_flash_matches_the_schema() {
          [[image]]\nname = \"sbl\"\npartition = \"sbl\"\nfile = \"sbl.img\"\n",
     )
     .unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], d));
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "update.vfp",
-        ],
-        d,
-    ));
+    keygen_and_pack(d, "update.toml", "update.vfp");
     let out = veriflash(
         &[
             "flash",
@@ -289,22 +265,6 @@ fn a_modem_flash_matches_the_schema() {
     );
 }
 
-/// Serves `dir` on 127.0.0.1 until the returned runtime is dropped.
-fn serve(dir: &Path) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir));
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    (runtime, addr)
-}
-
 #[test]
 fn fetch_events_match_the_schema_and_a_second_fetch_downloads_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -312,7 +272,7 @@ fn fetch_events_match_the_schema_and_a_second_fetch_downloads_nothing() {
     setup(d);
     std::fs::create_dir(d.join("www")).unwrap();
     std::fs::copy(d.join("update.vfp"), d.join("www/update.vfp")).unwrap();
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     let url = format!("http://{addr}/update.vfp");
     let fetch = || {
         veriflash(

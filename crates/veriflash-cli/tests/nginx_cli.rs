@@ -10,91 +10,47 @@
 )]
 
 mod common;
-use common::{ok, veriflash};
+use common::{Server, keygen_and_pack, ok, tool, veriflash};
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
-/// nginx: `$VERIFLASH_NGINX`, else `nginx` from `PATH` or `/usr/sbin`.
-fn nginx() -> PathBuf {
-    if let Some(path) = std::env::var_os("VERIFLASH_NGINX") {
-        return path.into();
-    }
-    let dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    dirs.into_iter()
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("these tests need nginx: `apt-get install nginx-light` (or set VERIFLASH_NGINX)")
-        })
-}
-
-/// nginx serving `dir/www` on 127.0.0.1 with the guide's location block, stopped on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let location = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../docs/serving/nginx-location.conf")
-            .canonicalize()
-            .unwrap();
-        let prefix = dir.join("nginx");
-        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
-        // One process, in the foreground, everything in the test's directory.
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
-             error_log {p}/error.log;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n\
-             fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {www};\n    include {location};\n  }}\n}}\n",
-            p = prefix.display(),
-            www = dir.join("www").display(),
-            location = location.display(),
-        );
-        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx())
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let start = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nginx did not start: {log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, addr }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// nginx serving `dir/www` on 127.0.0.1 with the guide's location block, in the foreground,
+/// everything in `dir/nginx`.
+fn start_nginx(dir: &Path) -> Server {
+    let port = Server::free_port();
+    let location = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/serving/nginx-location.conf")
+        .canonicalize()
+        .unwrap();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+         error_log {p}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n\
+         fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n\
+         server {{\n    listen 127.0.0.1:{port};\n    root {www};\n    include {location};\n  }}\n}}\n",
+        p = prefix.display(),
+        www = dir.join("www").display(),
+        location = location.display(),
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let nginx = tool(
+        "VERIFLASH_NGINX",
+        "nginx",
+        &["/usr/sbin"],
+        "`apt-get install nginx-light`",
+    );
+    let mut command = Command::new(nginx);
+    command
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"));
+    Server::start(command, port, &prefix.join("error.log"))
 }
 
 #[test]
@@ -117,20 +73,8 @@ fn packages_served_as_the_guide_says_fetch_and_flash() {
     )
     .unwrap();
     std::fs::create_dir(d.join("www")).unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], d));
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "www/update-v3.vfp",
-        ],
-        d,
-    ));
-    let server = Nginx::start(d);
+    keygen_and_pack(d, "update.toml", "www/update-v3.vfp");
+    let server = start_nginx(d);
     let url = format!("http://{}/update-v3.vfp", server.addr);
 
     // Fetched in ranges (nginx answers 206 with a stable ETag) and verified.

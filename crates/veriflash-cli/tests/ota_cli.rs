@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-use common::{code, ok, stderr, stdout, veriflash};
+use common::{code, ok, serve_dir, stderr, stdout, veriflash};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -19,22 +19,6 @@ const LAYOUT: &str = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nhard
 
 const DESCRIPTION: &str = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"v3\"\n\
 security_version = 3\n[[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\nchunk_size = 65536\n";
-
-/// Serves `dir` on 127.0.0.1 until the returned runtime is dropped.
-fn serve(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir));
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    (runtime, addr)
-}
 
 fn setup(dir: &Path) {
     let boot: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
@@ -62,7 +46,7 @@ fn fetch_downloads_and_verifies_then_flash_streams_from_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     let url = format!("http://{addr}/update.vfp");
 
     let out = ok(&veriflash(
@@ -115,7 +99,7 @@ fn fetch_exits_with_the_error_code() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     // A key the package is not signed with: refused before any payload byte.
     ok(&veriflash(&["keygen", "--out", "other.pem"], d));
     let out = veriflash(
@@ -269,7 +253,7 @@ fn fetch_refuses_an_output_that_is_a_fifo_or_a_symlink_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     let url = format!("http://{addr}/update.vfp");
     let status = std::process::Command::new("mkfifo")
         .arg(d.join("fifo"))
@@ -446,7 +430,7 @@ fn ctrl_c_stops_a_fetch_like_a_flash_and_the_next_run_resumes() {
     assert!(!d.join("got.vfp").exists());
 
     // The next run, from a server that serves everything, fetches only what was missing.
-    let (_runtime, good) = serve(&d.join("www"));
+    let (_runtime, good) = serve_dir(&d.join("www"));
     let out = ok(&veriflash(
         &[
             "fetch",

@@ -17,13 +17,13 @@
 )]
 
 mod common;
-use common::{ok, veriflash};
+use common::{Server, keygen_and_pack, tool, veriflash};
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -31,64 +31,23 @@ const ACCESS_KEY: &str = "VERIFLASHTESTKEY";
 const SECRET_KEY: &str = "veriflash/test/secret+key";
 const REGION: &str = "us-east-1";
 
-/// The `s3s-fs` binary: `$VERIFLASH_S3S_FS`, else the one on `PATH`.
-fn s3s_fs() -> PathBuf {
-    if let Some(path) = std::env::var_os("VERIFLASH_S3S_FS") {
-        return path.into();
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("s3s-fs"))
-            .find(|candidate| candidate.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "these tests need the S3-compatible server s3s-fs: \
-             `cargo install --locked s3s-fs@0.14.1 --features binary` (or set VERIFLASH_S3S_FS)"
-        )
-    })
-}
-
-/// An `s3s-fs` serving `root` (each directory a bucket) on 127.0.0.1, stopped on drop.
-struct S3 {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl S3 {
-    fn start(root: &Path) -> Self {
-        // A port that was free a moment ago (s3s-fs takes no port 0).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let start = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "s3s-fs did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, addr }
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An `s3s-fs` serving `root` (each directory a bucket) on 127.0.0.1 with the test's
+/// credentials.
+fn start_s3(root: &Path) -> Server {
+    let s3s_fs = tool(
+        "VERIFLASH_S3S_FS",
+        "s3s-fs",
+        &[],
+        "`cargo install --locked s3s-fs@0.14.1 --features binary`",
+    );
+    // s3s-fs takes no port 0.
+    let port = Server::free_port();
+    let mut command = Command::new(s3s_fs);
+    command
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(root);
+    Server::start(command, port, Path::new("/dev/null"))
 }
 
 /// A presigned GET URL for `bucket/key` on the server the client reaches at `host` (the
@@ -199,20 +158,8 @@ fn setup(dir: &Path) {
          [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n",
     )
     .unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
     std::fs::create_dir_all(dir.join("s3/firmware")).unwrap();
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "s3/firmware/update.vfp",
-        ],
-        dir,
-    ));
+    keygen_and_pack(dir, "update.toml", "s3/firmware/update.vfp");
 }
 
 fn fetch(dir: &Path, url: &str) -> std::process::Output {
@@ -253,7 +200,7 @@ fn a_presigned_url_is_fetched_in_ranges_and_a_refused_one_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    let s3 = S3::start(&d.join("s3"));
+    let s3 = start_s3(&d.join("s3"));
 
     let url = presign(s3.addr, "firmware", "update.vfp", now(), 300, SECRET_KEY);
     let out = fetch(d, &url);
@@ -357,7 +304,7 @@ fn a_url_that_expires_mid_download_stops_it_and_a_fresh_url_resumes_it() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    let s3 = S3::start(&d.join("s3"));
+    let s3 = start_s3(&d.join("s3"));
 
     // A URL valid for 4 seconds, reached through a link that drops after 300 KB and comes back
     // only once the URL has expired (the low-speed window is widened so the wait is not what
