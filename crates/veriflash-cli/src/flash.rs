@@ -262,10 +262,7 @@ fn finish(report: &InstallReport, target: &str, args: &FlashArgs<'_>) -> Result<
     crate::verify::adopt_rotation(&report.report, args.save_rotation, args.json)
         .map_err(|e| Failure::new(e, args.json))?;
     if let Some(boot_error) = &report.boot_error {
-        return Err(Failure::new(
-            Error::new(boot_error.kind(), boot_error.message()),
-            args.json,
-        ));
+        return Err(Failure::new(boot_error.copy(), args.json));
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub(crate) fn error_text(error: &Error) -> String {
         kind.name(),
         kind.summary(),
         error.message(),
-        kind.remedy()
+        error.remedy()
     )
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn error_json(error: &Error) -> Value {
         "category": kind.category().name(),
         "summary": kind.summary(),
         "message": error.message(),
-        "remedy": kind.remedy(),
+        "remedy": error.remedy(),
         "image": location.image,
         "chunk": location.chunk,
         "offset": location.offset,

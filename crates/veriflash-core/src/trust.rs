@@ -244,9 +244,7 @@ impl AnchorSet {
                         ),
                     ));
                 }
-                return Self::from_der(&bytes).map_err(|err| {
-                    Error::new(err.kind(), format!("{}: {}", path.display(), err.message()))
-                });
+                return Self::from_der(&bytes).map_err(|err| err.with_context(path.display()));
             }
         }
         Ok(Self::new(load_trust_anchors(path)?, 1))
