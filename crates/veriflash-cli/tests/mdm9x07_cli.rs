@@ -126,7 +126,6 @@ fn a_wrong_chip_emulated_on_the_pty_is_refused_with_code_41() {
 fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
     let out = veriflash(&["status", "--target", "mdm9x07:floppy", "--json"], dir);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "invalid_input", "{v}");
@@ -134,7 +133,14 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("mdm9x07:serial:/dev/ttyUSB0"),
+            .contains("mdm9x07:floppy"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("mdm9x07:serial:TTY"),
         "{v}"
     );
     let out = veriflash(
@@ -155,6 +161,7 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
             .contains("ttyUSB-none"),
         "{v}"
     );
+    assert_download_mode_remedy(&v);
     // No download-mode device at a USB location no machine has.
     let out = veriflash(
         &["status", "--target", "mdm9x07:usb:99-9.9.9", "--json"],
@@ -169,6 +176,36 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
             .contains("05C6:9008"),
         "{v}"
     );
+    assert_download_mode_remedy(&v);
+    // Nothing attached, for a flash: the same, at once (no wait for a modem to appear).
+    setup(dir);
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "mdm9x07:usb:99-9.9.9",
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(58), "{out:?}");
+    let last = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert_download_mode_remedy(&v);
+}
+
+/// A remedy that sends the user to `veriflash devices` and download mode, and never speaks of
+/// an install to run again.
+fn assert_download_mode_remedy(v: &Value) {
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("veriflash devices") && remedy.contains("download mode"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
 }
 
 fn fake_usb_device(root: &Path, name: &str, vid: &str, pid: &str, tty: &str) {
@@ -267,6 +304,25 @@ fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
     assert!(!out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "transport_error", "{v}");
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("DIAG port") && remedy.contains("--dload"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
+    // A port that is not there: not found, and which port to give.
+    let out = veriflash(
+        &["switch-to-edl", "--port", "/dev/ttyUSB-none", "--json"],
+        tmp.path(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "device_not_found", "{v}");
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("DIAG port") && remedy.contains("veriflash devices"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
 }
 
 #[test]
