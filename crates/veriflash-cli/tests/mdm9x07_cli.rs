@@ -9,7 +9,7 @@
 )]
 
 mod common;
-use common::{Emulated, ok, veriflash};
+use common::{Emulated, ok, stderr, veriflash};
 
 use std::path::Path;
 
@@ -376,4 +376,55 @@ fn a_products_file_names_the_modem_as_the_vendor_does() {
     )
     .unwrap();
     assert_eq!(veriflash(&flash, dir).status.code(), Some(72));
+}
+
+#[test]
+fn progress_counts_the_programmer_against_itself_and_the_flash_against_the_images_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "mdm9x07:emulator",
+        ],
+        dir,
+    );
+    ok(&out);
+    let lines = stderr(&out);
+    let load: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("load") && l.contains('%'))
+        .collect();
+    // The programmer is one chunk: one line, all of it, of its own size.
+    let [load] = load.as_slice() else {
+        panic!("one load line: {lines}")
+    };
+    assert!(load.ends_with("(loading programmer)"), "{load}");
+    let (done, total) = load
+        .split_once("100%  ")
+        .and_then(|(_, rest)| rest.split_once(" (")?.0.split_once(" of "))
+        .unwrap_or_else(|| panic!("{load}"));
+    assert_eq!(done, total, "{load}");
+    // sbl + boot + system = 490,000 bytes, without the programmer.
+    let flash: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("flash") && l.contains('%'))
+        .collect();
+    assert!(
+        flash.iter().all(|l| l.contains(" of 478.5 KiB (writing ")),
+        "{lines}"
+    );
+    assert!(
+        flash.first().is_some_and(|l| l.ends_with("(writing sbl)")),
+        "{lines}"
+    );
+    assert!(
+        flash.last().is_some_and(|l| l.contains("100%  478.5 KiB")),
+        "{lines}"
+    );
 }
