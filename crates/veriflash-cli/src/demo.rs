@@ -84,7 +84,7 @@ pub(crate) fn run() -> Result<(), Failure> {
     println!("1. A vendor signing key (veriflash keygen --out vendor.pem)");
     let key_path = dir.join("vendor.pem");
     keygen::run(&key_path, false)?;
-    let trust = keygen::public_key_path(&key_path);
+    let trust = veriflash_core::trust::public_key_path(&key_path);
     println!();
 
     println!(
