@@ -1335,7 +1335,8 @@ fn certified_package(fx: &Fixture, expired: bool) -> (PathBuf, Trust) {
     std::fs::create_dir(&pki_dir).unwrap();
     let pki = Pki::new(&pki_dir);
     let (key, chain) = pki.leaf(expired);
-    let unsigned = unsigned_package(7);
+    // The expired one is made on purpose, for the verifier to refuse.
+    let unsigned = unsigned_package(7).allow_expired_certificates(expired);
     let entry = unsigned
         .sign_with_certificates(key, chain.to_vec())
         .unwrap();
