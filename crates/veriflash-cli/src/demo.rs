@@ -148,7 +148,8 @@ pub(crate) fn run() -> Result<(), Failure> {
     let other_key = dir.join("attacker.pem");
     keygen::generate(&other_key, false)?;
     let forged = dir.join("forged.vfp");
-    let loaded = crate::manifest_toml::load(&manifest)?;
+    let loaded =
+        crate::manifest_toml::load(&manifest, veriflash_plugin::config::UnknownKeys::Refuse)?;
     let other = veriflash_core::trust::load_signing_key(&other_key)?;
     veriflash_core::UnsignedPackage::prepare(loaded.spec)?.write_signed(&[&other], &forged)?;
     expect_refusal(&trust, &forged, ErrorKind::UnknownSigner)?;

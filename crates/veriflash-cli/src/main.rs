@@ -94,6 +94,8 @@ enum Command {
         unsigned: bool,
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -129,6 +131,8 @@ enum Command {
         /// The same --compress level `pack --unsigned` was given, if any.
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -443,8 +447,17 @@ fn main() -> ExitCode {
             cert,
             unsigned,
             compress,
+            strictness,
             out,
-        } => pack::run_with(&manifest, &key, &cert, unsigned, compress.compress, &out),
+        } => pack::run_with(&pack::PackArgs {
+            manifest: &manifest,
+            keys: &key,
+            certs: &cert,
+            unsigned_only: unsigned,
+            compress: compress.compress,
+            strictness,
+            out: &out,
+        }),
         Command::Sign {
             manifest,
             tbs,
@@ -453,6 +466,7 @@ fn main() -> ExitCode {
             cert,
             pss,
             compress,
+            strictness,
             out,
         } => pack::sign(&pack::SignArgs {
             manifest: &manifest,
@@ -462,6 +476,7 @@ fn main() -> ExitCode {
             certs: &cert,
             pss,
             compress: compress.compress,
+            strictness,
             out: &out,
         }),
         Command::Inspect { package, json } => inspect::run(&package, json),

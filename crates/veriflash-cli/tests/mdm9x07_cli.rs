@@ -375,7 +375,13 @@ fn a_products_file_names_the_modem_as_the_vendor_does() {
         "[[product]]\noem = 0x1234\nmodel_id = 1\nproduct = \"my-router\"\nhardware_revision = \"b\"\n",
     )
     .unwrap();
-    assert_eq!(veriflash(&flash, dir).status.code(), Some(72));
+    let out = veriflash(&flash, dir);
+    assert_eq!(out.status.code(), Some(72));
+    assert!(
+        stderr(&out).contains("missing key 'oem_id'; did you mean 'oem' (line 2)?"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

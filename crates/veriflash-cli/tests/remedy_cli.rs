@@ -170,3 +170,137 @@ fn an_unsigned_package_says_so_and_how_to_sign_it() {
         );
     }
 }
+
+#[test]
+fn a_misspelt_description_key_is_refused_before_anything_is_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let text = std::fs::read_to_string(dir.join("update.toml")).unwrap();
+    std::fs::write(
+        dir.join("typo.toml"),
+        text.replace(
+            "security_version = 1",
+            "security_version = 1\nhardware_revision = [\"r2\"]",
+        ),
+    )
+    .unwrap();
+    let pack = |extra: &[&str]| {
+        let mut args = vec![
+            "pack",
+            "--manifest",
+            "typo.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "typo.vfp",
+        ];
+        args.extend_from_slice(extra);
+        veriflash(&args, dir)
+    };
+    let out = pack(&[]);
+    assert_eq!(code(&out), 72);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(
+            "typo.toml: unknown key 'hardware_revision' (line 5); did you mean 'hardware_revisions'?"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("--allow-unknown-keys"), "{text}");
+    assert!(!dir.join("typo.vfp").exists());
+
+    // Forward compatibility, asked for: packed, the key named as ignored.
+    let out = pack(&["--allow-unknown-keys"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: typo.toml: unknown key 'hardware_revision' (line 5) ignored"),
+        "{text}"
+    );
+
+    // `sign` reads the same description: the same rule, the same flag.
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "typo.toml",
+            "--unsigned",
+            "--allow-unknown-keys",
+            "--out",
+            "typo.tbs",
+        ],
+        dir,
+    ));
+    let sign = [
+        "sign",
+        "--manifest",
+        "typo.toml",
+        "--tbs",
+        "typo.tbs",
+        "--signature",
+        "typo.tbs",
+        "--pubkey",
+        "vendor.pub.pem",
+        "--out",
+        "signed.vfp",
+    ];
+    assert_eq!(code(&veriflash(&sign, dir)), 72);
+}
+
+#[test]
+fn a_missing_description_key_names_the_misspelt_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let text = std::fs::read_to_string(dir.join("update.toml")).unwrap();
+    std::fs::write(
+        dir.join("typo.toml"),
+        text.replace("version = \"1.0\"", "verison = \"1.0\""),
+    )
+    .unwrap();
+    for extra in [None, Some("--allow-unknown-keys")] {
+        let mut args = vec![
+            "pack",
+            "--manifest",
+            "typo.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "typo.vfp",
+        ];
+        args.extend(extra);
+        let out = veriflash(&args, dir);
+        assert_eq!(code(&out), 72, "{extra:?}");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("missing key 'version'; did you mean 'verison' (line 3)?"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_layout_key_is_refused_naming_the_key_meant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("layout.toml"),
+        "product = \"p\"\nchipset = \"c\"\nhardware_revision = \"r1\"\nerase_blocks = 65536\n\
+         [[partition]]\nname = \"boot\"\nsize = 1048576\nab = true\n",
+    )
+    .unwrap();
+    let out = veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    );
+    assert_eq!(code(&out), 72);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(
+            "layout.toml: unknown key 'erase_blocks' (line 4); did you mean 'erase_block'?"
+        ),
+        "{text}"
+    );
+    assert!(!dir.join("dev.img").exists());
+}

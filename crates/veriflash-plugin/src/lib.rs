@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "file-device")]
 pub mod file_device;
 pub mod hazmat;
