@@ -339,8 +339,9 @@ pub struct Error {
     message: String,
     /// What to do when the kind's own remedy would point at the wrong fix (a private key
     /// given as a trust anchor is an `invalid_key` like any other, but its fix is the public
-    /// key beside it).
-    remedy: Option<String>,
+    /// key beside it). A boxed `str`, not a `String`: every `Result` in the pipeline carries an
+    /// `Error`, which must stay small.
+    remedy: Option<Box<str>>,
     location: Location,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
@@ -361,7 +362,7 @@ impl Error {
     /// makes the missing file, the key the option wants. The kind, its code and category stay.
     #[must_use]
     pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
-        self.remedy = Some(remedy.into());
+        self.remedy = Some(remedy.into().into_boxed_str());
         self
     }
 
