@@ -54,7 +54,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a signing key — ECDSA P-256 by default, or RSA 3072/4096 with --algo — as
+    /// Generate a signing key (ECDSA P-256 by default, or RSA 3072/4096 with --algo) as
     /// PKCS#8 PEM (mode 0600), and its public key beside it.
     #[command(
         after_help = "Examples:\n  veriflash keygen --out vendor.pem                  # P-256: writes vendor.pem and vendor.pub.pem\n  veriflash keygen --algo rsa3072 --out vendor.pem   # RSA 3072, signs PKCS#1 v1.5 with SHA-256"
