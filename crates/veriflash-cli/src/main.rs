@@ -55,9 +55,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a P-256 signing key (PKCS#8 PEM, mode 0600) and its public key beside it.
+    /// Generate a signing key (ECDSA P-256 by default, or RSA 3072/4096 with --algo) as
+    /// PKCS#8 PEM (mode 0600), and its public key beside it.
     #[command(
-        after_help = "Example:\n  veriflash keygen --out vendor.pem   # writes vendor.pem and vendor.pub.pem"
+        after_help = "Examples:\n  veriflash keygen --out vendor.pem                  # P-256: writes vendor.pem and vendor.pub.pem\n  veriflash keygen --algo rsa3072 --out vendor.pem   # RSA 3072, signs PKCS#1 v1.5 with SHA-256"
     )]
     Keygen {
         /// Where to write the private key; the public key goes to the same name ending in
@@ -94,6 +95,8 @@ enum Command {
         unsigned: bool,
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -129,6 +132,8 @@ enum Command {
         /// The same --compress level `pack --unsigned` was given, if any.
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -480,8 +485,17 @@ fn main() -> ExitCode {
             cert,
             unsigned,
             compress,
+            strictness,
             out,
-        } => pack::run_with(&manifest, &key, &cert, unsigned, compress.compress, &out),
+        } => pack::run_with(&pack::PackArgs {
+            manifest: &manifest,
+            keys: &key,
+            certs: &cert,
+            unsigned_only: unsigned,
+            compress: compress.compress,
+            strictness,
+            out: &out,
+        }),
         Command::Sign {
             manifest,
             tbs,
@@ -490,6 +504,7 @@ fn main() -> ExitCode {
             cert,
             pss,
             compress,
+            strictness,
             out,
         } => pack::sign(&pack::SignArgs {
             manifest: &manifest,
@@ -499,6 +514,7 @@ fn main() -> ExitCode {
             certs: &cert,
             pss,
             compress: compress.compress,
+            strictness,
             out: &out,
         }),
         Command::Inspect { package, json } => inspect::run(&package, json),

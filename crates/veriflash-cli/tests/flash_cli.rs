@@ -477,3 +477,92 @@ fn missing_unusable_and_full_device_files_have_codes_of_their_own() {
         dir,
     ));
 }
+
+/// The `--json` error of a failed run (the last line on stdout).
+fn json_error(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    v["error"].clone()
+}
+
+#[test]
+fn a_target_that_is_no_device_says_what_it_is_and_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let flash = |target: &str| {
+        veriflash(
+            &[
+                "flash",
+                "v3.vfp",
+                "--trust",
+                "vendor.pub.pem",
+                "--target",
+                target,
+                "--json",
+            ],
+            dir,
+        )
+    };
+
+    // A device file that does not exist: not found, and the command that makes one.
+    let out = flash("file:missing.img");
+    assert_eq!(out.status.code(), Some(58));
+    let e = json_error(&out);
+    assert!(
+        e["message"].as_str().unwrap().contains("missing.img"),
+        "{e}"
+    );
+    let remedy = e["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("veriflash device init --layout LAYOUT.toml file:missing.img"),
+        "{e}"
+    );
+    assert!(!remedy.contains("cable"), "{e}");
+    // `status` says the same.
+    let out = veriflash(&["status", "--target", "file:missing.img", "--json"], dir);
+    assert_eq!(out.status.code(), Some(58));
+    assert_eq!(json_error(&out)["remedy"], e["remedy"]);
+
+    // No plugin prefix: every form a target may take.
+    let out = flash("device.img");
+    assert_eq!(out.status.code(), Some(72));
+    let e = json_error(&out);
+    let remedy = e["remedy"].as_str().unwrap();
+    for form in [
+        "file:PATH",
+        "mdm9x07:usb[:BUS-PORT]",
+        "mdm9x07:serial:TTY",
+        "mdm9x07:emulator",
+    ] {
+        assert!(remedy.contains(form), "{form}: {e}");
+    }
+
+    // The layout description where the device file belongs.
+    let out = flash("file:layout.toml");
+    assert_eq!(out.status.code(), Some(72));
+    let e = json_error(&out);
+    assert!(
+        e["message"].as_str().unwrap().contains("not a device file"),
+        "{e}"
+    );
+    assert!(
+        e["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("veriflash device init --layout layout.toml file:device.img"),
+        "{e}"
+    );
+    // Any other file: not a device, and which file is.
+    std::fs::write(dir.join("notes.txt"), "hello\n").unwrap();
+    let e = json_error(&flash("file:notes.txt"));
+    assert_eq!(e["kind"], "invalid_input", "{e}");
+    assert!(
+        e["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("veriflash device init"),
+        "{e}"
+    );
+}

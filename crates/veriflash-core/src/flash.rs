@@ -280,10 +280,11 @@ impl CancelToken {
 
 /// Maps a plugin failure to the taxonomy: a device another run holds, storage or a port that
 /// is missing, forbidden or full (by the operating system's error), transport failures,
-/// timeouts, power loss (the install was interrupted), read-back mismatches, and other device
-/// errors.
+/// timeouts, power loss (the install was interrupted), read-back mismatches, a target that is
+/// not a device, and other device errors. A remedy the plugin gave
+/// ([`PluginError::with_remedy`]) replaces the kind's.
 pub fn device_error(err: PluginError) -> Error {
-    let kind = match &err {
+    let kind = match err.without_remedy() {
         PluginError::Transport(e) => device_io_kind(e).unwrap_or(ErrorKind::TransportError),
         PluginError::Storage { source, .. } => {
             device_io_kind(source).unwrap_or(ErrorKind::DeviceError)
@@ -293,10 +294,15 @@ pub fn device_error(err: PluginError) -> Error {
         PluginError::Timeout(_) => ErrorKind::Timeout,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
-        PluginError::UnknownTarget(_) => ErrorKind::InvalidInput,
+        PluginError::UnknownTarget(_) | PluginError::NotADevice(_) => ErrorKind::InvalidInput,
         _ => ErrorKind::DeviceError,
     };
-    Error::new(kind, err.to_string()).with_source(err)
+    let error = Error::new(kind, err.to_string());
+    match err.remedy().map(str::to_owned) {
+        Some(remedy) => error.with_remedy(remedy),
+        None => error,
+    }
+    .with_source(err)
 }
 
 /// The kind an operating-system error on a device's path or port says more precisely than
@@ -1192,6 +1198,22 @@ mod tests {
                 "the path stays in the message"
             );
         }
+    }
+
+    #[test]
+    fn a_plugins_remedy_replaces_the_kinds_and_the_kind_comes_from_the_error_under_it() {
+        let err = PluginError::Storage {
+            path: "dev.img".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }
+        .with_remedy("make it with `veriflash device init`");
+        let mapped = device_error(err);
+        assert_eq!(mapped.kind(), ErrorKind::DeviceNotFound);
+        assert_eq!(mapped.remedy(), "make it with `veriflash device init`");
+        assert!(mapped.message().contains("dev.img"), "{}", mapped.message());
+        let plain = device_error(PluginError::NotADevice("layout.toml is text".into()));
+        assert_eq!(plain.kind(), ErrorKind::InvalidInput);
+        assert_eq!(plain.remedy(), ErrorKind::InvalidInput.remedy());
     }
 
     #[test]

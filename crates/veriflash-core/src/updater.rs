@@ -528,8 +528,7 @@ impl Updater {
                 stalled = 0;
             }
             if stalled >= self.reconnect.attempts {
-                return Err(noted(
-                    &err,
+                return Err(err.noted(
                     &format!(
                         "gave up after {} reconnects without progress (check the cable, the hub and the device's power)",
                         self.reconnect.attempts
@@ -677,13 +676,10 @@ impl Updater {
             };
             let left = self.reconnect.wait.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(noted(
-                    lost,
-                    &format!(
-                        "the device did not come back within {} s (last try: {last})",
-                        self.reconnect.wait.as_secs()
-                    ),
-                ));
+                return Err(lost.noted(&format!(
+                    "the device did not come back within {} s (last try: {last})",
+                    self.reconnect.wait.as_secs()
+                )));
             }
             std::thread::sleep(self.reconnect.poll.min(left));
         }
@@ -795,10 +791,4 @@ fn spent() -> Error {
         ErrorKind::InvalidInput,
         "the package stream was already read: a stream is verified or installed once",
     )
-}
-
-/// `error` with `note` appended to its message, keeping its kind (so its code) and where it
-/// happened.
-fn noted(error: &Error, note: &str) -> Error {
-    Error::new(error.kind(), format!("{}; {note}", error.message())).at(error.location().clone())
 }
