@@ -103,11 +103,12 @@ openssl x509 -req -in "$pki/root.csr" -signkey "$pki/root.key" -extfile "$pki/ca
   -days 30 -out "$pki/root.pem" 2>/dev/null
 "$cli" keygen --out "$pki/leaf.pem" >/dev/null
 openssl req -new -key "$pki/leaf.pem" -subj /CN=Leaf -out "$pki/leaf.csr"
-# -days -1: the certificate expired yesterday.
+# -days -1: the certificate expired yesterday. `pack` refuses such a chain (27) unless --force:
+# this package is made expired on purpose, to see the verifiers refuse it.
 openssl x509 -req -in "$pki/leaf.csr" -CA "$pki/root.pem" -CAkey "$pki/root.key" \
   -CAcreateserial -extfile "$pki/leaf.ext" -days -1 -out "$pki/leaf.crt" 2>/dev/null
 "$cli" pack --manifest "$work/update.toml" --key "$pki/leaf.pem" --cert "$pki/leaf.crt" \
-  --out "$work/expired.vfp" >/dev/null
+  --force --out "$work/expired.vfp" >/dev/null 2>&1
 cli_code=0
 "$cli" verify --trust "$pki/root.pem" "$work/expired.vfp" >/dev/null 2>&1 || cli_code=$?
 [ "$cli_code" = 27 ] || fail "the CLI verifies the expired package with exit $cli_code, expected 27"
