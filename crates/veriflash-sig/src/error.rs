@@ -71,7 +71,7 @@ pub enum Error {
     /// The signature bytes are not a strictly encoded signature of the claimed algorithm (for
     /// ECDSA: not a minimal DER `Ecdsa-Sig-Value` with nothing after it, or `r`/`s` out of
     /// range). External raw `r||s` signatures must go through
-    /// [`crate::ecdsa_p256_signature_to_der`] first.
+    /// [`crate::ecdsa_p256_signature_to_der`] with [`crate::EcdsaSignatureEncoding::Raw`] first.
     MalformedSignature {
         /// The key id the signature claimed.
         key_id: KeyId,
@@ -308,8 +308,9 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// An externally made signature handed to [`crate::ecdsa_p256_signature_to_der`] is neither
-    /// a valid DER `Ecdsa-Sig-Value` nor a valid 64-byte `r||s`.
+    /// An externally made signature handed to [`crate::ecdsa_p256_signature_to_der`] is not a
+    /// valid signature in the encoding the caller named (DER `Ecdsa-Sig-Value` or 64-byte
+    /// `r||s`).
     InvalidSignatureEncoding {
         /// What is wrong with the signature.
         reason: &'static str,
