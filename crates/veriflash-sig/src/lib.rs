@@ -27,7 +27,7 @@ pub use crate::{
         ecdsa_p256_signature_to_der, ecdsa_p256_signature_to_raw,
     },
     chain::{
-        ChainPolicy, EkuPolicy, ID_KP_CODE_SIGNING, MAX_CERTIFICATE_LEN,
+        CertificateProfile, ChainPolicy, EkuPolicy, ID_KP_CODE_SIGNING, MAX_CERTIFICATE_LEN,
         MAX_CHAIN_SIGNATURE_CHECKS, MAX_INTERMEDIATES, MAX_PATH_INTERMEDIATES, PathCertificate,
         TimePolicy, VerifiedPath, certificate_subject, certificates_from_pem, leaf_public_key,
         verify_chain, verify_chain_with_algorithms,
