@@ -3,7 +3,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use p256::ecdsa::{DerSignature, Signature, signature::hazmat::PrehashVerifier as _};
+use p256::ecdsa::{
+    DerSignature, Signature,
+    signature::{Verifier as _, hazmat::PrehashVerifier as _},
+};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::{
@@ -56,17 +59,13 @@ impl Hash {
 
     /// The digest of `message`, in a fixed buffer (no allocation on the verify path).
     fn digest(self, message: &[u8]) -> DigestBytes {
-        let mut out = [0u8; 64];
-        let len = self.len();
-        let written = match self {
-            Self::Sha256 => copy_into(&mut out, &Sha256::digest(message)),
-            Self::Sha384 => copy_into(&mut out, &Sha384::digest(message)),
-            Self::Sha512 => copy_into(&mut out, &Sha512::digest(message)),
+        let mut bytes = [0u8; 64];
+        let len = match self {
+            Self::Sha256 => copy_into(&mut bytes, &Sha256::digest(message)),
+            Self::Sha384 => copy_into(&mut bytes, &Sha384::digest(message)),
+            Self::Sha512 => copy_into(&mut bytes, &Sha512::digest(message)),
         };
-        DigestBytes {
-            bytes: out,
-            len: written.min(len),
-        }
+        DigestBytes { bytes, len }
     }
 }
 
@@ -76,11 +75,14 @@ const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101
 /// `id-mgf1` (RFC 8017).
 pub(crate) const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
+/// Copies `digest` to the front of `out`; returns how many bytes were copied.
 fn copy_into(out: &mut [u8; 64], digest: &[u8]) -> usize {
+    let mut copied = 0;
     for (o, d) in out.iter_mut().zip(digest) {
         *o = *d;
+        copied += 1;
     }
-    digest.len()
+    copied
 }
 
 /// A SHA-2 digest of at most 64 bytes.
@@ -198,12 +200,6 @@ const fn ecdsa(curve: Curve, hash: Hash, oid: ObjectIdentifier, name: &'static s
     }
 }
 
-const P256_SHA256: Ecdsa = ecdsa(
-    Curve::P256,
-    Hash::Sha256,
-    ECDSA_WITH_SHA256,
-    "ecdsa-p256-sha256",
-);
 const P256_SHA384: Ecdsa = ecdsa(
     Curve::P256,
     Hash::Sha384,
@@ -264,8 +260,17 @@ impl SignatureAlgorithm for EcdsaP256Sha256 {
         "ecdsa-p256-sha256"
     }
 
+    /// The package algorithm keeps its own direct path (the verify throughput is measured on
+    /// it); [`Ecdsa`] serves the certificate variants.
     fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
-        P256_SHA256.verify(key, message, signature)
+        let key_id = key.key_id();
+        let Some(public) = key.as_p256() else {
+            return Err(Error::AlgorithmKeyMismatch { key_id });
+        };
+        let signature = parse_strict_der(signature).ok_or(Error::MalformedSignature { key_id })?;
+        public
+            .verify(message, &signature)
+            .map_err(|_| Error::BadSignature { key_id })
     }
 }
 
