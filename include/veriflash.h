@@ -488,6 +488,21 @@ typedef uint32_t veriflash_trusted_time;
 #define VERIFLASH_DEADLINE_EXCEEDED 62
 
 /**
+ * The download server has no package at the URL (HTTP 404, 410).
+ */
+#define VERIFLASH_PACKAGE_NOT_FOUND 63
+
+/**
+ * The download server refused access (HTTP 401, 403) for another reason than an expired URL.
+ */
+#define VERIFLASH_ACCESS_REFUSED 64
+
+/**
+ * A time-limited URL (an S3 presigned URL, a CDN token) expired.
+ */
+#define VERIFLASH_URL_EXPIRED 65
+
+/**
  * A file could not be read or written, or a read callback failed.
  */
 #define VERIFLASH_IO 70

@@ -84,7 +84,7 @@ pub(crate) fn run() -> Result<(), Failure> {
     println!("1. A vendor signing key (veriflash keygen --out vendor.pem)");
     let key_path = dir.join("vendor.pem");
     keygen::run(&key_path, false)?;
-    let trust = keygen::public_key_path(&key_path);
+    let trust = veriflash_core::trust::public_key_path(&key_path);
     println!();
 
     println!(
@@ -148,7 +148,8 @@ pub(crate) fn run() -> Result<(), Failure> {
     let other_key = dir.join("attacker.pem");
     keygen::generate(&other_key, false)?;
     let forged = dir.join("forged.vfp");
-    let loaded = crate::manifest_toml::load(&manifest)?;
+    let loaded =
+        crate::manifest_toml::load(&manifest, veriflash_plugin::config::UnknownKeys::Refuse)?;
     let other = veriflash_core::trust::load_signing_key(&other_key)?;
     veriflash_core::UnsignedPackage::prepare(loaded.spec)?.write_signed(&[&other], &forged)?;
     expect_refusal(&trust, &forged, ErrorKind::UnknownSigner)?;

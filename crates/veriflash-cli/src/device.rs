@@ -21,13 +21,38 @@ use serde::Deserialize;
 use serde_json::json;
 use veriflash_core::package::hex;
 use veriflash_core::{Error, ErrorKind};
+use veriflash_plugin::config::{Key, Table, UnknownKeys};
 use veriflash_plugin::file_device::{FileDevice, Layout};
 use veriflash_plugin::{DeviceStatus, PartitionInfo, Slot, StorageGeometry};
 
 use crate::output::{Failure, human_size};
 
+/// The keys of a layout, for [`veriflash_plugin::config::check`]: unknown keys are errors
+/// (a misspelt `ab` would make a partition that can never be updated).
+static LAYOUT: Table = Table {
+    name: "",
+    keys: &[
+        Key::required("product"),
+        Key::required("chipset"),
+        Key::required("hardware_revision"),
+        Key::optional("erase_block"),
+        Key::optional("write_unit"),
+        Key::table("partition", &PARTITION, true),
+    ],
+    always_strict: true,
+};
+
+static PARTITION: Table = Table {
+    name: "[[partition]]",
+    keys: &[
+        Key::required("name"),
+        Key::required("size"),
+        Key::optional("ab"),
+    ],
+    always_strict: true,
+};
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LayoutFile {
     product: String,
     chipset: String,
@@ -40,7 +65,6 @@ struct LayoutFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PartitionEntry {
     name: String,
     size: u64,
@@ -58,6 +82,8 @@ fn default_write_unit() -> u32 {
 
 /// Parses a layout description.
 pub(crate) fn parse_layout(text: &str) -> Result<Layout, Error> {
+    veriflash_plugin::config::check(text, &LAYOUT, UnknownKeys::Refuse)
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string()))?;
     let file: LayoutFile = toml::from_str(text)
         .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string().trim_end().to_owned()))?;
     let layout = Layout {
@@ -99,12 +125,7 @@ pub(crate) fn file_target(target: &str) -> Result<&Path, Error> {
 pub(crate) fn init(layout_path: &Path, target: &str) -> Result<(), Failure> {
     let text = std::fs::read_to_string(layout_path)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", layout_path.display())))?;
-    let layout = parse_layout(&text).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("{}: {}", layout_path.display(), e.message()),
-        )
-    })?;
+    let layout = parse_layout(&text).map_err(|e| e.with_context(layout_path.display()))?;
     let path = file_target(target)?;
     FileDevice::create(path, &layout).map_err(veriflash_core::flash::device_error)?;
     println!(
@@ -167,7 +188,7 @@ pub(crate) fn status(target: &str, check: bool, json: bool) -> Result<(), Failur
                     .collect::<Vec<_>>()
             );
         }
-        println!("{v}");
+        crate::events::print(json!({ "ok": true, "status": v }));
         return Ok(());
     }
     let info = &status.info;
@@ -245,7 +266,22 @@ mod tests {
     #[test]
     fn rejects_misspelt_keys_and_bad_geometry() {
         let base = "product='p'\nchipset='c'\nhardware_revision='r1'\n[[partition]]\nname='boot'\nsize=65536\n";
-        assert!(parse_layout(&format!("{base}sloted=true\n")).is_err());
+        let err = parse_layout(&format!("{base}sloted=true\n")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "[[partition]] #1: unknown key 'sloted' (line 7)"
+        );
+        let err = parse_layout(&base.replace("hardware_revision", "hardware_revison")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "missing key 'hardware_revision'; did you mean 'hardware_revison' (line 3)?"
+        );
+        let err = parse_layout(&format!("{base}sise=1\n")).unwrap_err();
+        assert!(
+            err.message().ends_with("did you mean 'size'?"),
+            "{}",
+            err.message()
+        );
         assert!(
             parse_layout(&base.replace("product='p'", "product='p'\nwrite_unit=1000")).is_err()
         );

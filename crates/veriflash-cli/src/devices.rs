@@ -47,9 +47,8 @@ pub(crate) fn run(root: &Path, json: bool) -> Result<(), Failure> {
         )
     })?;
     if json {
-        println!(
-            "{}",
-            json!({ "devices": found.iter().map(device_json).collect::<Vec<_>>() })
+        crate::events::print(
+            json!({ "ok": true, "devices": found.iter().map(device_json).collect::<Vec<_>>() }),
         );
         return Ok(());
     }
@@ -112,6 +111,15 @@ pub(crate) struct SwitchArgs<'a> {
     pub(crate) json: bool,
 }
 
+/// What to do when `switch-to-edl` cannot open its port.
+const PORT_REMEDY: &str = "Give --port the DIAG port of a modem in normal mode (`veriflash devices` lists it as the TTY of a normal-mode modem), or its AT port with --at; a modem already in download mode needs no switch.";
+
+/// What to do when the modem does not take the switch.
+const SWITCH_REMEDY: &str = "Check that --port is the modem's DIAG port (`veriflash devices` lists it; the other ttyUSB ports of the modem are AT or NMEA ports), try --dload for older firmware or the vendor's command with --at, and run switch-to-edl again.";
+
+/// What to do when the modem does not come back in download mode within `--wait`.
+const WAIT_REMEDY: &str = "Run `veriflash devices` to see whether the modem came back in download mode (05C6:9008) or is still in normal mode; give it more time with a longer --wait.";
+
 /// Asks a normal-mode modem to reboot into emergency download mode over its DIAG port (or
 /// with a vendor AT command), then optionally waits for it to re-enumerate.
 #[cfg(unix)]
@@ -120,19 +128,32 @@ pub(crate) fn switch(args: &SwitchArgs<'_>) -> Result<(), Failure> {
     use veriflash_mdm9x07::diag::{AtSwitch, DiagEdlCommand, DiagSwitch, EdlSwitch};
     use veriflash_mdm9x07::serial::SerialTransport;
 
-    let fail = |kind: ErrorKind, e: veriflash_mdm9x07::Error| {
-        Failure::new(Error::new(kind, e.to_string()), args.json)
+    // Each failure with the fix for this command (the kinds' remedies speak of installs). A
+    // port that cannot be opened is mapped as `flash` and `status` map it (missing: 58,
+    // forbidden: 59); a switch the modem does not take is a transport error, or a device error
+    // when the modem refuses it.
+    let fail = |kind: ErrorKind, e: veriflash_mdm9x07::Error, remedy: &str| {
+        Failure::new(
+            Error::new(kind, e.to_string()).with_remedy(remedy),
+            args.json,
+        )
     };
     let kind_of = |e: &veriflash_mdm9x07::Error| match e {
         veriflash_mdm9x07::Error::Unsupported(_) => ErrorKind::DeviceError,
         _ => ErrorKind::TransportError,
     };
     let timeout = Duration::from_secs(5);
-    let link = SerialTransport::open(args.port).map_err(|e| fail(kind_of(&e), e))?;
+    let link = SerialTransport::open(args.port).map_err(|e| {
+        let err = veriflash_core::flash::device_error(e.into()).with_remedy(PORT_REMEDY);
+        Failure::new(err, args.json)
+    })?;
     let mut switch: Box<dyn EdlSwitch> = match args.at {
-        Some(cmd) => Box::new(
-            AtSwitch::new(link, cmd, timeout).map_err(|e| fail(ErrorKind::InvalidInput, e))?,
-        ),
+        Some(cmd) => Box::new(AtSwitch::new(link, cmd, timeout).map_err(|e| {
+            Failure::new(
+                Error::new(ErrorKind::InvalidInput, e.to_string()),
+                args.json,
+            )
+        })?),
         None => Box::new(DiagSwitch::new(
             link,
             if args.dload {
@@ -143,7 +164,9 @@ pub(crate) fn switch(args: &SwitchArgs<'_>) -> Result<(), Failure> {
             timeout,
         )),
     };
-    switch.switch_to_edl().map_err(|e| fail(kind_of(&e), e))?;
+    switch
+        .switch_to_edl()
+        .map_err(|e| fail(kind_of(&e), e, SWITCH_REMEDY))?;
     drop(switch);
     let found = if args.wait > 0 {
         let d = veriflash_mdm9x07::discover::wait_for_edl(
@@ -152,15 +175,14 @@ pub(crate) fn switch(args: &SwitchArgs<'_>) -> Result<(), Failure> {
             Duration::from_secs(args.wait),
             Duration::from_millis(250),
         )
-        .map_err(|e| fail(ErrorKind::TransportError, e))?;
+        .map_err(|e| fail(ErrorKind::TransportError, e, WAIT_REMEDY))?;
         Some(d)
     } else {
         None
     };
     if args.json {
-        println!(
-            "{}",
-            json!({"ok": true, "port": args.port.display().to_string(), "device": found.as_ref().map(device_json)})
+        crate::events::print(
+            json!({"ok": true, "port": args.port.display().to_string(), "device": found.as_ref().map(device_json)}),
         );
     } else {
         println!(

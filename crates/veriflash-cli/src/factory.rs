@@ -10,7 +10,7 @@ use veriflash_core::factory::MAX_DEVICES;
 use veriflash_core::{AnchorSet, CancelToken, Error, ErrorKind, Event, Reconnect, Updater};
 
 use crate::flash::FlashArgs;
-use crate::output::{Failure, Milestones, error_json, human_size};
+use crate::output::{Failure, ProgressCount, error_json};
 
 /// Runs the factory line over `args.targets`.
 pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
@@ -24,28 +24,28 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
     }
     let anchors = AnchorSet::load(args.trust).map_err(fail)?;
     let targets = args.targets.to_vec();
-    // Per device: the next progress percentage worth a line.
-    let mut milestones = vec![Milestones::every(10); targets.len()];
+    // Per device: what its progress lines count, and the next percentage worth a line.
+    let mut counts = vec![ProgressCount::every(10); targets.len()];
     let labels = targets.clone();
+    let mut lines = crate::events::EventLines::default();
     let events = move |i: usize, event: &Event| {
         let target = labels.get(i).map_or("", String::as_str);
         if json {
-            let mut line = crate::flash::event_json(event);
+            let mut line = lines.event(i, event);
             line["device"] = json!(i);
             line["target"] = json!(target);
-            println!("{line}");
+            crate::events::print(line);
             return;
         }
+        let Some(count) = counts.get_mut(i) else {
+            return;
+        };
+        count.follow(event);
         match event {
             Event::PhaseFinished(p) => eprintln!("[{i} {target}] {:<12} ok", p.name()),
-            Event::Progress { done, total, .. } => {
-                if let Some(percent) = milestones.get_mut(i).and_then(|m| m.reached(*done, *total))
-                {
-                    eprintln!(
-                        "[{i} {target}] flash        {percent:>3}%  {} of {}",
-                        human_size(*done),
-                        human_size(*total)
-                    );
+            Event::Progress { .. } => {
+                if let Some(line) = count.line(event) {
+                    eprintln!("[{i} {target}] {line}");
                 }
             }
             Event::Warning(w) => eprintln!("[{i} {target}] warning: {w}"),
@@ -77,7 +77,7 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
                     json!({"event": "device_result", "device": i, "target": target, "ok": false, "error": error_json(e)})
                 }
             };
-            println!("{line}");
+            crate::events::print(line);
         }
     } else {
         println!("{:<4} {:<28} {:<6} result", "#", "target", "code");
@@ -99,7 +99,12 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
         println!("{ok} of {} devices installed", targets.len());
     }
     match report.results.into_iter().find_map(Result::err) {
-        None => Ok(()),
+        None => {
+            if json {
+                crate::events::print(json!({"ok": true, "devices": targets.len()}));
+            }
+            Ok(())
+        }
         Some(first) => Err(fail(first)),
     }
 }

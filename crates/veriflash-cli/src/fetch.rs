@@ -11,8 +11,9 @@ use veriflash_core::http::{
     DEFAULT_LOW_SPEED_LIMIT, DEFAULT_LOW_SPEED_TIME, HttpOptions, HttpSource,
 };
 use veriflash_core::ota::{DEFAULT_DEADLINE, FetchProgress, OtaOptions, RemotePackage};
-use veriflash_core::{Error, ErrorKind, PackageSource};
+use veriflash_core::{CancelToken, Error, ErrorKind, PackageSource};
 
+use crate::events::EventLines;
 use crate::output::{Failure, Milestones, human_size};
 use crate::verify::print_report;
 
@@ -99,9 +100,10 @@ pub(crate) fn remote_source(
     Ok(PackageSource::Remote(Box::new(source), limits.ota()))
 }
 
-/// Download progress: a bar with bytes, rate and ETA on a terminal, a line per 10 % otherwise.
+/// Download progress: a bar with bytes, rate and ETA on a terminal, a line per 10 % otherwise,
+/// JSON events with `--json`.
 enum Display {
-    Quiet,
+    Json(EventLines),
     Bar(ProgressBar),
     Lines { milestones: Milestones },
 }
@@ -109,7 +111,7 @@ enum Display {
 impl Display {
     fn new(json: bool) -> Self {
         if json {
-            Self::Quiet
+            Self::Json(EventLines::default())
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -128,9 +130,17 @@ impl Display {
         }
     }
 
+    /// A phase of the download began (`started`) or ended: `signature` (the signed prefix
+    /// fetched and verified), then `download`.
+    fn phase(&mut self, phase: &str, started: bool) {
+        if let Self::Json(lines) = self {
+            crate::events::print(lines.download_phase(phase, started));
+        }
+    }
+
     fn show(&mut self, progress: &FetchProgress) {
         match self {
-            Self::Quiet => {}
+            Self::Json(lines) => crate::events::print(lines.download(progress)),
             Self::Bar(bar) => {
                 bar.set_length(progress.total);
                 bar.set_position(progress.done);
@@ -155,7 +165,9 @@ impl Display {
 }
 
 /// `veriflash fetch URL --out FILE --trust ... [--ca CA.pem] [--low-speed-limit BYTES]
-/// [--low-speed-time SECS] [--deadline SECS] [--json]`.
+/// [--low-speed-time SECS] [--deadline SECS] [--json]`. The first Ctrl-C stops the download
+/// after the chunk under way (exit 60, the verified chunks kept for the next run), as it stops
+/// `flash`; a second one quits at once.
 pub(crate) fn run(
     url: &str,
     out: &Path,
@@ -171,26 +183,32 @@ pub(crate) fn run(
     let anchors = veriflash_core::AnchorSet::load(trust).map_err(fail)?;
     let trust = crate::verify::trust(anchors, trust_options);
     let verifier = trust.verifier();
+    let cancel = CancelToken::new();
+    crate::signals::cancel_on_interrupt(&cancel);
     let source =
         HttpSource::new(url, &limits.http(http_options(ca).map_err(fail)?)).map_err(fail)?;
-    let remote = RemotePackage::open(source, &verifier, limits.ota()).map_err(fail)?;
     let mut display = Display::new(json);
+    display.phase("signature", true);
+    let remote = RemotePackage::open(source, &verifier, limits.ota())
+        .map_err(fail)?
+        .with_cancel(cancel);
+    display.phase("signature", false);
+    display.phase("download", true);
     let result = remote.fetch_to_file(out, &verifier, &mut |p| display.show(p));
     display.finish();
     let (report, stats) = result.map_err(fail)?;
+    display.phase("download", false);
     if json {
+        crate::events::print(json!({
+            "ok": true,
+            "report": report,
+            "download": crate::events::download_json(&stats),
+        }));
+    } else if stats.already_present {
+        print_report(&report);
         println!(
-            "{}",
-            json!({
-                "ok": true,
-                "report": report,
-                "download": {
-                    "bytes_fetched": stats.bytes_fetched,
-                    "bytes_reused": stats.bytes_reused,
-                    "resumes": stats.resumes,
-                    "repairs": stats.repairs,
-                },
-            })
+            "{} already holds this package and it verified again in full: nothing downloaded",
+            out.display()
         );
     } else {
         print_report(&report);

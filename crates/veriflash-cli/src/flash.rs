@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 use veriflash_core::{
-    AnchorSet, CancelToken, Error, ErrorKind, Event, InstallReport, PackageSource, Phase,
-    Reconnect, Updater,
+    AnchorSet, CancelToken, Error, ErrorKind, Event, InstallReport, PackageSource, Reconnect,
+    Updater,
 };
 
-use crate::output::{Failure, Milestones, error_json, human_size};
+use crate::events::EventLines;
+use crate::output::{Failure, ProgressCount};
 use crate::verify::print_report;
 
 /// The default of `flash --reconnect`, in seconds (the library's default wait).
@@ -43,81 +43,36 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) json: bool,
 }
 
-/// One event as a JSON line: the `--json` event stream's stable shape.
-pub(crate) fn event_json(event: &Event) -> serde_json::Value {
-    match event {
-        Event::PhaseStarted(p) => json!({"event": "phase_started", "phase": p.name()}),
-        Event::PhaseFinished(p) => json!({"event": "phase_finished", "phase": p.name()}),
-        Event::Progress {
-            image,
-            image_done,
-            image_total,
-            done,
-            total,
-        } => json!({
-            "event": "progress", "image": image, "image_done": image_done,
-            "image_total": image_total, "done": done, "total": total,
-        }),
-        Event::Warning(w) => json!({"event": "warning", "message": w}),
-        Event::Reconnecting {
-            attempt,
-            max_attempts,
-            timeout,
-            code,
-            message,
-        } => json!({
-            "event": "reconnecting", "attempt": attempt, "max_attempts": max_attempts,
-            "timeout_secs": timeout.as_secs(), "error": coded_json(*code, message),
-        }),
-        Event::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
-        Event::WaitingForBoot { timeout } => {
-            json!({"event": "waiting_for_boot", "timeout_secs": timeout.as_secs()})
-        }
-        Event::Booted(device) => json!({"event": "booted", "device": device}),
-        Event::Finished(code) => json!({"event": "finished", "code": code}),
-        _ => json!({"event": "other"}),
-    }
-}
-
-/// An error known by its code and message, as `--json` shows errors.
-fn coded_json(code: u8, message: &str) -> serde_json::Value {
-    match ErrorKind::from_code(code) {
-        Some(kind) => error_json(&Error::new(kind, message)),
-        None => json!({"code": code, "message": message}),
-    }
-}
-
-/// How events reach a person: a progress bar on a terminal, plain lines otherwise.
+/// How events reach a person: a progress bar on a terminal, plain lines otherwise; both count
+/// what their label says ([`ProgressCount`]); JSON lines with `--json`.
 enum Display {
-    Json,
-    Bar(ProgressBar),
-    /// Plain lines; `phase` labels the progress lines (`load` for a device's loader, else
-    /// `flash`).
-    Lines {
-        milestones: Milestones,
-        phase: &'static str,
+    Json(EventLines),
+    Bar {
+        bar: ProgressBar,
+        count: ProgressCount,
     },
+    Lines(ProgressCount),
 }
 
 impl Display {
     fn new(json: bool) -> Self {
         if json {
-            Self::Json
+            Self::Json(EventLines::default())
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{msg:<12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                    "{prefix:<12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}  {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            Self::Bar(bar)
-        } else {
-            Self::Lines {
-                milestones: Milestones::every(10),
-                phase: "flash",
+            Self::Bar {
+                bar,
+                count: ProgressCount::every(10),
             }
+        } else {
+            Self::Lines(ProgressCount::every(10))
         }
     }
 
@@ -144,45 +99,33 @@ impl Display {
             ),
             _ => {}
         }
+        if let Self::Bar { count, .. } | Self::Lines(count) = self {
+            count.follow(event);
+        }
         match (self, event) {
-            (Self::Json, e) => println!("{}", event_json(e)),
-            (Self::Bar(bar), Event::PhaseStarted(p)) => bar.set_message(p.name()),
-            (Self::Bar(bar), Event::PhaseFinished(p)) => {
+            (Self::Json(lines), e) => crate::events::print(lines.event(0, e)),
+            (Self::Bar { bar, .. }, Event::PhaseStarted(p)) => bar.set_prefix(p.name()),
+            (Self::Bar { bar, .. }, Event::PhaseFinished(p)) => {
                 bar.println(format!("{:<12} ok", p.name()));
             }
-            (
-                Self::Bar(bar),
-                Event::Progress {
-                    image, done, total, ..
-                },
-            ) => {
-                bar.set_length(*total);
-                bar.set_position(*done);
-                bar.set_message(image.clone());
-            }
-            (Self::Bar(bar), Event::Reconnecting { .. }) => bar.reset(),
-            (Self::Bar(bar), Event::Finished(_)) => bar.finish_and_clear(),
-            (Self::Bar(bar), Event::Warning(w)) => bar.println(format!("warning: {w}")),
-            (Self::Lines { phase, .. }, Event::PhaseStarted(Phase::Load)) => *phase = "load",
-            (Self::Lines { phase, .. }, Event::PhaseFinished(p)) => {
-                if *p == Phase::Load {
-                    *phase = "flash";
-                }
-                eprintln!("{:<12} ok", p.name());
-            }
-            (Self::Lines { milestones, phase }, Event::Progress { done, total, .. }) => {
-                if let Some(percent) = milestones.reached(*done, *total) {
-                    eprintln!(
-                        "{phase:<12} {percent:>3}%  {} of {}",
-                        human_size(*done),
-                        human_size(*total)
-                    );
+            (Self::Bar { bar, count }, Event::Progress { .. }) => {
+                if let Some(counted) = count.count(event) {
+                    bar.set_prefix(counted.phase);
+                    bar.set_length(counted.total);
+                    bar.set_position(counted.done);
+                    bar.set_message(counted.doing());
                 }
             }
-            (Self::Lines { milestones, .. }, Event::Reconnecting { .. }) => {
-                *milestones = Milestones::every(10);
+            (Self::Bar { bar, .. }, Event::Reconnecting { .. }) => bar.reset(),
+            (Self::Bar { bar, .. }, Event::Finished(_)) => bar.finish_and_clear(),
+            (Self::Bar { bar, .. }, Event::Warning(w)) => bar.println(format!("warning: {w}")),
+            (Self::Lines(_), Event::PhaseFinished(p)) => eprintln!("{:<12} ok", p.name()),
+            (Self::Lines(count), Event::Progress { .. }) => {
+                if let Some(line) = count.line(event) {
+                    eprintln!("{line}");
+                }
             }
-            (Self::Lines { .. }, Event::Warning(w)) => eprintln!("warning: {w}"),
+            (Self::Lines(_), Event::Warning(w)) => eprintln!("warning: {w}"),
             _ => {}
         }
     }
@@ -262,10 +205,10 @@ fn finish(report: &InstallReport, target: &str, args: &FlashArgs<'_>) -> Result<
     crate::verify::adopt_rotation(&report.report, args.save_rotation, args.json)
         .map_err(|e| Failure::new(e, args.json))?;
     if let Some(boot_error) = &report.boot_error {
-        return Err(Failure::new(
-            Error::new(boot_error.kind(), boot_error.message()),
-            args.json,
-        ));
+        return Err(Failure::new(boot_error.copy(), args.json));
+    }
+    if args.json {
+        crate::events::print(crate::events::installed_line(target, report));
     }
     Ok(())
 }

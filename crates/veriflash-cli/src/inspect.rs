@@ -103,7 +103,7 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             "signatures": signatures_json(sigblock),
             "trust_rotation": rotation_json(manifest.trust_rotation.as_ref()),
         });
-        println!("{out}");
+        crate::events::print(json!({ "ok": true, "package": out }));
         return Ok(());
     }
     println!("package    {}", path.display());

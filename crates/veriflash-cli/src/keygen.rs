@@ -3,22 +3,13 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use veriflash_core::sig::SigningKey;
+use veriflash_core::trust::public_key_path;
 use veriflash_core::{Error, ErrorKind};
 
 use crate::output::Failure;
-
-/// The public key's path for a private key path: `vendor.pem` -> `vendor.pub.pem`.
-pub(crate) fn public_key_path(private: &Path) -> PathBuf {
-    let name = private
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".pem").unwrap_or(&name);
-    private.with_file_name(format!("{stem}.pub.pem"))
-}
 
 /// Writes `contents` to `path` with `mode`, refusing to replace a file unless `force`.
 fn write_new(path: &Path, contents: &[u8], mode: u32, force: bool) -> Result<(), Error> {
@@ -88,18 +79,4 @@ pub(crate) fn run_with(out: &Path, force: bool, algo: KeyAlgo) -> Result<(), Fai
     println!("algorithm    {}", key.verifying_key().algorithm_name());
     println!("key id       {}", key.verifying_key().key_id());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_key_sits_beside_the_private_key() {
-        assert_eq!(
-            public_key_path(Path::new("/k/vendor.pem")),
-            Path::new("/k/vendor.pub.pem")
-        );
-        assert_eq!(public_key_path(Path::new("key")), Path::new("key.pub.pem"));
-    }
 }

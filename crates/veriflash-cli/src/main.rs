@@ -9,6 +9,7 @@ mod demo;
 mod device;
 mod devices;
 mod emulate;
+mod events;
 mod factory;
 mod fetch;
 mod flash;
@@ -54,9 +55,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate a P-256 signing key (PKCS#8 PEM, mode 0600) and its public key beside it.
+    /// Generate a signing key (ECDSA P-256 by default, or RSA 3072/4096 with --algo) as
+    /// PKCS#8 PEM (mode 0600), and its public key beside it.
     #[command(
-        after_help = "Example:\n  veriflash keygen --out vendor.pem   # writes vendor.pem and vendor.pub.pem"
+        after_help = "Examples:\n  veriflash keygen --out vendor.pem                  # P-256: writes vendor.pem and vendor.pub.pem\n  veriflash keygen --algo rsa3072 --out vendor.pem   # RSA 3072, signs PKCS#1 v1.5 with SHA-256"
     )]
     Keygen {
         /// Where to write the private key; the public key goes to the same name ending in
@@ -93,6 +95,8 @@ enum Command {
         unsigned: bool,
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -128,6 +132,8 @@ enum Command {
         /// The same --compress level `pack --unsigned` was given, if any.
         #[command(flatten)]
         compress: CompressArg,
+        #[command(flatten)]
+        strictness: pack::Strictness,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
@@ -427,12 +433,49 @@ fn command() -> clap::Command {
         .after_help(exit_codes_help())
 }
 
+/// Ends the process for a command line clap refused (or help and version, which clap reports
+/// the same way): with `--json` anywhere on the line, a refusal is the JSON error object every
+/// `--json` command ends with (code 2, kind `usage`), so a script never has to parse clap's text.
+fn usage_error(e: &clap::Error) -> ! {
+    use clap::error::ErrorKind as Clap;
+    let informational = matches!(
+        e.kind(),
+        Clap::DisplayHelp | Clap::DisplayVersion | Clap::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args_os().any(|a| a == "--json") {
+        e.exit()
+    }
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    events::print(serde_json::json!({
+        "ok": false,
+        "error": {
+            "code": 2,
+            "kind": "usage",
+            "category": veriflash_core::Category::UserAction.name(),
+            "summary": "the command line is invalid",
+            "message": message,
+            "remedy": "Fix the command line; `veriflash help COMMAND` lists what each command takes.",
+            "image": null,
+            "chunk": null,
+            "offset": null,
+        },
+    }));
+    std::process::exit(2)
+}
+
 fn main() -> ExitCode {
     signals::die_on_broken_pipe();
-    let matches = command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(&e),
     };
     let result = match cli.command {
         Command::Keygen { out, force, algo } => keygen::run_with(&out, force, algo),
@@ -442,8 +485,17 @@ fn main() -> ExitCode {
             cert,
             unsigned,
             compress,
+            strictness,
             out,
-        } => pack::run_with(&manifest, &key, &cert, unsigned, compress.compress, &out),
+        } => pack::run_with(&pack::PackArgs {
+            manifest: &manifest,
+            keys: &key,
+            certs: &cert,
+            unsigned_only: unsigned,
+            compress: compress.compress,
+            strictness,
+            out: &out,
+        }),
         Command::Sign {
             manifest,
             tbs,
@@ -452,6 +504,7 @@ fn main() -> ExitCode {
             cert,
             pss,
             compress,
+            strictness,
             out,
         } => pack::sign(&pack::SignArgs {
             manifest: &manifest,
@@ -461,6 +514,7 @@ fn main() -> ExitCode {
             certs: &cert,
             pss,
             compress: compress.compress,
+            strictness,
             out: &out,
         }),
         Command::Inspect { package, json } => inspect::run(&package, json),

@@ -23,16 +23,57 @@
 //! A package with a `[trust_rotation]` must be signed by enough keys of the current set *and*
 //! of the new one (docs/FORMAT.md §3.2).
 //!
-//! Keys this version does not know are allowed (so newer descriptions still pack) and are
-//! reported as warnings, so a misspelt key does not go unnoticed.
+//! A key this version does not know is an error, named with its line and the key it most
+//! resembles ([`veriflash_plugin::config`]): a misspelt `hardware_revision` would otherwise
+//! sign a package for any hardware. `pack --allow-unknown-keys` lets keys of a newer
+//! description through as warnings — except in `[trust_rotation]`, where every key decides
+//! what devices will trust.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use veriflash_core::pack::DEFAULT_CHUNK_SIZE;
 use veriflash_core::sig::PinnedKeys;
 use veriflash_core::{AnchorSet, Error, ErrorKind, ImageData, ImageSource, PackageSpec};
+use veriflash_plugin::config::{Key, Table, UnknownKeys};
+
+/// The keys of a description, for [`veriflash_plugin::config::check`].
+static DESCRIPTION: Table = Table {
+    name: "",
+    keys: &[
+        Key::required("product"),
+        Key::required("chipset"),
+        Key::required("version"),
+        Key::required("security_version"),
+        Key::optional("hardware_revisions"),
+        Key::optional("chunk_size"),
+        // Required, but said better than "missing key" when absent: see `parse`.
+        Key::table("image", &IMAGE, false),
+        Key::table("trust_rotation", &ROTATION, false),
+    ],
+    always_strict: false,
+};
+
+static IMAGE: Table = Table {
+    name: "[[image]]",
+    keys: &[
+        Key::required("name"),
+        Key::required("partition"),
+        Key::required("file"),
+        Key::optional("chunk_size"),
+    ],
+    always_strict: false,
+};
+
+static ROTATION: Table = Table {
+    name: "[trust_rotation]",
+    keys: &[
+        Key::required("version"),
+        Key::required("threshold"),
+        Key::required("anchors"),
+    ],
+    always_strict: true,
+};
 
 #[derive(Debug, Deserialize)]
 struct Description {
@@ -46,12 +87,9 @@ struct Description {
     #[serde(default)]
     image: Vec<ImageEntry>,
     trust_rotation: Option<RotationEntry>,
-    #[serde(flatten)]
-    unknown: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RotationEntry {
     version: u64,
     threshold: usize,
@@ -64,8 +102,6 @@ struct ImageEntry {
     partition: String,
     file: String,
     chunk_size: Option<u32>,
-    #[serde(flatten)]
-    unknown: BTreeMap<String, toml::Value>,
 }
 
 /// A parsed description: the package spec, the trust rotation it asks for, and any warnings
@@ -98,19 +134,26 @@ impl Rotation {
     }
 }
 
-/// Reads and checks a description; image paths are resolved against its directory.
-pub(crate) fn load(path: &Path) -> Result<Loaded, Error> {
+/// Reads and checks a description; image paths are resolved against its directory. Unknown
+/// keys are errors unless `unknown` lets them through as warnings.
+pub(crate) fn load(path: &Path, unknown: UnknownKeys) -> Result<Loaded, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", path.display())))?;
-    parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("{}: {}", path.display(), e.message()),
-        )
-    })
+    parse(&text, path.parent().unwrap_or(Path::new(".")), unknown)
+        .map_err(|e| e.with_context(path.display()))
 }
 
-fn parse(text: &str, base: &Path) -> Result<Loaded, Error> {
+fn parse(text: &str, base: &Path, unknown: UnknownKeys) -> Result<Loaded, Error> {
+    let warnings = veriflash_plugin::config::check(text, &DESCRIPTION, unknown).map_err(|e| {
+        let err = Error::new(ErrorKind::InvalidInput, e.to_string());
+        if e.has_unknown_keys() {
+            err.with_remedy(
+                "Correct the key names (each error says which key was probably meant). A description written for a newer veriflash packs with --allow-unknown-keys, its unknown keys then listed as warnings and ignored.",
+            )
+        } else {
+            err
+        }
+    })?;
     let desc: Description = toml::from_str(text)
         .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string().trim_end().to_owned()))?;
     if desc.image.is_empty() {
@@ -119,28 +162,15 @@ fn parse(text: &str, base: &Path) -> Result<Loaded, Error> {
             "no [[image]] table: a package needs at least one image",
         ));
     }
-    let mut warnings: Vec<String> = desc
-        .unknown
-        .keys()
-        .map(|k| format!("unknown key '{k}' ignored"))
-        .collect();
     let default_chunk = desc.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     let images = desc
         .image
         .into_iter()
-        .map(|entry| {
-            warnings.extend(
-                entry
-                    .unknown
-                    .keys()
-                    .map(|k| format!("image '{}': unknown key '{k}' ignored", entry.name)),
-            );
-            ImageSource {
-                chunk_size: entry.chunk_size.unwrap_or(default_chunk),
-                data: ImageData::File(base.join(&entry.file)),
-                name: entry.name,
-                partition: entry.partition,
-            }
+        .map(|entry| ImageSource {
+            chunk_size: entry.chunk_size.unwrap_or(default_chunk),
+            data: ImageData::File(base.join(&entry.file)),
+            name: entry.name,
+            partition: entry.partition,
         })
         .collect();
     let rotation = desc.trust_rotation.map(|r| Rotation {
@@ -171,7 +201,6 @@ product = "p"
 chipset = "mdm9607"
 version = "1.0"
 security_version = 3
-colour = "blue"
 
 [[image]]
 name = "boot"
@@ -185,9 +214,13 @@ partition = "system"
 file = "sub/rootfs.img"
 "#;
 
+    fn strict(text: &str) -> Result<Loaded, Error> {
+        parse(text, Path::new("/base"), UnknownKeys::Refuse)
+    }
+
     #[test]
     fn parses_images_relative_to_the_description() {
-        let loaded = parse(GOOD, Path::new("/base")).unwrap();
+        let loaded = strict(GOOD).unwrap();
         assert_eq!(loaded.spec.images.len(), 2);
         assert_eq!(loaded.spec.images[0].chunk_size, 65536);
         assert_eq!(loaded.spec.images[1].chunk_size, DEFAULT_CHUNK_SIZE);
@@ -196,42 +229,81 @@ file = "sub/rootfs.img"
             ImageData::Bytes(_) => panic!("expected a file"),
         }
         assert_eq!(loaded.spec.security_version, 3);
-        assert_eq!(
-            loaded.warnings,
-            vec!["unknown key 'colour' ignored".to_owned()]
-        );
+        assert!(loaded.warnings.is_empty());
     }
 
     #[test]
-    fn rejects_description_without_security_version() {
-        let text = GOOD.replace("security_version = 3", "");
-        let err = parse(&text, Path::new(".")).unwrap_err();
+    fn a_misspelt_key_is_an_error_naming_the_key_meant_unless_unknown_keys_are_allowed() {
+        let text = GOOD.replace(
+            "security_version = 3",
+            "security_version = 3\nhardware_revision = [\"r2\"]",
+        );
+        let err = strict(&text).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            err.message(),
+            "unknown key 'hardware_revision' (line 6); did you mean 'hardware_revisions'?"
+        );
         assert!(
-            err.message().contains("security_version"),
+            err.remedy().contains("--allow-unknown-keys"),
+            "{}",
+            err.remedy()
+        );
+        let loaded = parse(&text, Path::new("."), UnknownKeys::Warn).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            [
+                "unknown key 'hardware_revision' (line 6) ignored; did you mean 'hardware_revisions'?"
+            ]
+        );
+        assert!(loaded.spec.hardware_revisions.is_empty());
+    }
+
+    #[test]
+    fn a_missing_key_names_the_misspelt_one_beside_it() {
+        let text = GOOD.replace("version = \"1.0\"", "verison = \"1.0\"");
+        let err = parse(&text, Path::new("."), UnknownKeys::Warn).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "missing key 'version'; did you mean 'verison' (line 4)?"
+        );
+        let text = GOOD.replace("security_version = 3", "");
+        let err = strict(&text).unwrap_err();
+        assert_eq!(err.message(), "missing key 'security_version'");
+    }
+
+    #[test]
+    fn reads_a_trust_rotation_table_and_refuses_misspelt_keys_in_it_whatever_is_allowed() {
+        let text = format!(
+            "{GOOD}\n[trust_rotation]\nversion = 2\nthreshold = 1\nanchors = [\"keys/new.pem\"]\n"
+        );
+        let loaded = strict(&text).unwrap();
+        let rotation = loaded.rotation.unwrap();
+        assert_eq!((rotation.version, rotation.threshold), (2, 1));
+        assert_eq!(rotation.anchors, [Path::new("/base/keys/new.pem")]);
+        // In the rotation, a typo must not silently change what devices will trust.
+        let typo = text.replace("threshold = 1", "threshold = 1\nthresold = 2");
+        let err = parse(&typo, Path::new("/base"), UnknownKeys::Warn).unwrap_err();
+        assert!(
+            err.message()
+                .starts_with("[trust_rotation]: unknown key 'thresold'"),
+            "{}",
+            err.message()
+        );
+        // A misspelt table: the rotation would silently not happen.
+        let typo = text.replace("[trust_rotation]", "[trust_rotaton]");
+        let err = strict(&typo).unwrap_err();
+        assert!(
+            err.message().ends_with("did you mean 'trust_rotation'?"),
             "{}",
             err.message()
         );
     }
 
     #[test]
-    fn reads_a_trust_rotation_table_and_refuses_misspelt_keys_in_it() {
-        let text = format!(
-            "{GOOD}\n[trust_rotation]\nversion = 2\nthreshold = 1\nanchors = [\"keys/new.pem\"]\n"
-        );
-        let loaded = parse(&text, Path::new("/base")).unwrap();
-        let rotation = loaded.rotation.unwrap();
-        assert_eq!((rotation.version, rotation.threshold), (2, 1));
-        assert_eq!(rotation.anchors, [Path::new("/base/keys/new.pem")]);
-        // In the rotation, a typo must not silently change what devices will trust.
-        let typo = text.replace("threshold = 1", "treshold = 1");
-        assert!(parse(&typo, Path::new("/base")).is_err());
-    }
-
-    #[test]
     fn rejects_description_without_images() {
         let text = "product='p'\nchipset='c'\nversion='1'\nsecurity_version=0\n";
-        let err = parse(text, Path::new(".")).unwrap_err();
+        let err = strict(text).unwrap_err();
         assert!(err.message().contains("[[image]]"));
     }
 }

@@ -3,11 +3,53 @@
 
 use std::path::{Path, PathBuf};
 
+use veriflash_core::pack::check_certificate_dates;
 use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
 use veriflash_core::{Error, ErrorKind, PackOptions, UnsignedPackage};
+use veriflash_plugin::config::UnknownKeys;
 
 use crate::manifest_toml;
 use crate::output::{Failure, human_size};
+
+/// What `pack` and `sign` refuse unless told otherwise. Both read the description and sign,
+/// so both take the same flags (`sign` must read what `pack --unsigned` read).
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub(crate) struct Strictness {
+    /// Accept keys the description has that this veriflash does not know (one written for a
+    /// newer version), listing them as warnings. Without it they are errors, so a misspelt key
+    /// cannot change what is signed; keys in [trust_rotation] are always checked.
+    #[arg(long)]
+    pub(crate) allow_unknown_keys: bool,
+    /// Sign even with a certificate chain that is expired or not valid yet (a warning naming
+    /// its dates instead of an error): devices that judge dates by a trusted clock will refuse
+    /// the package.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+impl Strictness {
+    fn unknown_keys(self) -> UnknownKeys {
+        if self.allow_unknown_keys {
+            UnknownKeys::Warn
+        } else {
+            UnknownKeys::Refuse
+        }
+    }
+
+    /// With `--force`, what the library would have refused about `chain`'s dates, said as a
+    /// warning; nothing without it (the library refuses instead).
+    fn warn_about_dates(self, chain: &[Vec<u8>]) {
+        if !self.force {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = check_certificate_dates(chain, now) {
+            eprintln!("warning: {} (signing anyway: --force)", e.message());
+        }
+    }
+}
 
 /// Reads the manifest description and digests (and, with `compress`, compresses) the images,
 /// after checking that `out` may be written: not a device node or a link, and none of the
@@ -15,12 +57,13 @@ use crate::output::{Failure, human_size};
 fn prepare(
     manifest: &Path,
     compress: Option<i32>,
+    strictness: Strictness,
     out: &Path,
     other_inputs: &[&Path],
 ) -> Result<UnsignedPackage, Failure> {
-    let loaded = manifest_toml::load(manifest)?;
+    let loaded = manifest_toml::load(manifest, strictness.unknown_keys())?;
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}: {warning}", manifest.display());
     }
     let images = loaded.spec.images.iter().filter_map(|i| match &i.data {
         veriflash_core::ImageData::File(path) => Some(path.as_path()),
@@ -32,7 +75,8 @@ fn prepare(
         .collect();
     veriflash_core::output::check_output(out, &inputs)?;
     let options = PackOptions::new().compression(compress);
-    let unsigned = UnsignedPackage::prepare_with(loaded.spec, &options)?;
+    let unsigned = UnsignedPackage::prepare_with(loaded.spec, &options)?
+        .allow_expired_certificates(strictness.force);
     Ok(match &loaded.rotation {
         Some(rotation) => unsigned.with_trust_rotation(rotation.anchor_set()?.to_rotation()?)?,
         None => unsigned,
@@ -58,19 +102,41 @@ fn write_tbs(unsigned: &UnsignedPackage, manifest: &Path, out: &Path) -> Result<
 
 /// Packs with one key and no certificates (the demo's path).
 pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure> {
-    run_with(manifest, &[key.to_path_buf()], &[], false, None, out)
+    run_with(&PackArgs {
+        manifest,
+        keys: &[key.to_path_buf()],
+        certs: &[],
+        unsigned_only: false,
+        compress: None,
+        strictness: Strictness::default(),
+        out,
+    })
+}
+
+/// What `veriflash pack` was asked to do.
+pub(crate) struct PackArgs<'a> {
+    pub(crate) manifest: &'a Path,
+    pub(crate) keys: &'a [PathBuf],
+    pub(crate) certs: &'a [PathBuf],
+    /// `--unsigned`: write the bytes to sign only.
+    pub(crate) unsigned_only: bool,
+    pub(crate) compress: Option<i32>,
+    pub(crate) strictness: Strictness,
+    pub(crate) out: &'a Path,
 }
 
 /// `veriflash pack` with every option.
-pub(crate) fn run_with(
-    manifest: &Path,
-    keys: &[std::path::PathBuf],
-    certs: &[std::path::PathBuf],
-    unsigned_only: bool,
-    compress: Option<i32>,
-    out: &Path,
-) -> Result<(), Failure> {
-    if unsigned_only {
+pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
+    let PackArgs {
+        manifest,
+        keys,
+        certs,
+        compress,
+        strictness,
+        out,
+        ..
+    } = *args;
+    if args.unsigned_only {
         if !keys.is_empty() || !certs.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -78,7 +144,11 @@ pub(crate) fn run_with(
             )
             .into());
         }
-        return write_tbs(&prepare(manifest, compress, out, &[])?, manifest, out);
+        return write_tbs(
+            &prepare(manifest, compress, strictness, out, &[])?,
+            manifest,
+            out,
+        );
     }
     if keys.is_empty() {
         return Err(Error::new(ErrorKind::InvalidInput, "give --key (or --unsigned)").into());
@@ -104,10 +174,11 @@ pub(crate) fn run_with(
         .chain(certs)
         .map(PathBuf::as_path)
         .collect();
-    let unsigned = prepare(manifest, compress, out, &key_files)?;
+    let unsigned = prepare(manifest, compress, strictness, out, &key_files)?;
     let mut entries = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let chain = chains.get(i).cloned().unwrap_or_default();
+        strictness.warn_about_dates(&chain);
         entries.push(unsigned.sign_with_certificates(key, chain)?);
     }
     let written = unsigned.write_with_entries(entries, out)?;
@@ -180,6 +251,7 @@ pub(crate) struct SignArgs<'a> {
     /// The `--compress` level `pack --unsigned` was given (the images are packed the same way
     /// again, and zstd is deterministic, so the bytes to sign match).
     pub(crate) compress: Option<i32>,
+    pub(crate) strictness: Strictness,
     pub(crate) out: &'a Path,
 }
 
@@ -189,7 +261,13 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         .chain(args.pubkeys.iter().map(PathBuf::as_path))
         .chain(args.certs.iter().map(PathBuf::as_path))
         .collect();
-    let unsigned = prepare(args.manifest, args.compress, args.out, &inputs)?;
+    let unsigned = prepare(
+        args.manifest,
+        args.compress,
+        args.strictness,
+        args.out,
+        &inputs,
+    )?;
     let tbs = std::fs::read(args.tbs)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", args.tbs.display())))?;
     if tbs != unsigned.signed_message() {
@@ -244,7 +322,9 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         };
         let signature = std::fs::read(signature_path)
             .map_err(|e| Error::new(ErrorKind::Io, format!("{}: {e}", signature_path.display())))?;
-        // `attach` checks the signature over the signed message before accepting it.
+        // `attach` checks the signature over the signed message (and the chain's dates)
+        // before accepting it.
+        args.strictness.warn_about_dates(&chain);
         entries.push(unsigned.attach(algorithm, &key, signature, chain)?);
         keys.push(key);
     }

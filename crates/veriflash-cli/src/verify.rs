@@ -117,7 +117,7 @@ pub(crate) fn run(
     let report =
         check_with_options(trust, package, hashing, options).map_err(|e| Failure::new(e, json))?;
     if json {
-        println!("{}", json!({ "ok": true, "report": report }));
+        crate::events::print(json!({ "ok": true, "report": report }));
     } else {
         print_report(&report);
     }

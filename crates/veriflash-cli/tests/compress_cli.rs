@@ -92,6 +92,7 @@ file = "rootfs.img"
     let o = veriflash(&["inspect", "small.vfp", "--json"], dir);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    let v = &v["package"];
     assert_eq!(v["format_version"], 2);
     assert_eq!(v["images"][0]["stored_size"], 300_000);
     assert_eq!(v["images"][0]["compressed_chunks"], 0);

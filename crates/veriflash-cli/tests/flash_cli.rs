@@ -82,6 +82,7 @@ fn init_flash_status_and_refusals() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "a");
     assert_eq!(v["security_floor"], 0);
 
@@ -118,15 +119,41 @@ fn init_flash_status_and_refusals() {
             "commit"
         ]
     );
+    // The verdict, then the last line: the full report of what the device runs now, with how
+    // long each phase took.
+    let finished = &events[events.len() - 2];
+    assert_eq!(finished["event"], "finished");
+    assert!(finished["code"].is_null());
     let last = events.last().unwrap();
-    assert_eq!(last["event"], "finished");
-    assert!(last["code"].is_null());
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["target"], "file:dev.img");
+    assert_eq!(last["report"]["software_version"], "v3");
+    assert_eq!(last["installed"]["slot"], "b");
+    assert_eq!(last["installed"]["security_floor"], 3);
+    assert_eq!(last["installed"]["version"], "v3");
+    assert_eq!(last["installed"]["previous_version"], Value::Null);
+    let timed: Vec<&str> = last["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(timed, phases, "{last}");
+    // Every line carries its time; progress lines their rate and the time left.
+    assert!(events.iter().all(|e| e["time_ms"].as_u64().is_some()));
+    let progress = events.iter().rfind(|e| e["event"] == "progress").unwrap();
+    assert!(
+        progress["rate_bytes_per_sec"].as_u64().unwrap() > 0,
+        "{progress}"
+    );
+    assert_eq!(progress["eta_secs"], 0, "{progress}");
 
     let v: Value = serde_json::from_str(&ok(&veriflash(
         &["status", "--target", "file:dev.img", "--json"],
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "b");
     assert_eq!(v["security_floor"], 3);
     assert_eq!(v["installed_version"], "v3");
@@ -300,6 +327,7 @@ fn a_flash_process_is_refused_while_another_install_holds_the_device() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(
         v["installed_version"], "v2",
         "only the first install happened"
@@ -391,6 +419,7 @@ fn status_check_finds_an_installed_image_that_no_longer_matches() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "b");
     assert_eq!(v["checked"][0]["partition"], "boot");
     assert_eq!(v["checked"][0]["intact"], true);
@@ -447,4 +476,93 @@ fn missing_unusable_and_full_device_files_have_codes_of_their_own() {
         &["device", "init", "--layout", "layout.toml", "file:dev.img"],
         dir,
     ));
+}
+
+/// The `--json` error of a failed run (the last line on stdout).
+fn json_error(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    v["error"].clone()
+}
+
+#[test]
+fn a_target_that_is_no_device_says_what_it_is_and_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let flash = |target: &str| {
+        veriflash(
+            &[
+                "flash",
+                "v3.vfp",
+                "--trust",
+                "vendor.pub.pem",
+                "--target",
+                target,
+                "--json",
+            ],
+            dir,
+        )
+    };
+
+    // A device file that does not exist: not found, and the command that makes one.
+    let out = flash("file:missing.img");
+    assert_eq!(out.status.code(), Some(58));
+    let e = json_error(&out);
+    assert!(
+        e["message"].as_str().unwrap().contains("missing.img"),
+        "{e}"
+    );
+    let remedy = e["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("veriflash device init --layout LAYOUT.toml file:missing.img"),
+        "{e}"
+    );
+    assert!(!remedy.contains("cable"), "{e}");
+    // `status` says the same.
+    let out = veriflash(&["status", "--target", "file:missing.img", "--json"], dir);
+    assert_eq!(out.status.code(), Some(58));
+    assert_eq!(json_error(&out)["remedy"], e["remedy"]);
+
+    // No plugin prefix: every form a target may take.
+    let out = flash("device.img");
+    assert_eq!(out.status.code(), Some(72));
+    let e = json_error(&out);
+    let remedy = e["remedy"].as_str().unwrap();
+    for form in [
+        "file:PATH",
+        "mdm9x07:usb[:BUS-PORT]",
+        "mdm9x07:serial:TTY",
+        "mdm9x07:emulator",
+    ] {
+        assert!(remedy.contains(form), "{form}: {e}");
+    }
+
+    // The layout description where the device file belongs.
+    let out = flash("file:layout.toml");
+    assert_eq!(out.status.code(), Some(72));
+    let e = json_error(&out);
+    assert!(
+        e["message"].as_str().unwrap().contains("not a device file"),
+        "{e}"
+    );
+    assert!(
+        e["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("veriflash device init --layout layout.toml file:device.img"),
+        "{e}"
+    );
+    // Any other file: not a device, and which file is.
+    std::fs::write(dir.join("notes.txt"), "hello\n").unwrap();
+    let e = json_error(&flash("file:notes.txt"));
+    assert_eq!(e["kind"], "invalid_input", "{e}");
+    assert!(
+        e["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("veriflash device init"),
+        "{e}"
+    );
 }

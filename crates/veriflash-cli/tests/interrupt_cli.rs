@@ -124,6 +124,7 @@ fn an_interrupt_cancels_the_flash_between_chunks_and_the_old_slot_stays() {
         dir,
     )))
     .unwrap();
+    let v = &v["status"];
     assert_eq!(v["active_slot"], "a");
     assert_eq!(v["security_floor"], 0);
     assert_eq!(v["last_result"]["code"], 60);

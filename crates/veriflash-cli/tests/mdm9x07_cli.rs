@@ -9,7 +9,7 @@
 )]
 
 mod common;
-use common::{Emulated, ok, veriflash};
+use common::{Emulated, ok, stderr, veriflash};
 
 use std::path::Path;
 
@@ -71,18 +71,28 @@ fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
         dir,
     );
     let stdout = ok(&out);
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["event"], "finished", "{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = &lines[lines.len() - 2];
+    assert_eq!(finished["event"], "finished", "{stdout}");
     assert_eq!(
-        last["code"],
+        finished["code"],
         Value::Null,
         "success carries no error code: {stdout}"
     );
+    // The last line: a single-slot modem, now at the package's version and floor.
+    let last = lines.last().unwrap();
+    assert_eq!(last["ok"], true, "{stdout}");
+    assert_eq!(last["installed"]["slot"], Value::Null, "{stdout}");
+    assert_eq!(last["installed"]["chipset"], "mdm9607", "{stdout}");
+    assert_eq!(last["installed"]["security_floor"], 7, "{stdout}");
     for phase in ["flash", "read_back", "commit"] {
         assert!(
-            stdout.contains(&format!(
-                "{{\"event\":\"phase_finished\",\"phase\":\"{phase}\"}}"
-            )),
+            lines
+                .iter()
+                .any(|l| l["event"] == "phase_finished" && l["phase"] == phase),
             "{phase}: {stdout}"
         );
     }
@@ -93,6 +103,7 @@ fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
         dir,
     )))
     .unwrap();
+    let status = &status["status"];
     assert_eq!(status["chipset"], "mdm9607");
     assert_eq!(status["product"], "acme-hotspot-x1");
     assert_eq!(status["active_slot"], Value::Null);
@@ -126,7 +137,6 @@ fn a_wrong_chip_emulated_on_the_pty_is_refused_with_code_41() {
 fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
     let out = veriflash(&["status", "--target", "mdm9x07:floppy", "--json"], dir);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "invalid_input", "{v}");
@@ -134,7 +144,14 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("mdm9x07:serial:/dev/ttyUSB0"),
+            .contains("mdm9x07:floppy"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("mdm9x07:serial:TTY"),
         "{v}"
     );
     let out = veriflash(
@@ -155,6 +172,7 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
             .contains("ttyUSB-none"),
         "{v}"
     );
+    assert_download_mode_remedy(&v);
     // No download-mode device at a USB location no machine has.
     let out = veriflash(
         &["status", "--target", "mdm9x07:usb:99-9.9.9", "--json"],
@@ -169,6 +187,36 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
             .contains("05C6:9008"),
         "{v}"
     );
+    assert_download_mode_remedy(&v);
+    // Nothing attached, for a flash: the same, at once (no wait for a modem to appear).
+    setup(dir);
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "mdm9x07:usb:99-9.9.9",
+            "--json",
+        ],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(58), "{out:?}");
+    let last = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert_download_mode_remedy(&v);
+}
+
+/// A remedy that sends the user to `veriflash devices` and download mode, and never speaks of
+/// an install to run again.
+fn assert_download_mode_remedy(v: &Value) {
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("veriflash devices") && remedy.contains("download mode"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
 }
 
 fn fake_usb_device(root: &Path, name: &str, vid: &str, pid: &str, tty: &str) {
@@ -267,6 +315,25 @@ fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
     assert!(!out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "transport_error", "{v}");
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("DIAG port") && remedy.contains("--dload"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
+    // A port that is not there: not found, and which port to give.
+    let out = veriflash(
+        &["switch-to-edl", "--port", "/dev/ttyUSB-none", "--json"],
+        tmp.path(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "device_not_found", "{v}");
+    let remedy = v["error"]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("DIAG port") && remedy.contains("veriflash devices"),
+        "{v}"
+    );
+    assert!(!remedy.contains("install"), "{v}");
 }
 
 #[test]
@@ -319,5 +386,62 @@ fn a_products_file_names_the_modem_as_the_vendor_does() {
         "[[product]]\noem = 0x1234\nmodel_id = 1\nproduct = \"my-router\"\nhardware_revision = \"b\"\n",
     )
     .unwrap();
-    assert_eq!(veriflash(&flash, dir).status.code(), Some(72));
+    let out = veriflash(&flash, dir);
+    assert_eq!(out.status.code(), Some(72));
+    assert!(
+        stderr(&out).contains("missing key 'oem_id'; did you mean 'oem' (line 2)?"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn progress_counts_the_programmer_against_itself_and_the_flash_against_the_images_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    let out = veriflash(
+        &[
+            "flash",
+            "update.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "mdm9x07:emulator",
+        ],
+        dir,
+    );
+    ok(&out);
+    let lines = stderr(&out);
+    let load: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("load") && l.contains('%'))
+        .collect();
+    // The programmer is one chunk: one line, all of it, of its own size.
+    let [load] = load.as_slice() else {
+        panic!("one load line: {lines}")
+    };
+    assert!(load.ends_with("(loading programmer)"), "{load}");
+    let (done, total) = load
+        .split_once("100%  ")
+        .and_then(|(_, rest)| rest.split_once(" (")?.0.split_once(" of "))
+        .unwrap_or_else(|| panic!("{load}"));
+    assert_eq!(done, total, "{load}");
+    // sbl + boot + system = 490,000 bytes, without the programmer.
+    let flash: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("flash") && l.contains('%'))
+        .collect();
+    assert!(
+        flash.iter().all(|l| l.contains(" of 478.5 KiB (writing ")),
+        "{lines}"
+    );
+    assert!(
+        flash.first().is_some_and(|l| l.ends_with("(writing sbl)")),
+        "{lines}"
+    );
+    assert!(
+        flash.last().is_some_and(|l| l.contains("100%  478.5 KiB")),
+        "{lines}"
+    );
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-use common::{code, ok, stderr, stdout, veriflash};
+use common::{code, ok, serve_dir, stderr, stdout, veriflash};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -19,22 +19,6 @@ const LAYOUT: &str = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nhard
 
 const DESCRIPTION: &str = "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"v3\"\n\
 security_version = 3\n[[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\nchunk_size = 65536\n";
-
-/// Serves `dir` on 127.0.0.1 until the returned runtime is dropped.
-fn serve(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir));
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    (runtime, addr)
-}
 
 fn setup(dir: &Path) {
     let boot: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
@@ -62,7 +46,7 @@ fn fetch_downloads_and_verifies_then_flash_streams_from_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     let url = format!("http://{addr}/update.vfp");
 
     let out = ok(&veriflash(
@@ -77,7 +61,7 @@ fn fetch_downloads_and_verifies_then_flash_streams_from_the_url() {
         ],
         d,
     ));
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["report"]["images"][0]["name"], "boot");
     assert_eq!(v["download"]["repairs"], 0);
@@ -115,7 +99,7 @@ fn fetch_exits_with_the_error_code() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     // A key the package is not signed with: refused before any payload byte.
     ok(&veriflash(&["keygen", "--out", "other.pem"], d));
     let out = veriflash(
@@ -136,7 +120,8 @@ fn fetch_exits_with_the_error_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!d.join("got.vfp").exists());
-    // A package the server does not have: server_error.
+    // A package the server does not have: package_not_found, a code of its own that tells a
+    // fleet not to retry the same URL.
     let out = veriflash(
         &[
             "fetch",
@@ -149,9 +134,10 @@ fn fetch_exits_with_the_error_code() {
         ],
         d,
     );
-    assert_eq!(out.status.code(), Some(54));
-    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    assert_eq!(v["error"]["kind"], "server_error");
+    assert_eq!(out.status.code(), Some(63));
+    let v: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(v["error"]["kind"], "package_not_found");
+    assert_eq!(v["error"]["category"], "user_action");
 }
 
 /// A server on 127.0.0.1 that answers every request with the headers of a `206` and then
@@ -267,7 +253,7 @@ fn fetch_refuses_an_output_that_is_a_fifo_or_a_symlink_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_runtime, addr) = serve(&d.join("www"));
+    let (_runtime, addr) = serve_dir(&d.join("www"));
     let url = format!("http://{addr}/update.vfp");
     let status = std::process::Command::new("mkfifo")
         .arg(d.join("fifo"))
@@ -290,7 +276,7 @@ fn fetch_refuses_an_output_that_is_a_fifo_or_a_symlink_and_leaves_it_alone() {
             d,
         );
         assert_eq!(code(&run), 72, "{out}: {}", stdout(&run));
-        let v: Value = serde_json::from_str(stdout(&run).trim()).unwrap();
+        let v: Value = serde_json::from_str(stdout(&run).lines().last().unwrap()).unwrap();
         assert_eq!(v["error"]["kind"], "invalid_input");
         assert!(!d.join(format!("{out}.partial")).exists());
     }
@@ -328,4 +314,138 @@ fn fetch_and_flash_document_the_download_limits() {
             assert!(help.contains(flag), "{command} --help lacks {flag}");
         }
     }
+}
+
+/// A server on 127.0.0.1 for `package` that honours `Range` and, for any request starting at
+/// or past `stall_from`, sends `send` bytes and then nothing more, holding the connection.
+fn stalling_after(package: Vec<u8>, stall_from: usize, send: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let package = std::sync::Arc::new(package);
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else {
+                return;
+            };
+            let package = std::sync::Arc::clone(&package);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(connection.try_clone().unwrap());
+                let mut range = None;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(spec) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        let (a, b) = spec.trim().split_once('-').unwrap();
+                        let end = b.parse::<usize>().map_or(package.len(), |b| b + 1);
+                        range = Some((a.parse::<usize>().unwrap(), end.min(package.len())));
+                    }
+                }
+                let (start, end) = range.unwrap_or((0, package.len()));
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                    end - 1,
+                    package.len(),
+                    end - start
+                );
+                let body = if start >= stall_from {
+                    &package[start..(start + send).min(end)]
+                } else {
+                    &package[start..end]
+                };
+                if connection.write_all(head.as_bytes()).is_err()
+                    || connection.write_all(body).is_err()
+                {
+                    return;
+                }
+                let mut sink = [0u8; 256];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn ctrl_c_stops_a_fetch_like_a_flash_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let package = std::fs::read(d.join("www/update.vfp")).unwrap();
+    // The payload begins within the first 4 KiB; two 64 KiB chunks come, then the server stalls.
+    let addr = stalling_after(package, 4096, 2 * 65_536 + 1000);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        .args([
+            "fetch",
+            &format!("http://{addr}/update.vfp"),
+            "--out",
+            "got.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--low-speed-time",
+            "1",
+            "--json",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Interrupted once a chunk verified.
+    loop {
+        let line = events.next().expect("a progress event").unwrap();
+        if serde_json::from_str::<Value>(&line).unwrap()["event"] == "progress" {
+            break;
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = events.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    // The same word and code as `flash`: 60, cancelled, the verified chunks kept.
+    assert_eq!(status.code(), Some(60), "{rest:?}\n{stderr}");
+    assert!(
+        stderr.contains("interrupted: stopping at the next safe point"),
+        "{stderr}"
+    );
+    let last: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["kind"], "cancelled", "{last}");
+    assert!(d.join("got.vfp.partial.state").exists());
+    assert!(!d.join("got.vfp").exists());
+
+    // The next run, from a server that serves everything, fetches only what was missing.
+    let (_runtime, good) = serve_dir(&d.join("www"));
+    let out = ok(&veriflash(
+        &[
+            "fetch",
+            &format!("http://{good}/update.vfp"),
+            "--out",
+            "got.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--json",
+        ],
+        d,
+    ));
+    let done: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(
+        done["download"]["bytes_reused"].as_u64().unwrap() >= 65_536,
+        "{done}"
+    );
 }

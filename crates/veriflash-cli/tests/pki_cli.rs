@@ -215,20 +215,38 @@ fn expired_leaf_is_refused_with_the_clock_and_accepted_without() {
     let d = dir.path();
     // -days -1: notAfter is yesterday.
     setup(d, "-1");
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "leaf.pem",
-            "--cert",
-            "chain.pem",
-            "--out",
-            "u.vfp",
-        ],
-        d,
-    ));
+    let pack = [
+        "pack",
+        "--manifest",
+        "update.toml",
+        "--key",
+        "leaf.pem",
+        "--cert",
+        "chain.pem",
+        "--out",
+        "u.vfp",
+    ];
+    // The signer hears it first: refused, naming the dates and the time now.
+    let refused = veriflash(&pack, d);
+    assert_eq!(refused.status.code(), Some(27));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    for part in [
+        "the signing certificate 'CN=Leaf' has expired: notBefore ",
+        ", notAfter ",
+        ", now ",
+        "--force",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert!(!d.join("u.vfp").exists());
+    // --force: signed, with the same words as a warning.
+    let forced = veriflash(&[&pack[..], &["--force"]].concat(), d);
+    ok(&forced);
+    let text = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        text.contains("warning: the signing certificate 'CN=Leaf' has expired"),
+        "{text}"
+    );
     let out = veriflash(&["verify", "--trust", "root.pem", "u.vfp"], d);
     assert_eq!(
         out.status.code(),
@@ -417,4 +435,59 @@ fn split_signing_attaches_openssl_signatures() {
         d,
     );
     assert_eq!(stale.status.code(), Some(72));
+}
+
+#[test]
+fn sign_refuses_an_expired_chain_as_pack_does_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, "-1");
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--unsigned",
+            "--out",
+            "u.tbs",
+        ],
+        d,
+    ));
+    openssl(
+        &[
+            "dgst", "-sha256", "-sign", "leaf.pem", "-out", "sig.der", "u.tbs",
+        ],
+        d,
+    );
+    let sign = [
+        "sign",
+        "--manifest",
+        "update.toml",
+        "--tbs",
+        "u.tbs",
+        "--signature",
+        "sig.der",
+        "--cert",
+        "chain.pem",
+        "--out",
+        "u.vfp",
+    ];
+    let refused = veriflash(&sign, d);
+    assert_eq!(refused.status.code(), Some(27));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("has expired: notBefore ") && text.contains("--force"),
+        "{text}"
+    );
+    assert!(!d.join("u.vfp").exists());
+    let forced = veriflash(&[&sign[..], &["--force"]].concat(), d);
+    ok(&forced);
+    assert!(
+        String::from_utf8_lossy(&forced.stderr).contains("warning: the signing certificate"),
+        "{forced:?}"
+    );
+    ok(&veriflash(
+        &["verify", "--trust", "root.pem", "--no-clock", "u.vfp"],
+        d,
+    ));
 }

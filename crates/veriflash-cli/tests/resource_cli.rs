@@ -125,6 +125,7 @@ fn out_of_memory_is_a_resource_error_never_a_verdict_on_the_package() {
         dir,
     )))
     .unwrap();
+    let status = &status["status"];
     assert_eq!(status["active_slot"], "a", "the old slot still boots");
     assert_eq!(status["last_result"]["code"], 80, "{status}");
     assert!(flash(tight + 40 * MIB).status.success());

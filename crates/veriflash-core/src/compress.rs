@@ -260,6 +260,30 @@ mod tests {
     }
 
     #[test]
+    fn a_single_segment_frame_has_its_content_size_as_window() {
+        // RFC 8878 §3.1.1.1.2: Single_Segment_flag set means no Window_Descriptor, and the
+        // window is Frame_Content_Size. Descriptor 0xA0: a 4-byte content size, single segment.
+        let mut frame = vec![0x28, 0xB5, 0x2F, 0xFD, 0xA0];
+        frame.extend_from_slice(&(9u32 << 20).to_le_bytes());
+        let header = frame_header(&frame).unwrap();
+        assert_eq!(header.content_size, Some(9 << 20));
+        assert_eq!(header.window, 9 << 20);
+        assert!(
+            header.window > 1 << MAX_WINDOW_LOG,
+            "refused by the window limit"
+        );
+    }
+
+    #[test]
+    fn compressor_writes_no_single_segment_frame_for_a_chunk_over_the_window_limit() {
+        let frame = compress_chunk(&vec![0u8; 12 << 20], 1).unwrap().unwrap();
+        assert_eq!(frame[4] & 0x20, 0, "Single_Segment_flag set");
+        let header = frame_header(&frame).unwrap();
+        assert_eq!(header.content_size, Some(12 << 20));
+        assert!(header.window <= 1 << MAX_WINDOW_LOG);
+    }
+
+    #[test]
     fn rejects_frames_with_a_window_over_the_limit() {
         // Window_Descriptor 0x68: exponent 13 -> 2^23 base, mantissa 0 -> exactly 8 MiB: fine;
         // 0x69 adds 1/8: over the limit.

@@ -25,7 +25,28 @@ fn format_kind(err: &FormatError) -> ErrorKind {
 }
 
 /// A format error found while reading a package.
+///
+/// A package that ends exactly where its signature block would start is no download cut
+/// short but the first half of split signing: the bytes to sign `veriflash pack --unsigned`
+/// writes, handed on before the `sign` step. It is malformed as a package (no retry can help)
+/// and its remedy is that step.
 pub(crate) fn format_error(err: FormatError) -> Error {
+    if let FormatError::Truncated {
+        section,
+        available: 0,
+        ..
+    } = &err
+        && *section == veriflash_format::section::SIGNATURE_BLOCK
+    {
+        return Error::new(
+            ErrorKind::Malformed,
+            "the file ends where the signature block starts: it is an unsigned package (the bytes to sign that `veriflash pack --unsigned` writes), not a signed one",
+        )
+        .with_remedy(
+            "Sign it, then use the signed package: `openssl dgst -sha256 -sign KEY.pem -out sig.der PKG.tbs` (or your HSM), then `veriflash sign --manifest M.toml --tbs PKG.tbs --signature sig.der --cert CHAIN.pem --out PKG.vfp` (--pubkey PUB.pem for a pinned key); docs/SIGNING.md shows the whole split signing.",
+        )
+        .with_source(err);
+    }
     Error::new(format_kind(&err), err.to_string()).with_source(err)
 }
 
@@ -189,5 +210,30 @@ mod tests {
         }
         assert_eq!(ErrorKind::CertificateInvalid.code(), 26);
         assert_eq!(ErrorKind::CertificateExpired.code(), 27);
+    }
+
+    #[test]
+    fn a_package_ending_where_its_signatures_start_is_named_unsigned_with_the_sign_step() {
+        let unsigned = format_error(FormatError::Truncated {
+            section: veriflash_format::section::SIGNATURE_BLOCK,
+            needed: 2,
+            available: 0,
+        });
+        assert_eq!(unsigned.kind(), ErrorKind::Malformed);
+        assert!(unsigned.message().contains("unsigned package"));
+        assert!(unsigned.remedy().contains("veriflash sign --manifest"));
+        // Cut inside the signature block or anywhere else: a download cut short.
+        for (section, available) in [
+            (veriflash_format::section::SIGNATURE_BLOCK, 1),
+            (veriflash_format::section::MANIFEST, 0),
+        ] {
+            let cut = format_error(FormatError::Truncated {
+                section,
+                needed: 2,
+                available,
+            });
+            assert_eq!(cut.kind(), ErrorKind::Truncated, "{section} {available}");
+            assert_eq!(cut.remedy(), ErrorKind::Truncated.remedy());
+        }
     }
 }

@@ -238,11 +238,11 @@ error_kinds! {
     /// The device reported a failure.
     DeviceError = 50, "device_error", Device,
         "the device reported an error",
-        "Check the device and its connection, then run the install again: an A/B device still boots its old software; a single-slot modem waits in download mode for the re-run.";
+        "Check the device and its connection, then run the command again; after a failed install an A/B device still boots its old software and a single-slot modem waits in download mode for the re-run.";
     /// The link to the device failed or timed out.
     TransportError = 51, "transport_error", Device,
         "the connection to the device failed",
-        "Check the cable or port and run the install again: an A/B device still boots its old software; a single-slot modem waits in download mode for the re-run.";
+        "Check the cable or port, then run the command again; after a failed install an A/B device still boots its old software and a single-slot modem waits in download mode for the re-run.";
     /// What was read back from the device differs from what was written.
     ReadBackMismatch = 52, "read_back_mismatch", Device,
         "the device did not store the image correctly",
@@ -291,6 +291,20 @@ error_kinds! {
     DeadlineExceeded = 62, "deadline_exceeded", Retryable,
         "the operation did not finish within its deadline",
         "Run again (a download resumes where it stopped), or allow more time with the deadline option.";
+    /// The download server has no package at the URL (HTTP 404 Not Found, 410 Gone).
+    PackageNotFound = 63, "package_not_found", UserAction,
+        "the download server has no package at this URL",
+        "Check the URL (a typo, a release that was removed) or ask for a current one; the same URL will keep failing.";
+    /// The download server refused access (HTTP 401 or 403) for another reason than an
+    /// expired URL.
+    AccessRefused = 64, "access_refused", UserAction,
+        "the download server refused access",
+        "Check the credentials the URL carries (a presigned URL made with a key that may not read the object, a token for another object); the server's own code and message are in the error. The same URL will keep failing.";
+    /// A time-limited URL (an S3 presigned URL, a CDN token) expired before or during the
+    /// download.
+    UrlExpired = 65, "url_expired", UserAction,
+        "the download URL has expired",
+        "Get a new URL from whoever issued this one and run again with it: `veriflash fetch` resumes a partial download after its last verified chunk.";
     /// A local file could not be read or written.
     Io = 70, "io", UserAction,
         "a file could not be read or written",
@@ -337,6 +351,11 @@ pub struct Location {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// What to do when the kind's own remedy would point at the wrong fix (a private key
+    /// given as a trust anchor is an `invalid_key` like any other, but its fix is the public
+    /// key beside it). A boxed `str`, not a `String`: every `Result` in the pipeline carries an
+    /// `Error`, which must stay small.
+    remedy: Option<Box<str>>,
     location: Location,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
@@ -347,9 +366,18 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            remedy: None,
             location: Location::default(),
             source: None,
         }
+    }
+
+    /// Replaces the kind's generic remedy with one for this very failure: the command that
+    /// makes the missing file, the key the option wants. The kind, its code and category stay.
+    #[must_use]
+    pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = Some(remedy.into().into_boxed_str());
+        self
     }
 
     /// Attaches the underlying cause.
@@ -357,6 +385,34 @@ impl Error {
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Puts `context` (the file, the target) before the message; the kind and any remedy stay.
+    #[must_use]
+    pub fn with_context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// The same kind, message, remedy and location, without the underlying cause (which need
+    /// not be `Clone`): one failure reported in two places, such as every device of a factory
+    /// line that a shared step failed for.
+    #[must_use]
+    pub fn copy(&self) -> Self {
+        Self {
+            kind: self.kind,
+            message: self.message.clone(),
+            remedy: self.remedy.clone(),
+            location: self.location.clone(),
+            source: None,
+        }
+    }
+
+    /// [`Error::copy`] with `note` appended to the message.
+    pub(crate) fn noted(&self, note: &str) -> Self {
+        let mut copy = self.copy();
+        copy.message = format!("{}; {note}", self.message);
+        copy
     }
 
     /// Attaches where the error was found.
@@ -384,10 +440,10 @@ impl Error {
         self.kind.category()
     }
 
-    /// Shorthand for `self.kind().remedy()`.
+    /// What to do next: the remedy given with [`Error::with_remedy`], else the kind's.
     #[must_use]
-    pub fn remedy(&self) -> &'static str {
-        self.kind.remedy()
+    pub fn remedy(&self) -> &str {
+        self.remedy.as_deref().unwrap_or(self.kind.remedy())
     }
 
     /// The specifics: which field, which image, which key.

@@ -261,7 +261,7 @@ impl<'a> FactoryLine<'a> {
                 }
                 Err(err) => {
                     for feed in &mut feeds {
-                        send(feed, Feed::Failed(copy_error(&err)));
+                        send(feed, Feed::Failed(Error::copy(&err)));
                     }
                     None
                 }
@@ -307,7 +307,7 @@ impl FactoryReport {
     pub(crate) fn failed(devices: usize, err: &Error, events: &DeviceEvents<'_>) -> Self {
         (0..devices).for_each(|i| events(i, &Event::Finished(Some(err.code()))));
         Self {
-            results: (0..devices).map(|_| Err(copy_error(err))).collect(),
+            results: (0..devices).map(|_| Err(Error::copy(err))).collect(),
         }
     }
 }
@@ -349,7 +349,7 @@ impl DeviceSide<'_> {
                     })?;
                     run.chunk(spec, chunk.as_verified(), cancel, events)?;
                 }
-                Ok(Feed::End) => return run.finish(cancel, events),
+                Ok(Feed::End) => return run.finish(cancel, events).map(drop),
                 Ok(Feed::Failed(err)) => return Err(err),
                 Err(_) => {
                     return Err(Error::new(
@@ -377,10 +377,4 @@ fn send(feed: &mut Option<SyncSender<Feed>>, item: Feed) {
     if tx.send(item).is_err() {
         *feed = None;
     }
-}
-
-/// The same error for another device: kind, message and location (the source stays with the
-/// first).
-fn copy_error(err: &Error) -> Error {
-    Error::new(err.kind(), err.message()).at(err.location().clone())
 }

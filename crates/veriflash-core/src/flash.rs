@@ -18,7 +18,7 @@ use std::io::Read;
 use veriflash_format::{ImageSpec, Manifest};
 use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, VerifiedChunk};
 use veriflash_plugin::{
-    DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError,
+    DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError, Slot,
 };
 use veriflash_sig::Verifier;
 
@@ -280,10 +280,11 @@ impl CancelToken {
 
 /// Maps a plugin failure to the taxonomy: a device another run holds, storage or a port that
 /// is missing, forbidden or full (by the operating system's error), transport failures,
-/// timeouts, power loss (the install was interrupted), read-back mismatches, and other device
-/// errors.
+/// timeouts, power loss (the install was interrupted), read-back mismatches, a target that is
+/// not a device, and other device errors. A remedy the plugin gave
+/// ([`PluginError::with_remedy`]) replaces the kind's.
 pub fn device_error(err: PluginError) -> Error {
-    let kind = match &err {
+    let kind = match err.without_remedy() {
         PluginError::Transport(e) => device_io_kind(e).unwrap_or(ErrorKind::TransportError),
         PluginError::Storage { source, .. } => {
             device_io_kind(source).unwrap_or(ErrorKind::DeviceError)
@@ -293,10 +294,15 @@ pub fn device_error(err: PluginError) -> Error {
         PluginError::Timeout(_) => ErrorKind::Timeout,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
-        PluginError::UnknownTarget(_) => ErrorKind::InvalidInput,
+        PluginError::UnknownTarget(_) | PluginError::NotADevice(_) => ErrorKind::InvalidInput,
         _ => ErrorKind::DeviceError,
     };
-    Error::new(kind, err.to_string()).with_source(err)
+    let error = Error::new(kind, err.to_string());
+    match err.remedy().map(str::to_owned) {
+        Some(remedy) => error.with_remedy(remedy),
+        None => error,
+    }
+    .with_source(err)
 }
 
 /// The kind an operating-system error on a device's path or port says more precisely than
@@ -595,7 +601,31 @@ fn run<R: Read>(
         host: None,
         cancel,
     };
-    device.install(&verified, |sink| package.stream(sink), events)
+    device
+        .install(&verified, |sink| package.stream(sink), events)
+        .map(|(report, _)| report)
+}
+
+/// What a committed install left on its device, for the caller's report and records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The device's own identity ([`DeviceInfo::id`]), if it has one.
+    pub device_id: Option<String>,
+    /// The device's product, chipset and hardware revision.
+    pub product: String,
+    /// See `product`.
+    pub chipset: String,
+    /// See `product`.
+    pub hardware_revision: String,
+    /// The slot the device boots from now; `None` for a single-slot device.
+    pub slot: Option<Slot>,
+    /// The software version it ran before, when it had one installed by veriflash.
+    pub previous_version: Option<String>,
+    /// The software version it runs now (the package's).
+    pub version: String,
+    /// The anti-rollback floor now in force: the package's security version, or the higher
+    /// floor the device (or its host record) already had.
+    pub floor: u64,
 }
 
 /// A device an install runs on, and what it runs under.
@@ -618,7 +648,7 @@ impl Device<'_, '_> {
             &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
         ) -> Result<VerifyReport, Error>,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<VerifyReport, Error> {
+    ) -> Result<(VerifyReport, Installed), Error> {
         let cancel = self.cancel;
         let mut device = DeviceRun::prepare(
             verified,
@@ -630,13 +660,13 @@ impl Device<'_, '_> {
         )?;
         let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
         let outcome = streamed.and_then(|mut report| {
-            device.finish(cancel, events)?;
+            let installed = device.finish(cancel, events)?;
             // Read back equal to their signed whole-image digests: checked, every image the
             // device stored (not a loader it only ran).
             for image in &mut report.images {
                 image.sha256_checked |= !device.is_loader(&image.partition);
             }
-            Ok(report)
+            Ok((report, installed))
         });
         if let Err(err) = &outcome {
             device.abort(err);
@@ -666,6 +696,8 @@ pub(crate) struct DeviceRun<'a> {
     begun: bool,
     total: u64,
     trust: DeviceTrust<'a>,
+    /// The device as it last described itself (before the loader ran, then after).
+    device: DeviceInfo,
 }
 
 /// A device's own trust state, and what an install changes in it.
@@ -789,9 +821,10 @@ impl<'a> DeviceRun<'a> {
             begun: false,
             total: m.images.iter().map(|i| i.size).sum(),
             trust,
+            device,
         };
         if let Some(l) = &run.loader {
-            check_identity(m, &device)?;
+            check_identity(m, &run.device)?;
             if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -804,7 +837,7 @@ impl<'a> DeviceRun<'a> {
         } else {
             start(
                 run.verified,
-                &device,
+                &run.device,
                 policy,
                 None,
                 run.new_anchors()?,
@@ -846,6 +879,7 @@ impl<'a> DeviceRun<'a> {
                 self.session,
                 events,
             )?;
+            self.device = device;
             self.begun = true;
         }
         Ok(())
@@ -903,12 +937,13 @@ impl<'a> DeviceRun<'a> {
         Ok(())
     }
 
-    /// After the last chunk: read-back of every written image, then the commit.
+    /// After the last chunk: read-back of every written image, then the commit; what the
+    /// device runs now.
     pub(crate) fn finish(
         &mut self,
         cancel: &CancelToken,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<(), Error> {
+    ) -> Result<Installed, Error> {
         // Only the loader was in the package.
         self.ensure_begun(events)?;
         events(&Event::PhaseFinished(Phase::Flash));
@@ -940,10 +975,20 @@ impl<'a> DeviceRun<'a> {
         }
         events(&Event::PhaseStarted(Phase::Commit));
         self.session.commit().map_err(device_error)?;
-        self.trust
-            .committed(self.verified.manifest().security_version)?;
+        let m = self.verified.manifest();
+        self.trust.committed(m.security_version)?;
         events(&Event::PhaseFinished(Phase::Commit));
-        Ok(())
+        let device = &self.device;
+        Ok(Installed {
+            device_id: device.id.clone(),
+            product: device.product.clone(),
+            chipset: device.chipset.clone(),
+            hardware_revision: device.hardware_revision.clone(),
+            slot: device.active_slot.map(Slot::other),
+            previous_version: device.installed_version.clone(),
+            version: m.software_version.clone(),
+            floor: device.security_floor.max(m.security_version),
+        })
     }
 
     /// Why an image's read-back differs from its signed whole-image digest: the device stored
@@ -1153,6 +1198,22 @@ mod tests {
                 "the path stays in the message"
             );
         }
+    }
+
+    #[test]
+    fn a_plugins_remedy_replaces_the_kinds_and_the_kind_comes_from_the_error_under_it() {
+        let err = PluginError::Storage {
+            path: "dev.img".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }
+        .with_remedy("make it with `veriflash device init`");
+        let mapped = device_error(err);
+        assert_eq!(mapped.kind(), ErrorKind::DeviceNotFound);
+        assert_eq!(mapped.remedy(), "make it with `veriflash device init`");
+        assert!(mapped.message().contains("dev.img"), "{}", mapped.message());
+        let plain = device_error(PluginError::NotADevice("layout.toml is text".into()));
+        assert_eq!(plain.kind(), ErrorKind::InvalidInput);
+        assert_eq!(plain.remedy(), ErrorKind::InvalidInput.remedy());
     }
 
     #[test]

@@ -12,9 +12,21 @@
 //! headers ends the attempt with [`ErrorKind::Timeout`] within the limit's window, and the
 //! download resumes from its last verified chunk (see [`crate::ota`]). Without it a server that
 //! sends one byte just inside every read timeout would hold a download forever.
+//!
+//! An error status is classified for a caller that acts on categories: 404/410
+//! ([`ErrorKind::PackageNotFound`]), 401/403 ([`ErrorKind::AccessRefused`], or
+//! [`ErrorKind::UrlExpired`] when the server says the URL expired — S3's `Request has
+//! expired` — or the URL's own expiry, `X-Amz-Date` + `X-Amz-Expires` or `Expires=`, has
+//! passed) end the download at once; 408, 429 and 5xx are [`ErrorKind::ServerError`], which
+//! the download retries. The server's own error code and message (S3's `<Code>` and
+//! `<Message>`) are quoted in the error.
+//!
+//! URLs reach messages only through [`redact_url`]: a presigned URL's signature, a token in
+//! the query or a password in the authority is a credential, and error messages end up in
+//! logs.
 
 use std::io::{self, Read};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ureq::Agent;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
@@ -166,7 +178,10 @@ impl HttpOptions {
 #[derive(Debug)]
 pub struct HttpSource {
     agent: Agent,
+    /// The URL requests go to, credentials and all.
     url: String,
+    /// The URL as messages show it ([`redact_url`]).
+    shown: String,
     low_speed: Option<LowSpeedLimit>,
     wait_limit: Duration,
     validator: Option<String>,
@@ -182,7 +197,7 @@ impl HttpSource {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("'{url}' is not an http:// or https:// URL"),
+                format!("'{}' is not an http:// or https:// URL", redact_url(url)),
             ));
         }
         let mut tls = TlsConfig::builder();
@@ -196,11 +211,13 @@ impl HttpSource {
             .timeout_per_read(Some(wait_limit))
             .timeout_recv_response(Some(wait_limit))
             .max_redirects(5)
+            .user_agent(USER_AGENT)
             .tls_config(tls.build())
             .build();
         Ok(Self {
             agent: Agent::new_with_config(config),
             url: url.to_owned(),
+            shown: redact_url(url),
             low_speed: options.low_speed,
             wait_limit,
             validator: None,
@@ -215,7 +232,7 @@ impl HttpSource {
                 ErrorKind::SourceChanged,
                 format!(
                     "{} changed during the download: {what} was {was}, is now {now}",
-                    self.url
+                    self.shown
                 ),
             )
         };
@@ -245,8 +262,9 @@ fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
-/// Maps a ureq failure to the taxonomy.
-fn ureq_error(url: &str, err: ureq::Error) -> Error {
+/// Maps a ureq failure to the taxonomy. Its text may quote the request's URL: that is
+/// redacted too.
+fn ureq_error(url: &Urls<'_>, err: ureq::Error) -> Error {
     let err = match err {
         ureq::Error::Io(io) => return io_error(url, io),
         other => other,
@@ -257,11 +275,26 @@ fn ureq_error(url: &str, err: ureq::Error) -> Error {
         ureq::Error::BadUri(_) => ErrorKind::InvalidInput,
         _ => ErrorKind::ServerError,
     };
-    Error::new(kind, format!("{url}: {err}")).with_source(err)
+    Error::new(kind, url.message(&err)).with_source(err)
+}
+
+/// A request's URL, and how messages show it.
+#[derive(Clone, Copy)]
+struct Urls<'a> {
+    raw: &'a str,
+    shown: &'a str,
+}
+
+impl Urls<'_> {
+    /// `SHOWN: ERR`, with any copy of the raw URL in the error's text redacted.
+    fn message(&self, err: &dyn std::fmt::Display) -> String {
+        let text = err.to_string().replace(self.raw, self.shown);
+        format!("{}: {text}", self.shown)
+    }
 }
 
 /// Maps an I/O failure on the connection: a timeout, a TLS failure, or a broken connection.
-fn io_error(url: &str, err: io::Error) -> Error {
+fn io_error(url: &Urls<'_>, err: io::Error) -> Error {
     let inner = err.get_ref();
     let kind = if err.kind() == io::ErrorKind::TimedOut
         || err.kind() == io::ErrorKind::WouldBlock
@@ -279,7 +312,7 @@ fn io_error(url: &str, err: io::Error) -> Error {
     } else {
         ErrorKind::ServerError
     };
-    Error::new(kind, format!("{url}: {err}")).with_source(err)
+    Error::new(kind, url.message(&err)).with_source(err)
 }
 
 /// The low-speed limit of one answer: at least `min_bytes` must arrive within each `window` of
@@ -337,7 +370,8 @@ impl SpeedMeter {
 /// The body of an answer: every read is measured against the low-speed limit, and failures
 /// are classified (they travel inside the `io::Error`).
 struct Body {
-    url: String,
+    /// The URL as messages show it.
+    shown: String,
     reader: Box<dyn Read + Send>,
     meter: Option<SpeedMeter>,
     /// Whether the low-speed window (not the longer read timeout) bounds each read.
@@ -354,16 +388,21 @@ impl Read for Body {
                 if meter.record(u64::try_from(n).unwrap_or(u64::MAX), waited) {
                     Ok(n)
                 } else {
-                    Err(Error::into_io(meter.too_slow(&self.url)))
+                    Err(Error::into_io(meter.too_slow(&self.shown)))
                 }
             }
             (Ok(n), None) => Ok(n),
             (Err(e), meter) => {
-                let err = io_error(&self.url, e);
+                // The body's errors come from the connection, never quoting the URL.
+                let urls = Urls {
+                    raw: &self.shown,
+                    shown: &self.shown,
+                };
+                let err = io_error(&urls, e);
                 // A read cut short by the wait limit, when the low-speed window set it: say so.
                 Err(Error::into_io(match meter {
                     Some(meter) if err.kind() == ErrorKind::Timeout && self.window_bounds_reads => {
-                        meter.too_slow(&self.url).with_source(err)
+                        meter.too_slow(&self.shown).with_source(err)
                     }
                     _ => err,
                 }))
@@ -374,7 +413,7 @@ impl Read for Body {
 
 impl Source for HttpSource {
     fn describe(&self) -> String {
-        self.url.clone()
+        self.shown.clone()
     }
 
     fn open(&mut self, start: u64, end: Option<u64>) -> Result<RangeReader, Error> {
@@ -387,6 +426,10 @@ impl Source for HttpSource {
         if let Some(validator) = self.validator.as_ref().filter(|v| !v.starts_with("W/")) {
             request = request.header("If-Range", validator);
         }
+        let urls = Urls {
+            raw: &self.url,
+            shown: &self.shown,
+        };
         let response = request.call().map_err(|e| match e {
             // The wait for the answer (or the TLS handshake) ran into the wait limit.
             ureq::Error::Timeout(ureq::Timeout::RecvResponse | ureq::Timeout::PerRead) => {
@@ -394,13 +437,13 @@ impl Source for HttpSource {
                     ErrorKind::Timeout,
                     format!(
                         "{}: no answer within {}",
-                        self.url,
+                        self.shown,
                         describe_duration(self.wait_limit)
                     ),
                 )
                 .with_source(e)
             }
-            e => ureq_error(&self.url, e),
+            e => ureq_error(&urls, e),
         })?;
         let status = response.status().as_u16();
         let header = |name: &str| {
@@ -419,13 +462,16 @@ impl Source for HttpSource {
                     .ok_or_else(|| {
                         Error::new(
                             ErrorKind::ServerError,
-                            format!("{}: a 206 answer without a usable Content-Range", self.url),
+                            format!(
+                                "{}: a 206 answer without a usable Content-Range",
+                                self.shown
+                            ),
                         )
                     })?;
                 if first != start {
                     return Err(Error::new(
                         ErrorKind::ServerError,
-                        format!("{}: asked for {range}, got bytes from {first}", self.url),
+                        format!("{}: asked for {range}, got bytes from {first}", self.shown),
                     ));
                 }
                 (0, total)
@@ -436,25 +482,22 @@ impl Source for HttpSource {
             416 => {
                 return Err(Error::new(
                     ErrorKind::Truncated,
-                    format!("{}: the server has no bytes at {start} (416)", self.url),
+                    format!("{}: the server has no bytes at {start} (416)", self.shown),
                 ));
             }
             _ => {
-                let message = format!("{}: HTTP status {status} for {range}", self.url);
-                let err = Error::new(ErrorKind::ServerError, message.clone());
-                // A client error (404, 403) stays one; a server error (5xx), a timeout (408)
-                // or a rate limit (429) may pass.
-                let permanent = (400..500).contains(&status) && status != 408 && status != 429;
-                return Err(if permanent {
-                    err.with_source(PermanentFailure(message))
-                } else {
-                    err
-                });
+                let said = server_said(response.into_body().into_reader());
+                return Err(status_error(
+                    status,
+                    &format!("{}: HTTP status {status} for {range}{said}", self.shown),
+                    said.to_ascii_lowercase().contains("expired")
+                        || url_expired(&self.url, SystemTime::now()),
+                ));
             }
         };
         self.check_same(validator, total)?;
         let mut body = Body {
-            url: self.url.clone(),
+            shown: self.shown.clone(),
             reader: Box::new(response.into_body().into_reader()),
             meter: self.low_speed.map(SpeedMeter::new),
             window_bounds_reads: self
@@ -467,7 +510,7 @@ impl Source for HttpSource {
             if skipped < skip {
                 return Err(Error::new(
                     ErrorKind::Truncated,
-                    format!("{}: the body ended at byte {skipped}", self.url),
+                    format!("{}: the body ended at byte {skipped}", self.shown),
                 ));
             }
         }
@@ -480,9 +523,253 @@ impl Source for HttpSource {
     }
 }
 
+/// The `User-Agent` of every request: servers' logs can tell veriflash and its version.
+const USER_AGENT: &str = concat!("veriflash/", env!("CARGO_PKG_VERSION"));
+
+/// The most of an error answer's body read for its error code and message.
+const MAX_ERROR_BODY: u64 = 16 * 1024;
+
+/// The longest code or message quoted from a server.
+const MAX_SAID: usize = 200;
+
+/// `url` as it may be shown in messages, events and logs: the password of the authority and
+/// the value of every query parameter (a presigned URL's signature and credential, tokens)
+/// replaced by `REDACTED`, the fragment dropped. Parameter names stay, so a reader still sees
+/// which kind of URL it was (`X-Amz-Signature=REDACTED`).
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                    format!("{user}:REDACTED@{host}")
+                }
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) => format!("{name}=REDACTED"),
+                None => param.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&params.join("&"));
+    }
+    shown
+}
+
+/// What an error answer's body says, for the message: S3's (and its imitators')
+/// `<Code>` and `<Message>`, as `: the server said AccessDenied: Request has expired`, or
+/// nothing. Reads at most [`MAX_ERROR_BODY`] bytes; what it quotes is cut to printable text.
+fn server_said(body: impl Read) -> String {
+    let mut bytes = Vec::new();
+    if body.take(MAX_ERROR_BODY).read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let element = |name: &str| {
+        let start = text.find(&format!("<{name}>"))? + name.len() + 2;
+        let len = text.get(start..)?.find(&format!("</{name}>"))?;
+        let value: String = text
+            .get(start..start + len)?
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_SAID)
+            .collect();
+        Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!(": the server said {code}: {message}"),
+        (Some(said), None) | (None, Some(said)) => format!(": the server said {said}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The error for an answer with `status`: `expired` when the server or the URL itself says
+/// the URL has expired.
+fn status_error(status: u16, message: &str, expired: bool) -> Error {
+    match status {
+        404 | 410 => Error::new(ErrorKind::PackageNotFound, message),
+        401 | 403 if expired => Error::new(ErrorKind::UrlExpired, message),
+        401 | 403 => Error::new(ErrorKind::AccessRefused, message),
+        // A timeout (408), a rate limit (429) or a server error (5xx) may pass.
+        408 | 429 | 500..=599 => Error::new(ErrorKind::ServerError, message),
+        // Another client error stays one.
+        400..=499 => Error::new(ErrorKind::ServerError, message)
+            .with_source(PermanentFailure(message.to_owned())),
+        _ => Error::new(ErrorKind::ServerError, message),
+    }
+}
+
+/// Whether `url` carries an expiry that `now` has passed: a SigV4 presigned URL's
+/// `X-Amz-Date` (`YYYYMMDDTHHMMSSZ`) plus `X-Amz-Expires` seconds (Google Cloud Storage's
+/// `X-Goog-` twins alike), or a CDN's `Expires` in Unix seconds (CloudFront).
+fn url_expired(url: &str, now: SystemTime) -> bool {
+    let Some(query) = url.split_once('?').map(|(_, q)| q) else {
+        return false;
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let param = |name: &str| {
+        query.split('&').find_map(|p| {
+            let (n, v) = p.split_once('=')?;
+            n.eq_ignore_ascii_case(name).then_some(v)
+        })
+    };
+    let expires_at = ["X-Amz", "X-Goog"]
+        .iter()
+        .find_map(|prefix| {
+            let signed = sigv4_time(param(&format!("{prefix}-Date"))?)?;
+            signed.checked_add(param(&format!("{prefix}-Expires"))?.parse().ok()?)
+        })
+        .or_else(|| param("Expires")?.parse::<u64>().ok());
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    expires_at.is_some_and(|at| now > at)
+}
+
+/// `YYYYMMDDTHHMMSSZ` in Unix seconds.
+fn sigv4_time(text: &str) -> Option<u64> {
+    let digits = |range: std::ops::Range<usize>| -> Option<u64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if text.len() != 16 || text.get(8..9)? != "T" || text.get(15..)? != "Z" {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (hour, minute, second) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    Some(days_since_epoch(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (year ≥ 1970).
+fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
+    // Years counted from March, so the leap day ends a year.
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era_days = y * 365 + y / 4 - y / 100 + y / 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    // 1970-01-01 in the same count.
+    era_days + day_of_year - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            redact_url(
+                "https://bucket.s3.example/pkg.vfp?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261206&X-Amz-Signature=abc123#frag"
+            ),
+            "https://bucket.s3.example/pkg.vfp?X-Amz-Algorithm=REDACTED&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"
+        );
+        assert_eq!(
+            redact_url("http://user:secret@host:8080/a/b.vfp"),
+            "http://user:REDACTED@host:8080/a/b.vfp"
+        );
+        assert_eq!(
+            redact_url("http://token@host/x?flag"),
+            "http://token:REDACTED@host/x?flag"
+        );
+        assert_eq!(redact_url("http://host/x.vfp"), "http://host/x.vfp");
+        assert_eq!(redact_url("http://host"), "http://host");
+    }
+
+    #[test]
+    fn sigv4_dates_are_unix_seconds() {
+        assert_eq!(sigv4_time("19700101T000000Z"), Some(0));
+        // `date -u -d 2026-12-06T04:15:30Z +%s`
+        assert_eq!(sigv4_time("20261206T041530Z"), Some(1_796_530_530));
+        // A leap day.
+        assert_eq!(sigv4_time("20240229T120000Z"), Some(1_709_208_000));
+        for bad in [
+            "2026-12-06T04:15:30Z",
+            "20261306T000000Z",
+            "20261206T041530",
+            "x",
+        ] {
+            assert_eq!(sigv4_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_url_past_its_own_expiry_is_expired() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let presigned =
+            "https://h/o?X-Amz-Date=20261206T041530Z&X-Amz-Expires=900&X-Amz-Signature=s";
+        assert!(!url_expired(presigned, at(1_796_530_530 + 900)));
+        assert!(url_expired(presigned, at(1_796_530_530 + 901)));
+        let google = "https://h/o?x-goog-date=20261206T041530Z&x-goog-expires=60";
+        assert!(url_expired(google, at(1_796_530_530 + 61)));
+        let cdn = "https://h/o?Expires=1000&Signature=s&Key-Pair-Id=k";
+        assert!(url_expired(cdn, at(1001)));
+        assert!(!url_expired(cdn, at(999)));
+        assert!(!url_expired("https://h/o", at(u64::from(u32::MAX))));
+        assert!(!url_expired("https://h/o?Expires=soon", at(5)));
+    }
+
+    #[test]
+    fn the_servers_code_and_message_are_quoted_and_bounded() {
+        let s3 = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message><RequestId>1</RequestId></Error>";
+        assert_eq!(
+            server_said(&s3[..]),
+            ": the server said AccessDenied: Request has expired"
+        );
+        assert_eq!(server_said(&b"<html>404</html>"[..]), "");
+        let long = format!("<Code>{}\u{7}</Code>", "x".repeat(10_000));
+        assert_eq!(
+            server_said(long.as_bytes()).len(),
+            ": the server said ".len() + MAX_SAID
+        );
+        // A body larger than the bound is read only up to it.
+        let mut huge = vec![b' '; usize::try_from(MAX_ERROR_BODY).unwrap()];
+        huge.extend_from_slice(b"<Code>Late</Code>");
+        assert_eq!(server_said(&huge[..]), "");
+    }
+
+    #[test]
+    fn statuses_map_to_what_a_fleet_can_act_on() {
+        let kind = |status, expired| status_error(status, "m", expired).kind();
+        assert_eq!(kind(404, false), ErrorKind::PackageNotFound);
+        assert_eq!(kind(410, false), ErrorKind::PackageNotFound);
+        assert_eq!(kind(403, false), ErrorKind::AccessRefused);
+        assert_eq!(kind(401, false), ErrorKind::AccessRefused);
+        assert_eq!(kind(403, true), ErrorKind::UrlExpired);
+        for retryable in [408, 429, 500, 503] {
+            let err = status_error(retryable, "m", false);
+            assert_eq!(err.kind(), ErrorKind::ServerError);
+            assert!(std::error::Error::source(&err).is_none(), "{retryable}");
+        }
+        let err = status_error(400, "m", false);
+        assert!(std::error::Error::source(&err).is_some_and(|s| s.is::<PermanentFailure>()));
+    }
 
     #[test]
     fn parses_content_range() {

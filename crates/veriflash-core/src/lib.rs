@@ -20,7 +20,9 @@ pub mod updater;
 pub use compress::ZstdDecoder;
 pub use error::{Category, Error, ErrorKind, Location};
 pub use factory::{FactoryLine, FactoryReport};
-pub use flash::{CancelToken, Event, InstallPolicy, Phase, check_policy, install, install_package};
+pub use flash::{
+    CancelToken, Event, InstallPolicy, Installed, Phase, check_policy, install, install_package,
+};
 pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{
     ImageReport, PackageReader, RotationReport, VerifiedManifest, VerifiedPackage, VerifyReport,

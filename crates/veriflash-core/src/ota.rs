@@ -58,6 +58,7 @@ use veriflash_sig::Verifier;
 use crate::compress::ZstdDecoder;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
+use crate::flash::CancelToken;
 use crate::package::{
     ImageReport, PackageReader, VerifiedManifest, VerifyReport, hex, location_in,
 };
@@ -168,6 +169,9 @@ pub struct FetchStats {
     pub repairs: u64,
     /// Payload bytes a previous run had already verified on disk (staged downloads).
     pub bytes_reused: u64,
+    /// The output already held this very package, verified again in full: nothing was
+    /// downloaded beyond its signed prefix (staged downloads).
+    pub already_present: bool,
 }
 
 /// Progress of a staged download.
@@ -280,6 +284,14 @@ impl<S: Source> RemotePackage<S> {
             chunks,
             package_len,
         })
+    }
+
+    /// Stops the download between chunks once `cancel` is cancelled, with
+    /// [`ErrorKind::Cancelled`] (a staged download keeps what it verified, for the next run).
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.fetcher.cancel = Some(cancel);
+        self
     }
 
     /// The verified manifest: apply policy to it before fetching the payload.
@@ -397,11 +409,31 @@ impl<S: Source> RemotePackage<S> {
         Ok((VerifyReport::new(&manifest, reports), self.fetcher.stats))
     }
 
+    /// `out`'s report when it is this package (the same length and signed prefix) and
+    /// verifies in full; `None` otherwise, whatever the reason: then it is downloaded again.
+    fn already_at(&self, out: &Path, verifier: &Verifier<'_>) -> Option<VerifyReport> {
+        let mut file = std::fs::File::open(out).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() != self.package_len {
+            return None;
+        }
+        let mut prefix = vec![0u8; self.prefix.len()];
+        file.read_exact(&mut prefix).ok()?;
+        if prefix != self.prefix {
+            return None;
+        }
+        crate::verify_file(out, verifier).ok()
+    }
+
     /// Downloads the package to `out`: into `out.partial` first, with the verified-chunk bitmap
     /// in `out.partial.state` (so a later run resumes where this one stopped), after checking
     /// that the file system holds the bytes still missing. When every chunk is in, the whole
     /// file is verified once more with `verifier` and only then renamed to `out`. `progress`
     /// hears after every chunk.
+    ///
+    /// When `out` already holds this package (the same signed prefix and length) and it
+    /// verifies in full, nothing more is downloaded and `out` is left as it is: the stats say
+    /// [`FetchStats::already_present`]. A copy that does not verify is replaced.
     ///
     /// `out` must be absent or a regular file ([`crate::output::check_output`]), checked before
     /// the first payload byte and again just before the rename, so a device node, FIFO,
@@ -428,6 +460,10 @@ impl<S: Source> RemotePackage<S> {
         crate::output::check_output(&partial, &[])?;
         // Held until `out` has its name (dropped with `file`).
         let file = lock_partial(&partial)?;
+        if let Some(report) = self.already_at(out, verifier) {
+            self.fetcher.stats.already_present = true;
+            return Ok((report, self.fetcher.stats));
+        }
         let id = hex(self.manifest.package_id());
         let mut done = PartialState::load(&state_path, &id, self.package_len, self.chunks.len())
             .unwrap_or_else(|| PartialState::new(&id, self.package_len, self.chunks.len()));
@@ -701,6 +737,8 @@ struct Fetcher<S> {
     failures: u32,
     /// When the whole download must have ended.
     deadline: Option<Deadline>,
+    /// Asked between chunks: a cancelled download stops there.
+    cancel: Option<CancelToken>,
 }
 
 /// The instant a download must end by, and how long it was given (for the message).
@@ -812,6 +850,7 @@ impl<S: Source> Fetcher<S> {
             stats: FetchStats::default(),
             failures: 0,
             deadline,
+            cancel: None,
         }
     }
 
@@ -836,10 +875,26 @@ impl<S: Source> Fetcher<S> {
         }
     }
 
+    /// [`ErrorKind::Cancelled`] once the download's token is cancelled: asked before each
+    /// chunk and before each resume, so a stalled server does not hold a cancelled download.
+    fn check_cancelled(&self) -> Result<(), Error> {
+        if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!(
+                    "the download of {} was cancelled; the chunks verified so far are kept for the next run",
+                    self.source.describe()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Spends one resume on `err`, or gives it back when none are left (or the source cannot
     /// go back).
     fn resume(&mut self, err: Error) -> Result<(), Error> {
         self.connection = None;
+        self.check_cancelled()?;
         if !retryable(&err)
             || !self.source.can_reread()
             || self.failures >= self.options.max_resumes
@@ -964,6 +1019,7 @@ impl<S: Source> Fetcher<S> {
         manifest: &VerifiedManifest,
         buffer: &mut Vec<u8>,
     ) -> Result<(), Error> {
+        self.check_cancelled()?;
         self.read_chunk(chunk, buffer)?;
         let mut repairs = 0;
         loop {

@@ -143,6 +143,9 @@ pub struct UnsignedPackage {
     /// For each image with compressed chunks, an unnamed temporary file holding its stored
     /// bytes, written once by `prepare_with` and copied (and re-checked) by `write_to`.
     spools: Vec<Option<File>>,
+    /// Whether a certificate chain outside its validity period may sign
+    /// ([`UnsignedPackage::allow_expired_certificates`]).
+    allow_expired: bool,
 }
 
 impl UnsignedPackage {
@@ -220,7 +223,19 @@ impl UnsignedPackage {
             signed_message,
             sources,
             spools,
+            allow_expired: false,
         })
+    }
+
+    /// Whether [`sign_with_certificates`](Self::sign_with_certificates) and
+    /// [`attach`](Self::attach) accept a certificate chain that is expired or not valid yet
+    /// now. Refused by default: devices that judge dates by a trusted clock refuse such a
+    /// package, so a signer must mean it (`veriflash pack --force`), and can tell people what
+    /// [`check_certificate_dates`] says.
+    #[must_use]
+    pub fn allow_expired_certificates(mut self, allow: bool) -> Self {
+        self.allow_expired = allow;
+        self
     }
 
     /// Makes the package carry a new trust-anchor set for the devices to adopt once they have
@@ -269,7 +284,7 @@ impl UnsignedPackage {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidKey`] when the key cannot sign, or the leaf certificate's key is not
-    /// `key`'s public key.
+    /// `key`'s public key; [`ErrorKind::CertificateExpired`] as [`attach`](Self::attach).
     pub fn sign_with_certificates(
         &self,
         key: &SigningKey,
@@ -293,7 +308,10 @@ impl UnsignedPackage {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] when the signature does not verify or cannot be
     /// canonicalised, or the algorithm is not supported; [`ErrorKind::InvalidKey`] when the leaf
-    /// certificate does not hold `key`.
+    /// certificate does not hold `key`; [`ErrorKind::CertificateExpired`] when a certificate of
+    /// the chain is expired or not valid yet by this computer's clock
+    /// ([`check_certificate_dates`]), unless
+    /// [`allowed`](UnsignedPackage::allow_expired_certificates).
     pub fn attach(
         &self,
         algorithm: veriflash_sig::ObjectIdentifier,
@@ -343,6 +361,9 @@ impl UnsignedPackage {
                     ErrorKind::InvalidKey,
                     "the leaf certificate (first in the chain file) does not hold the signing key",
                 ));
+            }
+            if !self.allow_expired {
+                check_certificate_dates(&certificates, unix_now())?;
             }
         }
         Ok(SignatureEntry {
@@ -463,6 +484,84 @@ impl UnsignedPackage {
             self.write_to(&block, file)
         })
     }
+}
+
+/// Seconds since the Unix epoch by this computer's clock (0 for a clock set before 1970, which
+/// then finds every certificate not valid yet).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks that every certificate of a signer's chain (DER, leaf first) is valid at `now`
+/// (seconds since the Unix epoch): what a device with a trusted clock will check, found before
+/// the package is made rather than on the devices.
+///
+/// # Errors
+/// [`ErrorKind::CertificateExpired`] naming the first certificate that is expired or not valid
+/// yet, its notBefore and notAfter, and the time now, with what to do;
+/// [`ErrorKind::InvalidInput`] for a certificate that does not parse.
+pub fn check_certificate_dates(certificates: &[Vec<u8>], now: u64) -> Result<(), Error> {
+    for (i, der) in certificates.iter().enumerate() {
+        let validity = veriflash_sig::certificate_validity(der).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("certificate {}: {e}", i + 1),
+            )
+            .with_source(e)
+        })?;
+        if validity.contains(now) {
+            continue;
+        }
+        let which = if i == 0 {
+            "the signing certificate".to_owned()
+        } else {
+            format!("certificate {} of the signer's chain", i + 1)
+        };
+        let subject = veriflash_sig::certificate_subject(der).unwrap_or_default();
+        let state = if now < validity.not_before {
+            "is not valid yet"
+        } else {
+            "has expired"
+        };
+        return Err(Error::new(
+            ErrorKind::CertificateExpired,
+            format!(
+                "{which} '{subject}' {state}: notBefore {}, notAfter {}, now {}",
+                utc(validity.not_before),
+                utc(validity.not_after),
+                utc(now)
+            ),
+        )
+        .with_remedy(
+            "Sign with a certificate that is valid now (renew it), or set this computer's clock right if it is wrong. To sign anyway (`veriflash pack --force`, `veriflash sign --force`), know that devices judging dates by a trusted clock will refuse the package.",
+        ));
+    }
+    Ok(())
+}
+
+/// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (the proleptic Gregorian
+/// calendar, as X.509 times are), for people.
+fn utc(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Copies a compressed image's stored bytes from its spool, checking each chunk against its
@@ -637,4 +736,17 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::utc;
+
+    #[test]
+    fn utc_dates_read_as_calendars_do() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(253_402_300_799), "9999-12-31 23:59:59 UTC");
+    }
 }

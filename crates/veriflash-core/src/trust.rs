@@ -1,6 +1,6 @@
 //! Loading keys and trust anchors from files, with errors in the core's taxonomy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use veriflash_format::{RotationAnchor, TrustRotation};
 use veriflash_sig::{PinnedKeys, Policy, SigningKey, TrustAnchor};
@@ -9,23 +9,105 @@ use zeroize::Zeroizing;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
 
+/// The public key's file beside a private key's, as `veriflash keygen` names it:
+/// `vendor.pem` -> `vendor.pub.pem`.
+#[must_use]
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let name = private
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".pem").unwrap_or(&name);
+    private.with_file_name(format!("{stem}.pub.pem"))
+}
+
+/// What a PEM text holds, by its block labels alone: enough to tell the private key given
+/// where a public one belongs (and the reverse) — the most common wrong file — from a key that
+/// is broken, whatever else is wrong with the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PemHolds {
+    /// A private key block (`PRIVATE KEY`, `EC PRIVATE KEY`, `RSA PRIVATE KEY`, encrypted or
+    /// not), whatever else the text holds.
+    PrivateKey,
+    /// Public keys or certificates, and no private key.
+    PublicKey,
+    /// Neither.
+    Other,
+}
+
+fn pem_holds(text: &str) -> PemHolds {
+    let mut holds = PemHolds::Other;
+    for label in text.lines().filter_map(|line| {
+        line.trim()
+            .strip_prefix("-----BEGIN ")?
+            .strip_suffix("-----")
+    }) {
+        if label.ends_with("PRIVATE KEY") {
+            return PemHolds::PrivateKey;
+        }
+        if label.ends_with("PUBLIC KEY") || label == "CERTIFICATE" {
+            holds = PemHolds::PublicKey;
+        }
+    }
+    holds
+}
+
+/// The error for `text` (from `what`: a file, or PEM text) that was wanted as a trust anchor
+/// or public key but holds a private key; `None` when that is not what is wrong with it.
+fn private_key_given(what: &str, text: &str, public: Option<&Path>) -> Option<Error> {
+    (pem_holds(text) == PemHolds::PrivateKey).then(|| {
+        let public = public.map_or_else(
+            || "the public key (`openssl pkey -in KEY.pem -pubout`)".to_owned(),
+            |p| {
+                format!(
+                    "{} (the public key `veriflash keygen` writes beside the private key; `openssl pkey -in {what} -pubout -out {}` makes it)",
+                    p.display(),
+                    p.display()
+                )
+            },
+        );
+        Error::new(
+            ErrorKind::InvalidKey,
+            format!("{what} holds a private key, not a public key or certificate"),
+        )
+        .with_remedy(format!(
+            "A trust anchor or a signer's public key is a public key or a certificate, never the private key: give {public}. Keep the private key for signing."
+        ))
+    })
+}
+
 /// Loads a private signing key from a PEM file (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`, as
 /// openssl writes them). The file's text is wiped from memory once parsed.
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when the file cannot be read; [`ErrorKind::InvalidKey`] when it holds no
-/// usable key.
+/// usable key, with a remedy naming the private key files accepted when it holds a public key
+/// or certificate instead.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, Error> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| Error::io(format_args!("{}", path.display()), e))?,
     );
     SigningKey::from_pem(&text).map_err(|e| {
-        let err = convert::key_error(e);
-        Error::new(
-            ErrorKind::InvalidKey,
-            format!("{}: {}", path.display(), err.message()),
-        )
+        if pem_holds(&text) == PemHolds::PublicKey {
+            let private = path
+                .to_str()
+                .and_then(|p| p.strip_suffix(".pub.pem"))
+                .map(|stem| format!(" ({stem}.pem beside it?)"))
+                .unwrap_or_default();
+            return Error::new(
+                ErrorKind::InvalidKey,
+                format!(
+                    "{} holds a public key or certificate, not a private key",
+                    path.display()
+                ),
+            )
+            .with_remedy(format!(
+                "Signing takes the private key{private}: unencrypted PEM, PKCS#8 `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` (P-256) or PKCS#1 `RSA PRIVATE KEY` (2048-4096 bits), as `veriflash keygen` or openssl writes it."
+            ))
+            .with_source(e);
+        }
+        convert::key_error(e).with_context(path.display())
     })
 }
 
@@ -33,9 +115,44 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, Error> {
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when the path cannot be read; [`ErrorKind::InvalidKey`] when a key does not
-/// parse; [`ErrorKind::NoTrustAnchors`] when a directory holds no key.
+/// parse, with a remedy naming the public key when a file holds the private key instead;
+/// [`ErrorKind::NoTrustAnchors`] when a directory holds no key.
 pub fn load_trust_anchors(path: &Path) -> Result<PinnedKeys, Error> {
-    PinnedKeys::load(path).map_err(|e| convert::trust_error(path, e))
+    PinnedKeys::load(path).map_err(|e| {
+        let text = path
+            .is_file()
+            .then(|| std::fs::read_to_string(path).ok().map(Zeroizing::new))
+            .flatten();
+        text.and_then(|text| {
+            private_key_given(
+                &path.display().to_string(),
+                &text,
+                Some(&public_key_path(path)),
+            )
+        })
+        .map_or_else(
+            || convert::trust_error(path, e),
+            |err| err.with_context("loading trust anchors"),
+        )
+    })
+}
+
+/// Trust anchors from PEM text (public keys and root certificates), for a caller that holds
+/// them in memory (the C API's `veriflash_trust_from_pem`).
+///
+/// # Errors
+/// [`ErrorKind::InvalidKey`] when a block does not parse or none is there, with a remedy
+/// naming the public key when the text holds a private key instead.
+pub fn anchors_from_pem(text: &str) -> Result<PinnedKeys, Error> {
+    PinnedKeys::from_pem(text).map_err(|e| {
+        private_key_given("the PEM text", text, None).unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidKey,
+                format!("trust anchors from PEM text: {e}"),
+            )
+            .with_source(e)
+        })
+    })
 }
 
 /// Loads a certificate chain file (PEM `CERTIFICATE` blocks, leaf first, then intermediates, as
@@ -56,12 +173,21 @@ pub fn load_certificate_chain(path: &Path) -> Result<Vec<Vec<u8>>, Error> {
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when the file cannot be read; [`ErrorKind::InvalidKey`] when it holds no
-/// usable public key.
+/// usable public key, with a remedy naming the public key when it holds the private key.
 pub fn load_public_key(path: &Path) -> Result<veriflash_sig::VerifyingKey, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format_args!("{}", path.display()), e))?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format_args!("{}", path.display()), e))?,
+    );
     veriflash_sig::VerifyingKey::from_public_key_pem(&text).map_err(|e| {
-        Error::new(ErrorKind::InvalidKey, format!("{}: {e}", path.display())).with_source(e)
+        private_key_given(
+            &path.display().to_string(),
+            &text,
+            Some(&public_key_path(path)),
+        )
+        .unwrap_or_else(|| {
+            Error::new(ErrorKind::InvalidKey, format!("{}: {e}", path.display())).with_source(e)
+        })
     })
 }
 
@@ -244,9 +370,7 @@ impl AnchorSet {
                         ),
                     ));
                 }
-                return Self::from_der(&bytes).map_err(|err| {
-                    Error::new(err.kind(), format!("{}: {}", path.display(), err.message()))
-                });
+                return Self::from_der(&bytes).map_err(|err| err.with_context(path.display()));
             }
         }
         Ok(Self::new(load_trust_anchors(path)?, 1))
@@ -278,5 +402,81 @@ impl AnchorSet {
             .and_then(|d| d.sync_all())
             .map_err(io)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_public_key_sits_beside_the_private_key() {
+        assert_eq!(
+            public_key_path(Path::new("/k/vendor.pem")),
+            Path::new("/k/vendor.pub.pem")
+        );
+        assert_eq!(public_key_path(Path::new("key")), Path::new("key.pub.pem"));
+    }
+
+    /// A fresh key pair written as `veriflash keygen` writes it, in `dir`.
+    fn key_pair(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = SigningKey::generate_p256().unwrap();
+        let private = dir.join("vendor.pem");
+        std::fs::write(&private, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+        let public = public_key_path(&private);
+        std::fs::write(&public, key.verifying_key().to_public_key_pem()).unwrap();
+        (private, public)
+    }
+
+    #[test]
+    fn a_private_key_given_as_a_trust_anchor_names_the_public_key_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = key_pair(dir.path());
+        for err in [
+            load_trust_anchors(&private).unwrap_err(),
+            AnchorSet::load(&private).unwrap_err(),
+            load_public_key(&private).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::InvalidKey);
+            assert!(err.message().contains("holds a private key"), "{err}");
+            assert!(
+                err.remedy().contains(&public.display().to_string()),
+                "{}",
+                err.remedy()
+            );
+        }
+        let text = std::fs::read_to_string(&private).unwrap();
+        let err = anchors_from_pem(&text).unwrap_err();
+        assert!(
+            err.remedy().contains("never the private key"),
+            "{}",
+            err.remedy()
+        );
+        // The right files load.
+        assert!(load_trust_anchors(&public).is_ok());
+        assert!(load_signing_key(&private).is_ok());
+    }
+
+    #[test]
+    fn a_public_key_given_for_signing_lists_the_private_key_forms_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = key_pair(dir.path());
+        let err = load_signing_key(&public).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey);
+        assert!(err.message().contains("holds a public key"), "{err}");
+        let remedy = err.remedy();
+        for form in ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"] {
+            assert!(remedy.contains(form), "{remedy}");
+        }
+        assert!(
+            remedy.contains(&private.display().to_string()),
+            "names the private key beside it: {remedy}"
+        );
+        // A file that is no key at all keeps the generic remedy.
+        std::fs::write(dir.path().join("junk.pem"), "not a key").unwrap();
+        let err = load_signing_key(&dir.path().join("junk.pem")).unwrap_err();
+        assert_eq!(err.remedy(), ErrorKind::InvalidKey.remedy());
     }
 }

@@ -32,7 +32,7 @@ use veriflash_sig::{TimePolicy, Verifier};
 
 use crate::error::{Error, ErrorKind};
 use crate::factory::{FactoryLine, FactoryReport};
-use crate::flash::{CancelToken, Device, Event, InstallPolicy, Phase, device_error};
+use crate::flash::{CancelToken, Device, Event, InstallPolicy, Installed, Phase, device_error};
 use crate::host::HostStore;
 use crate::ota::{FetchStats, OtaOptions, RemotePackage};
 use crate::package::{PackageReader, VerifyReport};
@@ -199,6 +199,18 @@ pub struct InstallReport {
     pub boot_error: Option<Error>,
     /// A download's traffic, for a [`PackageSource::Remote`].
     pub download: Option<FetchStats>,
+    /// What the device runs now: its identity, slot, version and floor.
+    pub installed: Installed,
+    /// How long each phase of the run that committed took, in the order they finished.
+    pub phases: Vec<(Phase, Duration)>,
+}
+
+/// What one run of an install that committed produced.
+struct Attempt {
+    report: VerifyReport,
+    installed: Installed,
+    download: Option<FetchStats>,
+    phases: Vec<(Phase, Duration)>,
 }
 
 /// Builds an [`Updater`].
@@ -416,7 +428,8 @@ impl Updater {
                 package.with_options(options).verify_payload()?
             }
             Opened::Remote(source, options) => {
-                let remote = RemotePackage::open(source, &verifier, options)?;
+                let remote = RemotePackage::open(source, &verifier, options)?
+                    .with_cancel(self.cancel.clone());
                 remote.stream(whole_image, |_, _| Ok(()))?.0
             }
         };
@@ -491,7 +504,7 @@ impl Updater {
         // through, while one that keeps failing at the same place is given up on.
         let mut stalled = 0;
         let mut furthest = 0u64;
-        let (report, download) = loop {
+        let done = loop {
             let mut answered = false;
             let mut reached = 0u64;
             let outcome = self.attempt(session.as_mut(), &mut answered, &mut reached);
@@ -515,8 +528,7 @@ impl Updater {
                 stalled = 0;
             }
             if stalled >= self.reconnect.attempts {
-                return Err(noted(
-                    &err,
+                return Err(err.noted(
                     &format!(
                         "gave up after {} reconnects without progress (check the cable, the hub and the device's power)",
                         self.reconnect.attempts
@@ -548,11 +560,13 @@ impl Updater {
         drop(session);
         Ok((
             InstallReport {
-                report,
+                report: done.report,
                 reconnects,
                 booted: None,
                 boot_error: None,
-                download,
+                download: done.download,
+                installed: done.installed,
+                phases: done.phases,
             },
             boot_watch,
         ))
@@ -564,10 +578,12 @@ impl Updater {
         session: &mut dyn FlashSession,
         answered: &mut bool,
         reached: &mut u64,
-    ) -> Result<(VerifyReport, Option<FetchStats>), Error> {
+    ) -> Result<Attempt, Error> {
         // The device first: one that does not answer is found before the package is read.
         session.device_info().map_err(device_error)?;
         *answered = true;
+        let mut started = vec![(Phase::Signature, Instant::now())];
+        let mut phases = Vec::new();
         self.emit(0, &Event::PhaseStarted(Phase::Signature));
         let Self {
             source,
@@ -580,8 +596,15 @@ impl Updater {
         } = self;
         let verifier = trust.verifier();
         let mut tell = |event: &Event| {
-            if let Event::Progress { done, .. } = event {
-                *reached = (*reached).max(*done);
+            match event {
+                Event::Progress { done, .. } => *reached = (*reached).max(*done),
+                Event::PhaseStarted(phase) => started.push((*phase, Instant::now())),
+                Event::PhaseFinished(phase) => {
+                    if let Some((_, at)) = started.iter().rev().find(|(p, _)| p == phase) {
+                        phases.push((*phase, at.elapsed()));
+                    }
+                }
+                _ => {}
             }
             if let Ok(sink) = events.get_mut() {
                 sink(0, event);
@@ -600,15 +623,17 @@ impl Updater {
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = package.manifest().clone();
                 let package = package.with_options(policy.stream_options(&verified));
-                let report = device.install(&verified, |sink| package.stream(sink), &mut tell)?;
-                Ok((report, None))
+                let (report, installed) =
+                    device.install(&verified, |sink| package.stream(sink), &mut tell)?;
+                Ok((report, installed, None))
             }
             Opened::Remote(source, options) => {
-                let remote = RemotePackage::open(source, &verifier, options)?;
+                let remote =
+                    RemotePackage::open(source, &verifier, options)?.with_cancel(cancel.clone());
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = remote.manifest().clone();
                 let mut stats = None;
-                let report = device.install(
+                let (report, installed) = device.install(
                     &verified,
                     |sink| {
                         let (report, fetched) = remote.stream(false, sink)?;
@@ -617,9 +642,15 @@ impl Updater {
                     },
                     &mut tell,
                 )?;
-                Ok((report, stats))
+                Ok((report, installed, stats))
             }
         }
+        .map(|(report, installed, download)| Attempt {
+            report,
+            installed,
+            download,
+            phases,
+        })
     }
 
     /// Waits for the device at `target` to answer again after `lost` cut it off: opens it every
@@ -645,13 +676,10 @@ impl Updater {
             };
             let left = self.reconnect.wait.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(noted(
-                    lost,
-                    &format!(
-                        "the device did not come back within {} s (last try: {last})",
-                        self.reconnect.wait.as_secs()
-                    ),
-                ));
+                return Err(lost.noted(&format!(
+                    "the device did not come back within {} s (last try: {last})",
+                    self.reconnect.wait.as_secs()
+                )));
             }
             std::thread::sleep(self.reconnect.poll.min(left));
         }
@@ -702,7 +730,8 @@ impl Updater {
                 Ok((verified, Payload::Local(package)))
             }
             Opened::Remote(source, options) => {
-                let remote = RemotePackage::open(source, &verifier, options)?;
+                let remote =
+                    RemotePackage::open(source, &verifier, options)?.with_cancel(cancel.clone());
                 Ok((remote.manifest().clone(), Payload::Remote(remote)))
             }
         });
@@ -762,10 +791,4 @@ fn spent() -> Error {
         ErrorKind::InvalidInput,
         "the package stream was already read: a stream is verified or installed once",
     )
-}
-
-/// `error` with `note` appended to its message, keeping its kind (so its code) and where it
-/// happened.
-fn noted(error: &Error, note: &str) -> Error {
-    Error::new(error.kind(), format!("{}; {note}", error.message())).at(error.location().clone())
 }

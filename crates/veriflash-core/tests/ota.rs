@@ -727,8 +727,149 @@ fn a_tampered_manifest_is_refused_before_any_payload_is_requested() {
     assert!(p.served.load(Ordering::SeqCst) < payload_offset(&f.package) + 64);
 }
 
+/// A server on 127.0.0.1 that answers every request with `status` and `body` (XML), counting
+/// the requests and keeping the last one's head.
+struct StatusServer {
+    addr: SocketAddr,
+    requests: Arc<AtomicU32>,
+    last_head: Arc<Mutex<Vec<String>>>,
+}
+
+fn status_server(status: &'static str, body: &'static str) -> StatusServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicU32::new(0));
+    let last_head = Arc::new(Mutex::new(Vec::new()));
+    let (counted, kept) = (Arc::clone(&requests), Arc::clone(&last_head));
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else {
+                return;
+            };
+            let Ok(head) = read_head(&mut BufReader::new(connection.try_clone().unwrap())) else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            *kept.lock().unwrap() = head;
+            let _ = connection.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    StatusServer {
+        addr,
+        requests,
+        last_head,
+    }
+}
+
 #[test]
-fn a_missing_package_is_a_server_error() {
+fn error_statuses_are_classified_quoted_redacted_and_not_retried_when_permanent() {
+    let f = fixture();
+    let (http, ota) = quick();
+    let out = f.dir.path().join("x.vfp");
+    let expired = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+    let denied = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+    let missing =
+        "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>";
+    for (status, body, kind, code, said) in [
+        (
+            "404 Not Found",
+            missing,
+            ErrorKind::PackageNotFound,
+            63,
+            "NoSuchKey: The specified key does not exist.",
+        ),
+        ("410 Gone", "", ErrorKind::PackageNotFound, 63, ""),
+        (
+            "403 Forbidden",
+            denied,
+            ErrorKind::AccessRefused,
+            64,
+            "AccessDenied: Access Denied",
+        ),
+        ("401 Unauthorized", "", ErrorKind::AccessRefused, 64, ""),
+        (
+            "403 Forbidden",
+            expired,
+            ErrorKind::UrlExpired,
+            65,
+            "AccessDenied: Request has expired",
+        ),
+    ] {
+        let server = status_server(status, body);
+        let secret = "X-Amz-Signature=0123456789abcdef";
+        let err = fetch(
+            &f.key,
+            &format!(
+                "http://user:hunter2@{}/update.vfp?{secret}&X-Amz-Credential=AKIA",
+                server.addr
+            ),
+            &out,
+            &http,
+            ota,
+        )
+        .unwrap_err();
+        assert_eq!((err.kind(), err.code()), (kind, code), "{status}: {err}");
+        // One request: another attempt cannot help.
+        assert_eq!(server.requests.load(Ordering::SeqCst), 1, "{status}");
+        let message = err.message();
+        assert!(message.contains(said), "{status}: {message}");
+        assert!(message.contains("X-Amz-Signature=REDACTED"), "{message}");
+        for leak in ["0123456789abcdef", "hunter2", "AKIA"] {
+            assert!(!message.contains(leak), "{status} leaks {leak}: {message}");
+        }
+        assert!(!out.exists());
+        // Servers can tell veriflash and its version from the request.
+        let head = server.last_head.lock().unwrap().join("\n");
+        assert!(
+            head.to_ascii_lowercase().contains(&format!(
+                "user-agent: veriflash/{}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{head}"
+        );
+    }
+
+    // A URL whose own expiry has passed is expired, whatever the 403 body says.
+    let server = status_server("403 Forbidden", "");
+    let err = fetch(
+        &f.key,
+        &format!(
+            "http://{}/update.vfp?X-Amz-Date=20200101T000000Z&X-Amz-Expires=60&X-Amz-Signature=s",
+            server.addr
+        ),
+        &out,
+        &http,
+        ota,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UrlExpired, "{err}");
+
+    // A server error is worth retrying: every resume is used, then the error stays 54.
+    let server = status_server("503 Service Unavailable", "");
+    let err = fetch(
+        &f.key,
+        &url(server.addr, "update.vfp"),
+        &out,
+        &http,
+        ota.with_max_resumes(2),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.code()),
+        (ErrorKind::ServerError, 54),
+        "{err}"
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_missing_package_is_not_found() {
     let f = fixture();
     let (http, ota) = quick();
     let out = f.dir.path().join("x.vfp");
@@ -740,8 +881,8 @@ fn a_missing_package_is_a_server_error() {
         ota.with_max_resumes(1),
     )
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ServerError, "{err}");
-    assert_eq!(err.code(), 54);
+    assert_eq!(err.kind(), ErrorKind::PackageNotFound, "{err}");
+    assert_eq!(err.code(), 63);
 }
 
 #[test]

@@ -114,6 +114,13 @@ pub const VERIFLASH_CANCELLED: veriflash_result = 60;
 pub const VERIFLASH_INTERRUPTED: veriflash_result = 61;
 /// An overall time limit ran out although data was still moving.
 pub const VERIFLASH_DEADLINE_EXCEEDED: veriflash_result = 62;
+// The download server's refusals that another attempt with the same URL cannot change (63–65).
+/// The download server has no package at the URL (HTTP 404, 410).
+pub const VERIFLASH_PACKAGE_NOT_FOUND: veriflash_result = 63;
+/// The download server refused access (HTTP 401, 403) for another reason than an expired URL.
+pub const VERIFLASH_ACCESS_REFUSED: veriflash_result = 64;
+/// A time-limited URL (an S3 presigned URL, a CDN token) expired.
+pub const VERIFLASH_URL_EXPIRED: veriflash_result = 65;
 // Local input (70–79).
 /// A file could not be read or written, or a read callback failed.
 pub const VERIFLASH_IO: veriflash_result = 70;
@@ -199,6 +206,9 @@ const CODES: &[(veriflash_result, &CStr)] = &[
     (VERIFLASH_CANCELLED, c"cancelled"),
     (VERIFLASH_INTERRUPTED, c"interrupted"),
     (VERIFLASH_DEADLINE_EXCEEDED, c"deadline_exceeded"),
+    (VERIFLASH_PACKAGE_NOT_FOUND, c"package_not_found"),
+    (VERIFLASH_ACCESS_REFUSED, c"access_refused"),
+    (VERIFLASH_URL_EXPIRED, c"url_expired"),
     (VERIFLASH_IO, c"io"),
     (VERIFLASH_INVALID_KEY, c"invalid_key"),
     (VERIFLASH_INVALID_INPUT, c"invalid_input"),

@@ -5,8 +5,7 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use veriflash_core::sig::PinnedKeys;
-use veriflash_core::{AnchorSet, Error, ErrorKind, Trust, TrustedTime};
+use veriflash_core::{AnchorSet, Trust, TrustedTime};
 
 use crate::error::{FfiError, VERIFLASH_INVALID_ARGUMENT, veriflash_result};
 use crate::ffi::{Handle, Out, arg_bytes, arg_str, borrow_mut, call, free, into_handle};
@@ -99,13 +98,7 @@ pub unsafe extern "C" fn veriflash_trust_from_pem(
         let out = unsafe { Out::new(out_trust, "out_trust") }?;
         let text = std::str::from_utf8(bytes)
             .map_err(|e| crate::ffi::invalid_utf8("pem", e.valid_up_to()))?;
-        let keys = PinnedKeys::from_pem(text).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidKey,
-                format!("trust anchors from PEM text: {e}"),
-            )
-            .with_source(e)
-        })?;
+        let keys = veriflash_core::trust::anchors_from_pem(text)?;
         out.write(into_handle::<veriflash_trust>(Trust::new(AnchorSet::new(
             keys, 1,
         ))));

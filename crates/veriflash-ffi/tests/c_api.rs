@@ -719,6 +719,53 @@ fn tampered_packages_get_the_documented_codes() {
 }
 
 #[test]
+fn the_wrong_file_gets_the_same_remedy_as_in_rust_and_the_cli() {
+    let fx = Fixture::new();
+    let private = fx.dir.path().join("vendor.pem");
+    std::fs::write(&private, fx.key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings, readable buffers, writable locals.
+    unsafe {
+        let mut trust = ptr::null_mut();
+        assert_eq!(
+            veriflash_trust_load(c_path(&private).as_ptr(), &raw mut trust),
+            VERIFLASH_INVALID_KEY
+        );
+        assert!(trust.is_null());
+        assert!(
+            last_remedy().contains("vendor.pub.pem"),
+            "{}",
+            last_remedy()
+        );
+        let pem = fx.key.to_pkcs8_pem().unwrap();
+        assert_eq!(
+            veriflash_trust_from_pem(pem.as_ptr(), pem.len(), &raw mut trust),
+            VERIFLASH_INVALID_KEY
+        );
+        assert!(
+            last_remedy().contains("never the private key"),
+            "{}",
+            last_remedy()
+        );
+        let mut st = ptr::null_mut();
+        assert_eq!(
+            veriflash_device_status(c"device.img".as_ptr(), &raw mut st),
+            VERIFLASH_INVALID_INPUT
+        );
+        assert!(last_remedy().contains("file:PATH"), "{}", last_remedy());
+        let missing = c_path_with_prefix("file:", &fx.dir.path().join("missing.img"));
+        assert_eq!(
+            veriflash_device_status(missing.as_ptr(), &raw mut st),
+            VERIFLASH_DEVICE_NOT_FOUND
+        );
+        assert!(
+            last_remedy().contains("veriflash device init"),
+            "{}",
+            last_remedy()
+        );
+    }
+}
+
+#[test]
 fn bad_inputs_get_the_documented_codes() {
     let fx = Fixture::new();
     // SAFETY: NUL-terminated strings, readable buffers, writable locals.
@@ -1288,7 +1335,8 @@ fn certified_package(fx: &Fixture, expired: bool) -> (PathBuf, Trust) {
     std::fs::create_dir(&pki_dir).unwrap();
     let pki = Pki::new(&pki_dir);
     let (key, chain) = pki.leaf(expired);
-    let unsigned = unsigned_package(7);
+    // The expired one is made on purpose, for the verifier to refuse.
+    let unsigned = unsigned_package(7).allow_expired_certificates(expired);
     let entry = unsigned
         .sign_with_certificates(key, chain.to_vec())
         .unwrap();

@@ -637,9 +637,10 @@ impl Manifest {
     ///
     /// # Errors
     /// [`Error::LimitExceeded`] if `der` is longer than [`MAX_MANIFEST_LEN`] or a count or
-    /// length is over its limit; [`Error::Truncated`] if the outer SEQUENCE runs past `der`;
-    /// [`Error::TrailingData`] after it; [`Error::Malformed`] (with the offset) for any DER
-    /// problem; [`Error::UnsupportedManifestVersion`]; and what [`Manifest::validate`] returns.
+    /// length is over its limit; [`Error::Malformed`] (with the offset) for any DER problem,
+    /// including `der` not being exactly one SEQUENCE (its length runs past `der`, or bytes
+    /// follow it); [`Error::UnsupportedManifestVersion`]; and what [`Manifest::validate`]
+    /// returns.
     pub fn from_der(der: &[u8]) -> Result<Manifest, Error> {
         if to_u64(der.len()) > u64::from(MAX_MANIFEST_LEN) {
             return Err(Error::LimitExceeded {
@@ -648,7 +649,7 @@ impl Manifest {
                 found: to_u64(der.len()),
             });
         }
-        let outer = DerCursor::read_outer(der, TAG_SEQUENCE, MANIFEST, &"Manifest")?;
+        let outer = read_manifest_sequence(der)?;
         let mut r = outer.cursor(MANIFEST);
 
         let version_tlv = r.read(TAG_INTEGER, &"manifest_version")?;
@@ -793,6 +794,31 @@ impl Manifest {
         push_tlv(&mut out, TAG_SEQUENCE, &body);
         out
     }
+}
+
+/// The manifest's one outer SEQUENCE, which must fill its bytes exactly (FORMAT.md §3).
+///
+/// The manifest is a section of fixed length, `manifest_len` bytes read whole before this is
+/// called, and it is signed: a SEQUENCE whose length runs past those bytes, or bytes after it,
+/// make a manifest that is not one DER value. That is `Malformed`, never `Truncated` or
+/// `TrailingData`, whose remedy (download again) cannot help a package that was signed so.
+fn read_manifest_sequence(der: &[u8]) -> Result<Tlv<'_>, Error> {
+    let not_one = |offset: u64, what: String| Error::Malformed {
+        section: MANIFEST,
+        offset: Some(offset),
+        reason: format!("the manifest is not exactly one DER SEQUENCE: {what}"),
+    };
+    DerCursor::read_outer(der, TAG_SEQUENCE, MANIFEST, &"Manifest").map_err(|e| match e {
+        Error::Truncated { needed, .. } => not_one(
+            0,
+            format!(
+                "it needs {needed} bytes, manifest_len is {}",
+                to_u64(der.len())
+            ),
+        ),
+        Error::TrailingData { offset, .. } => not_one(offset, "bytes follow it".into()),
+        other => other,
+    })
 }
 
 fn check_image_count(count: usize) -> Result<(), Error> {

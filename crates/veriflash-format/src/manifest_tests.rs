@@ -147,34 +147,37 @@ fn writer_refuses_manifest_that_would_exceed_the_limit() {
     );
 }
 
+/// The manifest is `manifest_len` signed bytes: a SEQUENCE that does not fill them exactly is
+/// a malformed manifest (code 10), not a truncated or over-long download (13, 14).
 #[test]
-fn rejects_truncated_manifest() {
+fn rejects_manifest_whose_sequence_runs_past_its_bytes_as_malformed() {
     let der = sample_manifest().to_der().unwrap();
     for len in 0..der.len() {
         match Manifest::from_der(&der[..len]) {
-            Err(Error::Truncated {
+            Err(Error::Malformed {
                 section: MANIFEST,
-                needed,
-                available,
-            }) => {
-                assert_eq!(available, len as u64);
-                assert!(needed > available);
-            }
+                offset: Some(0),
+                reason,
+            }) => assert!(
+                reason.starts_with("the manifest is not exactly one DER SEQUENCE: it needs"),
+                "length {len}: {reason}"
+            ),
             other => panic!("length {len}: {other:?}"),
         }
     }
 }
 
 #[test]
-fn rejects_manifest_with_trailing_bytes() {
+fn rejects_manifest_with_bytes_after_its_sequence_as_malformed() {
     let mut der = sample_manifest().to_der().unwrap();
     let len = der.len() as u64;
     der.push(0);
     assert_eq!(
         Manifest::from_der(&der),
-        Err(Error::TrailingData {
+        Err(Error::Malformed {
             section: MANIFEST,
-            offset: len
+            offset: Some(len),
+            reason: "the manifest is not exactly one DER SEQUENCE: bytes follow it".into(),
         })
     );
 }

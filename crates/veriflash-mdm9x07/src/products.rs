@@ -21,6 +21,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 use serde::Deserialize;
+use veriflash_plugin::config;
 
 use crate::error::Error;
 use crate::session::ProductId;
@@ -30,15 +31,31 @@ pub const FILE: &str = "mdm9x07-products.toml";
 /// The largest products file read: a table of a few thousand entries.
 pub const MAX_LEN: u64 = 1024 * 1024;
 
+/// The keys of the file, for [`veriflash_plugin::config::check`].
+static FILE_KEYS: config::Table = config::Table {
+    name: "",
+    keys: &[config::Key::table("product", &PRODUCT_KEYS, false)],
+    always_strict: true,
+};
+
+static PRODUCT_KEYS: config::Table = config::Table {
+    name: "[[product]]",
+    keys: &[
+        config::Key::required("oem_id"),
+        config::Key::required("model_id"),
+        config::Key::required("product"),
+        config::Key::required("hardware_revision"),
+    ],
+    always_strict: true,
+};
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Table {
     #[serde(default)]
     product: Vec<Entry>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Entry {
     oem_id: u16,
     model_id: u16,
@@ -49,7 +66,8 @@ struct Entry {
 /// The products of `dir/mdm9x07-products.toml`, none when the file does not exist.
 ///
 /// Unknown keys are refused, not skipped: a misspelt key silently ignored would flash a
-/// product under the wrong name.
+/// product under the wrong name. The error names the key's line and the key it most resembles
+/// ([`veriflash_plugin::config`], which every description veriflash reads is checked with).
 ///
 /// # Errors
 /// [`Error::Config`] naming the file, with the operating system's error when it cannot be read,
@@ -84,12 +102,16 @@ pub fn load(dir: &Path) -> Result<Vec<ProductId>, Error> {
     if text.len() as u64 > MAX_LEN {
         return Err(too_large(text.len() as u64));
     }
-    let table: Table = toml::from_str(&text).map_err(|e| {
+    let invalid = |message: String| {
         bad(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            e.to_string().trim_end().to_owned(),
+            message,
         ))
-    })?;
+    };
+    config::check(&text, &FILE_KEYS, config::UnknownKeys::Refuse)
+        .map_err(|e| invalid(e.to_string()))?;
+    let table: Table =
+        toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
     Ok(table
         .product
         .into_iter()
@@ -137,7 +159,21 @@ mod tests {
         assert_eq!(kind(&err), Some(std::io::ErrorKind::InvalidData));
         let message = err.to_string();
         assert!(message.contains(FILE), "{message}");
-        assert!(message.contains("oem"), "names the unknown key: {message}");
+        assert!(
+            message.ends_with("[[product]] #1: missing key 'oem_id'; did you mean 'oem' (line 2)?"),
+            "names the misspelt key and its line: {message}"
+        );
+        std::fs::write(
+            dir.path().join(FILE),
+            "[[product]]\noem_id = 1\nmodel_id = 1\nproduct = \"x1\"\nhardware_revision = \"r3\"\nhw_rev = \"r4\"\n[[prodcut]]\n",
+        )
+        .unwrap();
+        let message = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("[[product]] #1: unknown key 'hw_rev' (line 6)")
+                && message.contains("unknown key 'prodcut' (line 7); did you mean 'product'?"),
+            "{message}"
+        );
     }
 
     #[test]

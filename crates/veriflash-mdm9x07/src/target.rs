@@ -38,9 +38,12 @@ pub enum Target {
     Usb(Option<String>),
 }
 
-/// What the targets look like, for messages.
-pub const TARGET_FORMS: &str =
-    "mdm9x07:emulator, mdm9x07:serial:/dev/ttyUSB0, mdm9x07:usb or mdm9x07:usb:BUS-PORT";
+/// What the targets look like, for messages and [`Plugin::target_forms`].
+pub const TARGET_FORMS: [&str; 3] = [
+    "mdm9x07:usb[:BUS-PORT]",
+    "mdm9x07:serial:TTY",
+    "mdm9x07:emulator",
+];
 
 impl Target {
     /// Parses the part after `mdm9x07:`.
@@ -50,7 +53,8 @@ impl Target {
     pub fn parse(rest: &str) -> Result<Self, Error> {
         let bad = || {
             Error::Unsupported(format!(
-                "unknown target 'mdm9x07:{rest}' (expected {TARGET_FORMS})"
+                "unknown target 'mdm9x07:{rest}' (expected {})",
+                TARGET_FORMS.join(", ")
             ))
         };
         match rest.split_once(':') {
@@ -190,6 +194,10 @@ impl Plugin for Mdm9x07Plugin {
         "mdm9x07"
     }
 
+    fn target_forms(&self) -> Vec<String> {
+        TARGET_FORMS.iter().map(|form| (*form).to_owned()).collect()
+    }
+
     /// Takes the embedder's environment:
     ///
     /// - journals in `state_dir` itself (one file per chip serial number), so a flash cut off
@@ -252,9 +260,34 @@ impl Plugin for Mdm9x07Plugin {
     }
 
     fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
-        let parsed = Target::parse(target)
-            .map_err(|e| PluginError::UnknownTarget(format!("mdm9x07:{target} ({e})")))?;
-        Ok(open(&parsed, self.config.clone())?)
+        let parsed = Target::parse(target).map_err(|_| {
+            PluginError::UnknownTarget(format!("mdm9x07:{target}")).with_remedy(format!(
+                "Give an MDM9x07 target in one of these forms: {}.",
+                TARGET_FORMS.join(", ")
+            ))
+        })?;
+        open(&parsed, self.config.clone()).map_err(|e| absent(&parsed, e))
+    }
+}
+
+/// `err` from opening `target`, with what to do when the modem is not there: a modem is only
+/// found in download mode, which people forget it must be in (there is no wait for one to
+/// appear; `flash --reconnect` only waits for a modem that dropped off mid-flash).
+fn absent(target: &Target, err: Error) -> PluginError {
+    let missing = matches!(&err, Error::Transport(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let err = PluginError::from(err);
+    if !missing {
+        return err;
+    }
+    match target {
+        Target::Usb(_) => err.with_remedy(
+            "Run `veriflash devices`: the modem must be listed in download mode (05C6:9008). If it is not, put it there (`veriflash switch-to-edl --port TTY` from normal mode, or its boot key or test point) and run this command again once `veriflash devices` lists it.",
+        ),
+        Target::Serial(path) => err.with_remedy(format!(
+            "Check that {} is the port of a modem in download mode: `veriflash devices` lists such a modem with its tty. Put the modem in download mode (`veriflash switch-to-edl`) and run this command again once it is listed.",
+            path.display()
+        )),
+        Target::Emulator => err,
     }
 }
 
@@ -291,7 +324,7 @@ mod tests {
         ] {
             let err = Target::parse(bad).unwrap_err();
             assert!(
-                err.to_string().contains("mdm9x07:serial:/dev/ttyUSB0"),
+                err.to_string().contains("mdm9x07:serial:TTY"),
                 "{bad}: {err}"
             );
         }
@@ -425,9 +458,15 @@ mod tests {
         let plugin = Mdm9x07Plugin::default();
         let mut session = plugin.open("emulator").unwrap();
         assert_eq!(session.device_info().unwrap().chipset, "mdm9607");
-        assert!(matches!(
-            plugin.open("floppy"),
-            Err(PluginError::UnknownTarget(t)) if t.contains("mdm9x07:floppy")
-        ));
+        let err = plugin.open("floppy").err().unwrap();
+        assert!(
+            matches!(err.without_remedy(), PluginError::UnknownTarget(t) if t == "mdm9x07:floppy"),
+            "{err:?}"
+        );
+        assert!(
+            err.remedy().unwrap().contains("mdm9x07:usb[:BUS-PORT]"),
+            "{err:?}"
+        );
+        assert_eq!(plugin.target_forms(), TARGET_FORMS);
     }
 }

@@ -73,6 +73,10 @@ impl Plugin for FilePlugin {
         "file"
     }
 
+    fn target_forms(&self) -> Vec<String> {
+        vec!["file:PATH".to_owned()]
+    }
+
     fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
         Ok(Box::new(FileDevice::open(Path::new(target))?))
     }
@@ -464,6 +468,32 @@ fn storage(path: &Path, source: std::io::Error) -> PluginError {
     }
 }
 
+/// The error for a file at `path` that is not a device file, `head` being its first bytes:
+/// people hand the layout description to `--target` (both are "the device" to them), so a
+/// layout is named as one, with the command that makes a device from it.
+fn not_a_device(path: &Path, head: &[u8]) -> PluginError {
+    let looks_like_layout = std::str::from_utf8(head)
+        .is_ok_and(|text| text.contains("[[partition]]") || text.contains("hardware_revision"));
+    if looks_like_layout {
+        PluginError::NotADevice(format!(
+            "{} is not a device file: it looks like a layout description (TOML)",
+            path.display()
+        ))
+        .with_remedy(format!(
+            "Make a device from it with `veriflash device init --layout {} file:device.img`, then give --target file:device.img.",
+            path.display()
+        ))
+    } else {
+        PluginError::NotADevice(format!(
+            "{} is not a veriflash device file (no device superblock)",
+            path.display()
+        ))
+        .with_remedy(
+            "Name the file `veriflash device init` made, or make one with `veriflash device init --layout LAYOUT.toml file:PATH`.",
+        )
+    }
+}
+
 /// An empty buffer with room for exactly `len` bytes, or an out-of-memory error (which the
 /// pipeline reports as this computer's shortage, not the device's or the package's fault).
 fn buffer(path: &Path, len: u64) -> Result<Vec<u8>, PluginError> {
@@ -577,16 +607,22 @@ impl FileDevice {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| storage(path, e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => storage(path, e).with_remedy(format!(
+                    "There is no device file at {}: make one with `veriflash device init --layout LAYOUT.toml file:{}`, or name the file it made.",
+                    path.display(),
+                    path.display()
+                )),
+                _ => storage(path, e),
+            })?;
         claim(&file, path)?;
-        let mut block = vec![0u8; 4096];
-        file.read_exact(&mut block)
-            .map_err(|_| bad(format!("{} is not a veriflash device file", path.display())))?;
-        if &block[..8] != SUPERBLOCK_MAGIC {
-            return Err(bad(format!(
-                "{} is not a veriflash device file",
-                path.display()
-            )));
+        let mut block = Vec::with_capacity(4096);
+        Read::by_ref(&mut file)
+            .take(4096)
+            .read_to_end(&mut block)
+            .map_err(|e| storage(path, e))?;
+        if block.len() < 4096 || &block[..8] != SUPERBLOCK_MAGIC {
+            return Err(not_a_device(path, &block));
         }
         let len = usize::try_from(u32::from_be_bytes([
             block[8], block[9], block[10], block[11],
@@ -1259,7 +1295,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
         std::fs::write(&path, vec![0u8; 10_000]).unwrap();
-        assert!(FileDevice::open(&path).is_err());
+        let err = FileDevice::open(&path).err().unwrap();
+        assert!(
+            matches!(err.without_remedy(), PluginError::NotADevice(_)),
+            "{err:?}"
+        );
+        assert!(err.remedy().unwrap().contains("veriflash device init"));
+    }
+
+    #[test]
+    fn a_layout_given_as_the_device_is_named_as_one_with_the_command_that_makes_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layout.toml");
+        std::fs::write(
+            &path,
+            "product = \"p\"\nchipset = \"c\"\nhardware_revision = \"r1\"\n[[partition]]\nname = \"boot\"\nsize = 65536\n",
+        )
+        .unwrap();
+        let err = FileDevice::open(&path).err().unwrap();
+        assert!(err.to_string().contains("looks like a layout"), "{err}");
+        let remedy = err.remedy().unwrap();
+        assert!(
+            remedy.contains(&format!("--layout {}", path.display())),
+            "{remedy}"
+        );
     }
 
     #[test]
@@ -1353,8 +1412,12 @@ mod tests {
         let path = dir.path().join("absent.img");
         let err = FileDevice::open(&path).unwrap_err();
         assert!(
-            matches!(&err, PluginError::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            matches!(err.without_remedy(), PluginError::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
         );
         assert!(err.to_string().contains("absent.img"), "{err}");
+        assert!(
+            err.remedy().unwrap().contains("veriflash device init"),
+            "{err:?}"
+        );
     }
 }

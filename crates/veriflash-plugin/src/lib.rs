@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "file-device")]
 pub mod file_device;
 pub mod hazmat;
@@ -186,8 +188,12 @@ pub enum PluginError {
         /// The partition.
         partition: String,
     },
-    /// No plugin accepts this target string.
+    /// No plugin accepts this target string. The registry's error gives the forms its plugins
+    /// accept as the remedy ([`Registry::target_forms`]).
     UnknownTarget(String),
+    /// The target names something that exists but is not a device (a text file given where a
+    /// device file belongs): the caller named the wrong thing. The message says what it is.
+    NotADevice(String),
     /// The device is another chip than this plugin (or the package) is for, found before
     /// anything was sent to it.
     WrongChip {
@@ -215,6 +221,50 @@ pub enum PluginError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// `error`, with what to do about it as only the plugin knows: the command that makes a
+    /// missing device file, the mode a modem must be in. The pipeline maps `error` as if it
+    /// came alone and reports `remedy` instead of its kind's generic one. Made by
+    /// [`PluginError::with_remedy`].
+    WithRemedy {
+        /// The error.
+        error: Box<PluginError>,
+        /// What to do, in a sentence or two.
+        remedy: String,
+    },
+}
+
+impl PluginError {
+    /// This error with `remedy` as what to do about it (replacing an earlier one).
+    #[must_use]
+    pub fn with_remedy(self, remedy: impl Into<String>) -> Self {
+        let error = match self {
+            Self::WithRemedy { error, .. } => error,
+            other => Box::new(other),
+        };
+        Self::WithRemedy {
+            error,
+            remedy: remedy.into(),
+        }
+    }
+
+    /// The remedy a plugin gave with [`PluginError::with_remedy`], if any.
+    #[must_use]
+    pub fn remedy(&self) -> Option<&str> {
+        match self {
+            Self::WithRemedy { remedy, .. } => Some(remedy),
+            _ => None,
+        }
+    }
+
+    /// The error itself, without the remedy a plugin may have wrapped it in: what decides its
+    /// kind.
+    #[must_use]
+    pub fn without_remedy(&self) -> &Self {
+        match self {
+            Self::WithRemedy { error, .. } => error,
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for PluginError {
@@ -231,6 +281,7 @@ impl fmt::Display for PluginError {
                 )
             }
             Self::UnknownTarget(t) => write!(f, "no plugin handles target '{t}'"),
+            Self::NotADevice(m) => f.write_str(m),
             Self::WrongChip { expected, found } => {
                 write!(f, "the device is {found}, not {expected}")
             }
@@ -238,6 +289,7 @@ impl fmt::Display for PluginError {
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
             Self::Busy(m) => write!(f, "in use: {m}"),
             Self::Storage { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::WithRemedy { error, .. } => error.fmt(f),
         }
     }
 }
@@ -246,6 +298,7 @@ impl std::error::Error for PluginError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Transport(e) | Self::Storage { source: e, .. } => Some(e),
+            Self::WithRemedy { error, .. } => error.source(),
             _ => None,
         }
     }
@@ -490,6 +543,15 @@ pub trait Plugin: Send + Sync {
     /// Short name, also the target prefix (`file`, `mdm9x07`).
     fn name(&self) -> &'static str;
 
+    /// The target strings this plugin opens, for people: each with its `NAME:` prefix and a
+    /// placeholder in capitals for what the user fills in (`file:PATH`,
+    /// `mdm9x07:usb[:BUS-PORT]`). An error for a target no plugin takes lists every plugin's
+    /// forms ([`Registry::target_forms`]), so a plugin that gives none here is shown as
+    /// `NAME:...` (the default).
+    fn target_forms(&self) -> Vec<String> {
+        vec![format!("{}:...", self.name())]
+    }
+
     /// Takes the embedder's environment, before any target is opened: where journals and
     /// backups go, where the user's configuration is.
     ///
@@ -574,20 +636,38 @@ impl Registry {
             .try_for_each(|plugin| plugin.configure(env))
     }
 
+    /// Every registered plugin's target forms ([`Plugin::target_forms`]), in registration
+    /// order.
+    #[must_use]
+    pub fn target_forms(&self) -> Vec<String> {
+        self.plugins.iter().flat_map(|p| p.target_forms()).collect()
+    }
+
     /// The plugin for `target` and the rest of the target string after `NAME:`.
     ///
     /// # Errors
-    /// [`PluginError::UnknownTarget`] when no plugin has the target's prefix.
+    /// [`PluginError::UnknownTarget`] when no plugin has the target's prefix, with the forms
+    /// the registered plugins accept as its remedy.
     pub fn find<'t>(&self, target: &'t str) -> Result<(&dyn Plugin, &'t str), PluginError> {
-        let (name, rest) = target
+        target
             .split_once(':')
-            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
-        let plugin = self
-            .plugins
-            .iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| PluginError::UnknownTarget(target.to_owned()))?;
-        Ok((plugin.as_ref(), rest))
+            .and_then(|(name, rest)| {
+                let plugin = self.plugins.iter().find(|p| p.name() == name)?;
+                Some((plugin.as_ref(), rest))
+            })
+            .ok_or_else(|| {
+                let forms = self.target_forms();
+                let remedy = if forms.is_empty() {
+                    "This build has no device plugin registered: no target can be opened."
+                        .to_owned()
+                } else {
+                    format!(
+                        "Give the target in one of these forms: {}.",
+                        forms.join(", ")
+                    )
+                };
+                PluginError::UnknownTarget(target.to_owned()).with_remedy(remedy)
+            })
     }
 
     /// Opens a session on `target`, e.g. `file:/tmp/device.img`.
@@ -598,5 +678,69 @@ impl Registry {
     pub fn open(&self, target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
         let (plugin, rest) = self.find(target)?;
         plugin.open(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin that opens nothing and gives its forms.
+    struct Disk;
+
+    impl Plugin for Disk {
+        fn name(&self) -> &'static str {
+            "disk"
+        }
+
+        fn target_forms(&self) -> Vec<String> {
+            vec!["disk:PATH".into()]
+        }
+
+        fn open(&self, _target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
+            Err(PluginError::Unsupported("opens nothing".into()))
+        }
+    }
+
+    /// A plugin that opens nothing and keeps the default forms.
+    struct Radio;
+
+    impl Plugin for Radio {
+        fn name(&self) -> &'static str {
+            "radio"
+        }
+
+        fn open(&self, _target: &str) -> Result<Box<dyn FlashSession>, PluginError> {
+            Err(PluginError::Unsupported("opens nothing".into()))
+        }
+    }
+
+    #[test]
+    fn an_unknown_target_lists_the_forms_of_every_registered_plugin() {
+        let mut registry = Registry::new();
+        registry.register(Box::new(Disk));
+        registry.register(Box::new(Radio));
+        assert_eq!(registry.target_forms(), ["disk:PATH", "radio:..."]);
+        for target in ["device.img", "tape:0"] {
+            let err = registry.find(target).err().unwrap();
+            assert!(
+                matches!(err.without_remedy(), PluginError::UnknownTarget(t) if t == target),
+                "{err:?}"
+            );
+            let remedy = err.remedy().unwrap();
+            assert!(remedy.contains("disk:PATH, radio:..."), "{remedy}");
+        }
+        assert!(registry.find("radio:x").is_ok());
+    }
+
+    #[test]
+    fn a_remedy_wraps_once_and_keeps_the_message() {
+        let err = PluginError::Busy("dev".into())
+            .with_remedy("first")
+            .with_remedy("second");
+        assert_eq!(err.remedy(), Some("second"));
+        assert!(matches!(err.without_remedy(), PluginError::Busy(_)));
+        assert_eq!(err.to_string(), "in use: dev");
+        assert_eq!(PluginError::PowerLoss.remedy(), None);
     }
 }

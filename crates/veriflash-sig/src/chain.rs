@@ -455,6 +455,40 @@ pub fn certificate_subject(der: &[u8]) -> Result<String, Error> {
     Ok(alloc::format!("{}", cert.tbs_certificate().subject()))
 }
 
+/// When a certificate is valid: its notBefore and notAfter, in seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// The first second it is valid.
+    pub not_before: u64,
+    /// The last second it is valid.
+    pub not_after: u64,
+}
+
+impl Validity {
+    /// Whether `time` (seconds since the Unix epoch) is inside the period, both ends included
+    /// as [`verify_chain`] judges them.
+    #[must_use]
+    pub fn contains(&self, time: u64) -> bool {
+        self.not_before <= time && time <= self.not_after
+    }
+}
+
+/// The validity period of a DER certificate, for a signer to check before it signs (a chain
+/// that has expired makes packages that devices with a trusted clock refuse). Nothing is
+/// verified.
+///
+/// # Errors
+/// [`Error::CertificateMalformed`] when the bytes are not a DER certificate.
+pub fn certificate_validity(der: &[u8]) -> Result<Validity, Error> {
+    let cert =
+        Certificate::from_der(der).map_err(|_| malformed(0, "not a DER X.509 certificate"))?;
+    let validity = cert.tbs_certificate().validity();
+    Ok(Validity {
+        not_before: validity.not_before.to_unix_duration().as_secs(),
+        not_after: validity.not_after.to_unix_duration().as_secs(),
+    })
+}
+
 /// Every `CERTIFICATE` block of a PEM text as DER, in order (a chain file as openssl writes
 /// it: leaf first, then intermediates). Each is checked to parse as a certificate.
 ///

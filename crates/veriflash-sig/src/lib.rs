@@ -29,8 +29,8 @@ pub use crate::{
     chain::{
         CertificateProfile, ChainPolicy, EkuPolicy, ID_KP_CODE_SIGNING, MAX_CERTIFICATE_LEN,
         MAX_CHAIN_SIGNATURE_CHECKS, MAX_INTERMEDIATES, MAX_PATH_INTERMEDIATES, PathCertificate,
-        TimePolicy, VerifiedPath, certificate_subject, certificates_from_pem, leaf_public_key,
-        verify_chain, verify_chain_with_algorithms,
+        TimePolicy, Validity, VerifiedPath, certificate_subject, certificate_validity,
+        certificates_from_pem, leaf_public_key, verify_chain, verify_chain_with_algorithms,
     },
     error::Error,
     key_id::KeyId,

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "parity")]
 pub mod parity;
+pub mod vectors;
 
 use veriflash_core::format::SignatureBlock;
 use veriflash_core::plugin::file_device::Layout;

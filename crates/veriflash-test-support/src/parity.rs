@@ -470,7 +470,9 @@ fn build(pki: &Pki, kind: Package) -> Result<Vec<u8>, Error> {
         software_version: format!("v{security_version}"),
         security_version,
         images,
-    })?;
+    })?
+    // The expired leaf's package is made on purpose, for devices to refuse.
+    .allow_expired_certificates(kind == Package::ExpiredLeaf);
     let (key, chain) = pki.leaf(kind == Package::ExpiredLeaf);
     let mut bytes = sign(&unsigned, key, chain)?;
     if kind == Package::Truncated {

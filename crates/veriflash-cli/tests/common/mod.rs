@@ -138,3 +138,100 @@ impl Drop for Emulated {
         let _ = self.child.wait();
     }
 }
+
+/// Makes the key `vendor.pem` (and `vendor.pub.pem`) in `dir` and signs the package
+/// description `manifest` (a path in `dir`) into `out`.
+pub fn keygen_and_pack(dir: &Path, manifest: &str, out: &str) {
+    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            manifest,
+            "--key",
+            "vendor.pem",
+            "--out",
+            out,
+        ],
+        dir,
+    ));
+}
+
+/// Serves the files of `dir` over HTTP on 127.0.0.1 (axum + tower-http's `ServeDir`, with
+/// `Range`) until the returned runtime is dropped.
+pub fn serve_dir(dir: &Path) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir));
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (runtime, addr)
+}
+
+/// A program the tests need: `$ENV_VAR`, else `name` in `PATH` or in `also`; a test without it
+/// fails with `install`, the way to get it.
+pub fn tool(env_var: &str, name: &str, also: &[&str], install: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return path.into();
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain(also.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("this test needs {name}: {install} (or set {env_var})"))
+}
+
+/// A server process the test started, listening on 127.0.0.1; killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// A port of 127.0.0.1 that was free a moment ago, for servers that take no port 0.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Starts `command` (quiet) and waits until it accepts connections on `port`; `log` is read
+    /// for the message when it never does.
+    pub fn start(mut command: Command, port: u16, log: &Path) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{command:?} did not start: {said}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
