@@ -32,12 +32,13 @@ pub const MAX_INTERMEDIATES: usize = 256;
 /// The default most intermediates a built path may contain (leaf and anchor not counted);
 /// [`ChainPolicy::with_max_intermediates`] changes it.
 pub const MAX_PATH_INTERMEDIATES: usize = 6;
-/// The most signature checks one [`verify_chain`] call performs while building a path (as
+/// The most signature checks one [`verify_chain`] call makes while building a path (as
 /// webpki's budget, 100), so a hostile pool of look-alike or cross-signed intermediates cannot
-/// make path building exponential. A pair (certificate, issuer) is checked at most once per call
-/// however many paths lead to it, and the search descends only through verified signatures, so
-/// the whole search costs at most this many signature checks plus
-/// `(MAX_CHAIN_SIGNATURE_CHECKS + 1) * (anchors + offered)` name comparisons. Exhausting it is
+/// make path building exponential. Every (certificate, candidate issuer) visit is charged, a
+/// pair met again on another path too (its result is reused, the arithmetic is not redone), and
+/// the search descends only through verified signatures, so the whole search costs at most this
+/// many signature checks plus `(MAX_CHAIN_SIGNATURE_CHECKS + 1) * (anchors + offered)` name
+/// comparisons, however many paths the pool holds. Exhausting it is
 /// [`Error::ChainBudgetExceeded`].
 pub const MAX_CHAIN_SIGNATURE_CHECKS: usize = 100;
 /// The largest DER certificate accepted.
@@ -899,13 +900,13 @@ struct Search<'s> {
     time: TimePolicy,
     policy: ChainPolicy,
     budget: usize,
-    /// Signature checks already made: a (certificate, issuer) pair is checked once per call.
+    /// Signature checks already made: a (certificate, issuer) pair is verified once per call.
     checked: Vec<(Node, Issuer, Result<(), Error>)>,
 }
 
 impl Search<'_> {
-    /// Checks that `issuer_key` signed `child`, charging the budget the first time the pair is
-    /// met.
+    /// Checks that `issuer_key` signed `child`, charging the budget for the visit; a pair met
+    /// again reuses its result without the arithmetic.
     fn check_signature(
         &mut self,
         child: &Parsed,
@@ -913,13 +914,6 @@ impl Search<'_> {
         issuer: Issuer,
         issuer_key: &VerifyingKey,
     ) -> Result<(), Error> {
-        if let Some((_, _, result)) = self
-            .checked
-            .iter()
-            .find(|(n, i, _)| *n == node && *i == issuer)
-        {
-            return result.clone();
-        }
         let mut candidates = self.algorithms.iter().filter(|a| {
             a.oid() == child.signature_oid
                 && a.matches_parameters(child.signature_parameters.as_deref())
@@ -929,10 +923,19 @@ impl Search<'_> {
                 oid: child.signature_oid,
             });
         };
+        // Every visit is charged, a repeated one too: only a verified signature leads deeper,
+        // so charging each visit bounds the number of paths walked, not just the arithmetic.
         self.budget = self
             .budget
             .checked_sub(1)
             .ok_or(Error::ChainBudgetExceeded)?;
+        if let Some((_, _, result)) = self
+            .checked
+            .iter()
+            .find(|(n, i, _)| *n == node && *i == issuer)
+        {
+            return result.clone();
+        }
         let invalid = || Error::CertificateSignatureInvalid {
             subject: child.facts.subject.clone(),
         };
