@@ -5,7 +5,7 @@ use core::fmt;
 
 use p256::ecdsa::{
     DerSignature, Signature,
-    signature::{Verifier as _, hazmat::PrehashVerifier as _},
+    signature::{DigestVerifier, Verifier as _, digest::Update},
 };
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -168,7 +168,6 @@ impl SignatureAlgorithm for Ecdsa {
 
     fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), Error> {
         let key_id = key.key_id();
-        let prehash = || self.hash.digest(message);
         let verified = match self.curve {
             Curve::P256 => {
                 let public = key
@@ -176,7 +175,11 @@ impl SignatureAlgorithm for Ecdsa {
                     .ok_or(Error::AlgorithmKeyMismatch { key_id })?;
                 let signature =
                     parse_strict_der(signature).ok_or(Error::MalformedSignature { key_id })?;
-                public.verify_prehash(prehash().as_slice(), &signature)
+                match self.hash {
+                    Hash::Sha256 => verify_digest::<Sha256, _, _>(public, message, &signature),
+                    Hash::Sha384 => verify_digest::<Sha384, _, _>(public, message, &signature),
+                    Hash::Sha512 => verify_digest::<Sha512, _, _>(public, message, &signature),
+                }
             }
             Curve::P384 => {
                 let public = key
@@ -184,11 +187,35 @@ impl SignatureAlgorithm for Ecdsa {
                     .ok_or(Error::AlgorithmKeyMismatch { key_id })?;
                 let signature =
                     parse_strict_der_p384(signature).ok_or(Error::MalformedSignature { key_id })?;
-                public.verify_prehash(prehash().as_slice(), &signature)
+                match self.hash {
+                    Hash::Sha256 => verify_digest::<Sha256, _, _>(public, message, &signature),
+                    Hash::Sha384 => verify_digest::<Sha384, _, _>(public, message, &signature),
+                    Hash::Sha512 => verify_digest::<Sha512, _, _>(public, message, &signature),
+                }
             }
         };
         verified.map_err(|_| Error::BadSignature { key_id })
     }
+}
+
+/// Verifies an ECDSA `signature` of `message` hashed with `D` (the digest is truncated to the
+/// curve order's size when longer, FIPS 186-5).
+fn verify_digest<D, K, S>(
+    key: &K,
+    message: &[u8],
+    signature: &S,
+) -> p256::ecdsa::signature::Result<()>
+where
+    D: Update,
+    K: DigestVerifier<D, S>,
+{
+    key.verify_digest(
+        |digest: &mut D| {
+            digest.update(message);
+            Ok(())
+        },
+        signature,
+    )
 }
 
 const fn ecdsa(curve: Curve, hash: Hash, oid: ObjectIdentifier, name: &'static str) -> Ecdsa {
