@@ -393,7 +393,11 @@ fn split_signing_attaches_openssl_signatures() {
         d,
     );
     let der = std::fs::read(d.join("ec.der")).unwrap();
-    let raw = veriflash_core::sig::ecdsa_p256_signature_to_raw(&der).unwrap();
+    let raw = veriflash_core::sig::ecdsa_p256_signature_to_raw(
+        &der,
+        veriflash_core::sig::EcdsaSignatureEncoding::Der,
+    )
+    .unwrap();
     std::fs::write(d.join("ec.raw"), raw).unwrap();
     ok(&veriflash(
         &[

@@ -83,6 +83,7 @@ pub(crate) fn sig_error(err: SigError) -> Error {
         SigError::CertificateMalformed { .. }
         | SigError::TooManyCertificates { .. }
         | SigError::UnknownCriticalExtension { .. }
+        | SigError::NonConformingCertificate { .. }
         | SigError::LeafIsCa { .. }
         | SigError::KeyUsageNotAllowed { .. }
         | SigError::ExtendedKeyUsageMissing { .. }
@@ -90,6 +91,7 @@ pub(crate) fn sig_error(err: SigError) -> Error {
         | SigError::PathLenExceeded { .. }
         | SigError::CertificateSignatureInvalid { .. }
         | SigError::IssuerNotFound { .. }
+        | SigError::PathTooLong { .. }
         | SigError::ChainBudgetExceeded
         | SigError::LeafKeyIdMismatch { .. }
         | SigError::RsaKeyTooSmall { .. }
@@ -176,6 +178,39 @@ pub(crate) fn verify_error(image: &str, err: VerifyError<Error>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chain refusals of #17 keep the stable codes of their families: a certificate that
+    /// breaks a rule is 26, a date (the pinned root's too) is 27.
+    #[test]
+    fn chain_refusals_map_to_the_certificate_codes() {
+        let subject = String::from("CN=root");
+        for (err, kind) in [
+            (
+                SigError::NonConformingCertificate {
+                    subject: subject.clone(),
+                    rule: "RFC 5280 4.2.1.9",
+                },
+                ErrorKind::CertificateInvalid,
+            ),
+            (
+                SigError::PathTooLong { limit: 1 },
+                ErrorKind::CertificateInvalid,
+            ),
+            (SigError::ChainBudgetExceeded, ErrorKind::CertificateInvalid),
+            (
+                SigError::CertificateExpired {
+                    subject,
+                    not_after: 1,
+                    time: 2,
+                },
+                ErrorKind::CertificateExpired,
+            ),
+        ] {
+            assert_eq!(sig_error(err).kind(), kind);
+        }
+        assert_eq!(ErrorKind::CertificateInvalid.code(), 26);
+        assert_eq!(ErrorKind::CertificateExpired.code(), 27);
+    }
 
     #[test]
     fn a_package_ending_where_its_signatures_start_is_named_unsigned_with_the_sign_step() {

@@ -322,12 +322,6 @@ impl UnsignedPackage {
         let invalid = |what: &str, e: veriflash_sig::Error| {
             Error::new(ErrorKind::InvalidInput, format!("{what}: {e}")).with_source(e)
         };
-        let signature = if algorithm == veriflash_sig::ECDSA_WITH_SHA256 {
-            veriflash_sig::ecdsa_p256_signature_to_der(&signature)
-                .map_err(|e| invalid("the signature", e))?
-        } else {
-            signature
-        };
         let scheme = veriflash_sig::DEFAULT_ALGORITHMS
             .iter()
             .find(|a| a.oid() == algorithm)
@@ -337,9 +331,28 @@ impl UnsignedPackage {
                     format!("unsupported signature algorithm {algorithm}"),
                 )
             })?;
-        scheme
-            .verify(key, &self.signed_message, &signature)
-            .map_err(|e| invalid("the signature does not verify over the package", e))?;
+        // An ECDSA signature from outside is DER (openssl) or r || s (PKCS#11), and the file
+        // does not say which: each reading is tried and the one that verifies is kept, so an
+        // r || s that happens to parse as DER is never misread.
+        let (signature, alternative) = if algorithm == veriflash_sig::ECDSA_WITH_SHA256 {
+            use veriflash_sig::EcdsaSignatureEncoding::{Der, Raw};
+            let der = veriflash_sig::ecdsa_p256_signature_to_der(&signature, Der);
+            let raw = veriflash_sig::ecdsa_p256_signature_to_der(&signature, Raw);
+            match (der, raw) {
+                (Ok(der), raw) => (der, raw.ok()),
+                (Err(_), Ok(raw)) => (raw, None),
+                (Err(e), Err(_)) => return Err(invalid("the signature", e)),
+            }
+        } else {
+            (signature, None)
+        };
+        let signature = match scheme.verify(key, &self.signed_message, &signature) {
+            Ok(()) => signature,
+            Err(e) => match alternative {
+                Some(other) if scheme.verify(key, &self.signed_message, &other).is_ok() => other,
+                _ => return Err(invalid("the signature does not verify over the package", e)),
+            },
+        };
         if let Some(leaf) = certificates.first() {
             let leaf_key = veriflash_sig::leaf_public_key(leaf)
                 .map_err(|e| invalid("the leaf certificate", e))?;

@@ -1,8 +1,6 @@
 //! The one error type of this crate.
 
-#[cfg(feature = "std")]
-use alloc::boxed::Box;
-use alloc::string::String;
+use alloc::{boxed::Box, string::String};
 use core::fmt;
 
 use crate::{KeyId, ObjectIdentifier};
@@ -71,7 +69,7 @@ pub enum Error {
     /// The signature bytes are not a strictly encoded signature of the claimed algorithm (for
     /// ECDSA: not a minimal DER `Ecdsa-Sig-Value` with nothing after it, or `r`/`s` out of
     /// range). External raw `r||s` signatures must go through
-    /// [`crate::ecdsa_p256_signature_to_der`] first.
+    /// [`crate::ecdsa_p256_signature_to_der`] with [`crate::EcdsaSignatureEncoding::Raw`] first.
     MalformedSignature {
         /// The key id the signature claimed.
         key_id: KeyId,
@@ -154,7 +152,8 @@ pub enum Error {
         oid: ObjectIdentifier,
     },
 
-    /// A signature offers more certificates than [`crate::MAX_INTERMEDIATES`] + 1.
+    /// A chain offers more certificates than [`crate::MAX_INTERMEDIATES`] + 1 (a memory bound;
+    /// the work of path building has its own budget).
     TooManyCertificates {
         /// How many were offered.
         count: usize,
@@ -168,6 +167,29 @@ pub enum Error {
         subject: String,
         /// The extension OID.
         oid: ObjectIdentifier,
+    },
+
+    /// A certificate of the path breaks a rule of the RFC 5280 certificate profile that path
+    /// validation relies on: a CA with an empty subject or a non-critical basicConstraints,
+    /// keyCertSign without `cA`, a critical key identifier extension, or (strict profile,
+    /// [`crate::CertificateProfile::Strict`]) a missing subject or authority key identifier.
+    NonConformingCertificate {
+        /// The certificate's subject (empty text for an empty subject).
+        subject: String,
+        /// The rule broken, naming its RFC 5280 section.
+        rule: &'static str,
+    },
+
+    /// One anchor of a trust bundle (a PEM text of root keys and certificates) cannot be
+    /// pinned: which one, and why.
+    UnusableAnchor {
+        /// The position of its PEM block in the text, counting every block from 0.
+        block: usize,
+        /// What the block holds: the certificate's subject, or its PEM label when the subject
+        /// cannot be read.
+        name: String,
+        /// Why it cannot be pinned.
+        source: Box<Error>,
     },
 
     /// The leaf certificate is a CA certificate (basicConstraints `cA` true).
@@ -248,6 +270,13 @@ pub enum Error {
         subject: String,
     },
 
+    /// The only paths to an anchor hold more intermediates than
+    /// [`crate::ChainPolicy::max_intermediates`] allows.
+    PathTooLong {
+        /// The most intermediates the policy allows.
+        limit: usize,
+    },
+
     /// Path building used up [`crate::MAX_CHAIN_SIGNATURE_CHECKS`] signature checks.
     ChainBudgetExceeded,
 
@@ -308,8 +337,9 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// An externally made signature handed to [`crate::ecdsa_p256_signature_to_der`] is neither
-    /// a valid DER `Ecdsa-Sig-Value` nor a valid 64-byte `r||s`.
+    /// An externally made signature handed to [`crate::ecdsa_p256_signature_to_der`] is not a
+    /// valid signature in the encoding the caller named (DER `Ecdsa-Sig-Value` or 64-byte
+    /// `r||s`).
     InvalidSignatureEncoding {
         /// What is wrong with the signature.
         reason: &'static str,
@@ -427,6 +457,17 @@ impl fmt::Display for Error {
                 f,
                 "certificate '{subject}' has unknown critical extension {oid}"
             ),
+            Self::NonConformingCertificate { subject, rule } => {
+                write!(f, "certificate '{subject}' does not conform to {rule}")
+            }
+            Self::UnusableAnchor {
+                block,
+                name,
+                source,
+            } => write!(
+                f,
+                "trust anchor '{name}' (PEM block {block}) cannot be used: {source}"
+            ),
             Self::LeafIsCa { subject } => {
                 write!(f, "leaf certificate '{subject}' is a CA certificate")
             }
@@ -471,6 +512,10 @@ impl fmt::Display for Error {
             Self::UntrustedRoot { subject } => {
                 write!(f, "the chain ends at root '{subject}', which is not trusted")
             }
+            Self::PathTooLong { limit } => write!(
+                f,
+                "the certificate path needs more than the {limit} intermediate(s) the policy allows"
+            ),
             Self::ChainBudgetExceeded => {
                 f.write_str("certificate path building exceeded its signature-check budget")
             }
@@ -533,6 +578,7 @@ impl core::error::Error for Error {
         match self {
             #[cfg(feature = "std")]
             Self::KeyFile { source, .. } => Some(source.as_ref()),
+            Self::UnusableAnchor { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     ECDSA_WITH_SHA256, Error, ID_RSASSA_PSS, KeyId, ObjectIdentifier, SHA256_WITH_RSA_ENCRYPTION,
+    algorithm::{PssParameters, parse_pss_parameters},
     pem,
 };
 
@@ -16,6 +17,8 @@ use crate::{
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 /// `secp256r1` / `prime256v1` (RFC 5480): the named curve P-256.
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// `secp384r1` (RFC 5480): the named curve P-384, for CA keys in certificate chains.
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 /// `rsaEncryption` (RFC 8017): the SPKI / PKCS#8 algorithm of RSA keys.
 pub(crate) const RSA_ENCRYPTION: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -49,19 +52,29 @@ pub const MAX_PRIVATE_KEY_LEN: usize = 8192;
 #[derive(Clone, PartialEq, Eq)]
 enum PublicKeyInner {
     P256(p256::ecdsa::VerifyingKey),
+    /// Only for verifying certificates: packages are signed with P-256 or RSA (FORMAT.md §4).
+    P384(p384::ecdsa::VerifyingKey),
     Rsa(rsa::PublicKey),
+    /// An `id-RSASSA-PSS` key (RFC 4055 §1.2): usable only for PSS, and when `restriction` is
+    /// present only with the parameters it names.
+    RsaPss {
+        key: rsa::PublicKey,
+        restriction: Option<PssParameters>,
+    },
 }
 
 /// A public key of a supported algorithm: what a trust anchor pins and a signature is checked
 /// against.
 ///
-/// ECDSA P-256 keys and RSA keys of 2048, 3072 or 4096 bits ([`RSA_MODULUS_BITS`]); code that
-/// stores, pins or compares keys does not care which.
+/// ECDSA P-256 and P-384 keys and RSA keys of 2048, 3072 or 4096 bits ([`RSA_MODULUS_BITS`]),
+/// `rsaEncryption` or `id-RSASSA-PSS` (RFC 4055); code that stores, pins or compares keys does
+/// not care which. Which signatures a key can check is the algorithms' business: packages are
+/// signed with P-256 or RSA only, P-384 keys appear as CA keys in certificate chains.
 ///
-/// The key is kept together with its canonical DER `SubjectPublicKeyInfo` (for P-256:
+/// The key is kept together with its canonical DER `SubjectPublicKeyInfo` (for EC keys:
 /// uncompressed point, named curve; for RSA: `rsaEncryption` with NULL parameters — both as
-/// `openssl pkey -pubout` writes) and its [`KeyId`], computed once when the key is made, so
-/// neither can fail or cost a hash later.
+/// `openssl pkey -pubout` writes; an `id-RSASSA-PSS` key keeps its parameters as given) and its
+/// [`KeyId`], computed once when the key is made, so neither can fail or cost a hash later.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
     inner: PublicKeyInner,
@@ -76,6 +89,13 @@ impl VerifyingKey {
             what: "SubjectPublicKeyInfo",
         })?;
         Self::from_inner(PublicKeyInner::P256(key), document.as_bytes().to_vec())
+    }
+
+    fn from_p384(key: p384::ecdsa::VerifyingKey) -> Result<Self, Error> {
+        let document = key.to_public_key_der().map_err(|_| Error::Encoding {
+            what: "SubjectPublicKeyInfo",
+        })?;
+        Self::from_inner(PublicKeyInner::P384(key), document.as_bytes().to_vec())
     }
 
     fn from_rsa(key: rsa::PublicKey) -> Result<Self, Error> {
@@ -102,16 +122,18 @@ impl VerifyingKey {
     /// [`VerifyingKey::to_spki_der`] and [`VerifyingKey::key_id`] always use the canonical
     /// uncompressed encoding, so one key has one id however it was supplied.
     ///
-    /// An RSA key (`rsaEncryption`, NULL parameters) must have a modulus of exactly 2048, 3072
-    /// or 4096 bits and a public exponent the `rsa` crate accepts (odd, 3 ..= 2^33 - 1).
+    /// An EC key must be on the named curve P-256 or P-384. An RSA key (`rsaEncryption` with
+    /// NULL parameters, or `id-RSASSA-PSS` with absent parameters or `RSASSA-PSS-params` naming
+    /// SHA-256/384/512 and MGF1) must have a modulus of exactly 2048, 3072 or 4096 bits and a
+    /// public exponent the `rsa` crate accepts (odd, 3 ..= 2^33 - 1).
     ///
     /// # Errors
     /// [`Error::InvalidKey`] when the bytes are not a valid SPKI or the point is not on the
-    /// curve, or the curve is not P-256, or the RSA key is malformed;
+    /// curve, or the curve is not P-256 or P-384, or the RSA key or its PSS parameters are
+    /// malformed or name another hash (SHA-1);
     /// [`Error::RsaKeyTooSmall`] for an RSA modulus under 2048 bits;
     /// [`Error::RsaKeySizeUnsupported`] for any other size not in [`RSA_MODULUS_BITS`];
-    /// [`Error::UnsupportedKeyAlgorithm`] for any key type other than EC and RSA (an
-    /// `id-RSASSA-PSS`-restricted key included).
+    /// [`Error::UnsupportedKeyAlgorithm`] for any key type other than EC and RSA.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
         if der.len() > MAX_SPKI_LEN {
             return Err(Error::InvalidKey {
@@ -124,15 +146,26 @@ impl VerifyingKey {
         if spki.algorithm.oid == RSA_ENCRYPTION {
             return Self::rsa_from_spki(spki);
         }
+        if spki.algorithm.oid == ID_RSASSA_PSS {
+            return Self::rsa_pss_from_spki(spki, der);
+        }
         let (oid, parameters) = spki.algorithm.oids().map_err(|_| Error::InvalidKey {
             reason: "malformed key algorithm parameters",
         })?;
         if oid != ID_EC_PUBLIC_KEY {
             return Err(Error::UnsupportedKeyAlgorithm { oid });
         }
+        if parameters == Some(SECP384R1) {
+            let key = p384::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|_| {
+                Error::InvalidKey {
+                    reason: "not a valid P-384 public key",
+                }
+            })?;
+            return Self::from_p384(key);
+        }
         if parameters != Some(SECP256R1) {
             return Err(Error::InvalidKey {
-                reason: "EC key not on the named curve P-256",
+                reason: "EC key not on the named curve P-256 or P-384",
             });
         }
         let key =
@@ -140,6 +173,30 @@ impl VerifyingKey {
                 reason: "not a valid P-256 public key",
             })?;
         Self::from_p256(key)
+    }
+
+    /// An `id-RSASSA-PSS` key (RFC 4055 §1.2, §3.1): parameters absent (any PSS profile) or
+    /// `RSASSA-PSS-params` that restrict it to one. The SPKI is kept as given: it is strict DER,
+    /// and its parameters are part of what the key is.
+    fn rsa_pss_from_spki(
+        spki: spki::SubjectPublicKeyInfoRef<'_>,
+        der: &[u8],
+    ) -> Result<Self, Error> {
+        use der::Encode;
+        let restriction = match spki.algorithm.parameters {
+            None => None,
+            Some(params) => {
+                let params_der = params.to_der().map_err(|_| Error::InvalidKey {
+                    reason: "malformed key algorithm parameters",
+                })?;
+                Some(parse_pss_parameters(&params_der).ok_or(Error::InvalidKey {
+                    reason: "id-RSASSA-PSS key parameters are not SHA-256/384/512 with MGF1",
+                })?)
+            }
+        };
+        let key = rsa_public_key(spki)?;
+        check_rsa_bits(key_bits(&key))?;
+        Self::from_inner(PublicKeyInner::RsaPss { key, restriction }, der.to_vec())
     }
 
     fn rsa_from_spki(spki: spki::SubjectPublicKeyInfoRef<'_>) -> Result<Self, Error> {
@@ -153,20 +210,7 @@ impl VerifyingKey {
                 reason: "rsaEncryption key without NULL parameters",
             });
         }
-        let bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or(Error::InvalidKey {
-                reason: "RSA public key bit string is not octet aligned",
-            })?;
-        let pkcs1 = rsa::pkcs1::RsaPublicKeyRef::from_der(bits).map_err(|_| Error::InvalidKey {
-            reason: "not a DER RSAPublicKey",
-        })?;
-        check_rsa_bits(modulus_bits(pkcs1.modulus.as_bytes()))?;
-        let key = rsa::PublicKey::try_from(spki).map_err(|_| Error::InvalidKey {
-            reason: "not a valid RSA public key",
-        })?;
-        Self::from_rsa(key)
+        Self::from_rsa(rsa_public_key(spki)?)
     }
 
     /// Decodes a `-----BEGIN PUBLIC KEY-----` PEM block, as `openssl pkey -pubout` writes.
@@ -216,15 +260,22 @@ impl VerifyingKey {
     }
 
     /// A short stable name of the key's algorithm, for logs and key listings: `"ecdsa-p256"`,
-    /// `"rsa-2048"`, `"rsa-3072"` or `"rsa-4096"`.
+    /// `"ecdsa-p384"`, `"rsa-2048"`, `"rsa-3072"`, `"rsa-4096"`, or `"rsa-pss-2048"` (and 3072,
+    /// 4096) for an `id-RSASSA-PSS` key.
     #[must_use]
     pub fn algorithm_name(&self) -> &'static str {
         match &self.inner {
             PublicKeyInner::P256(_) => "ecdsa-p256",
+            PublicKeyInner::P384(_) => "ecdsa-p384",
             PublicKeyInner::Rsa(key) => match key_bits(key) {
                 2048 => "rsa-2048",
                 3072 => "rsa-3072",
                 _ => "rsa-4096",
+            },
+            PublicKeyInner::RsaPss { key, .. } => match key_bits(key) {
+                2048 => "rsa-pss-2048",
+                3072 => "rsa-pss-3072",
+                _ => "rsa-pss-4096",
             },
         }
     }
@@ -232,25 +283,40 @@ impl VerifyingKey {
     /// The RSA modulus size in bits, or `None` for a non-RSA key.
     #[must_use]
     pub fn rsa_bits(&self) -> Option<usize> {
-        match &self.inner {
-            PublicKeyInner::Rsa(key) => Some(key_bits(key)),
-            PublicKeyInner::P256(_) => None,
-        }
+        self.as_rsa().map(key_bits)
     }
 
-    /// The P-256 key, if this is one; what the ECDSA algorithm verifies with.
+    /// The P-256 key, if this is one; what the ECDSA algorithms verify with.
     pub(crate) fn as_p256(&self) -> Option<&p256::ecdsa::VerifyingKey> {
         match &self.inner {
             PublicKeyInner::P256(key) => Some(key),
-            PublicKeyInner::Rsa(_) => None,
+            _ => None,
         }
     }
 
-    /// The RSA key, if this is one; what the RSA algorithms verify with.
+    /// The P-384 key, if this is one.
+    pub(crate) fn as_p384(&self) -> Option<&p384::ecdsa::VerifyingKey> {
+        match &self.inner {
+            PublicKeyInner::P384(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The RSA key, if this is one (`rsaEncryption` or `id-RSASSA-PSS`); what the RSA
+    /// algorithms verify with.
     pub(crate) fn as_rsa(&self) -> Option<&rsa::PublicKey> {
         match &self.inner {
-            PublicKeyInner::Rsa(key) => Some(key),
-            PublicKeyInner::P256(_) => None,
+            PublicKeyInner::Rsa(key) | PublicKeyInner::RsaPss { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// `Some` for an `id-RSASSA-PSS` key, holding the parameters it is restricted to, if any;
+    /// `None` for every other key.
+    pub(crate) fn rsa_pss_restriction(&self) -> Option<Option<PssParameters>> {
+        match &self.inner {
+            PublicKeyInner::RsaPss { restriction, .. } => Some(*restriction),
+            _ => None,
         }
     }
 }
@@ -283,6 +349,25 @@ fn modulus_bits(bytes: &[u8]) -> usize {
 fn key_bits(key: &rsa::PublicKey) -> usize {
     use rsa::traits::PublicKeyParts;
     usize::try_from(key.n().as_ref().bit_width_vartime()).unwrap_or(usize::MAX)
+}
+
+/// The RSA key in an SPKI's bit string (whatever its algorithm OID), its size checked before
+/// the `rsa` crate does any arithmetic with it.
+fn rsa_public_key(spki: spki::SubjectPublicKeyInfoRef<'_>) -> Result<rsa::PublicKey, Error> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(Error::InvalidKey {
+            reason: "RSA public key bit string is not octet aligned",
+        })?;
+    let pkcs1 = rsa::pkcs1::RsaPublicKeyRef::from_der(bits).map_err(|_| Error::InvalidKey {
+        reason: "not a DER RSAPublicKey",
+    })?;
+    check_rsa_bits(modulus_bits(pkcs1.modulus.as_bytes()))?;
+    rsa::PublicKey::from_pkcs1_der(bits).map_err(|_| Error::InvalidKey {
+        reason: "not a valid RSA public key",
+    })
 }
 
 /// Refuses RSA moduli not in [`RSA_MODULUS_BITS`].

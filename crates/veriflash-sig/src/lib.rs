@@ -18,12 +18,16 @@ pub use der::asn1::ObjectIdentifier;
 
 pub use crate::{
     algorithm::{
-        DEFAULT_ALGORITHMS, ECDSA_P256_SHA256, EcdsaP256Sha256, RSA_PKCS1_SHA256, RSA_PSS_SALT_LEN,
-        RSA_PSS_SHA256, RsaPkcs1Sha256, RsaPssSha256, SignatureAlgorithm,
+        CERTIFICATE_ALGORITHMS, DEFAULT_ALGORITHMS, ECDSA_P256_SHA256, ECDSA_P256_SHA384,
+        ECDSA_P256_SHA512, ECDSA_P384_SHA256, ECDSA_P384_SHA384, ECDSA_P384_SHA512,
+        ECDSA_WITH_SHA384, ECDSA_WITH_SHA512, Ecdsa, EcdsaP256Sha256, EcdsaSignatureEncoding,
+        RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PKCS1_SHA512, RSA_PSS_SALT_LEN, RSA_PSS_SHA256,
+        RSA_PSS_SHA384, RSA_PSS_SHA512, RsaPkcs1, RsaPkcs1Sha256, RsaPss, RsaPssSha256,
+        SHA384_WITH_RSA_ENCRYPTION, SHA512_WITH_RSA_ENCRYPTION, SignatureAlgorithm,
         ecdsa_p256_signature_to_der, ecdsa_p256_signature_to_raw,
     },
     chain::{
-        ChainPolicy, EkuPolicy, ID_KP_CODE_SIGNING, MAX_CERTIFICATE_LEN,
+        CertificateProfile, ChainPolicy, EkuPolicy, ID_KP_CODE_SIGNING, MAX_CERTIFICATE_LEN,
         MAX_CHAIN_SIGNATURE_CHECKS, MAX_INTERMEDIATES, MAX_PATH_INTERMEDIATES, PathCertificate,
         TimePolicy, Validity, VerifiedPath, certificate_subject, certificate_validity,
         certificates_from_pem, leaf_public_key, verify_chain, verify_chain_with_algorithms,

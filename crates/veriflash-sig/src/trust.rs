@@ -36,11 +36,14 @@ impl TrustAnchor {
     }
 
     /// An anchor for a DER root certificate (as `openssl x509 -outform DER` writes). Its
-    /// self-signature and validity dates are not checked: pinning is what makes it trusted.
+    /// self-signature, and the algorithm of it, are never checked: pinning is what makes it
+    /// trusted. Its validity dates are checked when a chain is verified with a trusted time,
+    /// and its CA rules (basicConstraints, keyUsage, pathLen, the RFC 5280 profile) whenever a
+    /// chain ends at it.
     ///
     /// # Errors
-    /// [`Error::CertificateMalformed`], [`Error::UnsupportedCertificateAlgorithm`],
-    /// [`Error::UnknownCriticalExtension`] or a key error of [`VerifyingKey::from_spki_der`].
+    /// [`Error::CertificateMalformed`], [`Error::UnknownCriticalExtension`],
+    /// [`Error::NonConformingCertificate`] or a key error of [`VerifyingKey::from_spki_der`].
     pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
         let (key, certificate) = crate::chain::parse_anchor(der)?;
         Ok(Self {
@@ -59,7 +62,7 @@ impl TrustAnchor {
     /// The root certificate's subject (RFC 4514 text), when this anchor is one.
     #[must_use]
     pub fn subject(&self) -> Option<&str> {
-        self.certificate.as_ref().map(|c| c.subject.as_str())
+        self.certificate.as_ref().map(|c| c.facts.subject.as_str())
     }
 
     pub(crate) fn certificate(&self) -> Option<&AnchorCertificate> {
@@ -175,16 +178,47 @@ impl PinnedKeys {
     /// Pins every `PUBLIC KEY` and `CERTIFICATE` block in `pem` (a bundle of root keys and root
     /// certificates), for anchors compiled into an updater with `include_str!`.
     ///
+    /// A bundle is all or nothing: one unusable anchor refuses the whole text, naming it.
+    ///
     /// # Errors
     /// [`Error::Pem`] when the text holds neither block or malformed PEM;
-    /// [`Error::InvalidKey`] when it holds a private key; otherwise as
-    /// [`VerifyingKey::from_spki_der`] and [`TrustAnchor::from_certificate_der`].
+    /// [`Error::InvalidKey`] when it holds a private key; [`Error::UnusableAnchor`] (which block,
+    /// which subject, and the error of [`VerifyingKey::from_spki_der`] or
+    /// [`TrustAnchor::from_certificate_der`]) for a block that cannot be pinned.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
-        let keys = crate::keys::public_keys_from_pem(pem)?;
-        let mut anchors: Self = keys.into_iter().collect();
-        for block in crate::pem::blocks(pem)? {
-            if block.label == "CERTIFICATE" {
-                anchors.add_anchor(TrustAnchor::from_certificate_der(&block.decode()?)?);
+        let blocks = crate::pem::blocks(pem)?;
+        if blocks.iter().any(|b| b.label.ends_with("PRIVATE KEY")) {
+            return Err(Error::InvalidKey {
+                reason: "found a private key where a public key was expected",
+            });
+        }
+        let mut anchors = Self::new();
+        for (index, block) in blocks.iter().enumerate() {
+            let unusable = |source: Error, name: String| Error::UnusableAnchor {
+                block: index,
+                name,
+                source: alloc::boxed::Box::new(source),
+            };
+            match block.label {
+                "PUBLIC KEY" => {
+                    let key = block
+                        .decode()
+                        .and_then(|der| VerifyingKey::from_spki_der(&der))
+                        .map_err(|e| unusable(e, String::from("PUBLIC KEY")))?;
+                    anchors.add(key);
+                }
+                "CERTIFICATE" => {
+                    let der = block
+                        .decode()
+                        .map_err(|e| unusable(e, String::from("CERTIFICATE")))?;
+                    let anchor = TrustAnchor::from_certificate_der(&der).map_err(|e| {
+                        let name = crate::certificate_subject(&der)
+                            .unwrap_or_else(|_| String::from("CERTIFICATE"));
+                        unusable(e, name)
+                    })?;
+                    anchors.add_anchor(anchor);
+                }
+                _ => {}
             }
         }
         if anchors.is_empty() {

@@ -4,8 +4,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::{
-    ChainPolicy, DEFAULT_ALGORITHMS, Error, KeyId, ObjectIdentifier, Policy, SignatureAlgorithm,
-    TimePolicy, TrustStore, VerifyingKey,
+    CERTIFICATE_ALGORITHMS, ChainPolicy, DEFAULT_ALGORITHMS, Error, KeyId, ObjectIdentifier,
+    Policy, SignatureAlgorithm, TimePolicy, TrustStore, VerifyingKey,
 };
 
 /// The most signatures one message may carry (FORMAT.md §6 `MAX_SIGNATURES`). More is refused
@@ -70,6 +70,7 @@ impl<'a> SignatureInput<'a> {
 pub struct Verifier<'a> {
     trust: &'a dyn TrustStore,
     algorithms: &'a [&'a dyn SignatureAlgorithm],
+    certificate_algorithms: &'a [&'a dyn SignatureAlgorithm],
     policy: Policy,
     time: TimePolicy,
     chain_policy: ChainPolicy,
@@ -83,6 +84,7 @@ impl<'a> Verifier<'a> {
         Self {
             trust,
             algorithms: DEFAULT_ALGORITHMS,
+            certificate_algorithms: CERTIFICATE_ALGORITHMS,
             policy: Policy::default(),
             time: TimePolicy::NoClock,
             chain_policy: ChainPolicy::default(),
@@ -112,10 +114,25 @@ impl<'a> Verifier<'a> {
     }
 
     /// Replaces the list of accepted algorithms, e.g. to allow only one on a device. A signature
-    /// whose algorithm is not in the list fails with [`Error::UnsupportedAlgorithm`].
+    /// whose algorithm is not in the list fails with [`Error::UnsupportedAlgorithm`]. Chains are
+    /// restricted to the same list; [`Verifier::with_certificate_algorithms`] (called after this)
+    /// allows others in certificates.
     #[must_use]
     pub fn with_algorithms(mut self, algorithms: &'a [&'a dyn SignatureAlgorithm]) -> Self {
         self.algorithms = algorithms;
+        self.certificate_algorithms = algorithms;
+        self
+    }
+
+    /// Replaces the list of algorithms certificates of a chain may be signed with (default
+    /// [`CERTIFICATE_ALGORITHMS`]: the package algorithms plus SHA-384/512 and P-384, as real CA
+    /// hierarchies use).
+    #[must_use]
+    pub fn with_certificate_algorithms(
+        mut self,
+        algorithms: &'a [&'a dyn SignatureAlgorithm],
+    ) -> Self {
+        self.certificate_algorithms = algorithms;
         self
     }
 
@@ -142,6 +159,7 @@ impl<'a> Verifier<'a> {
         Verifier {
             trust,
             algorithms: self.algorithms,
+            certificate_algorithms: self.certificate_algorithms,
             policy: self
                 .policy
                 .clone()
@@ -240,6 +258,7 @@ impl<'a> Verifier<'a> {
         let next_verifier = Verifier {
             trust: next,
             algorithms: self.algorithms,
+            certificate_algorithms: self.certificate_algorithms,
             policy: self.policy.clone().with_threshold(next_threshold),
             time: self.time,
             chain_policy: self.chain_policy,
@@ -353,7 +372,7 @@ impl<'a> Verifier<'a> {
             self.trust,
             self.time,
             self.chain_policy,
-            self.algorithms,
+            self.certificate_algorithms,
         )?;
         let leaf_key_id = path.leaf_key().key_id();
         if leaf_key_id != key_id {

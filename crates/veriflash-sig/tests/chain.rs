@@ -15,8 +15,9 @@ use std::{
 };
 
 use veriflash_sig::{
-    ChainPolicy, EkuPolicy, Error, ObjectIdentifier, PinnedKeys, Policy, SignatureInput,
-    SigningKey, TimePolicy, Verifier, VerifyingKey, verify_chain,
+    CertificateProfile, ChainPolicy, EkuPolicy, Error, ID_KP_CODE_SIGNING, MAX_INTERMEDIATES,
+    MAX_PATH_INTERMEDIATES, ObjectIdentifier, PinnedKeys, Policy, SignatureInput, SigningKey,
+    TimePolicy, VerifiedPath, Verifier, VerifyingKey, verify_chain,
 };
 
 const MESSAGE: &[u8] = b"header || manifest signed by a code-signing leaf\n";
@@ -42,10 +43,15 @@ fn openssl(dir: &Path, args: &[&str]) -> Output {
     output
 }
 
-/// `name.key`: "ec" for P-256, otherwise RSA bits.
+/// `name.key`: "ec" for P-256, "ec384" for P-384, "pss" for an RSA-PSS (id-RSASSA-PSS) 2048-bit
+/// key, otherwise RSA bits.
 fn key(d: &Path, name: &str, algo: &str) {
     let out = format!("{name}.key");
-    if algo == "ec" {
+    if let Some(curve) = match algo {
+        "ec" => Some("ec_paramgen_curve:P-256"),
+        "ec384" => Some("ec_paramgen_curve:P-384"),
+        _ => None,
+    } {
         openssl(
             d,
             &[
@@ -53,7 +59,20 @@ fn key(d: &Path, name: &str, algo: &str) {
                 "-algorithm",
                 "EC",
                 "-pkeyopt",
-                "ec_paramgen_curve:P-256",
+                curve,
+                "-out",
+                &out,
+            ],
+        );
+    } else if algo == "pss" {
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA-PSS",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
                 "-out",
                 &out,
             ],
@@ -77,8 +96,40 @@ fn key(d: &Path, name: &str, algo: &str) {
 
 /// Makes `name.key` and `name.pem`, signed by `issuer` (self-signed when `None`).
 fn cert(d: &Path, name: &str, algo: &str, issuer: Option<&str>, ext: &str, extra: &[&str]) {
+    issue(
+        d,
+        name,
+        &format!("/O=veriflash test/CN={name}"),
+        algo,
+        issuer,
+        ext,
+        extra,
+    );
+}
+
+/// [`cert`] with the subject `subj` (openssl `-subj` syntax; "/" is the empty name).
+fn issue(
+    d: &Path,
+    name: &str,
+    subj: &str,
+    algo: &str,
+    issuer: Option<&str>,
+    ext: &str,
+    extra: &[&str],
+) {
     key(d, name, algo);
-    let subj = format!("/O=veriflash test/CN={name}");
+    issue_with_key(d, name, subj, issuer, ext, extra);
+}
+
+/// [`issue`] for an existing `name.key`.
+fn issue_with_key(
+    d: &Path,
+    name: &str,
+    subj: &str,
+    issuer: Option<&str>,
+    ext: &str,
+    extra: &[&str],
+) {
     let (k, csr, pem, extfile) = (
         format!("{name}.key"),
         format!("{name}.csr"),
@@ -86,10 +137,7 @@ fn cert(d: &Path, name: &str, algo: &str, issuer: Option<&str>, ext: &str, extra
         format!("{name}.ext"),
     );
     fs::write(d.join(&extfile), ext).unwrap();
-    openssl(
-        d,
-        &["req", "-new", "-key", &k, "-subj", &subj, "-out", &csr],
-    );
+    openssl(d, &["req", "-new", "-key", &k, "-subj", subj, "-out", &csr]);
     let mut args = vec![
         "x509", "-req", "-in", &csr, "-extfile", &extfile, "-days", "3650", "-out", &pem,
     ];
@@ -611,4 +659,776 @@ fn rotation_counts_anchors_not_leaves() {
         .verify_rotation(MESSAGE, &[i1, i2], &trust, 1, 1)
         .unwrap();
     assert_eq!(approval.current_signers().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 5280 path validation as the reference validators (OpenSSL, Go crypto/x509, rustls-webpki)
+// do it (issue 17): each case made with openssl, through the public API, citing its section.
+// ---------------------------------------------------------------------------------------------
+
+fn subject(name: &str) -> String {
+    format!("CN={name},O=veriflash test")
+}
+
+/// `verify_chain` of `leaf` with `inters` offered (in that order) against `trust`.
+fn chain(
+    d: &Path,
+    trust: &PinnedKeys,
+    leaf: &str,
+    inters: &[&str],
+    time: TimePolicy,
+    policy: ChainPolicy,
+) -> Result<VerifiedPath, Error> {
+    let leaf = der(d, leaf);
+    let inters: Vec<Vec<u8>> = inters.iter().map(|n| der(d, n)).collect();
+    let offered: Vec<&[u8]> = inters.iter().map(Vec::as_slice).collect();
+    verify_chain(&leaf, &offered, trust, time, policy)
+}
+
+/// Whether `openssl verify` (with `extra` options) accepts `leaf` against `root` with `inters`
+/// offered as untrusted certificates.
+fn openssl_accepts(d: &Path, root: &str, inters: &[&str], leaf: &str, extra: &[&str]) -> bool {
+    let bundle: Vec<u8> = inters
+        .iter()
+        .flat_map(|n| fs::read(d.join(format!("{n}.pem"))).unwrap())
+        .collect();
+    fs::write(d.join("untrusted.pem"), bundle).unwrap();
+    let ca = format!("{root}.pem");
+    let leaf = format!("{leaf}.pem");
+    let mut args = vec!["verify", "-CAfile", &ca];
+    if !inters.is_empty() {
+        args.extend(["-untrusted", "untrusted.pem"]);
+    }
+    args.extend(extra);
+    args.push(&leaf);
+    run(d, &args).status.success()
+}
+
+fn non_conforming(result: Result<VerifiedPath, Error>, who: &str, section: &str) {
+    match result {
+        Err(Error::NonConformingCertificate { subject, rule }) => {
+            assert_eq!(subject, who);
+            assert!(rule.contains(section), "{rule}");
+        }
+        other => panic!("expected a non-conforming {who} ({section}), got {other:?}"),
+    }
+}
+
+/// RFC 5280 §4.1.2.5 (validity) applied to the trust anchor, as OpenSSL and Go do: a pinned
+/// root certificate that expired before the trusted time ends no path. Without a clock nothing
+/// changes.
+#[test]
+fn refuses_chain_whose_pinned_root_expired_at_the_trusted_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &["-days", "1"]);
+    cert(d, "inter", "ec", Some("root"), INTER_EXT, &[]);
+    cert(d, "leaf", "ec", Some("inter"), LEAF_EXT, &[]);
+    let trust = anchors(d, "root");
+    let later = now() + 10 * 86_400;
+    let attime = later.to_string();
+    assert!(openssl_accepts(d, "root", &["inter"], "leaf", &[]));
+    assert!(!openssl_accepts(
+        d,
+        "root",
+        &["inter"],
+        "leaf",
+        &["-attime", &attime]
+    ));
+    let err = chain(
+        d,
+        &trust,
+        "leaf",
+        &["inter"],
+        TimePolicy::TrustedTime(later),
+        ChainPolicy::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::CertificateExpired { subject: s, time, .. } if *s == subject("root") && *time == later),
+        "{err:?}"
+    );
+    // The same through the Verifier; no clock, or a time inside the root's validity: accepted.
+    assert_eq!(
+        verify_signed(d, &trust, "leaf", &["inter"], |v| v
+            .with_time(TimePolicy::TrustedTime(later))),
+        Err(err)
+    );
+    for time in [TimePolicy::NoClock, TimePolicy::TrustedTime(now())] {
+        chain(d, &trust, "leaf", &["inter"], time, ChainPolicy::default()).unwrap();
+    }
+}
+
+/// RFC 5280 §4.1.2.6: a CA certificate's subject MUST be a non-empty distinguished name.
+#[test]
+fn refuses_ca_with_an_empty_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    issue(d, "inter", "/", "ec", Some("root"), INTER_EXT, &[]);
+    cert(d, "leaf", "ec", Some("inter"), LEAF_EXT, &[]);
+    let trust = anchors(d, "root");
+    let result = chain(
+        d,
+        &trust,
+        "leaf",
+        &["inter"],
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    );
+    non_conforming(result, "", "4.1.2.6");
+}
+
+/// RFC 5280 §4.2.1.9: a CA's basicConstraints MUST be critical — the pinned root's included
+/// (openssl refuses it with -x509_strict).
+#[test]
+fn refuses_root_whose_basic_constraints_is_not_critical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lax = ROOT_EXT.replace("critical,CA:TRUE", "CA:TRUE");
+    cert(d, "root", "ec", None, &lax, &[]);
+    cert(d, "inter", "ec", Some("root"), INTER_EXT, &[]);
+    cert(d, "leaf", "ec", Some("inter"), LEAF_EXT, &[]);
+    assert!(!openssl_accepts(
+        d,
+        "root",
+        &["inter"],
+        "leaf",
+        &["-x509_strict"]
+    ));
+    let trust = anchors(d, "root");
+    let result = chain(
+        d,
+        &trust,
+        "leaf",
+        &["inter"],
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    );
+    non_conforming(result, &subject("root"), "4.2.1.9");
+}
+
+/// RFC 5280 §4.2.1.3: keyCertSign asserted requires basicConstraints cA — a leaf with
+/// keyCertSign and cA FALSE is not conforming.
+#[test]
+fn refuses_leaf_with_key_cert_sign_but_not_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    let ext = LEAF_EXT.replace("digitalSignature", "digitalSignature,keyCertSign");
+    cert(d, "signer", "ec", Some("inter"), &ext, &[]);
+    let trust = anchors(d, "root");
+    let result = chain(
+        d,
+        &trust,
+        "signer",
+        &["inter"],
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    );
+    non_conforming(result, &subject("signer"), "4.2.1.3");
+}
+
+/// RFC 5280 §4.2.1.1 and §4.2.1.2: authority and subject key identifiers MUST be non-critical.
+#[test]
+fn refuses_critical_key_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    let critical_ski = INTER_EXT.replace(
+        "subjectKeyIdentifier=hash",
+        "subjectKeyIdentifier=critical,hash",
+    );
+    cert(d, "inter2", "ec", Some("root"), &critical_ski, &[]);
+    cert(d, "leaf2", "ec", Some("inter2"), LEAF_EXT, &[]);
+    let critical_aki = LEAF_EXT.replace(
+        "authorityKeyIdentifier=keyid",
+        "authorityKeyIdentifier=critical,keyid",
+    );
+    cert(d, "leaf3", "ec", Some("inter"), &critical_aki, &[]);
+    let trust = anchors(d, "root");
+    let policy = ChainPolicy::default();
+    let result = chain(d, &trust, "leaf2", &["inter2"], TimePolicy::NoClock, policy);
+    non_conforming(result, &subject("inter2"), "4.2.1.2");
+    let result = chain(d, &trust, "leaf3", &["inter"], TimePolicy::NoClock, policy);
+    non_conforming(result, &subject("leaf3"), "4.2.1.1");
+}
+
+/// RFC 5280 §4.2.1.2 (CA certificates MUST carry a subjectKeyIdentifier) and §4.2.1.1
+/// (certificates of conforming CAs MUST carry an authorityKeyIdentifier keyIdentifier): refused
+/// by the strict profile, the default; the lenient profile accepts such older PKIs.
+#[test]
+fn strict_profile_requires_key_identifiers_and_lenient_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    let no_ids = "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\nsubjectKeyIdentifier=none\nauthorityKeyIdentifier=none\n";
+    cert(d, "bare", "ec", Some("root"), no_ids, &[]);
+    // openssl cannot derive a keyIdentifier from an issuer without SKI: the leaf names one
+    // (any 20 bytes: key identifiers only help path building, they are not matched).
+    let key_id = format!("2.5.29.35=DER:30:16:80:14{}\n", ":01".repeat(20));
+    let leaf2 = LEAF_EXT.replace("authorityKeyIdentifier=keyid\n", &key_id);
+    cert(d, "leaf2", "ec", Some("bare"), &leaf2, &[]);
+    let no_aki = LEAF_EXT.replace(
+        "authorityKeyIdentifier=keyid\n",
+        "authorityKeyIdentifier=none\n",
+    );
+    cert(d, "leaf3", "ec", Some("inter"), &no_aki, &[]);
+    let trust = anchors(d, "root");
+    let strict = ChainPolicy::default();
+    assert_eq!(strict.profile(), CertificateProfile::Strict);
+    let result = chain(d, &trust, "leaf2", &["bare"], TimePolicy::NoClock, strict);
+    non_conforming(result, &subject("bare"), "4.2.1.2");
+    let result = chain(d, &trust, "leaf3", &["inter"], TimePolicy::NoClock, strict);
+    non_conforming(result, &subject("leaf3"), "4.2.1.1");
+    let lenient = strict.with_profile(CertificateProfile::Lenient);
+    chain(d, &trust, "leaf2", &["bare"], TimePolicy::NoClock, lenient).unwrap();
+    chain(d, &trust, "leaf3", &["inter"], TimePolicy::NoClock, lenient).unwrap();
+}
+
+/// The 8-certificate cap is gone (RFC 5280 §6 puts no bound on the certificates offered): a
+/// short valid path is found among many offered intermediates — unrelated CAs and look-alikes
+/// with the issuer's name but another key — as openssl finds it.
+#[test]
+fn finds_a_short_path_in_a_large_pool_of_offered_intermediates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    let decoys = d.join("decoys");
+    fs::create_dir(&decoys).unwrap();
+    fs::copy(d.join("root.pem"), decoys.join("root.pem")).unwrap();
+    fs::copy(d.join("root.key"), decoys.join("root.key")).unwrap();
+    let mut pool = Vec::new();
+    for i in 0..12 {
+        // Same subject as the real intermediate, another key.
+        issue(
+            &decoys,
+            &format!("d{i}"),
+            "/O=veriflash test/CN=inter",
+            "ec",
+            Some("root"),
+            INTER_EXT,
+            &[],
+        );
+        pool.push(der(&decoys, &format!("d{i}")));
+    }
+    for i in 0..20 {
+        cert(d, &format!("other{i}"), "ec", Some("root"), INTER_EXT, &[]);
+        pool.push(der(d, &format!("other{i}")));
+    }
+    pool.push(der(d, "inter"));
+    let offered: Vec<&[u8]> = pool.iter().map(Vec::as_slice).collect();
+    assert!(offered.len() > 8 * 4);
+    let trust = anchors(d, "root");
+    let path = verify_chain(
+        &der(d, "leaf"),
+        &offered,
+        &trust,
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(path.certificates().len(), 2);
+    assert_eq!(path.certificates()[1].subject(), subject("inter"));
+    // Without the real one, every look-alike fails its signature check: the reason is a
+    // signature failure, not a budget or a cap.
+    let without_real = &offered[..offered.len() - 1];
+    assert_eq!(
+        verify_chain(
+            &der(d, "leaf"),
+            without_real,
+            &trust,
+            TimePolicy::NoClock,
+            ChainPolicy::default()
+        )
+        .err(),
+        Some(Error::CertificateSignatureInvalid {
+            subject: subject("leaf")
+        })
+    );
+    // The memory bound is far above any real chain, and still refuses before parsing.
+    let junk = vec![&b"not a certificate"[..]; MAX_INTERMEDIATES + 1];
+    assert_eq!(
+        verify_chain(
+            &der(d, "leaf"),
+            &junk,
+            &trust,
+            TimePolicy::NoClock,
+            ChainPolicy::default()
+        )
+        .err(),
+        Some(Error::TooManyCertificates {
+            count: MAX_INTERMEDIATES + 2,
+            limit: MAX_INTERMEDIATES + 1
+        })
+    );
+}
+
+/// RFC 5280 §6 leaves path building to the implementation (RFC 4158 describes it); its cost is
+/// ours to bound. CVE-2024-0567-style pools: CAs that all share one name and cross-sign each
+/// other make the number of candidate paths exponential. The work stays bounded by the
+/// signature-check budget (MAX_CHAIN_SIGNATURE_CHECKS): the search ends with
+/// ChainBudgetExceeded.
+#[test]
+fn cross_signed_pool_is_bounded_by_the_signature_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    let ca = INTER_EXT.replace(",pathlen:0", "");
+    let keys = 6;
+    // Placeholders: one self-signed "loop" certificate per key, to issue from.
+    for k in 0..keys {
+        issue(
+            d,
+            &format!("k{k}"),
+            "/O=veriflash test/CN=loop",
+            "ec",
+            None,
+            &ca,
+            &[],
+        );
+    }
+    let mut pool = Vec::new();
+    for k in 0..keys {
+        for by in (0..keys).filter(|&by| by != k) {
+            let name = format!("c{k}by{by}");
+            fs::copy(d.join(format!("k{k}.key")), d.join(format!("{name}.key"))).unwrap();
+            issue_with_key(
+                d,
+                &name,
+                "/O=veriflash test/CN=loop",
+                Some(&format!("k{by}")),
+                &ca,
+                &[],
+            );
+            pool.push(der(d, &name));
+        }
+    }
+    cert(d, "leaf", "ec", Some("k0"), LEAF_EXT, &[]);
+    let offered: Vec<&[u8]> = pool.iter().map(Vec::as_slice).collect();
+    let trust = anchors(d, "root");
+    let policy = ChainPolicy::default().with_max_intermediates(offered.len());
+    let err = verify_chain(
+        &der(d, "leaf"),
+        &offered,
+        &trust,
+        TimePolicy::NoClock,
+        policy,
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::ChainBudgetExceeded);
+}
+
+/// RFC 5280 §6 (path building left to the implementation, RFC 4158): the budget bounds the
+/// paths walked, not only the distinct signatures verified: a ladder of
+/// seven layers, each two certificates with one name and one key signed by the layer above,
+/// holds 2^7 paths over only 30 distinct (certificate, issuer) pairs. Ending at an issuer no
+/// one has, walking them all would revisit verified pairs hundreds of times; every visit is
+/// charged, so the search stops at the budget. Pinned at the top, the first path is taken.
+#[test]
+fn revisited_pairs_are_charged_to_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    cert(d, "top", "ec", None, ROOT_EXT, &[]);
+    let ca = INTER_EXT.replace(",pathlen:0", "");
+    let layers = 7;
+    let mut pool = Vec::new();
+    for layer in (0..layers).rev() {
+        let subj = format!("/O=veriflash test/CN=layer{layer}");
+        let above = if layer + 1 == layers {
+            String::from("top")
+        } else {
+            format!("a{}", layer + 1)
+        };
+        issue(d, &format!("a{layer}"), &subj, "ec", Some(&above), &ca, &[]);
+        fs::copy(
+            d.join(format!("a{layer}.key")),
+            d.join(format!("b{layer}.key")),
+        )
+        .unwrap();
+        issue_with_key(d, &format!("b{layer}"), &subj, Some(&above), &ca, &[]);
+        pool.extend([der(d, &format!("a{layer}")), der(d, &format!("b{layer}"))]);
+    }
+    cert(d, "leaf", "ec", Some("a0"), LEAF_EXT, &[]);
+    let offered: Vec<&[u8]> = pool.iter().map(Vec::as_slice).collect();
+    let policy = ChainPolicy::default().with_max_intermediates(offered.len());
+    let leaf = der(d, "leaf");
+    assert_eq!(
+        verify_chain(
+            &leaf,
+            &offered,
+            &anchors(d, "root"),
+            TimePolicy::NoClock,
+            policy
+        )
+        .err(),
+        Some(Error::ChainBudgetExceeded)
+    );
+    let path = verify_chain(
+        &leaf,
+        &offered,
+        &anchors(d, "top"),
+        TimePolicy::NoClock,
+        policy,
+    )
+    .unwrap();
+    assert_eq!(path.certificates().len(), 1 + layers);
+}
+
+/// RFC 5280 §6.1.4 (l): a self-issued intermediate (a CA's key rollover: same name, new key)
+/// does not count against pathLenConstraint. The root allows no intermediate below the one it
+/// signed (pathlen:0), the rollover certificate sits under it, and the leaf under the new key.
+#[test]
+fn self_issued_intermediate_is_not_counted_against_path_len() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    cert(d, "inter", "ec", Some("root"), INTER_EXT, &[]); // pathlen:0
+    issue(
+        d,
+        "rollover",
+        "/O=veriflash test/CN=inter",
+        "ec",
+        Some("inter"),
+        INTER_EXT,
+        &[],
+    );
+    cert(d, "leaf", "ec", Some("rollover"), LEAF_EXT, &[]);
+    assert!(openssl_accepts(
+        d,
+        "root",
+        &["rollover", "inter"],
+        "leaf",
+        &[]
+    ));
+    let trust = anchors(d, "root");
+    let path = chain(
+        d,
+        &trust,
+        "leaf",
+        &["inter", "rollover"],
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(path.certificates().len(), 3);
+    let key = |n: &str| leaf_key(d, n).verifying_key().key_id();
+    let keys: Vec<_> = path.certificates().iter().map(|c| c.key_id()).collect();
+    assert_eq!(keys, [key("leaf"), key("rollover"), key("inter")]);
+}
+
+/// RFC 5280 §6.1.4 (l)-(m): when no path is valid, the reason given is that of the candidate
+/// path that got furthest — here the root's pathLenConstraint, two verified signatures up —
+/// not the signature failure of the first look-alike candidate tried for the leaf.
+#[test]
+fn reports_the_reason_of_the_best_candidate_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(
+        d,
+        "root",
+        "ec",
+        None,
+        &ROOT_EXT.replace("CA:TRUE", "CA:TRUE,pathlen:0"),
+        &[],
+    );
+    cert(
+        d,
+        "inter",
+        "ec",
+        Some("root"),
+        &INTER_EXT.replace(",pathlen:0", ""),
+        &[],
+    );
+    cert(d, "sub", "ec", Some("inter"), INTER_EXT, &[]);
+    issue(
+        d,
+        "rollover",
+        "/O=veriflash test/CN=sub",
+        "ec",
+        Some("sub"),
+        INTER_EXT,
+        &[],
+    );
+    cert(d, "leaf", "ec", Some("rollover"), LEAF_EXT, &[]);
+    assert!(!openssl_accepts(
+        d,
+        "root",
+        &["sub", "rollover", "inter"],
+        "leaf",
+        &[]
+    ));
+    let trust = anchors(d, "root");
+    // "sub" is offered first: it has the leaf's issuer name but did not sign it.
+    let err = chain(
+        d,
+        &trust,
+        "leaf",
+        &["sub", "rollover", "inter"],
+        TimePolicy::NoClock,
+        ChainPolicy::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::PathLenExceeded {
+            subject: subject("root"),
+            path_len: 0
+        }
+    );
+}
+
+/// RFC 5280 §6.1: validation runs over the certificates of the path. An offered intermediate
+/// that is not on it — with an unknown critical extension, or not even DER — changes nothing;
+/// on the path, the same extension refuses the chain.
+#[test]
+fn certificates_not_on_the_path_do_not_matter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    let odd = format!("{INTER_EXT}1.2.3.4.5=critical,ASN1:NULL\n");
+    cert(d, "odd", "ec", Some("root"), &odd, &[]);
+    let trust = anchors(d, "root");
+    let (leaf, inter, odd_der) = (der(d, "leaf"), der(d, "inter"), der(d, "odd"));
+    let garbage = b"\x30\x03\x02\x01\x00".as_slice();
+    let policy = ChainPolicy::default();
+    for offered in [
+        vec![&odd_der[..], &inter],
+        vec![garbage, &inter],
+        vec![&inter, &odd_der, garbage],
+    ] {
+        verify_chain(&leaf, &offered, &trust, TimePolicy::NoClock, policy).unwrap();
+    }
+    assert!(openssl_accepts(d, "root", &["odd", "inter"], "leaf", &[]));
+    // On the path it matters.
+    cert(d, "leaf2", "ec", Some("odd"), LEAF_EXT, &[]);
+    assert_eq!(
+        chain(
+            d,
+            &trust,
+            "leaf2",
+            &["inter", "odd"],
+            TimePolicy::NoClock,
+            policy
+        )
+        .err(),
+        Some(Error::UnknownCriticalExtension {
+            subject: subject("odd"),
+            oid: ObjectIdentifier::new_unwrap("1.2.3.4.5")
+        })
+    );
+    // With no path at all, an undecodable offered certificate is reported (it may have been
+    // the missing issuer).
+    assert!(matches!(
+        verify_chain(&leaf, &[garbage], &trust, TimePolicy::NoClock, policy),
+        Err(Error::CertificateMalformed { index: 1, .. })
+    ));
+}
+
+/// RFC 5280 §4.2.1.12: a certificate without extendedKeyUsage is unrestricted. The default
+/// policy still demands the extension (a firmware signer must say so); IfPresent is the RFC's
+/// reading; Any checks nothing. A serverAuth leaf is refused by both requiring policies.
+#[test]
+fn eku_absent_means_unrestricted_only_when_the_policy_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hierarchy(d, ["ec", "ec", "ec"]);
+    cert(
+        d,
+        "plain",
+        "ec",
+        Some("inter"),
+        &LEAF_EXT.replace("extendedKeyUsage=codeSigning\n", ""),
+        &[],
+    );
+    cert(
+        d,
+        "web",
+        "ec",
+        Some("inter"),
+        &LEAF_EXT.replace("codeSigning", "serverAuth"),
+        &[],
+    );
+    let trust = anchors(d, "root");
+    let run = |leaf: &str, eku: EkuPolicy| {
+        chain(
+            d,
+            &trust,
+            leaf,
+            &["inter"],
+            TimePolicy::NoClock,
+            ChainPolicy::default().with_eku(eku),
+        )
+    };
+    let required = ID_KP_CODE_SIGNING;
+    assert_eq!(
+        run("plain", EkuPolicy::RequireCodeSigning).err(),
+        Some(Error::ExtendedKeyUsageMissing {
+            subject: subject("plain"),
+            required
+        })
+    );
+    run("plain", EkuPolicy::IfPresent(required)).unwrap();
+    run("plain", EkuPolicy::Any).unwrap();
+    run("leaf", EkuPolicy::IfPresent(required)).unwrap();
+    for eku in [
+        EkuPolicy::RequireCodeSigning,
+        EkuPolicy::IfPresent(required),
+    ] {
+        assert_eq!(
+            run("web", eku).err(),
+            Some(Error::ExtendedKeyUsageMissing {
+                subject: subject("web"),
+                required
+            })
+        );
+    }
+    let server_auth = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+    run("web", EkuPolicy::IfPresent(server_auth)).unwrap();
+    run("plain", EkuPolicy::IfPresent(server_auth)).unwrap();
+}
+
+/// RFC 5280 §4.1.1.2 and §6.1.3 (a)(1) (each certificate's signature verified with the
+/// algorithm it names), with RFC 5758 §3.2 (ecdsa-with-SHA384/512), RFC 8017 / RFC 4055 §5
+/// (sha384/512WithRSAEncryption) and RFC 4055 §3 (RSASSA-PSS with SHA-384): chains as real CA
+/// hierarchies sign them, with P-384 CA keys and an id-RSASSA-PSS intermediate key, accepted as
+/// openssl accepts them. A root self-signed with SHA-1 still loads and anchors: its own
+/// signature is never checked (RFC 5280 §6.1.1 (d): the anchor is an input, not a path
+/// certificate).
+#[test]
+fn accepts_sha384_sha512_p384_and_pss_signed_chains() {
+    let pss384 = [
+        "-sha384",
+        "-sigopt",
+        "rsa_padding_mode:pss",
+        "-sigopt",
+        "rsa_pss_saltlen:digest",
+    ];
+    /// What, the key of root / intermediate / leaf, and the options each is signed with.
+    type Case<'a> = (&'a str, [&'a str; 3], [&'a [&'a str]; 3]);
+    let cases: [Case<'_>; 5] = [
+        (
+            "P-384 root, SHA-384",
+            ["ec384", "ec384", "ec"],
+            [&["-sha384"], &["-sha384"], &["-sha384"]],
+        ),
+        (
+            "SHA-512 everywhere",
+            ["ec384", "ec", "ec"],
+            [&["-sha512"], &["-sha512"], &["-sha512"]],
+        ),
+        (
+            "RSA SHA-384/512",
+            ["3072", "2048", "ec"],
+            [&["-sha512"], &["-sha384"], &["-sha512"]],
+        ),
+        (
+            "PSS SHA-384, PSS key",
+            ["4096", "pss", "ec"],
+            [&[], &pss384, &pss384],
+        ),
+        (
+            "SHA-1 self-signed root",
+            ["2048", "ec384", "ec"],
+            [&["-sha1"], &["-sha256"], &["-sha256"]],
+        ),
+    ];
+    for (what, algos, digests) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        cert(d, "root", algos[0], None, ROOT_EXT, digests[0]);
+        cert(d, "inter", algos[1], Some("root"), INTER_EXT, digests[1]);
+        cert(d, "leaf", algos[2], Some("inter"), LEAF_EXT, digests[2]);
+        let trust = anchors(d, "root");
+        let time = TimePolicy::TrustedTime(now());
+        chain(d, &trust, "leaf", &["inter"], time, ChainPolicy::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        verify_signed(d, &trust, "leaf", &["inter"], |v| v.with_time(time))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if !digests[0].contains(&"-sha1") {
+            assert!(
+                openssl_accepts(d, "root", &["inter"], "leaf", &[]),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// RFC 5280 §6.1.1 (k), max_path_length, as a caller's input: a configurable maximum path
+/// length (intermediates between leaf and anchor); a path longer than the policy allows is
+/// refused with its own error.
+#[test]
+fn maximum_path_length_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = INTER_EXT.replace(",pathlen:0", "");
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    cert(d, "i1", "ec", Some("root"), &ca, &[]);
+    cert(d, "i2", "ec", Some("i1"), &ca, &[]);
+    cert(d, "leaf", "ec", Some("i2"), LEAF_EXT, &[]);
+    let trust = anchors(d, "root");
+    let policy = ChainPolicy::default();
+    assert_eq!(policy.max_intermediates(), MAX_PATH_INTERMEDIATES);
+    chain(
+        d,
+        &trust,
+        "leaf",
+        &["i1", "i2"],
+        TimePolicy::NoClock,
+        policy,
+    )
+    .unwrap();
+    chain(
+        d,
+        &trust,
+        "leaf",
+        &["i1", "i2"],
+        TimePolicy::NoClock,
+        policy.with_max_intermediates(2),
+    )
+    .unwrap();
+    assert_eq!(
+        chain(
+            d,
+            &trust,
+            "leaf",
+            &["i1", "i2"],
+            TimePolicy::NoClock,
+            policy.with_max_intermediates(1)
+        )
+        .err(),
+        Some(Error::PathTooLong { limit: 1 })
+    );
+}
+
+/// RFC 5280 §6.1.1 (d), the trust anchor information: a trust bundle (root keys and
+/// certificates in one PEM) says which anchor cannot be used and why, instead of only why.
+#[test]
+fn trust_bundle_names_the_unusable_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "root", "ec", None, ROOT_EXT, &[]);
+    cert(d, "weak", "1024", None, ROOT_EXT, &[]);
+    openssl(
+        d,
+        &["pkey", "-in", "root.key", "-pubout", "-out", "root.pub"],
+    );
+    let bundle = [
+        fs::read_to_string(d.join("root.pub")).unwrap(),
+        fs::read_to_string(d.join("root.pem")).unwrap(),
+        fs::read_to_string(d.join("weak.pem")).unwrap(),
+    ]
+    .concat();
+    assert_eq!(
+        PinnedKeys::from_pem(&bundle).err(),
+        Some(Error::UnusableAnchor {
+            block: 2,
+            name: subject("weak"),
+            source: Box::new(Error::RsaKeyTooSmall { bits: 1024 })
+        })
+    );
+    let err = PinnedKeys::from_pem(&bundle).unwrap_err();
+    assert!(err.to_string().contains("CN=weak"), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
 }

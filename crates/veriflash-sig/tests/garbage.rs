@@ -7,7 +7,8 @@
 )]
 
 use veriflash_sig::{
-    Error, KeyId, PinnedKeys, SigningKey, VerifyingKey, ecdsa_p256_signature_to_der,
+    EcdsaSignatureEncoding, Error, KeyId, PinnedKeys, SigningKey, VerifyingKey,
+    ecdsa_p256_signature_to_der,
 };
 
 /// xorshift64*: deterministic, so a failure reproduces.
@@ -68,7 +69,8 @@ fn all_parsers_refuse_or_survive(text: &str) {
     let _ = VerifyingKey::from_spki_der(bytes);
     let _ = SigningKey::from_pkcs8_der(bytes);
     let _ = SigningKey::from_sec1_der(bytes);
-    let _ = ecdsa_p256_signature_to_der(bytes);
+    let _ = ecdsa_p256_signature_to_der(bytes, EcdsaSignatureEncoding::Der);
+    let _ = ecdsa_p256_signature_to_der(bytes, EcdsaSignatureEncoding::Raw);
 }
 
 #[test]
@@ -89,7 +91,8 @@ fn random_bytes_never_panic_der_parsers() {
         let _ = VerifyingKey::from_spki_der(&bytes);
         let _ = SigningKey::from_pkcs8_der(&bytes);
         let _ = SigningKey::from_sec1_der(&bytes);
-        let _ = ecdsa_p256_signature_to_der(&bytes);
+        let _ = ecdsa_p256_signature_to_der(&bytes, EcdsaSignatureEncoding::Der);
+        let _ = ecdsa_p256_signature_to_der(&bytes, EcdsaSignatureEncoding::Raw);
     }
 }
 

@@ -279,32 +279,59 @@ fn refuses_encrypted_keys_from_openssl() {
 fn refuses_other_curves_and_key_types() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "p384.pem",
-        ],
-    );
-    openssl(
-        d,
-        &["pkey", "-in", "p384.pem", "-pubout", "-out", "p384.pub"],
-    );
+    for curve in ["P-384", "P-521"] {
+        let (key, public) = (format!("{curve}.pem"), format!("{curve}.pub"));
+        let paramgen = format!("ec_paramgen_curve:{curve}");
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                &paramgen,
+                "-out",
+                &key,
+            ],
+        );
+        openssl(d, &["pkey", "-in", &key, "-pubout", "-out", &public]);
+    }
     openssl(d, &["genpkey", "-algorithm", "ED25519", "-out", "ed.pem"]);
     openssl(d, &["pkey", "-in", "ed.pem", "-pubout", "-out", "ed.pub"]);
 
     let read = |name: &str| fs::read_to_string(d.join(name)).unwrap();
+    // Packages are signed with P-256 or RSA: no other curve signs.
+    for curve in ["P-384", "P-521"] {
+        assert!(matches!(
+            SigningKey::from_pem(&read(&format!("{curve}.pem"))),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+    // A P-384 public key loads (CA keys in chains), with openssl's SPKI as its key id ...
+    let p384 = VerifyingKey::from_public_key_pem(&read("P-384.pub")).unwrap();
+    assert_eq!(p384.algorithm_name(), "ecdsa-p384");
+    let spki = openssl(
+        d,
+        &["pkey", "-pubin", "-in", "P-384.pub", "-outform", "DER"],
+    )
+    .stdout;
+    assert_eq!(p384.spki_der(), spki);
+    assert_eq!(p384.key_id(), KeyId::of_spki_der(&spki));
+    // ... but it signs no package: the package algorithms are P-256 and RSA only.
+    assert_eq!(
+        veriflash_sig::ECDSA_P256_SHA256
+            .verify(
+                &p384,
+                MESSAGE,
+                &[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]
+            )
+            .err(),
+        Some(Error::AlgorithmKeyMismatch {
+            key_id: p384.key_id()
+        })
+    );
     assert!(matches!(
-        SigningKey::from_pem(&read("p384.pem")),
-        Err(Error::InvalidKey { .. })
-    ));
-    assert!(matches!(
-        VerifyingKey::from_public_key_pem(&read("p384.pub")),
+        VerifyingKey::from_public_key_pem(&read("P-521.pub")),
         Err(Error::InvalidKey { .. })
     ));
     let ed25519 = veriflash_sig::ObjectIdentifier::new_unwrap("1.3.101.112");
@@ -355,12 +382,20 @@ fn hsm_style_raw_signature_canonicalises_to_openssl_der() {
     let d = dir.path();
     let signing = SigningKey::generate_p256().unwrap();
     let der = signing.sign(MESSAGE).unwrap();
-    let raw = veriflash_sig::ecdsa_p256_signature_to_raw(&der).unwrap();
+    let raw = veriflash_sig::ecdsa_p256_signature_to_raw(
+        &der,
+        veriflash_sig::EcdsaSignatureEncoding::Der,
+    )
+    .unwrap();
     // What a PKCS#11 token would return, made into what openssl accepts.
     write(
         d,
         "sig.der",
-        &veriflash_sig::ecdsa_p256_signature_to_der(&raw).unwrap(),
+        &veriflash_sig::ecdsa_p256_signature_to_der(
+            &raw,
+            veriflash_sig::EcdsaSignatureEncoding::Raw,
+        )
+        .unwrap(),
     );
     write(d, "msg.bin", MESSAGE);
     write(

@@ -322,3 +322,63 @@ fn signature_of_wrong_length_is_malformed() {
         Some(Error::AlgorithmKeyMismatch { key_id })
     );
 }
+
+/// `id-RSASSA-PSS` keys (RFC 4055 §1.2) as `openssl genpkey -algorithm RSA-PSS` makes them,
+/// without parameters (any PSS profile) and restricted to SHA-256 / MGF1-SHA-256 / salt 32:
+/// both load, with openssl's SPKI as key id, verify openssl's PSS signatures, and refuse
+/// PKCS#1 v1.5 (RFC 4055: a PSS key never signs v1.5).
+#[test]
+fn loads_rsassa_pss_keys_with_and_without_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("msg.bin"), MESSAGE).unwrap();
+    let restricted = [
+        "-pkeyopt",
+        "rsa_pss_keygen_md:sha256",
+        "-pkeyopt",
+        "rsa_pss_keygen_mgf1_md:sha256",
+        "-pkeyopt",
+        "rsa_pss_keygen_saltlen:32",
+    ];
+    for (name, extra) in [("open", &[][..]), ("restricted", &restricted[..])] {
+        let key = format!("{name}.pem");
+        let mut args = vec![
+            "genpkey",
+            "-algorithm",
+            "RSA-PSS",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["-out", &key]);
+        openssl(d, &args);
+        let spki = openssl(d, &["pkey", "-in", &key, "-pubout", "-outform", "DER"]).stdout;
+        let public = VerifyingKey::from_spki_der(&spki).unwrap();
+        assert_eq!(public.algorithm_name(), "rsa-pss-2048", "{name}");
+        assert_eq!(public.key_id(), KeyId::of_spki_der(&spki));
+        assert_eq!(public.spki_der(), &spki[..]);
+
+        let sig = format!("{name}.sig");
+        let mut sign = vec!["dgst", "-sha256", "-sign", &key];
+        sign.extend(PSS_OPTS);
+        sign.extend(["-out", &sig, "msg.bin"]);
+        openssl(d, &sign);
+        let signature = fs::read(d.join(&sig)).unwrap();
+        veriflash_sig::RSA_PSS_SHA256
+            .verify(&public, MESSAGE, &signature)
+            .unwrap();
+        assert!(
+            veriflash_sig::RSA_PSS_SHA256
+                .verify(&public, b"another message", &signature)
+                .is_err()
+        );
+        assert_eq!(
+            veriflash_sig::RSA_PKCS1_SHA256
+                .verify(&public, MESSAGE, &signature)
+                .err(),
+            Some(Error::AlgorithmKeyMismatch {
+                key_id: public.key_id()
+            })
+        );
+    }
+}

@@ -7,9 +7,9 @@
 )]
 
 use veriflash_sig::{
-    DEFAULT_ALGORITHMS, ECDSA_P256_SHA256, ECDSA_WITH_SHA256, Error, KeyId, MAX_SIGNATURES,
-    ObjectIdentifier, PinnedKeys, Policy, SignatureAlgorithm, SignatureInput, SigningKey,
-    TrustAnchor, TrustStore, Verifier, VerifyingKey,
+    DEFAULT_ALGORITHMS, ECDSA_P256_SHA256, ECDSA_WITH_SHA256, EcdsaSignatureEncoding, Error, KeyId,
+    MAX_SIGNATURES, ObjectIdentifier, PinnedKeys, Policy, SignatureAlgorithm, SignatureInput,
+    SigningKey, TrustAnchor, TrustStore, Verifier, VerifyingKey,
 };
 
 const MESSAGE: &[u8] = b"veriflash header || manifest: the signed message of a test package";
@@ -122,18 +122,47 @@ fn rejects_truncated_extended_and_empty_signatures() {
 fn rejects_raw_r_s_signature_until_canonicalised() {
     let key = key();
     let der = key.sign(MESSAGE).unwrap();
-    let raw = veriflash_sig::ecdsa_p256_signature_to_raw(&der).unwrap();
+    let raw =
+        veriflash_sig::ecdsa_p256_signature_to_raw(&der, EcdsaSignatureEncoding::Der).unwrap();
     let trust = pinned(&[&key]);
     let verifier = Verifier::new(&trust);
     assert!(matches!(
         verifier.verify(MESSAGE, &[input(&key, &raw)]),
         Err(Error::MalformedSignature { .. })
     ));
-    let canonical = veriflash_sig::ecdsa_p256_signature_to_der(&raw).unwrap();
+    let canonical =
+        veriflash_sig::ecdsa_p256_signature_to_der(&raw, EcdsaSignatureEncoding::Raw).unwrap();
     assert_eq!(canonical, der);
     verifier
         .verify(MESSAGE, &[input(&key, &canonical)])
         .unwrap();
+}
+
+/// The caller names the encoding of an external ECDSA signature, never guessed: these 64 bytes
+/// are a strict DER `Ecdsa-Sig-Value` (29-byte `r` and `s`) and also a valid `r || s`, two
+/// different signatures; each reading is the one asked for.
+#[test]
+fn raw_signature_that_parses_as_der_is_read_as_the_caller_says() {
+    use EcdsaSignatureEncoding::{Der, Raw};
+    let mut both = [0x11u8; 64];
+    both[..4].copy_from_slice(&[0x30, 0x3e, 0x02, 0x1d]);
+    both[33..35].copy_from_slice(&[0x02, 0x1d]);
+    // Read as DER it is canonical DER already: returned unchanged.
+    assert_eq!(
+        veriflash_sig::ecdsa_p256_signature_to_der(&both, Der).unwrap(),
+        both
+    );
+    // Read as r || s it is another signature, whose DER is 70 bytes.
+    let from_raw = veriflash_sig::ecdsa_p256_signature_to_der(&both, Raw).unwrap();
+    assert_eq!(from_raw.len(), 70);
+    assert_eq!(
+        veriflash_sig::ecdsa_p256_signature_to_raw(&from_raw, Der).unwrap(),
+        both
+    );
+    assert_ne!(
+        veriflash_sig::ecdsa_p256_signature_to_raw(&both, Der).unwrap(),
+        both
+    );
 }
 
 #[test]
