@@ -87,7 +87,21 @@ pub struct Emulated {
 impl Emulated {
     /// Starts `veriflash emulate mdm9x07 --pty` with `extra` arguments and reads its path.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        Self::spawn(extra, None)
+    }
+
+    /// [`Emulated::start`], announced to discovery (`veriflash station`) under the state
+    /// directory [`veriflash`] gives commands run in `cwd`.
+    pub fn announced(extra: &[&str], cwd: &Path) -> Self {
+        Self::spawn(extra, Some(cwd))
+    }
+
+    fn spawn(extra: &[&str], cwd: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_veriflash"));
+        if let Some(cwd) = cwd {
+            command.env("VERIFLASH_STATE_DIR", cwd.join(".veriflash-state"));
+        }
+        let mut child = command
             .args(["emulate", "mdm9x07", "--pty"])
             .args(extra)
             .stdout(Stdio::piped())

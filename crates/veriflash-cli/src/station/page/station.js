@@ -69,7 +69,8 @@ function identityCell(d) {
 
 function statusCell(d) {
   const td = el("td");
-  td.append(el("span", d.state, "state"));
+  // A finished install says how it ended (installed, refused, failed); otherwise the state.
+  td.append(el("span", d.result ? d.result.result : d.state, "state"));
   if (d.phase) td.append(el("small", "phase: " + d.phase.replace("_", " ")));
   const p = d.progress;
   if (d.state === "flashing" && p) {
