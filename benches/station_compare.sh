@@ -11,7 +11,7 @@
 #              state lists them identified, then presses "flash all" (POST /api/flash) and takes
 #              the time from that request to the last device's `finished` event (the history
 #              records' times, milliseconds, kept by the station). While it flashes, a client reads
-#              the event stream (as the page does) and another fetches /api/state every 50 ms;
+#              the event stream (as the page does) and another fetches /api/state every 200 ms;
 #              the script reports the slowest and median answer (the page's responsiveness).
 # Prints one line per run and the medians, with the machine and the date. Everything it makes is
 # deleted at the end. Not a test: timings on a shared machine vary (docs/STATION.md).
@@ -88,6 +88,7 @@ start_emulators() {
     local state="$WORK/quiet"
     [ "${1:-0}" = 1 ] && state="$VERIFLASH_STATE_DIR"
     rm -rf "$VERIFLASH_STATE_DIR" "$WORK/quiet"
+    rm -f emu*.out
     for i in $(seq 1 "$DEVICES"); do
         VERIFLASH_STATE_DIR="$state" "$VERIFLASH" emulate mdm9x07 --pty \
             --serial "$(printf 'BE%04X' "$i")" >"emu$i.out" 2>/dev/null &
@@ -112,8 +113,19 @@ run_cli() {
     echo $((end - start))
 }
 
+# Runs the python condition $1 until it holds (every 100 ms, at most 120 s).
+wait_until() {
+    local tries=0
+    until python3 -c "$1" 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 1200 ] || { echo "gave up waiting: $1" >&2; cat station.err >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
 run_station() {
     start_emulators 1
+    rm -f station.out station.err history.json
     "$VERIFLASH" station --package update.vfp --trust vendor.pub.pem >station.out 2>station.err &
     local station=$!
     PIDS+=("$station")
@@ -123,13 +135,12 @@ run_station() {
     base=${url%%/\?token=*}
     token=${url#*token=}
     # Wait until every modem is identified and ready.
-    until curl -fs "$base/api/state?token=$token" | python3 -c "
-import json, sys
-s = json.load(sys.stdin)
-sys.exit(0 if sum(d['state'] == 'ready' for d in s['devices']) == $DEVICES else 1)"; do
-        sleep 0.1
-    done
-    # A page's event stream, and a client that keeps asking for the state meanwhile.
+    wait_until "
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen('$base/api/state?token=$token'))
+sys.exit(0 if sum(d['state'] == 'ready' for d in s['devices']) == $DEVICES else 1)"
+    # A page's event stream (how the end is seen, too), and a client that asks for the state
+    # every 200 ms meanwhile, timing each answer.
     curl -fsN "$base/api/events?token=$token" >events.out 2>/dev/null &
     local events=$!
     PIDS+=("$events")
@@ -137,23 +148,24 @@ sys.exit(0 if sum(d['state'] == 'ready' for d in s['devices']) == $DEVICES else 
     (
         while :; do
             curl -fs -o /dev/null -w '%{time_total}\n' "$base/api/state?token=$token" >>latency.out
-            sleep 0.05
+            sleep 0.2
         done
     ) &
     local poller=$!
     PIDS+=("$poller")
-    local start
+    until grep -q '"type":"snapshot"' events.out 2>/dev/null; do sleep 0.05; done
+    local start tries=0
     start=$(now_ms)
     curl -fs -X POST -H 'Content-Type: application/json' -H "X-Veriflash-Token: $token" \
         -d '{"all":true}' "$base/api/flash" >/dev/null
-    until curl -fs "$base/api/history.json?token=$token" >history.json &&
-        python3 -c "
-import json, sys
-sys.exit(0 if len(json.load(open('history.json'))['records']) == $DEVICES else 1)"; do
-        sleep 0.1
+    until [ "$(grep -c '"type":"history"' events.out)" -ge "$DEVICES" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 2400 ] || { echo "the station never finished" >&2; cat station.err >&2; exit 1; }
+        sleep 0.05
     done
     kill "$poller" 2>/dev/null || true
     wait "$poller" 2>/dev/null || true
+    curl -fs "$base/api/history.json?token=$token" >history.json
     python3 - "$start" <<'EOF'
 import json, sys, datetime, statistics
 start = int(sys.argv[1])
