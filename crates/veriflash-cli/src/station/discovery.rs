@@ -92,4 +92,27 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[0], (target, "target"));
     }
+
+    #[test]
+    fn download_mode_modems_on_usb_and_announced_emulators_are_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sysfs = tmp.path().join("sysfs");
+        for (name, pid) in [("1-1.2", "9008"), ("1-1.3", "9091")] {
+            let dev = sysfs.join(name);
+            std::fs::create_dir_all(dev.join(format!("{name}:1.0/ttyUSB0"))).unwrap();
+            std::fs::write(dev.join("idVendor"), "05c6").unwrap();
+            std::fs::write(dev.join("idProduct"), pid).unwrap();
+        }
+        let _emulator =
+            crate::emulators::Announcement::new(tmp.path(), "mdm9x07:serial:/dev/null").unwrap();
+        let found = scan(Some(&sysfs), Some(tmp.path()), &[]);
+        // The normal-mode modem (9091) cannot be flashed before a switch: not listed.
+        assert_eq!(
+            found,
+            [
+                ("mdm9x07:usb:1-1.2".to_owned(), "usb"),
+                ("mdm9x07:serial:/dev/null".to_owned(), "emulator"),
+            ]
+        );
+    }
 }
