@@ -11,7 +11,7 @@ use veriflash_mdm9x07::discover::{DeviceMode, Discover, FoundDevice, Sysfs};
 use crate::output::Failure;
 
 /// The `--target` strings that reach a device.
-fn targets(d: &FoundDevice) -> Vec<String> {
+pub(crate) fn targets(d: &FoundDevice) -> Vec<String> {
     let mut t = Vec::new();
     if d.mode == DeviceMode::Edl {
         t.push(format!("mdm9x07:usb:{}", d.location));

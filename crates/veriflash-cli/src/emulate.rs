@@ -33,12 +33,24 @@ pub(crate) enum EmulateCommand {
         /// Start in normal mode, answering the DIAG switch to download mode.
         #[arg(long)]
         diag: bool,
+        /// The chip serial number it reports (hex), so several emulated modems tell apart.
+        #[arg(long, value_name = "HEX", value_parser = parse_serial)]
+        serial: Option<u32>,
         /// Instead of serving: write a stand-in Firehose programmer that the emulator accepts
         /// (an ELF32 image; the emulator runs no code, a real modem would need its vendor's
         /// signed programmer) to FILE, for packages meant for `--target mdm9x07:emulator`.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["pty", "diag"])]
         write_programmer: Option<std::path::PathBuf>,
     },
+}
+
+/// A serial number in hex, with or without `0x`.
+fn parse_serial(text: &str) -> Result<u32, String> {
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    u32::from_str_radix(hex, 16).map_err(|e| format!("not a hex serial number: {e}"))
 }
 
 /// The MSM id (upper 32 bits of the hardware id) for a chip name or a hex id.
@@ -63,6 +75,7 @@ pub(crate) fn run(command: &EmulateCommand) -> Result<(), Failure> {
         pty,
         chip,
         diag,
+        serial,
         write_programmer,
     } = command;
     let usage = |m: String| Failure::text(Error::new(ErrorKind::InvalidInput, m));
@@ -95,6 +108,9 @@ pub(crate) fn run(command: &EmulateCommand) -> Result<(), Failure> {
     let mut config = EmulatorConfig::mdm9607();
     // Keep the OEM and model ids (the product the default session config knows).
     config.hw_id = (u64::from(msm) << 32) | (config.hw_id & 0xFFFF_FFFF);
+    if let Some(serial) = serial {
+        config.serial = *serial;
+    }
     let device = Emulator::new(config)
         .map_err(|e| Failure::text(Error::new(ErrorKind::DeviceError, e.to_string())))?;
     serve(device, *diag)
@@ -145,6 +161,18 @@ fn serve(device: Emulator, diag: bool) -> Result<(), Failure> {
         Failure::text(Error::new(ErrorKind::TransportError, e.to_string()))
     };
     let server = PtyServer::open().map_err(transport)?;
+    // Announced to discovery (`veriflash station`) while it serves; a signal ends the serving
+    // loop so the announcement goes with it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Without a handler the signal ends the process as before, leaving a file discovery
+        // ignores once the process is gone.
+        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop));
+    }
+    let target = format!("mdm9x07:serial:{}", server.slave_path().display());
+    let _announced = crate::plugins::environment()
+        .state_dir
+        .and_then(|dir| crate::emulators::Announcement::new(&dir, &target).ok());
     println!("{}", server.slave_path().display());
     let _ = std::io::stdout().flush();
     eprintln!(
@@ -161,10 +189,14 @@ fn serve(device: Emulator, diag: bool) -> Result<(), Failure> {
         edl: device,
     };
     server
-        .serve(&mut modem, &|| false, &mut |event| match event {
-            HostEvent::Opened => eprintln!("host connected"),
-            HostEvent::Closed => eprintln!("host left"),
-        })
+        .serve(
+            &mut modem,
+            &|| stop.load(std::sync::atomic::Ordering::Relaxed),
+            &mut |event| match event {
+                HostEvent::Opened => eprintln!("host connected"),
+                HostEvent::Closed => eprintln!("host left"),
+            },
+        )
         .map_err(transport)
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod device;
 mod devices;
 mod emulate;
+mod emulators;
 mod events;
 mod factory;
 mod fetch;
@@ -22,6 +23,7 @@ mod output;
 mod pack;
 mod plugins;
 mod signals;
+mod station;
 mod verify;
 
 use std::path::PathBuf;
@@ -236,6 +238,38 @@ enum Command {
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// A flashing station: a local web page that shows the package and its verification,
+    /// every modem as it is plugged in and out, each one's progress and result, and the
+    /// session's history (CSV, JSON). The package is verified once at start; the page flashes
+    /// those verified bytes, one device or all at once, and cannot replace them.
+    #[command(
+        after_help = "Example:\n  veriflash station --package update.vfp --trust vendor.pub.pem\n  # prints http://127.0.0.1:PORT/?token=...: open it in a browser on this computer\n\nThe page is served on loopback unless --listen names another address of this computer\n(never a host name or every interface); every request needs the token of the printed URL."
+    )]
+    Station {
+        /// The package file: read once and verified at start.
+        #[arg(long, value_name = "PKG")]
+        package: PathBuf,
+        /// Trusted public keys and/or root certificates (PEM), a directory of them, or an
+        /// anchor-set file.
+        #[arg(long, value_name = "PUBKEY_OR_DIR")]
+        trust: PathBuf,
+        #[command(flatten)]
+        trust_options: verify::TrustOptions,
+        /// Where to serve the page, IP:PORT (default 127.0.0.1 on a free port). An address
+        /// that is not loopback must be named exactly: never a host name or 0.0.0.0.
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<String>,
+        /// Flash every device as soon as it appears, without a click (a factory line).
+        #[arg(long)]
+        auto: bool,
+        /// A device to watch besides discovery (USB download-mode modems and emulators):
+        /// `file:PATH`, `mdm9x07:serial:TTY`, ...; shown while what it names exists.
+        #[arg(long, value_name = "TARGET")]
+        target: Vec<String>,
+        /// The sysfs directory of USB devices discovery reads (for tests).
+        #[arg(long, value_name = "DIR", hide = true)]
+        sysfs: Option<PathBuf>,
     },
     /// Download a package over HTTP(S) and verify it: the header, manifest and signatures
     /// first, then each chunk as it arrives (broken connections resume, corrupted chunks are
@@ -559,6 +593,23 @@ fn main() -> ExitCode {
             wait_boot: std::time::Duration::from_secs(wait_boot),
             sysfs: sysfs.as_deref(),
             json,
+        }),
+        Command::Station {
+            package,
+            trust,
+            trust_options,
+            listen,
+            auto,
+            target,
+            sysfs,
+        } => station::run(&station::StationArgs {
+            package: &package,
+            trust: &trust,
+            trust_options: &trust_options,
+            listen: listen.as_deref(),
+            auto,
+            targets: &target,
+            sysfs: sysfs.as_deref(),
         }),
         Command::Fetch {
             url,

@@ -51,7 +51,15 @@ fn dir(own: &str, xdg: &str, home_default: &str) -> Option<PathBuf> {
 /// # Errors
 /// A plugin's configuration file that cannot be used.
 pub(crate) fn configured() -> Result<Registry, veriflash_core::Error> {
-    let mut registry = registry(None);
+    configured_with(None)
+}
+
+/// [`configured`], with the MDM9x07 plugin looking for USB devices under `sysfs`.
+///
+/// # Errors
+/// A plugin's configuration file that cannot be used.
+pub(crate) fn configured_with(sysfs: Option<&Path>) -> Result<Registry, veriflash_core::Error> {
+    let mut registry = registry(sysfs);
     registry.configure(&environment()).map_err(|e| {
         veriflash_core::Error::new(veriflash_core::ErrorKind::InvalidInput, e.to_string())
             .with_source(e)

@@ -49,3 +49,33 @@ pub(crate) fn cancel_on_interrupt(cancel: &CancelToken) {
         }
     });
 }
+
+/// For `veriflash station`: the first SIGINT or SIGTERM cancels every install (each device is
+/// aborted safely, as `flash` does) and ends the station once they stopped; a second one ends
+/// it at once with status 130.
+pub(crate) fn stop_on_interrupt(station: Arc<crate::station::Station>) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("veriflash-signals".into()).spawn(move || {
+        let mut seen = 0u32;
+        for _ in signals.forever() {
+            seen = seen.saturating_add(1);
+            if seen > 1 {
+                std::process::exit(130);
+            }
+            if station.cancel(None) > 0 {
+                eprintln!(
+                    "interrupted: stopping the installs at the next safe point (interrupt again to quit now)"
+                );
+            }
+            let station = Arc::clone(&station);
+            let _ = std::thread::Builder::new().name("veriflash-stop".into()).spawn(move || {
+                while station.busy() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                std::process::exit(0);
+            });
+        }
+    });
+}

@@ -87,7 +87,21 @@ pub struct Emulated {
 impl Emulated {
     /// Starts `veriflash emulate mdm9x07 --pty` with `extra` arguments and reads its path.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
+        Self::spawn(extra, None)
+    }
+
+    /// [`Emulated::start`], announced to discovery (`veriflash station`) under the state
+    /// directory [`veriflash`] gives commands run in `cwd`.
+    pub fn announced(extra: &[&str], cwd: &Path) -> Self {
+        Self::spawn(extra, Some(cwd))
+    }
+
+    fn spawn(extra: &[&str], cwd: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_veriflash"));
+        if let Some(cwd) = cwd {
+            command.env("VERIFLASH_STATE_DIR", cwd.join(".veriflash-state"));
+        }
+        let mut child = command
             .args(["emulate", "mdm9x07", "--pty"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -233,5 +247,200 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `veriflash station ARGS` in `cwd` (state and configuration directories as [`veriflash`]),
+/// killed when dropped.
+pub struct Station {
+    child: Child,
+    /// The URL it printed, with its token.
+    pub url: String,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its access token.
+    pub token: String,
+    stderr: Receiver<String>,
+}
+
+impl Station {
+    /// Starts the station and reads the URL it prints first.
+    pub fn start(args: &[&str], cwd: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veriflash"))
+            .arg("station")
+            .args(args)
+            .current_dir(cwd)
+            .env("VERIFLASH_STATE_DIR", cwd.join(".veriflash-state"))
+            .env("VERIFLASH_CONFIG_DIR", cwd.join(".veriflash-config"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the station");
+        let (tx, stderr) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_owned();
+        let said: Vec<String> = stderr.try_iter().collect();
+        let rest = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("line 1 is the URL: {line:?} {said:?}"));
+        let (addr, token) = rest.split_once("/?token=").expect("a token in the URL");
+        Self {
+            addr: addr.parse().unwrap(),
+            token: token.to_owned(),
+            url,
+            child,
+            stderr,
+        }
+    }
+
+    /// One HTTP/1.1 request to the station (`Host` is its address unless `headers` names
+    /// one).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpResponse {
+        http_request(self.addr, method, path, headers, body)
+    }
+
+    /// `GET path` with the token in the query.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.request("GET", &format!("{path}{sep}token={}", self.token), &[], "")
+    }
+
+    /// A button: `POST path` with the token header and a JSON body, as the page sends it.
+    pub fn post(&self, path: &str, body: &str) -> HttpResponse {
+        let origin = format!("http://{}", self.addr);
+        self.request(
+            "POST",
+            path,
+            &[
+                ("X-Veriflash-Token", &self.token),
+                ("Content-Type", "application/json"),
+                ("Origin", &origin),
+            ],
+            body,
+        )
+    }
+
+    /// The station's state (`/api/state`).
+    pub fn state(&self) -> serde_json::Value {
+        let response = self.get("/api/state");
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.body).unwrap()
+    }
+
+    /// Waits (up to 60 s) until the state satisfies `done`, and returns it.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let state = self.state();
+            if done(&state) {
+                return state;
+            }
+            let said: Vec<String> = self.stderr.try_iter().collect();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the station never got to {what}: {state:#} {said:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Station {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response: status, header lines, body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The status line and header lines, as received.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (for an event stream, what arrived within a
+/// second).
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            // An event stream does not end: what came within the timeout is enough.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    HttpResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
     }
 }
