@@ -230,6 +230,12 @@ enum Command {
             value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS)
         )]
         wait_boot: u64,
+        /// Let a package rewrite an MDM9x07's partition table (its MIBIB step, imported with
+        /// `import-qdl --with-partition-table`): the old table is copied to the state
+        /// directory's backups first, the new one read back before the other images are
+        /// placed by it. Without it such a package is refused (protected_partition).
+        #[arg(long)]
+        allow_partition_table: bool,
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
@@ -353,7 +359,7 @@ enum Command {
     /// the programmer first, then the bundle's images, paths relative to --out.
     #[command(
         name = "import-qdl",
-        after_help = "Example:\n  veriflash import-qdl --rawprogram bundle/rawprogram_nand_p2K_b128K.xml --programmer bundle/prog_nand_firehose_9x07.mbn \\\n      --product acme-hotspot-x1 --version 2.4.0 --security-version 7 --out update.toml\n  veriflash pack --manifest update.toml --key vendor.pem --out update.vfp"
+        after_help = "Example:\n  veriflash import-qdl --rawprogram bundle/rawprogram_nand_p2K_b128K.xml --programmer bundle/prog_nand_firehose_9x07.mbn \\\n      --product acme-hotspot-x1 --version 2.4.0 --security-version 7 --out update.toml\n  veriflash pack --manifest update.toml --key vendor.pem --out update.vfp\n\nStock NAND bundles without labels (Quectel's rawprogram_nand_p4K_b256K_update.xml) are placed by\nstart_sector through the MIBIB image the bundle carries; --with-partition-table keeps its table\nrewrite. The bundle's NAND geometry goes into the package and is checked against the device."
     )]
     ImportQdl {
         /// The bundle's rawprogram XML; image files are found relative to it.
@@ -384,6 +390,17 @@ enum Command {
         /// Where to write the description (TOML).
         #[arg(long, value_name = "M.toml")]
         out: PathBuf,
+        /// Import the bundle's partition table (MIBIB) as the package's first image, a step
+        /// that rewrites the device's table; flashing it also needs `flash
+        /// --allow-partition-table`. Without it the MIBIB is left out, and an `<erase>` of it
+        /// is refused.
+        #[arg(long)]
+        with_partition_table: bool,
+        /// The device's MIBIB (a copy made with `veriflash read mibib`, or the MIBIB image of
+        /// another bundle for the same device): entries without a label that the bundle's own
+        /// table does not place are placed through it.
+        #[arg(long, value_name = "FILE")]
+        device_mibib: Option<PathBuf>,
     },
 }
 
@@ -545,6 +562,7 @@ fn main() -> ExitCode {
             trust_options,
             reconnect,
             wait_boot,
+            allow_partition_table,
             sysfs,
             json,
         } => flash::run(&flash::FlashArgs {
@@ -557,6 +575,7 @@ fn main() -> ExitCode {
             save_rotation: save_rotation.as_deref(),
             reconnect: std::time::Duration::from_secs(reconnect),
             wait_boot: std::time::Duration::from_secs(wait_boot),
+            allow_partition_table,
             sysfs: sysfs.as_deref(),
             json,
         }),
@@ -613,6 +632,8 @@ fn main() -> ExitCode {
             version,
             security_version,
             out,
+            with_partition_table,
+            device_mibib,
         } => import_qdl::run(&import_qdl::ImportArgs {
             rawprogram: &rawprogram,
             patches: &patch,
@@ -623,6 +644,8 @@ fn main() -> ExitCode {
             version: &version,
             security_version,
             out: &out,
+            with_partition_table,
+            device_mibib: device_mibib.as_deref(),
         }),
     };
     match result {

@@ -291,6 +291,7 @@ pub fn device_error(err: PluginError) -> Error {
         }
         PluginError::Busy(_) => ErrorKind::Busy,
         PluginError::WrongChip { .. } => ErrorKind::WrongChipset,
+        PluginError::WrongHardware { .. } => ErrorKind::WrongHardwareRevision,
         PluginError::Timeout(_) => ErrorKind::Timeout,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,

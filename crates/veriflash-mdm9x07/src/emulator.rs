@@ -119,6 +119,38 @@ impl EmulatorConfig {
         }
     }
 
+    /// A Quectel EC25-like module: MDM9207 with a 4 Gbit NAND of 4 KiB pages and 256 KiB
+    /// blocks (2048 blocks, 512 MiB; the geometry of Quectel's `p4K_b256K` bundles), its
+    /// MIBIB at block 10 (sector 640, where stock bundles write `partition_complete_p4K_b256K.mbn`
+    /// and where host tools look for it), one bad block, OEM id `0x1234` / model id `0x0025`.
+    #[must_use]
+    pub fn mdm9207_ec25() -> Self {
+        Self {
+            serial: 0x0EC2_5001,
+            hw_id: 0x0004_80E1_1234_0025,
+            page_size: 4096,
+            pages_per_block: 64,
+            blocks: 2048,
+            bad_blocks: vec![301],
+            mibib_block: 10,
+            partitions: vec![
+                entry("0:SBL", 0, 10),
+                entry("0:MIBIB", 10, 10),
+                entry("0:EFS2", 20, 44),
+                entry("0:TZ", 64, 6),
+                entry("0:RPM", 70, 4),
+                entry("0:aboot", 74, 4),
+                entry("0:boot", 78, 60),
+                entry("0:modem", 138, 200),
+                entry("0:system", 338, mibib::GROW),
+            ],
+            max_payload_to_target: 64 * 1024,
+            max_payload_from_target: 16 * 1024,
+            sahara_read_len: 4096,
+            read_data64: false,
+        }
+    }
+
     /// Bytes per erase block.
     #[must_use]
     pub fn block_size(&self) -> usize {
@@ -141,13 +173,15 @@ pub struct DeviceFaults {
     pub power_cut_at_page_program: Option<u64>,
 }
 
-/// Simulated NAND.
+/// Simulated NAND. Blocks are held only once programmed (an erased block is `None`), so a
+/// device of a real part's size (256 MiB, 512 MiB) costs memory only for what is written.
 #[derive(Clone, Debug)]
 pub struct Nand {
     page_size: usize,
     pages_per_block: u32,
     blocks: u32,
-    data: Vec<u8>,
+    data: Vec<Option<Box<[u8]>>>,
+    erased: Vec<u8>,
     bad: BTreeSet<u32>,
     page_programs: u64,
     block_erases: u64,
@@ -158,12 +192,12 @@ impl Nand {
     /// An erased NAND of `blocks` blocks.
     #[must_use]
     pub fn new(page_size: usize, pages_per_block: u32, blocks: u32, bad: &[u32]) -> Self {
-        let len = page_size * pages_per_block as usize * blocks as usize;
         Self {
             page_size,
             pages_per_block,
             blocks,
-            data: vec![0xFF; len],
+            data: vec![None; blocks as usize],
+            erased: vec![0xFF; page_size],
             bad: bad.iter().copied().collect(),
             page_programs: 0,
             block_erases: 0,
@@ -193,12 +227,15 @@ impl Nand {
         u32::try_from(page / u64::from(self.pages_per_block)).unwrap_or(u32::MAX)
     }
 
-    fn range(&self, page: u64) -> Option<std::ops::Range<usize>> {
+    /// The block of `page` and the page's byte range in it.
+    fn range(&self, page: u64) -> Option<(usize, std::ops::Range<usize>)> {
         if page >= self.pages() {
             return None;
         }
-        let start = usize::try_from(page).ok()?.checked_mul(self.page_size)?;
-        Some(start..start + self.page_size)
+        let ppb = u64::from(self.pages_per_block);
+        let block = usize::try_from(page / ppb).ok()?;
+        let start = usize::try_from(page % ppb).ok()? * self.page_size;
+        Some((block, start..start + self.page_size))
     }
 
     /// Whether `block` is bad.
@@ -215,10 +252,8 @@ impl Nand {
         if block >= self.blocks || self.is_bad(block) {
             return Err(Error::Storage(format!("block {block} is bad or absent")));
         }
-        let bs = self.page_size * self.pages_per_block as usize;
-        let start = block as usize * bs;
-        if let Some(s) = self.data.get_mut(start..start + bs) {
-            s.fill(0xFF);
+        if let Some(b) = self.data.get_mut(block as usize) {
+            *b = None;
         }
         self.block_erases += 1;
         Ok(())
@@ -231,13 +266,19 @@ impl Nand {
     /// [`Error::PowerLoss`] when the injected cut lands on this program (half the page
     /// landed).
     pub fn program_page(&mut self, page: u64, bytes: &[u8]) -> Result<(), Error> {
-        let range = self
+        let (block, range) = self
             .range(page)
             .ok_or_else(|| Error::Storage(format!("page {page} is outside the device")))?;
         if self.is_bad(self.block_of(page)) {
             return Err(Error::Storage(format!("page {page} is in a bad block")));
         }
-        let cells = self.data.get_mut(range).unwrap_or_default();
+        let block_len = self.page_size * self.pages_per_block as usize;
+        let cells = self
+            .data
+            .get_mut(block)
+            .map(|b| b.get_or_insert_with(|| vec![0xFF; block_len].into_boxed_slice()))
+            .and_then(|b| b.get_mut(range))
+            .unwrap_or_default();
         if cells.iter().any(|b| *b != 0xFF) {
             return Err(Error::Storage(format!(
                 "page {page} is programmed again without an erase"
@@ -258,9 +299,14 @@ impl Nand {
     /// One page's bytes.
     #[must_use]
     pub fn page(&self, page: u64) -> &[u8] {
-        self.range(page)
-            .and_then(|r| self.data.get(r))
-            .unwrap_or(&[])
+        match self.range(page) {
+            Some((block, r)) => match self.data.get(block) {
+                Some(Some(b)) => b.get(r).unwrap_or(&[]),
+                Some(None) => &self.erased,
+                None => &[],
+            },
+            None => &[],
+        }
     }
 
     /// The physical page after `page` in the bad-block-skipping order, starting the walk at
@@ -387,6 +433,13 @@ impl Emulator {
         let mut page = table;
         page.resize(config.page_size, 0xFF);
         nand.program_page(first + 1, &page)?;
+        if config
+            .partitions
+            .iter()
+            .any(|e| e.offset == 0 && e.raw_name.eq_ignore_ascii_case("0:SBL"))
+        {
+            nand.program_page(0, &stand_in_sbl_page(config.page_size))?;
+        }
         if let Some(efs) = config
             .partitions
             .iter()
@@ -1025,6 +1078,24 @@ impl Endpoint for Emulator {
     fn transmit(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
     }
+}
+
+/// The first word of an SBL on MDM9x07 NAND (little-endian at byte 0 of page 0): host tools
+/// (bkerler/edl `firehose.py` `get_gpt`) read sector 0, take this magic as "NAND storage",
+/// then look for the MIBIB at sectors 0x280, 0x400 and 0x800.
+pub const SBL_MAGIC: u32 = 0x844B_DCD1;
+
+/// The first page of a stand-in SBL, as a real device holds one: [`SBL_MAGIC`], then bytes
+/// that are not erased.
+#[must_use]
+pub fn stand_in_sbl_page(page_size: usize) -> Vec<u8> {
+    let mut page: Vec<u8> = (0..page_size)
+        .map(|i| u8::try_from(i % 239).unwrap_or(0))
+        .collect();
+    if let Some(head) = page.get_mut(..4) {
+        head.copy_from_slice(&SBL_MAGIC.to_le_bytes());
+    }
+    page
 }
 
 /// A minimal ELF32 programmer image for the emulator: one loadable segment holding `payload`.

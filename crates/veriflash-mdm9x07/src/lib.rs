@@ -9,6 +9,7 @@ pub mod driver;
 pub mod emulator;
 mod error;
 pub mod firehose;
+pub mod geometry;
 pub mod mibib;
 pub mod products;
 #[cfg(all(target_os = "linux", feature = "pty"))]
@@ -25,7 +26,7 @@ pub mod usb;
 
 pub use error::Error;
 pub use session::{
-    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, Mdm9x07Session, PROGRAMMER_PARTITION, ProductId,
-    SessionConfig,
+    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, MIBIB_PARTITION, Mdm9x07Session, PROGRAMMER_PARTITION,
+    ProductId, SessionConfig,
 };
 pub use target::Mdm9x07Plugin;

@@ -221,8 +221,8 @@ fn wrong_chip_is_refused_before_the_programmer_is_uploaded() {
     assert_eq!(dev.lock().unwrap().programmer_uploads(), 0);
     assert_eq!(
         dev.lock().unwrap().nand().page_programs(),
-        3,
-        "only the factory MIBIB and EFS pages"
+        4,
+        "only the factory SBL, MIBIB and EFS pages"
     );
 }
 

@@ -202,6 +202,14 @@ pub enum PluginError {
         /// What the device is, with its article ("an msm8916").
         found: String,
     },
+    /// The device is the right chip but other hardware than the package is for (another NAND
+    /// geometry, another board), found before anything was written.
+    WrongHardware {
+        /// What the package is for ("4 KiB pages, 256 KiB blocks").
+        expected: String,
+        /// What the device has.
+        found: String,
+    },
     /// The device did not answer within its time limit (it may have reset, or lost power); the
     /// message says what was waited for, as a whole sentence.
     Timeout(String),
@@ -284,6 +292,12 @@ impl fmt::Display for PluginError {
             Self::NotADevice(m) => f.write_str(m),
             Self::WrongChip { expected, found } => {
                 write!(f, "the device is {found}, not {expected}")
+            }
+            Self::WrongHardware { expected, found } => {
+                write!(
+                    f,
+                    "the package is for {expected}, the device has {found}; nothing was written"
+                )
             }
             Self::Timeout(m) => f.write_str(m),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
