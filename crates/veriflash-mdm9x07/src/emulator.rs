@@ -46,6 +46,10 @@ pub const PROGRAMMER_IMAGE_ID: u32 = 13;
 pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 /// Most program headers the emulator reads.
 const MAX_PHDRS: u32 = 16;
+/// `MaxXMLSizeInBytes` the programmer announces.
+const MAX_XML_SIZE: usize = 4096;
+/// The first log line of a `nop` answer.
+const BUILD_DATE_LOG: &str = "INFO: Binary build date: Mar 20 2018 @ 03:13:57";
 /// Sahara status for an ELF header the device cannot use.
 const STATUS_INVALID_ELF_HDR: u32 = 0x13;
 
@@ -76,7 +80,31 @@ pub struct EmulatorConfig {
     pub sahara_read_len: u32,
     /// Ask with `READ_DATA64` instead of `READ_DATA`.
     pub read_data64: bool,
+    /// The SHA-256 of the OEM root key the boot ROM trusts (answered to `EXECUTE` 0x03, once
+    /// per root: twice).
+    pub oem_pk_hash: [u8; 32],
+    /// The SBL software version (answered to `EXECUTE` 0x07).
+    pub sbl_sw_version: u32,
 }
+
+/// A stand-in OEM PK hash: the SHA-256 of a name.
+fn pk_hash_of(name: &str) -> [u8; 32] {
+    veriflash_hash::sha256(name.as_bytes())
+}
+
+/// The `EXECUTE` commands the emulated boot ROM answers (Sahara version 2 command mode,
+/// as bkerler/edl `sahara_defs.py` lists them and linux-msm/qdl `sahara_command_info`
+/// reads them); the others end with `END_OF_IMAGE` status 0x1E ("unsupported client
+/// command"), and the boot ROM stays in command mode.
+const EXEC_COMMANDS: [u32; 5] = [
+    exec::SERIAL_NUM_READ,
+    exec::MSM_HW_ID_READ,
+    exec::OEM_PK_HASH_READ,
+    exec::GET_SOFTWARE_VERSION_SBL,
+    exec::GET_COMMAND_ID_LIST,
+];
+/// Sahara status for an `EXECUTE` of a command the boot ROM does not have.
+const STATUS_EXEC_CMD_UNSUPPORTED: u32 = 0x1E;
 
 fn entry(name: &str, offset: u32, length: u32) -> Entry {
     Entry {
@@ -89,8 +117,9 @@ fn entry(name: &str, offset: u32, length: u32) -> Entry {
 }
 
 impl EmulatorConfig {
-    /// A small MDM9607 hotspot: 2 KiB pages, 64 pages per block, 256 blocks (32 MiB), two bad
-    /// blocks, the MIBIB at block 10, OEM id `0x1234` / model id `0x0001`.
+    /// An MDM9607 hotspot with a 1 Gbit NAND: 2 KiB pages, 64 pages per block, 1024 blocks
+    /// (128 MiB), two bad blocks, the MIBIB at block 10 (sector 0x280), OEM id `0x1234` /
+    /// model id `0x0001`.
     #[must_use]
     pub fn mdm9607() -> Self {
         Self {
@@ -98,7 +127,7 @@ impl EmulatorConfig {
             hw_id: 0x0004_A0E1_1234_0001,
             page_size: 2048,
             pages_per_block: 64,
-            blocks: 256,
+            blocks: 1024,
             bad_blocks: vec![52, 140],
             mibib_block: 10,
             partitions: vec![
@@ -116,6 +145,8 @@ impl EmulatorConfig {
             max_payload_from_target: 16 * 1024,
             sahara_read_len: 4096,
             read_data64: false,
+            oem_pk_hash: pk_hash_of("acme root"),
+            sbl_sw_version: 0,
         }
     }
 
@@ -148,6 +179,8 @@ impl EmulatorConfig {
             max_payload_from_target: 16 * 1024,
             sahara_read_len: 4096,
             read_data64: false,
+            oem_pk_hash: pk_hash_of("quectel root"),
+            sbl_sw_version: 0,
         }
     }
 
@@ -389,6 +422,8 @@ pub struct Emulator {
     image: ImageLoad,
     raw: Option<RawProgram>,
     configured: Option<usize>,
+    /// The Firehose command being answered (its name goes into a NAK's error line).
+    current: String,
     uploads: u32,
     resets: u32,
 }
@@ -417,9 +452,22 @@ impl Emulator {
             config.blocks,
             &config.bad_blocks,
         );
+        // The table as the device holds it: the last partition's "to the end" (0xFFFFFFFF in
+        // a bundle's partition.mbn) is the blocks that remain.
         let table = Table {
             version: mibib::VERSION_4,
-            entries: config.partitions.clone(),
+            entries: config
+                .partitions
+                .iter()
+                .map(|e| Entry {
+                    length: if e.length == mibib::GROW {
+                        config.blocks.saturating_sub(e.offset)
+                    } else {
+                        e.length
+                    },
+                    ..e.clone()
+                })
+                .collect(),
         }
         .encode();
         if table.len() > config.page_size {
@@ -464,6 +512,7 @@ impl Emulator {
             image: ImageLoad::default(),
             raw: None,
             configured: None,
+            current: String::new(),
             uploads: 0,
             resets: 0,
         };
@@ -560,8 +609,13 @@ impl Emulator {
         self.out.push_back(frame);
     }
 
+    /// Sends each element as its own document, as the real programmer does (a `<log/>` is
+    /// written the moment it is logged; qdl `firehose.c` and edl `firehose.py` read one
+    /// document per transfer).
     fn send_doc(&mut self, elements: &[Element]) {
-        self.emit(firehose::document(elements));
+        for e in elements {
+            self.emit(firehose::document(std::slice::from_ref(e)));
+        }
     }
 
     fn ack(&mut self, rawmode: bool) {
@@ -570,13 +624,54 @@ impl Emulator {
             .attr("rawmode", rawmode)]);
     }
 
+    /// A refusal as the MDM9x07 NAND programmer words it: the reason as one log line, then
+    /// `ERROR 21: Line N: HANDLE_<COMMAND>_FAILURE` (the shape of a real MDM9207
+    /// programmer's log, bkerler/edl issue 522: `Attribute 'PAGES_PER_BLOCK'=2048 must be
+    /// equal to disk pages per block 64`, then `ERROR 21: Line 2459: HANDLE_PROGRAM_FAILURE`),
+    /// then the NAK.
     fn nak(&mut self, reason: &str) {
+        let line = match self.current.as_str() {
+            "program" => 2459,
+            "erase" => 2561,
+            "read" => 2303,
+            "configure" => 1817,
+            _ => 1402,
+        };
         self.send_doc(&[
-            Element::new("log").attr("value", format!("ERROR: {reason}")),
+            Element::new("log").attr("value", reason),
+            Element::new("log").attr(
+                "value",
+                format!(
+                    "ERROR 21: Line {line}: HANDLE_{}_FAILURE",
+                    self.current.to_ascii_uppercase()
+                ),
+            ),
             Element::new("response")
                 .attr("value", "NAK")
                 .attr("rawmode", false),
         ]);
+    }
+
+    /// The attributes a real programmer's `configure` answer carries (edl `firehose.py`
+    /// `configure` reads each; qdl `firehose_configure_response_parser` reads the payload
+    /// sizes).
+    fn configure_response(&self, value: &str, to_target: usize) -> Element {
+        Element::new("response")
+            .attr("value", value)
+            .attr("MinVersionSupported", 1)
+            .attr("MemoryName", "NAND")
+            .attr(
+                "MaxPayloadSizeFromTargetInBytes",
+                self.config.max_payload_from_target,
+            )
+            .attr("MaxPayloadSizeToTargetInBytes", to_target)
+            .attr(
+                "MaxPayloadSizeToTargetInBytesSupported",
+                self.config.max_payload_to_target,
+            )
+            .attr("MaxXMLSizeInBytes", MAX_XML_SIZE)
+            .attr("Version", 1)
+            .attr("TargetName", "9x07")
     }
 
     fn cut_power(&mut self) {
@@ -706,30 +801,27 @@ impl Emulator {
                 }
             }
             (SaharaStep::Command, Packet::Execute { command }) => {
-                let len = match command {
-                    exec::SERIAL_NUM_READ => 4,
-                    exec::MSM_HW_ID_READ => 8,
-                    _ => 0,
-                };
-                if len == 0 {
-                    self.image_failed(0x1E);
+                let Some(answer) = self.exec_answer(command) else {
+                    self.emit(
+                        Packet::EndOfImage {
+                            image_id: 0,
+                            status: STATUS_EXEC_CMD_UNSUPPORTED,
+                        }
+                        .encode(),
+                    );
                     return;
-                }
+                };
                 self.emit(
                     Packet::ExecuteResponse {
                         command,
-                        data_len: len,
+                        data_len: u32::try_from(answer.len()).unwrap_or(0),
                     }
                     .encode(),
                 );
                 self.state = State::Sahara(SaharaStep::CommandData(command));
             }
             (SaharaStep::CommandData(c), Packet::ExecuteData { command }) if c == command => {
-                let data = if c == exec::SERIAL_NUM_READ {
-                    self.config.serial.to_le_bytes().to_vec()
-                } else {
-                    self.config.hw_id.to_le_bytes().to_vec()
-                };
+                let data = self.exec_answer(c).unwrap_or_default();
                 self.emit(data);
                 self.state = State::Sahara(SaharaStep::Command);
             }
@@ -743,6 +835,20 @@ impl Emulator {
             }
             _ => self.image_failed(0x01),
         }
+    }
+
+    /// The answer to a command-mode `EXECUTE`, `None` for one the boot ROM does not have.
+    fn exec_answer(&self, command: u32) -> Option<Vec<u8>> {
+        Some(match command {
+            exec::SERIAL_NUM_READ => self.config.serial.to_le_bytes().to_vec(),
+            exec::MSM_HW_ID_READ => self.config.hw_id.to_le_bytes().to_vec(),
+            exec::OEM_PK_HASH_READ => [self.config.oem_pk_hash; 2].concat(),
+            exec::GET_SOFTWARE_VERSION_SBL => self.config.sbl_sw_version.to_le_bytes().to_vec(),
+            exec::GET_COMMAND_ID_LIST => {
+                EXEC_COMMANDS.iter().flat_map(|c| c.to_le_bytes()).collect()
+            }
+            _ => return None,
+        })
     }
 
     fn power_on_hello(&mut self) {
@@ -793,6 +899,15 @@ impl Emulator {
     // ---- Firehose ----
 
     fn geometry_check(&mut self, e: &Element) -> Result<(u64, u64), String> {
+        if let Ok(ppb) = e.number("PAGES_PER_BLOCK")
+            && ppb != u64::from(self.config.pages_per_block)
+        {
+            // The real MDM9207 programmer's words (bkerler/edl issue 522).
+            return Err(format!(
+                "Attribute 'PAGES_PER_BLOCK'={ppb} must be equal to disk pages per block {}",
+                self.config.pages_per_block
+            ));
+        }
         let size = e
             .number("SECTOR_SIZE_IN_BYTES")
             .map_err(|x| x.to_string())?;
@@ -816,6 +931,7 @@ impl Emulator {
     }
 
     fn on_firehose_command(&mut self, e: &Element) {
+        self.current.clone_from(&e.name);
         if let Some((cmd_name, reason)) = self.faults.nak.clone()
             && e.name == cmd_name
         {
@@ -827,11 +943,21 @@ impl Emulator {
             return;
         }
         match e.name.as_str() {
-            "nop" => self.ack(false),
+            "nop" => {
+                let serial = self.config.serial;
+                self.send_doc(&[
+                    Element::new("log").attr("value", BUILD_DATE_LOG),
+                    Element::new("log").attr(
+                        "value",
+                        format!("INFO: Chip serial num: {serial} (0x{serial:x})"),
+                    ),
+                ]);
+                self.ack(false);
+            }
             "configure" => {
                 let memory = e.get("MemoryName").unwrap_or("");
                 if !memory.eq_ignore_ascii_case("nand") {
-                    self.nak(&format!("MemoryName '{memory}' is not supported"));
+                    self.nak(&format!("Not support configure MemoryName {memory}"));
                     return;
                 }
                 let max = self.config.max_payload_to_target;
@@ -841,29 +967,15 @@ impl Emulator {
                     .and_then(|v| usize::try_from(v).ok())
                     .unwrap_or(max);
                 if want > max || want == 0 {
-                    self.send_doc(&[
-                        Element::new("log").attr(
-                            "value",
-                            format!("ERROR: MaxPayloadSizeToTargetInBytes {want} is not supported"),
-                        ),
-                        Element::new("response")
-                            .attr("value", "NAK")
-                            .attr("MaxPayloadSizeToTargetInBytes", max)
-                            .attr("MaxPayloadSizeToTargetInBytesSupported", max),
-                    ]);
+                    // The size it takes, in a NAK without an ERROR line: qdl and edl both
+                    // configure again with it (edl gives up on an ERROR line here).
+                    let nak = self.configure_response("NAK", max);
+                    self.send_doc(&[nak]);
                     return;
                 }
                 self.configured = Some(want);
-                self.send_doc(&[Element::new("response")
-                    .attr("value", "ACK")
-                    .attr("MemoryName", "nand")
-                    .attr("MaxPayloadSizeToTargetInBytes", want)
-                    .attr("MaxPayloadSizeToTargetInBytesSupported", max)
-                    .attr(
-                        "MaxPayloadSizeFromTargetInBytes",
-                        self.config.max_payload_from_target,
-                    )
-                    .attr("rawmode", false)]);
+                let ack = self.configure_response("ACK", want).attr("rawmode", false);
+                self.send_doc(&[ack]);
             }
             "getstorageinfo" => {
                 let info = format!(

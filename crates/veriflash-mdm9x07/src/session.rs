@@ -773,8 +773,12 @@ impl<T: Transport> Mdm9x07Session<T> {
             let ppb = u64::from(s.pages_per_block());
             let start = u64::from(p.first_block) * ppb;
             let last = start + u64::from(p.blocks) * ppb - 1;
-            self.conn
-                .erase(start, u64::from(p.blocks) * ppb, s.page_size)?;
+            self.conn.erase(
+                start,
+                u64::from(p.blocks) * ppb,
+                s.page_size,
+                s.pages_per_block(),
+            )?;
             self.conn.start_program(
                 start,
                 size.div_ceil(page),
