@@ -65,6 +65,9 @@ pub struct SessionConfig {
     /// package is refused (`protected_partition`) before anything is written. When on, the
     /// step also needs [`SessionConfig::backup_dir`], where the old table is kept.
     pub allow_partition_table: bool,
+    /// The product table the user edits ([`crate::products::FILE`] in the configuration
+    /// directory), named in the remedy for a modem it lacks.
+    pub products_file: Option<PathBuf>,
 }
 
 impl Default for SessionConfig {
@@ -82,6 +85,7 @@ impl Default for SessionConfig {
             backup_dir: None,
             persistent: true,
             allow_partition_table: false,
+            products_file: None,
         }
     }
 }
@@ -883,6 +887,34 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
             self.identify()?;
         }
         Ok(self.info()?)
+    }
+
+    /// For a chip the product table lacks: the exact `[[product]]` entry that names it as the
+    /// package's product, and where it goes.
+    fn identity_remedy(&self, product: &str, hardware_revision: Option<&str>) -> Option<String> {
+        let id = self.identity?;
+        let known = self
+            .config
+            .products
+            .iter()
+            .any(|p| p.oem_id == id.oem_id() && p.model_id == id.model_id());
+        if known {
+            return None;
+        }
+        let file = self.config.products_file.as_ref().map_or_else(
+            || crate::products::FILE.to_owned(),
+            |p| p.display().to_string(),
+        );
+        Some(format!(
+            "This modem (HWID {:#018x}{}) is in no product table. If it is a {product}, add these lines to {file} and run again:\n\n[[product]]\noem_id = {:#06x}\nmodel_id = {:#06x}\nproduct = \"{product}\"\nhardware_revision = \"{}\"\n",
+            id.hw_id,
+            id.pk_hash
+                .map(|h| format!(", OEM PK hash {h}"))
+                .unwrap_or_default(),
+            id.oem_id(),
+            id.model_id(),
+            hardware_revision.unwrap_or("r1"),
+        ))
     }
 
     fn loader_partition(&self) -> Option<&str> {

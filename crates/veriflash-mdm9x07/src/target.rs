@@ -238,6 +238,11 @@ impl Plugin for Mdm9x07Plugin {
         let made = self.made.clone();
         self.config = SessionConfig {
             products,
+            products_file: env
+                .config_dir
+                .as_ref()
+                .map(|dir| dir.join(crate::products::FILE))
+                .or(made.products_file.clone()),
             backup_dir: env
                 .state_dir
                 .as_ref()

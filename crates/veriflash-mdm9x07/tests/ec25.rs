@@ -350,3 +350,38 @@ fn a_power_cut_at_every_page_program_of_the_mibib_step_leaves_a_recoverable_devi
         assert_eq!(sectors_from(&dev, 640, mibib.len()), mibib, "cut at {n}");
     }
 }
+
+#[test]
+fn an_unknown_modem_is_refused_with_the_product_table_lines_to_add() {
+    let key = SigningKey::generate_p256().unwrap();
+    let pkg = package(&key, P4K_B256K);
+    let state = tempfile::tempdir().unwrap();
+    let dev = ec25();
+    let config = SessionConfig {
+        products: Vec::new(),
+        products_file: Some(PathBuf::from("/etc/veriflash/mdm9x07-products.toml")),
+        ..config(state.path(), true)
+    };
+    let err = flash(&dev, &pkg, &key, config).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongProduct, "{err}");
+    let remedy = err.remedy();
+    assert!(
+        remedy.contains("add these lines to /etc/veriflash/mdm9x07-products.toml"),
+        "{remedy}"
+    );
+    assert!(
+        remedy.contains(
+            "[[product]]\noem_id = 0x1234\nmodel_id = 0x0025\nproduct = \"quectel-ec25\"\nhardware_revision = \"r1\"\n"
+        ),
+        "{remedy}"
+    );
+    assert!(remedy.contains("HWID 0x000480e112340025"), "{remedy}");
+    assert!(remedy.contains("OEM PK hash "), "{remedy}");
+    // The lines parse as the product table they are meant for.
+    let lines = remedy.split_once("run again:\n\n").unwrap().1;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(veriflash_mdm9x07::products::FILE), lines).unwrap();
+    let products = veriflash_mdm9x07::products::load(dir.path()).unwrap();
+    assert_eq!(products[0].product, "quectel-ec25");
+    assert_eq!((products[0].oem_id, products[0].model_id), (0x1234, 0x0025));
+}

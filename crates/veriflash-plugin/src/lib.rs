@@ -466,6 +466,16 @@ pub trait FlashSession {
         Ok(None)
     }
 
+    /// What the user can do when the device's product or hardware revision is not the
+    /// package's (`product`, and its first accepted revision if it names any), when only the
+    /// plugin knows: a device whose product comes from a table the user configures (an
+    /// MDM9x07 reports only OEM and model ids) returns the exact entry to add. `None` (the
+    /// default): the generic remedy of the error's kind.
+    fn identity_remedy(&self, product: &str, hardware_revision: Option<&str>) -> Option<String> {
+        let _ = (product, hardware_revision);
+        None
+    }
+
     /// Whether the device keeps its own trust-anchor set (read with
     /// [`FlashSession::trust_anchors`], replaced at commit from [`InstallPlan::trust_anchors`]).
     /// A device that does not (the default) has its set kept by the host, keyed by
