@@ -61,6 +61,7 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
         .registry(crate::plugins::registry(
             args.sysfs,
             args.allow_partition_table,
+            args.wait_device,
         ))
         .environment(crate::plugins::environment())
         .cancel(cancel)

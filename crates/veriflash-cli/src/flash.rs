@@ -40,6 +40,8 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) wait_boot: Duration,
     /// Whether a package may rewrite an MDM9x07's partition table.
     pub(crate) allow_partition_table: bool,
+    /// How long to wait for a real modem to appear before the flash.
+    pub(crate) wait_device: Duration,
     /// Where USB devices are looked for (tests point it at a fake tree).
     pub(crate) sysfs: Option<&'a Path>,
     pub(crate) json: bool,
@@ -166,6 +168,7 @@ fn updater(
     .registry(crate::plugins::registry(
         args.sysfs,
         args.allow_partition_table,
+        args.wait_device,
     ))
     .environment(crate::plugins::environment())
     .cancel(cancel)
@@ -232,6 +235,7 @@ pub(crate) fn run_simple(package: &Path, trust: &Path, target: &str) -> Result<(
         reconnect: Duration::ZERO,
         wait_boot: Duration::ZERO,
         allow_partition_table: false,
+        wait_device: Duration::ZERO,
         sysfs: None,
         json: false,
     })

@@ -236,6 +236,11 @@ enum Command {
         /// placed by it. Without it such a package is refused (protected_partition).
         #[arg(long)]
         allow_partition_table: bool,
+        /// For a real modem (`mdm9x07:serial:TTY`, `mdm9x07:usb[:BUS-PORT]`): wait up to SECS
+        /// for it to appear in download mode before the flash, as qdl does. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait_device: u64,
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
@@ -563,6 +568,7 @@ fn main() -> ExitCode {
             reconnect,
             wait_boot,
             allow_partition_table,
+            wait_device,
             sysfs,
             json,
         } => flash::run(&flash::FlashArgs {
@@ -576,6 +582,7 @@ fn main() -> ExitCode {
             reconnect: std::time::Duration::from_secs(reconnect),
             wait_boot: std::time::Duration::from_secs(wait_boot),
             allow_partition_table,
+            wait_device: std::time::Duration::from_secs(wait_device),
             sysfs: sysfs.as_deref(),
             json,
         }),

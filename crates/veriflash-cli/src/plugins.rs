@@ -12,12 +12,17 @@ use veriflash_plugin::{PluginEnvironment, Registry};
 /// (`mdm9x07:emulator`, `mdm9x07:serial:PATH`, `mdm9x07:usb[:BUS-PORT]`); `sysfs` is where the
 /// MDM9x07 plugin looks for USB devices (the real `/sys/bus/usb/devices/` unless a test says
 /// otherwise); `allow_partition_table` lets MDM9x07 packages rewrite the partition table
-/// (`flash --allow-partition-table`). The plugins are configured by the updater, from
-/// [`environment`].
-pub(crate) fn registry(sysfs: Option<&Path>, allow_partition_table: bool) -> Registry {
+/// (`flash --allow-partition-table`), `wait_device` is how long opening a real modem waits
+/// for it (`flash --wait`). The plugins are configured by the updater, from [`environment`].
+pub(crate) fn registry(
+    sysfs: Option<&Path>,
+    allow_partition_table: bool,
+    wait_device: std::time::Duration,
+) -> Registry {
     let mut registry = Registry::with_builtin();
     let mdm9x07 = veriflash_mdm9x07::Mdm9x07Plugin::new(veriflash_mdm9x07::SessionConfig {
         allow_partition_table,
+        wait_for_device: wait_device,
         ..veriflash_mdm9x07::SessionConfig::default()
     });
     registry.register(Box::new(match sysfs {
@@ -56,7 +61,7 @@ fn dir(own: &str, xdg: &str, home_default: &str) -> Option<PathBuf> {
 /// # Errors
 /// A plugin's configuration file that cannot be used.
 pub(crate) fn configured() -> Result<Registry, veriflash_core::Error> {
-    let mut registry = registry(None, false);
+    let mut registry = registry(None, false, std::time::Duration::ZERO);
     registry.configure(&environment()).map_err(|e| {
         veriflash_core::Error::new(veriflash_core::ErrorKind::InvalidInput, e.to_string())
             .with_source(e)

@@ -68,6 +68,9 @@ pub struct SessionConfig {
     /// The product table the user edits ([`crate::products::FILE`] in the configuration
     /// directory), named in the remedy for a modem it lacks.
     pub products_file: Option<PathBuf>,
+    /// How long opening a real modem (`serial:TTY`, `usb[:BUS-PORT]`) waits for it to appear
+    /// in download mode, as qdl waits; zero: an absent modem fails at once.
+    pub wait_for_device: std::time::Duration,
 }
 
 impl Default for SessionConfig {
@@ -86,6 +89,7 @@ impl Default for SessionConfig {
             persistent: true,
             allow_partition_table: false,
             products_file: None,
+            wait_for_device: std::time::Duration::ZERO,
         }
     }
 }

@@ -285,13 +285,43 @@ impl Plugin for Mdm9x07Plugin {
                 TARGET_FORMS.join(", ")
             ))
         })?;
-        open(&parsed, self.config.clone()).map_err(|e| absent(&parsed, e))
+        open_waiting(&parsed, &self.config).map_err(|e| absent(&parsed, e))
+    }
+}
+
+/// How often an absent modem is looked for again while [`SessionConfig::wait_for_device`]
+/// runs.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// [`open`], looking again for a real modem that is not there (no such tty, no `05C6:9008`
+/// device) until [`SessionConfig::wait_for_device`] has passed.
+///
+/// # Errors
+/// As [`open`]; the last "not found" when the wait ran out.
+pub fn open_waiting(
+    target: &Target,
+    config: &SessionConfig,
+) -> Result<Box<dyn FlashSession>, Error> {
+    let deadline = std::time::Instant::now() + config.wait_for_device;
+    let waits = matches!(target, Target::Serial(_) | Target::Usb(_));
+    loop {
+        match open(target, config.clone()) {
+            Err(Error::Transport(e))
+                if waits
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && std::time::Instant::now() + WAIT_POLL <= deadline =>
+            {
+                std::thread::sleep(WAIT_POLL);
+            }
+            other => return other,
+        }
     }
 }
 
 /// `err` from opening `target`, with what to do when the modem is not there: a modem is only
-/// found in download mode, which people forget it must be in (there is no wait for one to
-/// appear; `flash --reconnect` only waits for a modem that dropped off mid-flash).
+/// found in download mode, which people forget it must be in (after
+/// [`SessionConfig::wait_for_device`], `flash --wait`; `flash --reconnect` only waits for a
+/// modem that dropped off mid-flash).
 fn absent(target: &Target, err: Error) -> PluginError {
     let missing = matches!(&err, Error::Transport(e) if e.kind() == std::io::ErrorKind::NotFound);
     let err = PluginError::from(err);
