@@ -204,6 +204,9 @@ pub struct DeviceFaults {
     /// Lose power during the n-th page program (1-based): half the page lands, then the
     /// device goes silent until [`Emulator::power_on`].
     pub power_cut_at_page_program: Option<u64>,
+    /// Return the data of the n-th `read` (1-based, counted from when the faults were set)
+    /// with its first byte inverted: a NAND or a link that returns other bytes next time.
+    pub corrupt_read: Option<u32>,
 }
 
 /// Simulated NAND. Blocks are held only once programmed (an erased block is `None`), so a
@@ -424,6 +427,8 @@ pub struct Emulator {
     configured: Option<usize>,
     /// The Firehose command being answered (its name goes into a NAK's error line).
     current: String,
+    /// `read` commands answered.
+    reads: u32,
     uploads: u32,
     resets: u32,
 }
@@ -513,6 +518,7 @@ impl Emulator {
             raw: None,
             configured: None,
             current: String::new(),
+            reads: 0,
             uploads: 0,
             resets: 0,
         };
@@ -526,6 +532,7 @@ impl Emulator {
             .power_cut_at_page_program
             .map(|n| self.nand.page_programs + n);
         self.faults = faults;
+        self.reads = 0;
     }
 
     /// Powers the device (back) on in download mode: the boot ROM queues its `HELLO`. NAND
@@ -1036,7 +1043,13 @@ impl Emulator {
                     if self.faults.zlp_before_read {
                         self.emit(Vec::new());
                     }
-                    let data = self.nand.read_skipping(start, count);
+                    let mut data = self.nand.read_skipping(start, count);
+                    self.reads += 1;
+                    if self.faults.corrupt_read == Some(self.reads)
+                        && let Some(b) = data.first_mut()
+                    {
+                        *b = !*b;
+                    }
                     if data.len() as u64 != count * self.config.page_size as u64 {
                         // Ran out of good blocks: the data ends short, the response says so.
                         for piece in data.chunks(self.config.max_payload_from_target.max(1)) {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod boot_watch;
 pub mod diag;
 pub mod discover;
@@ -27,6 +28,6 @@ pub mod usb;
 pub use error::Error;
 pub use session::{
     DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, MIBIB_PARTITION, Mdm9x07Session, PROGRAMMER_PARTITION,
-    ProductId, SessionConfig,
+    ProductId, ReadCopy, SessionConfig,
 };
 pub use target::Mdm9x07Plugin;

@@ -187,6 +187,17 @@ fn unhex(s: &str) -> Option<Digest> {
     Some(d)
 }
 
+/// A partition read by [`Mdm9x07Session::read_partition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadCopy {
+    /// The partition.
+    pub partition: String,
+    /// Bytes read (the whole partition, bad blocks skipped as the programmer skips them).
+    pub bytes: u64,
+    /// SHA-256 of those bytes, the same on both reads.
+    pub sha256: Digest,
+}
+
 /// What is being written to one partition.
 #[derive(Clone, Debug)]
 struct Stream {
@@ -260,6 +271,112 @@ impl<T: Transport> Mdm9x07Session<T> {
     #[must_use]
     pub fn identity(&self) -> Option<ChipIdentity> {
         self.identity
+    }
+
+    /// Uploads `image` (checked: the chip must be an MDM9x07) and reads storage and partition
+    /// table from it, once the chip is identified.
+    fn run_programmer(&mut self, image: &[u8]) -> Result<(), Error> {
+        let id = self
+            .identity
+            .ok_or_else(|| Error::Unsupported("the chip was not identified".into()))?;
+        if !id.is_mdm9x07() {
+            return Err(Error::WrongChip {
+                msm_id: id.msm_id(),
+            });
+        }
+        self.conn.upload(image)?;
+        self.read_layout()
+    }
+
+    /// For reading a modem without a package (`veriflash read`, `backup`): identifies the
+    /// chip over Sahara, uploads `programmer` and reads the partition table it finds.
+    ///
+    /// # Errors
+    /// [`Error::WrongChip`] before anything is uploaded to another chip; [`Error::BadLength`]
+    /// for a programmer over [`MAX_PROGRAMMER_LEN`]; the exchange's errors.
+    pub fn start_programmer(&mut self, programmer: &[u8]) -> Result<(), Error> {
+        if programmer.len() as u64 > MAX_PROGRAMMER_LEN {
+            return Err(Error::BadLength {
+                what: "programmer image",
+                length: programmer.len() as u64,
+                limit: MAX_PROGRAMMER_LEN,
+            });
+        }
+        if self.stage == Stage::Unknown {
+            self.identify()?;
+        }
+        if self.stage != Stage::Identified {
+            return Err(Error::Unsupported(
+                "the programmer already runs in this session".into(),
+            ));
+        }
+        self.run_programmer(programmer)
+    }
+
+    /// The partitions of the table in force, once the programmer runs.
+    #[must_use]
+    pub fn partitions(&self) -> &[Placed] {
+        &self.partitions
+    }
+
+    /// Reads partition `name` whole into `out` and then once more, and returns its SHA-256.
+    ///
+    /// *Verified* means: two complete reads through Firehose gave the same bytes (the same
+    /// SHA-256) — the 9x07 NAND programmer has no `getsha256digest` to compare with — and
+    /// what went to `out` is the first read, hashed as it was written. A NAND or link that
+    /// returns different bytes twice is refused with [`Error::Storage`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for an unknown partition or before [`Self::start_programmer`];
+    /// [`Error::Storage`] for reads that differ or an `out` that fails; the exchange's errors.
+    pub fn read_partition(
+        &mut self,
+        name: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<ReadCopy, Error> {
+        let (p, s) = self.placed(name)?;
+        let ppb = u64::from(s.pages_per_block());
+        let first = u64::from(p.first_block) * ppb;
+        let pages = u64::from(p.blocks) * ppb;
+        let mut hasher = veriflash_hash::Sha256::new();
+        let mut failed: Option<std::io::Error> = None;
+        let mut bytes = 0u64;
+        self.conn.read(first, pages, s.page_size, &mut |b| {
+            hasher.update(b);
+            bytes += b.len() as u64;
+            if failed.is_none()
+                && let Err(e) = out.write_all(b)
+            {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(Error::Storage(format!("writing the copy of '{name}': {e}")));
+        }
+        let digest = hasher.finalize();
+        let mut again = veriflash_hash::Sha256::new();
+        self.conn
+            .read(first, pages, s.page_size, &mut |b| again.update(b))?;
+        if again.finalize() != digest {
+            return Err(Error::Storage(format!(
+                "two reads of '{name}' gave different bytes: the NAND or the link is unreliable; nothing is kept"
+            )));
+        }
+        Ok(ReadCopy {
+            partition: name.to_owned(),
+            bytes,
+            sha256: digest,
+        })
+    }
+
+    /// Resets the modem (Firehose `power reset`): it boots what its NAND holds.
+    ///
+    /// # Errors
+    /// The exchange's.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.conn.power_reset()?;
+        self.stage = Stage::Reset;
+        Ok(())
     }
 
     /// The programmer's log lines so far.
@@ -944,20 +1061,9 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
         if (self.programmer.len() as u64) < image_size {
             return Ok(());
         }
-        // The HWID gate, again, right before anything leaves for the device.
-        let id = self
-            .identity
-            .ok_or(Error::Unsupported("no identity".into()))?;
-        if !id.is_mdm9x07() {
-            return Err(Error::WrongChip {
-                msm_id: id.msm_id(),
-            }
-            .into());
-        }
+        // The HWID gate, again, right before anything leaves for the device (run_programmer).
         let image = std::mem::take(&mut self.programmer);
-        self.conn.upload(&image)?;
-        self.read_layout()?;
-        Ok(())
+        Ok(self.run_programmer(&image)?)
     }
 
     fn begin(&mut self, plan: &InstallPlan) -> Result<(), PluginError> {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use veriflash_plugin::{BootWatch, FlashSession, Plugin, PluginEnvironment, PluginError};
 
+use crate::backup::ModemReader;
 use crate::boot_watch::Mdm9x07BootWatch;
 use crate::discover::{SYSFS_USB_DEVICES, Sysfs};
 #[cfg(feature = "emulator")]
@@ -106,7 +107,7 @@ pub fn is_location(s: &str) -> bool {
     not(any(feature = "emulator", all(unix, feature = "serial"), feature = "usb")),
     allow(unused_variables)
 )]
-pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSession>, Error> {
+pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn ModemReader>, Error> {
     match target {
         #[cfg(feature = "emulator")]
         Target::Emulator(model) => {
@@ -285,7 +286,9 @@ impl Plugin for Mdm9x07Plugin {
                 TARGET_FORMS.join(", ")
             ))
         })?;
-        open_waiting(&parsed, &self.config).map_err(|e| absent(&parsed, e))
+        let session: Box<dyn FlashSession> =
+            open_waiting(&parsed, &self.config).map_err(|e| absent(&parsed, e))?;
+        Ok(session)
     }
 }
 
@@ -301,7 +304,7 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 pub fn open_waiting(
     target: &Target,
     config: &SessionConfig,
-) -> Result<Box<dyn FlashSession>, Error> {
+) -> Result<Box<dyn ModemReader>, Error> {
     let deadline = std::time::Instant::now() + config.wait_for_device;
     let waits = matches!(target, Target::Serial(_) | Target::Usb(_));
     loop {
