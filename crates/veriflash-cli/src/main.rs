@@ -21,6 +21,7 @@ mod manual;
 mod output;
 mod pack;
 mod plugins;
+mod read;
 mod signals;
 mod verify;
 
@@ -290,6 +291,50 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy one partition of an MDM9x07 in download mode to a file (as `edl r`), with the
+    /// Firehose programmer you give: the partition is read twice and kept only if both reads
+    /// and the file on disk have the same SHA-256. The modem is reset afterwards.
+    #[command(
+        after_help = "Example:\n  veriflash read efs2 --target mdm9x07:usb --programmer prog_nand_firehose_9x07.mbn --out efs2.bin"
+    )]
+    Read {
+        /// The partition, as the modem's MIBIB names it (`sbl`, `efs2`, `mibib`, ...).
+        partition: String,
+        /// The modem: `mdm9x07:usb[:BUS-PORT]`, `mdm9x07:serial:TTY` or `mdm9x07:emulator[:ec25]`.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// The Firehose programmer (ELF), e.g. prog_nand_firehose_9x07.mbn.
+        #[arg(long, value_name = "PROG.mbn")]
+        programmer: PathBuf,
+        /// Where to write the copy.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Wait up to SECS for the modem to appear in download mode. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait: u64,
+    },
+    /// Copy every partition of an MDM9x07's MIBIB to a directory (as `edl rs`), each read twice
+    /// and checked on disk, with SHA256SUMS and partitions.txt beside them. The modem is reset
+    /// afterwards.
+    #[command(
+        after_help = "Example:\n  veriflash backup --target mdm9x07:usb --programmer prog_nand_firehose_9x07.mbn --out-dir ec25-backup"
+    )]
+    Backup {
+        /// The modem, as for `read`.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// The Firehose programmer (ELF).
+        #[arg(long, value_name = "PROG.mbn")]
+        programmer: PathBuf,
+        /// The directory to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Wait up to SECS for the modem to appear in download mode. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait: u64,
     },
     /// Manage file-backed reference devices.
     #[command(subcommand)]
@@ -608,6 +653,34 @@ fn main() -> ExitCode {
             check,
             json,
         } => device::status(&target, check, json),
+        Command::Read {
+            partition,
+            target,
+            programmer,
+            out,
+            wait,
+        } => read::read(
+            &read::ReadArgs {
+                target: &target,
+                programmer: &programmer,
+                wait: std::time::Duration::from_secs(wait),
+            },
+            &partition,
+            &out,
+        ),
+        Command::Backup {
+            target,
+            programmer,
+            out_dir,
+            wait,
+        } => read::back_up(
+            &read::ReadArgs {
+                target: &target,
+                programmer: &programmer,
+                wait: std::time::Duration::from_secs(wait),
+            },
+            &out_dir,
+        ),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Devices { json, sysfs } => devices::run(&sysfs, json),
         Command::Emulate(command) => emulate::run(&command),

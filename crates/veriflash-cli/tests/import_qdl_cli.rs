@@ -377,3 +377,42 @@ fn the_stock_ec25_bundle_imports_packs_and_flashes_with_its_mibib_step() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("commit"), "{}", text(&o));
 }
+
+/// `veriflash read`: a partition of the emulated EC25 to a file, read twice, the modem reset;
+/// an unknown partition and a target that is no modem are refused with their codes.
+#[test]
+fn read_copies_a_partition_of_the_emulated_ec25() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("prog.mbn"), test_programmer(&bytes(4_000, 9))).unwrap();
+    let read = |partition: &str, target: &str| {
+        veriflash(
+            &[
+                "read",
+                partition,
+                "--target",
+                target,
+                "--programmer",
+                "prog.mbn",
+                "--out",
+                "copy.bin",
+            ],
+            dir,
+        )
+    };
+    let o = read("sbl", "mdm9x07:emulator:ec25");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("read twice"), "{}", text(&o));
+    let copy = std::fs::read(dir.join("copy.bin")).unwrap();
+    assert_eq!(copy.len(), 10 * 256 * 1024);
+    assert_eq!(
+        &copy[..4],
+        &0x844B_DCD1u32.to_le_bytes(),
+        "the SBL on page 0"
+    );
+    let o = read("nvram", "mdm9x07:emulator:ec25");
+    assert_eq!(o.status.code(), Some(50), "{}", text(&o));
+    assert!(text(&o).contains("no partition 'nvram'"), "{}", text(&o));
+    let o = read("sbl", "file:dev.img");
+    assert_eq!(o.status.code(), Some(72), "{}", text(&o));
+}
