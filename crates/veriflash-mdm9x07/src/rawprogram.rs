@@ -486,8 +486,9 @@ fn locate(
 /// Turns a parsed bundle into the images of a package.
 ///
 /// Each entry names its partition by `label`, or — as stock Quectel NAND bundles do, without
-/// labels — by `start_sector`, placed through [`ImportOptions::tables`] (see [`locate`]: an
-/// entry that does not land exactly on a partition is refused). Entries with an empty
+/// labels — by `start_sector`, placed through [`ImportOptions::tables`]: the sector must be
+/// the first of a partition's first erase block and the entry must cover exactly its blocks
+/// (any size for the partition that grows to the end); any other entry is refused. Entries with an empty
 /// filename are skipped; partitions veriflash never writes (device-unique data,
 /// [`PROTECTED`]) are left out with a note, and so is the MIBIB unless
 /// [`ImportOptions::partition_table`] makes it the package's first image. Every entry must
