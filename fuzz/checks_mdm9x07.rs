@@ -115,7 +115,27 @@ pub fn rawprogram(data: &[u8]) {
         Some(raw.programs.clone()),
         "rawprogram entries do not round-trip"
     );
-    if let Ok(plan) = plan_import(&raw, &[]) {
+    // Entries without a label are placed through a table, as a stock bundle's are.
+    let entry = |name: &str, offset, length| veriflash_mdm9x07::mibib::Entry {
+        raw_name: name.into(),
+        offset,
+        length,
+        attrs: [0xFF, 1, 0xFF],
+        which_flash: 0,
+    };
+    let tables = [veriflash_mdm9x07::mibib::Table {
+        version: 4,
+        entries: vec![
+            entry("0:SBL", 0, 10),
+            entry("0:MIBIB", 10, 10),
+            entry("0:system", 20, veriflash_mdm9x07::mibib::GROW),
+        ],
+    }];
+    let options = veriflash_mdm9x07::rawprogram::ImportOptions {
+        tables: &tables,
+        partition_table: true,
+    };
+    if let Ok(plan) = plan_import(&raw, &[], &options) {
         for image in &plan.images {
             assert!(
                 !image.file.starts_with('/') && !image.file.split('/').any(|p| p == ".."),

@@ -58,7 +58,11 @@ pub(crate) fn run(args: &FlashArgs<'_>) -> Result<(), Failure> {
     let source = crate::flash::source(args).map_err(fail)?;
     // A factory line never waits for a device that drops off: the others would wait with it.
     let report = Updater::builder(source, crate::verify::trust(anchors, args.trust_options))
-        .registry(crate::plugins::registry(args.sysfs))
+        .registry(crate::plugins::registry(
+            args.sysfs,
+            args.allow_partition_table,
+            args.wait_device,
+        ))
         .environment(crate::plugins::environment())
         .cancel(cancel)
         .reconnect(Reconnect::never())

@@ -38,6 +38,10 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) reconnect: Duration,
     /// How long to wait after the flash for the device to come back running its new software.
     pub(crate) wait_boot: Duration,
+    /// Whether a package may rewrite an MDM9x07's partition table.
+    pub(crate) allow_partition_table: bool,
+    /// How long to wait for a real modem to appear before the flash.
+    pub(crate) wait_device: Duration,
     /// Where USB devices are looked for (tests point it at a fake tree).
     pub(crate) sysfs: Option<&'a Path>,
     pub(crate) json: bool,
@@ -161,7 +165,11 @@ fn updater(
         source(args)?,
         crate::verify::trust(anchors, args.trust_options),
     )
-    .registry(crate::plugins::registry(args.sysfs))
+    .registry(crate::plugins::registry(
+        args.sysfs,
+        args.allow_partition_table,
+        args.wait_device,
+    ))
     .environment(crate::plugins::environment())
     .cancel(cancel)
     .reconnect(reconnect)
@@ -226,6 +234,8 @@ pub(crate) fn run_simple(package: &Path, trust: &Path, target: &str) -> Result<(
         save_rotation: None,
         reconnect: Duration::ZERO,
         wait_boot: Duration::ZERO,
+        allow_partition_table: false,
+        wait_device: Duration::ZERO,
         sysfs: None,
         json: false,
     })

@@ -14,7 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 use veriflash_core::{Error, ErrorKind};
-use veriflash_mdm9x07::rawprogram::{self, ImportPlan, TableMismatch};
+use veriflash_mdm9x07::geometry::GEOMETRY_PARTITION;
+use veriflash_mdm9x07::mibib::Table;
+use veriflash_mdm9x07::rawprogram::{self, ImportOptions, ImportPlan, TableMismatch};
 
 use crate::output::{Failure, human_size};
 
@@ -33,6 +35,8 @@ pub(crate) struct ImportArgs<'a> {
     pub(crate) version: &'a str,
     pub(crate) security_version: u64,
     pub(crate) out: &'a Path,
+    pub(crate) with_partition_table: bool,
+    pub(crate) device_mibib: Option<&'a Path>,
 }
 
 #[derive(Serialize)]
@@ -108,36 +112,56 @@ fn canonical(path: &Path) -> Result<PathBuf, Error> {
     std::fs::canonicalize(path).map_err(|e| io_error(path, &e))
 }
 
-/// Checks the images against the bundle's own partition table, when it has one that parses.
+/// The first bytes of a bundle file, up to what a MIBIB image can be; `None` for a file that
+/// cannot be read or is larger (an SBL, a system image: not a table).
+fn table_head(path: &Path) -> Option<Vec<u8>> {
+    match file_size(path) {
+        Ok(len) if len <= MAX_TABLE_FILE => std::fs::read(path).ok(),
+        _ => None,
+    }
+}
+
+/// The partition table in a MIBIB file the user gave (`--device-mibib`).
+fn device_table(path: &Path, sector_size: usize) -> Result<Table, Error> {
+    let len = file_size(path)?;
+    if len > MAX_TABLE_FILE {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: {len} bytes, more than the {MAX_TABLE_FILE} a MIBIB copy may have",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
+    rawprogram::find_table(&bytes, sector_size).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: no MIBIB partition table at its start or after its first {sector_size}-byte page",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Checks the images against the bundle's own partition table, when it has one.
 fn check_table(
     plan: &ImportPlan,
-    raw: &rawprogram::Rawprogram,
+    bundle_table: Option<&(String, Table)>,
     bundle: &Path,
     sizes: &[(String, u64)],
 ) -> Result<(), Error> {
-    let Some(file) = &plan.partition_table_file else {
+    let Some((file, table)) = bundle_table else {
+        if plan.partition_table_file.is_some() {
+            println!(
+                "note: the bundle's partition-table image holds no table this tool reads; labels are checked against the device's MIBIB when flashing"
+            );
+        }
         return Ok(());
     };
     let path = bundle.join(file);
-    let sector = raw
-        .programs
-        .iter()
-        .find(|p| p.filename == *file)
-        .map_or(2048, |p| p.sector_size as usize);
-    let table = match file_size(&path) {
-        Ok(len) if len <= MAX_TABLE_FILE => std::fs::read(&path)
-            .ok()
-            .and_then(|b| rawprogram::find_table(&b, sector)),
-        _ => None,
-    };
-    let Some(table) = table else {
-        println!(
-            "note: {} holds no partition table this tool reads; labels are checked against the device's MIBIB when flashing",
-            path.display()
-        );
-        return Ok(());
-    };
-    match plan.table_mismatch(&table, sizes) {
+    match plan.table_mismatch(table, sizes) {
         None => {
             println!(
                 "checked every label and size against the partition table in {}",
@@ -165,8 +189,27 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
         let bytes = read_xml(path)?;
         patches.extend(rawprogram::parse_patch(&bytes).map_err(|e| bundle_error(path, &e))?);
     }
-    let plan =
-        rawprogram::plan_import(&raw, &patches).map_err(|e| bundle_error(args.rawprogram, &e))?;
+    // Files are relative to the XML file, as qdl finds them.
+    let bundle = args.rawprogram.parent().unwrap_or(Path::new("."));
+    let bundle_table =
+        rawprogram::find_bundle_table(&raw, &mut |file| table_head(&bundle.join(file)));
+    let mut tables: Vec<Table> = bundle_table.iter().map(|(_, t)| t.clone()).collect();
+    if let Some(path) = args.device_mibib {
+        let sector = raw
+            .programs
+            .first()
+            .map_or(2048, |p| p.sector_size as usize);
+        tables.push(device_table(path, sector)?);
+    }
+    let plan = rawprogram::plan_import(
+        &raw,
+        &patches,
+        &ImportOptions {
+            tables: &tables,
+            partition_table: args.with_partition_table,
+        },
+    )
+    .map_err(|e| bundle_error(args.rawprogram, &e))?;
     if plan.images.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -177,8 +220,6 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
         )
         .into());
     }
-    // Files are relative to the XML file, as qdl finds them.
-    let bundle = args.rawprogram.parent().unwrap_or(Path::new("."));
     let mut sizes = Vec::with_capacity(plan.images.len());
     let mut files = Vec::with_capacity(plan.images.len());
     for image in &plan.images {
@@ -200,7 +241,7 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
         sizes.push((image.partition.clone(), size));
         files.push(canonical(&path)?);
     }
-    check_table(&plan, &raw, bundle, &sizes)?;
+    check_table(&plan, bundle_table.as_ref(), bundle, &sizes)?;
 
     let programmer_len = file_size(args.programmer)?;
     if programmer_len == 0 || programmer_len > veriflash_mdm9x07::MAX_PROGRAMMER_LEN {
@@ -249,6 +290,25 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
         partition: veriflash_mdm9x07::PROGRAMMER_PARTITION.to_owned(),
         file: rel(&canonical(args.programmer)?)?,
     }];
+    // The geometry the bundle is for, as the image the session checks against the device
+    // (veriflash_mdm9x07::geometry), written beside the description.
+    let geometry_file = match plan.geometry {
+        Some(g) => {
+            let mut name = args.out.file_stem().unwrap_or_default().to_os_string();
+            name.push(format!(".{}", g.tag()));
+            let path = out_dir.join(name);
+            veriflash_core::output::write_atomically(&path, &[args.rawprogram], |file| {
+                std::io::Write::write_all(file, &g.descriptor()).map_err(|e| io_error(&path, &e))
+            })?;
+            image.push(ImageEntry {
+                name: GEOMETRY_PARTITION.to_owned(),
+                partition: GEOMETRY_PARTITION.to_owned(),
+                file: rel(&path)?,
+            });
+            Some((g, path))
+        }
+        None => None,
+    };
     for (i, file) in plan.images.iter().zip(&files) {
         image.push(ImageEntry {
             name: i.partition.clone(),
@@ -283,6 +343,21 @@ pub(crate) fn run(args: &ImportArgs<'_>) -> Result<(), Failure> {
 
     for note in &plan.notes {
         println!("note: {note}");
+    }
+    match &geometry_file {
+        Some((g, path)) => println!(
+            "NAND geometry {g} ({}): kept as image '{GEOMETRY_PARTITION}' ({}), checked against the device before anything is written",
+            g.tag(),
+            path.display()
+        ),
+        None => println!(
+            "note: the bundle states no PAGES_PER_BLOCK, so the package carries no NAND geometry"
+        ),
+    }
+    if plan.rewrites_partition_table {
+        println!(
+            "the first image rewrites the device's partition table (MIBIB): flash it with --allow-partition-table"
+        );
     }
     println!(
         "wrote {}: programmer ({}) then {} image{}:",

@@ -22,6 +22,7 @@ mod manual;
 mod output;
 mod pack;
 mod plugins;
+mod read;
 mod signals;
 mod station;
 mod verify;
@@ -232,6 +233,17 @@ enum Command {
             value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS)
         )]
         wait_boot: u64,
+        /// Let a package rewrite an MDM9x07's partition table (its MIBIB step, imported with
+        /// `import-qdl --with-partition-table`): the old table is copied to the state
+        /// directory's backups first, the new one read back before the other images are
+        /// placed by it. Without it such a package is refused (protected_partition).
+        #[arg(long)]
+        allow_partition_table: bool,
+        /// For a real modem (`mdm9x07:serial:TTY`, `mdm9x07:usb[:BUS-PORT]`): wait up to SECS
+        /// for it to appear in download mode before the flash, as qdl does. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait_device: u64,
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
@@ -314,6 +326,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy one partition of an MDM9x07 in download mode to a file (as `edl r`), with the
+    /// Firehose programmer you give: the partition is read twice and kept only if both reads
+    /// and the file on disk have the same SHA-256. The modem is reset afterwards.
+    #[command(
+        after_help = "Example:\n  veriflash read efs2 --target mdm9x07:usb --programmer prog_nand_firehose_9x07.mbn --out efs2.bin"
+    )]
+    Read {
+        /// The partition, as the modem's MIBIB names it (`sbl`, `efs2`, `mibib`, ...).
+        partition: String,
+        /// The modem: `mdm9x07:usb[:BUS-PORT]`, `mdm9x07:serial:TTY` or `mdm9x07:emulator[:ec25]`.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// The Firehose programmer (ELF), e.g. prog_nand_firehose_9x07.mbn.
+        #[arg(long, value_name = "PROG.mbn")]
+        programmer: PathBuf,
+        /// Where to write the copy.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Wait up to SECS for the modem to appear in download mode. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait: u64,
+    },
+    /// Copy every partition of an MDM9x07's MIBIB to a directory (as `edl rs`), each read twice
+    /// and checked on disk, with SHA256SUMS and partitions.txt beside them. The modem is reset
+    /// afterwards.
+    #[command(
+        after_help = "Example:\n  veriflash backup --target mdm9x07:usb --programmer prog_nand_firehose_9x07.mbn --out-dir ec25-backup"
+    )]
+    Backup {
+        /// The modem, as for `read`.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// The Firehose programmer (ELF).
+        #[arg(long, value_name = "PROG.mbn")]
+        programmer: PathBuf,
+        /// The directory to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Wait up to SECS for the modem to appear in download mode. 0: fail at once.
+        #[arg(long = "wait", value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=flash::MAX_WAIT_SECS))]
+        wait: u64,
+    },
     /// Manage file-backed reference devices.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -387,7 +443,7 @@ enum Command {
     /// the programmer first, then the bundle's images, paths relative to --out.
     #[command(
         name = "import-qdl",
-        after_help = "Example:\n  veriflash import-qdl --rawprogram bundle/rawprogram_nand_p2K_b128K.xml --programmer bundle/prog_nand_firehose_9x07.mbn \\\n      --product acme-hotspot-x1 --version 2.4.0 --security-version 7 --out update.toml\n  veriflash pack --manifest update.toml --key vendor.pem --out update.vfp"
+        after_help = "Example:\n  veriflash import-qdl --rawprogram bundle/rawprogram_nand_p2K_b128K.xml --programmer bundle/prog_nand_firehose_9x07.mbn \\\n      --product acme-hotspot-x1 --version 2.4.0 --security-version 7 --out update.toml\n  veriflash pack --manifest update.toml --key vendor.pem --out update.vfp\n\nStock NAND bundles without labels (Quectel's rawprogram_nand_p4K_b256K_update.xml) are placed by\nstart_sector through the MIBIB image the bundle carries; --with-partition-table keeps its table\nrewrite. The bundle's NAND geometry goes into the package and is checked against the device."
     )]
     ImportQdl {
         /// The bundle's rawprogram XML; image files are found relative to it.
@@ -418,6 +474,17 @@ enum Command {
         /// Where to write the description (TOML).
         #[arg(long, value_name = "M.toml")]
         out: PathBuf,
+        /// Import the bundle's partition table (MIBIB) as the package's first image, a step
+        /// that rewrites the device's table; flashing it also needs `flash
+        /// --allow-partition-table`. Without it the MIBIB is left out, and an `<erase>` of it
+        /// is refused.
+        #[arg(long)]
+        with_partition_table: bool,
+        /// The device's MIBIB (a copy made with `veriflash read mibib`, or the MIBIB image of
+        /// another bundle for the same device): entries without a label that the bundle's own
+        /// table does not place are placed through it.
+        #[arg(long, value_name = "FILE")]
+        device_mibib: Option<PathBuf>,
     },
 }
 
@@ -579,6 +646,8 @@ fn main() -> ExitCode {
             trust_options,
             reconnect,
             wait_boot,
+            allow_partition_table,
+            wait_device,
             sysfs,
             json,
         } => flash::run(&flash::FlashArgs {
@@ -591,6 +660,8 @@ fn main() -> ExitCode {
             save_rotation: save_rotation.as_deref(),
             reconnect: std::time::Duration::from_secs(reconnect),
             wait_boot: std::time::Duration::from_secs(wait_boot),
+            allow_partition_table,
+            wait_device: std::time::Duration::from_secs(wait_device),
             sysfs: sysfs.as_deref(),
             json,
         }),
@@ -633,6 +704,34 @@ fn main() -> ExitCode {
             check,
             json,
         } => device::status(&target, check, json),
+        Command::Read {
+            partition,
+            target,
+            programmer,
+            out,
+            wait,
+        } => read::read(
+            &read::ReadArgs {
+                target: &target,
+                programmer: &programmer,
+                wait: std::time::Duration::from_secs(wait),
+            },
+            &partition,
+            &out,
+        ),
+        Command::Backup {
+            target,
+            programmer,
+            out_dir,
+            wait,
+        } => read::back_up(
+            &read::ReadArgs {
+                target: &target,
+                programmer: &programmer,
+                wait: std::time::Duration::from_secs(wait),
+            },
+            &out_dir,
+        ),
         Command::Device(DeviceCommand::Init { layout, target }) => device::init(&layout, &target),
         Command::Devices { json, sysfs } => devices::run(&sysfs, json),
         Command::Emulate(command) => emulate::run(&command),
@@ -664,6 +763,8 @@ fn main() -> ExitCode {
             version,
             security_version,
             out,
+            with_partition_table,
+            device_mibib,
         } => import_qdl::run(&import_qdl::ImportArgs {
             rawprogram: &rawprogram,
             patches: &patch,
@@ -674,6 +775,8 @@ fn main() -> ExitCode {
             version: &version,
             security_version,
             out: &out,
+            with_partition_table,
+            device_mibib: device_mibib.as_deref(),
         }),
     };
     match result {

@@ -11,10 +11,20 @@ use veriflash_plugin::{PluginEnvironment, Registry};
 /// The built-in file device (`file:`) and the MDM9x07 plugin with every transport
 /// (`mdm9x07:emulator`, `mdm9x07:serial:PATH`, `mdm9x07:usb[:BUS-PORT]`); `sysfs` is where the
 /// MDM9x07 plugin looks for USB devices (the real `/sys/bus/usb/devices/` unless a test says
-/// otherwise). The plugins are configured by the updater, from [`environment`].
-pub(crate) fn registry(sysfs: Option<&Path>) -> Registry {
+/// otherwise); `allow_partition_table` lets MDM9x07 packages rewrite the partition table
+/// (`flash --allow-partition-table`), `wait_device` is how long opening a real modem waits
+/// for it (`flash --wait`). The plugins are configured by the updater, from [`environment`].
+pub(crate) fn registry(
+    sysfs: Option<&Path>,
+    allow_partition_table: bool,
+    wait_device: std::time::Duration,
+) -> Registry {
     let mut registry = Registry::with_builtin();
-    let mdm9x07 = veriflash_mdm9x07::Mdm9x07Plugin::default();
+    let mdm9x07 = veriflash_mdm9x07::Mdm9x07Plugin::new(veriflash_mdm9x07::SessionConfig {
+        allow_partition_table,
+        wait_for_device: wait_device,
+        ..veriflash_mdm9x07::SessionConfig::default()
+    });
     registry.register(Box::new(match sysfs {
         Some(dir) => mdm9x07.with_sysfs(dir),
         None => mdm9x07,
@@ -59,7 +69,7 @@ pub(crate) fn configured() -> Result<Registry, veriflash_core::Error> {
 /// # Errors
 /// A plugin's configuration file that cannot be used.
 pub(crate) fn configured_with(sysfs: Option<&Path>) -> Result<Registry, veriflash_core::Error> {
-    let mut registry = registry(sysfs);
+    let mut registry = registry(sysfs, false, std::time::Duration::ZERO);
     registry.configure(&environment()).map_err(|e| {
         veriflash_core::Error::new(veriflash_core::ErrorKind::InvalidInput, e.to_string())
             .with_source(e)

@@ -147,13 +147,17 @@ fn imported_bundle_packs_and_flashes_the_emulated_mdm9607() {
         .iter()
         .map(|i| i["partition"].as_str().unwrap())
         .collect();
-    assert_eq!(parts, ["programmer", "sbl", "tz", "boot", "system"]);
+    assert_eq!(
+        parts,
+        ["programmer", "nand-geometry", "sbl", "tz", "boot", "system"],
+        "the bundle's geometry (PAGES_PER_BLOCK x SECTOR_SIZE_IN_BYTES) is kept"
+    );
     assert_eq!(
         images[0]["file"].as_str(),
         Some("../bundle/prog_nand_firehose_9x07.mbn")
     );
     assert_eq!(
-        images[4]["file"].as_str(),
+        images[5]["file"].as_str(),
         Some("../bundle/images/system.ubi")
     );
     assert_eq!(toml["security_version"].as_integer(), Some(7));
@@ -254,4 +258,161 @@ fn malformed_xml_and_device_patches_are_invalid_input() {
     assert_eq!(o.status.code(), Some(72), "{}", text(&o));
     assert!(text(&o).contains("malformed"), "{}", text(&o));
     assert!(!dir.join("out/update.toml").exists());
+}
+
+/// The stock EC25 bundle (`veriflash-mdm9x07/tests/fixtures/ec25`: no labels, two erases, the
+/// MIBIB then the SBL, 4 KiB pages and 256 KiB blocks) imports with its partition-table
+/// step and geometry, packs, and flashes the emulated 4K/256K MDM9207 (`--allow-partition-table`).
+#[test]
+fn the_stock_ec25_bundle_imports_packs_and_flashes_with_its_mibib_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../veriflash-mdm9x07/tests/fixtures/ec25");
+    let b = dir.join("ec25");
+    std::fs::create_dir_all(&b).unwrap();
+    for f in [
+        "rawprogram_nand_p4K_b256K_update.xml",
+        "sbl1.mbn",
+        "partition_complete_p4K_b256K.mbn",
+    ] {
+        std::fs::copy(fixture.join(f), b.join(f)).unwrap();
+    }
+    std::fs::write(
+        b.join("prog_nand_firehose_9x07.mbn"),
+        test_programmer(&bytes(20_000, 5)),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "import-qdl",
+            "--rawprogram",
+            "ec25/rawprogram_nand_p4K_b256K_update.xml",
+            "--programmer",
+            "ec25/prog_nand_firehose_9x07.mbn",
+            "--product",
+            "quectel-ec25",
+            "--chipset",
+            "mdm9207",
+            "--version",
+            "EC25EFAR06A09M4G",
+            "--security-version",
+            "1",
+            "--out",
+            "out/ec25.toml",
+        ];
+        args.extend_from_slice(extra);
+        veriflash(&args, dir)
+    };
+    // Without the flag, the erase of the MIBIB is refused, naming the flag.
+    let o = import(&[]);
+    assert_eq!(o.status.code(), Some(72), "{}", text(&o));
+    assert!(text(&o).contains("--with-partition-table"), "{}", text(&o));
+
+    let o = import(&["--with-partition-table"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("checked every label and size"), "{out}");
+    assert!(out.contains("p4K_b256K"), "{out}");
+    assert!(out.contains("--allow-partition-table"), "{out}");
+    let toml: toml::Table = std::fs::read_to_string(dir.join("out/ec25.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let parts: Vec<&str> = toml["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["programmer", "nand-geometry", "mibib", "sbl"]);
+    assert_eq!(
+        std::fs::read(dir.join("out/ec25.p4K_b256K")).unwrap(),
+        b"page_size=4096\npages_per_block=64\n"
+    );
+
+    let o = veriflash(&["keygen", "--out", "vendor.pem"], dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "out/ec25.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "ec25.vfp",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let config = dir.join(".veriflash-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("mdm9x07-products.toml"),
+        "[[product]]\noem_id = 0x1234\nmodel_id = 0x0025\nproduct = \"quectel-ec25\"\nhardware_revision = \"r1\"\n",
+    )
+    .unwrap();
+    let flash = |extra: &[&str], target: &str| {
+        let mut args = vec![
+            "flash",
+            "ec25.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            target,
+        ];
+        args.extend_from_slice(extra);
+        veriflash(&args, dir)
+    };
+    let o = flash(&[], "mdm9x07:emulator:ec25");
+    assert_eq!(
+        o.status.code(),
+        Some(49),
+        "protected_partition: {}",
+        text(&o)
+    );
+    let o = flash(&["--allow-partition-table"], "mdm9x07:emulator:ec25");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("commit"), "{}", text(&o));
+}
+
+/// `veriflash read`: a partition of the emulated EC25 to a file, read twice, the modem reset;
+/// an unknown partition and a target that is no modem are refused with their codes.
+#[test]
+fn read_copies_a_partition_of_the_emulated_ec25() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("prog.mbn"), test_programmer(&bytes(4_000, 9))).unwrap();
+    let read = |partition: &str, target: &str| {
+        veriflash(
+            &[
+                "read",
+                partition,
+                "--target",
+                target,
+                "--programmer",
+                "prog.mbn",
+                "--out",
+                "copy.bin",
+            ],
+            dir,
+        )
+    };
+    let o = read("sbl", "mdm9x07:emulator:ec25");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("read twice"), "{}", text(&o));
+    let copy = std::fs::read(dir.join("copy.bin")).unwrap();
+    assert_eq!(copy.len(), 10 * 256 * 1024);
+    assert_eq!(
+        &copy[..4],
+        &0x844B_DCD1u32.to_le_bytes(),
+        "the SBL on page 0"
+    );
+    let o = read("nvram", "mdm9x07:emulator:ec25");
+    assert_eq!(o.status.code(), Some(50), "{}", text(&o));
+    assert!(text(&o).contains("no partition 'nvram'"), "{}", text(&o));
+    let o = read("sbl", "file:dev.img");
+    assert_eq!(o.status.code(), Some(72), "{}", text(&o));
 }

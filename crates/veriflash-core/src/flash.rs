@@ -291,6 +291,7 @@ pub fn device_error(err: PluginError) -> Error {
         }
         PluginError::Busy(_) => ErrorKind::Busy,
         PluginError::WrongChip { .. } => ErrorKind::WrongChipset,
+        PluginError::WrongHardware { .. } => ErrorKind::WrongHardwareRevision,
         PluginError::Timeout(_) => ErrorKind::Timeout,
         PluginError::PowerLoss => ErrorKind::Interrupted,
         PluginError::ReadBackMismatch { .. } => ErrorKind::ReadBackMismatch,
@@ -481,6 +482,29 @@ fn check_policy_except(
 }
 
 /// The identity part of the policy: product, chipset, hardware revision, anti-rollback floor.
+/// [`check_identity`], with the session's own remedy for a product or revision it got
+/// wrong ([`FlashSession::identity_remedy`]).
+fn check_identity_of(
+    m: &Manifest,
+    device: &DeviceInfo,
+    session: &dyn FlashSession,
+) -> Result<(), Error> {
+    check_identity(m, device).map_err(|e| {
+        let remedy = matches!(
+            e.kind(),
+            ErrorKind::WrongProduct | ErrorKind::WrongHardwareRevision
+        )
+        .then(|| {
+            session.identity_remedy(&m.product, m.hardware_revisions.first().map(String::as_str))
+        })
+        .flatten();
+        match remedy {
+            Some(r) => e.with_remedy(r),
+            None => e,
+        }
+    })
+}
+
 fn check_identity(m: &Manifest, device: &DeviceInfo) -> Result<(), Error> {
     if m.product != device.product {
         return Err(Error::new(
@@ -824,7 +848,7 @@ impl<'a> DeviceRun<'a> {
             device,
         };
         if let Some(l) = &run.loader {
-            check_identity(m, &run.device)?;
+            check_identity_of(m, &run.device, &*run.session)?;
             if m.images.first().map(|i| i.partition.as_str()) != Some(l.as_str()) {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -1070,6 +1094,7 @@ fn start(
     session: &mut dyn FlashSession,
     events: &mut dyn FnMut(&Event),
 ) -> Result<(), Error> {
+    check_identity_of(verified.manifest(), device, &*session)?;
     check_policy_except(verified, device, policy, loader)?;
     events(&Event::PhaseFinished(Phase::Preflight));
     let m = verified.manifest();

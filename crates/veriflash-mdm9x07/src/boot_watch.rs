@@ -106,7 +106,7 @@ pub(crate) fn boot_location(
                 .find(|d| d.mode == DeviceMode::Edl && d.tty.as_deref() == Some(tty))
                 .map(|d| d.location.clone())
         }
-        Target::Usb(None) | Target::Emulator => None,
+        Target::Usb(None) | Target::Emulator(_) => None,
     }
 }
 

@@ -399,12 +399,20 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
-    /// Erases `count` pages (whole blocks) from `start`.
+    /// Erases `count` pages (whole blocks) from `start`. `PAGES_PER_BLOCK` goes with it: the
+    /// NAND programmer checks it against the device (bkerler/edl issue 522).
     ///
     /// # Errors
     /// [`Error::Nak`], [`Error::Timeout`].
-    pub fn erase(&mut self, start: u64, count: u64, page_size: u32) -> Result<(), Error> {
+    pub fn erase(
+        &mut self,
+        start: u64,
+        count: u64,
+        page_size: u32,
+        pages_per_block: u32,
+    ) -> Result<(), Error> {
         let cmd = Element::new("erase")
+            .attr("PAGES_PER_BLOCK", pages_per_block)
             .attr("SECTOR_SIZE_IN_BYTES", page_size)
             .attr("num_partition_sectors", count)
             .attr("physical_partition_number", 0)

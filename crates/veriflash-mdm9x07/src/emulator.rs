@@ -46,6 +46,10 @@ pub const PROGRAMMER_IMAGE_ID: u32 = 13;
 pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 /// Most program headers the emulator reads.
 const MAX_PHDRS: u32 = 16;
+/// `MaxXMLSizeInBytes` the programmer announces.
+const MAX_XML_SIZE: usize = 4096;
+/// The first log line of a `nop` answer.
+const BUILD_DATE_LOG: &str = "INFO: Binary build date: Mar 20 2018 @ 03:13:57";
 /// Sahara status for an ELF header the device cannot use.
 const STATUS_INVALID_ELF_HDR: u32 = 0x13;
 
@@ -76,7 +80,31 @@ pub struct EmulatorConfig {
     pub sahara_read_len: u32,
     /// Ask with `READ_DATA64` instead of `READ_DATA`.
     pub read_data64: bool,
+    /// The SHA-256 of the OEM root key the boot ROM trusts (answered to `EXECUTE` 0x03, once
+    /// per root: twice).
+    pub oem_pk_hash: [u8; 32],
+    /// The SBL software version (answered to `EXECUTE` 0x07).
+    pub sbl_sw_version: u32,
 }
+
+/// A stand-in OEM PK hash: the SHA-256 of a name.
+fn pk_hash_of(name: &str) -> [u8; 32] {
+    veriflash_hash::sha256(name.as_bytes())
+}
+
+/// The `EXECUTE` commands the emulated boot ROM answers (Sahara version 2 command mode,
+/// as bkerler/edl `sahara_defs.py` lists them and linux-msm/qdl `sahara_command_info`
+/// reads them); the others end with `END_OF_IMAGE` status 0x1E ("unsupported client
+/// command"), and the boot ROM stays in command mode.
+const EXEC_COMMANDS: [u32; 5] = [
+    exec::SERIAL_NUM_READ,
+    exec::MSM_HW_ID_READ,
+    exec::OEM_PK_HASH_READ,
+    exec::GET_SOFTWARE_VERSION_SBL,
+    exec::GET_COMMAND_ID_LIST,
+];
+/// Sahara status for an `EXECUTE` of a command the boot ROM does not have.
+const STATUS_EXEC_CMD_UNSUPPORTED: u32 = 0x1E;
 
 fn entry(name: &str, offset: u32, length: u32) -> Entry {
     Entry {
@@ -89,8 +117,9 @@ fn entry(name: &str, offset: u32, length: u32) -> Entry {
 }
 
 impl EmulatorConfig {
-    /// A small MDM9607 hotspot: 2 KiB pages, 64 pages per block, 256 blocks (32 MiB), two bad
-    /// blocks, the MIBIB at block 10, OEM id `0x1234` / model id `0x0001`.
+    /// An MDM9607 hotspot with a 1 Gbit NAND: 2 KiB pages, 64 pages per block, 1024 blocks
+    /// (128 MiB), two bad blocks, the MIBIB at block 10 (sector 0x280), OEM id `0x1234` /
+    /// model id `0x0001`.
     #[must_use]
     pub fn mdm9607() -> Self {
         Self {
@@ -98,7 +127,7 @@ impl EmulatorConfig {
             hw_id: 0x0004_A0E1_1234_0001,
             page_size: 2048,
             pages_per_block: 64,
-            blocks: 256,
+            blocks: 1024,
             bad_blocks: vec![52, 140],
             mibib_block: 10,
             partitions: vec![
@@ -116,6 +145,42 @@ impl EmulatorConfig {
             max_payload_from_target: 16 * 1024,
             sahara_read_len: 4096,
             read_data64: false,
+            oem_pk_hash: pk_hash_of("acme root"),
+            sbl_sw_version: 0,
+        }
+    }
+
+    /// A Quectel EC25-like module: MDM9207 with a 4 Gbit NAND of 4 KiB pages and 256 KiB
+    /// blocks (2048 blocks, 512 MiB; the geometry of Quectel's `p4K_b256K` bundles), its
+    /// MIBIB at block 10 (sector 640, where stock bundles write `partition_complete_p4K_b256K.mbn`
+    /// and where host tools look for it), one bad block, OEM id `0x1234` / model id `0x0025`.
+    #[must_use]
+    pub fn mdm9207_ec25() -> Self {
+        Self {
+            serial: 0x0EC2_5001,
+            hw_id: 0x0004_80E1_1234_0025,
+            page_size: 4096,
+            pages_per_block: 64,
+            blocks: 2048,
+            bad_blocks: vec![301],
+            mibib_block: 10,
+            partitions: vec![
+                entry("0:SBL", 0, 10),
+                entry("0:MIBIB", 10, 10),
+                entry("0:EFS2", 20, 44),
+                entry("0:TZ", 64, 6),
+                entry("0:RPM", 70, 4),
+                entry("0:aboot", 74, 4),
+                entry("0:boot", 78, 60),
+                entry("0:modem", 138, 200),
+                entry("0:system", 338, mibib::GROW),
+            ],
+            max_payload_to_target: 64 * 1024,
+            max_payload_from_target: 16 * 1024,
+            sahara_read_len: 4096,
+            read_data64: false,
+            oem_pk_hash: pk_hash_of("quectel root"),
+            sbl_sw_version: 0,
         }
     }
 
@@ -139,15 +204,20 @@ pub struct DeviceFaults {
     /// Lose power during the n-th page program (1-based): half the page lands, then the
     /// device goes silent until [`Emulator::power_on`].
     pub power_cut_at_page_program: Option<u64>,
+    /// Return the data of the n-th `read` (1-based, counted from when the faults were set)
+    /// with its first byte inverted: a NAND or a link that returns other bytes next time.
+    pub corrupt_read: Option<u32>,
 }
 
-/// Simulated NAND.
+/// Simulated NAND. Blocks are held only once programmed (an erased block is `None`), so a
+/// device of a real part's size (256 MiB, 512 MiB) costs memory only for what is written.
 #[derive(Clone, Debug)]
 pub struct Nand {
     page_size: usize,
     pages_per_block: u32,
     blocks: u32,
-    data: Vec<u8>,
+    data: Vec<Option<Box<[u8]>>>,
+    erased: Vec<u8>,
     bad: BTreeSet<u32>,
     page_programs: u64,
     block_erases: u64,
@@ -158,12 +228,12 @@ impl Nand {
     /// An erased NAND of `blocks` blocks.
     #[must_use]
     pub fn new(page_size: usize, pages_per_block: u32, blocks: u32, bad: &[u32]) -> Self {
-        let len = page_size * pages_per_block as usize * blocks as usize;
         Self {
             page_size,
             pages_per_block,
             blocks,
-            data: vec![0xFF; len],
+            data: vec![None; blocks as usize],
+            erased: vec![0xFF; page_size],
             bad: bad.iter().copied().collect(),
             page_programs: 0,
             block_erases: 0,
@@ -193,12 +263,15 @@ impl Nand {
         u32::try_from(page / u64::from(self.pages_per_block)).unwrap_or(u32::MAX)
     }
 
-    fn range(&self, page: u64) -> Option<std::ops::Range<usize>> {
+    /// The block of `page` and the page's byte range in it.
+    fn range(&self, page: u64) -> Option<(usize, std::ops::Range<usize>)> {
         if page >= self.pages() {
             return None;
         }
-        let start = usize::try_from(page).ok()?.checked_mul(self.page_size)?;
-        Some(start..start + self.page_size)
+        let ppb = u64::from(self.pages_per_block);
+        let block = usize::try_from(page / ppb).ok()?;
+        let start = usize::try_from(page % ppb).ok()? * self.page_size;
+        Some((block, start..start + self.page_size))
     }
 
     /// Whether `block` is bad.
@@ -215,10 +288,8 @@ impl Nand {
         if block >= self.blocks || self.is_bad(block) {
             return Err(Error::Storage(format!("block {block} is bad or absent")));
         }
-        let bs = self.page_size * self.pages_per_block as usize;
-        let start = block as usize * bs;
-        if let Some(s) = self.data.get_mut(start..start + bs) {
-            s.fill(0xFF);
+        if let Some(b) = self.data.get_mut(block as usize) {
+            *b = None;
         }
         self.block_erases += 1;
         Ok(())
@@ -231,13 +302,19 @@ impl Nand {
     /// [`Error::PowerLoss`] when the injected cut lands on this program (half the page
     /// landed).
     pub fn program_page(&mut self, page: u64, bytes: &[u8]) -> Result<(), Error> {
-        let range = self
+        let (block, range) = self
             .range(page)
             .ok_or_else(|| Error::Storage(format!("page {page} is outside the device")))?;
         if self.is_bad(self.block_of(page)) {
             return Err(Error::Storage(format!("page {page} is in a bad block")));
         }
-        let cells = self.data.get_mut(range).unwrap_or_default();
+        let block_len = self.page_size * self.pages_per_block as usize;
+        let cells = self
+            .data
+            .get_mut(block)
+            .map(|b| b.get_or_insert_with(|| vec![0xFF; block_len].into_boxed_slice()))
+            .and_then(|b| b.get_mut(range))
+            .unwrap_or_default();
         if cells.iter().any(|b| *b != 0xFF) {
             return Err(Error::Storage(format!(
                 "page {page} is programmed again without an erase"
@@ -258,9 +335,14 @@ impl Nand {
     /// One page's bytes.
     #[must_use]
     pub fn page(&self, page: u64) -> &[u8] {
-        self.range(page)
-            .and_then(|r| self.data.get(r))
-            .unwrap_or(&[])
+        match self.range(page) {
+            Some((block, r)) => match self.data.get(block) {
+                Some(Some(b)) => b.get(r).unwrap_or(&[]),
+                Some(None) => &self.erased,
+                None => &[],
+            },
+            None => &[],
+        }
     }
 
     /// The physical page after `page` in the bad-block-skipping order, starting the walk at
@@ -343,6 +425,10 @@ pub struct Emulator {
     image: ImageLoad,
     raw: Option<RawProgram>,
     configured: Option<usize>,
+    /// The Firehose command being answered (its name goes into a NAK's error line).
+    current: String,
+    /// `read` commands answered.
+    reads: u32,
     uploads: u32,
     resets: u32,
 }
@@ -371,9 +457,22 @@ impl Emulator {
             config.blocks,
             &config.bad_blocks,
         );
+        // The table as the device holds it: the last partition's "to the end" (0xFFFFFFFF in
+        // a bundle's partition.mbn) is the blocks that remain.
         let table = Table {
             version: mibib::VERSION_4,
-            entries: config.partitions.clone(),
+            entries: config
+                .partitions
+                .iter()
+                .map(|e| Entry {
+                    length: if e.length == mibib::GROW {
+                        config.blocks.saturating_sub(e.offset)
+                    } else {
+                        e.length
+                    },
+                    ..e.clone()
+                })
+                .collect(),
         }
         .encode();
         if table.len() > config.page_size {
@@ -387,6 +486,13 @@ impl Emulator {
         let mut page = table;
         page.resize(config.page_size, 0xFF);
         nand.program_page(first + 1, &page)?;
+        if config
+            .partitions
+            .iter()
+            .any(|e| e.offset == 0 && e.raw_name.eq_ignore_ascii_case("0:SBL"))
+        {
+            nand.program_page(0, &stand_in_sbl_page(config.page_size))?;
+        }
         if let Some(efs) = config
             .partitions
             .iter()
@@ -411,6 +517,8 @@ impl Emulator {
             image: ImageLoad::default(),
             raw: None,
             configured: None,
+            current: String::new(),
+            reads: 0,
             uploads: 0,
             resets: 0,
         };
@@ -424,6 +532,7 @@ impl Emulator {
             .power_cut_at_page_program
             .map(|n| self.nand.page_programs + n);
         self.faults = faults;
+        self.reads = 0;
     }
 
     /// Powers the device (back) on in download mode: the boot ROM queues its `HELLO`. NAND
@@ -507,8 +616,13 @@ impl Emulator {
         self.out.push_back(frame);
     }
 
+    /// Sends each element as its own document, as the real programmer does (a `<log/>` is
+    /// written the moment it is logged; qdl `firehose.c` and edl `firehose.py` read one
+    /// document per transfer).
     fn send_doc(&mut self, elements: &[Element]) {
-        self.emit(firehose::document(elements));
+        for e in elements {
+            self.emit(firehose::document(std::slice::from_ref(e)));
+        }
     }
 
     fn ack(&mut self, rawmode: bool) {
@@ -517,13 +631,54 @@ impl Emulator {
             .attr("rawmode", rawmode)]);
     }
 
+    /// A refusal as the MDM9x07 NAND programmer words it: the reason as one log line, then
+    /// `ERROR 21: Line N: HANDLE_<COMMAND>_FAILURE` (the shape of a real MDM9207
+    /// programmer's log, bkerler/edl issue 522: `Attribute 'PAGES_PER_BLOCK'=2048 must be
+    /// equal to disk pages per block 64`, then `ERROR 21: Line 2459: HANDLE_PROGRAM_FAILURE`),
+    /// then the NAK.
     fn nak(&mut self, reason: &str) {
+        let line = match self.current.as_str() {
+            "program" => 2459,
+            "erase" => 2561,
+            "read" => 2303,
+            "configure" => 1817,
+            _ => 1402,
+        };
         self.send_doc(&[
-            Element::new("log").attr("value", format!("ERROR: {reason}")),
+            Element::new("log").attr("value", reason),
+            Element::new("log").attr(
+                "value",
+                format!(
+                    "ERROR 21: Line {line}: HANDLE_{}_FAILURE",
+                    self.current.to_ascii_uppercase()
+                ),
+            ),
             Element::new("response")
                 .attr("value", "NAK")
                 .attr("rawmode", false),
         ]);
+    }
+
+    /// The attributes a real programmer's `configure` answer carries (edl `firehose.py`
+    /// `configure` reads each; qdl `firehose_configure_response_parser` reads the payload
+    /// sizes).
+    fn configure_response(&self, value: &str, to_target: usize) -> Element {
+        Element::new("response")
+            .attr("value", value)
+            .attr("MinVersionSupported", 1)
+            .attr("MemoryName", "NAND")
+            .attr(
+                "MaxPayloadSizeFromTargetInBytes",
+                self.config.max_payload_from_target,
+            )
+            .attr("MaxPayloadSizeToTargetInBytes", to_target)
+            .attr(
+                "MaxPayloadSizeToTargetInBytesSupported",
+                self.config.max_payload_to_target,
+            )
+            .attr("MaxXMLSizeInBytes", MAX_XML_SIZE)
+            .attr("Version", 1)
+            .attr("TargetName", "9x07")
     }
 
     fn cut_power(&mut self) {
@@ -653,30 +808,27 @@ impl Emulator {
                 }
             }
             (SaharaStep::Command, Packet::Execute { command }) => {
-                let len = match command {
-                    exec::SERIAL_NUM_READ => 4,
-                    exec::MSM_HW_ID_READ => 8,
-                    _ => 0,
-                };
-                if len == 0 {
-                    self.image_failed(0x1E);
+                let Some(answer) = self.exec_answer(command) else {
+                    self.emit(
+                        Packet::EndOfImage {
+                            image_id: 0,
+                            status: STATUS_EXEC_CMD_UNSUPPORTED,
+                        }
+                        .encode(),
+                    );
                     return;
-                }
+                };
                 self.emit(
                     Packet::ExecuteResponse {
                         command,
-                        data_len: len,
+                        data_len: u32::try_from(answer.len()).unwrap_or(0),
                     }
                     .encode(),
                 );
                 self.state = State::Sahara(SaharaStep::CommandData(command));
             }
             (SaharaStep::CommandData(c), Packet::ExecuteData { command }) if c == command => {
-                let data = if c == exec::SERIAL_NUM_READ {
-                    self.config.serial.to_le_bytes().to_vec()
-                } else {
-                    self.config.hw_id.to_le_bytes().to_vec()
-                };
+                let data = self.exec_answer(c).unwrap_or_default();
                 self.emit(data);
                 self.state = State::Sahara(SaharaStep::Command);
             }
@@ -690,6 +842,20 @@ impl Emulator {
             }
             _ => self.image_failed(0x01),
         }
+    }
+
+    /// The answer to a command-mode `EXECUTE`, `None` for one the boot ROM does not have.
+    fn exec_answer(&self, command: u32) -> Option<Vec<u8>> {
+        Some(match command {
+            exec::SERIAL_NUM_READ => self.config.serial.to_le_bytes().to_vec(),
+            exec::MSM_HW_ID_READ => self.config.hw_id.to_le_bytes().to_vec(),
+            exec::OEM_PK_HASH_READ => [self.config.oem_pk_hash; 2].concat(),
+            exec::GET_SOFTWARE_VERSION_SBL => self.config.sbl_sw_version.to_le_bytes().to_vec(),
+            exec::GET_COMMAND_ID_LIST => {
+                EXEC_COMMANDS.iter().flat_map(|c| c.to_le_bytes()).collect()
+            }
+            _ => return None,
+        })
     }
 
     fn power_on_hello(&mut self) {
@@ -740,6 +906,15 @@ impl Emulator {
     // ---- Firehose ----
 
     fn geometry_check(&mut self, e: &Element) -> Result<(u64, u64), String> {
+        if let Ok(ppb) = e.number("PAGES_PER_BLOCK")
+            && ppb != u64::from(self.config.pages_per_block)
+        {
+            // The real MDM9207 programmer's words (bkerler/edl issue 522).
+            return Err(format!(
+                "Attribute 'PAGES_PER_BLOCK'={ppb} must be equal to disk pages per block {}",
+                self.config.pages_per_block
+            ));
+        }
         let size = e
             .number("SECTOR_SIZE_IN_BYTES")
             .map_err(|x| x.to_string())?;
@@ -763,6 +938,7 @@ impl Emulator {
     }
 
     fn on_firehose_command(&mut self, e: &Element) {
+        self.current.clone_from(&e.name);
         if let Some((cmd_name, reason)) = self.faults.nak.clone()
             && e.name == cmd_name
         {
@@ -774,11 +950,21 @@ impl Emulator {
             return;
         }
         match e.name.as_str() {
-            "nop" => self.ack(false),
+            "nop" => {
+                let serial = self.config.serial;
+                self.send_doc(&[
+                    Element::new("log").attr("value", BUILD_DATE_LOG),
+                    Element::new("log").attr(
+                        "value",
+                        format!("INFO: Chip serial num: {serial} (0x{serial:x})"),
+                    ),
+                ]);
+                self.ack(false);
+            }
             "configure" => {
                 let memory = e.get("MemoryName").unwrap_or("");
                 if !memory.eq_ignore_ascii_case("nand") {
-                    self.nak(&format!("MemoryName '{memory}' is not supported"));
+                    self.nak(&format!("Not support configure MemoryName {memory}"));
                     return;
                 }
                 let max = self.config.max_payload_to_target;
@@ -788,29 +974,15 @@ impl Emulator {
                     .and_then(|v| usize::try_from(v).ok())
                     .unwrap_or(max);
                 if want > max || want == 0 {
-                    self.send_doc(&[
-                        Element::new("log").attr(
-                            "value",
-                            format!("ERROR: MaxPayloadSizeToTargetInBytes {want} is not supported"),
-                        ),
-                        Element::new("response")
-                            .attr("value", "NAK")
-                            .attr("MaxPayloadSizeToTargetInBytes", max)
-                            .attr("MaxPayloadSizeToTargetInBytesSupported", max),
-                    ]);
+                    // The size it takes, in a NAK without an ERROR line: qdl and edl both
+                    // configure again with it (edl gives up on an ERROR line here).
+                    let nak = self.configure_response("NAK", max);
+                    self.send_doc(&[nak]);
                     return;
                 }
                 self.configured = Some(want);
-                self.send_doc(&[Element::new("response")
-                    .attr("value", "ACK")
-                    .attr("MemoryName", "nand")
-                    .attr("MaxPayloadSizeToTargetInBytes", want)
-                    .attr("MaxPayloadSizeToTargetInBytesSupported", max)
-                    .attr(
-                        "MaxPayloadSizeFromTargetInBytes",
-                        self.config.max_payload_from_target,
-                    )
-                    .attr("rawmode", false)]);
+                let ack = self.configure_response("ACK", want).attr("rawmode", false);
+                self.send_doc(&[ack]);
             }
             "getstorageinfo" => {
                 let info = format!(
@@ -871,7 +1043,13 @@ impl Emulator {
                     if self.faults.zlp_before_read {
                         self.emit(Vec::new());
                     }
-                    let data = self.nand.read_skipping(start, count);
+                    let mut data = self.nand.read_skipping(start, count);
+                    self.reads += 1;
+                    if self.faults.corrupt_read == Some(self.reads)
+                        && let Some(b) = data.first_mut()
+                    {
+                        *b = !*b;
+                    }
                     if data.len() as u64 != count * self.config.page_size as u64 {
                         // Ran out of good blocks: the data ends short, the response says so.
                         for piece in data.chunks(self.config.max_payload_from_target.max(1)) {
@@ -1025,6 +1203,24 @@ impl Endpoint for Emulator {
     fn transmit(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
     }
+}
+
+/// The first word of an SBL on MDM9x07 NAND (little-endian at byte 0 of page 0): host tools
+/// (bkerler/edl `firehose.py` `get_gpt`) read sector 0, take this magic as "NAND storage",
+/// then look for the MIBIB at sectors 0x280, 0x400 and 0x800.
+pub const SBL_MAGIC: u32 = 0x844B_DCD1;
+
+/// The first page of a stand-in SBL, as a real device holds one: [`SBL_MAGIC`], then bytes
+/// that are not erased.
+#[must_use]
+pub fn stand_in_sbl_page(page_size: usize) -> Vec<u8> {
+    let mut page: Vec<u8> = (0..page_size)
+        .map(|i| u8::try_from(i % 239).unwrap_or(0))
+        .collect();
+    if let Some(head) = page.get_mut(..4) {
+        head.copy_from_slice(&SBL_MAGIC.to_le_bytes());
+    }
+    page
 }
 
 /// A minimal ELF32 programmer image for the emulator: one loadable segment holding `payload`.

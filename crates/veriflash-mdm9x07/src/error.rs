@@ -91,6 +91,15 @@ pub enum Error {
         /// What is wrong, and what to do.
         reason: String,
     },
+    /// The package was made for another NAND geometry than the device has
+    /// ([`crate::geometry`]): nothing was written.
+    GeometryMismatch {
+        /// The package's geometry, as far as it is known (`None`: a descriptor of no known
+        /// geometry).
+        package: Option<crate::geometry::NandGeometry>,
+        /// The device's.
+        device: crate::geometry::NandGeometry,
+    },
     /// A configuration file of the plugin's (the product table, [`crate::products`]) exists
     /// but cannot be used.
     Config {
@@ -152,6 +161,15 @@ impl fmt::Display for Error {
             Self::Unsupported(m) => write!(f, "unsupported: {m}"),
             Self::Bundle { entry, reason } => write!(f, "{entry}: {reason}"),
             Self::Config { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::GeometryMismatch { package, device } => write!(
+                f,
+                "the package is for {}, the device's NAND has {device} ({}); nothing was written",
+                package.map_or_else(
+                    || "another NAND geometry".to_owned(),
+                    |p| format!("{p} ({})", p.tag())
+                ),
+                device.tag()
+            ),
         }
     }
 }
@@ -183,6 +201,13 @@ impl From<Error> for PluginError {
                 ),
             },
             Error::Unsupported(_) => Self::Unsupported(err.to_string()),
+            Error::GeometryMismatch { package, device } => Self::WrongHardware {
+                expected: package.map_or_else(
+                    || "another NAND geometry".to_owned(),
+                    |p| format!("a NAND of {p} ({})", p.tag()),
+                ),
+                found: format!("a NAND of {device} ({})", device.tag()),
+            },
             // The contract has no variant for a configuration file; this one names the path
             // and keeps the I/O error's kind (not found, permission denied, invalid data).
             Error::Config { path, source } => Self::Storage { path, source },

@@ -482,12 +482,25 @@ impl Splitter {
 }
 
 /// The NAK reason from the log lines that preceded it: the last line saying `ERROR`, else the
-/// last line, else the response's own attributes.
+/// last line, else the response's own attributes. The MDM9x07 NAND programmer logs the
+/// reason first and then a bare `ERROR 21: Line 2459: HANDLE_PROGRAM_FAILURE`; the line
+/// before such an error line is kept with it (`reason (error line)`).
 #[must_use]
 pub fn nak_reason(logs: &[String], response: &Element) -> String {
-    logs.iter()
-        .rev()
-        .find(|l| l.to_ascii_uppercase().contains("ERROR"))
+    let error = logs
+        .iter()
+        .rposition(|l| l.to_ascii_uppercase().contains("ERROR"));
+    if let Some(at) = error
+        && let (Some(line), Some(before)) = (logs.get(at), at.checked_sub(1))
+        && line.contains("_FAILURE")
+        && let Some(reason) = logs
+            .get(before)
+            .filter(|r| !r.to_ascii_uppercase().starts_with("INFO"))
+    {
+        return format!("{reason} ({line})");
+    }
+    error
+        .and_then(|at| logs.get(at))
         .or_else(|| logs.last())
         .cloned()
         .unwrap_or_else(|| {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod boot_watch;
 pub mod diag;
 pub mod discover;
@@ -9,6 +10,7 @@ pub mod driver;
 pub mod emulator;
 mod error;
 pub mod firehose;
+pub mod geometry;
 pub mod mibib;
 pub mod products;
 #[cfg(all(target_os = "linux", feature = "pty"))]
@@ -25,7 +27,7 @@ pub mod usb;
 
 pub use error::Error;
 pub use session::{
-    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, Mdm9x07Session, PROGRAMMER_PARTITION, ProductId,
-    SessionConfig,
+    DEFAULT_PAYLOAD, MAX_PROGRAMMER_LEN, MIBIB_PARTITION, Mdm9x07Session, PROGRAMMER_PARTITION,
+    ProductId, ReadCopy, SessionConfig,
 };
 pub use target::Mdm9x07Plugin;

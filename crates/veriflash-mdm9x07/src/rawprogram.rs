@@ -25,6 +25,7 @@
 
 use crate::error::Error;
 use crate::firehose::{self, Element, XmlLimits};
+use crate::geometry::NandGeometry;
 use crate::mibib::{PROTECTED, Table};
 
 /// The longest XML file accepted (real bundles' files are a few tens of KiB).
@@ -59,7 +60,8 @@ pub struct ProgramEntry {
     pub file_sector_offset: u64,
     /// `filename`, relative to the XML file; empty: nothing is written.
     pub filename: String,
-    /// `label`: the partition's name (a MIBIB name on NAND).
+    /// `label`: the partition's name (a MIBIB name on NAND); empty when the entry has none, as
+    /// in stock Quectel NAND bundles, which place every entry by `start_sector` alone.
     pub label: String,
     /// `num_partition_sectors`: the partition's size in sectors; 0: unknown (grows to the end).
     pub num_partition_sectors: u64,
@@ -86,6 +88,8 @@ pub struct EraseEntry {
     pub num_partition_sectors: u64,
     /// `start_sector`, as written.
     pub start_sector: String,
+    /// `PAGES_PER_BLOCK`: present on NAND bundles.
+    pub pages_per_block: Option<u32>,
 }
 
 /// A parsed `rawprogram*.xml`.
@@ -176,6 +180,14 @@ impl Attrs<'_> {
         u32::try_from(value).map_err(|_| self.err(format!("{key}={value} is too large")))
     }
 
+    fn pages_per_block(&self) -> Result<Option<u32>, Error> {
+        match self.number("PAGES_PER_BLOCK")? {
+            Some(0) => Err(self.err("PAGES_PER_BLOCK=0".into())),
+            Some(n) => Ok(Some(self.u32("PAGES_PER_BLOCK", n)?)),
+            None => Ok(None),
+        }
+    }
+
     fn sector_size(&self) -> Result<u32, Error> {
         let v = self.required_number("SECTOR_SIZE_IN_BYTES")?;
         if v == 0 || v > u64::from(MAX_SECTOR_SIZE) {
@@ -219,16 +231,12 @@ pub fn parse_rawprogram(bytes: &[u8]) -> Result<Rawprogram, Error> {
                 let sparse = a
                     .string("sparse")?
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                let pages_per_block = match a.number("PAGES_PER_BLOCK")? {
-                    Some(0) => return Err(a.err("PAGES_PER_BLOCK=0".into())),
-                    Some(n) => Some(a.u32("PAGES_PER_BLOCK", n)?),
-                    None => None,
-                };
+                let pages_per_block = a.pages_per_block()?;
                 out.programs.push(ProgramEntry {
                     sector_size: a.sector_size()?,
                     file_sector_offset: a.number("file_sector_offset")?.unwrap_or(0),
                     filename: a.required("filename")?,
-                    label: a.required("label")?,
+                    label: a.string("label")?.unwrap_or_default(),
                     num_partition_sectors: a.required_number("num_partition_sectors")?,
                     physical_partition_number: {
                         let n = a.required_number("physical_partition_number")?;
@@ -251,6 +259,7 @@ pub fn parse_rawprogram(bytes: &[u8]) -> Result<Rawprogram, Error> {
                     sector_size: a.sector_size()?,
                     num_partition_sectors: a.required_number("num_partition_sectors")?,
                     start_sector: a.required("start_sector")?,
+                    pages_per_block: a.pages_per_block()?,
                 });
             }
             other => {
@@ -313,8 +322,10 @@ impl ProgramEntry {
         e = e
             .attr("SECTOR_SIZE_IN_BYTES", self.sector_size)
             .attr("file_sector_offset", self.file_sector_offset)
-            .attr("filename", &self.filename)
-            .attr("label", &self.label);
+            .attr("filename", &self.filename);
+        if !self.label.is_empty() {
+            e = e.attr("label", &self.label);
+        }
         if let Some(last) = self.last_sector {
             e = e.attr("last_sector", last);
         }
@@ -369,13 +380,31 @@ pub struct ImportImage {
 /// left out and why.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImportPlan {
-    /// Images to pack, in the order the bundle programs them.
+    /// Images to pack, in the order the bundle programs them; with a partition-table step
+    /// ([`ImportOptions::partition_table`]), the MIBIB image (partition `mibib`) comes first.
     pub images: Vec<ImportImage>,
-    /// The bundle's partition-table image (label `mibib`), which is never written but lets
-    /// labels be checked ([`ImportPlan::check_against_table`]).
+    /// The bundle's partition-table image (label `mibib`, or the entry placed on the `mibib`
+    /// partition), which lets labels be checked ([`ImportPlan::check_against_table`]).
     pub partition_table_file: Option<String>,
+    /// Whether the first image rewrites the device's partition table (the MIBIB step).
+    pub rewrites_partition_table: bool,
+    /// The NAND geometry every entry agrees on (`SECTOR_SIZE_IN_BYTES`, `PAGES_PER_BLOCK`),
+    /// when the bundle states pages per block.
+    pub geometry: Option<NandGeometry>,
     /// What was skipped or left out, one line each.
     pub notes: Vec<String>,
+}
+
+/// How [`plan_import`] places and filters entries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions<'a> {
+    /// Partition tables an entry without a label is placed through by its `start_sector`, in
+    /// order: the bundle's own MIBIB image first, then the device's (for entries outside the
+    /// bundle's table).
+    pub tables: &'a [Table],
+    /// Import the bundle's MIBIB image as the package's partition-table step instead of
+    /// leaving it out.
+    pub partition_table: bool,
 }
 
 /// Whether `file` is a plain relative path inside the bundle: not absolute, no `..`, no
@@ -389,36 +418,157 @@ fn is_plain_relative(file: &str) -> bool {
         && file.split('/').all(|part| part != "..")
 }
 
+/// The partition an entry without a label lands on: the erase block `start_sector` names
+/// must be the first block of a partition of one of `tables` (tried in order), and the entry
+/// must cover exactly its blocks (`num_partition_sectors` 0 or any size for a partition that
+/// grows to the end). The reason why not, otherwise.
+fn locate(
+    tables: &[Table],
+    start_sector: &str,
+    sectors: u64,
+    pages_per_block: Option<u32>,
+) -> Result<String, String> {
+    let t = start_sector.trim();
+    let t = t.strip_suffix('.').unwrap_or(t);
+    let start: u64 = t.parse().map_err(|_| {
+        format!(
+            "it has no label and start_sector=\"{}\" is not a number: give it a label",
+            clip(start_sector)
+        )
+    })?;
+    let ppb = u64::from(pages_per_block.ok_or_else(|| {
+        "it has no label and no PAGES_PER_BLOCK to place it by: give it a label".to_owned()
+    })?);
+    if tables.is_empty() {
+        return Err(
+            "it has no label and there is no partition table (the bundle's MIBIB image, or the device's) to place it by"
+                .into(),
+        );
+    }
+    if !start.is_multiple_of(ppb) {
+        return Err(format!(
+            "start_sector {start} is not the first sector of an erase block ({ppb} sectors each), so it lands on no partition"
+        ));
+    }
+    let block = start / ppb;
+    for table in tables {
+        for e in &table.entries {
+            let first = u64::from(e.offset);
+            let blocks = u64::from(e.length);
+            if first == block {
+                if e.length == crate::mibib::GROW
+                    || sectors == blocks.saturating_mul(ppb)
+                    || sectors == 0
+                {
+                    return Ok(e.name());
+                }
+                return Err(format!(
+                    "it covers {sectors} sectors at block {block}; partition '{}' there has {} ({blocks} blocks)",
+                    e.name(),
+                    blocks.saturating_mul(ppb)
+                ));
+            }
+            if e.length != crate::mibib::GROW && block > first && block < first + blocks {
+                return Err(format!(
+                    "start_sector {start} (block {block}) lands inside partition '{}' (blocks {first}-{}), not at its start",
+                    e.name(),
+                    first + blocks - 1
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "no partition starts at block {block} (start_sector {start}) in the partition table{}",
+        if tables.len() > 1 { "s" } else { "" }
+    ))
+}
+
 /// Turns a parsed bundle into the images of a package.
 ///
-/// Entries with an empty filename are skipped; partitions veriflash never writes (the
-/// MIBIB and device-unique data, [`PROTECTED`]) are left out with a note (the `mibib` image
-/// is remembered as [`ImportPlan::partition_table_file`]). Refused, naming the entry: a label
-/// that is empty or `programmer` (reserved for the Firehose programmer), two entries for one
-/// partition, a `file_sector_offset` other than 0 or a sparse image (a package carries whole
-/// files as they are), a physical partition other than 0 (9x07 NAND has one), a file name
-/// that is absolute or leaves the bundle (`..`), an `<erase/>` of a partition the bundle does
-/// not program (a package only writes images), a `DISK` patch (the 9x07 programmer has no
-/// `patch` command) and a patch of a file the package would carry (its signed bytes would not
-/// be what the vendor meant to write).
+/// Each entry names its partition by `label`, or — as stock Quectel NAND bundles do, without
+/// labels — by `start_sector`, placed through [`ImportOptions::tables`]: the sector must be
+/// the first of a partition's first erase block and the entry must cover exactly its blocks
+/// (any size for the partition that grows to the end); any other entry is refused. Entries with an empty
+/// filename are skipped; partitions veriflash never writes (device-unique data,
+/// [`PROTECTED`]) are left out with a note, and so is the MIBIB unless
+/// [`ImportOptions::partition_table`] makes it the package's first image. Every entry must
+/// agree on the geometry (sector size and pages per block), which the plan keeps. Refused,
+/// naming the entry: a label that is `programmer` (reserved for the Firehose programmer), two
+/// entries for one partition, a `file_sector_offset` other than 0 or a sparse image (a
+/// package carries whole files as they are), a physical partition other than 0 (9x07 NAND
+/// has one), a file name that is absolute or leaves the bundle (`..`), an `<erase/>` of a
+/// partition the bundle does not program (a package only writes images; programming a
+/// partition erases it first), a `DISK` patch (the 9x07 programmer has no `patch` command)
+/// and a patch of a file the package would carry (its signed bytes would not be what the
+/// vendor meant to write).
 ///
 /// # Errors
 /// [`Error::Bundle`] as above.
-pub fn plan_import(raw: &Rawprogram, patches: &[PatchEntry]) -> Result<ImportPlan, Error> {
+pub fn plan_import(
+    raw: &Rawprogram,
+    patches: &[PatchEntry],
+    options: &ImportOptions<'_>,
+) -> Result<ImportPlan, Error> {
     let mut plan = ImportPlan::default();
+    let mut table_image = None;
+    let mut sector_size: Option<u32> = None;
+    let mut geometry_of = |kind: &str,
+                           index: usize,
+                           label: Option<&str>,
+                           size: u32,
+                           ppb: Option<u32>|
+     -> Result<(), Error> {
+        let bad = |what: String| {
+            entry_err(
+                kind,
+                index,
+                label,
+                format!("{what}: every entry of a bundle is for one NAND geometry"),
+            )
+        };
+        if sector_size.is_some_and(|s| s != size) {
+            return Err(bad(format!(
+                "SECTOR_SIZE_IN_BYTES={size}, an earlier entry has {}",
+                sector_size.unwrap_or(0)
+            )));
+        }
+        sector_size = Some(size);
+        if let Some(ppb) = ppb {
+            let g = NandGeometry {
+                page_size: size,
+                pages_per_block: ppb,
+            };
+            match plan.geometry {
+                Some(prev) if prev != g => {
+                    return Err(bad(format!("{g}, an earlier entry has {prev}")));
+                }
+                _ => plan.geometry = Some(g),
+            }
+        }
+        Ok(())
+    };
     for (index, p) in raw.programs.iter().enumerate() {
-        let err = |reason: String| entry_err("program", index, Some(&p.label), reason);
-        let name = partition_name(&p.label);
+        let label = (!p.label.is_empty()).then_some(p.label.as_str());
+        let err = |reason: String| entry_err("program", index, label, reason);
+        geometry_of("program", index, label, p.sector_size, p.pages_per_block)?;
         if p.filename.is_empty() {
             plan.notes.push(format!(
                 "skipped '{}': no filename (the bundle does not write it)",
-                p.label
+                label.unwrap_or(&p.start_sector)
             ));
             continue;
         }
-        if name.is_empty() {
-            return Err(err("the label is empty".into()));
-        }
+        let name = match label {
+            Some(l) => partition_name(l),
+            None => locate(
+                options.tables,
+                &p.start_sector,
+                p.num_partition_sectors,
+                p.pages_per_block,
+            )
+            .map_err(&err)?,
+        };
+        let shown = label.map_or_else(|| name.clone(), str::to_owned);
         if !is_plain_relative(&p.filename) {
             return Err(err(format!(
                 "filename '{}' is not a relative path inside the bundle",
@@ -429,16 +579,6 @@ pub fn plan_import(raw: &Rawprogram, patches: &[PatchEntry]) -> Result<ImportPla
             return Err(err(format!(
                 "the label '{PROGRAMMER}' is reserved for the Firehose programmer (give it with --programmer)"
             )));
-        }
-        if name == "mibib" {
-            plan.partition_table_file = Some(p.filename.clone());
-        }
-        if PROTECTED.contains(&name.as_str()) {
-            plan.notes.push(format!(
-                "left out '{}' ({}): veriflash never writes the partition table or device-unique data; the device keeps its own",
-                p.label, p.filename
-            ));
-            continue;
         }
         if p.physical_partition_number != 0 {
             return Err(err(format!(
@@ -457,35 +597,78 @@ pub fn plan_import(raw: &Rawprogram, patches: &[PatchEntry]) -> Result<ImportPla
                 "sparse images are not supported on MDM9x07 NAND; unsparse it first".into(),
             ));
         }
-        if plan.images.iter().any(|i| i.partition == name) {
+        if plan.images.iter().any(|i| i.partition == name)
+            || (name == "mibib" && plan.partition_table_file.is_some())
+        {
             return Err(err(format!(
                 "a second entry for partition '{name}': a package writes each partition once"
             )));
         }
-        plan.images.push(ImportImage {
-            partition: name,
+        let image = ImportImage {
+            partition: name.clone(),
             file: p.filename.clone(),
             capacity: p.capacity(),
             block_size: p
                 .pages_per_block
                 .map(|ppb| u64::from(ppb) * u64::from(p.sector_size)),
-        });
+        };
+        if name == "mibib" {
+            plan.partition_table_file = Some(p.filename.clone());
+            if options.partition_table {
+                table_image = Some(image);
+                continue;
+            }
+            plan.notes.push(format!(
+                "left out '{shown}' ({}): the partition table is rewritten only when asked (--with-partition-table)",
+                p.filename
+            ));
+            continue;
+        }
+        if PROTECTED.contains(&name.as_str()) {
+            plan.notes.push(format!(
+                "left out '{shown}' ({}): veriflash never writes device-unique data; the device keeps its own",
+                p.filename
+            ));
+            continue;
+        }
+        plan.images.push(image);
+    }
+    if let Some(image) = table_image {
+        plan.images.insert(0, image);
+        plan.rewrites_partition_table = true;
     }
     for (index, e) in raw.erases.iter().enumerate() {
-        let name = e.label.as_deref().map(partition_name);
-        match name {
-            Some(n) if plan.images.iter().any(|i| i.partition == n) => plan.notes.push(format!(
-                "erase of '{n}' is implied: every partition is erased before it is programmed"
-            )),
-            _ => {
-                return Err(entry_err(
-                    "erase",
-                    index,
-                    e.label.as_deref(),
-                    "an erase of a partition the bundle does not program cannot be expressed in a package (a package only writes images)".into(),
-                ));
-            }
+        let label = e.label.as_deref().filter(|l| !l.is_empty());
+        geometry_of("erase", index, label, e.sector_size, e.pages_per_block)?;
+        let name = match label {
+            Some(l) => partition_name(l),
+            None => locate(
+                options.tables,
+                &e.start_sector,
+                e.num_partition_sectors,
+                e.pages_per_block,
+            )
+            .map_err(|reason| entry_err("erase", index, None, reason))?,
+        };
+        if plan.images.iter().any(|i| i.partition == name) {
+            plan.notes.push(format!(
+                "erase of '{name}' is implied: every partition is erased before it is programmed"
+            ));
+            continue;
         }
+        let hint = if name == "mibib" {
+            " (import the partition table with --with-partition-table)"
+        } else {
+            ""
+        };
+        return Err(entry_err(
+            "erase",
+            index,
+            label,
+            format!(
+                "an erase of '{name}', which the bundle does not program, cannot be expressed in a package (a package only writes images){hint}"
+            ),
+        ));
     }
     for (index, patch) in patches.iter().enumerate() {
         let err = |reason: String| entry_err("patch", index, None, reason);
@@ -507,6 +690,23 @@ pub fn plan_import(raw: &Rawprogram, patches: &[PatchEntry]) -> Result<ImportPla
         ));
     }
     Ok(plan)
+}
+
+/// The bundle's own partition table: the first file a `<program/>` entry names whose start
+/// (or whose second page, after the MBN header page) is a MIBIB partition table. `head`
+/// returns the first bytes of a file (`None`: unreadable, absent, or too large to be a
+/// MIBIB image); entries whose filename is not a plain relative path are not opened.
+pub fn find_bundle_table(
+    raw: &Rawprogram,
+    head: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+) -> Option<(String, Table)> {
+    raw.programs
+        .iter()
+        .filter(|p| is_plain_relative(&p.filename))
+        .find_map(|p| {
+            let bytes = head(&p.filename)?;
+            find_table(&bytes, p.sector_size as usize).map(|t| (p.filename.clone(), t))
+        })
 }
 
 /// Why an image does not fit the bundle's own partition table.
@@ -649,7 +849,7 @@ mod tests {
         assert_eq!(raw.programs[1].pages_per_block, Some(64));
         assert_eq!(raw.programs[3].last_sector, Some(2943));
         assert_eq!(raw.programs[4].capacity(), None, "num_partition_sectors=0");
-        let plan = plan_import(&raw, &[]).unwrap();
+        let plan = plan_import(&raw, &[], &ImportOptions::default()).unwrap();
         let parts: Vec<&str> = plan.images.iter().map(|i| i.partition.as_str()).collect();
         assert_eq!(parts, ["sbl", "tz", "system"]);
         assert_eq!(plan.images[0].capacity, Some(640 * 2048));
@@ -685,7 +885,9 @@ mod tests {
         ] {
             let xml = format!("<data><program {attrs}{base}/></data>");
             let raw = parse_rawprogram(xml.as_bytes()).unwrap();
-            let err = plan_import(&raw, &[]).unwrap_err().to_string();
+            let err = plan_import(&raw, &[], &ImportOptions::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("program #1 (label 'boot')"), "{err}");
             assert!(err.contains(want), "{err}");
         }
@@ -719,13 +921,17 @@ mod tests {
             )
         };
         let disk = parse_patch(patch("DISK").as_bytes()).unwrap();
-        let err = plan_import(&raw, &disk).unwrap_err().to_string();
+        let err = plan_import(&raw, &disk, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no 'patch' command"), "{err}");
         let flashed = parse_patch(patch("tz.mbn").as_bytes()).unwrap();
-        let err = plan_import(&raw, &flashed).unwrap_err().to_string();
+        let err = plan_import(&raw, &flashed, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("would be flashed to 'tz'"), "{err}");
         let other = parse_patch(patch("gpt_main0.bin").as_bytes()).unwrap();
-        let plan = plan_import(&raw, &other).unwrap();
+        let plan = plan_import(&raw, &other, &ImportOptions::default()).unwrap();
         assert!(plan.notes.iter().any(|n| n.contains("gpt_main0.bin")));
         assert!(parse_patch(b"<patches></patches>").unwrap().is_empty());
     }
@@ -737,20 +943,29 @@ mod tests {
             r#"<erase PAGES_PER_BLOCK="64" SECTOR_SIZE_IN_BYTES="2048" label="modem" num_partition_sectors="10" physical_partition_number="0" start_sector="0"/></data>"#,
         );
         let raw = parse_rawprogram(xml.as_bytes()).unwrap();
-        let err = plan_import(&raw, &[]).unwrap_err().to_string();
+        let err = plan_import(&raw, &[], &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("erase #"), "{err}");
         let ok = NAND.replace(
             "</data>",
             r#"<erase SECTOR_SIZE_IN_BYTES="2048" label="tz" num_partition_sectors="10" start_sector="0"/></data>"#,
         );
-        assert!(plan_import(&parse_rawprogram(ok.as_bytes()).unwrap(), &[]).is_ok());
+        assert!(
+            plan_import(
+                &parse_rawprogram(ok.as_bytes()).unwrap(),
+                &[],
+                &ImportOptions::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn labels_and_sizes_are_checked_against_the_bundles_mibib() {
         use crate::mibib::Entry;
         let raw = parse_rawprogram(NAND.as_bytes()).unwrap();
-        let plan = plan_import(&raw, &[]).unwrap();
+        let plan = plan_import(&raw, &[], &ImportOptions::default()).unwrap();
         let entry = |n: &str, offset, length| Entry {
             raw_name: n.into(),
             offset,

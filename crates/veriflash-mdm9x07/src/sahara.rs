@@ -77,6 +77,76 @@ pub mod exec {
     pub const SERIAL_NUM_READ: u32 = 0x01;
     /// Read the MSM hardware id (8 bytes: MSM id in the upper 32 bits, OEM id, model id).
     pub const MSM_HW_ID_READ: u32 = 0x02;
+    /// Read the hash of the OEM's root public key the boot ROM trusts (the SHA-256 digest,
+    /// bare, repeated once per root, or zero-padded to a wider field).
+    pub const OEM_PK_HASH_READ: u32 = 0x03;
+    /// Read the SBL software version (4 bytes).
+    pub const GET_SOFTWARE_VERSION_SBL: u32 = 0x07;
+    /// Read the list of command ids the boot ROM answers (4 bytes each).
+    pub const GET_COMMAND_ID_LIST: u32 = 0x08;
+}
+
+/// An OEM public-key hash as the boot ROM reports it, reduced to one digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PkHash {
+    len: u8,
+    bytes: [u8; 64],
+}
+
+impl PkHash {
+    /// The digest in a command-mode answer: a copy repeated after the first is cut off,
+    /// trailing zero padding stripped, and the length rounded up to the next digest size
+    /// (32, 48 or 64 bytes) that the answer holds, so a digest ending in zero bytes stays
+    /// whole (the shapes linux-msm/qdl `sahara_pkhash_trim` describes). `None` for an empty
+    /// answer.
+    #[must_use]
+    pub fn from_answer(answer: &[u8]) -> Option<Self> {
+        let answer = answer.get(..answer.len().min(64)).unwrap_or(answer);
+        let mut len = answer.len();
+        if let Some(period) = (4..=len / 2).find(|i| answer.get(..*i) == answer.get(*i..2 * *i)) {
+            len = period;
+        }
+        while len > 0 && answer.get(len - 1) == Some(&0) {
+            len -= 1;
+        }
+        if let Some(size) = [32, 48, 64]
+            .into_iter()
+            .find(|s| len <= *s && *s <= answer.len())
+        {
+            len = size;
+        }
+        if len == 0 {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        for (d, s) in bytes.iter_mut().zip(answer.iter().take(len)) {
+            *d = *s;
+        }
+        Some(Self {
+            len: u8::try_from(len).unwrap_or(64),
+            bytes,
+        })
+    }
+
+    /// The digest's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Display for PkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_bytes()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for PkHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PkHash({self})")
+    }
 }
 
 /// MSM ids (upper 32 bits of the hardware id) of the chips this plugin flashes.
@@ -390,6 +460,9 @@ pub struct ChipIdentity {
     pub serial: u32,
     /// The 64-bit hardware id: MSM id (upper 32 bits), OEM id, model id.
     pub hw_id: u64,
+    /// The OEM public-key hash, when the boot ROM answers for it (which programmer a
+    /// secure-boot chip accepts is decided by it).
+    pub pk_hash: Option<PkHash>,
 }
 
 impl ChipIdentity {
@@ -535,7 +608,11 @@ impl Identify {
             (IdState::ExecResponse(want), Packet::ExecuteResponse { command, data_len })
                 if *command == want =>
             {
-                let need: u32 = if want == exec::SERIAL_NUM_READ { 4 } else { 8 };
+                let need: u32 = match want {
+                    exec::SERIAL_NUM_READ => 4,
+                    exec::MSM_HW_ID_READ => 8,
+                    _ => 1,
+                };
                 if *data_len < need || *data_len > MAX_EXECUTE_DATA_LEN {
                     return Err(Error::BadLength {
                         what: "Sahara command-mode answer",
@@ -546,6 +623,14 @@ impl Identify {
                 let len = usize::try_from(*data_len).unwrap_or(usize::MAX);
                 self.state = IdState::ExecData(want, len);
                 Ok(Step::Send(Packet::ExecuteData { command: want }))
+            }
+            // A boot ROM that does not give its PK hash ends that command alone and stays in
+            // command mode: the identity is complete without it.
+            (IdState::ExecResponse(exec::OEM_PK_HASH_READ), Packet::EndOfImage { .. }) => {
+                self.state = IdState::Done;
+                Ok(Step::Finish(Packet::SwitchMode {
+                    mode: mode::IMAGE_TX_PENDING,
+                }))
             }
             (state, other) => Err(Error::Unexpected {
                 expected: match state {
@@ -579,21 +664,34 @@ impl Identify {
                 have: bytes.len(),
             });
         }
-        if command == exec::SERIAL_NUM_READ {
-            self.serial = Some(le32(bytes, 0)?);
-            self.state = IdState::ExecResponse(exec::MSM_HW_ID_READ);
-            Ok(Step::Send(Packet::Execute {
-                command: exec::MSM_HW_ID_READ,
-            }))
-        } else {
-            self.identity = Some(ChipIdentity {
-                serial: self.serial.unwrap_or(0),
-                hw_id: le64(bytes, 0)?,
-            });
-            self.state = IdState::Done;
-            Ok(Step::Finish(Packet::SwitchMode {
-                mode: mode::IMAGE_TX_PENDING,
-            }))
+        match command {
+            exec::SERIAL_NUM_READ => {
+                self.serial = Some(le32(bytes, 0)?);
+                self.state = IdState::ExecResponse(exec::MSM_HW_ID_READ);
+                Ok(Step::Send(Packet::Execute {
+                    command: exec::MSM_HW_ID_READ,
+                }))
+            }
+            exec::MSM_HW_ID_READ => {
+                self.identity = Some(ChipIdentity {
+                    serial: self.serial.unwrap_or(0),
+                    hw_id: le64(bytes, 0)?,
+                    pk_hash: None,
+                });
+                self.state = IdState::ExecResponse(exec::OEM_PK_HASH_READ);
+                Ok(Step::Send(Packet::Execute {
+                    command: exec::OEM_PK_HASH_READ,
+                }))
+            }
+            _ => {
+                if let Some(identity) = self.identity.as_mut() {
+                    identity.pk_hash = PkHash::from_answer(bytes);
+                }
+                self.state = IdState::Done;
+                Ok(Step::Finish(Packet::SwitchMode {
+                    mode: mode::IMAGE_TX_PENDING,
+                }))
+            }
         }
     }
 }
@@ -913,12 +1011,59 @@ mod tests {
         let hwid = 0x0004_A0E1_0000_0001u64;
         assert_eq!(
             m.on_raw(&hwid.to_le_bytes()).unwrap(),
+            Step::Send(Packet::Execute { command: 3 })
+        );
+        let mut other = m.clone();
+        // The PK hash, repeated once per root as many boot ROMs send it.
+        let digest: Vec<u8> = (1..=32).collect();
+        m.on_packet(&Packet::ExecuteResponse {
+            command: 3,
+            data_len: 64,
+        })
+        .unwrap();
+        assert_eq!(
+            m.on_raw(&[digest.clone(), digest.clone()].concat())
+                .unwrap(),
             Step::Finish(Packet::SwitchMode { mode: 0 })
         );
         let id = m.identity().unwrap();
         assert_eq!(id.serial, 0xCAFE_F00D);
         assert_eq!(id.msm_id(), 0x0004_A0E1);
         assert!(id.is_mdm9x07());
+        assert_eq!(id.pk_hash.unwrap().as_bytes(), &digest[..]);
+        // A boot ROM that refuses the PK hash query: the identity stands without it.
+        assert_eq!(
+            other
+                .on_packet(&Packet::EndOfImage {
+                    image_id: 0,
+                    status: 0x1E
+                })
+                .unwrap(),
+            Step::Finish(Packet::SwitchMode { mode: 0 })
+        );
+        assert_eq!(other.identity().unwrap().pk_hash, None);
+    }
+
+    #[test]
+    fn pk_hash_answers_reduce_to_one_digest() {
+        let d: Vec<u8> = (0x80..0xA0).collect();
+        for answer in [
+            d.clone(),
+            [d.clone(), d.clone()].concat(),
+            [d.clone(), vec![0; 32]].concat(),
+        ] {
+            assert_eq!(PkHash::from_answer(&answer).unwrap().as_bytes(), &d[..]);
+        }
+        // A digest whose last bytes are zero keeps them.
+        let mut z = d.clone();
+        z[30] = 0;
+        z[31] = 0;
+        assert_eq!(PkHash::from_answer(&z).unwrap().as_bytes(), &z[..]);
+        assert_eq!(PkHash::from_answer(&[]), None);
+        assert_eq!(
+            PkHash::from_answer(&d).unwrap().to_string(),
+            "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use veriflash_plugin::{
 
 use crate::driver::{Connection, DeviceMode, StorageInfo, Timeouts};
 use crate::error::Error;
+use crate::geometry::{GEOMETRY_PARTITION, MAX_DESCRIPTOR_LEN, NandGeometry};
 use crate::mibib::{self, Placed, Table};
 use crate::sahara::{ChipIdentity, chip_name};
 use crate::transport::Transport;
@@ -21,6 +22,8 @@ pub const PROGRAMMER_PARTITION: &str = "programmer";
 pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 /// The raw payload size proposed in `configure`.
 pub const DEFAULT_PAYLOAD: usize = 1 << 20;
+/// The partition that holds the partition table.
+pub const MIBIB_PARTITION: &str = "mibib";
 
 /// Maps a chip's OEM and model ids to the product and hardware revision a manifest names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,17 @@ pub struct SessionConfig {
     /// trust anchors). `false` for the emulator: every `mdm9x07:emulator` is a new, blank
     /// device that only shares a serial number with the last one.
     pub persistent: bool,
+    /// Whether a package may rewrite the partition table (the MIBIB step: an image for the
+    /// partition `mibib`). Off by default: the MIBIB is then as protected as EFS, and such a
+    /// package is refused (`protected_partition`) before anything is written. When on, the
+    /// step also needs [`SessionConfig::backup_dir`], where the old table is kept.
+    pub allow_partition_table: bool,
+    /// The product table the user edits ([`crate::products::FILE`] in the configuration
+    /// directory), named in the remedy for a modem it lacks.
+    pub products_file: Option<PathBuf>,
+    /// How long opening a real modem (`serial:TTY`, `usb[:BUS-PORT]`) waits for it to appear
+    /// in download mode, as qdl waits; zero: an absent modem fails at once.
+    pub wait_for_device: std::time::Duration,
 }
 
 impl Default for SessionConfig {
@@ -73,6 +87,9 @@ impl Default for SessionConfig {
             journal_dir: None,
             backup_dir: None,
             persistent: true,
+            allow_partition_table: false,
+            products_file: None,
+            wait_for_device: std::time::Duration::ZERO,
         }
     }
 }
@@ -170,6 +187,17 @@ fn unhex(s: &str) -> Option<Digest> {
     Some(d)
 }
 
+/// A partition read by [`Mdm9x07Session::read_partition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadCopy {
+    /// The partition.
+    pub partition: String,
+    /// Bytes read (the whole partition, bad blocks skipped as the programmer skips them).
+    pub bytes: u64,
+    /// SHA-256 of those bytes, the same on both reads.
+    pub sha256: Digest,
+}
+
 /// What is being written to one partition.
 #[derive(Clone, Debug)]
 struct Stream {
@@ -199,6 +227,11 @@ pub struct Mdm9x07Session<T: Transport> {
     resumed: Vec<String>,
     journal: Journal,
     last_result: Option<LastResult>,
+    /// Whether the layout came from the copy of the table taken before a rewrite that was cut
+    /// off (the device's own table is erased or torn).
+    layout_from_backup: bool,
+    /// Bytes of the geometry descriptor image received so far.
+    descriptor: Vec<u8>,
 }
 
 impl<T: Transport> std::fmt::Debug for Mdm9x07Session<T> {
@@ -229,6 +262,8 @@ impl<T: Transport> Mdm9x07Session<T> {
             resumed: Vec::new(),
             journal: Journal::default(),
             last_result: None,
+            layout_from_backup: false,
+            descriptor: Vec::new(),
         }
     }
 
@@ -236,6 +271,112 @@ impl<T: Transport> Mdm9x07Session<T> {
     #[must_use]
     pub fn identity(&self) -> Option<ChipIdentity> {
         self.identity
+    }
+
+    /// Uploads `image` (checked: the chip must be an MDM9x07) and reads storage and partition
+    /// table from it, once the chip is identified.
+    fn run_programmer(&mut self, image: &[u8]) -> Result<(), Error> {
+        let id = self
+            .identity
+            .ok_or_else(|| Error::Unsupported("the chip was not identified".into()))?;
+        if !id.is_mdm9x07() {
+            return Err(Error::WrongChip {
+                msm_id: id.msm_id(),
+            });
+        }
+        self.conn.upload(image)?;
+        self.read_layout()
+    }
+
+    /// For reading a modem without a package (`veriflash read`, `backup`): identifies the
+    /// chip over Sahara, uploads `programmer` and reads the partition table it finds.
+    ///
+    /// # Errors
+    /// [`Error::WrongChip`] before anything is uploaded to another chip; [`Error::BadLength`]
+    /// for a programmer over [`MAX_PROGRAMMER_LEN`]; the exchange's errors.
+    pub fn start_programmer(&mut self, programmer: &[u8]) -> Result<(), Error> {
+        if programmer.len() as u64 > MAX_PROGRAMMER_LEN {
+            return Err(Error::BadLength {
+                what: "programmer image",
+                length: programmer.len() as u64,
+                limit: MAX_PROGRAMMER_LEN,
+            });
+        }
+        if self.stage == Stage::Unknown {
+            self.identify()?;
+        }
+        if self.stage != Stage::Identified {
+            return Err(Error::Unsupported(
+                "the programmer already runs in this session".into(),
+            ));
+        }
+        self.run_programmer(programmer)
+    }
+
+    /// The partitions of the table in force, once the programmer runs.
+    #[must_use]
+    pub fn partitions(&self) -> &[Placed] {
+        &self.partitions
+    }
+
+    /// Reads partition `name` whole into `out` and then once more, and returns its SHA-256.
+    ///
+    /// *Verified* means: two complete reads through Firehose gave the same bytes (the same
+    /// SHA-256) — the 9x07 NAND programmer has no `getsha256digest` to compare with — and
+    /// what went to `out` is the first read, hashed as it was written. A NAND or link that
+    /// returns different bytes twice is refused with [`Error::Storage`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for an unknown partition or before [`Self::start_programmer`];
+    /// [`Error::Storage`] for reads that differ or an `out` that fails; the exchange's errors.
+    pub fn read_partition(
+        &mut self,
+        name: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<ReadCopy, Error> {
+        let (p, s) = self.placed(name)?;
+        let ppb = u64::from(s.pages_per_block());
+        let first = u64::from(p.first_block) * ppb;
+        let pages = u64::from(p.blocks) * ppb;
+        let mut hasher = veriflash_hash::Sha256::new();
+        let mut failed: Option<std::io::Error> = None;
+        let mut bytes = 0u64;
+        self.conn.read(first, pages, s.page_size, &mut |b| {
+            hasher.update(b);
+            bytes += b.len() as u64;
+            if failed.is_none()
+                && let Err(e) = out.write_all(b)
+            {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(Error::Storage(format!("writing the copy of '{name}': {e}")));
+        }
+        let digest = hasher.finalize();
+        let mut again = veriflash_hash::Sha256::new();
+        self.conn
+            .read(first, pages, s.page_size, &mut |b| again.update(b))?;
+        if again.finalize() != digest {
+            return Err(Error::Storage(format!(
+                "two reads of '{name}' gave different bytes: the NAND or the link is unreliable; nothing is kept"
+            )));
+        }
+        Ok(ReadCopy {
+            partition: name.to_owned(),
+            bytes,
+            sha256: digest,
+        })
+    }
+
+    /// Resets the modem (Firehose `power reset`): it boots what its NAND holds.
+    ///
+    /// # Errors
+    /// The exchange's.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.conn.power_reset()?;
+        self.stage = Stage::Reset;
+        Ok(())
     }
 
     /// The programmer's log lines so far.
@@ -259,42 +400,109 @@ impl<T: Transport> Mdm9x07Session<T> {
         }
     }
 
-    /// Reads geometry and partition table from the running programmer.
+    /// Reads geometry and partition table from the running programmer. A device whose table
+    /// is erased or torn (a power cut during a partition-table rewrite) is laid out by the
+    /// copy of its old table the rewrite made first ([`Mdm9x07Session::table_backup_path`]),
+    /// so the same package can run again and finish the rewrite.
     fn read_layout(&mut self) -> Result<(), Error> {
         self.conn.configure(self.config.payload)?;
         let info = self.conn.storage_info()?;
-        let ppb = u64::from(info.pages_per_block());
         let scan = mibib::SCAN_BLOCKS.min(info.total_blocks);
         let mut table = None;
+        let mut torn = None;
         for block in 0..scan {
-            let mut page = Vec::new();
-            self.conn
-                .read(u64::from(block) * ppb, 1, info.page_size, &mut |b| {
-                    page.extend_from_slice(b);
-                })?;
-            if mibib::is_mibib_header(&page) {
-                let pages = (mibib::TABLE_HEADER_LEN
-                    + mibib::ENTRY_LEN * mibib::MAX_PARTS_V4 as usize)
-                    .div_ceil(info.page_size as usize) as u64;
-                let mut bytes = Vec::new();
-                self.conn.read(
-                    u64::from(block) * ppb + 1,
-                    pages,
-                    info.page_size,
-                    &mut |b| {
-                        bytes.extend_from_slice(b);
-                    },
-                )?;
-                table = Some(Table::parse(&bytes)?);
-                break;
+            match self.table_at(&info, block)? {
+                Some(Ok(t)) => {
+                    table = Some(t);
+                    break;
+                }
+                Some(Err(e)) => {
+                    torn = Some(e);
+                    break;
+                }
+                None => {}
             }
         }
-        let table = table
-            .ok_or_else(|| Error::PartitionTable(format!("no MIBIB in the first {scan} blocks")))?;
+        self.layout_from_backup = false;
+        let table = match table {
+            Some(t) => t,
+            None => match self.backed_up_table(&info) {
+                Some(t) => {
+                    self.layout_from_backup = true;
+                    t
+                }
+                None => {
+                    return Err(torn.unwrap_or_else(|| {
+                        Error::PartitionTable(format!("no MIBIB in the first {scan} blocks"))
+                    }));
+                }
+            },
+        };
         self.partitions = table.place(info.total_blocks)?;
         self.storage = Some(info);
         self.stage = Stage::Ready;
         Ok(())
+    }
+
+    /// The table in the MIBIB block `block`: `None` when the block has no MBN header,
+    /// `Some(Err)` when it has one but no table that parses.
+    fn table_at(
+        &mut self,
+        info: &StorageInfo,
+        block: u32,
+    ) -> Result<Option<Result<Table, Error>>, Error> {
+        let ppb = u64::from(info.pages_per_block());
+        let mut page = Vec::new();
+        self.conn
+            .read(u64::from(block) * ppb, 1, info.page_size, &mut |b| {
+                page.extend_from_slice(b);
+            })?;
+        if !mibib::is_mibib_header(&page) {
+            return Ok(None);
+        }
+        let pages = (mibib::TABLE_HEADER_LEN + mibib::ENTRY_LEN * mibib::MAX_PARTS_V4 as usize)
+            .div_ceil(info.page_size as usize) as u64;
+        let mut bytes = Vec::new();
+        self.conn.read(
+            u64::from(block) * ppb + 1,
+            pages,
+            info.page_size,
+            &mut |b| {
+                bytes.extend_from_slice(b);
+            },
+        )?;
+        Ok(Some(Table::parse(&bytes)))
+    }
+
+    /// Where the table a partition-table rewrite replaces is kept, as the MIBIB partition's
+    /// bytes: `BACKUP_DIR/mdm9x07-SERIAL/mibib-before-rewrite.bin`.
+    fn table_backup_path(&self) -> Option<PathBuf> {
+        let dir = self.config.backup_dir.as_ref()?;
+        let serial = self.identity?.serial;
+        Some(
+            dir.join(format!("mdm9x07-{serial:08x}"))
+                .join("mibib-before-rewrite.bin"),
+        )
+    }
+
+    /// The table kept by an earlier rewrite, if there is one that parses and fits.
+    fn backed_up_table(&self, info: &StorageInfo) -> Option<Table> {
+        let path = self.table_backup_path()?;
+        let len = std::fs::metadata(&path).ok()?.len();
+        if len > u64::from(info.block_size).saturating_mul(u64::from(mibib::SCAN_BLOCKS)) {
+            return None;
+        }
+        let bytes = std::fs::read(&path).ok()?;
+        crate::rawprogram::find_table(&bytes, info.page_size as usize)
+            .filter(|t| t.place(info.total_blocks).is_ok())
+    }
+
+    /// The device's NAND geometry, once the programmer runs.
+    fn geometry(&self) -> Option<NandGeometry> {
+        self.storage.map(|s| NandGeometry {
+            page_size: s.page_size,
+            pages_per_block: s.pages_per_block(),
+        })
     }
 
     fn info(&self) -> Result<DeviceInfo, Error> {
@@ -327,8 +535,17 @@ impl<T: Transport> Mdm9x07Session<T> {
                         name: p.name.clone(),
                         size: u64::from(p.blocks) * u64::from(s.block_size),
                         slotted: false,
-                        protected: p.protected,
+                        protected: p.protected
+                            && !(p.name == MIBIB_PARTITION && self.config.allow_partition_table),
                     })
+                    .chain(std::iter::once(PartitionInfo {
+                        // Not on NAND: the package's geometry descriptor is checked against
+                        // the device's (crate::geometry), never written.
+                        name: GEOMETRY_PARTITION.to_owned(),
+                        size: MAX_DESCRIPTOR_LEN,
+                        slotted: false,
+                        protected: false,
+                    }))
                     .collect(),
             ),
             None => (
@@ -372,51 +589,61 @@ impl<T: Transport> Mdm9x07Session<T> {
 
     /// Copies every protected partition to [`SessionConfig::backup_dir`], streaming each from
     /// Firehose `read` into a temporary file that is renamed into place once complete (memory
-    /// stays one transfer, whatever size the device's MIBIB claims).
+    /// stays one transfer, whatever size the device's MIBIB claims). The MIBIB is not copied
+    /// over an earlier copy while the device's own table is torn ([`Self::read_layout`]).
     fn back_up_protected(&mut self) -> Result<(), Error> {
-        let (Some(dir), Some(identity), Some(storage)) =
-            (self.config.backup_dir.clone(), self.identity, self.storage)
-        else {
+        let (Some(dir), Some(identity)) = (self.config.backup_dir.clone(), self.identity) else {
             return Ok(());
         };
         let dir = dir.join(format!("mdm9x07-{:08x}", identity.serial));
-        let io = |what: &Path, e: std::io::Error| {
-            Error::Storage(format!("backup {}: {e}", what.display()))
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let protected: Vec<Placed> = self
             .partitions
             .iter()
-            .filter(|p| p.protected)
+            .filter(|p| p.protected && !(self.layout_from_backup && p.name == MIBIB_PARTITION))
             .cloned()
             .collect();
-        let ppb = u64::from(storage.pages_per_block());
         for p in protected {
-            let path = dir.join(format!("{}.bin", p.name));
-            let tmp = dir.join(format!("{}.bin.tmp", p.name));
-            let mut file =
-                std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
-            let mut failed: Option<std::io::Error> = None;
-            self.conn.read(
-                u64::from(p.first_block) * ppb,
-                u64::from(p.blocks) * ppb,
-                storage.page_size,
-                &mut |bytes| {
-                    if failed.is_none()
-                        && let Err(e) = std::io::Write::write_all(&mut file, bytes)
-                    {
-                        failed = Some(e);
-                    }
-                },
-            )?;
-            if let Some(e) = failed {
-                return Err(io(&tmp, e));
-            }
-            let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            self.copy_partition(&p, &dir.join(format!("{}.bin", p.name)))?;
         }
         Ok(())
+    }
+
+    /// Streams partition `p` whole into `path` (through `PATH.tmp`, synced, then renamed).
+    fn copy_partition(&mut self, p: &Placed, path: &Path) -> Result<(), Error> {
+        let storage = self
+            .storage
+            .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
+        let io = |what: &Path, e: std::io::Error| {
+            Error::Storage(format!("backup {}: {e}", what.display()))
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let ppb = u64::from(storage.pages_per_block());
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
+        let mut failed: Option<std::io::Error> = None;
+        self.conn.read(
+            u64::from(p.first_block) * ppb,
+            u64::from(p.blocks) * ppb,
+            storage.page_size,
+            &mut |bytes| {
+                if failed.is_none()
+                    && let Err(e) = std::io::Write::write_all(&mut file, bytes)
+                {
+                    failed = Some(e);
+                }
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(io(&tmp, e));
+        }
+        let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
     fn placed(&self, partition: &str) -> Result<(Placed, StorageInfo), Error> {
@@ -432,17 +659,68 @@ impl<T: Transport> Mdm9x07Session<T> {
         Ok((p, storage))
     }
 
+    /// Checks every image against the layout (the geometry descriptor against the device's
+    /// geometry, the partition-table step against the policy and its place) before anything
+    /// is written, copies the protected partitions (and, for a table rewrite, the old table),
+    /// and resumes from the journal. Nothing is erased here: each partition is erased when
+    /// its image starts, by the layout in force then (the new one after a table rewrite).
     fn do_begin(&mut self, plan: &InstallPlan) -> Result<(), Error> {
         if self.stage != Stage::Ready {
             return Err(Error::Unsupported(
                 "begin before the programmer runs (the package has no 'programmer' image?)".into(),
             ));
         }
-        // Check everything before erasing anything.
-        let mut targets = Vec::with_capacity(plan.images.len());
-        for image in &plan.images {
+        let device = self
+            .geometry()
+            .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
+        if let Some(g) = plan
+            .images
+            .iter()
+            .find(|i| i.partition == GEOMETRY_PARTITION)
+            && g.digest != device.digest()
+        {
+            return Err(Error::GeometryMismatch {
+                package: NandGeometry::known_by_digest(&g.digest),
+                device,
+            });
+        }
+        let on_nand = |i: &&veriflash_plugin::PlannedImage| i.partition != GEOMETRY_PARTITION;
+        let rewrites_table = plan.images.iter().any(|i| i.partition == MIBIB_PARTITION);
+        if rewrites_table {
+            if !self.config.allow_partition_table {
+                return Err(Error::Unsupported(
+                    "the package rewrites the partition table (MIBIB), which this session does not allow"
+                        .into(),
+                ));
+            }
+            // A device that outlives the session needs the old table kept where the next run
+            // finds it, should power fail mid-rewrite; the emulator never comes back.
+            if self.config.backup_dir.is_none() && self.config.persistent {
+                return Err(Error::Unsupported(
+                    "a partition-table rewrite needs a backup directory for the old table".into(),
+                ));
+            }
+            if plan
+                .images
+                .iter()
+                .find(on_nand)
+                .map(|i| i.partition.as_str())
+                != Some(MIBIB_PARTITION)
+            {
+                return Err(Error::Unsupported(
+                    "the partition-table image must come before every image written to NAND: the images after it are placed by the new table"
+                        .into(),
+                ));
+            }
+        }
+        // Check everything before writing anything. After a table rewrite the rest is checked
+        // again against the new table (`table_rewritten`).
+        for image in plan.images.iter().filter(on_nand) {
+            if rewrites_table && image.partition != MIBIB_PARTITION {
+                continue;
+            }
             let (p, s) = self.placed(&image.partition)?;
-            if p.protected {
+            if p.protected && !(p.name == MIBIB_PARTITION && rewrites_table) {
                 return Err(Error::Unsupported(format!(
                     "partition '{}' holds device-unique data and is never erased",
                     p.name
@@ -455,10 +733,16 @@ impl<T: Transport> Mdm9x07Session<T> {
                     image.size, p.name
                 )));
             }
-            targets.push((p, s));
         }
         // Copies first: a backup that cannot be made refuses the install before anything changes.
         self.back_up_protected()?;
+        if rewrites_table
+            && !self.layout_from_backup
+            && let Some(path) = self.table_backup_path()
+        {
+            let (mibib, _) = self.placed(MIBIB_PARTITION)?;
+            self.copy_partition(&mibib, &path)?;
+        }
         let previous = self
             .journal_path()
             .map(|path| Journal::load(&path))
@@ -474,13 +758,16 @@ impl<T: Transport> Mdm9x07Session<T> {
         };
         // The journal says what an earlier run finished on a chip with this serial number; the
         // chip says what it holds now. Skip only partitions that read back as the package's
-        // image: another tool, a re-flashed or a swapped board must not make us skip one.
+        // image: another tool, a re-flashed or a swapped board must not make us skip one. The
+        // partitions are those of the table in force: after a finished table rewrite, the new.
         self.resumed.clear();
         for name in claimed {
             let Some(image) = plan.images.iter().find(|i| i.partition == name) else {
                 continue;
             };
-            if self.partition_digest(&name, image.size)? == image.digest {
+            if self.placed(&name).is_ok()
+                && self.partition_digest(&name, image.size)? == image.digest
+            {
                 self.resumed.push(name);
             }
         }
@@ -489,20 +776,71 @@ impl<T: Transport> Mdm9x07Session<T> {
             done: self.resumed.clone(),
         };
         self.save_journal()?;
-        for (p, s) in targets {
-            if self.resumed.contains(&p.name) {
-                continue;
-            }
-            let ppb = u64::from(s.pages_per_block());
-            self.conn.erase(
-                u64::from(p.first_block) * ppb,
-                u64::from(p.blocks) * ppb,
-                s.page_size,
-            )?;
-        }
         self.plan = Some(plan.clone());
         self.done.clear();
+        self.descriptor.clear();
         self.stage = Stage::Installing;
+        Ok(())
+    }
+
+    /// After the MIBIB image is programmed: reads it back (its digest must be the package's),
+    /// parses the new table, and lays out the rest of the install by it — the MIBIB must stay
+    /// where it was, and every remaining image must land on a partition it has, unprotected,
+    /// that holds it.
+    fn table_rewritten(&mut self, size: u64) -> Result<(), Error> {
+        let expected = self
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.images.iter().find(|i| i.partition == MIBIB_PARTITION))
+            .map(|i| i.digest);
+        if Some(self.partition_digest(MIBIB_PARTITION, size)?) != expected {
+            return Err(Error::Storage(
+                "the partition table reads back different bytes than were written".into(),
+            ));
+        }
+        let (old, info) = self.placed(MIBIB_PARTITION)?;
+        let table = match self.table_at(&info, old.first_block)? {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(Error::PartitionTable(
+                    "the new MIBIB image has no MBN header on its first page".into(),
+                ));
+            }
+        };
+        let placed = table.place(info.total_blocks)?;
+        if !placed
+            .iter()
+            .any(|p| p.name == MIBIB_PARTITION && p.first_block == old.first_block)
+        {
+            return Err(Error::PartitionTable(format!(
+                "the new table moves the MIBIB away from block {}, where it was written",
+                old.first_block
+            )));
+        }
+        let rest: Vec<(String, u64)> = self
+            .plan
+            .iter()
+            .flat_map(|plan| plan.images.iter())
+            .filter(|i| i.partition != GEOMETRY_PARTITION && i.partition != MIBIB_PARTITION)
+            .map(|i| (i.partition.clone(), i.size))
+            .collect();
+        for (name, size) in rest {
+            let Some(p) = placed.iter().find(|p| p.name == name) else {
+                return Err(Error::PartitionTable(format!(
+                    "the new table has no partition '{name}' for the package's image"
+                )));
+            };
+            let capacity = u64::from(p.blocks) * u64::from(info.block_size);
+            if p.protected || size > capacity {
+                return Err(Error::PartitionTable(format!(
+                    "the package's '{name}' ({size} bytes) cannot go to '{name}' of the new table ({capacity} bytes{})",
+                    if p.protected { ", protected" } else { "" }
+                )));
+            }
+        }
+        self.partitions = placed;
+        self.layout_from_backup = false;
         Ok(())
     }
 
@@ -516,6 +854,30 @@ impl<T: Transport> Mdm9x07Session<T> {
             .and_then(|plan| plan.images.iter().find(|i| i.partition == partition))
             .map(|i| i.size)
             .ok_or_else(|| Error::Unsupported(format!("'{partition}' is not in the plan")))?;
+        if partition == GEOMETRY_PARTITION {
+            // Checked at begin by its digest; here only its bytes are matched too, never written.
+            self.descriptor.extend_from_slice(chunk.bytes());
+            if self.descriptor.len() as u64 > MAX_DESCRIPTOR_LEN {
+                return Err(Error::BadLength {
+                    what: "geometry descriptor",
+                    length: self.descriptor.len() as u64,
+                    limit: MAX_DESCRIPTOR_LEN,
+                });
+            }
+            if self.descriptor.len() as u64 >= size {
+                if self.geometry().map(|g| g.descriptor()) != Some(self.descriptor.clone()) {
+                    let device = self
+                        .geometry()
+                        .ok_or_else(|| Error::Unsupported("no geometry".into()))?;
+                    return Err(Error::GeometryMismatch {
+                        package: None,
+                        device,
+                    });
+                }
+                self.done.push(partition.to_owned());
+            }
+            return Ok(());
+        }
         if self.resumed.iter().any(|r| r == partition) {
             // Programmed completely by an earlier run of this package: its read-back checks it.
             if chunk.offset() + chunk.bytes().len() as u64 >= size
@@ -536,6 +898,12 @@ impl<T: Transport> Mdm9x07Session<T> {
             let ppb = u64::from(s.pages_per_block());
             let start = u64::from(p.first_block) * ppb;
             let last = start + u64::from(p.blocks) * ppb - 1;
+            self.conn.erase(
+                start,
+                u64::from(p.blocks) * ppb,
+                s.page_size,
+                s.pages_per_block(),
+            )?;
             self.conn.start_program(
                 start,
                 size.div_ceil(page),
@@ -568,6 +936,9 @@ impl<T: Transport> Mdm9x07Session<T> {
             stream.pending.resize(padded, 0xFF);
             self.conn.send_raw(&stream.pending)?;
             self.conn.finish_program()?;
+            if partition == MIBIB_PARTITION {
+                self.table_rewritten(size)?;
+            }
             self.done.push(partition.to_owned());
             self.journal.done.push(partition.to_owned());
             self.save_journal()?;
@@ -601,6 +972,17 @@ impl<T: Transport> Mdm9x07Session<T> {
 
     /// SHA-256 of the first `size` bytes of `partition`, read through Firehose.
     fn partition_digest(&mut self, partition: &str, size: u64) -> Result<Digest, Error> {
+        if partition == GEOMETRY_PARTITION {
+            // Nothing on NAND: what the device "holds" there is its own geometry.
+            let g = self
+                .geometry()
+                .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
+            let d = g.descriptor();
+            return Ok(veriflash_hash::sha256(
+                d.get(..usize::try_from(size).unwrap_or(usize::MAX).min(d.len()))
+                    .unwrap_or(&d),
+            ));
+        }
         let (p, s) = self.placed(partition)?;
         let page = u64::from(s.page_size);
         let ppb = u64::from(s.pages_per_block());
@@ -628,6 +1010,34 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
         Ok(self.info()?)
     }
 
+    /// For a chip the product table lacks: the exact `[[product]]` entry that names it as the
+    /// package's product, and where it goes.
+    fn identity_remedy(&self, product: &str, hardware_revision: Option<&str>) -> Option<String> {
+        let id = self.identity?;
+        let known = self
+            .config
+            .products
+            .iter()
+            .any(|p| p.oem_id == id.oem_id() && p.model_id == id.model_id());
+        if known {
+            return None;
+        }
+        let file = self.config.products_file.as_ref().map_or_else(
+            || crate::products::FILE.to_owned(),
+            |p| p.display().to_string(),
+        );
+        Some(format!(
+            "This modem (HWID {:#018x}{}) is in no product table. If it is a {product}, add these lines to {file} and run again:\n\n[[product]]\noem_id = {:#06x}\nmodel_id = {:#06x}\nproduct = \"{product}\"\nhardware_revision = \"{}\"\n",
+            id.hw_id,
+            id.pk_hash
+                .map(|h| format!(", OEM PK hash {h}"))
+                .unwrap_or_default(),
+            id.oem_id(),
+            id.model_id(),
+            hardware_revision.unwrap_or("r1"),
+        ))
+    }
+
     fn loader_partition(&self) -> Option<&str> {
         Some(PROGRAMMER_PARTITION)
     }
@@ -651,20 +1061,9 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
         if (self.programmer.len() as u64) < image_size {
             return Ok(());
         }
-        // The HWID gate, again, right before anything leaves for the device.
-        let id = self
-            .identity
-            .ok_or(Error::Unsupported("no identity".into()))?;
-        if !id.is_mdm9x07() {
-            return Err(Error::WrongChip {
-                msm_id: id.msm_id(),
-            }
-            .into());
-        }
+        // The HWID gate, again, right before anything leaves for the device (run_programmer).
         let image = std::mem::take(&mut self.programmer);
-        self.conn.upload(&image)?;
-        self.read_layout()?;
-        Ok(())
+        Ok(self.run_programmer(&image)?)
     }
 
     fn begin(&mut self, plan: &InstallPlan) -> Result<(), PluginError> {

@@ -2,7 +2,8 @@
 //!
 //! | target | device |
 //! |---|---|
-//! | `mdm9x07:emulator` | a fresh emulated MDM9607 over the in-memory transport; feature `emulator` |
+//! | `mdm9x07:emulator` | a fresh emulated MDM9607 (2 KiB pages, 128 KiB blocks) over the in-memory transport; feature `emulator` |
+//! | `mdm9x07:emulator:ec25` | a fresh emulated EC25-like MDM9207 (4 KiB pages, 256 KiB blocks, [`crate::emulator::EmulatorConfig::mdm9207_ec25`]) |
 //! | `mdm9x07:serial:/dev/ttyUSB0` | a download-mode device through qcserial (or the pty of `veriflash emulate mdm9x07 --pty`); feature `serial` |
 //! | `mdm9x07:usb` | the first `05C6:9008` device on USB; feature `usb` |
 //! | `mdm9x07:usb:1-1.2` | the `05C6:9008` device at that `BUS-PORT[.PORT…]` location |
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use veriflash_plugin::{BootWatch, FlashSession, Plugin, PluginEnvironment, PluginError};
 
+use crate::backup::ModemReader;
 use crate::boot_watch::Mdm9x07BootWatch;
 use crate::discover::{SYSFS_USB_DEVICES, Sysfs};
 #[cfg(feature = "emulator")]
@@ -27,11 +29,20 @@ use crate::session::SessionConfig;
 #[cfg(feature = "emulator")]
 use crate::transport::{Framing, MemoryTransport};
 
+/// Which device `mdm9x07:emulator[:MODEL]` emulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmulatedModel {
+    /// `emulator`: the MDM9607 hotspot of [`crate::emulator::EmulatorConfig::mdm9607`].
+    Mdm9607,
+    /// `emulator:ec25`: the MDM9207 module of [`crate::emulator::EmulatorConfig::mdm9207_ec25`].
+    Ec25,
+}
+
 /// A parsed `mdm9x07:` target (the part after `mdm9x07:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// `emulator`.
-    Emulator,
+    /// `emulator` or `emulator:ec25`.
+    Emulator(EmulatedModel),
     /// `serial:PATH`.
     Serial(PathBuf),
     /// `usb` or `usb:BUS-PORT`.
@@ -42,7 +53,7 @@ pub enum Target {
 pub const TARGET_FORMS: [&str; 3] = [
     "mdm9x07:usb[:BUS-PORT]",
     "mdm9x07:serial:TTY",
-    "mdm9x07:emulator",
+    "mdm9x07:emulator[:ec25]",
 ];
 
 impl Target {
@@ -58,7 +69,8 @@ impl Target {
             ))
         };
         match rest.split_once(':') {
-            None if rest == "emulator" => Ok(Self::Emulator),
+            None if rest == "emulator" => Ok(Self::Emulator(EmulatedModel::Mdm9607)),
+            Some(("emulator", "ec25")) => Ok(Self::Emulator(EmulatedModel::Ec25)),
             None if rest == "usb" => Ok(Self::Usb(None)),
             Some(("serial", path)) if !path.is_empty() => Ok(Self::Serial(PathBuf::from(path))),
             Some(("usb", location)) if is_location(location) => {
@@ -95,11 +107,14 @@ pub fn is_location(s: &str) -> bool {
     not(any(feature = "emulator", all(unix, feature = "serial"), feature = "usb")),
     allow(unused_variables)
 )]
-pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSession>, Error> {
+pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn ModemReader>, Error> {
     match target {
         #[cfg(feature = "emulator")]
-        Target::Emulator => {
-            let emulator = Emulator::new(EmulatorConfig::mdm9607())?;
+        Target::Emulator(model) => {
+            let emulator = Emulator::new(match model {
+                EmulatedModel::Mdm9607 => EmulatorConfig::mdm9607(),
+                EmulatedModel::Ec25 => EmulatorConfig::mdm9207_ec25(),
+            })?;
             let link = MemoryTransport::new(Arc::new(Mutex::new(emulator)), Framing::Packet);
             // Every `mdm9x07:emulator` is a new, blank device with the same serial number: a
             // journal of an earlier run would wrongly describe it, and its calibration is made
@@ -113,7 +128,7 @@ pub fn open(target: &Target, config: SessionConfig) -> Result<Box<dyn FlashSessi
             Ok(Box::new(Mdm9x07Session::new(link, config)))
         }
         #[cfg(not(feature = "emulator"))]
-        Target::Emulator => Err(Error::Unsupported(
+        Target::Emulator(_) => Err(Error::Unsupported(
             "this build has no emulator (veriflash-mdm9x07 feature `emulator`)".into(),
         )),
         #[cfg(all(unix, feature = "serial"))]
@@ -224,6 +239,11 @@ impl Plugin for Mdm9x07Plugin {
         let made = self.made.clone();
         self.config = SessionConfig {
             products,
+            products_file: env
+                .config_dir
+                .as_ref()
+                .map(|dir| dir.join(crate::products::FILE))
+                .or(made.products_file.clone()),
             backup_dir: env
                 .state_dir
                 .as_ref()
@@ -251,7 +271,7 @@ impl Plugin for Mdm9x07Plugin {
     /// parse.
     fn boot_watch(&self, target: &str) -> Option<Box<dyn BootWatch>> {
         match Target::parse(target).ok()? {
-            Target::Emulator => None,
+            Target::Emulator(_) => None,
             real @ (Target::Serial(_) | Target::Usb(_)) => Some(Box::new(Mdm9x07BootWatch::new(
                 &real,
                 Sysfs::new(&self.sysfs),
@@ -266,13 +286,45 @@ impl Plugin for Mdm9x07Plugin {
                 TARGET_FORMS.join(", ")
             ))
         })?;
-        open(&parsed, self.config.clone()).map_err(|e| absent(&parsed, e))
+        let session: Box<dyn FlashSession> =
+            open_waiting(&parsed, &self.config).map_err(|e| absent(&parsed, e))?;
+        Ok(session)
+    }
+}
+
+/// How often an absent modem is looked for again while [`SessionConfig::wait_for_device`]
+/// runs.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// [`open`], looking again for a real modem that is not there (no such tty, no `05C6:9008`
+/// device) until [`SessionConfig::wait_for_device`] has passed.
+///
+/// # Errors
+/// As [`open`]; the last "not found" when the wait ran out.
+pub fn open_waiting(
+    target: &Target,
+    config: &SessionConfig,
+) -> Result<Box<dyn ModemReader>, Error> {
+    let deadline = std::time::Instant::now() + config.wait_for_device;
+    let waits = matches!(target, Target::Serial(_) | Target::Usb(_));
+    loop {
+        match open(target, config.clone()) {
+            Err(Error::Transport(e))
+                if waits
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && std::time::Instant::now() + WAIT_POLL <= deadline =>
+            {
+                std::thread::sleep(WAIT_POLL);
+            }
+            other => return other,
+        }
     }
 }
 
 /// `err` from opening `target`, with what to do when the modem is not there: a modem is only
-/// found in download mode, which people forget it must be in (there is no wait for one to
-/// appear; `flash --reconnect` only waits for a modem that dropped off mid-flash).
+/// found in download mode, which people forget it must be in (after
+/// [`SessionConfig::wait_for_device`], `flash --wait`; `flash --reconnect` only waits for a
+/// modem that dropped off mid-flash).
 fn absent(target: &Target, err: Error) -> PluginError {
     let missing = matches!(&err, Error::Transport(e) if e.kind() == std::io::ErrorKind::NotFound);
     let err = PluginError::from(err);
@@ -287,7 +339,7 @@ fn absent(target: &Target, err: Error) -> PluginError {
             "Check that {} is the port of a modem in download mode: `veriflash devices` lists such a modem with its tty. Put the modem in download mode (`veriflash switch-to-edl`) and run this command again once it is listed.",
             path.display()
         )),
-        Target::Emulator => err,
+        Target::Emulator(_) => err,
     }
 }
 
@@ -297,7 +349,15 @@ mod tests {
 
     #[test]
     fn parses_every_target_form() {
-        assert_eq!(Target::parse("emulator").unwrap(), Target::Emulator);
+        assert_eq!(
+            Target::parse("emulator").unwrap(),
+            Target::Emulator(EmulatedModel::Mdm9607)
+        );
+        assert_eq!(
+            Target::parse("emulator:ec25").unwrap(),
+            Target::Emulator(EmulatedModel::Ec25)
+        );
+        assert!(Target::parse("emulator:ec21").is_err());
         assert_eq!(
             Target::parse("serial:/dev/ttyUSB0").unwrap(),
             Target::Serial("/dev/ttyUSB0".into())

@@ -185,8 +185,8 @@ fn three_mdm9607s_and_a_wrong_chip_are_flashed_at_once_from_one_read() {
     assert_eq!(bad.programmer_uploads(), 0);
     assert_eq!(
         bad.nand().page_programs(),
-        3,
-        "only the factory MIBIB and EFS pages"
+        4,
+        "only the factory SBL, MIBIB and EFS pages"
     );
     assert_eq!(bad.resets(), 0);
     drop(bad);

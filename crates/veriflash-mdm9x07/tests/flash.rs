@@ -221,8 +221,8 @@ fn wrong_chip_is_refused_before_the_programmer_is_uploaded() {
     assert_eq!(dev.lock().unwrap().programmer_uploads(), 0);
     assert_eq!(
         dev.lock().unwrap().nand().page_programs(),
-        3,
-        "only the factory MIBIB and EFS pages"
+        4,
+        "only the factory SBL, MIBIB and EFS pages"
     );
 }
 
@@ -346,7 +346,7 @@ fn short_writes_are_completed_and_the_flash_succeeds() {
 }
 
 #[test]
-fn dropped_bytes_never_end_in_a_reported_success() {
+fn dropped_bytes_never_end_in_a_false_success() {
     let key = SigningKey::generate_p256().unwrap();
     let pkg = package(&key, small_images());
     for at in [4u64, 60, 500, 3_000, 20_000, 40_000] {
@@ -355,7 +355,12 @@ fn dropped_bytes_never_end_in_a_reported_success() {
             drop_read_bytes: Some((at, 3)),
             ..LinkFaults::default()
         };
-        let err = flash(&dev, Framing::Stream, link, &pkg, &key).unwrap_err();
+        let Err(err) = flash(&dev, Framing::Stream, link, &pkg, &key) else {
+            // The lost bytes changed nothing that was written (a log line's text, a payload
+            // size the programmer then took smaller): a success must then be true.
+            assert_flashed(&dev, &pkg);
+            continue;
+        };
         assert!(
             matches!(err.code(), 50..=53),
             "drop at {at}: code {} {err}",

@@ -104,7 +104,12 @@ fn generated_seeds_pass_their_checks_and_parse() {
     let nand = &generated_seeds()[7].2;
     let raw = veriflash_mdm9x07::rawprogram::parse_rawprogram(nand).unwrap();
     assert_eq!((raw.programs.len(), raw.erases.len()), (4, 1));
-    let plan = veriflash_mdm9x07::rawprogram::plan_import(&raw, &[]).unwrap();
+    let plan = veriflash_mdm9x07::rawprogram::plan_import(
+        &raw,
+        &[],
+        &veriflash_mdm9x07::rawprogram::ImportOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         plan.images.len(),
         2,

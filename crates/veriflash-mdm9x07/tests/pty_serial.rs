@@ -237,3 +237,35 @@ fn a_second_tool_on_the_same_port_is_refused() {
     drop(first);
     served.finish();
 }
+
+/// `wait_for_device`: a modem whose tty appears only after the open began is waited for (as
+/// qdl waits); without the wait, the absent tty fails at once.
+#[test]
+fn opening_a_serial_target_waits_for_the_modem_to_appear() {
+    use veriflash_mdm9x07::Mdm9x07Plugin;
+    use veriflash_plugin::Plugin;
+
+    let served = serve(Emulator::new(EmulatorConfig::mdm9607()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyUSB0");
+    let target = format!("serial:{}", link.display());
+    let at_once = Mdm9x07Plugin::new(SessionConfig::default());
+    assert!(matches!(
+        at_once.open(&target),
+        Err(e) if e.to_string().contains("No such file")
+    ));
+    let waiting = Mdm9x07Plugin::new(SessionConfig {
+        wait_for_device: Duration::from_secs(60),
+        ..SessionConfig::default()
+    });
+    let (from, to) = (served.path.clone(), link.clone());
+    let appear = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        std::os::unix::fs::symlink(from, to).unwrap();
+    });
+    let mut session = waiting.open(&target).unwrap();
+    assert_eq!(session.device_info().unwrap().chipset, "mdm9607");
+    appear.join().unwrap();
+    drop(session);
+    served.finish();
+}

@@ -57,7 +57,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         if let Ok(raw) = parse_rawprogram(&bytes) {
-            let _ = plan_import(&raw, &[]);
+            let _ = plan_import(&raw, &[], &veriflash_mdm9x07::rawprogram::ImportOptions::default());
         }
         let _ = parse_patch(&bytes);
     }
@@ -74,7 +74,7 @@ proptest! {
         let i = at.index(xml.len());
         xml[i] = byte;
         if let Ok(raw) = parse_rawprogram(&xml) {
-            let _ = plan_import(&raw, &[]);
+            let _ = plan_import(&raw, &[], &veriflash_mdm9x07::rawprogram::ImportOptions::default());
         }
     }
 }

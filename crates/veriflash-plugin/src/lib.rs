@@ -202,6 +202,14 @@ pub enum PluginError {
         /// What the device is, with its article ("an msm8916").
         found: String,
     },
+    /// The device is the right chip but other hardware than the package is for (another NAND
+    /// geometry, another board), found before anything was written.
+    WrongHardware {
+        /// What the package is for ("4 KiB pages, 256 KiB blocks").
+        expected: String,
+        /// What the device has.
+        found: String,
+    },
     /// The device did not answer within its time limit (it may have reset, or lost power); the
     /// message says what was waited for, as a whole sentence.
     Timeout(String),
@@ -284,6 +292,12 @@ impl fmt::Display for PluginError {
             Self::NotADevice(m) => f.write_str(m),
             Self::WrongChip { expected, found } => {
                 write!(f, "the device is {found}, not {expected}")
+            }
+            Self::WrongHardware { expected, found } => {
+                write!(
+                    f,
+                    "the package is for {expected}, the device has {found}; nothing was written"
+                )
             }
             Self::Timeout(m) => f.write_str(m),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
@@ -450,6 +464,16 @@ pub trait FlashSession {
     /// When the storage cannot be read.
     fn check_installed(&mut self) -> Result<Option<Vec<InstalledImage>>, PluginError> {
         Ok(None)
+    }
+
+    /// What the user can do when the device's product or hardware revision is not the
+    /// package's (`product`, and its first accepted revision if it names any), when only the
+    /// plugin knows: a device whose product comes from a table the user configures (an
+    /// MDM9x07 reports only OEM and model ids) returns the exact entry to add. `None` (the
+    /// default): the generic remedy of the error's kind.
+    fn identity_remedy(&self, product: &str, hardware_revision: Option<&str>) -> Option<String> {
+        let _ = (product, hardware_revision);
+        None
     }
 
     /// Whether the device keeps its own trust-anchor set (read with

@@ -542,7 +542,11 @@ impl Station {
             station.on_event(target, event, line);
         };
         let report = Updater::builder(super::source(&self.bytes), self.trust.clone())
-            .registry(crate::plugins::registry(self.sysfs.as_deref()))
+            .registry(crate::plugins::registry(
+                self.sysfs.as_deref(),
+                false,
+                std::time::Duration::ZERO,
+            ))
             .environment(crate::plugins::environment())
             .cancel(cancel)
             .reconnect(Reconnect::never())
