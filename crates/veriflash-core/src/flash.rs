@@ -117,6 +117,18 @@ pub enum Event {
     Booted(String),
     /// The install ended: `None` on success, otherwise the error's code.
     Finished(Option<u8>),
+    /// A download's plan, before its first payload byte is requested: how much of the package
+    /// the device side already holds (to be read again, re-hashed and reused) and how much is
+    /// left to fetch ([`crate::reuse`]). What it cost in the end is in the install's
+    /// [`crate::ota::FetchStats`].
+    DeltaPlanned {
+        /// Payload bytes to be reused from the installed images or the chunk cache.
+        bytes_reused: u64,
+        /// Payload bytes to be downloaded.
+        bytes_to_fetch: u64,
+        /// Bytes of installed images read and hashed to find them.
+        bytes_scanned: u64,
+    },
 }
 
 /// Facts a caller's pre-flight check can decide on.
@@ -602,7 +614,11 @@ fn run<R: Read>(
         cancel,
     };
     device
-        .install(&verified, |sink| package.stream(sink), events)
+        .install(
+            &verified,
+            |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
+            events,
+        )
         .map(|(report, _)| report)
 }
 
@@ -644,9 +660,7 @@ impl Device<'_, '_> {
     pub(crate) fn install(
         self,
         verified: &VerifiedManifest,
-        stream: impl FnOnce(
-            &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
-        ) -> Result<VerifyReport, Error>,
+        stream: impl FnOnce(&mut DeviceSink<'_, '_>) -> Result<VerifyReport, Error>,
         events: &mut dyn FnMut(&Event),
     ) -> Result<(VerifyReport, Installed), Error> {
         let cancel = self.cancel;
@@ -658,7 +672,11 @@ impl Device<'_, '_> {
             self.host,
             events,
         )?;
-        let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
+        let streamed = stream(&mut DeviceSink {
+            run: &mut device,
+            cancel,
+            events,
+        });
         let outcome = streamed.and_then(|mut report| {
             let installed = device.finish(cancel, events)?;
             // Read back equal to their signed whole-image digests: checked, every image the
@@ -672,6 +690,41 @@ impl Device<'_, '_> {
             device.abort(err);
         }
         outcome
+    }
+}
+
+/// Where a package's payload goes during an install on one device, after its pre-flight and
+/// staging: each verified chunk to the device, and, for a download that reuses what the
+/// device already holds ([`crate::reuse`]), the device's installed images read back.
+pub(crate) struct DeviceSink<'s, 'a> {
+    run: &'s mut DeviceRun<'a>,
+    cancel: &'s CancelToken,
+    events: &'s mut dyn FnMut(&Event),
+}
+
+impl DeviceSink<'_, '_> {
+    /// Hands one verified chunk of `image` to the device.
+    pub(crate) fn chunk(
+        &mut self,
+        image: &ImageSpec,
+        chunk: VerifiedChunk<'_>,
+    ) -> Result<(), Error> {
+        self.run.chunk(image, chunk, self.cancel, self.events)
+    }
+
+    /// The device's session, to read back what it runs.
+    pub(crate) fn session(&mut self) -> &mut dyn FlashSession {
+        self.run.session
+    }
+
+    /// The device's identity as it described itself.
+    pub(crate) fn device_id(&self) -> Option<&str> {
+        self.run.device.id.as_deref()
+    }
+
+    /// Tells the caller.
+    pub(crate) fn event(&mut self, event: &Event) {
+        (self.events)(event);
     }
 }
 

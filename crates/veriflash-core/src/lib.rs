@@ -13,6 +13,7 @@ pub mod ota;
 pub mod output;
 pub mod pack;
 pub mod package;
+pub mod reuse;
 pub mod source;
 pub mod trust;
 pub mod updater;
@@ -28,6 +29,7 @@ pub use package::{
     ImageReport, PackageReader, RotationReport, VerifiedManifest, VerifiedPackage, VerifyReport,
     verify_file,
 };
+pub use reuse::Reuse;
 pub use trust::AnchorSet;
 pub use updater::{
     InstallReport, PackageSource, Reconnect, Trust, TrustedTime, Updater, UpdaterBuilder,
