@@ -233,6 +233,17 @@ enum Command {
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
+        /// For an http(s):// PACKAGE: download every chunk, even those the device already
+        /// holds. By default a device that can read back what it runs (the file device's
+        /// active slot) has only the chunks it lacks downloaded; each one it holds is read
+        /// again and checked against its signed digest right before it is written.
+        #[arg(long, conflicts_with = "chunk_cache")]
+        no_reuse: bool,
+        /// For an http(s):// PACKAGE: also reuse chunks kept in DIR (one file per chunk, named
+        /// by its SHA-256), keep there the chunks downloaded (an interrupted flash does not
+        /// fetch them again), and after the commit keep only the installed package's.
+        #[arg(long, value_name = "DIR")]
+        chunk_cache: Option<PathBuf>,
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
@@ -546,6 +557,8 @@ fn main() -> ExitCode {
             reconnect,
             wait_boot,
             sysfs,
+            no_reuse,
+            chunk_cache,
             json,
         } => flash::run(&flash::FlashArgs {
             package: &package,
@@ -558,6 +571,7 @@ fn main() -> ExitCode {
             reconnect: std::time::Duration::from_secs(reconnect),
             wait_boot: std::time::Duration::from_secs(wait_boot),
             sysfs: sysfs.as_deref(),
+            reuse: flash::reuse(no_reuse, chunk_cache),
             json,
         }),
         Command::Fetch {
