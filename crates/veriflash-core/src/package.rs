@@ -486,6 +486,7 @@ pub(crate) fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk
                 veriflash_format::ChunkEncoding::Zstd => veriflash_hash::ChunkEncoding::Zstd,
             },
             stored_len: chunk.stored_len,
+            len: chunk.decompressed_len,
         })
         .collect()
 }
