@@ -362,7 +362,10 @@ fn a_flash_from_a_url_reuses_what_the_device_holds_and_says_so_in_the_schema() {
     };
     let traffic = |lines: &[Value]| {
         let download = &lines.last().unwrap()["download"];
-        (download["bytes_fetched"].clone(), download["bytes_reused"].clone())
+        (
+            download["bytes_fetched"].clone(),
+            download["bytes_reused"].clone(),
+        )
     };
     // A new device holds nothing: all of it is downloaded.
     let first = flash(&[]);

@@ -16,7 +16,7 @@
 use std::io::Read;
 
 use veriflash_format::{ImageSpec, Manifest};
-use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, VerifiedChunk};
+use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, Realigner, VerifiedChunk};
 use veriflash_plugin::{
     DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError, Slot,
 };
@@ -219,7 +219,7 @@ impl ChunkMemory {
                 .map(|i| u64::from(i.chunk_size))
                 .max()
                 .unwrap_or(0),
-            compressed: m.images.iter().any(|i| !i.stored_chunks.is_empty()),
+            compressed: m.images.iter().any(ImageSpec::is_compressed),
         }
     }
 
@@ -751,6 +751,11 @@ pub(crate) struct DeviceRun<'a> {
     trust: DeviceTrust<'a>,
     /// The device as it last described itself (before the loader ran, then after).
     device: DeviceInfo,
+    /// For each image, whether its chunks are content-defined and end anywhere, so they are
+    /// re-cut into whole write units before they reach the device.
+    variable: Vec<bool>,
+    /// The re-cutting of the image being written, when its chunks are content-defined.
+    realigner: Option<Realigner>,
 }
 
 /// A device's own trust state, and what an install changes in it.
@@ -875,6 +880,12 @@ impl<'a> DeviceRun<'a> {
             total: m.images.iter().map(|i| i.size).sum(),
             trust,
             device,
+            variable: m
+                .images
+                .iter()
+                .map(ImageSpec::has_variable_chunks)
+                .collect(),
+            realigner: None,
         };
         if let Some(l) = &run.loader {
             check_identity(m, &run.device)?;
@@ -949,6 +960,50 @@ impl<'a> DeviceRun<'a> {
         if cancel.is_cancelled() {
             return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
         }
+        let variable = self
+            .verified
+            .manifest()
+            .images
+            .iter()
+            .position(|i| i.name == image.name)
+            .and_then(|i| self.variable.get(i).copied())
+            .unwrap_or(false);
+        if !variable || self.is_loader(&image.partition) {
+            return self.write_verified(image, chunk, events);
+        }
+        // Content-defined chunks end anywhere; a device writes whole units from aligned
+        // offsets: the chunks are re-cut (all verified bytes, in order) before they go.
+        self.ensure_begun(events)?;
+        let unit = usize::try_from(self.device.geometry.write_unit.max(1)).unwrap_or(1);
+        let last = chunk.offset().saturating_add(chunk.bytes().len() as u64) == image.size;
+        let mut realigner = match self.realigner.take() {
+            Some(r) if chunk.offset() != 0 => r,
+            _ => Realigner::new(unit),
+        };
+        let piece = realigner.push(chunk).map_err(|e| {
+            crate::convert::verify_error(&image.name, veriflash_hash::VerifyError::Hash(e))
+        })?;
+        if let Some(piece) = piece {
+            self.write_verified(image, piece, events)?;
+        }
+        if last {
+            if let Some(rest) = realigner.finish() {
+                self.write_verified(image, rest, events)?;
+            }
+        } else {
+            self.realigner = Some(realigner);
+        }
+        Ok(())
+    }
+
+    /// Binds one verified chunk (or a re-cut piece of verified chunks) of `image` and hands it
+    /// to the device (its loader, or its storage); reports progress.
+    fn write_verified(
+        &mut self,
+        image: &ImageSpec,
+        chunk: VerifiedChunk<'_>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
         let at = || Location {
             image: Some(image.name.clone()),
             ..Location::default()

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod cdc;
 pub mod compress;
 mod convert;
 pub mod error;
@@ -24,7 +25,7 @@ pub use factory::{FactoryLine, FactoryReport};
 pub use flash::{
     CancelToken, Event, InstallPolicy, Installed, Phase, check_policy, install, install_package,
 };
-pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
+pub use pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{
     ImageReport, PackageReader, RotationReport, VerifiedManifest, VerifiedPackage, VerifyReport,
     verify_file,

@@ -177,19 +177,63 @@ impl ReuseIndex {
             .and_then(|m| m.images.iter().find(|i| i.partition == *partition))
             .filter(|old| old.size == len);
         if let Some(old) = known {
-            for (index, digest) in (0u64..).zip(&old.chunk_digests) {
+            for ((index, digest), (offset, _)) in
+                (0u64..).zip(&old.chunk_digests).zip(old.chunk_layout())
+            {
                 let raw = old
                     .stored_chunk(index)
                     .is_some_and(|c| c.encoding == ChunkEncoding::Raw);
-                if let (true, true, Some(offset)) =
-                    (raw, wanted.contains(digest), old.chunk_offset(index))
-                {
+                if raw && wanted.contains(digest) {
                     self.insert(*digest, partition, offset);
                 }
             }
             return Ok(());
         }
+        if image.has_variable_chunks() {
+            return self.scan_content_defined(session, partition, len, image.chunk_size, wanted);
+        }
         self.scan(session, partition, len, image.chunk_size, wanted)
+    }
+
+    /// Cuts the installed image of `partition` (`len` bytes) into content-defined chunks as
+    /// the packer cut the new image ([`crate::cdc`], the same largest chunk) and hashes them:
+    /// the parts of the image that did not change give the same chunks wherever they moved.
+    fn scan_content_defined(
+        &mut self,
+        session: &mut dyn FlashSession,
+        partition: &str,
+        len: u64,
+        chunk_size: u32,
+        wanted: &HashSet<Digest>,
+    ) -> Result<(), Error> {
+        let reader = InstalledReader {
+            session,
+            partition,
+            at: 0,
+            len,
+        };
+        let mut chunker = crate::cdc::Chunker::new(reader, crate::cdc::Cdc::new(chunk_size));
+        let mut offset = 0u64;
+        loop {
+            let chunk = match chunker.next_chunk() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Error::io(
+                        format_args!("reading the image installed in '{partition}'"),
+                        e,
+                    ));
+                }
+            };
+            let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+            let digest = veriflash_hash::sha256(chunk);
+            if wanted.contains(&digest) {
+                self.insert(digest, partition, offset);
+            }
+            offset = offset.saturating_add(n);
+        }
+        self.scanned = self.scanned.saturating_add(offset);
+        Ok(())
     }
 
     /// Hashes the installed image of `partition` (`len` bytes) in `chunk_size` pieces.
@@ -243,8 +287,11 @@ impl ReuseIndex {
             .images
             .iter()
             .flat_map(|image| {
-                (0..image.chunk_count())
-                    .filter_map(|i| Some((*image.chunk_digest(i)?, image.chunk_len(i)?)))
+                image
+                    .chunk_digests
+                    .iter()
+                    .zip(image.chunk_layout())
+                    .map(|(digest, (_, len))| (*digest, len))
             })
             .collect();
         for digest in wanted {
@@ -258,6 +305,29 @@ impl ReuseIndex {
                 self.origins.insert(*digest, Origin::Cache(path));
             }
         }
+    }
+}
+
+/// The image installed in a partition as a stream, read through the session.
+struct InstalledReader<'s> {
+    session: &'s mut dyn FlashSession,
+    partition: &'s str,
+    at: u64,
+    len: u64,
+}
+
+impl std::io::Read for InstalledReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.at);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let Some(target) = buf.get_mut(..n).filter(|t| !t.is_empty()) else {
+            return Ok(0);
+        };
+        self.session
+            .read_installed(self.partition, self.at, target)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.at = self.at.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        Ok(n)
     }
 }
 

@@ -27,8 +27,8 @@ use veriflash_core::plugin::{
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::source::FileSource;
 use veriflash_core::{
-    AnchorSet, ErrorKind, Event, ImageData, ImageSource, InstallReport, PackageSource, PackageSpec,
-    Reuse, Trust, UnsignedPackage, Updater,
+    AnchorSet, Chunking, ErrorKind, Event, ImageData, ImageSource, InstallReport, PackOptions,
+    PackageSource, PackageSpec, Reuse, Trust, UnsignedPackage, Updater,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
 
@@ -541,4 +541,136 @@ fn power_cut_at_every_storage_operation_of_a_delta_install_never_bricks() {
         };
         assert_eq!((old, new), expected, "{mode:?}");
     }
+}
+
+/// A one-image package of `rootfs` for partition `system`, chunked and compressed as `options`
+/// say, in chunks of at most `chunk_size`.
+fn rootfs_package(
+    key: &SigningKey,
+    rootfs: Vec<u8>,
+    version: u64,
+    chunk_size: u32,
+    options: &PackOptions,
+) -> Vec<u8> {
+    let mut image = ImageSource::new("rootfs", "system", ImageData::Bytes(rootfs));
+    image.chunk_size = chunk_size;
+    let unsigned = UnsignedPackage::prepare_with(
+        PackageSpec {
+            product: "acme-hotspot-x1".into(),
+            chipset: "mdm9607".into(),
+            hardware_revisions: vec![],
+            software_version: format!("v{version}"),
+            security_version: version,
+            images: vec![image],
+        },
+        options,
+    )
+    .unwrap();
+    let block = SignatureBlock {
+        entries: vec![unsigned.sign(key).unwrap()],
+    };
+    let mut bytes = Vec::new();
+    unsigned.write_to(&block, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn content_defined_chunks_keep_their_digests_after_an_insertion() {
+    let f = fixture();
+    let old = pseudo_random(600_000, 41);
+    let mut new = old.clone();
+    new.splice(
+        300_000..300_000,
+        b"a 37-byte insertion in the middle....".iter().copied(),
+    );
+    let cdc = PackOptions::new().chunking(Chunking::ContentDefined);
+    let fixed = PackOptions::new();
+    let mut fetched = Vec::new();
+    for (name, options, chunk_size) in [("cdc", &cdc, 16 << 10), ("fixed", &fixed, 4 << 10)] {
+        let v1 = rootfs_package(&f.key, old.clone(), 1, chunk_size, options);
+        let v2 = rootfs_package(&f.key, new.clone(), 2, chunk_size, options);
+        // Content-defined chunks are format version 3; fixed ones stay version 1.
+        let version = if name == "cdc" { 3 } else { 1 };
+        assert_eq!(u16::from_be_bytes([v2[8], v2[9]]), version, "{name}");
+        std::fs::write(f.dir.path().join(format!("www/{name}-v1.vfp")), &v1).unwrap();
+        std::fs::write(f.dir.path().join(format!("www/{name}-v2.vfp")), &v2).unwrap();
+        let device = f.dir.path().join(format!("{name}.img"));
+        drop(FileDevice::create(&device, &file_layout(&[("system", 1 << 20)], &[])).unwrap());
+        let target = format!("file:{}", device.display());
+        for package in ["v1", "v2"] {
+            let url = f.server.url(&format!("{name}-{package}.vfp"));
+            let (result, _) = install(&f, http_source(&url), &target, Reuse::default(), None, None);
+            let download = result.unwrap().download.unwrap();
+            if package == "v2" {
+                fetched.push(download.bytes_fetched);
+            }
+        }
+        assert_eq!(boots(&device).as_deref(), Some("v2"), "{name}");
+        let mut dev = FileDevice::open(&device).unwrap();
+        assert!(
+            dev.read_partition("system", Slot::A, new.len() as u64)
+                .unwrap()
+                == new
+        );
+    }
+    let (cdc_bytes, fixed_bytes) = (fetched[0], fetched[1]);
+    // Fixed chunks: everything after the insertion moved. Content-defined: a chunk or two.
+    assert!(fixed_bytes > 250_000, "fixed chunks fetched {fixed_bytes}");
+    assert!(
+        cdc_bytes < 20_000,
+        "content-defined chunks fetched {cdc_bytes}"
+    );
+}
+
+#[test]
+fn content_defined_and_compressed_chunks_verify_and_install() {
+    let f = fixture();
+    let key = &f.key;
+    // Compressible: runs of one byte between random stretches.
+    let rootfs: Vec<u8> = (0..300_000u32)
+        .map(|i| {
+            if (i / 5000) % 2 == 0 {
+                (i % 7) as u8
+            } else {
+                (i * 31 % 251) as u8
+            }
+        })
+        .collect();
+    let options = PackOptions::new()
+        .chunking(Chunking::ContentDefined)
+        .compression(Some(3));
+    let package = rootfs_package(key, rootfs.clone(), 1, 32 << 10, &options);
+    let path = f.dir.path().join("cdc-zstd.vfp");
+    std::fs::write(&path, &package).unwrap();
+    let anchors = trust(key);
+    let report = veriflash_core::verify_file(&path, &anchors.verifier()).unwrap();
+    assert_eq!(report.images.len(), 1);
+    let reader = veriflash_core::PackageReader::open(&path).unwrap();
+    let manifest = reader
+        .verify(&anchors.verifier())
+        .unwrap()
+        .manifest()
+        .manifest()
+        .clone();
+    let image = &manifest.images[0];
+    assert!(image.has_variable_chunks() && image.is_compressed());
+    assert!(image.stored_size() < image.size);
+    let device = f.dir.path().join("z.img");
+    drop(FileDevice::create(&device, &file_layout(&[("system", 1 << 20)], &[])).unwrap());
+    let mut dev = FileDevice::open(&device).unwrap();
+    veriflash_core::install(
+        package.as_slice(),
+        &anchors.verifier(),
+        &veriflash_core::InstallPolicy::default(),
+        &mut dev,
+        &veriflash_core::CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(dev.boot_check().unwrap().as_deref(), Some("v1"));
+    assert!(
+        dev.read_partition("system", Slot::B, rootfs.len() as u64)
+            .unwrap()
+            == rootfs
+    );
 }

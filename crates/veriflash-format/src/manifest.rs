@@ -205,11 +205,9 @@ impl ImageSpec {
             if index >= to_u64(self.stored_chunks.len()) {
                 return None;
             }
-            return Some(
-                before
-                    .iter()
-                    .fold(0u64, |at, c| at.saturating_add(u64::from(c.decompressed_len))),
-            );
+            return Some(before.iter().fold(0u64, |at, c| {
+                at.saturating_add(u64::from(c.decompressed_len))
+            }));
         }
         if index >= self.chunk_count() {
             return None;

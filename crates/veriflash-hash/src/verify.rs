@@ -426,6 +426,82 @@ impl fmt::Debug for VerifiedChunk<'_> {
     }
 }
 
+/// Re-cuts the verified chunks of one image, given in order, into verified pieces that each
+/// start on a multiple of `unit` bytes (and are whole units long but for the image's last),
+/// numbered from 0:
+/// what a device that writes in pages or sectors needs when chunks are content-defined and end
+/// anywhere. Every byte it hands out came from a [`VerifiedChunk`], so the pieces are verified
+/// too; it holds at most one chunk and one unit of bytes.
+#[derive(Debug)]
+pub struct Realigner {
+    unit: usize,
+    buffer: Vec<u8>,
+    /// Image offset of `buffer[0]`.
+    start: u64,
+    /// Bytes at the front of `buffer` handed out by the last call, dropped by the next.
+    handed: usize,
+    /// The next piece's index: pieces are numbered from 0 as they are handed out.
+    index: u64,
+}
+
+impl Realigner {
+    /// Pieces aligned to `unit` bytes (at least 1).
+    #[must_use]
+    pub fn new(unit: usize) -> Self {
+        Self {
+            unit: unit.max(1),
+            buffer: Vec::new(),
+            start: 0,
+            handed: 0,
+            index: 0,
+        }
+    }
+
+    /// Takes the next chunk; returns the whole units now complete, if any, as one piece.
+    ///
+    /// # Errors
+    /// [`Error::NotContiguous`] for a chunk that does not start where the last one ended.
+    pub fn push(&mut self, chunk: VerifiedChunk<'_>) -> Result<Option<VerifiedChunk<'_>>, Error> {
+        self.drop_handed();
+        let end = self.start.saturating_add(len_u64(self.buffer.len()));
+        if chunk.offset != end {
+            return Err(Error::NotContiguous {
+                expected: end,
+                found: chunk.offset,
+            });
+        }
+        self.buffer.extend_from_slice(chunk.bytes);
+        let whole = self.buffer.len() - self.buffer.len() % self.unit;
+        Ok(self.hand_out(whole))
+    }
+
+    /// The bytes left after the last chunk (the image's end, shorter than a unit), if any.
+    pub fn finish(&mut self) -> Option<VerifiedChunk<'_>> {
+        self.drop_handed();
+        self.hand_out(self.buffer.len())
+    }
+
+    fn drop_handed(&mut self) {
+        self.buffer.drain(..self.handed);
+        self.start = self.start.saturating_add(len_u64(self.handed));
+        self.handed = 0;
+    }
+
+    fn hand_out(&mut self, len: usize) -> Option<VerifiedChunk<'_>> {
+        if len == 0 {
+            return None;
+        }
+        self.handed = len;
+        let index = self.index;
+        self.index = self.index.saturating_add(1);
+        Some(VerifiedChunk {
+            index,
+            offset: self.start,
+            bytes: self.buffer.get(..len)?,
+        })
+    }
+}
+
 /// Sans-IO chunk checker: feed it each chunk of an image in order with [`check`](Self::check),
 /// then call [`finish`](Self::finish).
 ///
