@@ -103,9 +103,12 @@ pub(crate) enum Origin {
     Cache(PathBuf),
 }
 
-/// The raw chunks a package wants, by digest, with where the device side holds each.
+/// The raw chunks a package wants, by digest, with where the device side holds each: what an
+/// install reuses instead of downloading. [`crate::Updater`] builds one before a download; an
+/// embedder may build one to learn what an update would cost a device
+/// ([`ReuseIndex::reusable_bytes`]).
 #[derive(Debug, Default)]
-pub(crate) struct ReuseIndex {
+pub struct ReuseIndex {
     origins: HashMap<Digest, Origin>,
     /// Bytes of installed images hashed to build the index (none when a kept manifest said
     /// where each digest sits).
@@ -118,8 +121,21 @@ const SCAN_BUFFER: usize = 8 << 20;
 
 impl ReuseIndex {
     /// An index that reuses nothing.
-    pub(crate) fn empty() -> Self {
+    #[must_use]
+    pub fn empty() -> Self {
         Self::default()
+    }
+
+    /// Bytes of `manifest`'s images the index holds, by chunk (what a download would not
+    /// fetch).
+    #[must_use]
+    pub fn reusable_bytes(&self, manifest: &Manifest) -> u64 {
+        manifest
+            .images
+            .iter()
+            .flat_map(|image| image.chunk_digests.iter().zip(image.chunk_layout()))
+            .filter(|(digest, _)| self.origins.contains_key(*digest))
+            .fold(0u64, |sum, (_, (_, len))| sum.saturating_add(len))
     }
 
     /// Where chunk `digest` can be read again, if anywhere.
@@ -128,7 +144,8 @@ impl ReuseIndex {
     }
 
     /// Bytes of installed images read and hashed to build the index.
-    pub(crate) fn scanned(&self) -> u64 {
+    #[must_use]
+    pub fn scanned(&self) -> u64 {
         self.scanned
     }
 
@@ -136,8 +153,9 @@ impl ReuseIndex {
     /// chunks `manifest` wants. `previous` is the verified manifest of the package installed
     /// before, when the host kept it. A device that cannot read back what it runs, or fails
     /// to, contributes nothing (a warning says why): reuse only saves traffic, it never
-    /// decides an install.
-    pub(crate) fn build(
+    /// decides an install. Memory: one read buffer of at most 8 MiB and an entry per wanted
+    /// chunk found.
+    pub fn build(
         session: &mut dyn FlashSession,
         manifest: &Manifest,
         previous: Option<&Manifest>,
