@@ -224,33 +224,53 @@ impl ReuseIndex {
         chunk_size: u32,
         wanted: &HashSet<Digest>,
     ) -> Result<(), Error> {
-        let reader = InstalledReader {
-            session,
-            partition,
-            at: 0,
-            len,
-        };
-        let mut chunker = crate::cdc::Chunker::new(reader, crate::cdc::Cdc::new(chunk_size));
+        let rule = crate::cdc::Cdc::new(chunk_size);
+        let block = SCAN_BUFFER.max(rule.max());
+        // Bytes read but not cut yet (less than a largest chunk, but at the end), then a block.
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut read = 0u64;
         let mut offset = 0u64;
-        loop {
-            let chunk = match chunker.next_chunk() {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Error::io(
-                        format_args!("reading the image installed in '{partition}'"),
-                        e,
-                    ));
+        while offset < len {
+            let carried = buffer.len();
+            let want = usize::try_from(len - read).unwrap_or(usize::MAX).min(block);
+            buffer.resize(carried + want, 0);
+            let fresh = buffer.get_mut(carried..).unwrap_or_default();
+            session
+                .read_installed(partition, read, fresh)
+                .map_err(device_error)?;
+            read += u64::try_from(want).unwrap_or(u64::MAX);
+            let ended = read >= len;
+            // Cut sequentially (each cut depends on the last), then hash the pieces in parallel.
+            let mut pieces = Vec::new();
+            let mut at = 0usize;
+            while let Some(rest) = buffer.get(at..).filter(|r| !r.is_empty()) {
+                if rest.len() < rule.max() && !ended {
+                    break;
                 }
-            };
-            let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-            let digest = veriflash_hash::sha256(chunk);
-            if wanted.contains(&digest) {
-                self.insert(digest, partition, offset);
+                let cut = rule.cut(rest);
+                pieces.push(rest.get(..cut).unwrap_or_default());
+                at += cut;
             }
-            offset = offset.saturating_add(n);
+            let starts: Vec<u64> = pieces
+                .iter()
+                .scan(offset, |next, piece| {
+                    let start = *next;
+                    *next = next.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
+                    Some(start)
+                })
+                .collect();
+            for (digest, start) in hash_pieces(&pieces).into_iter().zip(starts) {
+                if wanted.contains(&digest) {
+                    self.insert(digest, partition, start);
+                }
+            }
+            offset = offset.saturating_add(u64::try_from(at).unwrap_or(u64::MAX));
+            buffer.drain(..at);
+            if ended {
+                break;
+            }
         }
-        self.scanned = self.scanned.saturating_add(offset);
+        self.scanned = self.scanned.saturating_add(read);
         Ok(())
     }
 
@@ -326,32 +346,14 @@ impl ReuseIndex {
     }
 }
 
-/// The image installed in a partition as a stream, read through the session.
-struct InstalledReader<'s> {
-    session: &'s mut dyn FlashSession,
-    partition: &'s str,
-    at: u64,
-    len: u64,
-}
-
-impl std::io::Read for InstalledReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.len.saturating_sub(self.at);
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        let Some(target) = buf.get_mut(..n).filter(|t| !t.is_empty()) else {
-            return Ok(0);
-        };
-        self.session
-            .read_installed(self.partition, self.at, target)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.at = self.at.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
-        Ok(n)
-    }
-}
-
 /// SHA-256 of each `chunk`-byte piece of `data` (the last may be shorter), on every core.
 pub(crate) fn hash_chunks(data: &[u8], chunk: usize) -> Vec<Digest> {
     let pieces: Vec<&[u8]> = data.chunks(chunk.max(1)).collect();
+    hash_pieces(&pieces)
+}
+
+/// SHA-256 of each of `pieces`, in order, on every core.
+fn hash_pieces(pieces: &[&[u8]]) -> Vec<Digest> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(pieces.len())
