@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn hashes_pieces_in_order_on_every_core() {
-        let data: Vec<u8> = (0..100_003u32).map(|i| (i * 7 % 256) as u8).collect();
+        let data = veriflash_test_support::pseudo_random(100_003, 3);
         let digests = hash_chunks(&data, 4096);
         let expected: Vec<Digest> = data.chunks(4096).map(veriflash_hash::sha256).collect();
         assert_eq!(digests, expected);

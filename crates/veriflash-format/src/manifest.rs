@@ -1001,7 +1001,7 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
     if version == MANIFEST_VERSION_VARIABLE_CHUNKS {
         // The chunk table, read next, lays out as many chunks as there are digests (at least
         // one); `validate` checks the layout against the size.
-        if found == 0 || found % to_u64(DIGEST_LEN) != 0 {
+        if found == 0 || !found.is_multiple_of(to_u64(DIGEST_LEN)) {
             return Err(invalid(
                 field,
                 format!("is {found} bytes, not a whole number of {DIGEST_LEN}-byte digests"),
