@@ -417,7 +417,7 @@ struct CompressArg {
     /// for block-aligned images such as ext4 or UBI) or `cdc` (content-defined, FastCDC: chunks
     /// of at most chunk_size, about an eighth of it on average, so an insertion moves only the
     /// chunks around it and a delta update of a squashfs or a kernel stays small; a format
-    /// version 3 package, which readers before veriflash 0.x that know versions 1 and 2 refuse).
+    /// version 3 package, which readers of versions 1 and 2 only refuse).
     #[arg(long, value_name = "fixed|cdc", default_value = "fixed", value_parser = parse_chunking)]
     chunking: veriflash_core::Chunking,
 }
