@@ -127,6 +127,14 @@ impl EventLines {
             }
             Event::Booted(device) => json!({"event": "booted", "device": device}),
             Event::Finished(code) => json!({"event": "finished", "code": code}),
+            Event::DeltaPlanned {
+                bytes_reused,
+                bytes_to_fetch,
+                bytes_scanned,
+            } => json!({
+                "event": "delta_planned", "bytes_reused": bytes_reused,
+                "bytes_to_fetch": bytes_to_fetch, "bytes_scanned": bytes_scanned,
+            }),
             _ => json!({"event": "other"}),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use veriflash_core::{
     AnchorSet, CancelToken, Error, ErrorKind, Event, InstallReport, PackageSource, Reconnect,
-    Updater,
+    Reuse, Updater,
 };
 
 use crate::events::EventLines;
@@ -44,7 +44,18 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) wait_device: Duration,
     /// Where USB devices are looked for (tests point it at a fake tree).
     pub(crate) sysfs: Option<&'a Path>,
+    /// Whether and from where a download reuses chunks the device already holds.
+    pub(crate) reuse: Reuse,
     pub(crate) json: bool,
+}
+
+/// What `--no-reuse` and `--chunk-cache` ask for.
+pub(crate) fn reuse(no_reuse: bool, cache: Option<std::path::PathBuf>) -> Reuse {
+    match (no_reuse, cache) {
+        (true, _) => Reuse::off(),
+        (false, Some(dir)) => Reuse::default().with_cache_dir(dir),
+        (false, None) => Reuse::default(),
+    }
 }
 
 /// How events reach a person: a progress bar on a terminal, plain lines otherwise; both count
@@ -96,6 +107,13 @@ impl Display {
             ),
             Event::Reconnected { .. } => eprintln!(
                 "the device answers again: running the install again from the start of the package, verified anew"
+            ),
+            Event::DeltaPlanned {
+                bytes_reused,
+                bytes_to_fetch,
+                ..
+            } if !matches!(self, Self::Json(_)) && *bytes_reused > 0 => eprintln!(
+                "the device holds {bytes_reused} bytes of the package (each chunk re-read and checked before it is written): downloading {bytes_to_fetch} bytes"
             ),
             Event::WaitingForBoot { timeout } => eprintln!(
                 "waiting up to {} s for the device to come back running its new software",
@@ -174,6 +192,7 @@ fn updater(
     .cancel(cancel)
     .reconnect(reconnect)
     .wait_for_boot(args.wait_boot)
+    .reuse(args.reuse.clone())
     .events(events)
     .build()
 }
@@ -237,6 +256,7 @@ pub(crate) fn run_simple(package: &Path, trust: &Path, target: &str) -> Result<(
         allow_partition_table: false,
         wait_device: Duration::ZERO,
         sysfs: None,
+        reuse: Reuse::default(),
         json: false,
     })
 }

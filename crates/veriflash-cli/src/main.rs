@@ -247,6 +247,17 @@ enum Command {
         /// The sysfs directory of USB devices that --wait-boot watches (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
+        /// For an http(s):// PACKAGE: download every chunk, even those the device already
+        /// holds. By default a device that can read back what it runs (the file device's
+        /// active slot) has only the chunks it lacks downloaded; each one it holds is read
+        /// again and checked against its signed digest right before it is written.
+        #[arg(long, conflicts_with = "chunk_cache")]
+        no_reuse: bool,
+        /// For an http(s):// PACKAGE: also reuse chunks kept in DIR (one file per chunk, named
+        /// by its SHA-256), keep there the chunks downloaded (an interrupted flash does not
+        /// fetch them again), and after the commit keep only the installed package's.
+        #[arg(long, value_name = "DIR")]
+        chunk_cache: Option<PathBuf>,
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
@@ -503,6 +514,22 @@ struct CompressArg {
         value_parser = clap::value_parser!(i32).range(1..=22)
     )]
     compress: Option<i32>,
+    /// Where chunks end: `fixed` (the default: every chunk the description's chunk_size, right
+    /// for block-aligned images such as ext4 or UBI) or `cdc` (content-defined, FastCDC: chunks
+    /// of at most chunk_size, about an eighth of it on average, so an insertion moves only the
+    /// chunks around it and a delta update of a squashfs or a kernel stays small; a format
+    /// version 3 package, which readers of versions 1 and 2 only refuse).
+    #[arg(long, value_name = "fixed|cdc", default_value = "fixed", value_parser = parse_chunking)]
+    chunking: veriflash_core::Chunking,
+}
+
+/// `--chunking`'s values.
+fn parse_chunking(value: &str) -> Result<veriflash_core::Chunking, String> {
+    match value {
+        "fixed" => Ok(veriflash_core::Chunking::Fixed),
+        "cdc" => Ok(veriflash_core::Chunking::ContentDefined),
+        other => Err(format!("'{other}' is not fixed or cdc")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -594,6 +621,7 @@ fn main() -> ExitCode {
             certs: &cert,
             unsigned_only: unsigned,
             compress: compress.compress,
+            chunking: compress.chunking,
             strictness,
             out: &out,
         }),
@@ -615,6 +643,7 @@ fn main() -> ExitCode {
             certs: &cert,
             pss,
             compress: compress.compress,
+            chunking: compress.chunking,
             strictness,
             out: &out,
         }),
@@ -649,6 +678,8 @@ fn main() -> ExitCode {
             allow_partition_table,
             wait_device,
             sysfs,
+            no_reuse,
+            chunk_cache,
             json,
         } => flash::run(&flash::FlashArgs {
             package: &package,
@@ -663,6 +694,7 @@ fn main() -> ExitCode {
             allow_partition_table,
             wait_device: std::time::Duration::from_secs(wait_device),
             sysfs: sysfs.as_deref(),
+            reuse: flash::reuse(no_reuse, chunk_cache),
             json,
         }),
         Command::Station {

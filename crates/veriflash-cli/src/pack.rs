@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use veriflash_core::pack::check_certificate_dates;
 use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
-use veriflash_core::{Error, ErrorKind, PackOptions, UnsignedPackage};
+use veriflash_core::{Chunking, Error, ErrorKind, PackOptions, UnsignedPackage};
 use veriflash_plugin::config::UnknownKeys;
 
 use crate::manifest_toml;
@@ -56,7 +56,7 @@ impl Strictness {
 /// run's inputs — the description, its images, or `other_inputs` (keys, signatures).
 fn prepare(
     manifest: &Path,
-    compress: Option<i32>,
+    options: &PackOptions,
     strictness: Strictness,
     out: &Path,
     other_inputs: &[&Path],
@@ -74,8 +74,7 @@ fn prepare(
         .chain(other_inputs.iter().copied())
         .collect();
     veriflash_core::output::check_output(out, &inputs)?;
-    let options = PackOptions::new().compression(compress);
-    let unsigned = UnsignedPackage::prepare_with(loaded.spec, &options)?
+    let unsigned = UnsignedPackage::prepare_with(loaded.spec, options)?
         .allow_expired_certificates(strictness.force);
     Ok(match &loaded.rotation {
         Some(rotation) => unsigned.with_trust_rotation(rotation.anchor_set()?.to_rotation()?)?,
@@ -108,6 +107,7 @@ pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure
         certs: &[],
         unsigned_only: false,
         compress: None,
+        chunking: Chunking::Fixed,
         strictness: Strictness::default(),
         out,
     })
@@ -121,6 +121,8 @@ pub(crate) struct PackArgs<'a> {
     /// `--unsigned`: write the bytes to sign only.
     pub(crate) unsigned_only: bool,
     pub(crate) compress: Option<i32>,
+    /// `--chunking`.
+    pub(crate) chunking: Chunking,
     pub(crate) strictness: Strictness,
     pub(crate) out: &'a Path,
 }
@@ -132,10 +134,12 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
         keys,
         certs,
         compress,
+        chunking,
         strictness,
         out,
         ..
     } = *args;
+    let options = PackOptions::new().compression(compress).chunking(chunking);
     if args.unsigned_only {
         if !keys.is_empty() || !certs.is_empty() {
             return Err(Error::new(
@@ -145,7 +149,7 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
             .into());
         }
         return write_tbs(
-            &prepare(manifest, compress, strictness, out, &[])?,
+            &prepare(manifest, &options, strictness, out, &[])?,
             manifest,
             out,
         );
@@ -174,7 +178,7 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
         .chain(certs)
         .map(PathBuf::as_path)
         .collect();
-    let unsigned = prepare(manifest, compress, strictness, out, &key_files)?;
+    let unsigned = prepare(manifest, &options, strictness, out, &key_files)?;
     let mut entries = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let chain = chains.get(i).cloned().unwrap_or_default();
@@ -213,7 +217,21 @@ fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
             r.anchors.len()
         );
     }
-    if m.version() == veriflash_core::format::MANIFEST_VERSION_COMPRESSED {
+    if m.images
+        .iter()
+        .any(veriflash_core::format::ImageSpec::has_variable_chunks)
+    {
+        let chunks: u64 = m.images.iter().map(|i| i.chunk_count()).sum();
+        let image: u64 = m.images.iter().map(|i| i.size).sum();
+        println!(
+            "content-defined chunks: {chunks}, {} on average (format version 3)",
+            human_size(image / chunks.max(1))
+        );
+    }
+    if m.images
+        .iter()
+        .any(veriflash_core::format::ImageSpec::is_compressed)
+    {
         let image: u64 = m.images.iter().map(|i| i.size).sum();
         let stored: u64 = m.images.iter().map(|i| i.stored_size()).sum();
         println!(
@@ -251,6 +269,8 @@ pub(crate) struct SignArgs<'a> {
     /// The `--compress` level `pack --unsigned` was given (the images are packed the same way
     /// again, and zstd is deterministic, so the bytes to sign match).
     pub(crate) compress: Option<i32>,
+    /// The `--chunking` `pack --unsigned` was given (the cuts depend only on the bytes).
+    pub(crate) chunking: Chunking,
     pub(crate) strictness: Strictness,
     pub(crate) out: &'a Path,
 }
@@ -263,7 +283,9 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         .collect();
     let unsigned = prepare(
         args.manifest,
-        args.compress,
+        &PackOptions::new()
+            .compression(args.compress)
+            .chunking(args.chunking),
         args.strictness,
         args.out,
         &inputs,

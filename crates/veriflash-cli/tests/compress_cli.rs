@@ -106,7 +106,34 @@ file = "rootfs.img"
     assert!(shown.contains("2 of 2 chunks zstd"), "{shown}");
     assert!(shown.contains("stored     "), "{shown}");
 
-    for package in ["raw.vfp", "small.vfp", "smaller.vfp"] {
+    // Content-defined chunks: a version-3 package, alone or compressed too.
+    let o = pack(&["--chunking", "cdc"], "cdc.vfp");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("content-defined chunks:"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = pack(&["--chunking", "cdc", "--compress"], "cdc-small.vfp");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = pack(&["--chunking", "rolling"], "bad.vfp");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = veriflash(&["inspect", "cdc.vfp", "--json"], dir);
+    let v: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    assert_eq!(v["package"]["format_version"], 3);
+    // The 2 MB rootfs in 1 MiB chunks at most: about 128 KiB each, so many more than 2.
+    assert!(
+        v["package"]["images"][1]["chunks"].as_u64().unwrap() > 8,
+        "{v}"
+    );
+
+    for package in [
+        "raw.vfp",
+        "small.vfp",
+        "smaller.vfp",
+        "cdc.vfp",
+        "cdc-small.vfp",
+    ] {
         let o = veriflash(&["verify", "--trust", "vendor.pub.pem", package], dir);
         assert!(o.status.success(), "{package}: {}", text(&o.stderr));
     }

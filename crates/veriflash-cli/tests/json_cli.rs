@@ -331,6 +331,56 @@ fn fetch_events_match_the_schema_and_a_second_fetch_downloads_nothing() {
 }
 
 #[test]
+fn a_flash_from_a_url_reuses_what_the_device_holds_and_says_so_in_the_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    std::fs::create_dir(d.join("www")).unwrap();
+    std::fs::copy(d.join("update.vfp"), d.join("www/update.vfp")).unwrap();
+    let (_runtime, addr) = serve_dir(&d.join("www"));
+    let url = format!("http://{addr}/update.vfp");
+    let flash = |extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            url.as_str(),
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:a.img",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        lines(&veriflash(&args, d), "flash")
+    };
+    let planned = |lines: &[Value]| {
+        let line = lines
+            .iter()
+            .find(|l| l["event"] == "delta_planned")
+            .unwrap()
+            .clone();
+        (line["bytes_reused"].clone(), line["bytes_to_fetch"].clone())
+    };
+    let traffic = |lines: &[Value]| {
+        let download = &lines.last().unwrap()["download"];
+        (
+            download["bytes_fetched"].clone(),
+            download["bytes_reused"].clone(),
+        )
+    };
+    // A new device holds nothing: all of it is downloaded.
+    let first = flash(&[]);
+    assert_eq!(planned(&first), (0.into(), 300_000.into()));
+    assert_eq!(traffic(&first), (300_000.into(), 0.into()));
+    // The same package again: every chunk is in the slot that runs, nothing is downloaded.
+    let again = flash(&[]);
+    assert_eq!(planned(&again), (300_000.into(), 0.into()));
+    assert_eq!(traffic(&again), (0.into(), 300_000.into()));
+    // --no-reuse downloads it all.
+    let full = flash(&["--no-reuse"]);
+    assert_eq!(traffic(&full), (300_000.into(), 0.into()));
+}
+
+#[test]
 fn the_schema_refuses_what_the_command_does_not_print() {
     let good = serde_json::json!({
         "ok": false, "time_ms": 1,

@@ -16,7 +16,7 @@
 use std::io::Read;
 
 use veriflash_format::{ImageSpec, Manifest};
-use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, VerifiedChunk};
+use veriflash_hash::{DEFAULT_MIN_BUFFER_LEN, ParallelOptions, Realigner, VerifiedChunk};
 use veriflash_plugin::{
     DeviceInfo, FlashSession, InstallPlan, LastResult, PlannedImage, PluginError, Slot,
 };
@@ -117,6 +117,18 @@ pub enum Event {
     Booted(String),
     /// The install ended: `None` on success, otherwise the error's code.
     Finished(Option<u8>),
+    /// A download's plan, before its first payload byte is requested: how much of the package
+    /// the device side already holds (to be read again, re-hashed and reused) and how much is
+    /// left to fetch ([`crate::reuse`]). What it cost in the end is in the install's
+    /// [`crate::ota::FetchStats`].
+    DeltaPlanned {
+        /// Payload bytes to be reused from the installed images or the chunk cache.
+        bytes_reused: u64,
+        /// Payload bytes to be downloaded.
+        bytes_to_fetch: u64,
+        /// Bytes of installed images read and hashed to find them.
+        bytes_scanned: u64,
+    },
 }
 
 /// Facts a caller's pre-flight check can decide on.
@@ -207,7 +219,7 @@ impl ChunkMemory {
                 .map(|i| u64::from(i.chunk_size))
                 .max()
                 .unwrap_or(0),
-            compressed: m.images.iter().any(|i| !i.stored_chunks.is_empty()),
+            compressed: m.images.iter().any(ImageSpec::is_compressed),
         }
     }
 
@@ -626,7 +638,11 @@ fn run<R: Read>(
         cancel,
     };
     device
-        .install(&verified, |sink| package.stream(sink), events)
+        .install(
+            &verified,
+            |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
+            events,
+        )
         .map(|(report, _)| report)
 }
 
@@ -668,9 +684,7 @@ impl Device<'_, '_> {
     pub(crate) fn install(
         self,
         verified: &VerifiedManifest,
-        stream: impl FnOnce(
-            &mut dyn FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
-        ) -> Result<VerifyReport, Error>,
+        stream: impl FnOnce(&mut DeviceSink<'_, '_>) -> Result<VerifyReport, Error>,
         events: &mut dyn FnMut(&Event),
     ) -> Result<(VerifyReport, Installed), Error> {
         let cancel = self.cancel;
@@ -682,7 +696,11 @@ impl Device<'_, '_> {
             self.host,
             events,
         )?;
-        let streamed = stream(&mut |image, chunk| device.chunk(image, chunk, cancel, events));
+        let streamed = stream(&mut DeviceSink {
+            run: &mut device,
+            cancel,
+            events,
+        });
         let outcome = streamed.and_then(|mut report| {
             let installed = device.finish(cancel, events)?;
             // Read back equal to their signed whole-image digests: checked, every image the
@@ -696,6 +714,41 @@ impl Device<'_, '_> {
             device.abort(err);
         }
         outcome
+    }
+}
+
+/// Where a package's payload goes during an install on one device, after its pre-flight and
+/// staging: each verified chunk to the device, and, for a download that reuses what the
+/// device already holds ([`crate::reuse`]), the device's installed images read back.
+pub(crate) struct DeviceSink<'s, 'a> {
+    run: &'s mut DeviceRun<'a>,
+    cancel: &'s CancelToken,
+    events: &'s mut dyn FnMut(&Event),
+}
+
+impl DeviceSink<'_, '_> {
+    /// Hands one verified chunk of `image` to the device.
+    pub(crate) fn chunk(
+        &mut self,
+        image: &ImageSpec,
+        chunk: VerifiedChunk<'_>,
+    ) -> Result<(), Error> {
+        self.run.chunk(image, chunk, self.cancel, self.events)
+    }
+
+    /// The device's session, to read back what it runs.
+    pub(crate) fn session(&mut self) -> &mut dyn FlashSession {
+        self.run.session
+    }
+
+    /// The device's identity as it described itself.
+    pub(crate) fn device_id(&self) -> Option<&str> {
+        self.run.device.id.as_deref()
+    }
+
+    /// Tells the caller.
+    pub(crate) fn event(&mut self, event: &Event) {
+        (self.events)(event);
     }
 }
 
@@ -722,6 +775,11 @@ pub(crate) struct DeviceRun<'a> {
     trust: DeviceTrust<'a>,
     /// The device as it last described itself (before the loader ran, then after).
     device: DeviceInfo,
+    /// For each image, whether its chunks are content-defined and end anywhere, so they are
+    /// re-cut into whole write units before they reach the device.
+    variable: Vec<bool>,
+    /// The re-cutting of the image being written, when its chunks are content-defined.
+    realigner: Option<Realigner>,
 }
 
 /// A device's own trust state, and what an install changes in it.
@@ -846,6 +904,12 @@ impl<'a> DeviceRun<'a> {
             total: m.images.iter().map(|i| i.size).sum(),
             trust,
             device,
+            variable: m
+                .images
+                .iter()
+                .map(ImageSpec::has_variable_chunks)
+                .collect(),
+            realigner: None,
         };
         if let Some(l) = &run.loader {
             check_identity_of(m, &run.device, &*run.session)?;
@@ -920,6 +984,50 @@ impl<'a> DeviceRun<'a> {
         if cancel.is_cancelled() {
             return Err(Error::new(ErrorKind::Cancelled, "cancelled between chunks"));
         }
+        let variable = self
+            .verified
+            .manifest()
+            .images
+            .iter()
+            .position(|i| i.name == image.name)
+            .and_then(|i| self.variable.get(i).copied())
+            .unwrap_or(false);
+        if !variable || self.is_loader(&image.partition) {
+            return self.write_verified(image, chunk, events);
+        }
+        // Content-defined chunks end anywhere; a device writes whole units from aligned
+        // offsets: the chunks are re-cut (all verified bytes, in order) before they go.
+        self.ensure_begun(events)?;
+        let unit = usize::try_from(self.device.geometry.write_unit.max(1)).unwrap_or(1);
+        let last = chunk.offset().saturating_add(chunk.bytes().len() as u64) == image.size;
+        let mut realigner = match self.realigner.take() {
+            Some(r) if chunk.offset() != 0 => r,
+            _ => Realigner::new(unit),
+        };
+        let piece = realigner.push(chunk).map_err(|e| {
+            crate::convert::verify_error(&image.name, veriflash_hash::VerifyError::Hash(e))
+        })?;
+        if let Some(piece) = piece {
+            self.write_verified(image, piece, events)?;
+        }
+        if last {
+            if let Some(rest) = realigner.finish() {
+                self.write_verified(image, rest, events)?;
+            }
+        } else {
+            self.realigner = Some(realigner);
+        }
+        Ok(())
+    }
+
+    /// Binds one verified chunk (or a re-cut piece of verified chunks) of `image` and hands it
+    /// to the device (its loader, or its storage); reports progress.
+    fn write_verified(
+        &mut self,
+        image: &ImageSpec,
+        chunk: VerifiedChunk<'_>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
         let at = || Location {
             image: Some(image.name.clone()),
             ..Location::default()

@@ -126,6 +126,38 @@ impl HostStore {
     }
 }
 
+impl HostStore {
+    /// Keeps the signed prefix of the package just installed on device `id` (a few KiB): the
+    /// next install verifies it again and learns, without reading the device, which chunk
+    /// digests the device's installed images are made of ([`crate::reuse`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] or [`ErrorKind::NoSpace`] when the file cannot be written.
+    pub(crate) fn save_installed(&self, id: &str, prefix: &[u8]) -> Result<(), Error> {
+        let stem = Self::stem(id)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(self.dir.display(), e))?;
+        let path = self.dir.join(format!("{stem}.installed"));
+        crate::output::write_atomically(&path, &[], |file| {
+            std::io::Write::write_all(file, prefix)
+                .map_err(|e| Error::io("writing the installed package's record", e))
+        })
+    }
+
+    /// The signed prefix kept by [`HostStore::save_installed`] for device `id`, unverified;
+    /// `None` when there is none or it cannot be read (it is only a hint: whatever it names is
+    /// checked again).
+    pub(crate) fn load_installed(&self, id: &str) -> Option<Vec<u8>> {
+        let stem = Self::stem(id).ok()?;
+        let file = std::fs::File::open(self.dir.join(format!("{stem}.installed"))).ok()?;
+        let limit = u64::try_from(veriflash_format::HEADER_LEN).unwrap_or(u64::MAX)
+            + u64::from(veriflash_format::limits::MAX_MANIFEST_LEN)
+            + u64::try_from(veriflash_format::limits::MAX_SIGNATURE_BLOCK_LEN).unwrap_or(u64::MAX);
+        let mut prefix = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut prefix).ok()?;
+        Some(prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod cdc;
 pub mod compress;
 mod convert;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ota;
 pub mod output;
 pub mod pack;
 pub mod package;
+pub mod reuse;
 pub mod source;
 pub mod trust;
 pub mod updater;
@@ -23,11 +25,12 @@ pub use factory::{FactoryLine, FactoryReport};
 pub use flash::{
     CancelToken, Event, InstallPolicy, Installed, Phase, check_policy, install, install_package,
 };
-pub use pack::{ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
+pub use pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 pub use package::{
     ImageReport, PackageReader, RotationReport, VerifiedManifest, VerifiedPackage, VerifyReport,
     verify_file,
 };
+pub use reuse::Reuse;
 pub use trust::AnchorSet;
 pub use updater::{
     InstallReport, PackageSource, Reconnect, Trust, TrustedTime, Updater, UpdaterBuilder,

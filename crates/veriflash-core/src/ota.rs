@@ -62,6 +62,7 @@ use crate::flash::CancelToken;
 use crate::package::{
     ImageReport, PackageReader, VerifiedManifest, VerifyReport, hex, location_in,
 };
+use crate::reuse::{Origin, ReuseIndex, ReuseTarget, SinkOnly};
 use crate::source::{PermanentFailure, RangeReader, Source, describe_duration};
 
 /// The signature block's tag and length take at most this many bytes (FORMAT.md §7).
@@ -326,13 +327,45 @@ impl<S: Source> RemotePackage<S> {
     /// [`ErrorKind::DecompressionFailed`], [`ErrorKind::ImageDigestMismatch`]; whatever `sink`
     /// returns.
     pub fn stream<F>(
-        mut self,
+        self,
         check_whole_image: bool,
-        mut sink: F,
+        sink: F,
     ) -> Result<(VerifyReport, FetchStats), Error>
     where
         F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
     {
+        self.stream_reusing(
+            check_whole_image,
+            &ReuseIndex::empty(),
+            None,
+            &mut SinkOnly(sink),
+        )
+    }
+
+    /// What a download with `index` would cost: payload bytes to reuse and to fetch.
+    pub(crate) fn reuse_plan(&self, index: &ReuseIndex) -> (u64, u64) {
+        self.chunks.iter().fold((0, 0), |(reused, fetched), chunk| {
+            let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
+            if index.origin(&chunk.digest).is_some() {
+                (reused.saturating_add(len), fetched)
+            } else {
+                (reused, fetched.saturating_add(len))
+            }
+        })
+    }
+
+    /// [`RemotePackage::stream`] for a delta install ([`crate::reuse`]): a chunk `index` names
+    /// is read again from where the device side holds it and hashed against its signed digest
+    /// right before it goes to `target` (a mismatch: fetched instead, alone); the others are
+    /// fetched, adjacent ones in one range request. With `cache`, every chunk fetched raw is
+    /// kept there too.
+    pub(crate) fn stream_reusing(
+        mut self,
+        check_whole_image: bool,
+        index: &ReuseIndex,
+        cache: Option<&Path>,
+        target: &mut dyn ReuseTarget,
+    ) -> Result<(VerifyReport, FetchStats), Error> {
         let manifest = self.manifest.clone();
         let images = &manifest.manifest().images;
         let tables: Vec<_> = images.iter().map(crate::package::stored_table).collect();
@@ -357,8 +390,12 @@ impl<S: Source> RemotePackage<S> {
             .iter()
             .map(|_| check_whole_image.then(Sha256::new))
             .collect();
+        let chunks = std::mem::take(&mut self.chunks);
+        let origins: Vec<Option<&Origin>> =
+            chunks.iter().map(|c| index.origin(&c.digest)).collect();
+        let ends = range_ends(&chunks, &origins, self.package_len);
         let (mut stored, mut decoded) = (Vec::new(), Vec::new());
-        for chunk in std::mem::take(&mut self.chunks) {
+        for ((chunk, origin), end) in chunks.iter().zip(&origins).zip(ends) {
             let (Some(image), Some(expected)) = (
                 images.get(chunk.image),
                 verifiers
@@ -371,21 +408,56 @@ impl<S: Source> RemotePackage<S> {
                 ));
             };
             decoded.resize(expected.len(), 0);
-            self.fetcher.read_chunk(&chunk, &mut stored)?;
+            // A reused chunk is read again here, right before it is hashed and written.
+            let mut reused = origin.is_some_and(|origin| {
+                stored.resize(chunk.len, 0);
+                origin.read(target, &mut stored).is_ok()
+            });
+            if !reused {
+                self.fetcher.check_cancelled()?;
+                // A chunk meant to be reused and fetched after all comes alone.
+                let end = if origin.is_some() {
+                    Some(chunk.end())
+                } else {
+                    end
+                };
+                self.fetcher.read_chunk(chunk, end, &mut stored)?;
+            }
             let mut repairs = 0;
             loop {
                 match expected.verify_decoded(&stored, &decoder, &mut decoded) {
                     Ok(verified) => {
-                        self.fetcher.failures = 0;
+                        let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
+                        if reused {
+                            self.fetcher.stats.bytes_reused =
+                                self.fetcher.stats.bytes_reused.saturating_add(len);
+                        } else {
+                            self.fetcher.failures = 0;
+                            if let Some(dir) = cache
+                                && expected.encoding() == veriflash_hash::ChunkEncoding::Raw
+                            {
+                                crate::reuse::cache_store(dir, &chunk.digest, verified.bytes());
+                            }
+                        }
                         if let Some(Some(hasher)) = whole.get_mut(chunk.image) {
                             hasher.update(verified.bytes());
                         }
-                        sink(image, verified)?;
+                        target.chunk(image, verified)?;
                         break;
                     }
+                    Err(HashError::ChunkMismatch { .. }) if reused => {
+                        target.warn(format!(
+                            "image '{}' chunk {} read from the device side does not match its signed digest: fetched instead",
+                            image.name, chunk.index
+                        ));
+                        reused = false;
+                        self.fetcher.check_cancelled()?;
+                        self.fetcher
+                            .read_chunk(chunk, Some(chunk.end()), &mut stored)?;
+                    }
                     Err(HashError::ChunkMismatch { .. }) => {
-                        if !self.fetcher.repair(&chunk, &mut repairs, &mut stored)? {
-                            return Err(self.fetcher.unrepaired(&chunk, &manifest, repairs));
+                        if !self.fetcher.repair(chunk, &mut repairs, &mut stored)? {
+                            return Err(self.fetcher.unrepaired(chunk, &manifest, repairs));
                         }
                     }
                     Err(e) => {
@@ -540,6 +612,29 @@ impl<S: Source> RemotePackage<S> {
         drop(file);
         Ok((report, self.fetcher.stats))
     }
+}
+
+/// Where the range request for each chunk to fetch ends: the end of the run of adjacent
+/// chunks to fetch it starts, so a run comes in one request; `None` for a run that reaches the
+/// package's end (an open-ended range, as a full download asks). Reused chunks get `None`.
+fn range_ends(
+    chunks: &[PlannedChunk],
+    origins: &[Option<&Origin>],
+    package_len: u64,
+) -> Vec<Option<u64>> {
+    let mut ends = vec![None; chunks.len()];
+    let mut run_end = None;
+    for (i, (chunk, origin)) in chunks.iter().zip(origins).enumerate().rev() {
+        if origin.is_some() {
+            run_end = Some(chunk.start);
+            continue;
+        }
+        let end = run_end.filter(|&e| e < package_len);
+        if let Some(slot) = ends.get_mut(i) {
+            *slot = end;
+        }
+    }
+    ends
 }
 
 /// Verified payload bytes are flushed and the bitmap saved after this many.
@@ -730,7 +825,9 @@ impl PartialState {
 /// ranges for chunk repairs.
 struct Fetcher<S> {
     source: S,
-    connection: Option<(RangeReader, u64)>,
+    /// The main connection: a reader, where it is in the package, and where its range ends
+    /// (`None`: at the package's end).
+    connection: Option<(RangeReader, u64, Option<u64>)>,
     options: OtaOptions,
     stats: FetchStats,
     /// Resumes since the last verified chunk.
@@ -939,22 +1036,34 @@ impl<S: Source> Fetcher<S> {
     }
 
     /// Reads chunk `chunk` into `buffer` over the main connection, resuming it as needed (at
-    /// most [`OtaOptions::with_max_resumes`] times in a row without progress).
-    fn read_chunk(&mut self, chunk: &PlannedChunk, buffer: &mut Vec<u8>) -> Result<(), Error> {
+    /// most [`OtaOptions::with_max_resumes`] times in a row without progress). A new
+    /// connection asks for the range from the chunk to `end` (`None`: the package's end), so
+    /// adjacent chunks to fetch come in one request.
+    fn read_chunk(
+        &mut self,
+        chunk: &PlannedChunk,
+        end: Option<u64>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         loop {
-            let mut connection = match self.connection.take() {
-                Some((reader, at)) if at == chunk.start => reader,
-                _ => match self.open(chunk.start, None) {
-                    Ok(reader) => reader,
+            let connection = match self.connection.take() {
+                Some((reader, at, until))
+                    if at == chunk.start && until.is_none_or(|u| chunk.end() <= u) =>
+                {
+                    (reader, until)
+                }
+                _ => match self.open(chunk.start, end) {
+                    Ok(reader) => (reader, end),
                     Err(e) => {
                         self.resume(e)?;
                         continue;
                     }
                 },
             };
+            let (mut connection, until) = connection;
             match read_exact(&mut connection, chunk.len, buffer, chunk.start) {
                 Ok(()) => {
-                    self.connection = Some((connection, chunk.end()));
+                    self.connection = Some((connection, chunk.end(), until));
                     self.count(chunk.len);
                     return Ok(());
                 }
@@ -1020,7 +1129,7 @@ impl<S: Source> Fetcher<S> {
         buffer: &mut Vec<u8>,
     ) -> Result<(), Error> {
         self.check_cancelled()?;
-        self.read_chunk(chunk, buffer)?;
+        self.read_chunk(chunk, None, buffer)?;
         let mut repairs = 0;
         loop {
             if veriflash_hash::sha256(buffer) == chunk.digest {

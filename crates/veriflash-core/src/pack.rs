@@ -100,6 +100,21 @@ pub struct PackageSpec {
     pub images: Vec<ImageSource>,
 }
 
+/// Where an image's chunks end.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunking {
+    /// Every chunk is the image's chunk size, the last one the remainder: right for images
+    /// whose changes stay in place (ext4, UBI and other block-aligned file systems).
+    #[default]
+    Fixed,
+    /// Content-defined chunks (FastCDC, [`crate::cdc`]) of at most the image's chunk size, about
+    /// an eighth of it on average: an insertion or a deletion moves only the chunks around it,
+    /// so a delta update of a compressed or repacked image (squashfs, a kernel) stays small.
+    /// Format version 3 (docs/FORMAT.md §3.3).
+    ContentDefined,
+}
+
 /// How [`UnsignedPackage::prepare_with`] packs.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +124,8 @@ pub struct PackOptions {
     pub compression: Option<i32>,
     /// Compression threads; `0` means one per available core.
     pub threads: usize,
+    /// Where chunks end.
+    pub chunking: Chunking,
 }
 
 impl PackOptions {
@@ -129,6 +146,13 @@ impl PackOptions {
     #[must_use]
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Sets [`chunking`](Self::chunking).
+    #[must_use]
+    pub fn chunking(mut self, chunking: Chunking) -> Self {
+        self.chunking = chunking;
         self
     }
 }
@@ -175,8 +199,8 @@ impl UnsignedPackage {
         let mut sources = Vec::with_capacity(spec.images.len());
         let mut spools = Vec::with_capacity(spec.images.len());
         for source in spec.images {
-            if let Some(level) = options.compression {
-                let (image, spool) = compress_image(&source, level, options.threads)?;
+            if options.compression.is_some() || options.chunking == Chunking::ContentDefined {
+                let (image, spool) = tabled_image(&source, options)?;
                 images.push(image);
                 sources.push(source.data);
                 spools.push(spool);
@@ -595,18 +619,39 @@ struct Packed {
     stored: Option<Vec<u8>>,
 }
 
-/// Reads an image chunk by chunk, compresses batches of chunks on `threads` threads, spools the
-/// stored bytes and builds the image's manifest entry. Memory: one batch of raw and compressed
-/// chunks (`2 × threads` chunks).
-fn compress_image(
+/// Where the next chunk of an image being packed comes from: fixed lengths, or cut by content.
+enum Chunks<'r> {
+    Fixed(Box<dyn Read + 'r>, usize),
+    ContentDefined(crate::cdc::Chunker<Box<dyn Read + 'r>>),
+}
+
+impl Chunks<'_> {
+    /// The next chunk, empty at the end of the image.
+    fn next(&mut self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Fixed(reader, chunk_size) => {
+                let mut chunk = vec![0u8; *chunk_size];
+                let n = read_full(reader, &mut chunk)?;
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Self::ContentDefined(chunker) => Ok(chunker.next_chunk()?.unwrap_or_default().to_vec()),
+        }
+    }
+}
+
+/// Reads an image chunk by chunk (fixed or content-defined, as `options` say), compresses
+/// batches of chunks on `threads` threads when asked to, spools the stored bytes and builds the
+/// image's manifest entry with a chunk table. Memory: one batch of raw and compressed chunks
+/// (`2 × threads` chunks).
+fn tabled_image(
     source: &ImageSource,
-    level: i32,
-    threads: usize,
+    options: &PackOptions,
 ) -> Result<(ImageSpec, Option<File>), Error> {
-    let threads = if threads == 0 {
+    let threads = if options.threads == 0 {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     } else {
-        threads
+        options.threads
     };
     let chunk_size = usize::try_from(source.chunk_size).unwrap_or(usize::MAX);
     if chunk_size == 0 || source.chunk_size > veriflash_format::limits::MAX_CHUNK_SIZE {
@@ -618,7 +663,14 @@ fn compress_image(
             ),
         ));
     }
-    let (mut reader, len) = source.data.open()?;
+    let (reader, len) = source.data.open()?;
+    let mut chunks = match options.chunking {
+        Chunking::Fixed => Chunks::Fixed(reader, chunk_size),
+        Chunking::ContentDefined => Chunks::ContentDefined(crate::cdc::Chunker::new(
+            reader,
+            crate::cdc::Cdc::new(source.chunk_size),
+        )),
+    };
     let io_error = |e| Error::io(format_args!("reading image '{}'", source.name), e);
     let spool_error = |e| Error::io(format_args!("image '{}' spool", source.name), e);
     let mut spool = tempfile::tempfile().map_err(spool_error)?;
@@ -631,20 +683,33 @@ fn compress_image(
     while !ended {
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(threads);
         while batch.len() < threads.saturating_mul(2) {
-            let mut chunk = vec![0u8; chunk_size];
-            let n = read_full(&mut reader, &mut chunk).map_err(io_error)?;
-            chunk.truncate(n);
+            let chunk = chunks.next().map_err(io_error)?;
+            let n = chunk.len();
             if n > 0 {
                 whole.update(&chunk);
                 size = size.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
                 batch.push(chunk);
             }
-            if n < chunk_size {
+            // A fixed chunk shorter than the chunk size is the last one.
+            let last = match chunks {
+                Chunks::Fixed(..) => n < chunk_size,
+                Chunks::ContentDefined(_) => n == 0,
+            };
+            if last {
                 ended = true;
                 break;
             }
         }
-        let packed = compress_batch(&batch, level, threads)?;
+        let packed = match options.compression {
+            Some(level) => compress_batch(&batch, level, threads)?,
+            None => batch
+                .iter()
+                .map(|raw| Packed {
+                    raw_len: raw.len(),
+                    stored: None,
+                })
+                .collect(),
+        };
         for (raw, packed) in batch.iter().zip(packed) {
             let stored = packed.stored.as_deref().unwrap_or(raw);
             spooled.write_all(stored).map_err(spool_error)?;
@@ -669,22 +734,23 @@ fn compress_image(
     let compressed = stored_chunks
         .iter()
         .any(|c| c.encoding != ChunkEncoding::Raw);
-    let image = ImageSpec {
+    let mut image = ImageSpec {
         name: source.name.clone(),
         partition: source.partition.clone(),
         size,
         chunk_size: source.chunk_size,
         digest: whole.finalize(),
         chunk_digests,
-        // No chunk paid: the image is packed exactly as without compression.
-        stored_chunks: if compressed {
-            stored_chunks
-        } else {
-            Vec::new()
-        },
+        stored_chunks,
         extensions: Vec::new(),
     };
-    Ok((image, compressed.then_some(spool)))
+    // No chunk paid and the cuts fell where fixed chunks end (an image of one chunk): the image
+    // is packed exactly as with fixed chunks and no compression.
+    let tabled = compressed || image.has_variable_chunks();
+    if !tabled {
+        image.stored_chunks = Vec::new();
+    }
+    Ok((image, tabled.then_some(spool)))
 }
 
 /// Compresses each chunk of `batch` on up to `threads` scoped threads, in order.

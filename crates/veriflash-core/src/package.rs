@@ -287,6 +287,20 @@ impl VerifiedManifest {
         &self.manifest_digest
     }
 
+    /// The package's signed prefix as it is laid out in the package (header, manifest,
+    /// signature block): what the host keeps of an installed package, so the next install can
+    /// verify it again and reuse its chunks ([`crate::reuse`]).
+    pub(crate) fn signed_prefix(&self) -> Result<Vec<u8>, Error> {
+        let block = SignatureBlock {
+            entries: self.signed.entries.clone(),
+        }
+        .to_der()
+        .map_err(convert::format_error)?;
+        let mut prefix = self.signed.message.clone();
+        prefix.extend_from_slice(&block);
+        Ok(prefix)
+    }
+
     /// Checks the signatures once more, with `verifier` built on the trust-anchor set a device
     /// holds (version `held_version`), when that set is newer than the one the package was
     /// verified with: a device that adopted a rotation no longer accepts its retired keys,
@@ -472,6 +486,7 @@ pub(crate) fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk
                 veriflash_format::ChunkEncoding::Zstd => veriflash_hash::ChunkEncoding::Zstd,
             },
             stored_len: chunk.stored_len,
+            len: chunk.decompressed_len,
         })
         .collect()
 }

@@ -36,6 +36,7 @@ use crate::flash::{CancelToken, Device, Event, InstallPolicy, Installed, Phase, 
 use crate::host::HostStore;
 use crate::ota::{FetchStats, OtaOptions, RemotePackage};
 use crate::package::{PackageReader, VerifyReport};
+use crate::reuse::{Reuse, ReuseIndex, cache_prune as prune_cache, previous_manifest};
 use crate::source::Source;
 use crate::trust::AnchorSet;
 
@@ -225,6 +226,7 @@ pub struct UpdaterBuilder {
     reconnect: Reconnect,
     boot_wait: Duration,
     whole_image: bool,
+    reuse: Reuse,
 }
 
 impl std::fmt::Debug for UpdaterBuilder {
@@ -254,6 +256,7 @@ impl UpdaterBuilder {
             reconnect: Reconnect::default(),
             boot_wait: Duration::ZERO,
             whole_image: false,
+            reuse: Reuse::default(),
         }
     }
 
@@ -309,6 +312,16 @@ impl UpdaterBuilder {
         self
     }
 
+    /// Whether and from where a download reuses chunks the device side already holds (delta
+    /// updates, [`crate::reuse`]): by default from the images the device runs, when its plugin
+    /// can read them back. Only a [`PackageSource::Remote`] reuses: a local package costs no
+    /// traffic.
+    #[must_use]
+    pub fn reuse(mut self, reuse: Reuse) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
     /// Makes [`Updater::verify`] also hash each whole image and compare it with its signed
     /// digest (installs always do).
     #[must_use]
@@ -341,6 +354,7 @@ impl UpdaterBuilder {
             reconnect: self.reconnect,
             boot_wait: self.boot_wait,
             whole_image: self.whole_image,
+            reuse: self.reuse,
         })
     }
 }
@@ -358,6 +372,7 @@ pub struct Updater {
     reconnect: Reconnect,
     boot_wait: Duration,
     whole_image: bool,
+    reuse: Reuse,
 }
 
 impl std::fmt::Debug for Updater {
@@ -592,6 +607,7 @@ impl Updater {
             host,
             events,
             cancel,
+            reuse,
             ..
         } = self;
         let verifier = trust.verifier();
@@ -617,15 +633,18 @@ impl Updater {
             host: host.as_ref(),
             cancel,
         };
-        match open(source)? {
+        let (report, installed, download, verified) = match open(source)? {
             Opened::Local(package) => {
                 let package = package.verify(&verifier)?;
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = package.manifest().clone();
                 let package = package.with_options(policy.stream_options(&verified));
-                let (report, installed) =
-                    device.install(&verified, |sink| package.stream(sink), &mut tell)?;
-                Ok((report, installed, None))
+                let (report, installed) = device.install(
+                    &verified,
+                    |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
+                    &mut tell,
+                )?;
+                (report, installed, None, verified)
             }
             Opened::Remote(source, options) => {
                 let remote =
@@ -636,16 +655,56 @@ impl Updater {
                 let (report, installed) = device.install(
                     &verified,
                     |sink| {
-                        let (report, fetched) = remote.stream(false, sink)?;
+                        let index = if reuse.is_enabled() {
+                            let previous =
+                                previous_manifest(host.as_ref(), sink.device_id(), &verifier);
+                            let mut warnings = Vec::new();
+                            let index = ReuseIndex::build(
+                                sink.session(),
+                                verified.manifest(),
+                                previous.as_ref(),
+                                reuse.cache_dir(),
+                                &mut |w| warnings.push(w),
+                            );
+                            for w in warnings {
+                                sink.event(&Event::Warning(w));
+                            }
+                            index
+                        } else {
+                            ReuseIndex::empty()
+                        };
+                        let (bytes_reused, bytes_to_fetch) = remote.reuse_plan(&index);
+                        sink.event(&Event::DeltaPlanned {
+                            bytes_reused,
+                            bytes_to_fetch,
+                            bytes_scanned: index.scanned(),
+                        });
+                        let (report, fetched) =
+                            remote.stream_reusing(false, &index, reuse.cache_dir(), sink)?;
                         stats = Some(fetched);
                         Ok(report)
                     },
                     &mut tell,
                 )?;
-                Ok((report, installed, stats))
+                (report, installed, stats, verified)
+            }
+        };
+        // What the device runs now, for the next install to reuse (a hint: whatever it names
+        // is read again and re-hashed), and the chunk cache trimmed to it.
+        if let (Some(host), Some(id)) = (host.as_ref(), installed.device_id.as_deref()) {
+            let kept = verified
+                .signed_prefix()
+                .and_then(|prefix| host.save_installed(id, &prefix));
+            if let Err(e) = kept {
+                tell(&Event::Warning(format!(
+                    "the installed package's record for the next delta install was not kept: {e}"
+                )));
             }
         }
-        .map(|(report, installed, download)| Attempt {
+        if let Some(dir) = reuse.cache_dir() {
+            prune_cache(dir, verified.manifest());
+        }
+        Ok(Attempt {
             report,
             installed,
             download,

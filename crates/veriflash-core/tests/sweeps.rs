@@ -50,8 +50,10 @@ fn refused(bytes: &[u8], verifier: &Verifier<'_>, what: &str) -> Error {
 fn allowed_kinds(fx: &Built, at: usize) -> &'static [ErrorKind] {
     use ErrorKind::*;
     match at {
-        0..8 => &[Malformed],           // magic
-        8..10 => &[UnsupportedFormat],  // format version
+        0..8 => &[Malformed], // magic
+        // format version: another version this reader knows (1 to 3) is caught by the
+        // signature, which covers the header
+        8..10 => &[UnsupportedFormat, NotAuthentic],
         10..12 => &[Malformed],         // header_len
         12..16 => &[UnsupportedFormat], // flags
         // manifest_len: the split moves, so the sections after it no longer parse (or, if they

@@ -100,20 +100,20 @@ impl fmt::Display for Error {
             Self::UnsupportedVersion { found } => write!(
                 f,
                 "header: unsupported format version {found} (this reader supports versions {} \
-                 and {})",
+                 to {})",
                 crate::FORMAT_VERSION,
-                crate::FORMAT_VERSION_COMPRESSED
+                crate::FORMAT_VERSION_VARIABLE_CHUNKS
             ),
             Self::UnknownFlags { flags } => write!(
                 f,
-                "header: unknown flags 0x{flags:08x} (no flag is defined in format versions 1 and 2)"
+                "header: unknown flags 0x{flags:08x} (no flag is defined in format versions 1 to 3)"
             ),
             Self::UnsupportedManifestVersion { found } => write!(
                 f,
                 "manifest: unsupported manifestVersion {found} (this reader supports versions {} \
-                 and {})",
+                 to {})",
                 crate::MANIFEST_VERSION,
-                crate::MANIFEST_VERSION_COMPRESSED
+                crate::MANIFEST_VERSION_VARIABLE_CHUNKS
             ),
             Self::Truncated {
                 section,
@@ -174,16 +174,16 @@ mod tests {
                 "header: bad magic: not a veriflash package (or mangled in transfer)",
             ),
             (
-                Error::UnsupportedVersion { found: 3 },
-                "header: unsupported format version 3 (this reader supports versions 1 and 2)",
+                Error::UnsupportedVersion { found: 4 },
+                "header: unsupported format version 4 (this reader supports versions 1 to 3)",
             ),
             (
                 Error::UnknownFlags { flags: 0x10 },
-                "header: unknown flags 0x00000010 (no flag is defined in format versions 1 and 2)",
+                "header: unknown flags 0x00000010 (no flag is defined in format versions 1 to 3)",
             ),
             (
-                Error::UnsupportedManifestVersion { found: 3 },
-                "manifest: unsupported manifestVersion 3 (this reader supports versions 1 and 2)",
+                Error::UnsupportedManifestVersion { found: 4 },
+                "manifest: unsupported manifestVersion 4 (this reader supports versions 1 to 3)",
             ),
             (
                 Error::Truncated {

@@ -23,6 +23,19 @@ pub const FORMAT_VERSION: u16 = 1;
 /// FORMAT.md §3.1); this crate reads and writes it too.
 pub const FORMAT_VERSION_COMPRESSED: u16 = 2;
 
+/// The package format version of packages with content-defined (variable-length) chunks (a
+/// version-3 manifest, FORMAT.md §3.3); this crate reads and writes it too. A reader of
+/// versions 1 and 2 refuses it (`UnsupportedVersion`): it could not find those chunks.
+pub const FORMAT_VERSION_VARIABLE_CHUNKS: u16 = 3;
+
+/// Whether this crate reads packages of format version `version`.
+fn supported(version: u16) -> bool {
+    matches!(
+        version,
+        FORMAT_VERSION | FORMAT_VERSION_COMPRESSED | FORMAT_VERSION_VARIABLE_CHUNKS
+    )
+}
+
 /// `HEADER_LEN` as stored in the header's `header_len` field.
 const HEADER_LEN_FIELD: u16 = 32;
 
@@ -109,7 +122,7 @@ impl Header {
             });
         }
         let format_version = u16::from_be_bytes(field(bytes, OFFSET_VERSION));
-        if format_version != FORMAT_VERSION && format_version != FORMAT_VERSION_COMPRESSED {
+        if !supported(format_version) {
             return Err(Error::UnsupportedVersion {
                 found: format_version,
             });
@@ -146,8 +159,7 @@ impl Header {
     /// [`Error::UnsupportedVersion`], [`Error::UnknownFlags`], [`Error::Malformed`] for a zero
     /// length, [`Error::LimitExceeded`] for a length beyond [`crate::limits`].
     pub fn validate(&self) -> Result<(), Error> {
-        if self.format_version != FORMAT_VERSION && self.format_version != FORMAT_VERSION_COMPRESSED
-        {
+        if !supported(self.format_version) {
             return Err(Error::UnsupportedVersion {
                 found: self.format_version,
             });
@@ -317,10 +329,10 @@ mod tests {
     #[test]
     fn rejects_header_with_unsupported_version() {
         let mut bytes = sample().to_bytes();
-        bytes[9] = 3;
+        bytes[9] = 4;
         assert_eq!(
             Header::parse(&bytes),
-            Err(Error::UnsupportedVersion { found: 3 })
+            Err(Error::UnsupportedVersion { found: 4 })
         );
         bytes[9] = 0;
         assert_eq!(
@@ -419,9 +431,11 @@ mod tests {
                             other, h,
                             "byte {i} mask {mask:#x} parsed to the same header"
                         );
+                        // A length, or the version (1 to 3: the manifest's own version must
+                        // then agree, and the signatures cover the header).
                         assert!(
-                            (16..20).contains(&i) || (24..32).contains(&i),
-                            "byte {i} is not a length field but its flip was accepted"
+                            (16..20).contains(&i) || (24..32).contains(&i) || i == 9,
+                            "byte {i} is not a length or version field but its flip was accepted"
                         );
                         assert_eq!(other.to_bytes(), flipped);
                     }

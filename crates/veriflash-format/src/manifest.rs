@@ -29,6 +29,10 @@ pub const MANIFEST_VERSION: u64 = 1;
 /// FORMAT.md §3.1): chunks may be stored compressed.
 pub const MANIFEST_VERSION_COMPRESSED: u64 = 2;
 
+/// The `manifestVersion` of a manifest with at least one image whose chunk table lays out its
+/// chunks itself (format version 3, FORMAT.md §3.3): content-defined, variable-length chunks.
+pub const MANIFEST_VERSION_VARIABLE_CHUNKS: u64 = 3;
+
 /// Bytes of one chunk table record: encoding (1), stored length (4), decompressed length (4).
 pub const CHUNK_RECORD_LEN: usize = 9;
 
@@ -79,8 +83,9 @@ pub struct StoredChunk {
     /// Length of the stored bytes in the payload, which the chunk digest covers. Equal to
     /// `decompressed_len` when raw; `1..decompressed_len` when compressed.
     pub stored_len: u32,
-    /// Length of the chunk once decompressed: always the chunk's nominal length
-    /// (`chunk_size`, or the remainder for the last chunk).
+    /// Length of the chunk once decompressed: the chunk's length in the image. In versions 1
+    /// and 2 that is the fixed layout's (`chunk_size`, or the remainder for the last chunk); a
+    /// version-3 table lays out its chunks itself (`1..=chunk_size` each, FORMAT.md §3.3).
     pub decompressed_len: u32,
 }
 
@@ -166,26 +171,86 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> Option<u64> {
 }
 
 impl ImageSpec {
-    /// Number of chunks (`ceil(size / chunk_size)`; 0 if `chunk_size` is 0).
+    /// Whether the image's chunk table lays out its chunks itself (content-defined chunks,
+    /// format version 3, FORMAT.md §3.3): it has a table whose records are not the fixed
+    /// layout's (`ceil(size / chunk_size)` chunks of `chunk_size`, the last one the remainder).
+    #[must_use]
+    pub fn has_variable_chunks(&self) -> bool {
+        if self.stored_chunks.is_empty() {
+            return false;
+        }
+        let fixed = chunk_count(self.size, self.chunk_size).unwrap_or(0);
+        to_u64(self.stored_chunks.len()) != fixed
+            || (0u64..)
+                .zip(&self.stored_chunks)
+                .any(|(i, c)| Some(u64::from(c.decompressed_len)) != self.fixed_chunk_len(i))
+    }
+
+    /// Number of chunks: `ceil(size / chunk_size)` (0 if `chunk_size` is 0), or the chunk
+    /// table's records when it lays out the chunks itself.
     #[must_use]
     pub fn chunk_count(&self) -> u64 {
+        if self.has_variable_chunks() {
+            return to_u64(self.stored_chunks.len());
+        }
         chunk_count(self.size, self.chunk_size).unwrap_or(0)
     }
 
-    /// Offset of chunk `index` within the image, or `None` past the last chunk.
+    /// Offset of chunk `index` within the image, or `None` past the last chunk. Content-defined
+    /// chunks are summed up to `index`: walk them with [`ImageSpec::chunk_layout`] instead.
     #[must_use]
     pub fn chunk_offset(&self, index: u64) -> Option<u64> {
+        if self.has_variable_chunks() {
+            let before = self.stored_chunks.get(..usize::try_from(index).ok()?)?;
+            if index >= to_u64(self.stored_chunks.len()) {
+                return None;
+            }
+            return Some(before.iter().fold(0u64, |at, c| {
+                at.saturating_add(u64::from(c.decompressed_len))
+            }));
+        }
         if index >= self.chunk_count() {
             return None;
         }
         index.checked_mul(u64::from(self.chunk_size))
     }
 
-    /// Length of chunk `index` (`chunk_size`, or the remainder for the last chunk), or `None`
-    /// past the last chunk.
+    /// Length of chunk `index` (`chunk_size`, or the remainder for the last chunk; its table
+    /// record's for content-defined chunks), or `None` past the last chunk.
     #[must_use]
     pub fn chunk_len(&self, index: u64) -> Option<u64> {
-        let offset = self.chunk_offset(index)?;
+        if self.has_variable_chunks() {
+            let record = self.stored_chunks.get(usize::try_from(index).ok()?)?;
+            return Some(u64::from(record.decompressed_len));
+        }
+        self.fixed_chunk_len(index)
+    }
+
+    /// Every chunk's offset and length in the image, in order.
+    pub fn chunk_layout(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let variable = self.has_variable_chunks();
+        let lens = (0..self.chunk_count()).map(move |i| {
+            if variable {
+                self.stored_chunks
+                    .get(usize::try_from(i).unwrap_or(usize::MAX))
+                    .map_or(0, |c| u64::from(c.decompressed_len))
+            } else {
+                self.fixed_chunk_len(i).unwrap_or(0)
+            }
+        });
+        lens.scan(0u64, |at, len| {
+            let offset = *at;
+            *at = at.saturating_add(len);
+            Some((offset, len))
+        })
+    }
+
+    /// Length of chunk `index` in the fixed layout, or `None` past its last chunk.
+    fn fixed_chunk_len(&self, index: u64) -> Option<u64> {
+        if index >= chunk_count(self.size, self.chunk_size)? {
+            return None;
+        }
+        let offset = index.checked_mul(u64::from(self.chunk_size))?;
         let left = self.size.checked_sub(offset)?;
         Some(left.min(u64::from(self.chunk_size)))
     }
@@ -255,7 +320,7 @@ impl ImageSpec {
         check_image_size(&label, self.size)?;
         check_chunk_size(&label, self.chunk_size)?;
         let found = to_u64(self.chunk_digests.len()).saturating_mul(to_u64(DIGEST_LEN));
-        check_chunk_digests_len(&label, self.size, self.chunk_size, found)?;
+        check_chunk_digests_len(&label, self.chunk_count(), found)?;
         check_chunk_table(&label, self)?;
         check_extensions(&format!("{label} extensions"), &self.extensions)
     }
@@ -266,6 +331,10 @@ impl ImageSpec {
 fn check_chunk_table(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Error> {
     if image.stored_chunks.is_empty() {
         return Ok(());
+    }
+    let variable = image.has_variable_chunks();
+    if variable {
+        check_variable_layout(label, image)?;
     }
     let chunks = image.chunk_count();
     let found = to_u64(image.stored_chunks.len());
@@ -279,8 +348,8 @@ fn check_chunk_table(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Er
         ));
     }
     for (i, chunk) in (0u64..).zip(&image.stored_chunks) {
-        let nominal = image.chunk_len(i).unwrap_or(0);
-        if u64::from(chunk.decompressed_len) != nominal {
+        let nominal = image.fixed_chunk_len(i).unwrap_or(0);
+        if !variable && u64::from(chunk.decompressed_len) != nominal {
             return Err(invalid(
                 ImageField(label, "chunk_table"),
                 format!(
@@ -307,6 +376,34 @@ fn check_chunk_table(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Er
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The layout rules of FORMAT.md §3.3 for a table that lays out its chunks itself: each chunk
+/// `1..=chunk_size` bytes, together exactly the image.
+fn check_variable_layout(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Error> {
+    let mut total: u64 = 0;
+    for (i, chunk) in (0u64..).zip(&image.stored_chunks) {
+        if chunk.decompressed_len == 0 || chunk.decompressed_len > image.chunk_size {
+            return Err(invalid(
+                ImageField(label, "chunk_table"),
+                format!(
+                    "chunk {i} is {} bytes, outside 1..={} (the chunk size)",
+                    chunk.decompressed_len, image.chunk_size
+                ),
+            ));
+        }
+        total = total.saturating_add(u64::from(chunk.decompressed_len));
+    }
+    if total != image.size {
+        return Err(invalid(
+            ImageField(label, "chunk_table"),
+            format!(
+                "lays out {total} bytes of chunks, the image is {} bytes",
+                image.size
+            ),
+        ));
     }
     Ok(())
 }
@@ -438,11 +535,9 @@ fn check_chunk_size(label: &ImageLabel<'_>, chunk_size: u32) -> Result<(), Error
 /// and chunk size were checked.
 fn check_chunk_digests_len(
     label: &ImageLabel<'_>,
-    size: u64,
-    chunk_size: u32,
+    chunks: u64,
     found_bytes: u64,
 ) -> Result<(), Error> {
-    let chunks = chunk_count(size, chunk_size).unwrap_or(0);
     let expected = chunks.saturating_mul(to_u64(DIGEST_LEN));
     if found_bytes != expected {
         let plural = if chunks == 1 { "" } else { "s" };
@@ -498,11 +593,14 @@ impl Manifest {
     }
 
     /// The `manifestVersion` (and header `format_version`) this manifest is written with:
-    /// [`MANIFEST_VERSION_COMPRESSED`] when any image has a chunk table, else
+    /// [`MANIFEST_VERSION_VARIABLE_CHUNKS`] when any image's chunk table lays out its chunks
+    /// itself, else [`MANIFEST_VERSION_COMPRESSED`] when any image has a chunk table, else
     /// [`MANIFEST_VERSION`].
     #[must_use]
     pub fn version(&self) -> u64 {
-        if self
+        if self.images.iter().any(ImageSpec::has_variable_chunks) {
+            MANIFEST_VERSION_VARIABLE_CHUNKS
+        } else if self
             .images
             .iter()
             .any(|image| !image.stored_chunks.is_empty())
@@ -654,7 +752,7 @@ impl Manifest {
 
         let version_tlv = r.read(TAG_INTEGER, &"manifest_version")?;
         let version = decode_u64(MANIFEST, &version_tlv, &"manifest_version")?;
-        if version != MANIFEST_VERSION && version != MANIFEST_VERSION_COMPRESSED {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_VARIABLE_CHUNKS).contains(&version) {
             return Err(Error::UnsupportedManifestVersion { found: version });
         }
         let product = read_text(&mut r, &"product", "product length")?;
@@ -711,16 +809,17 @@ impl Manifest {
         };
         manifest.validate()?;
         if manifest.version() != version {
-            // Canonical form: version 2 exactly when some image has a chunk table.
+            // Canonical form: version 3 exactly when some image's chunk table lays out its
+            // chunks itself, else version 2 exactly when some image has a chunk table.
+            let found = match manifest.version() {
+                MANIFEST_VERSION => "have no chunk table",
+                MANIFEST_VERSION_COMPRESSED => "have chunk tables in the fixed layout only",
+                _ => "have a chunk table that lays out its chunks itself",
+            };
             return Err(invalid(
                 "manifest_version",
                 format!(
-                    "is {version}, but the images {} a chunk table (write version {})",
-                    if version == MANIFEST_VERSION {
-                        "have"
-                    } else {
-                        "have no"
-                    },
+                    "is {version}, but the images {found} (write version {})",
                     manifest.version()
                 ),
             ));
@@ -898,7 +997,19 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
 
     let field = ImageField(&label, "chunk_digests");
     let digests_tlv = f.read(TAG_OCTET_STRING, &field)?;
-    check_chunk_digests_len(&label, size, chunk_size, to_u64(digests_tlv.value.len()))?;
+    let found = to_u64(digests_tlv.value.len());
+    if version == MANIFEST_VERSION_VARIABLE_CHUNKS {
+        // The chunk table, read next, lays out as many chunks as there are digests (at least
+        // one); `validate` checks the layout against the size.
+        if found == 0 || !found.is_multiple_of(to_u64(DIGEST_LEN)) {
+            return Err(invalid(
+                field,
+                format!("is {found} bytes, not a whole number of {DIGEST_LEN}-byte digests"),
+            ));
+        }
+    } else {
+        check_chunk_digests_len(&label, chunk_count(size, chunk_size).unwrap_or(0), found)?;
+    }
     let chunk_digests: Vec<[u8; DIGEST_LEN]> = digests_tlv
         .value
         .chunks_exact(DIGEST_LEN)
@@ -907,7 +1018,7 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
 
     // A version-1 manifest has no chunk table: a [1] field there is an unexpected field, which
     // `finish` reports.
-    let stored_chunks = if version == MANIFEST_VERSION_COMPRESSED {
+    let stored_chunks = if version >= MANIFEST_VERSION_COMPRESSED {
         read_chunk_table(&mut f, &label, chunk_digests.len())?
     } else {
         Vec::new()

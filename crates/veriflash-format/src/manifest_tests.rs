@@ -184,10 +184,10 @@ fn rejects_manifest_with_bytes_after_its_sequence_as_malformed() {
 
 #[test]
 fn rejects_manifest_with_unsupported_version() {
-    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[3]));
+    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[4]));
     assert_eq!(
         Manifest::from_der(&der),
-        Err(Error::UnsupportedManifestVersion { found: 3 })
+        Err(Error::UnsupportedManifestVersion { found: 4 })
     );
 }
 
@@ -796,15 +796,57 @@ fn round_trips_a_version_2_manifest_with_its_chunk_table() {
 
 #[test]
 fn rejects_a_chunk_table_whose_decompressed_length_is_not_the_chunk_length() {
+    // A table whose lengths are not the fixed layout lays out its chunks itself (version 3),
+    // and then they must make up the image exactly.
     let mut m = compressed_manifest();
     m.images[0].stored_chunks[2].decompressed_len = 1000;
+    assert!(m.images[0].has_variable_chunks());
     refused_both_ways(
         &m,
         &invalid_field(
             "image 'rootfs' chunk_table",
-            "chunk 2 decompressed length is 1000, the chunk is 1808 bytes",
+            "lays out 9192 bytes of chunks, the image is 10000 bytes",
         ),
     );
+}
+
+#[test]
+fn a_table_that_lays_out_its_own_chunks_is_version_3_and_only_version_3() {
+    let mut m = compressed_manifest();
+    // 4096 + 4096 + 1808 laid out as 4000 + 4192 + 1808: raw records, the chunks' own lengths.
+    for (record, len) in m.images[0].stored_chunks.iter_mut().zip([4000, 4096, 1904]) {
+        *record = StoredChunk {
+            encoding: ChunkEncoding::Raw,
+            stored_len: len,
+            decompressed_len: len,
+        };
+    }
+    assert_eq!(m.version(), crate::MANIFEST_VERSION_VARIABLE_CHUNKS);
+    let der = m.to_der().unwrap();
+    let back = Manifest::from_der(&der).unwrap();
+    assert_eq!(back, m);
+    let image = &back.images[0];
+    assert_eq!(
+        image.chunk_layout().collect::<Vec<_>>(),
+        [(0, 4000), (4000, 4096), (8096, 1904)]
+    );
+    assert_eq!(image.chunk_offset(2), Some(8096));
+    assert_eq!(image.chunk_len(1), Some(4096));
+    assert_eq!(image.chunk_offset(3), None);
+    // The same bytes declared as version 2 are refused: a version-2 reader would take the
+    // fixed layout.
+    let as_v2 = edit_manifest(&m, |p| p[0] = tlv(0x02, &[2]));
+    assert!(matches!(
+        Manifest::from_der(&as_v2),
+        Err(Error::InvalidField { field, .. }) if field == "manifest_version"
+    ));
+    // A chunk longer than the chunk size is refused.
+    let mut long = m.clone();
+    long.images[0].stored_chunks[0].decompressed_len = 4097;
+    long.images[0].stored_chunks[0].stored_len = 4097;
+    long.images[0].stored_chunks[1].decompressed_len = 3999;
+    long.images[0].stored_chunks[1].stored_len = 3999;
+    assert!(matches!(long.validate(), Err(Error::InvalidField { .. })));
 }
 
 #[test]
@@ -828,9 +870,11 @@ fn rejects_compressed_chunks_that_are_not_smaller_and_raw_chunks_that_differ() {
 fn rejects_a_chunk_table_with_the_wrong_number_of_records() {
     let mut m = compressed_manifest();
     m.images[0].stored_chunks.pop();
+    // Two records for a 3-chunk image do not follow the fixed layout: they lay out 2 chunks,
+    // and the 3 digests are one too many.
     let expected = invalid_field(
-        "image 'rootfs' chunk_table",
-        "has 2 records, expected 3 (one 9-byte record per chunk)",
+        "image 'rootfs' chunk_digests",
+        "is 96 bytes, expected 64 (2 chunks)",
     );
     assert_eq!(m.validate(), Err(expected.clone()));
     assert_eq!(m.to_der(), Err(expected));

@@ -153,9 +153,7 @@ pub fn signed_message(manifest: &Manifest) -> Result<Vec<u8>, Error> {
         found: to_u64(der.len()),
     })?;
     let mut header = Header::new(manifest_len, payload_len);
-    if manifest.version() == crate::MANIFEST_VERSION_COMPRESSED {
-        header.format_version = crate::FORMAT_VERSION_COMPRESSED;
-    }
+    header.format_version = u16::try_from(manifest.version()).unwrap_or(crate::FORMAT_VERSION);
     header.validate()?;
     let mut out = Vec::with_capacity(HEADER_LEN.saturating_add(der.len()));
     out.extend_from_slice(&header.to_bytes());

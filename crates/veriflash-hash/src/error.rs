@@ -95,6 +95,14 @@ pub enum Error {
     },
     /// The image is larger than `u64::MAX` bytes (only reachable through a reader that never ends).
     SizeOverflow,
+    /// A [`Realigner`](crate::Realigner) was given a chunk that does not start where the chunks
+    /// before it ended.
+    NotContiguous {
+        /// Where the next chunk had to start.
+        expected: u64,
+        /// Where it started.
+        found: u64,
+    },
     /// A buffer of `bytes` bytes could not be allocated. Callers bound the chunk size (the package
     /// format does), so this means the device is short of memory.
     OutOfMemory {
@@ -190,6 +198,10 @@ impl fmt::Display for Error {
                 "chunk {index}: stored length is inconsistent with the chunk length"
             ),
             Self::SizeOverflow => f.write_str("image size overflows 64 bits"),
+            Self::NotContiguous { expected, found } => write!(
+                f,
+                "a chunk at byte offset {found} follows chunks that ended at {expected}"
+            ),
             Self::OutOfMemory { bytes } => write!(f, "cannot allocate a buffer of {bytes} bytes"),
             #[cfg(feature = "std")]
             Self::Io { message, .. } => write!(f, "read error: {message}"),

@@ -290,9 +290,11 @@ where
 {
     let verifier = ChunkVerifier::with_storage(expect, stored)?;
     let total = verifier.chunk_count();
-    let chunk_size = verifier
-        .expected_chunk(0)
-        .map_or(0, |first| first.len())
+    // The longest a chunk can be: the chunk size, or the whole image when it is shorter (a
+    // table's content-defined chunks are each at most the chunk size too).
+    let chunk_size = usize::try_from(expect.chunk_size)
+        .unwrap_or(usize::MAX)
+        .min(usize::try_from(expect.size).unwrap_or(usize::MAX))
         .max(1);
     let min_buffer_len = match options.min_buffer_len {
         0 => DEFAULT_MIN_BUFFER_LEN,

@@ -1,6 +1,7 @@
 //! Checking an image against its expected digests, chunk by chunk, without doing any I/O.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::digest::{chunk_count, chunk_size_usize};
@@ -43,8 +44,12 @@ pub enum ChunkEncoding {
 pub struct StoredChunk {
     /// How the chunk is stored.
     pub encoding: ChunkEncoding,
-    /// Length of the stored bytes; at most the chunk's nominal length, and equal to it when raw.
+    /// Length of the stored bytes; at most the chunk's length, and equal to it when raw.
     pub stored_len: u32,
+    /// The chunk's length (decompressed): in a fixed layout `chunk_size`, or the remainder for
+    /// the last chunk; content-defined chunks have any length in `1..=chunk_size`, together
+    /// exactly the image. A table lays out the image's chunks by these lengths.
+    pub len: u32,
 }
 
 /// Why a [`ChunkDecoder`] could not turn verified stored bytes into a chunk.
@@ -421,10 +426,87 @@ impl fmt::Debug for VerifiedChunk<'_> {
     }
 }
 
+/// Re-cuts the verified chunks of one image, given in order, into verified pieces that each
+/// start on a multiple of `unit` bytes (and are whole units long but for the image's last),
+/// numbered from 0:
+/// what a device that writes in pages or sectors needs when chunks are content-defined and end
+/// anywhere. Every byte it hands out came from a [`VerifiedChunk`], so the pieces are verified
+/// too; it holds at most one chunk and one unit of bytes.
+#[derive(Debug)]
+pub struct Realigner {
+    unit: usize,
+    buffer: Vec<u8>,
+    /// Image offset of `buffer[0]`.
+    start: u64,
+    /// Bytes at the front of `buffer` handed out by the last call, dropped by the next.
+    handed: usize,
+    /// The next piece's index: pieces are numbered from 0 as they are handed out.
+    index: u64,
+}
+
+impl Realigner {
+    /// Pieces aligned to `unit` bytes (at least 1).
+    #[must_use]
+    pub fn new(unit: usize) -> Self {
+        Self {
+            unit: unit.max(1),
+            buffer: Vec::new(),
+            start: 0,
+            handed: 0,
+            index: 0,
+        }
+    }
+
+    /// Takes the next chunk; returns the whole units now complete, if any, as one piece.
+    ///
+    /// # Errors
+    /// [`Error::NotContiguous`] for a chunk that does not start where the last one ended.
+    pub fn push(&mut self, chunk: VerifiedChunk<'_>) -> Result<Option<VerifiedChunk<'_>>, Error> {
+        self.drop_handed();
+        let end = self.start.saturating_add(len_u64(self.buffer.len()));
+        if chunk.offset != end {
+            return Err(Error::NotContiguous {
+                expected: end,
+                found: chunk.offset,
+            });
+        }
+        self.buffer.extend_from_slice(chunk.bytes);
+        let whole = self.buffer.len() - self.buffer.len() % self.unit;
+        Ok(self.hand_out(whole))
+    }
+
+    /// The bytes left after the last chunk (the image's end, shorter than a unit), if any.
+    pub fn finish(&mut self) -> Option<VerifiedChunk<'_>> {
+        self.drop_handed();
+        self.hand_out(self.buffer.len())
+    }
+
+    fn drop_handed(&mut self) {
+        self.buffer.drain(..self.handed);
+        self.start = self.start.saturating_add(len_u64(self.handed));
+        self.handed = 0;
+    }
+
+    fn hand_out(&mut self, len: usize) -> Option<VerifiedChunk<'_>> {
+        if len == 0 {
+            return None;
+        }
+        self.handed = len;
+        let index = self.index;
+        self.index = self.index.saturating_add(1);
+        Some(VerifiedChunk {
+            index,
+            offset: self.start,
+            bytes: self.buffer.get(..len)?,
+        })
+    }
+}
+
 /// Sans-IO chunk checker: feed it each chunk of an image in order with [`check`](Self::check),
 /// then call [`finish`](Self::finish).
 ///
-/// It does no I/O and allocates nothing, so any driver can use it: the serial
+/// It does no I/O and allocates nothing beyond one offset per record of a chunk table, so any
+/// driver can use it: the serial
 /// `verify_reader`, a download loop, or a parallel driver that checks chunks on worker threads
 /// through [`expected_chunk`](Self::expected_chunk). Each chunk is compared with its digest as it
 /// is offered, so the first corrupt chunk is reported before any later byte is looked at. A
@@ -432,8 +514,10 @@ impl fmt::Debug for VerifiedChunk<'_> {
 /// download) may offer it again.
 pub struct ChunkVerifier<'a> {
     expect: ImageExpectation<'a>,
-    /// The chunk table; empty means every chunk is stored raw.
+    /// The chunk table; empty means every chunk is stored raw, in the fixed layout.
     stored: &'a [StoredChunk],
+    /// Where each chunk of the table starts in the image (empty without a table).
+    offsets: Vec<u64>,
     chunk_size: usize,
     total: u64,
     checked: u64,
@@ -452,23 +536,32 @@ impl<'a> ChunkVerifier<'a> {
         Self::with_storage(expect, &[])
     }
 
-    /// A verifier for one image whose chunks are stored as `stored` says (one record per chunk;
-    /// empty means all raw). [`check`](Self::check) accepts raw chunks only; compressed ones are
-    /// checked with [`ExpectedChunk::verify_decoded`] or the parallel driver.
+    /// A verifier for one image whose chunks are stored as `stored` says (one record per chunk,
+    /// laying out the image by the records' lengths; empty means all raw, in the fixed
+    /// layout). [`check`](Self::check) accepts raw chunks only; compressed ones are checked
+    /// with [`ExpectedChunk::verify_decoded`] or the parallel driver. With a table, the
+    /// verifier holds each chunk's offset (8 bytes a chunk).
     ///
     /// # Errors
     ///
-    /// Those of [`new`](Self::new); [`Error::DigestCountMismatch`] if `stored` is neither empty
-    /// nor one record per chunk; [`Error::InvalidStoredChunk`] for a record whose stored length
-    /// exceeds the chunk's length, or differs from it for a raw chunk.
+    /// Those of [`new`](Self::new), with a table's record count in place of
+    /// `ceil(size / chunk_size)`; [`Error::InvalidStoredChunk`] for a record of length 0 or
+    /// over the chunk size, records that do not add up to the image's size (reported at the
+    /// last record), or a stored length that exceeds the chunk's length, or differs from it for
+    /// a raw chunk.
     pub fn with_storage(
         expect: ImageExpectation<'a>,
         stored: &'a [StoredChunk],
     ) -> Result<Self, Error> {
         let chunk_size = chunk_size_usize(expect.chunk_size)?;
-        let total = chunk_count(expect.size, expect.chunk_size).ok_or(Error::InvalidChunkSize {
+        let fixed = chunk_count(expect.size, expect.chunk_size).ok_or(Error::InvalidChunkSize {
             chunk_size: expect.chunk_size,
         })?;
+        let total = if stored.is_empty() {
+            fixed
+        } else {
+            len_u64(stored.len())
+        };
         let found = len_u64(expect.chunk_digests.len());
         if found != total {
             return Err(Error::DigestCountMismatch {
@@ -476,22 +569,30 @@ impl<'a> ChunkVerifier<'a> {
                 found,
             });
         }
+        let mut offsets = Vec::new();
+        let mut at: u64 = 0;
+        for (index, record) in (0u64..).zip(stored) {
+            if record.len == 0 || record.len > expect.chunk_size {
+                return Err(Error::InvalidStoredChunk { index });
+            }
+            offsets.push(at);
+            at = at.saturating_add(u64::from(record.len));
+        }
+        if !stored.is_empty() && at != expect.size {
+            return Err(Error::InvalidStoredChunk {
+                index: total.saturating_sub(1),
+            });
+        }
         let verifier = Self {
             expect,
             stored,
+            offsets,
             chunk_size,
             total,
             checked: 0,
             whole: Sha256::new(),
         };
         if !stored.is_empty() {
-            let records = len_u64(stored.len());
-            if records != total {
-                return Err(Error::DigestCountMismatch {
-                    expected: total,
-                    found: records,
-                });
-            }
             for index in 0..total {
                 let chunk = verifier
                     .expected_chunk(index)
@@ -541,16 +642,23 @@ impl<'a> ChunkVerifier<'a> {
             .expect
             .chunk_digests
             .get(usize::try_from(index).ok()?)?;
-        // index < ceil(size / chunk_size), so offset < size: neither step can fail.
-        let offset = index.checked_mul(u64::from(self.expect.chunk_size))?;
-        let remaining = self.expect.size.checked_sub(offset)?;
-        // A remainder that does not fit in usize is certainly longer than a chunk.
-        let len = usize::try_from(remaining).map_or(self.chunk_size, |r| r.min(self.chunk_size));
-        let (encoding, stored_len) = if self.stored.is_empty() {
-            (ChunkEncoding::Raw, len)
+        let (offset, len, encoding, stored_len) = if self.stored.is_empty() {
+            // index < ceil(size / chunk_size), so offset < size: neither step can fail.
+            let offset = index.checked_mul(u64::from(self.expect.chunk_size))?;
+            let remaining = self.expect.size.checked_sub(offset)?;
+            // A remainder that does not fit in usize is certainly longer than a chunk.
+            let len =
+                usize::try_from(remaining).map_or(self.chunk_size, |r| r.min(self.chunk_size));
+            (offset, len, ChunkEncoding::Raw, len)
         } else {
-            let record = self.stored.get(usize::try_from(index).ok()?)?;
-            (record.encoding, usize::try_from(record.stored_len).ok()?)
+            let i = usize::try_from(index).ok()?;
+            let record = self.stored.get(i)?;
+            (
+                *self.offsets.get(i)?,
+                usize::try_from(record.len).ok()?,
+                record.encoding,
+                usize::try_from(record.stored_len).ok()?,
+            )
         };
         Some(ExpectedChunk {
             index,

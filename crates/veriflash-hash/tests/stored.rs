@@ -66,6 +66,7 @@ fn image() -> (Vec<u8>, Vec<u8>, Vec<StoredChunk>) {
             table.push(StoredChunk {
                 encoding: ChunkEncoding::Zstd,
                 stored_len: 1,
+                len: CHUNK as u32,
             });
         } else {
             let raw: Vec<u8> = (0..CHUNK).map(|j| (j as u8) ^ i).collect();
@@ -74,6 +75,7 @@ fn image() -> (Vec<u8>, Vec<u8>, Vec<StoredChunk>) {
             table.push(StoredChunk {
                 encoding: ChunkEncoding::Raw,
                 stored_len: CHUNK as u32,
+                len: CHUNK as u32,
             });
         }
     }
@@ -226,4 +228,108 @@ fn verify_decoded_checks_the_digest_first_and_verify_refuses_encoded_chunks() {
     assert!(toy.calls.lock().unwrap().is_empty());
     let verified = chunk.verify_decoded(&[0], &toy, &mut out).unwrap();
     assert_eq!(verified.bytes(), &[0u8; CHUNK][..]);
+}
+
+#[test]
+fn a_table_lays_out_chunks_of_their_own_lengths() {
+    // Raw chunks of 1000, 4096, 1, 3000 bytes: content-defined chunks, at most CHUNK each.
+    let lens = [1000u32, 4096, 1, 3000];
+    let image: Vec<u8> = (0..lens.iter().sum::<u32>())
+        .map(|i| (i * 7) as u8)
+        .collect();
+    let table: Vec<StoredChunk> = lens
+        .iter()
+        .map(|&len| StoredChunk {
+            encoding: ChunkEncoding::Raw,
+            stored_len: len,
+            len,
+        })
+        .collect();
+    let digests = chunk_digests(&image, &table);
+    let whole = sha256(&image);
+    let expect = ImageExpectation {
+        size: image.len() as u64,
+        chunk_size: CHUNK as u32,
+        digest: &whole,
+        chunk_digests: &digests,
+    };
+    for threads in [1, 2] {
+        let mut seen = Vec::new();
+        let options = ParallelOptions::new()
+            .threads(threads)
+            .check_whole_image(true);
+        let toy = Toy::default();
+        let result =
+            verify_stored_reader_parallel(&mut &image[..], expect, &table, &toy, options, |c| {
+                seen.push((c.offset(), c.bytes().len()));
+                Ok::<(), io::Error>(())
+            });
+        assert_eq!(result.unwrap(), whole);
+        assert_eq!(seen, [(0, 1000), (1000, 4096), (5096, 1), (5097, 3000)]);
+    }
+    // Records that do not add up to the image, or a chunk over the chunk size, are refused.
+    let mut short = table.clone();
+    short[3].len = 2999;
+    short[3].stored_len = 2999;
+    let verifier = veriflash_hash::ChunkVerifier::with_storage(expect, &short);
+    assert!(matches!(
+        verifier,
+        Err(Error::InvalidStoredChunk { index: 3 })
+    ));
+    let mut long = table.clone();
+    long[1].len = CHUNK as u32 + 1;
+    assert!(matches!(
+        veriflash_hash::ChunkVerifier::with_storage(expect, &long),
+        Err(Error::InvalidStoredChunk { index: 1 })
+    ));
+}
+
+#[test]
+fn a_realigner_hands_out_verified_whole_units_in_order() {
+    let lens = [1000u32, 4096, 1, 3000];
+    let image: Vec<u8> = (0..lens.iter().sum::<u32>())
+        .map(|i| (i * 3) as u8)
+        .collect();
+    let table: Vec<StoredChunk> = lens
+        .iter()
+        .map(|&len| StoredChunk {
+            encoding: ChunkEncoding::Raw,
+            stored_len: len,
+            len,
+        })
+        .collect();
+    let digests = chunk_digests(&image, &table);
+    let whole = sha256(&image);
+    let expect = ImageExpectation {
+        size: image.len() as u64,
+        chunk_size: CHUNK as u32,
+        digest: &whole,
+        chunk_digests: &digests,
+    };
+    let mut realigner = veriflash_hash::Realigner::new(1024);
+    let mut pieces = Vec::new();
+    let toy = Toy::default();
+    verify_stored_reader_parallel(
+        &mut &image[..],
+        expect,
+        &table,
+        &toy,
+        ParallelOptions::new().threads(1),
+        |chunk| {
+            if let Some(piece) = realigner.push(chunk).unwrap() {
+                pieces.push((piece.index(), piece.offset(), piece.bytes().to_vec()));
+            }
+            Ok::<(), io::Error>(())
+        },
+    )
+    .unwrap();
+    if let Some(piece) = realigner.finish() {
+        pieces.push((piece.index(), piece.offset(), piece.bytes().to_vec()));
+    }
+    let shape: Vec<(u64, u64, usize)> = pieces.iter().map(|(i, o, b)| (*i, *o, b.len())).collect();
+    assert_eq!(shape, [(0, 0, 4096), (1, 4096, 3072), (2, 7168, 929)]);
+    assert_eq!(
+        pieces.iter().flat_map(|p| p.2.clone()).collect::<Vec<_>>(),
+        image
+    );
 }

@@ -252,7 +252,7 @@ impl Layout {
     }
 
     /// File offset of partition `name`'s copy in `slot` (single partitions have one copy).
-    fn offset_of(&self, name: &str, slot: Slot) -> Option<u64> {
+    pub fn offset_of(&self, name: &str, slot: Slot) -> Option<u64> {
         let mut at = DATA_START;
         for p in &self.partitions {
             let len = self.copy_len(p);
@@ -1150,6 +1150,34 @@ impl FlashSession for FileDevice {
         Ok(digests)
     }
 
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, PluginError> {
+        Ok(self.state.images[slot_index(self.state.active)]
+            .iter()
+            .find(|i| i.partition == partition)
+            .map(|i| i.size))
+    }
+
+    fn read_installed(
+        &mut self,
+        partition: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), PluginError> {
+        use std::os::unix::fs::FileExt as _;
+        // The active slot: an install writes the other one, so this never reads its own output.
+        let installed = self.installed_len(partition)?.unwrap_or(0);
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > installed) {
+            return Err(PluginError::Unsupported(format!(
+                "read past the end of the image installed in '{partition}'"
+            )));
+        }
+        let (start, _) = self.locate(partition, self.state.active)?;
+        self.file
+            .read_exact_at(buf, start + offset)
+            .map_err(|e| storage(&self.path, e))
+    }
+
     fn commit(&mut self) -> Result<(), PluginError> {
         let plan = self.plan.take().ok_or_else(|| bad("commit before begin"))?;
         self.file.sync_all().map_err(|e| storage(&self.path, e))?;
@@ -1275,6 +1303,37 @@ mod tests {
             5,
             "the torn record must be ignored"
         );
+    }
+
+    #[test]
+    fn reads_back_only_the_image_the_active_slot_holds() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        let mut dev = FileDevice::create(&path, &layout()).unwrap();
+        assert_eq!(
+            dev.installed_len("boot").unwrap(),
+            None,
+            "nothing installed"
+        );
+        let image: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (start, _) = dev.locate("boot", Slot::A).unwrap();
+        dev.file.write_all_at(&image, start).unwrap();
+        let (other, _) = dev.locate("boot", Slot::B).unwrap();
+        dev.file.write_all_at(&[0xEE; 4096], other).unwrap();
+        let mut s = dev.state.clone();
+        s.images[slot_index(Slot::A)].push(Installed {
+            partition: "boot".into(),
+            size: image.len() as u64,
+            digest: sha256(&image),
+        });
+        dev.write_state(s).unwrap();
+        assert_eq!(dev.installed_len("boot").unwrap(), Some(10_000));
+        let mut buf = [0u8; 300];
+        dev.read_installed("boot", 4096, &mut buf).unwrap();
+        assert_eq!(buf[..], image[4096..4396]);
+        assert!(dev.read_installed("boot", 9_800, &mut buf).is_err());
+        assert!(dev.read_installed("efs2", 0, &mut buf).is_err());
     }
 
     #[test]

@@ -441,6 +441,41 @@ pub trait FlashSession {
         ))
     }
 
+    /// How many bytes of the image the software that boots now holds in `partition` can be
+    /// read back with [`FlashSession::read_installed`]: what an install may reuse chunks from
+    /// instead of downloading them (delta updates). `None` (the default): nothing is installed
+    /// there, or the session cannot read it.
+    ///
+    /// Only a device whose install never overwrites what it reads here may answer: an A/B
+    /// device reads the active slot while the install writes the other one. A single-slot
+    /// device, whose install overwrites its only copy, answers `None`.
+    ///
+    /// # Errors
+    /// When the device cannot be queried.
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, PluginError> {
+        let _ = partition;
+        Ok(None)
+    }
+
+    /// Reads `buf.len()` bytes of the image installed in `partition`, from byte `offset` (see
+    /// [`FlashSession::installed_len`]). The pipeline hashes what it reads against a signed
+    /// chunk digest before any of it is written, so a damaged installed image is never copied.
+    ///
+    /// # Errors
+    /// When the range runs past [`FlashSession::installed_len`] or the read fails; the default
+    /// refuses, for a session that reads nothing back.
+    fn read_installed(
+        &mut self,
+        partition: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), PluginError> {
+        let _ = (partition, offset, buf);
+        Err(PluginError::Unsupported(
+            "this device cannot read back what it runs".to_owned(),
+        ))
+    }
+
     /// Makes the new software the one that boots and raises the anti-rollback floor, as one
     /// atomic step: after a power loss the device boots either the old or the new software.
     ///

@@ -323,6 +323,13 @@ impl Manifest {
         self
     }
 
+    /// The same, as version `version` (header and manifest).
+    fn version(mut self, version: u16) -> Self {
+        self.version = uint(u64::from(version));
+        self.header_version = version;
+        self
+    }
+
     fn body(&self) -> Vec<u8> {
         let images: Vec<u8> = self.images.iter().flat_map(Image::der).collect();
         [
@@ -587,6 +594,7 @@ pub fn generate(dir: &Path) -> Result<VectorSet, Error> {
     end_vectors(&mut out, &keys)?;
     signature_vectors(&mut out, &keys)?;
     zstd_vectors(&mut out, &keys)?;
+    variable_chunk_vectors(&mut out, &keys)?;
     rotation_vectors(&mut out, &keys)?;
     Ok(VectorSet {
         vectors: out.vectors,
@@ -679,10 +687,10 @@ fn header_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
     );
     let header_cases: [(&str, HeaderEdit, u8, &'static str); 8] = [
         (
-            "header-version-3",
-            |h| h[9] = 3,
+            "header-version-4",
+            |h| h[9] = 4,
             11,
-            "format_version 3: unsupported",
+            "format_version 4: unsupported",
         ),
         (
             "header-len-33",
@@ -824,15 +832,15 @@ fn manifest_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
         "the chipset's length in the long form (81 07): BER, malformed",
     );
 
-    let mut v3 = base_manifest();
-    v3.version = uint(3);
+    let mut v4 = base_manifest();
+    v4.version = uint(4);
     out.add(
-        "manifest-version-3",
-        signed(Package::new(&v3))?,
+        "manifest-version-4",
+        signed(Package::new(&v4))?,
         TRUST_A,
         11,
         "§3 version rule",
-        "manifestVersion 3: unsupported",
+        "manifestVersion 4: unsupported",
     );
     let data = pseudo_random(1000, 23);
     let all_raw = Image::tabled(
@@ -1373,6 +1381,74 @@ fn zstd_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
         10,
         table_rule,
         "a zstd record whose stored length equals its decompressed length: invalid",
+    );
+    Ok(())
+}
+
+/// Format version 3 (FORMAT.md §3.3): a chunk table that lays out content-defined chunks.
+fn variable_chunk_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
+    let sign = |m: &Manifest| Package::new(m).signed(&[Entry::Good(&k.a)]);
+    let rule = "§3.3 content-defined chunks";
+    let data = pseudo_random(9000, 31);
+    // Raw chunks of 1500, 4096 and 3404 bytes: not the fixed layout of 4096-byte chunks.
+    let image = |lens: &[u32]| {
+        let mut at = 0usize;
+        let chunks: Vec<Stored> = lens
+            .iter()
+            .map(|&len| {
+                let end = at.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                let bytes = data
+                    .get(at..end.min(data.len()))
+                    .unwrap_or_default()
+                    .to_vec();
+                at = end;
+                Stored {
+                    encoding: RAW,
+                    bytes,
+                    len,
+                }
+            })
+            .collect();
+        Image::tabled(4096, &chunks, sha256(&data))
+    };
+    let good = Manifest::new(image(&[1500, 4096, 3404])).version(3);
+    out.add(
+        "cdc-good",
+        sign(&good)?,
+        TRUST_A,
+        0,
+        rule,
+        "version 3: raw chunks of 1500, 4096 and 3404 bytes laid out by the chunk table",
+    );
+    out.add(
+        "cdc-as-version-2",
+        sign(&Manifest::new(image(&[1500, 4096, 3404])).v2())?,
+        TRUST_A,
+        10,
+        rule,
+        "the same chunks declared as version 2, whose chunks are in the fixed layout: a version-2 \
+         reader would find other chunks, so the version is invalid",
+    );
+    out.add(
+        "cdc-chunk-over-chunk-size",
+        sign(&Manifest::new(image(&[1500, 4097, 3403])).version(3))?,
+        TRUST_A,
+        10,
+        rule,
+        "a chunk of 4097 bytes where the chunk size (the largest chunk) is 4096",
+    );
+    let short = Manifest::new(image(&[1500, 4096, 3404])).version(3);
+    let mut short = short;
+    if let Some(first) = short.images.first_mut() {
+        first.size = 9001;
+    }
+    out.add(
+        "cdc-layout-short-of-size",
+        sign(&short)?,
+        TRUST_A,
+        10,
+        rule,
+        "chunks laying out 9000 bytes for an image of 9001",
     );
     Ok(())
 }
