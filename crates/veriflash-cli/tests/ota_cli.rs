@@ -316,8 +316,9 @@ fn fetch_and_flash_document_the_download_limits() {
     }
 }
 
-/// A server on 127.0.0.1 for `package` that honours `Range` and, for any request starting at
-/// or past `stall_from`, sends `send` bytes and then nothing more, holding the connection.
+/// A server on 127.0.0.1 for `package` that honours `Range` and, for any request reaching past
+/// `stall_from`, sends at most `send` bytes beyond `stall_from` (or beyond its start, if later)
+/// and then nothing more, holding the connection.
 fn stalling_after(package: Vec<u8>, stall_from: usize, send: usize) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -353,11 +354,10 @@ fn stalling_after(package: Vec<u8>, stall_from: usize, send: usize) -> SocketAdd
                     package.len(),
                     end - start
                 );
-                let body = if start >= stall_from {
-                    &package[start..(start + send).min(end)]
-                } else {
-                    &package[start..end]
-                };
+                // Past `stall_from`, at most `send` bytes per request: a request that began
+                // before it (the payload's first) stalls too, so the download cannot finish
+                // before the test's Ctrl-C on a fast machine.
+                let body = &package[start..end.min(start.max(stall_from) + send)];
                 if connection.write_all(head.as_bytes()).is_err()
                     || connection.write_all(body).is_err()
                 {
