@@ -9,53 +9,17 @@
 )]
 
 mod common;
-use common::{Emulated, ok, stderr, veriflash};
+use common::{Emulated, mdm9607_package, ok, stderr, veriflash};
 
 use std::path::Path;
 
 use serde_json::Value;
-use veriflash_mdm9x07::emulator::test_programmer;
-
-/// A key and a signed MDM9607 package (programmer + sbl + boot + system) in `dir`.
-fn setup(dir: &Path) {
-    std::fs::write(dir.join("programmer.elf"), test_programmer(&[0x5Au8; 6000])).unwrap();
-    std::fs::write(dir.join("sbl.img"), vec![0x11u8; 40_000]).unwrap();
-    let boot: Vec<u8> = (0..150_000u32).map(|i| i.to_le_bytes()[0]).collect();
-    std::fs::write(dir.join("boot.img"), boot).unwrap();
-    let system: Vec<u8> = (0..300_000u32)
-        .map(|i| (i * 7 % 251).to_le_bytes()[0])
-        .collect();
-    std::fs::write(dir.join("system.img"), system).unwrap();
-    std::fs::write(
-        dir.join("update.toml"),
-        "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
-         security_version = 7\nhardware_revisions = [\"r2\"]\nchunk_size = 65536\n\
-         [[image]]\nname = \"programmer\"\npartition = \"programmer\"\nfile = \"programmer.elf\"\n\
-         [[image]]\nname = \"sbl\"\npartition = \"sbl\"\nfile = \"sbl.img\"\n\
-         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\
-         [[image]]\nname = \"system\"\npartition = \"system\"\nfile = \"system.img\"\n",
-    )
-    .unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "update.vfp",
-        ],
-        dir,
-    ));
-}
 
 #[test]
 fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     let emulated = Emulated::start(&[]);
     let target = emulated.target();
     let out = veriflash(
@@ -113,7 +77,7 @@ fn flashes_through_the_pty_emulator_then_status_identifies_it_again() {
 fn a_wrong_chip_emulated_on_the_pty_is_refused_with_code_41() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     let emulated = Emulated::start(&["--chip", "msm8916"]);
     let out = veriflash(
         &[
@@ -189,7 +153,7 @@ fn malformed_and_absent_mdm9x07_targets_are_clear_errors() {
     );
     assert_download_mode_remedy(&v);
     // Nothing attached, for a flash: the same, at once (no wait for a modem to appear).
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     let out = veriflash(
         &[
             "flash",
@@ -279,7 +243,7 @@ fn devices_lists_edl_and_diag_modems_with_their_targets_or_says_none() {
 fn switch_to_edl_over_the_diag_port_then_flash_the_re_enumerated_device() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     let emulated = Emulated::start(&["--diag"]);
     // Normal mode: the boot ROM is not there yet, so a flash cannot identify the chip.
     let v: Value = serde_json::from_str(&ok(&veriflash(
@@ -340,7 +304,7 @@ fn a_refused_or_unanswered_switch_is_an_error_not_a_success() {
 fn a_products_file_names_the_modem_as_the_vendor_does() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     // The same images, for the product name the vendor uses.
     let text = std::fs::read_to_string(dir.join("update.toml"))
         .unwrap()
@@ -399,7 +363,7 @@ fn a_products_file_names_the_modem_as_the_vendor_does() {
 fn progress_counts_the_programmer_against_itself_and_the_flash_against_the_images_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 150_000, 300_000);
     let out = veriflash(
         &[
             "flash",

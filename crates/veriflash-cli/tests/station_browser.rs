@@ -17,7 +17,7 @@
 )]
 
 mod common;
-use common::{Emulated, Server, Station, http_request, ok, tool, veriflash};
+use common::{Emulated, Server, Station, http_request, mdm9607_package, tool};
 
 use std::path::Path;
 use std::process::Command;
@@ -25,40 +25,6 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use veriflash_mdm9x07::emulator::test_programmer;
-
-/// A key and a signed MDM9607 package (programmer + sbl + boot + system) in `dir`.
-fn setup(dir: &Path) {
-    std::fs::write(dir.join("programmer.elf"), test_programmer(&[0x5Au8; 6000])).unwrap();
-    std::fs::write(dir.join("sbl.img"), vec![0x11u8; 40_000]).unwrap();
-    let boot: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(dir.join("boot.img"), boot).unwrap();
-    let system: Vec<u8> = (0..900_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(dir.join("system.img"), system).unwrap();
-    std::fs::write(
-        dir.join("update.toml"),
-        "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
-         security_version = 7\nhardware_revisions = [\"r2\"]\nchunk_size = 65536\n\
-         [[image]]\nname = \"programmer\"\npartition = \"programmer\"\nfile = \"programmer.elf\"\n\
-         [[image]]\nname = \"sbl\"\npartition = \"sbl\"\nfile = \"sbl.img\"\n\
-         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\
-         [[image]]\nname = \"system\"\npartition = \"system\"\nfile = \"system.img\"\n",
-    )
-    .unwrap();
-    ok(&veriflash(&["keygen", "--out", "vendor.pem"], dir));
-    ok(&veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "update.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "update.vfp",
-        ],
-        dir,
-    ));
-}
 
 /// chromedriver on a free loopback port, driving Debian's headless Chromium with a fresh
 /// profile in `profile`.
@@ -175,7 +141,7 @@ fn csv_row(line: &str) -> Vec<String> {
 fn flash_all_in_chromium_installs_two_modems_refuses_the_wrong_chip_and_exports_the_history() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    setup(dir);
+    mdm9607_package(dir, 400_000, 900_000);
     let _modems = [
         Emulated::announced(&["--serial", "5A0001"], dir),
         Emulated::announced(&["--serial", "5A0002"], dir),

@@ -171,6 +171,35 @@ pub fn keygen_and_pack(dir: &Path, manifest: &str, out: &str) {
     ));
 }
 
+/// A key (`vendor.pem`) and a signed MDM9607 package `update.vfp` in `dir`: the Firehose
+/// programmer, `sbl`, and `boot`/`system` images of `boot_len`/`system_len` bytes (product
+/// acme-hotspot-x1 r2, version 2.4.0, security version 7, 64 KiB chunks).
+pub fn mdm9607_package(dir: &Path, boot_len: u32, system_len: u32) {
+    std::fs::write(
+        dir.join("programmer.elf"),
+        veriflash_mdm9x07::emulator::test_programmer(&[0x5Au8; 6000]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("sbl.img"), vec![0x11u8; 40_000]).unwrap();
+    let boot: Vec<u8> = (0..boot_len).map(|i| i.to_le_bytes()[0]).collect();
+    std::fs::write(dir.join("boot.img"), boot).unwrap();
+    let system: Vec<u8> = (0..system_len)
+        .map(|i| (i * 7 % 251).to_le_bytes()[0])
+        .collect();
+    std::fs::write(dir.join("system.img"), system).unwrap();
+    std::fs::write(
+        dir.join("update.toml"),
+        "product = \"acme-hotspot-x1\"\nchipset = \"mdm9607\"\nversion = \"2.4.0\"\n\
+         security_version = 7\nhardware_revisions = [\"r2\"]\nchunk_size = 65536\n\
+         [[image]]\nname = \"programmer\"\npartition = \"programmer\"\nfile = \"programmer.elf\"\n\
+         [[image]]\nname = \"sbl\"\npartition = \"sbl\"\nfile = \"sbl.img\"\n\
+         [[image]]\nname = \"boot\"\npartition = \"boot\"\nfile = \"boot.img\"\n\
+         [[image]]\nname = \"system\"\npartition = \"system\"\nfile = \"system.img\"\n",
+    )
+    .unwrap();
+    keygen_and_pack(dir, "update.toml", "update.vfp");
+}
+
 /// Serves the files of `dir` over HTTP on 127.0.0.1 (axum + tower-http's `ServeDir`, with
 /// `Range`) until the returned runtime is dropped.
 pub fn serve_dir(dir: &Path) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
