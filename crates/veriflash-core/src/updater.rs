@@ -823,14 +823,7 @@ fn open(source: &mut Option<PackageSource>) -> Result<Opened<'_>, Error> {
         )?));
     }
     match source.as_mut() {
-        Some(PackageSource::File(path)) => {
-            let (stream, len) = crate::source::open_package(path)?;
-            let reader = PackageReader::new(BufReader::with_capacity(64 * 1024, stream))?;
-            Ok(Opened::Local(match len {
-                Some(len) => reader.with_len(len),
-                None => reader,
-            }))
-        }
+        Some(PackageSource::File(path)) => Ok(Opened::Local(PackageReader::open(path)?)),
         Some(PackageSource::Remote(source, options)) => {
             Ok(Opened::Remote(source.as_mut(), *options))
         }
