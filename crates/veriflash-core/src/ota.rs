@@ -520,7 +520,8 @@ impl<S: Source> RemotePackage<S> {
     /// [`ErrorKind::InsufficientStorage`] before the first payload byte when the space is
     /// short; [`ErrorKind::Io`] for local files; the fetch errors, among them
     /// [`ErrorKind::Timeout`] and [`ErrorKind::DeadlineExceeded`] (with the partial download
-    /// and its state kept for the next run); any error of [`crate::verify_file`].
+    /// and its state kept for the next run), and [`ErrorKind::IntegrityMismatch`] for a chunk
+    /// that still does not match after its re-fetches.
     pub fn fetch_to_file(
         mut self,
         out: &Path,
