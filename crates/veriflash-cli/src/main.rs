@@ -290,6 +290,11 @@ enum Command {
         /// `file:PATH`, `mdm9x07:serial:TTY`, ...; shown while what it names exists.
         #[arg(long, value_name = "TARGET")]
         target: Vec<String>,
+        /// Let the package rewrite an MDM9x07's partition table (its MIBIB step), as
+        /// `flash --allow-partition-table` does: the old table is backed up first. Without it
+        /// such a package is refused on every modem (protected_partition).
+        #[arg(long)]
+        allow_partition_table: bool,
         /// The sysfs directory of USB devices discovery reads (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
@@ -704,6 +709,7 @@ fn main() -> ExitCode {
             listen,
             auto,
             target,
+            allow_partition_table,
             sysfs,
         } => station::run(&station::StationArgs {
             package: &package,
@@ -712,6 +718,7 @@ fn main() -> ExitCode {
             listen: listen.as_deref(),
             auto,
             targets: &target,
+            allow_partition_table,
             sysfs: sysfs.as_deref(),
         }),
         Command::Fetch {
