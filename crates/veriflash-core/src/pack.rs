@@ -226,6 +226,7 @@ impl UnsignedPackage {
                 digest: digests.digest,
                 chunk_digests: digests.chunk_digests,
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: Vec::new(),
             });
             sources.push(source.data);
@@ -742,6 +743,7 @@ fn tabled_image(
         digest: whole.finalize(),
         chunk_digests,
         stored_chunks,
+        source: None,
         extensions: Vec::new(),
     };
     // No chunk paid and the cuts fell where fixed chunks end (an image of one chunk): the image
