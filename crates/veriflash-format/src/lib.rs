@@ -25,9 +25,8 @@ pub use der::asn1::ObjectIdentifier;
 
 pub use error::Error;
 pub use header::{
-    FORMAT_VERSION, FORMAT_VERSION_COMPRESSED, FORMAT_VERSION_DELTA, FORMAT_VERSION_VARIABLE_CHUNKS, HEADER_LEN,
-    Header,
-    MAGIC,
+    FORMAT_VERSION, FORMAT_VERSION_COMPRESSED, FORMAT_VERSION_DELTA,
+    FORMAT_VERSION_VARIABLE_CHUNKS, HEADER_LEN, Header, MAGIC,
 };
 pub use manifest::{
     CHUNK_RECORD_LEN, ChunkEncoding, DIGEST_LEN, DeltaSource, Extension, ImageSpec,

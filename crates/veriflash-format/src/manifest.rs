@@ -7,10 +7,10 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::der_io::{
-    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_CONTEXT_1_CONSTRUCTED, TAG_INTEGER,
-    TAG_CONTEXT_2_CONSTRUCTED, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, TAG_UTF8_STRING, Tlv, decode_bool, decode_oid,
-    decode_u64, decode_utf8, oid_is_canonical, push_bool, push_header, push_oid, push_tlv,
-    push_u64, to_u64,
+    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_CONTEXT_1_CONSTRUCTED,
+    TAG_CONTEXT_2_CONSTRUCTED, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
+    TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8, oid_is_canonical,
+    push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
 };
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_EXTENSION_VALUE_LEN, MAX_EXTENSIONS, MAX_HW_REVISIONS, MAX_IMAGES,
@@ -497,7 +497,9 @@ fn check_source(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Error> 
                 )));
             }
             ChunkEncoding::Source if !zero => {
-                return Err(bad("has a frame digest, but the chunk stores no frame".into()));
+                return Err(bad(
+                    "has a frame digest, but the chunk stores no frame".into()
+                ));
             }
             ChunkEncoding::Patch if reference.len == 0 => {
                 return Err(bad("has an empty reference prefix".into()));

@@ -1004,7 +1004,10 @@ fn a_version_4_manifest_needs_a_source_and_a_source_needs_rebuilt_chunks() {
     assert_eq!(no_source.to_der(), Err(expected));
     // Without a source it is written as version 2, where encoding 3 is unknown.
     let (_, reason) = malformed_reason(Manifest::from_der(&no_source.encode_unchecked()));
-    assert_eq!(reason, "image 'rootfs' chunk_table: chunk 0 has unknown encoding 3");
+    assert_eq!(
+        reason,
+        "image 'rootfs' chunk_table: chunk 0 has unknown encoding 3"
+    );
     let mut unused = compressed_manifest();
     unused.images[0].source = m.images[0].source.clone();
     unused.images[0].source.as_mut().unwrap().references.clear();
@@ -1036,7 +1039,10 @@ fn rejects_source_references_out_of_range_or_inconsistent() {
     );
     let mut wrapping = delta_manifest();
     wrapping.images[0].source.as_mut().unwrap().references[1].offset = u64::MAX;
-    assert!(matches!(wrapping.validate(), Err(Error::InvalidField { .. })));
+    assert!(matches!(
+        wrapping.validate(),
+        Err(Error::InvalidField { .. })
+    ));
     let mut short_copy = delta_manifest();
     short_copy.images[0].source.as_mut().unwrap().references[1].len = 4095;
     refused_both_ways(
@@ -1047,7 +1053,12 @@ fn rejects_source_references_out_of_range_or_inconsistent() {
         ),
     );
     let mut copy_with_digest = delta_manifest();
-    copy_with_digest.images[0].source.as_mut().unwrap().references[1].frame_digest = [1; 32];
+    copy_with_digest.images[0]
+        .source
+        .as_mut()
+        .unwrap()
+        .references[1]
+        .frame_digest = [1; 32];
     assert!(matches!(
         copy_with_digest.validate(),
         Err(Error::InvalidField { .. })
@@ -1066,7 +1077,10 @@ fn rejects_source_references_out_of_range_or_inconsistent() {
     );
     let mut missing = delta_manifest();
     missing.images[0].source.as_mut().unwrap().references.pop();
-    assert!(matches!(missing.validate(), Err(Error::InvalidField { .. })));
+    assert!(matches!(
+        missing.validate(),
+        Err(Error::InvalidField { .. })
+    ));
     // The parser checks the references' length against the rebuilt chunks before reading them.
     assert!(matches!(
         Manifest::from_der(&missing.encode_unchecked()),
