@@ -33,6 +33,7 @@ use crate::compress::{ZstdDecoder, decode_frame};
 use crate::convert;
 use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
+use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 use crate::package::{ImageReport, PackageReader, hex, stored_table};
 use crate::reuse::ReuseTarget;
 
@@ -371,7 +372,7 @@ where
 #[derive(Debug)]
 pub struct DeltaBase {
     images: Vec<BaseImage>,
-    software_version: String,
+    manifest: Manifest,
 }
 
 #[derive(Debug)]
@@ -427,16 +428,41 @@ impl DeltaBase {
                 Ok(())
             })
             .map_err(|e| e.with_context(format_args!("old package {}", path.display())))?;
-        Ok(Self {
-            images,
-            software_version: manifest.software_version,
-        })
+        Ok(Self { images, manifest })
     }
 
-    /// The software version of the old package.
+    /// The old package's verified manifest.
     #[must_use]
-    pub fn software_version(&self) -> &str {
-        &self.software_version
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The package's images as a packer takes them (its chunk sizes, its bytes): to pack its
+    /// images again, as a delta of another package.
+    #[must_use]
+    pub fn spec(&self) -> PackageSpec {
+        let m = &self.manifest;
+        PackageSpec {
+            product: m.product.clone(),
+            chipset: m.chipset.clone(),
+            hardware_revisions: m.hardware_revisions.clone(),
+            software_version: m.software_version.clone(),
+            security_version: m.security_version,
+            images: m
+                .images
+                .iter()
+                .zip(&self.images)
+                .map(|(spec, base)| {
+                    let mut image = ImageSource::new(
+                        spec.name.clone(),
+                        spec.partition.clone(),
+                        ImageData::Bytes(base.bytes.clone()),
+                    );
+                    image.chunk_size = spec.chunk_size;
+                    image
+                })
+                .collect(),
+        }
     }
 
     /// The old image for `partition`, if the old package has one.
@@ -557,4 +583,104 @@ impl SourceIndex {
             })
         })
     }
+}
+
+/// What a delta costs, image by image: how its chunks are stored and how many payload bytes
+/// it carries, against what the full package stores.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ImageCost {
+    /// The image.
+    pub name: String,
+    /// Its partition.
+    pub partition: String,
+    /// The image's length.
+    pub size: u64,
+    /// Payload bytes of the image in the full package.
+    pub full_bytes: u64,
+    /// Payload bytes of the image in the delta.
+    pub delta_bytes: u64,
+    /// Chunks in all.
+    pub chunks: u64,
+    /// Chunks copied from the source (no payload byte).
+    pub from_source: u64,
+    /// Chunks stored as a patch against the source.
+    pub patched: u64,
+    /// Chunks carried whole (raw or compressed).
+    pub carried: u64,
+    /// The source it applies to (none for a complete image).
+    pub source: Option<SourceSummary>,
+}
+
+/// The image a delta image applies to, for display.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SourceSummary {
+    /// Its length.
+    pub size: u64,
+    /// Its SHA-256, in hex.
+    pub sha256: String,
+}
+
+impl ImageCost {
+    /// The cost of `image` (as a delta package stores it), against `full_bytes` in the full
+    /// package.
+    #[must_use]
+    pub fn of(image: &ImageSpec, full_bytes: u64) -> Self {
+        let count = |wanted: ChunkEncoding| -> u64 {
+            (0..image.chunk_count())
+                .filter(|&i| image.stored_chunk(i).is_some_and(|c| c.encoding == wanted))
+                .map(|_| 1)
+                .sum()
+        };
+        let (from_source, patched) = (count(ChunkEncoding::Source), count(ChunkEncoding::Patch));
+        Self {
+            name: image.name.clone(),
+            partition: image.partition.clone(),
+            size: image.size,
+            full_bytes,
+            delta_bytes: image.stored_size(),
+            chunks: image.chunk_count(),
+            from_source,
+            patched,
+            carried: image
+                .chunk_count()
+                .saturating_sub(from_source)
+                .saturating_sub(patched),
+            source: image.source.as_ref().map(|s| SourceSummary {
+                size: s.size,
+                sha256: hex(&s.digest),
+            }),
+        }
+    }
+}
+
+/// What a delta from the package at `old` to the package at `new` would cost, image by image:
+/// both are read through the verifying reader with `verifier` (and must be complete packages),
+/// and `new`'s images packed as a delta of `old`'s, with `new`'s chunk sizes, its chunking, and
+/// compression when `new` compresses. Memory: both packages' images.
+///
+/// # Errors
+/// What [`DeltaBase::from_package`] and [`UnsignedPackage::prepare_delta`] return.
+pub fn delta_cost(
+    old: &Path,
+    new: &Path,
+    verifier: &Verifier<'_>,
+) -> Result<Vec<ImageCost>, Error> {
+    let old = DeltaBase::from_package(old, verifier)?;
+    let new = DeltaBase::from_package(new, verifier)?;
+    let images = &new.manifest().images;
+    let mut options = PackOptions::new();
+    if images.iter().any(ImageSpec::has_variable_chunks) {
+        options = options.chunking(Chunking::ContentDefined);
+    }
+    if images.iter().any(ImageSpec::is_compressed) {
+        options = options.compression(Some(crate::compress::DEFAULT_COMPRESSION_LEVEL));
+    }
+    let delta = UnsignedPackage::prepare_delta(new.spec(), &options, &old)?;
+    Ok(delta
+        .manifest()
+        .images
+        .iter()
+        .zip(images)
+        .map(|(image, full)| ImageCost::of(image, full.stored_size()))
+        .collect())
 }
