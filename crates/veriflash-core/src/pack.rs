@@ -226,6 +226,7 @@ impl UnsignedPackage {
         let mut images = Vec::with_capacity(spec.images.len());
         let mut sources = Vec::with_capacity(spec.images.len());
         let mut spools = Vec::with_capacity(spec.images.len());
+        let last = base.and(spec.images.last().cloned());
         for source in spec.images {
             let old = base.and_then(|b| b.image(&source.partition));
             if options.compression.is_some()
@@ -262,6 +263,14 @@ impl UnsignedPackage {
                 extensions: Vec::new(),
             });
             sources.push(source.data);
+        }
+        // A package carries at least one payload byte (docs/FORMAT.md §2): a delta whose every
+        // chunk the device already holds carries its last image whole.
+        if let Some(last) = last
+            && images.iter().map(ImageSpec::stored_size).sum::<u64>() == 0
+            && let (Some(image), Some(spool)) = (images.last_mut(), spools.last_mut())
+        {
+            (*image, *spool) = tabled_image(&last, options, None)?;
         }
         let manifest = Manifest {
             product: spec.product,
