@@ -70,6 +70,10 @@ pub(crate) struct DeltaArg {
     /// those of --key (with `sign`: of --pubkey).
     #[arg(long, value_name = "PUBKEY_OR_DIR", requires = "delta_from")]
     pub(crate) delta_trust: Vec<PathBuf>,
+    /// With --delta-from: copy chunks from the old image but store no patch (chunks not found
+    /// in it are carried as without --delta-from), for devices that should not decode patches.
+    #[arg(long, requires = "delta_from")]
+    pub(crate) copy_only: bool,
 }
 
 impl DeltaArg {
@@ -197,7 +201,10 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
         out,
         ..
     } = *args;
-    let options = PackOptions::new().compression(compress).chunking(chunking);
+    let options = PackOptions::new()
+        .compression(compress)
+        .chunking(chunking)
+        .copy_only(delta.copy_only);
     let delta_inputs: Vec<&Path> = delta.inputs().collect();
     if args.unsigned_only {
         if !keys.is_empty() || !certs.is_empty() {
@@ -383,7 +390,8 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         args.manifest,
         &PackOptions::new()
             .compression(args.compress)
-            .chunking(args.chunking),
+            .chunking(args.chunking)
+            .copy_only(args.delta.copy_only),
         base.as_ref(),
         args.strictness,
         args.out,

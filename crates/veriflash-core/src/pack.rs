@@ -128,6 +128,10 @@ pub struct PackOptions {
     pub threads: usize,
     /// Where chunks end.
     pub chunking: Chunking,
+    /// A delta ([`UnsignedPackage::prepare_delta`]) copies chunks from its source but stores
+    /// no patch: a device then needs no decoder with a reference prefix, and no memory for a
+    /// reference range (at most 8 MiB).
+    pub copy_only: bool,
 }
 
 impl PackOptions {
@@ -155,6 +159,13 @@ impl PackOptions {
     #[must_use]
     pub fn chunking(mut self, chunking: Chunking) -> Self {
         self.chunking = chunking;
+        self
+    }
+
+    /// Sets [`copy_only`](Self::copy_only).
+    #[must_use]
+    pub fn copy_only(mut self, copy_only: bool) -> Self {
+        self.copy_only = copy_only;
         self
     }
 }
@@ -853,11 +864,13 @@ fn tabled_image(
         let mut plans = Vec::with_capacity(batch.len());
         let mut at = size.saturating_sub(batch.iter().map(|raw| raw.len() as u64).sum());
         for (raw, digest) in batch.iter().zip(&digests) {
-            plans.push(
-                delta
-                    .as_mut()
-                    .map_or(Plan::Carry, |d| d.plan(raw, digest, at)),
-            );
+            let plan = delta
+                .as_mut()
+                .map_or(Plan::Carry, |d| d.plan(raw, digest, at));
+            plans.push(match plan {
+                Plan::Patch(..) if options.copy_only => Plan::Carry,
+                plan => plan,
+            });
             at = at.saturating_add(raw.len() as u64);
         }
         let old_bytes = delta.as_ref().map(|d| d.old.bytes);

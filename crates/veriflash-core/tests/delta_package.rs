@@ -438,3 +438,35 @@ fn power_cut_at_every_storage_operation_of_a_delta_package_install_never_bricks(
         assert_eq!((old, new), expected, "{mode:?}");
     }
 }
+
+#[test]
+fn a_copy_only_delta_stores_no_patch_and_installs_the_same_bytes() {
+    let f = fixture();
+    let old = f.dir.path().join("v1.vfp");
+    let base = DeltaBase::from_package(&old, &trust(&f.key).verifier()).unwrap();
+    let copy_only = UnsignedPackage::prepare_delta(
+        spec(images_v2(), 2),
+        &PackOptions::new().copy_only(true),
+        &base,
+    )
+    .unwrap();
+    let encodings: Vec<ChunkEncoding> = copy_only
+        .manifest()
+        .images
+        .iter()
+        .flat_map(|i| i.stored_chunks.iter().map(|c| c.encoding))
+        .collect();
+    assert!(encodings.contains(&ChunkEncoding::Source));
+    assert!(!encodings.contains(&ChunkEncoding::Patch));
+    let package = written(&copy_only, &f.key);
+    // Patches pay on this pair: the delta with them is smaller.
+    assert!(
+        f.delta.len() < package.len(),
+        "{} vs {}",
+        f.delta.len(),
+        package.len()
+    );
+    let device = device_running_v1(&f, "copy-only.img");
+    install(&f, &package, &mut FileDevice::open(&device).unwrap()).unwrap();
+    assert_eq!(booted_images(&device), images_v2());
+}
