@@ -80,7 +80,7 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
                 let compressed = i
                     .stored_chunks
                     .iter()
-                    .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                    .filter(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
                     .count();
                 let cost = ImageCost::of(i, i.size);
                 json!({
@@ -158,7 +158,7 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             let compressed = i
                 .stored_chunks
                 .iter()
-                .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                .filter(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
                 .count();
             println!(
                 "  {:<16}    stored {} of {} ({}), {compressed} of {} chunks zstd",

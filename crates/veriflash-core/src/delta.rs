@@ -151,7 +151,8 @@ pub fn check_sources(
 /// Without a target (a verification with no device), every stored byte is still checked —
 /// chunks stored raw or compressed against their digests (and decoded), patches against their
 /// frame digests — and the chunks rebuilt from a source, which only a device can rebuild, are
-/// skipped: the report says their images' digests were not checked.
+/// skipped: the report counts only the chunks whose stored bytes were checked, and says the
+/// images' digests were not checked.
 pub(crate) fn stream<R: Read>(
     reader: &mut R,
     manifest: &Manifest,
@@ -225,7 +226,16 @@ pub(crate) fn stream<R: Read>(
             })?;
             target.chunk(image, chunk)?;
         }
-        reports.push(ImageReport::new(image, image.digest, false));
+        let mut report = ImageReport::new(image, image.digest, false);
+        if target.is_none() {
+            report.chunks = image
+                .stored_chunks
+                .iter()
+                .filter(|c| c.encoding != ChunkEncoding::Source)
+                .map(|_| 1)
+                .sum();
+        }
+        reports.push(report);
     }
     Ok(reports)
 }
