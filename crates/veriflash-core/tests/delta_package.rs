@@ -382,6 +382,29 @@ fn a_delta_streams_against_its_source_and_verifies_its_stored_bytes_alone() {
         .stream_with_source(&mut wrong, |_, _| Ok(()))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SourceMismatch);
+    // A device that cannot read back what it runs (a single-slot device) cannot take a delta.
+    let mut unreadable = Images(vec![]);
+    let err = PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&verifier)
+        .unwrap()
+        .stream_with_source(&mut unreadable, |_, _| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch);
+    assert!(err.remedy().contains("full package"), "{}", err.remedy());
+    assert!(err.to_string().contains("cannot read back"), "{err}");
+    // A delta is made for local installs: a download (which reuses what the device holds
+    // without one) refuses it by name.
+    let path = f.dir.path().join("delta.vfp");
+    std::fs::write(&path, &f.delta).unwrap();
+    let err = veriflash_core::ota::RemotePackage::open(
+        veriflash_core::source::FileSource::open(&path).unwrap(),
+        &verifier,
+        veriflash_core::ota::OtaOptions::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("local install"), "{err}");
     // The old package must verify with the keys given: an unverified old package is never
     // packed against.
     let old = f.dir.path().join("v1.vfp");
