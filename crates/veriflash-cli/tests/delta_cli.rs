@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-use common::{code, ok, stdout, veriflash};
+use common::{code, ok, openssl, stdout, veriflash};
 
 use std::path::Path;
 
@@ -206,4 +206,70 @@ fn pack_delta_from_inspect_and_flash_a_delta_package() {
         "{}",
         common::stderr(&o)
     );
+}
+
+#[test]
+fn split_signing_a_delta_needs_the_same_delta_from_on_both_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+    // Step 1 has no private key: the old package verifies against --delta-trust.
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "v2.toml",
+            "--unsigned",
+            "--delta-from",
+            "v1.vfp",
+            "--delta-trust",
+            "vendor.pub.pem",
+            "--out",
+            "delta.tbs",
+        ],
+        dir,
+    ));
+    openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "vendor.pem",
+            "-out",
+            "sig.der",
+            "delta.tbs",
+        ],
+        dir,
+    );
+    let sign = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "sign",
+            "--manifest",
+            "v2.toml",
+            "--tbs",
+            "delta.tbs",
+            "--signature",
+            "sig.der",
+            "--pubkey",
+            "vendor.pub.pem",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        veriflash(&args, dir)
+    };
+    // Without --delta-from the bytes to sign are another package's: refused.
+    assert_eq!(code(&sign(&[], "full.vfp")), 72);
+    // With it (the old package verifies against the signer's --pubkey), the delta is written.
+    ok(&sign(&["--delta-from", "v1.vfp"], "delta.vfp"));
+    ok(&veriflash(
+        &["verify", "--trust", "vendor.pub.pem", "delta.vfp"],
+        dir,
+    ));
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:dev.img"],
+        dir,
+    ));
+    ok(&flash(dir, "v1.vfp", "file:dev.img"));
+    ok(&flash(dir, "delta.vfp", "file:dev.img"));
 }
