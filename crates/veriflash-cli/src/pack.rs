@@ -324,10 +324,12 @@ fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
             human_size(cost.size)
         );
     }
-    if m.images
-        .iter()
-        .any(veriflash_core::format::ImageSpec::is_compressed)
-    {
+    let zstd = |i: &veriflash_core::format::ImageSpec| {
+        i.stored_chunks
+            .iter()
+            .any(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
+    };
+    if m.images.iter().any(zstd) {
         let image: u64 = m.images.iter().map(|i| i.size).sum();
         let stored: u64 = m.images.iter().map(|i| i.stored_size()).sum();
         println!(
