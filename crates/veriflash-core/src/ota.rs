@@ -677,6 +677,15 @@ fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedC
     let mut chunks = Vec::new();
     let mut at = payload_offset;
     for (image_index, image) in manifest.manifest().images.iter().enumerate() {
+        if image.source.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "image '{}' is a delta (format version 4), made for a local install (`veriflash flash FILE`); over HTTP, serve the full package: a download fetches only the chunks the device lacks",
+                    image.name
+                ),
+            ));
+        }
         for index in 0..image.chunk_count() {
             let (Some(stored), Some(digest)) =
                 (image.stored_chunk(index), image.chunk_digest(index))

@@ -438,16 +438,25 @@ impl<R: Read> VerifiedPackage<R> {
     /// bytes. The run stops at the first bad chunk; memory is a fixed number of chunk buffers
     /// (twice as many for compressed images), whatever the image size.
     ///
+    /// A delta package (format version 4) cannot be streamed so: some of its chunks are
+    /// rebuilt from the images a device runs ([`VerifiedPackage::stream_with_source`]).
+    ///
     /// # Errors
     /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk,
     /// [`ErrorKind::DecompressedLengthMismatch`], [`ErrorKind::DecompressionFailed`],
     /// [`ErrorKind::Truncated`],
     /// [`ErrorKind::TrailingData`], [`ErrorKind::ImageDigestMismatch`], [`ErrorKind::Io`], or
-    /// whatever `sink` returns.
+    /// whatever `sink` returns; [`ErrorKind::SourceMismatch`] for a delta package.
     pub fn stream<F>(mut self, mut sink: F) -> Result<VerifyReport, Error>
     where
         F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
     {
+        if self.is_delta() {
+            return Err(Error::new(
+                ErrorKind::SourceMismatch,
+                "a delta package is installed on a device that runs its source image, not streamed alone",
+            ));
+        }
         let mut images = Vec::with_capacity(self.manifest.manifest.images.len());
         for image in &self.manifest.manifest.images {
             let expect = ImageExpectation {
@@ -488,53 +497,134 @@ impl<R: Read> VerifiedPackage<R> {
                 self.options.check_whole_image,
             ));
         }
-        let extra = match &self.file {
+        match &self.file {
             Some((file, end)) => {
                 let mut probe = [0u8; 1];
-                veriflash_hash::ReadAt::read_at(file, &mut probe, *end)
-                    .map_err(|e| Error::io("reading past the payload", e))?
-            }
-            None => {
-                let mut probe = [0u8; 1];
-                loop {
-                    match self.reader.read(&mut probe) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::io("reading past the payload", e)),
-                    }
+                let extra = veriflash_hash::ReadAt::read_at(file, &mut probe, *end)
+                    .map_err(|e| Error::io("reading past the payload", e))?;
+                if extra != 0 {
+                    return Err(trailing_data());
                 }
             }
-        };
-        if extra != 0 {
-            return Err(Error::new(
-                ErrorKind::TrailingData,
-                "bytes follow the last image's declared end",
-            ));
+            None => check_end(&mut self.reader)?,
         }
         Ok(VerifyReport::new(&self.manifest, images))
     }
 
-    /// Verifies every payload byte without writing anything anywhere.
+    /// Whether this is a delta package (format version 4): some images declare a source.
+    #[must_use]
+    pub fn is_delta(&self) -> bool {
+        self.manifest
+            .manifest
+            .images
+            .iter()
+            .any(|i| i.source.is_some())
+    }
+
+    /// Streams a package, delta or complete, against the images `installed` holds: first every
+    /// declared source is compared with the installed image, whole ([`crate::check_sources`]);
+    /// then each chunk is checked against its signed digest and handed to `sink` in order, the
+    /// chunks of a delta rebuilt from the installed images right before (FORMAT.md §3.4).
+    ///
+    /// # Errors
+    /// As [`VerifiedPackage::stream`]; [`ErrorKind::SourceMismatch`] when an installed image
+    /// is not a declared source; [`ErrorKind::DeltaOutputMismatch`] for a rebuilt chunk that
+    /// does not match its digest.
+    pub fn stream_with_source<F>(
+        self,
+        installed: &mut dyn crate::InstalledImages,
+        sink: F,
+    ) -> Result<VerifyReport, Error>
+    where
+        F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+    {
+        crate::check_sources(self.manifest.manifest(), installed, None)?;
+        self.stream_to(&mut crate::delta::SourceAndSink {
+            images: installed,
+            sink,
+        })
+    }
+
+    /// Streams every chunk to `target`, rebuilding a delta package's chunks from the installed
+    /// images `target` reads (whose sources the caller checked).
+    pub(crate) fn stream_to(
+        mut self,
+        target: &mut dyn crate::reuse::ReuseTarget,
+    ) -> Result<VerifyReport, Error> {
+        if !self.is_delta() {
+            return self.stream(|image, chunk| target.chunk(image, chunk));
+        }
+        let images =
+            crate::delta::stream(&mut self.reader, self.manifest.manifest(), Some(target))?;
+        check_end(&mut self.reader)?;
+        Ok(VerifyReport::new(&self.manifest, images))
+    }
+
+    /// Verifies every payload byte without writing anything anywhere. Of a delta package, the
+    /// bytes it stores (chunks, and patches against their frame digests): its chunks rebuilt
+    /// from a source are checked when it is installed.
     ///
     /// # Errors
     /// As [`VerifiedPackage::stream`].
-    pub fn verify_payload(self) -> Result<VerifyReport, Error> {
-        self.stream(|_, _| Ok(()))
+    pub fn verify_payload(mut self) -> Result<VerifyReport, Error> {
+        if !self.is_delta() {
+            return self.stream(|_, _| Ok(()));
+        }
+        let images = crate::delta::stream(&mut self.reader, self.manifest.manifest(), None)?;
+        check_end(&mut self.reader)?;
+        Ok(VerifyReport::new(&self.manifest, images))
     }
 }
 
-/// The hash crate's view of an image's chunk table (empty: all raw).
+/// After the last image: any byte more is [`ErrorKind::TrailingData`].
+fn check_end(reader: &mut impl Read) -> Result<(), Error> {
+    let mut probe = [0u8; 1];
+    let extra = loop {
+        match reader.read(&mut probe) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading past the payload", e)),
+        }
+    };
+    if extra != 0 {
+        return Err(trailing_data());
+    }
+    Ok(())
+}
+
+/// The error for bytes after the last image's declared end.
+fn trailing_data() -> Error {
+    Error::new(
+        ErrorKind::TrailingData,
+        "bytes follow the last image's declared end",
+    )
+}
+
+/// The hash crate's view of an image's chunk table (empty: all raw). A chunk rebuilt from the
+/// source (format version 4) is checked as a raw chunk of its own length: its digest covers the
+/// chunk, which [`crate::delta`] rebuilds before handing it to the check.
 pub(crate) fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk> {
     image
         .stored_chunks
         .iter()
-        .map(|chunk| veriflash_hash::StoredChunk {
-            encoding: match chunk.encoding {
-                veriflash_format::ChunkEncoding::Raw => veriflash_hash::ChunkEncoding::Raw,
-                veriflash_format::ChunkEncoding::Zstd => veriflash_hash::ChunkEncoding::Zstd,
-            },
-            stored_len: chunk.stored_len,
-            len: chunk.decompressed_len,
+        .map(|chunk| {
+            let (encoding, stored_len) = match chunk.encoding {
+                veriflash_format::ChunkEncoding::Raw => {
+                    (veriflash_hash::ChunkEncoding::Raw, chunk.stored_len)
+                }
+                veriflash_format::ChunkEncoding::Zstd => {
+                    (veriflash_hash::ChunkEncoding::Zstd, chunk.stored_len)
+                }
+                veriflash_format::ChunkEncoding::Source
+                | veriflash_format::ChunkEncoding::Patch => {
+                    (veriflash_hash::ChunkEncoding::Raw, chunk.decompressed_len)
+                }
+            };
+            veriflash_hash::StoredChunk {
+                encoding,
+                stored_len,
+                len: chunk.decompressed_len,
+            }
         })
         .collect()
 }

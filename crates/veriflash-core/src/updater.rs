@@ -639,11 +639,8 @@ impl Updater {
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = package.manifest().clone();
                 let package = package.with_options(policy.stream_options(&verified));
-                let (report, installed) = device.install(
-                    &verified,
-                    |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
-                    &mut tell,
-                )?;
+                let (report, installed) =
+                    device.install(&verified, |sink| package.stream_to(sink), &mut tell)?;
                 (report, installed, None, verified)
             }
             Opened::Remote(source, options) => {
