@@ -1225,13 +1225,23 @@ impl<S: Source> Fetcher<S> {
             let mut free: Vec<Vec<u8>> = Vec::new();
             let mut arrived = std::collections::BTreeMap::new();
             let (mut next_read, mut next_sink) = (0usize, 0usize);
+            // Why reading stopped early: reported once every chunk read before it is stored and
+            // handed to the sink, so the next run does not fetch them again.
+            let mut stop = None;
             let result = (|| {
-                while next_sink < wanted.len() {
-                    let reading = next_read < wanted.len() && next_read - next_sink < window;
+                while next_sink < next_read || (stop.is_none() && next_sink < wanted.len()) {
+                    let reading = stop.is_none()
+                        && next_read < wanted.len()
+                        && next_read - next_sink < window;
                     if let Some((_, chunk)) = wanted.get(next_read).filter(|_| reading) {
-                        self.check_cancelled()?;
                         let mut buffer = free.pop().unwrap_or_default();
-                        self.read_chunk(chunk, None, &mut buffer)?;
+                        let read = self
+                            .check_cancelled()
+                            .and_then(|()| self.read_chunk(chunk, None, &mut buffer));
+                        if let Err(e) = read {
+                            stop = Some(e);
+                            continue;
+                        }
                         jobs.send((next_read, buffer)).map_err(|_| stopped())?;
                         next_read += 1;
                         while let Ok((k, bytes, stored)) = results.try_recv() {
@@ -1268,7 +1278,7 @@ impl<S: Source> Fetcher<S> {
                         next_sink += 1;
                     }
                 }
-                Ok(())
+                stop.map_or(Ok(()), Err)
             })();
             // Closing the queue ends the hashing threads.
             drop(jobs);
