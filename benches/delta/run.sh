@@ -52,6 +52,7 @@ if [ -z "${VERIFLASH:-}" ]; then
     VERIFLASH="$(cargo metadata -q --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/veriflash"
 fi
+VERIFLASH="$(realpath "$VERIFLASH")"
 
 mkdir -p "$DATA/wheels"
 WORK="$(mktemp -d "$DATA/run.XXXXXX")"
@@ -203,7 +204,8 @@ pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;
 events {}
 http {
-    access_log off;
+    log_format body '\$request_uri \$body_bytes_sent';
+    access_log $WORK/nginx/access.log body;
     sendfile on;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
@@ -237,6 +239,15 @@ timed() {
 
 size() { stat -c %s "$1"; }
 
+# served CMD...: runs CMD (timed) and sets $SERVED to the body bytes nginx sent meanwhile: what
+# the download really cost on the wire (Range and multipart framing included, headers not).
+served() {
+    local before
+    before=$(wc -l <nginx/access.log)
+    timed "$@"
+    SERVED=$(tail -n +$((before + 1)) nginx/access.log | awk '{ s += $2 } END { print s + 0 }')
+}
+
 ROWS=()
 # row PAIR METHOD BYTES FULL PREPARE_S INSTALL_S
 row() {
@@ -246,13 +257,16 @@ row() {
     log "  $2: $3 bytes ($pct %), prepare $5 s, install $6 s"
 }
 
-# package PAIR RELEASE MODE CHUNK: PAIR/vRELEASE-MODE.vfp; the pack's wall time in $SECS.
+# package PAIR RELEASE MODE CHUNK: PAIR/vRELEASE-MODE.vfp (MODE: fixed, cdc, or cdc-zstd:
+# content-defined chunks, each stored zstd-compressed where that saves 1/32 of it); the pack's
+# wall time in $SECS.
 package() {
-    local pair="$1" r="$2" mode="$3" chunk="$4"
+    local pair="$1" r="$2" mode="$3" chunk="$4" options=(--chunking "${3%-zstd}")
+    [ "$mode" != cdc-zstd ] || options+=(--compress)
     printf '%s\n' 'product = "bench"' 'chipset = "mdm9607"' "version = \"1.$r\"" \
         "security_version = $r" "chunk_size = $chunk" '[[image]]' 'name = "rootfs"' \
         'partition = "rootfs"' "file = \"v$r.img\"" >"$pair/v$r-$mode.toml"
-    timed "$VERIFLASH" pack --manifest "$pair/v$r-$mode.toml" --key key.pem --chunking "$mode" \
+    timed "$VERIFLASH" pack --manifest "$pair/v$r-$mode.toml" --key key.pem "${options[@]}" \
         --out "$pair/v$r-$mode.vfp"
 }
 
@@ -288,26 +302,32 @@ print(fetched)' "$1"
 
 veriflash_rows() {
     local pair="$1" full="$2" mode chunk label
-    for mode in fixed cdc; do
-        if [ "$mode" = fixed ]; then
-            chunk=$FIXED_CHUNK
-            label="veriflash, fixed $((FIXED_CHUNK >> 10)) KiB chunks"
-        else
-            chunk=$CDC_MAX
-            label="veriflash, content-defined chunks (≤ $((CDC_MAX >> 10)) KiB)"
-        fi
+    for mode in fixed cdc cdc-zstd; do
+        case $mode in
+            fixed)
+                chunk=$FIXED_CHUNK
+                label="veriflash, fixed $((FIXED_CHUNK >> 10)) KiB chunks"
+                ;;
+            cdc)
+                chunk=$CDC_MAX
+                label="veriflash, content-defined chunks (≤ $((CDC_MAX >> 10)) KiB)"
+                ;;
+            cdc-zstd)
+                chunk=$CDC_MAX
+                label="veriflash, content-defined chunks + --compress (only raw chunks are reused)"
+                ;;
+        esac
         package "$pair" 1 "$mode" "$chunk"
         package "$pair" 2 "$mode" "$chunk"
         local pack_s=$SECS
         ln -f "$pair/v2-$mode.vfp" "www/$pair-v2-$mode.vfp"
         chmod 644 "www/$pair-v2-$mode.vfp"
         device "$pair" "$mode"
-        VERIFLASH_STATE_DIR="$pair/state-$mode" timed "$VERIFLASH" flash \
+        VERIFLASH_STATE_DIR="$pair/state-$mode" served "$VERIFLASH" flash \
             "$URL/$pair-v2-$mode.vfp" --trust key.pub.pem --target "file:$pair/dev-$mode.img" --json
-        local bytes
-        bytes=$(fetched "$WORK/last.out")
-        [ "$bytes" != None ] || { echo "no download counts in flash --json" >&2; cat "$WORK/last.out" >&2; exit 1; }
-        row "$pair" "$label" "$bytes" "$full" "$pack_s" "$SECS"
+        # The payload bytes the flash says it fetched; nginx also sent the signed prefix.
+        log "  flash --json: bytes_fetched $(fetched "$WORK/last.out") (payload only)"
+        row "$pair" "$label" "$SERVED" "$full" "$pack_s" "$SECS"
         if [ "$mode" = fixed ]; then
             # What a delta install is measured against: the full package from local disk.
             device "$pair" "$mode"
@@ -349,15 +369,17 @@ casync_row() {
     local make_s=$SECS
     chmod -R a+rX "www/$pair-casync"
     # What casync fetches: the index, and each chunk of the new store the old one lacks.
-    local bytes
+    local bytes index_bytes
+    index_bytes=$(size "www/$pair-casync/v2.caibx")
     bytes=$(cd "www/$pair-casync/new.castr" && find . -type f -name '*.cacnk' | while read -r f; do
         [ -e "$WORK/$pair/old.castr/$f" ] || stat -c %s "$f"
-    done | awk -v index_bytes="$(size "www/$pair-casync/v2.caibx")" '{ s += $1 } END { print s + index_bytes }')
+    done | awk -v index_bytes="$index_bytes" '{ s += $1 } END { print s + index_bytes }')
     rm -f "$pair/casync-out.img"
-    timed casync extract --seed="$pair/v1.img" --store="$URL/$pair-casync/new.castr" \
+    served casync extract --seed="$pair/v1.img" --store="$URL/$pair-casync/new.castr" \
         "$URL/$pair-casync/v2.caibx" "$pair/casync-out.img"
     cmp -s "$pair/casync-out.img" "$pair/v2.img" || { echo "casync extract differs" >&2; exit 1; }
-    row "$pair" "casync (default chunks, avg 64 KiB)" "$bytes" "$full" "$make_s" "$SECS"
+    log "  casync: index + chunks the old store lacks: $bytes bytes"
+    row "$pair" "casync (default chunks, avg 64 KiB)" "$SERVED" "$full" "$make_s" "$SECS"
 }
 
 zchunk_row() {
@@ -370,10 +392,11 @@ zchunk_row() {
     local bytes
     bytes=$(zck_delta_size "$pair/v1.zck" "www/$pair-v2.zck" | awk '/^Would download/ { print $3 }')
     rm -f "$pair-v2.zck"
-    timed zckdl -q -s "$pair/v1.zck" "$URL/$pair-v2.zck"
+    served zckdl -q -s "$pair/v1.zck" "$URL/$pair-v2.zck"
     cmp -s "$pair-v2.zck" "www/$pair-v2.zck" || { echo "zckdl output differs" >&2; exit 1; }
     rm -f "$pair-v2.zck"
-    row "$pair" "zchunk (zck defaults)" "$bytes" "$full" "$make_s" "$SECS"
+    log "  zck_delta_size: $bytes bytes"
+    row "$pair" "zchunk (zck defaults)" "$SERVED" "$full" "$make_s" "$SECS"
 }
 
 xdelta3_row() {
