@@ -190,7 +190,7 @@ make_images() {
                 E2FSPROGS_FAKE_TIME=$FAKE_TIME mkfs.ext4 -q -F -b 4096 -L rootfs \
                     -U 6f1c2a4e-0d2b-4d1e-9a77-2b1f0c3d4e5f \
                     -E hash_seed=2c6e1f0a-5b3d-4c2e-8f19-7a0b1c2d3e4f,root_owner=0:0 \
-                    -d "tree$r" "$pair/v$r.img" "${mib}M"
+                    -d "tree$r" "$pair/v$r.img" "${mib}M" >&2
                 fix_ctimes "$pair/v$r.img"
             done
             ;;
