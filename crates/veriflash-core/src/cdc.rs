@@ -122,6 +122,10 @@ impl Cdc {
             (data.len() + 1).saturating_sub(self.max)
         };
         let segments = segments.clamp(1, stop.max(1));
+        if segments == 1 {
+            // One core (many a modem has no more): no thread, the chain from the start.
+            return self.chain(data, 0, stop);
+        }
         let bounds: Vec<usize> = (0..=segments)
             .map(|k| stop / segments * k + (stop % segments) * k / segments)
             .collect();
