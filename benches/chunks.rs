@@ -13,9 +13,19 @@ use std::io;
 
 use criterion::{Throughput, criterion_group, criterion_main};
 use veriflash::hash::{
-    ImageExpectation, ParallelOptions, digest_slice, sha256, verify_reader, verify_reader_parallel,
-    verify_slice_parallel,
+    ChunkDecoder, DecodeError, ExpectedChunk, ImageExpectation, ParallelOptions, digest_slice,
+    sha256, verify_reader, verify_reader_parallel, verify_slice_parallel,
+    verify_stored_at_parallel,
 };
+
+/// Raw images only: never called.
+struct RawOnly;
+
+impl ChunkDecoder for RawOnly {
+    fn decode(&self, _: &ExpectedChunk<'_>, _: &[u8], _: &mut [u8]) -> Result<usize, DecodeError> {
+        Err(DecodeError::UnsupportedEncoding)
+    }
+}
 
 const IMAGE_LEN: usize = 64 << 20;
 
@@ -65,6 +75,20 @@ fn chunks(c: &mut criterion::Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| {
                     verify_reader_parallel(&mut data.as_slice(), expect, options, |c| {
+                        black_box(c.bytes().len());
+                        Ok::<(), io::Error>(())
+                    })
+                    .unwrap()
+                });
+            });
+        }
+        // The positional path (a package file): each worker copies its own batch into its
+        // buffer and hashes it there, as from the page cache.
+        for threads in [1, 2] {
+            let options = ParallelOptions::new().threads(threads);
+            group.bench_function(format!("at_{threads}t"), |b| {
+                b.iter(|| {
+                    verify_stored_at_parallel(&data, 0, expect, &[], &RawOnly, options, |c| {
                         black_box(c.bytes().len());
                         Ok::<(), io::Error>(())
                     })

@@ -373,6 +373,18 @@ typedef uint32_t veriflash_trusted_time;
 #define VERIFLASH_DECOMPRESSION_FAILED 33
 
 /**
+ * A delta package applies to another image than the one the device runs (or the device
+ * cannot read back what it runs): refused before anything is written.
+ */
+#define VERIFLASH_SOURCE_MISMATCH 34
+
+/**
+ * A chunk rebuilt from the installed image does not match its signed digest: the delta
+ * package contradicts itself; that chunk was not written.
+ */
+#define VERIFLASH_DELTA_OUTPUT_MISMATCH 35
+
+/**
  * The package is for another product.
  */
 #define VERIFLASH_WRONG_PRODUCT 40
@@ -785,7 +797,8 @@ veriflash_result veriflash_flash(struct veriflash_package *package,
  * # Errors
  * `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`, `VERIFLASH_PACKAGE_SPENT`;
  * `VERIFLASH_INVALID_INPUT` for an unknown target or a configuration file a plugin cannot
- * use; any code of verification (10–33), policy (40–49), the device (50–59),
+ * use; any code of verification (10–35, among them `VERIFLASH_SOURCE_MISMATCH` for a delta
+ * package whose source the device does not run), policy (40–49), the device (50–59),
  * `VERIFLASH_CANCELLED`, `VERIFLASH_INTERRUPTED`, `VERIFLASH_IO`.
  *
  * # Safety

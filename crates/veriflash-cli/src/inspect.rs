@@ -6,7 +6,7 @@ use serde_json::json;
 use veriflash_core::format::{ObjectIdentifier, RotationAnchor, SignatureBlock, TrustRotation};
 use veriflash_core::package::hex;
 use veriflash_core::sig::DEFAULT_ALGORITHMS;
-use veriflash_core::{Error, PackageReader};
+use veriflash_core::{AnchorSet, Error, ImageCost, PackageReader, Trust};
 
 use crate::output::{Failure, human_size};
 use crate::pack::ratio;
@@ -80,12 +80,17 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
                 let compressed = i
                     .stored_chunks
                     .iter()
-                    .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                    .filter(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
                     .count();
+                let cost = ImageCost::of(i, i.size);
                 json!({
                     "name": i.name, "partition": i.partition, "size": i.size,
                     "stored_size": i.stored_size(), "compressed_chunks": compressed,
                     "chunk_size": i.chunk_size, "chunks": i.chunk_count(), "sha256": hex(&i.digest),
+                    "source": cost.source.as_ref().map(|source| json!({
+                        "size": source.size, "sha256": source.sha256,
+                        "chunks_from_source": cost.from_source, "chunks_patched": cost.patched,
+                    })),
                 })
             })
             .collect();
@@ -137,11 +142,23 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
             human_size(u64::from(i.chunk_size)),
             hex(&i.digest)
         );
+        let cost = ImageCost::of(i, i.size);
+        if let Some(source) = &cost.source {
+            println!(
+                "  {:<16}    delta of the image of {} with sha256 {}: {} chunks copied from it, {} patched, {} carried",
+                "",
+                human_size(source.size),
+                source.sha256,
+                cost.from_source,
+                cost.patched,
+                cost.carried
+            );
+        }
         if i.is_compressed() {
             let compressed = i
                 .stored_chunks
                 .iter()
-                .filter(|c| c.encoding != veriflash_core::format::ChunkEncoding::Raw)
+                .filter(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
                 .count();
             println!(
                 "  {:<16}    stored {} of {} ({}), {compressed} of {} chunks zstd",
@@ -188,6 +205,50 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
         for anchor in &r.anchors {
             println!("  {}", anchor_label(anchor));
         }
+    }
+    Ok(())
+}
+
+/// `inspect --delta-from OLD --trust KEYS NEW`: what `pack --delta-from OLD` would make of
+/// NEW's images, both packages verified in full.
+pub(crate) fn delta(old: &Path, new: &Path, trust: &Path, json: bool) -> Result<(), Failure> {
+    let fail = |e: Error| Failure::new(e, json);
+    let anchors = AnchorSet::load(trust).map_err(fail)?;
+    let trust = Trust::new(anchors);
+    let costs = veriflash_core::delta_cost(old, new, &trust.verifier()).map_err(fail)?;
+    let (full, delta) = costs.iter().fold((0u64, 0u64), |(f, d), c| {
+        (
+            f.saturating_add(c.full_bytes),
+            d.saturating_add(c.delta_bytes),
+        )
+    });
+    if json {
+        crate::events::print(json!({
+            "ok": true,
+            "delta": { "from": old.display().to_string(), "to": new.display().to_string(),
+                       "full_bytes": full, "delta_bytes": delta, "images": costs },
+        }));
+        return Ok(());
+    }
+    println!("delta      {} -> {}", old.display(), new.display());
+    println!(
+        "carried    {} of the full package's {} payload ({})",
+        human_size(delta),
+        human_size(full),
+        ratio(delta, full)
+    );
+    for c in &costs {
+        println!(
+            "  {:<16} -> {:<16} {:>10} of {:>10}  {} chunks: {} from the old image, {} patched, {} carried",
+            c.name,
+            c.partition,
+            human_size(c.delta_bytes),
+            human_size(c.full_bytes),
+            c.chunks,
+            c.from_source,
+            c.patched,
+            c.carried
+        );
     }
     Ok(())
 }

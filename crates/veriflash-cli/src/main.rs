@@ -99,6 +99,8 @@ enum Command {
         #[command(flatten)]
         compress: CompressArg,
         #[command(flatten)]
+        delta: pack::DeltaArg,
+        #[command(flatten)]
         strictness: pack::Strictness,
         /// Where to write the package (or, with --unsigned, the bytes to sign).
         #[arg(long, value_name = "PKG")]
@@ -135,17 +137,33 @@ enum Command {
         /// The same --compress level `pack --unsigned` was given, if any.
         #[command(flatten)]
         compress: CompressArg,
+        /// The same --delta-from package `pack --unsigned` was given, if any.
+        #[command(flatten)]
+        delta: pack::DeltaArg,
         #[command(flatten)]
         strictness: pack::Strictness,
         /// Where to write the package.
         #[arg(long, value_name = "PKG")]
         out: PathBuf,
     },
-    /// Show what a package claims, without verifying it (no payload byte is read).
-    #[command(after_help = "Example:\n  veriflash inspect update.vfp --json")]
+    /// Show what a package claims, without verifying it (no payload byte is read); with
+    /// --delta-from, what a delta package from an old package to this one would cost.
+    #[command(
+        after_help = "Examples:\n  veriflash inspect update.vfp --json\n  veriflash inspect --delta-from v1.vfp --trust vendor.pub.pem v2.vfp"
+    )]
     Inspect {
         /// The package file.
         package: PathBuf,
+        /// Show, image by image, what `pack --delta-from OLD.vfp` would make of this package's
+        /// images: payload bytes carried against the full package's, and chunks copied from
+        /// the old image, patched against it, or carried. Both packages are verified in full
+        /// (with --trust) and read into memory.
+        #[arg(long, value_name = "OLD.vfp", requires = "trust")]
+        delta_from: Option<PathBuf>,
+        /// Trusted public keys (PEM, or a directory of them) both packages must verify
+        /// against; needed by --delta-from.
+        #[arg(long, value_name = "PUBKEY_OR_DIR")]
+        trust: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -290,6 +308,11 @@ enum Command {
         /// `file:PATH`, `mdm9x07:serial:TTY`, ...; shown while what it names exists.
         #[arg(long, value_name = "TARGET")]
         target: Vec<String>,
+        /// Let the package rewrite an MDM9x07's partition table (its MIBIB step), as
+        /// `flash --allow-partition-table` does: the old table is backed up first. Without it
+        /// such a package is refused on every modem (protected_partition).
+        #[arg(long)]
+        allow_partition_table: bool,
         /// The sysfs directory of USB devices discovery reads (for tests).
         #[arg(long, value_name = "DIR", hide = true)]
         sysfs: Option<PathBuf>,
@@ -613,6 +636,7 @@ fn main() -> ExitCode {
             cert,
             unsigned,
             compress,
+            delta,
             strictness,
             out,
         } => pack::run_with(&pack::PackArgs {
@@ -622,6 +646,7 @@ fn main() -> ExitCode {
             unsigned_only: unsigned,
             compress: compress.compress,
             chunking: compress.chunking,
+            delta: &delta,
             strictness,
             out: &out,
         }),
@@ -633,6 +658,7 @@ fn main() -> ExitCode {
             cert,
             pss,
             compress,
+            delta,
             strictness,
             out,
         } => pack::sign(&pack::SignArgs {
@@ -644,10 +670,19 @@ fn main() -> ExitCode {
             pss,
             compress: compress.compress,
             chunking: compress.chunking,
+            delta: &delta,
             strictness,
             out: &out,
         }),
-        Command::Inspect { package, json } => inspect::run(&package, json),
+        Command::Inspect {
+            package,
+            delta_from,
+            trust,
+            json,
+        } => match (delta_from, trust) {
+            (Some(old), Some(trust)) => inspect::delta(&old, &package, &trust, json),
+            _ => inspect::run(&package, json),
+        },
         Command::Verify {
             trust,
             package,
@@ -704,6 +739,7 @@ fn main() -> ExitCode {
             listen,
             auto,
             target,
+            allow_partition_table,
             sysfs,
         } => station::run(&station::StationArgs {
             package: &package,
@@ -712,6 +748,7 @@ fn main() -> ExitCode {
             listen: listen.as_deref(),
             auto,
             targets: &target,
+            allow_partition_table,
             sysfs: sysfs.as_deref(),
         }),
         Command::Fetch {

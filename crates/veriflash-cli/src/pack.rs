@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use veriflash_core::pack::check_certificate_dates;
+use veriflash_core::sig::{PinnedKeys, VerifyingKey};
 use veriflash_core::trust::{load_certificate_chain, load_public_key, load_signing_key};
-use veriflash_core::{Chunking, Error, ErrorKind, PackOptions, UnsignedPackage};
+use veriflash_core::{
+    AnchorSet, Chunking, DeltaBase, Error, ErrorKind, PackOptions, Trust, UnsignedPackage,
+};
 use veriflash_plugin::config::UnknownKeys;
 
 use crate::manifest_toml;
@@ -51,12 +54,64 @@ impl Strictness {
     }
 }
 
+/// `--delta-from` and `--delta-trust`, the same for `pack` and `sign`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub(crate) struct DeltaArg {
+    /// Make a delta package (format version 4) that installs only on a device running the
+    /// images of OLD.vfp, a complete package: each chunk is copied from the old image on the
+    /// device (found by its SHA-256 anywhere in it), stored as a Zstandard patch against the
+    /// old image, or carried as without this option, whichever is smallest. OLD.vfp must
+    /// verify against the public key of a --key, or of a --delta-trust key; a device running
+    /// anything else refuses the delta before writing (`source_mismatch`, 34). Readers of
+    /// versions 1 to 3 refuse the package.
+    #[arg(long, value_name = "OLD.vfp")]
+    pub(crate) delta_from: Option<PathBuf>,
+    /// Trusted public keys (PEM, or a directory of them) OLD.vfp may be signed by, besides
+    /// those of --key (with `sign`: of --pubkey).
+    #[arg(long, value_name = "PUBKEY_OR_DIR", requires = "delta_from")]
+    pub(crate) delta_trust: Vec<PathBuf>,
+    /// With --delta-from: copy chunks from the old image but store no patch (chunks not found
+    /// in it are carried as without --delta-from), for devices that should not decode patches.
+    #[arg(long, requires = "delta_from")]
+    pub(crate) copy_only: bool,
+}
+
+impl DeltaArg {
+    /// The old package, verified against `keys` and the `--delta-trust` anchors, when
+    /// `--delta-from` names one.
+    fn base(&self, keys: &[VerifyingKey]) -> Result<Option<DeltaBase>, Error> {
+        let Some(old) = &self.delta_from else {
+            return Ok(None);
+        };
+        let mut anchors = PinnedKeys::new();
+        for key in keys {
+            anchors.add(key.clone());
+        }
+        for path in &self.delta_trust {
+            for anchor in AnchorSet::load(path)?.anchors().iter() {
+                anchors.add_anchor(anchor.clone());
+            }
+        }
+        let trust = Trust::new(AnchorSet::new(anchors, 1));
+        DeltaBase::from_package(old, &trust.verifier()).map(Some)
+    }
+
+    /// The files this option reads (an output may not be one of them).
+    fn inputs(&self) -> impl Iterator<Item = &Path> {
+        self.delta_from
+            .iter()
+            .chain(&self.delta_trust)
+            .map(PathBuf::as_path)
+    }
+}
+
 /// Reads the manifest description and digests (and, with `compress`, compresses) the images,
 /// after checking that `out` may be written: not a device node or a link, and none of the
 /// run's inputs — the description, its images, or `other_inputs` (keys, signatures).
 fn prepare(
     manifest: &Path,
     options: &PackOptions,
+    delta: Option<&DeltaBase>,
     strictness: Strictness,
     out: &Path,
     other_inputs: &[&Path],
@@ -74,8 +129,11 @@ fn prepare(
         .chain(other_inputs.iter().copied())
         .collect();
     veriflash_core::output::check_output(out, &inputs)?;
-    let unsigned = UnsignedPackage::prepare_with(loaded.spec, options)?
-        .allow_expired_certificates(strictness.force);
+    let unsigned = match delta {
+        Some(base) => UnsignedPackage::prepare_delta(loaded.spec, options, base)?,
+        None => UnsignedPackage::prepare_with(loaded.spec, options)?,
+    }
+    .allow_expired_certificates(strictness.force);
     Ok(match &loaded.rotation {
         Some(rotation) => unsigned.with_trust_rotation(rotation.anchor_set()?.to_rotation()?)?,
         None => unsigned,
@@ -108,6 +166,7 @@ pub(crate) fn run(manifest: &Path, key: &Path, out: &Path) -> Result<(), Failure
         unsigned_only: false,
         compress: None,
         chunking: Chunking::Fixed,
+        delta: &DeltaArg::default(),
         strictness: Strictness::default(),
         out,
     })
@@ -123,6 +182,8 @@ pub(crate) struct PackArgs<'a> {
     pub(crate) compress: Option<i32>,
     /// `--chunking`.
     pub(crate) chunking: Chunking,
+    /// `--delta-from`, `--delta-trust`.
+    pub(crate) delta: &'a DeltaArg,
     pub(crate) strictness: Strictness,
     pub(crate) out: &'a Path,
 }
@@ -135,11 +196,16 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
         certs,
         compress,
         chunking,
+        delta,
         strictness,
         out,
         ..
     } = *args;
-    let options = PackOptions::new().compression(compress).chunking(chunking);
+    let options = PackOptions::new()
+        .compression(compress)
+        .chunking(chunking)
+        .copy_only(delta.copy_only);
+    let delta_inputs: Vec<&Path> = delta.inputs().collect();
     if args.unsigned_only {
         if !keys.is_empty() || !certs.is_empty() {
             return Err(Error::new(
@@ -148,8 +214,16 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
             )
             .into());
         }
+        let base = delta.base(&[])?;
         return write_tbs(
-            &prepare(manifest, &options, strictness, out, &[])?,
+            &prepare(
+                manifest,
+                &options,
+                base.as_ref(),
+                strictness,
+                out,
+                &delta_inputs,
+            )?,
             manifest,
             out,
         );
@@ -177,8 +251,18 @@ pub(crate) fn run_with(args: &PackArgs<'_>) -> Result<(), Failure> {
         .iter()
         .chain(certs)
         .map(PathBuf::as_path)
+        .chain(delta_inputs)
         .collect();
-    let unsigned = prepare(manifest, &options, strictness, out, &key_files)?;
+    let public: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+    let base = delta.base(&public)?;
+    let unsigned = prepare(
+        manifest,
+        &options,
+        base.as_ref(),
+        strictness,
+        out,
+        &key_files,
+    )?;
     let mut entries = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let chain = chains.get(i).cloned().unwrap_or_default();
@@ -228,10 +312,24 @@ fn report(unsigned: &UnsignedPackage, out: &Path, written: u64) {
             human_size(image / chunks.max(1))
         );
     }
-    if m.images
-        .iter()
-        .any(veriflash_core::format::ImageSpec::is_compressed)
-    {
+    for image in m.images.iter().filter(|i| i.source.is_some()) {
+        let cost = veriflash_core::ImageCost::of(image, image.size);
+        println!(
+            "delta of '{}': {} chunks copied from the old image, {} patched, {} carried; {} of {} stored (format version 4)",
+            image.name,
+            cost.from_source,
+            cost.patched,
+            cost.carried,
+            human_size(cost.delta_bytes),
+            human_size(cost.size)
+        );
+    }
+    let zstd = |i: &veriflash_core::format::ImageSpec| {
+        i.stored_chunks
+            .iter()
+            .any(|c| c.encoding == veriflash_core::format::ChunkEncoding::Zstd)
+    };
+    if m.images.iter().any(zstd) {
         let image: u64 = m.images.iter().map(|i| i.size).sum();
         let stored: u64 = m.images.iter().map(|i| i.stored_size()).sum();
         println!(
@@ -271,6 +369,8 @@ pub(crate) struct SignArgs<'a> {
     pub(crate) compress: Option<i32>,
     /// The `--chunking` `pack --unsigned` was given (the cuts depend only on the bytes).
     pub(crate) chunking: Chunking,
+    /// The `--delta-from` `pack --unsigned` was given (a delta depends only on the bytes).
+    pub(crate) delta: &'a DeltaArg,
     pub(crate) strictness: Strictness,
     pub(crate) out: &'a Path,
 }
@@ -280,12 +380,21 @@ pub(crate) fn sign(args: &SignArgs<'_>) -> Result<(), Failure> {
         .chain(args.signatures.iter().map(PathBuf::as_path))
         .chain(args.pubkeys.iter().map(PathBuf::as_path))
         .chain(args.certs.iter().map(PathBuf::as_path))
+        .chain(args.delta.inputs())
         .collect();
+    let pubkeys = args
+        .pubkeys
+        .iter()
+        .map(|p| load_public_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base = args.delta.base(&pubkeys)?;
     let unsigned = prepare(
         args.manifest,
         &PackOptions::new()
             .compression(args.compress)
-            .chunking(args.chunking),
+            .chunking(args.chunking)
+            .copy_only(args.delta.copy_only),
+        base.as_ref(),
         args.strictness,
         args.out,
         &inputs,

@@ -267,50 +267,12 @@ fn malformed_xml_and_device_patches_are_invalid_input() {
 fn the_stock_ec25_bundle_imports_packs_and_flashes_with_its_mibib_step() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../veriflash-mdm9x07/tests/fixtures/ec25");
-    let b = dir.join("ec25");
-    std::fs::create_dir_all(&b).unwrap();
-    for f in [
-        "rawprogram_nand_p4K_b256K_update.xml",
-        "sbl1.mbn",
-        "partition_complete_p4K_b256K.mbn",
-    ] {
-        std::fs::copy(fixture.join(f), b.join(f)).unwrap();
-    }
-    std::fs::write(
-        b.join("prog_nand_firehose_9x07.mbn"),
-        test_programmer(&bytes(20_000, 5)),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("out")).unwrap();
-    let import = |extra: &[&str]| {
-        let mut args = vec![
-            "import-qdl",
-            "--rawprogram",
-            "ec25/rawprogram_nand_p4K_b256K_update.xml",
-            "--programmer",
-            "ec25/prog_nand_firehose_9x07.mbn",
-            "--product",
-            "quectel-ec25",
-            "--chipset",
-            "mdm9207",
-            "--version",
-            "EC25EFAR06A09M4G",
-            "--security-version",
-            "1",
-            "--out",
-            "out/ec25.toml",
-        ];
-        args.extend_from_slice(extra);
-        veriflash(&args, dir)
-    };
     // Without the flag, the erase of the MIBIB is refused, naming the flag.
-    let o = import(&[]);
+    let o = common::ec25_import(dir, &[]);
     assert_eq!(o.status.code(), Some(72), "{}", text(&o));
     assert!(text(&o).contains("--with-partition-table"), "{}", text(&o));
 
-    let o = import(&["--with-partition-table"]);
+    let o = common::ec25_import(dir, &["--with-partition-table"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("checked every label and size"), "{out}");
@@ -332,28 +294,7 @@ fn the_stock_ec25_bundle_imports_packs_and_flashes_with_its_mibib_step() {
         b"page_size=4096\npages_per_block=64\n"
     );
 
-    let o = veriflash(&["keygen", "--out", "vendor.pem"], dir);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = veriflash(
-        &[
-            "pack",
-            "--manifest",
-            "out/ec25.toml",
-            "--key",
-            "vendor.pem",
-            "--out",
-            "ec25.vfp",
-        ],
-        dir,
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let config = dir.join(".veriflash-config");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("mdm9x07-products.toml"),
-        "[[product]]\noem_id = 0x1234\nmodel_id = 0x0025\nproduct = \"quectel-ec25\"\nhardware_revision = \"r1\"\n",
-    )
-    .unwrap();
+    common::ec25_package(dir);
     let flash = |extra: &[&str], target: &str| {
         let mut args = vec![
             "flash",

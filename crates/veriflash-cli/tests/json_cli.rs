@@ -108,6 +108,43 @@ fn verify_inspect_status_devices_and_refusals_match_the_schema() {
         &veriflash(&["inspect", "update.vfp", "--json"], d),
         "inspect",
     );
+    // A "delta" of the package against itself: the device would hold every chunk, but a
+    // package carries at least one payload byte, so its one image is carried whole.
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "update.toml",
+            "--key",
+            "vendor.pem",
+            "--delta-from",
+            "update.vfp",
+            "--out",
+            "delta.vfp",
+        ],
+        d,
+    ));
+    let inspected = lines(
+        &veriflash(&["inspect", "delta.vfp", "--json"], d),
+        "inspect",
+    );
+    assert!(inspected[0]["package"]["images"][0]["source"].is_null());
+    assert_eq!(inspected[0]["package"]["format_version"], 1);
+    lines(
+        &veriflash(
+            &[
+                "inspect",
+                "--delta-from",
+                "update.vfp",
+                "--trust",
+                "vendor.pub.pem",
+                "update.vfp",
+                "--json",
+            ],
+            d,
+        ),
+        "inspect_delta",
+    );
     lines(
         &veriflash(&["status", "--target", "file:a.img", "--json"], d),
         "status",

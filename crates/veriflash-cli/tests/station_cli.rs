@@ -348,3 +348,37 @@ fn a_package_that_does_not_verify_is_never_served() {
     assert_eq!(code(&out), 30, "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "no URL: {}", common::stdout(&out));
 }
+
+/// A stock EC25 package rewrites the modem's partition table (its MIBIB step): a station
+/// started without `--allow-partition-table` refuses it on the modem with protected_partition
+/// (49), one started with it installs it, as `flash` does.
+#[test]
+fn a_partition_table_is_rewritten_only_by_a_station_that_allows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::ec25_package(dir);
+    for (extra, result, expected) in [
+        (None, "refused", 49),
+        (Some("--allow-partition-table"), "installed", 0),
+    ] {
+        let mut args = vec![
+            "--package",
+            "ec25.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "mdm9x07:emulator:ec25",
+        ];
+        args.extend(extra);
+        let station = Station::start(&args, dir);
+        station.wait_for("the modem", |s| s["devices"][0]["state"] == "ready");
+        let r = station.post("/api/flash", r#"{"targets":["mdm9x07:emulator:ec25"]}"#);
+        assert_eq!(r.status, 202, "{r:?}");
+        let state = station.wait_for("the install", |s| {
+            s["history"].as_array().unwrap().len() == 1
+        });
+        let record = &state["history"][0];
+        assert_eq!(record["result"], result, "{extra:?}: {state:#}");
+        assert_eq!(record["code"], expected, "{extra:?}: {state:#}");
+    }
+}

@@ -147,40 +147,55 @@ impl ChunkDecoder for ZstdDecoder {
         if chunk.encoding() != ChunkEncoding::Zstd {
             return Err(DecodeError::UnsupportedEncoding);
         }
-        let header = frame_header(stored)?;
-        let limit = u64::try_from(out.len()).unwrap_or(u64::MAX);
-        if header.content_size.is_some_and(|size| size > limit) {
-            // Declares more than the signed length: refused before anything is decoded.
-            return Err(DecodeError::OutputOverflow);
-        }
-        if header.window > 1u64 << MAX_WINDOW_LOG {
-            return Err(invalid(format!(
-                "frame window of {} bytes exceeds the limit of {} bytes",
-                header.window,
-                1u64 << MAX_WINDOW_LOG
-            )));
-        }
-        if header.dictionary {
-            return Err(invalid("frame needs a dictionary"));
-        }
-        match zstd_safe::find_frame_compressed_size(stored) {
-            Ok(n) if n == stored.len() => {}
-            Ok(_) => return Err(invalid("bytes follow the frame (one frame per chunk)")),
-            Err(code) => return Err(invalid(zstd_safe::get_error_name(code))),
-        }
-        let mut dctx = zstd_safe::DCtx::create();
-        dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
-            .map_err(|code| invalid(zstd_safe::get_error_name(code)))?;
-        dctx.decompress(out, stored).map_err(|code| {
-            // ZSTD_error_dstSize_tooSmall: the frame produces more than the signed length;
-            // decoding stopped at the end of `out`.
-            if zstd_safe::get_error_name(code) == "Destination buffer is too small" {
-                DecodeError::OutputOverflow
-            } else {
-                invalid(zstd_safe::get_error_name(code))
-            }
-        })
+        decode_frame(stored, None, out)
     }
+}
+
+/// Decodes `stored`, exactly one frame within the rules of FORMAT.md §3.1, into `out` (the
+/// signed length bounds the output); with `prefix`, a patch frame (§3.4) whose reference prefix
+/// is that range of the source image. Returns the bytes produced.
+pub(crate) fn decode_frame(
+    stored: &[u8],
+    prefix: Option<&[u8]>,
+    out: &mut [u8],
+) -> Result<usize, DecodeError> {
+    let header = frame_header(stored)?;
+    let limit = u64::try_from(out.len()).unwrap_or(u64::MAX);
+    if header.content_size.is_some_and(|size| size > limit) {
+        // Declares more than the signed length: refused before anything is decoded.
+        return Err(DecodeError::OutputOverflow);
+    }
+    if header.window > 1u64 << MAX_WINDOW_LOG {
+        return Err(invalid(format!(
+            "frame window of {} bytes exceeds the limit of {} bytes",
+            header.window,
+            1u64 << MAX_WINDOW_LOG
+        )));
+    }
+    if header.dictionary {
+        return Err(invalid("frame needs a dictionary"));
+    }
+    match zstd_safe::find_frame_compressed_size(stored) {
+        Ok(n) if n == stored.len() => {}
+        Ok(_) => return Err(invalid("bytes follow the frame (one frame per chunk)")),
+        Err(code) => return Err(invalid(zstd_safe::get_error_name(code))),
+    }
+    let mut dctx = zstd_safe::DCtx::create();
+    dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|code| invalid(zstd_safe::get_error_name(code)))?;
+    if let Some(prefix) = prefix {
+        dctx.ref_prefix(prefix)
+            .map_err(|code| invalid(zstd_safe::get_error_name(code)))?;
+    }
+    dctx.decompress(out, stored).map_err(|code| {
+        // ZSTD_error_dstSize_tooSmall: the frame produces more than the signed length;
+        // decoding stopped at the end of `out`.
+        if zstd_safe::get_error_name(code) == "Destination buffer is too small" {
+            DecodeError::OutputOverflow
+        } else {
+            invalid(zstd_safe::get_error_name(code))
+        }
+    })
 }
 
 /// Compresses one chunk as a single Zstandard frame at `level`, with the content size recorded,
@@ -191,6 +206,31 @@ impl ChunkDecoder for ZstdDecoder {
 /// # Errors
 /// [`ErrorKind::InvalidInput`] for a level zstd refuses.
 pub fn compress_chunk(chunk: &[u8], level: i32) -> Result<Option<Vec<u8>>, Error> {
+    let worth = chunk
+        .len()
+        .saturating_sub(chunk.len() / MIN_SAVING_DIVISOR)
+        .saturating_sub(1);
+    compress_frame(chunk, None, level, worth)
+}
+
+/// Compresses `chunk` as a patch (FORMAT.md §3.4): one frame whose reference prefix is
+/// `reference`, a range of the source image, with a window that reaches over all of it (at most
+/// [`MAX_WINDOW_LOG`]). Returns `None` unless the frame is smaller than the chunk.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for a level zstd refuses.
+pub fn patch_chunk(chunk: &[u8], reference: &[u8], level: i32) -> Result<Option<Vec<u8>>, Error> {
+    compress_frame(chunk, Some(reference), level, chunk.len().saturating_sub(1))
+}
+
+/// One frame of `chunk` (with `prefix` as its reference prefix, if any), or `None` when it is
+/// longer than `worth` bytes.
+fn compress_frame(
+    chunk: &[u8],
+    prefix: Option<&[u8]>,
+    level: i32,
+    worth: usize,
+) -> Result<Option<Vec<u8>>, Error> {
     let fail = |code: zstd_safe::ErrorCode| {
         Error::new(
             ErrorKind::InvalidInput,
@@ -201,10 +241,10 @@ pub fn compress_chunk(chunk: &[u8], level: i32) -> Result<Option<Vec<u8>>, Error
         )
     };
     let mut cctx = zstd_safe::CCtx::create();
-    let window_log = chunk
-        .len()
-        .next_power_of_two()
-        .trailing_zeros()
+    let reach = chunk.len().saturating_add(prefix.map_or(0, <[u8]>::len));
+    let window_log = reach
+        .checked_next_power_of_two()
+        .map_or(MAX_WINDOW_LOG, usize::trailing_zeros)
         .clamp(10, MAX_WINDOW_LOG);
     cctx.set_parameter(zstd_safe::CParameter::CompressionLevel(level))
         .map_err(fail)?;
@@ -214,10 +254,9 @@ pub fn compress_chunk(chunk: &[u8], level: i32) -> Result<Option<Vec<u8>>, Error
         .map_err(fail)?;
     cctx.set_parameter(zstd_safe::CParameter::ContentSizeFlag(true))
         .map_err(fail)?;
-    let worth = chunk
-        .len()
-        .saturating_sub(chunk.len() / MIN_SAVING_DIVISOR)
-        .saturating_sub(1);
+    if let Some(prefix) = prefix {
+        cctx.ref_prefix(prefix).map_err(fail)?;
+    }
     let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(chunk.len()));
     match cctx.compress2(&mut out, chunk) {
         Ok(n) if n <= worth && n > 0 => {

@@ -194,6 +194,18 @@ error_kinds! {
     DecompressionFailed = 33, "decompression_failed", Security,
         "a compressed chunk cannot be decompressed within the format's limits",
         "Do not install this package; report it to its vendor (re-pack with `veriflash pack --compress`).";
+    /// A delta package (format version 4) applies to another image than the one the device
+    /// runs in a partition (its length or SHA-256 differ), or the device cannot read back what it
+    /// runs (a single-slot device): checked before anything is written, so nothing was.
+    SourceMismatch = 34, "source_mismatch", UserAction,
+        "the device does not run the image this delta package applies to",
+        "Install the full package, or the delta made from the version the device runs (`veriflash inspect DELTA` shows the source it needs); nothing was written.";
+    /// A chunk rebuilt from the device's installed image (copied from it, or a patch applied to
+    /// it) does not hash to its signed digest, although that image matched the declared source:
+    /// the delta package contradicts itself. Nothing of that chunk was written.
+    DeltaOutputMismatch = 35, "delta_output_mismatch", Security,
+        "a chunk rebuilt from the installed image does not match its signed digest",
+        "Do not install this delta package; report it to its vendor and install the full package instead.";
     /// The package is for another product.
     WrongProduct = 40, "wrong_product", Permanent,
         "the package is for another product",

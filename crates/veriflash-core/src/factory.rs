@@ -188,6 +188,20 @@ impl<'a> FactoryLine<'a> {
         events: &DeviceEvents<'_>,
     ) -> Result<FactoryReport, Error> {
         check_count(devices)?;
+        if verified
+            .manifest()
+            .images
+            .iter()
+            .any(|i| i.source.is_some())
+        {
+            // Each device rebuilds a delta's chunks from what it runs itself: nothing to fan
+            // out, and a line would stop at the first device that runs something else.
+            let err = Error::new(
+                ErrorKind::InvalidInput,
+                "a delta package installs one device at a time (`veriflash flash`); a factory line installs the full package",
+            );
+            return Ok(FactoryReport::failed(devices, &err, events));
+        }
         let device_side = DeviceSide {
             verified,
             verifier: self.verifier,

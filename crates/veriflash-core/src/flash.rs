@@ -638,11 +638,7 @@ fn run<R: Read>(
         cancel,
     };
     device
-        .install(
-            &verified,
-            |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
-            events,
-        )
+        .install(&verified, |sink| package.stream_to(sink), events)
         .map(|(report, _)| report)
 }
 
@@ -1204,6 +1200,13 @@ fn start(
 ) -> Result<(), Error> {
     check_identity_of(verified.manifest(), device, &*session)?;
     check_policy_except(verified, device, policy, loader)?;
+    // A delta package applies to what the device runs: checked whole, before anything is
+    // written (nothing is, on a mismatch).
+    crate::check_sources(
+        verified.manifest(),
+        &mut crate::delta::SessionImages(&mut *session),
+        device.installed_version.as_deref(),
+    )?;
     events(&Event::PhaseFinished(Phase::Preflight));
     let m = verified.manifest();
     let plan = InstallPlan {

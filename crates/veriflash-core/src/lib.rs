@@ -4,6 +4,7 @@
 pub mod cdc;
 pub mod compress;
 mod convert;
+pub mod delta;
 pub mod error;
 pub mod factory;
 pub mod flash;
@@ -20,6 +21,7 @@ pub mod trust;
 pub mod updater;
 
 pub use compress::ZstdDecoder;
+pub use delta::{DeltaBase, ImageCost, InstalledImages, check_sources, delta_cost};
 pub use error::{Category, Error, ErrorKind, Location};
 pub use factory::{FactoryLine, FactoryReport};
 pub use flash::{

@@ -9,12 +9,14 @@ use std::io::{BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use veriflash_format::{
-    ChunkEncoding, ImageSpec, Manifest, SignatureBlock, SignatureEntry, StoredChunk, TrustRotation,
+    ChunkEncoding, DeltaSource, ImageSpec, Manifest, SignatureBlock, SignatureEntry, SourceRef,
+    StoredChunk, TrustRotation,
 };
 use veriflash_hash::{Digest, ImageExpectation, Sha256};
 use veriflash_sig::SigningKey;
 
 use crate::convert;
+use crate::delta::{DeltaBase, SourceImage, SourceIndex};
 use crate::error::{Error, ErrorKind};
 use crate::output::write_atomically;
 
@@ -126,6 +128,10 @@ pub struct PackOptions {
     pub threads: usize,
     /// Where chunks end.
     pub chunking: Chunking,
+    /// A delta ([`UnsignedPackage::prepare_delta`]) copies chunks from its source but stores
+    /// no patch: a device then needs no decoder with a reference prefix, and no memory for a
+    /// reference range (at most 8 MiB).
+    pub copy_only: bool,
 }
 
 impl PackOptions {
@@ -153,6 +159,13 @@ impl PackOptions {
     #[must_use]
     pub fn chunking(mut self, chunking: Chunking) -> Self {
         self.chunking = chunking;
+        self
+    }
+
+    /// Sets [`copy_only`](Self::copy_only).
+    #[must_use]
+    pub fn copy_only(mut self, copy_only: bool) -> Self {
+        self.copy_only = copy_only;
         self
     }
 }
@@ -195,12 +208,43 @@ impl UnsignedPackage {
     /// As [`prepare`](Self::prepare); [`ErrorKind::InvalidInput`] for a compression level zstd
     /// refuses; [`ErrorKind::Io`] when the temporary file fails.
     pub fn prepare_with(spec: PackageSpec, options: &PackOptions) -> Result<Self, Error> {
+        Self::prepare_from(spec, options, None)
+    }
+
+    /// [`prepare_with`](Self::prepare_with) as a delta of `base`, an old package verified
+    /// when it was read ([`DeltaBase::from_package`]): each image with an old counterpart (the
+    /// same partition) declares that old image as its source, and each of its chunks is stored
+    /// as the cheapest of copied from the source (found by its SHA-256 anywhere in it), a
+    /// Zstandard patch against a range of the source, or as `options` would store it
+    /// (docs/FORMAT.md §3.4). A package with such an image is format version 4; one whose
+    /// images share nothing with `base` is packed as without it.
+    ///
+    /// # Errors
+    /// As [`prepare_with`](Self::prepare_with).
+    pub fn prepare_delta(
+        spec: PackageSpec,
+        options: &PackOptions,
+        base: &DeltaBase,
+    ) -> Result<Self, Error> {
+        Self::prepare_from(spec, options, Some(base))
+    }
+
+    fn prepare_from(
+        spec: PackageSpec,
+        options: &PackOptions,
+        base: Option<&DeltaBase>,
+    ) -> Result<Self, Error> {
         let mut images = Vec::with_capacity(spec.images.len());
         let mut sources = Vec::with_capacity(spec.images.len());
         let mut spools = Vec::with_capacity(spec.images.len());
+        let last = base.and(spec.images.last().cloned());
         for source in spec.images {
-            if options.compression.is_some() || options.chunking == Chunking::ContentDefined {
-                let (image, spool) = tabled_image(&source, options)?;
+            let old = base.and_then(|b| b.image(&source.partition));
+            if options.compression.is_some()
+                || options.chunking == Chunking::ContentDefined
+                || old.is_some()
+            {
+                let (image, spool) = tabled_image(&source, options, old)?;
                 images.push(image);
                 sources.push(source.data);
                 spools.push(spool);
@@ -226,9 +270,18 @@ impl UnsignedPackage {
                 digest: digests.digest,
                 chunk_digests: digests.chunk_digests,
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: Vec::new(),
             });
             sources.push(source.data);
+        }
+        // A package carries at least one payload byte (docs/FORMAT.md §2): a delta whose every
+        // chunk the device already holds carries its last image whole.
+        if let Some(last) = last
+            && images.iter().map(ImageSpec::stored_size).sum::<u64>() == 0
+            && let (Some(image), Some(spool)) = (images.last_mut(), spools.last_mut())
+        {
+            (*image, *spool) = tabled_image(&last, options, None)?;
         }
         let manifest = Manifest {
             product: spec.product,
@@ -595,7 +648,20 @@ fn copy_stored<W: Write>(image: &ImageSpec, spool: &File, out: &mut W) -> Result
     let spool_error = |e| Error::io(format_args!("image '{}' spool", image.name), e);
     spool.rewind().map_err(spool_error)?;
     let mut buffer = Vec::new();
+    let mut references = image.source.iter().flat_map(|s| &s.references);
     for (chunk, digest) in image.stored_chunks.iter().zip(&image.chunk_digests) {
+        // A chunk rebuilt from the source: its digest covers the chunk, a patch's frame digest
+        // its stored bytes; a copied chunk stores none.
+        let reference = chunk
+            .encoding
+            .uses_source()
+            .then(|| references.next())
+            .flatten();
+        let digest = match (chunk.encoding, reference) {
+            (ChunkEncoding::Source, _) => continue,
+            (ChunkEncoding::Patch, Some(reference)) => &reference.frame_digest,
+            _ => digest,
+        };
         buffer.resize(usize::try_from(chunk.stored_len).unwrap_or(usize::MAX), 0);
         spool.read_exact(&mut buffer).map_err(spool_error)?;
         if veriflash_hash::sha256(&buffer) != *digest {
@@ -613,10 +679,88 @@ fn copy_stored<W: Write>(image: &ImageSpec, spool: &File, out: &mut W) -> Result
     Ok(())
 }
 
-/// One chunk after compression: its stored bytes and how they are stored.
+/// One chunk after compression: how it is stored, its stored bytes when it is a frame (zstd or
+/// patch), and where in the source it comes from when it is rebuilt from one.
 struct Packed {
-    raw_len: usize,
+    encoding: ChunkEncoding,
     stored: Option<Vec<u8>>,
+    reference: Option<SourceRef>,
+}
+
+/// What the packer tries for one chunk of a delta image.
+#[derive(Clone, Copy)]
+enum Plan {
+    /// Store it as a full package would.
+    Carry,
+    /// Copy it from the source, at this offset.
+    Copy(u64),
+    /// Also try a patch against this range of the source.
+    Patch(u64, usize),
+}
+
+/// A delta image being packed: the old image, where it holds the new image's chunks, and how
+/// far the last chunk found in it had moved.
+struct DeltaPacking<'a> {
+    old: SourceImage<'a>,
+    index: SourceIndex,
+    shift: i128,
+}
+
+impl DeltaPacking<'_> {
+    /// What to try for the chunk `raw` (SHA-256 `digest`) at offset `at` of the new image:
+    /// a copy when the old image holds it (where the index found it, at the same offset, or
+    /// moved as the chunk before it), else a patch against the old bytes around where it would
+    /// be.
+    fn plan(&mut self, raw: &[u8], digest: &Digest, at: u64) -> Plan {
+        let moved = u64::try_from(i128::from(at).saturating_add(self.shift)).unwrap_or(0);
+        let old = self.old.bytes;
+        if let Some(found) = self.index.find(old, raw, digest, &[at, moved]) {
+            self.shift = i128::from(found).saturating_sub(i128::from(at));
+            return Plan::Copy(found);
+        }
+        let len = raw.len();
+        let reach = len
+            .saturating_mul(2)
+            .min(veriflash_format::limits::MAX_PATCH_SOURCE_LEN as usize)
+            .min(old.len());
+        let start = usize::try_from(moved)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(len / 2)
+            .min(old.len().saturating_sub(reach));
+        if reach == 0 {
+            Plan::Carry
+        } else {
+            Plan::Patch(u64::try_from(start).unwrap_or(u64::MAX), reach)
+        }
+    }
+}
+
+/// The index of `old` for a new image cut as `options` say: content-defined chunks cut the old
+/// image the same way; fixed chunks are looked for at every offset of it (a first pass over the
+/// new image gives their weak hashes and digests).
+fn index_source(
+    source: &ImageSource,
+    options: &PackOptions,
+    old: &[u8],
+) -> Result<SourceIndex, Error> {
+    if options.chunking == Chunking::ContentDefined {
+        return Ok(SourceIndex::content_defined(old, source.chunk_size));
+    }
+    let chunk_size = usize::try_from(source.chunk_size).unwrap_or(usize::MAX);
+    let (mut reader, _) = source.data.open()?;
+    let mut weak = std::collections::HashSet::new();
+    let mut wanted = std::collections::HashSet::new();
+    let mut chunk = vec![0u8; chunk_size];
+    loop {
+        let n = read_full(&mut reader, &mut chunk)
+            .map_err(|e| Error::io(format_args!("reading image '{}'", source.name), e))?;
+        if n < chunk_size {
+            break;
+        }
+        weak.insert(crate::delta::weak_hash(&chunk));
+        wanted.insert(veriflash_hash::sha256(&chunk));
+    }
+    Ok(SourceIndex::rolling(old, chunk_size, &weak, &wanted))
 }
 
 /// Where the next chunk of an image being packed comes from: fixed lengths, or cut by content.
@@ -647,6 +791,7 @@ impl Chunks<'_> {
 fn tabled_image(
     source: &ImageSource,
     options: &PackOptions,
+    old: Option<SourceImage<'_>>,
 ) -> Result<(ImageSpec, Option<File>), Error> {
     let threads = if options.threads == 0 {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -663,6 +808,18 @@ fn tabled_image(
             ),
         ));
     }
+    let mut delta = match old {
+        Some(old) => Some(DeltaPacking {
+            old,
+            index: index_source(source, options, old.bytes)?,
+            shift: 0,
+        }),
+        None => None,
+    };
+    let patch_level = options
+        .compression
+        .unwrap_or(crate::compress::DEFAULT_COMPRESSION_LEVEL);
+    let mut references: Vec<SourceRef> = Vec::new();
     let (reader, len) = source.data.open()?;
     let mut chunks = match options.chunking {
         Chunking::Fixed => Chunks::Fixed(reader, chunk_size),
@@ -700,29 +857,51 @@ fn tabled_image(
                 break;
             }
         }
-        let packed = match options.compression {
-            Some(level) => compress_batch(&batch, level, threads)?,
-            None => batch
-                .iter()
-                .map(|raw| Packed {
-                    raw_len: raw.len(),
-                    stored: None,
-                })
-                .collect(),
-        };
-        for (raw, packed) in batch.iter().zip(packed) {
-            let stored = packed.stored.as_deref().unwrap_or(raw);
+        let digests: Vec<Digest> = batch
+            .iter()
+            .map(|raw| veriflash_hash::sha256(raw))
+            .collect();
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut at = size.saturating_sub(batch.iter().map(|raw| raw.len() as u64).sum());
+        for (raw, digest) in batch.iter().zip(&digests) {
+            let plan = delta
+                .as_mut()
+                .map_or(Plan::Carry, |d| d.plan(raw, digest, at));
+            plans.push(match plan {
+                Plan::Patch(..) if options.copy_only => Plan::Carry,
+                plan => plan,
+            });
+            at = at.saturating_add(raw.len() as u64);
+        }
+        let old_bytes = delta.as_ref().map(|d| d.old.bytes);
+        let packed = compress_batch(
+            &batch,
+            &plans,
+            |raw, plan| pack_chunk(raw, plan, options.compression, patch_level, old_bytes),
+            threads,
+        )?;
+        for ((raw, packed), digest) in batch.iter().zip(packed).zip(digests) {
+            let stored: &[u8] = match packed.encoding {
+                ChunkEncoding::Source => &[],
+                ChunkEncoding::Raw => raw,
+                ChunkEncoding::Zstd | ChunkEncoding::Patch => {
+                    packed.stored.as_deref().unwrap_or_default()
+                }
+            };
             spooled.write_all(stored).map_err(spool_error)?;
-            chunk_digests.push(veriflash_hash::sha256(stored));
+            // A chunk rebuilt from the source is named by its own digest (what the device must
+            // end up with); the others by their stored bytes'.
+            chunk_digests.push(if packed.encoding.uses_source() {
+                digest
+            } else {
+                veriflash_hash::sha256(stored)
+            });
+            references.extend(packed.reference);
             let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
             stored_chunks.push(StoredChunk {
-                encoding: if packed.stored.is_some() {
-                    ChunkEncoding::Zstd
-                } else {
-                    ChunkEncoding::Raw
-                },
+                encoding: packed.encoding,
                 stored_len: to_u32(stored.len()),
-                decompressed_len: to_u32(packed.raw_len),
+                decompressed_len: to_u32(raw.len()),
             });
         }
     }
@@ -742,6 +921,14 @@ fn tabled_image(
         digest: whole.finalize(),
         chunk_digests,
         stored_chunks,
+        source: match delta {
+            Some(delta) if !references.is_empty() => Some(DeltaSource {
+                size: delta.old.bytes.len() as u64,
+                digest: delta.old.digest,
+                references,
+            }),
+            _ => None,
+        },
         extensions: Vec::new(),
     };
     // No chunk paid and the cuts fell where fixed chunks end (an image of one chunk): the image
@@ -753,21 +940,82 @@ fn tabled_image(
     Ok((image, tabled.then_some(spool)))
 }
 
-/// Compresses each chunk of `batch` on up to `threads` scoped threads, in order.
-fn compress_batch(batch: &[Vec<u8>], level: i32, threads: usize) -> Result<Vec<Packed>, Error> {
+/// The cheapest way to store `raw` that `plan` allows: copied from the source, else the
+/// smallest of raw, a zstd frame at `level` (when compressing) and a patch at `patch_level`
+/// against the planned range of `old`.
+fn pack_chunk(
+    raw: &[u8],
+    plan: Plan,
+    level: Option<i32>,
+    patch_level: i32,
+    old: Option<&[u8]>,
+) -> Result<Packed, Error> {
+    let carried = |encoding, stored| Packed {
+        encoding,
+        stored,
+        reference: None,
+    };
+    if let Plan::Copy(offset) = plan {
+        return Ok(Packed {
+            encoding: ChunkEncoding::Source,
+            stored: None,
+            reference: Some(SourceRef {
+                offset,
+                len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+                frame_digest: [0; 32],
+            }),
+        });
+    }
+    let mut best = match level {
+        Some(level) => match crate::compress::compress_chunk(raw, level)? {
+            Some(frame) => carried(ChunkEncoding::Zstd, Some(frame)),
+            None => carried(ChunkEncoding::Raw, None),
+        },
+        None => carried(ChunkEncoding::Raw, None),
+    };
+    let range = match plan {
+        Plan::Patch(offset, len) => usize::try_from(offset)
+            .ok()
+            .and_then(|start| old?.get(start..start.saturating_add(len)))
+            .map(|reference| (offset, reference)),
+        _ => None,
+    };
+    if let Some((offset, reference)) = range
+        && let Some(frame) = crate::compress::patch_chunk(raw, reference, patch_level)?
+        && frame.len() < best.stored.as_ref().map_or(raw.len(), Vec::len)
+    {
+        best = Packed {
+            encoding: ChunkEncoding::Patch,
+            reference: Some(SourceRef {
+                offset,
+                len: u32::try_from(reference.len()).unwrap_or(u32::MAX),
+                frame_digest: veriflash_hash::sha256(&frame),
+            }),
+            stored: Some(frame),
+        };
+    }
+    Ok(best)
+}
+
+/// Packs each chunk of `batch` with `work` (and its plan) on up to `threads` scoped threads,
+/// in order.
+fn compress_batch(
+    batch: &[Vec<u8>],
+    plans: &[Plan],
+    work: impl Fn(&[u8], Plan) -> Result<Packed, Error> + Sync,
+    threads: usize,
+) -> Result<Vec<Packed>, Error> {
     let per_thread = batch.len().div_ceil(threads.max(1)).max(1);
+    let work = &work;
     std::thread::scope(|scope| {
         let parts: Vec<_> = batch
             .chunks(per_thread)
-            .map(|part| {
+            .zip(plans.chunks(per_thread))
+            .map(|(part, plans)| {
                 let work = move || {
                     part.iter()
-                        .map(|raw| {
-                            Ok(Packed {
-                                raw_len: raw.len(),
-                                stored: crate::compress::compress_chunk(raw, level)?,
-                            })
-                        })
+                        .zip(plans)
+                        .map(|(raw, plan)| work(raw, *plan))
                         .collect::<Result<Vec<_>, Error>>()
                 };
                 // A computer out of threads compresses this part on the calling thread.

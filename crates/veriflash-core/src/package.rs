@@ -3,6 +3,7 @@
 //! manifest's contents only once they are authenticated, and the payload last, chunk by chunk,
 //! each chunk compared with its signed digest before anyone sees it.
 
+use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -32,6 +33,9 @@ pub struct PackageReader<R> {
     /// The whole package's length, when the source knows it: checked against the signed
     /// layout right after the signatures, before a payload byte is read.
     len: Option<u64>,
+    /// The package as a file the hashing workers read the payload from themselves, each its
+    /// own chunks at their offsets (see [`veriflash_hash::verify_stored_at_parallel`]).
+    file: Option<File>,
 }
 
 impl PackageReader<BufReader<Box<dyn Read + Send>>> {
@@ -43,12 +47,16 @@ impl PackageReader<BufReader<Box<dyn Read + Send>>> {
     /// [`ErrorKind::Io`] when the file cannot be opened, [`ErrorKind::InvalidInput`] when it is
     /// a directory or a FIFO nobody writes to, or any error of [`PackageReader::new`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let (stream, len) = crate::source::open_package(path)?;
+        let ((stream, len), file) = crate::source::open_package_file(path)?;
         // A small buffer: the prefix is read in a few exact reads, and the payload is read in
-        // whole chunks that bypass the buffer.
+        // whole chunks that bypass the buffer (or by the workers, from a file).
         let reader = Self::new(BufReader::with_capacity(64 * 1024, stream))?;
-        Ok(match len {
+        let reader = match len {
             Some(len) => reader.with_len(len),
+            None => reader,
+        };
+        Ok(match file {
+            Some(file) => reader.with_file(file),
             None => reader,
         })
     }
@@ -67,7 +75,18 @@ impl<R: Read> PackageReader<R> {
             reader,
             prefix,
             len: None,
+            file: None,
         })
+    }
+
+    /// Reads the payload through `file` instead, the package file this reader's prefix came
+    /// from: each hashing worker reads its own chunks at their offsets and hashes them on the
+    /// core that copied them (half the time of handing the bytes over from one reading thread,
+    /// on 2 cores: docs/PERFORMANCE.md). Every payload byte is still read once.
+    #[must_use]
+    pub(crate) fn with_file(mut self, file: File) -> Self {
+        self.file = Some(file);
+        self
     }
 
     /// Tells the reader the whole package's length (a file's size, a download's
@@ -193,6 +212,7 @@ impl<R: Read> PackageReader<R> {
             }
         };
         let manifest_digest = veriflash_hash::sha256(&self.prefix.signed_message);
+        let payload_offset = self.prefix.payload_offset();
         drop(inputs);
         Ok(VerifiedPackage {
             manifest: VerifiedManifest {
@@ -205,6 +225,7 @@ impl<R: Read> PackageReader<R> {
                     entries: self.prefix.signature_block.entries,
                 }),
             },
+            file: self.file.map(|file| (file, payload_offset)),
             reader: self.reader,
             options: ParallelOptions::default(),
             decoder: DecoderSlot(Arc::new(ZstdDecoder::new())),
@@ -357,6 +378,8 @@ impl std::fmt::Debug for DecoderSlot {
 pub struct VerifiedPackage<R> {
     manifest: VerifiedManifest,
     reader: R,
+    /// The package file and its payload's offset, when the workers read the payload from it.
+    file: Option<(File, u64)>,
     options: ParallelOptions,
     decoder: DecoderSlot,
 }
@@ -415,16 +438,25 @@ impl<R: Read> VerifiedPackage<R> {
     /// bytes. The run stops at the first bad chunk; memory is a fixed number of chunk buffers
     /// (twice as many for compressed images), whatever the image size.
     ///
+    /// A delta package (format version 4) cannot be streamed so: some of its chunks are
+    /// rebuilt from the images a device runs ([`VerifiedPackage::stream_with_source`]).
+    ///
     /// # Errors
     /// [`ErrorKind::IntegrityMismatch`] naming the image and chunk,
     /// [`ErrorKind::DecompressedLengthMismatch`], [`ErrorKind::DecompressionFailed`],
     /// [`ErrorKind::Truncated`],
     /// [`ErrorKind::TrailingData`], [`ErrorKind::ImageDigestMismatch`], [`ErrorKind::Io`], or
-    /// whatever `sink` returns.
+    /// whatever `sink` returns; [`ErrorKind::SourceMismatch`] for a delta package.
     pub fn stream<F>(mut self, mut sink: F) -> Result<VerifyReport, Error>
     where
         F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
     {
+        if self.is_delta() {
+            return Err(Error::new(
+                ErrorKind::SourceMismatch,
+                "a delta package is installed on a device that runs its source image, not streamed alone",
+            ));
+        }
         let mut images = Vec::with_capacity(self.manifest.manifest.images.len());
         for image in &self.manifest.manifest.images {
             let expect = ImageExpectation {
@@ -434,14 +466,30 @@ impl<R: Read> VerifiedPackage<R> {
                 chunk_digests: &image.chunk_digests,
             };
             let stored = stored_table(image);
-            let digest = veriflash_hash::verify_stored_reader_parallel(
-                &mut self.reader,
-                expect,
-                &stored,
-                &*self.decoder.0,
-                self.options,
-                |chunk| sink(image, chunk),
-            )
+            let decoder = &*self.decoder.0;
+            let digest = match &mut self.file {
+                Some((file, offset)) => {
+                    let at = *offset;
+                    *offset = at.saturating_add(image.stored_size());
+                    veriflash_hash::verify_stored_at_parallel(
+                        file,
+                        at,
+                        expect,
+                        &stored,
+                        decoder,
+                        self.options,
+                        |chunk| sink(image, chunk),
+                    )
+                }
+                None => veriflash_hash::verify_stored_reader_parallel(
+                    &mut self.reader,
+                    expect,
+                    &stored,
+                    decoder,
+                    self.options,
+                    |chunk| sink(image, chunk),
+                ),
+            }
             .map_err(|e| convert::verify_error(&image.name, e))?;
             images.push(ImageReport::new(
                 image,
@@ -449,44 +497,134 @@ impl<R: Read> VerifiedPackage<R> {
                 self.options.check_whole_image,
             ));
         }
-        let mut probe = [0u8; 1];
-        let extra = loop {
-            match self.reader.read(&mut probe) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading past the payload", e)),
+        match &self.file {
+            Some((file, end)) => {
+                let mut probe = [0u8; 1];
+                let extra = veriflash_hash::ReadAt::read_at(file, &mut probe, *end)
+                    .map_err(|e| Error::io("reading past the payload", e))?;
+                if extra != 0 {
+                    return Err(trailing_data());
+                }
             }
-        };
-        if extra != 0 {
-            return Err(Error::new(
-                ErrorKind::TrailingData,
-                "bytes follow the last image's declared end",
-            ));
+            None => check_end(&mut self.reader)?,
         }
         Ok(VerifyReport::new(&self.manifest, images))
     }
 
-    /// Verifies every payload byte without writing anything anywhere.
+    /// Whether this is a delta package (format version 4): some images declare a source.
+    #[must_use]
+    pub fn is_delta(&self) -> bool {
+        self.manifest
+            .manifest
+            .images
+            .iter()
+            .any(|i| i.source.is_some())
+    }
+
+    /// Streams a package, delta or complete, against the images `installed` holds: first every
+    /// declared source is compared with the installed image, whole ([`crate::check_sources`]);
+    /// then each chunk is checked against its signed digest and handed to `sink` in order, the
+    /// chunks of a delta rebuilt from the installed images right before (FORMAT.md §3.4).
+    ///
+    /// # Errors
+    /// As [`VerifiedPackage::stream`]; [`ErrorKind::SourceMismatch`] when an installed image
+    /// is not a declared source; [`ErrorKind::DeltaOutputMismatch`] for a rebuilt chunk that
+    /// does not match its digest.
+    pub fn stream_with_source<F>(
+        self,
+        installed: &mut dyn crate::InstalledImages,
+        sink: F,
+    ) -> Result<VerifyReport, Error>
+    where
+        F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
+    {
+        crate::check_sources(self.manifest.manifest(), installed, None)?;
+        self.stream_to(&mut crate::delta::SourceAndSink {
+            images: installed,
+            sink,
+        })
+    }
+
+    /// Streams every chunk to `target`, rebuilding a delta package's chunks from the installed
+    /// images `target` reads (whose sources the caller checked).
+    pub(crate) fn stream_to(
+        mut self,
+        target: &mut dyn crate::reuse::ReuseTarget,
+    ) -> Result<VerifyReport, Error> {
+        if !self.is_delta() {
+            return self.stream(|image, chunk| target.chunk(image, chunk));
+        }
+        let images =
+            crate::delta::stream(&mut self.reader, self.manifest.manifest(), Some(target))?;
+        check_end(&mut self.reader)?;
+        Ok(VerifyReport::new(&self.manifest, images))
+    }
+
+    /// Verifies every payload byte without writing anything anywhere. Of a delta package, the
+    /// bytes it stores (chunks, and patches against their frame digests): its chunks rebuilt
+    /// from a source are checked when it is installed.
     ///
     /// # Errors
     /// As [`VerifiedPackage::stream`].
-    pub fn verify_payload(self) -> Result<VerifyReport, Error> {
-        self.stream(|_, _| Ok(()))
+    pub fn verify_payload(mut self) -> Result<VerifyReport, Error> {
+        if !self.is_delta() {
+            return self.stream(|_, _| Ok(()));
+        }
+        let images = crate::delta::stream(&mut self.reader, self.manifest.manifest(), None)?;
+        check_end(&mut self.reader)?;
+        Ok(VerifyReport::new(&self.manifest, images))
     }
 }
 
-/// The hash crate's view of an image's chunk table (empty: all raw).
+/// After the last image: any byte more is [`ErrorKind::TrailingData`].
+fn check_end(reader: &mut impl Read) -> Result<(), Error> {
+    let mut probe = [0u8; 1];
+    let extra = loop {
+        match reader.read(&mut probe) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading past the payload", e)),
+        }
+    };
+    if extra != 0 {
+        return Err(trailing_data());
+    }
+    Ok(())
+}
+
+/// The error for bytes after the last image's declared end.
+fn trailing_data() -> Error {
+    Error::new(
+        ErrorKind::TrailingData,
+        "bytes follow the last image's declared end",
+    )
+}
+
+/// The hash crate's view of an image's chunk table (empty: all raw). A chunk rebuilt from the
+/// source (format version 4) is checked as a raw chunk of its own length: its digest covers the
+/// chunk, which [`crate::delta`] rebuilds before handing it to the check.
 pub(crate) fn stored_table(image: &ImageSpec) -> Vec<veriflash_hash::StoredChunk> {
     image
         .stored_chunks
         .iter()
-        .map(|chunk| veriflash_hash::StoredChunk {
-            encoding: match chunk.encoding {
-                veriflash_format::ChunkEncoding::Raw => veriflash_hash::ChunkEncoding::Raw,
-                veriflash_format::ChunkEncoding::Zstd => veriflash_hash::ChunkEncoding::Zstd,
-            },
-            stored_len: chunk.stored_len,
-            len: chunk.decompressed_len,
+        .map(|chunk| {
+            let (encoding, stored_len) = match chunk.encoding {
+                veriflash_format::ChunkEncoding::Raw => {
+                    (veriflash_hash::ChunkEncoding::Raw, chunk.stored_len)
+                }
+                veriflash_format::ChunkEncoding::Zstd => {
+                    (veriflash_hash::ChunkEncoding::Zstd, chunk.stored_len)
+                }
+                veriflash_format::ChunkEncoding::Source
+                | veriflash_format::ChunkEncoding::Patch => {
+                    (veriflash_hash::ChunkEncoding::Raw, chunk.decompressed_len)
+                }
+            };
+            veriflash_hash::StoredChunk {
+                encoding,
+                stored_len,
+                len: chunk.decompressed_len,
+            }
         })
         .collect()
 }

@@ -136,11 +136,20 @@ pub type PackageStream = (Box<dyn Read + Send>, Option<u64>);
 /// [`ErrorKind::InvalidInput`] for a directory, a socket, or a FIFO without a writer;
 /// [`ErrorKind::Io`] when `path` cannot be opened or read.
 pub fn open_package(path: &Path) -> Result<PackageStream, Error> {
+    open_package_file(path).map(|(stream, _)| stream)
+}
+
+/// [`open_package`], and for a regular file a second handle on it, through which the payload
+/// is read at its offsets ([`crate::PackageReader`]).
+pub(crate) fn open_package_file(path: &Path) -> Result<(PackageStream, Option<File>), Error> {
     use std::os::unix::fs::FileTypeExt as _;
     let (mut file, meta) = open_nonblocking(path)?;
     let kind = meta.file_type();
     if meta.is_file() {
-        return Ok((Box::new(file), Some(meta.len())));
+        let at = file
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        return Ok(((Box::new(file), Some(meta.len())), Some(at)));
     }
     if !(kind.is_fifo() || kind.is_char_device() || kind.is_block_device()) {
         return Err(Error::new(
@@ -175,7 +184,7 @@ pub fn open_package(path: &Path) -> Result<PackageStream, Error> {
     rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
         .map_err(|e| Error::io(path.display(), e.into()))?;
     let head = first.get(..peeked).unwrap_or_default().to_vec();
-    Ok((Box::new(io::Cursor::new(head).chain(file)), None))
+    Ok(((Box::new(io::Cursor::new(head).chain(file)), None), None))
 }
 
 impl FileSource {

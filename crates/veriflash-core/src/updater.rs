@@ -639,11 +639,8 @@ impl Updater {
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = package.manifest().clone();
                 let package = package.with_options(policy.stream_options(&verified));
-                let (report, installed) = device.install(
-                    &verified,
-                    |sink| package.stream(|image, chunk| sink.chunk(image, chunk)),
-                    &mut tell,
-                )?;
+                let (report, installed) =
+                    device.install(&verified, |sink| package.stream_to(sink), &mut tell)?;
                 (report, installed, None, verified)
             }
             Opened::Remote(source, options) => {
@@ -823,14 +820,7 @@ fn open(source: &mut Option<PackageSource>) -> Result<Opened<'_>, Error> {
         )?));
     }
     match source.as_mut() {
-        Some(PackageSource::File(path)) => {
-            let (stream, len) = crate::source::open_package(path)?;
-            let reader = PackageReader::new(BufReader::with_capacity(64 * 1024, stream))?;
-            Ok(Opened::Local(match len {
-                Some(len) => reader.with_len(len),
-                None => reader,
-            }))
-        }
+        Some(PackageSource::File(path)) => Ok(Opened::Local(PackageReader::open(path)?)),
         Some(PackageSource::Remote(source, options)) => {
             Ok(Opened::Remote(source.as_mut(), *options))
         }

@@ -376,6 +376,7 @@ fn a_signed_chunk_that_decompresses_to_another_length_is_refused_within_its_boun
                     decompressed_len: CHUNK as u32,
                 })
                 .collect(),
+            source: None,
             extensions: vec![],
         };
         let payload = [first.as_slice(), second.as_slice()].concat();

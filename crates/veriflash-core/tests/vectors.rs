@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use veriflash_core::sig::PinnedKeys;
-use veriflash_core::{AnchorSet, ErrorKind, PackageSource, Trust, TrustedTime, Updater};
+use veriflash_core::{
+    AnchorSet, ErrorKind, InstalledImages, PackageReader, PackageSource, Trust, TrustedTime,
+    Updater,
+};
 use veriflash_test_support::vectors::generate;
 
 fn vectors_dir() -> PathBuf {
@@ -61,6 +64,16 @@ fn run(dir: &Path, vector: &Value) -> (u8, Vec<bool>) {
         .with_time(TrustedTime::None)
         .with_threshold(threshold);
     let file = dir.join(vector["file"].as_str().unwrap());
+    if let Some(source) = vector["source"].as_str() {
+        let mut installed = Source(std::fs::read(dir.join(source)).unwrap());
+        let result = PackageReader::open(&file)
+            .and_then(|reader| reader.verify(&trust.verifier()))
+            .and_then(|package| package.stream_with_source(&mut installed, |_, _| Ok(())));
+        return match result {
+            Ok(report) => (0, report.images.iter().map(|i| i.sha256_checked).collect()),
+            Err(err) => (err.code(), Vec::new()),
+        };
+    }
     let result = Updater::builder(PackageSource::File(file), trust)
         .check_whole_image(vector["whole_image_digest"].as_bool().unwrap())
         .build()
@@ -68,6 +81,26 @@ fn run(dir: &Path, vector: &Value) -> (u8, Vec<bool>) {
     match result {
         Ok(report) => (0, report.images.iter().map(|i| i.sha256_checked).collect()),
         Err(err) => (err.code(), Vec::new()),
+    }
+}
+
+/// The image a delta vector's device runs in partition `boot` (its `source`).
+struct Source(Vec<u8>);
+
+impl InstalledImages for Source {
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, veriflash_core::Error> {
+        Ok((partition == "boot").then_some(self.0.len() as u64))
+    }
+
+    fn read_installed(
+        &mut self,
+        _: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), veriflash_core::Error> {
+        let start = usize::try_from(offset).unwrap();
+        buf.copy_from_slice(self.0.get(start..start + buf.len()).unwrap());
+        Ok(())
     }
 }
 

@@ -65,6 +65,12 @@ pub const VERIFLASH_IMAGE_DIGEST_MISMATCH: veriflash_result = 31;
 pub const VERIFLASH_DECOMPRESSED_LENGTH_MISMATCH: veriflash_result = 32;
 /// A compressed chunk cannot be decompressed within the format's limits.
 pub const VERIFLASH_DECOMPRESSION_FAILED: veriflash_result = 33;
+/// A delta package applies to another image than the one the device runs (or the device
+/// cannot read back what it runs): refused before anything is written.
+pub const VERIFLASH_SOURCE_MISMATCH: veriflash_result = 34;
+/// A chunk rebuilt from the installed image does not match its signed digest: the delta
+/// package contradicts itself; that chunk was not written.
+pub const VERIFLASH_DELTA_OUTPUT_MISMATCH: veriflash_result = 35;
 // Policy (40–49).
 /// The package is for another product.
 pub const VERIFLASH_WRONG_PRODUCT: veriflash_result = 40;
@@ -180,6 +186,8 @@ const CODES: &[(veriflash_result, &CStr)] = &[
         c"decompressed_length_mismatch",
     ),
     (VERIFLASH_DECOMPRESSION_FAILED, c"decompression_failed"),
+    (VERIFLASH_SOURCE_MISMATCH, c"source_mismatch"),
+    (VERIFLASH_DELTA_OUTPUT_MISMATCH, c"delta_output_mismatch"),
     (VERIFLASH_WRONG_PRODUCT, c"wrong_product"),
     (VERIFLASH_WRONG_CHIPSET, c"wrong_chipset"),
     (

@@ -366,7 +366,8 @@ pub unsafe extern "C" fn veriflash_flash(
 /// # Errors
 /// `VERIFLASH_NULL_POINTER`, `VERIFLASH_INVALID_UTF8`, `VERIFLASH_PACKAGE_SPENT`;
 /// `VERIFLASH_INVALID_INPUT` for an unknown target or a configuration file a plugin cannot
-/// use; any code of verification (10–33), policy (40–49), the device (50–59),
+/// use; any code of verification (10–35, among them `VERIFLASH_SOURCE_MISMATCH` for a delta
+/// package whose source the device does not run), policy (40–49), the device (50–59),
 /// `VERIFLASH_CANCELLED`, `VERIFLASH_INTERRUPTED`, `VERIFLASH_IO`.
 ///
 /// # Safety

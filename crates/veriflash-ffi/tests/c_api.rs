@@ -1182,6 +1182,64 @@ fn a_tampered_package_is_never_flashed() {
 }
 
 #[test]
+fn a_delta_for_another_installed_version_gets_the_source_mismatch_code_and_writes_nothing() {
+    let fx = Fixture::new();
+    let trust = fx.trust();
+    // A delta from the fixture's package (version 7) to version 8, whose rootfs changed.
+    let base = veriflash_core::DeltaBase::from_package(
+        &fx.package,
+        &veriflash_core::Trust::new(veriflash_core::AnchorSet::new(
+            std::iter::once(fx.key.verifying_key()).collect(),
+            1,
+        ))
+        .verifier(),
+    )
+    .unwrap();
+    let mut spec = unsigned_package(7).manifest().clone();
+    spec.software_version = "2.8.0".into();
+    let mut rootfs = bytes(90_000, 2);
+    rootfs[50_000] ^= 0xFF;
+    let mut images = vec![
+        ImageSource::new("boot", "boot", ImageData::Bytes(bytes(40_000, 1))),
+        ImageSource::new("rootfs", "system", ImageData::Bytes(rootfs)),
+    ];
+    for image in &mut images {
+        image.chunk_size = 4096;
+    }
+    let unsigned = UnsignedPackage::prepare_delta(
+        PackageSpec {
+            product: spec.product,
+            chipset: spec.chipset,
+            hardware_revisions: vec![],
+            software_version: spec.software_version,
+            security_version: 8,
+            images,
+        },
+        &veriflash_core::PackOptions::new(),
+        &base,
+    )
+    .unwrap();
+    let entry = unsigned.sign(&fx.key).unwrap();
+    let delta = fx.dir.path().join("delta.vfp");
+    std::fs::write(&delta, signed(&unsigned, vec![entry])).unwrap();
+    // The device runs nothing yet: refused before a byte is written, with the remedy.
+    let target = fx.target();
+    let before = std::fs::read(&fx.device).unwrap();
+    let (rc, _) = flash_to(&open(&delta), &trust, &target);
+    assert_eq!(rc, VERIFLASH_SOURCE_MISMATCH, "{}", last_message());
+    assert_eq!(rc, u32::from(ErrorKind::SourceMismatch.code()));
+    assert!(last_remedy().contains("full package"), "{}", last_remedy());
+    assert_eq!(std::fs::read(&fx.device).unwrap(), before);
+    // Running version 7, the delta installs.
+    assert_eq!(
+        flash_to(&open(&fx.package), &trust, &target).0,
+        VERIFLASH_OK
+    );
+    let (rc, _) = flash_to(&open(&delta), &trust, &target);
+    assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+}
+
+#[test]
 fn an_unknown_target_does_not_spend_the_package() {
     let fx = Fixture::new();
     let trust = fx.trust();

@@ -26,6 +26,8 @@ pub(crate) const TAG_CONTEXT_0: u8 = 0xA0;
 pub(crate) const TAG_CONTEXT_1: u8 = 0x81;
 /// `[1] IMPLICIT SEQUENCE`: context-specific, constructed, number 1.
 pub(crate) const TAG_CONTEXT_1_CONSTRUCTED: u8 = 0xA1;
+/// `[2] IMPLICIT SEQUENCE`: context-specific, constructed, number 2.
+pub(crate) const TAG_CONTEXT_2_CONSTRUCTED: u8 = 0xA2;
 
 /// Widens a `usize` for error reports (saturating on hypothetical >64-bit targets).
 pub(crate) fn to_u64(n: usize) -> u64 {
@@ -43,6 +45,7 @@ fn tag_name(tag: u8) -> &'static str {
         TAG_CONTEXT_0 => "[0] (constructed)",
         TAG_CONTEXT_1 => "[1] (primitive)",
         TAG_CONTEXT_1_CONSTRUCTED => "[1] (constructed)",
+        TAG_CONTEXT_2_CONSTRUCTED => "[2] (constructed)",
         _ => "an unexpected tag",
     }
 }

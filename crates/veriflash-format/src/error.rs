@@ -102,18 +102,18 @@ impl fmt::Display for Error {
                 "header: unsupported format version {found} (this reader supports versions {} \
                  to {})",
                 crate::FORMAT_VERSION,
-                crate::FORMAT_VERSION_VARIABLE_CHUNKS
+                crate::FORMAT_VERSION_DELTA
             ),
             Self::UnknownFlags { flags } => write!(
                 f,
-                "header: unknown flags 0x{flags:08x} (no flag is defined in format versions 1 to 3)"
+                "header: unknown flags 0x{flags:08x} (no flag is defined in format versions 1 to 4)"
             ),
             Self::UnsupportedManifestVersion { found } => write!(
                 f,
                 "manifest: unsupported manifestVersion {found} (this reader supports versions {} \
                  to {})",
                 crate::MANIFEST_VERSION,
-                crate::MANIFEST_VERSION_VARIABLE_CHUNKS
+                crate::MANIFEST_VERSION_DELTA
             ),
             Self::Truncated {
                 section,
@@ -174,16 +174,16 @@ mod tests {
                 "header: bad magic: not a veriflash package (or mangled in transfer)",
             ),
             (
-                Error::UnsupportedVersion { found: 4 },
-                "header: unsupported format version 4 (this reader supports versions 1 to 3)",
+                Error::UnsupportedVersion { found: 5 },
+                "header: unsupported format version 5 (this reader supports versions 1 to 4)",
             ),
             (
                 Error::UnknownFlags { flags: 0x10 },
-                "header: unknown flags 0x00000010 (no flag is defined in format versions 1 to 3)",
+                "header: unknown flags 0x00000010 (no flag is defined in format versions 1 to 4)",
             ),
             (
-                Error::UnsupportedManifestVersion { found: 4 },
-                "manifest: unsupported manifestVersion 4 (this reader supports versions 1 to 3)",
+                Error::UnsupportedManifestVersion { found: 5 },
+                "manifest: unsupported manifestVersion 5 (this reader supports versions 1 to 4)",
             ),
             (
                 Error::Truncated {

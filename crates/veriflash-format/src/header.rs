@@ -28,11 +28,19 @@ pub const FORMAT_VERSION_COMPRESSED: u16 = 2;
 /// versions 1 and 2 refuses it (`UnsupportedVersion`): it could not find those chunks.
 pub const FORMAT_VERSION_VARIABLE_CHUNKS: u16 = 3;
 
+/// The package format version of delta packages (a version-4 manifest, FORMAT.md §3.4): some
+/// chunks are copied from, or patched against, the image the device runs. A reader of versions
+/// 1 to 3 refuses it (`UnsupportedVersion`): it could not rebuild those chunks.
+pub const FORMAT_VERSION_DELTA: u16 = 4;
+
 /// Whether this crate reads packages of format version `version`.
 fn supported(version: u16) -> bool {
     matches!(
         version,
-        FORMAT_VERSION | FORMAT_VERSION_COMPRESSED | FORMAT_VERSION_VARIABLE_CHUNKS
+        FORMAT_VERSION
+            | FORMAT_VERSION_COMPRESSED
+            | FORMAT_VERSION_VARIABLE_CHUNKS
+            | FORMAT_VERSION_DELTA
     )
 }
 
@@ -329,10 +337,10 @@ mod tests {
     #[test]
     fn rejects_header_with_unsupported_version() {
         let mut bytes = sample().to_bytes();
-        bytes[9] = 4;
+        bytes[9] = 5;
         assert_eq!(
             Header::parse(&bytes),
-            Err(Error::UnsupportedVersion { found: 4 })
+            Err(Error::UnsupportedVersion { found: 5 })
         );
         bytes[9] = 0;
         assert_eq!(
@@ -431,7 +439,7 @@ mod tests {
                             other, h,
                             "byte {i} mask {mask:#x} parsed to the same header"
                         );
-                        // A length, or the version (1 to 3: the manifest's own version must
+                        // A length, or the version (1 to 4: the manifest's own version must
                         // then agree, and the signatures cover the header).
                         assert!(
                             (16..20).contains(&i) || (24..32).contains(&i) || i == 9,

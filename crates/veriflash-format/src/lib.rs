@@ -25,12 +25,13 @@ pub use der::asn1::ObjectIdentifier;
 
 pub use error::Error;
 pub use header::{
-    FORMAT_VERSION, FORMAT_VERSION_COMPRESSED, FORMAT_VERSION_VARIABLE_CHUNKS, HEADER_LEN, Header,
-    MAGIC,
+    FORMAT_VERSION, FORMAT_VERSION_COMPRESSED, FORMAT_VERSION_DELTA,
+    FORMAT_VERSION_VARIABLE_CHUNKS, HEADER_LEN, Header, MAGIC,
 };
 pub use manifest::{
-    CHUNK_RECORD_LEN, ChunkEncoding, DIGEST_LEN, Extension, ImageSpec, MANIFEST_VERSION,
-    MANIFEST_VERSION_COMPRESSED, MANIFEST_VERSION_VARIABLE_CHUNKS, Manifest, StoredChunk,
+    CHUNK_RECORD_LEN, ChunkEncoding, DIGEST_LEN, DeltaSource, Extension, ImageSpec,
+    MANIFEST_VERSION, MANIFEST_VERSION_COMPRESSED, MANIFEST_VERSION_DELTA,
+    MANIFEST_VERSION_VARIABLE_CHUNKS, Manifest, SOURCE_REF_LEN, SourceRef, StoredChunk,
     chunk_count,
 };
 pub use package::{PackageRef, encode_prefix, parse_signed_message, signed_message};

@@ -1,4 +1,4 @@
-//! Hard limits of format versions 1 and 2 (FORMAT.md §6).
+//! Hard limits of format versions 1 to 4 (FORMAT.md §6).
 //!
 //! Every length or count read from a package is checked against one of these before anything is
 //! allocated for it, and the writer refuses to produce anything beyond them, so a package this
@@ -51,6 +51,11 @@ pub const MAX_ZSTD_WINDOW_LOG: u32 = 23;
 
 /// Largest Zstandard window, in bytes, that a compressed chunk's frame may declare (8 MiB).
 pub const MAX_ZSTD_WINDOW: u32 = 1 << MAX_ZSTD_WINDOW_LOG;
+
+/// Longest range of the source image a patched chunk's frame may use as its reference prefix
+/// (8 MiB, the largest window: FORMAT.md §3.4). Bounds the memory a device needs to rebuild one
+/// patched chunk: the reference, plus the chunk.
+pub const MAX_PATCH_SOURCE_LEN: u32 = MAX_ZSTD_WINDOW;
 
 /// Most signatures in one signature block (16). Bounds the verifier's work.
 pub const MAX_SIGNATURES: usize = 16;

@@ -7,14 +7,14 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::der_io::{
-    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_CONTEXT_1_CONSTRUCTED, TAG_INTEGER,
-    TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE, TAG_UTF8_STRING, Tlv, decode_bool, decode_oid,
-    decode_u64, decode_utf8, oid_is_canonical, push_bool, push_header, push_oid, push_tlv,
-    push_u64, to_u64,
+    DerCursor, TAG_BOOLEAN, TAG_CONTEXT_0, TAG_CONTEXT_1, TAG_CONTEXT_1_CONSTRUCTED,
+    TAG_CONTEXT_2_CONSTRUCTED, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
+    TAG_UTF8_STRING, Tlv, decode_bool, decode_oid, decode_u64, decode_utf8, oid_is_canonical,
+    push_bool, push_header, push_oid, push_tlv, push_u64, to_u64,
 };
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_EXTENSION_VALUE_LEN, MAX_EXTENSIONS, MAX_HW_REVISIONS, MAX_IMAGES,
-    MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MIN_CHUNK_SIZE,
+    MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_PATCH_SOURCE_LEN, MAX_PAYLOAD_LEN, MIN_CHUNK_SIZE,
 };
 use crate::section::MANIFEST;
 use crate::{Error, Header, ObjectIdentifier, TrustRotation};
@@ -33,6 +33,15 @@ pub const MANIFEST_VERSION_COMPRESSED: u64 = 2;
 /// chunks itself (format version 3, FORMAT.md §3.3): content-defined, variable-length chunks.
 pub const MANIFEST_VERSION_VARIABLE_CHUNKS: u64 = 3;
 
+/// The `manifestVersion` of a manifest with at least one image that declares a source (format
+/// version 4, FORMAT.md §3.4): a delta package, some of whose chunks are copied from, or
+/// patched against, the image the device runs.
+pub const MANIFEST_VERSION_DELTA: u64 = 4;
+
+/// Bytes of one source reference record: source offset (8), source length (4), SHA-256 of the
+/// patch frame (32, zero for a chunk copied from the source).
+pub const SOURCE_REF_LEN: usize = 44;
+
 /// Bytes of one chunk table record: encoding (1), stored length (4), decompressed length (4).
 pub const CHUNK_RECORD_LEN: usize = 9;
 
@@ -43,6 +52,13 @@ pub enum ChunkEncoding {
     Raw,
     /// Stored as exactly one Zstandard frame (RFC 8878) that decompresses to the chunk (code 1).
     Zstd,
+    /// Not stored: the chunk is a range of the source image the device runs (code 2, format
+    /// version 4). Its [`SourceRef`] says where; its chunk digest covers the chunk itself.
+    Source,
+    /// Stored as one Zstandard frame that decompresses to the chunk with a range of the source
+    /// image as its reference prefix (code 3, format version 4). Its [`SourceRef`] says which
+    /// range and the frame's own digest; its chunk digest covers the chunk itself.
+    Patch,
 }
 
 impl ChunkEncoding {
@@ -52,6 +68,8 @@ impl ChunkEncoding {
         match self {
             Self::Raw => 0,
             Self::Zstd => 1,
+            Self::Source => 2,
+            Self::Patch => 3,
         }
     }
 
@@ -61,6 +79,8 @@ impl ChunkEncoding {
         match code {
             0 => Some(Self::Raw),
             1 => Some(Self::Zstd),
+            2 => Some(Self::Source),
+            3 => Some(Self::Patch),
             _ => None,
         }
     }
@@ -71,8 +91,43 @@ impl ChunkEncoding {
         match self {
             Self::Raw => "raw",
             Self::Zstd => "zstd",
+            Self::Source => "source",
+            Self::Patch => "patch",
         }
     }
+
+    /// Whether the chunk is rebuilt from the source image (format version 4), so its chunk
+    /// digest covers the chunk rather than stored bytes.
+    #[must_use]
+    pub fn uses_source(self) -> bool {
+        matches!(self, Self::Source | Self::Patch)
+    }
+}
+
+/// The image a delta image applies to (FORMAT.md §3.4): what the device must run in the image's
+/// partition, and where each chunk rebuilt from it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaSource {
+    /// Length of the whole source image, `1..=MAX_PAYLOAD_LEN`.
+    pub size: u64,
+    /// SHA-256 of the whole source image.
+    pub digest: [u8; DIGEST_LEN],
+    /// One record per chunk stored as [`ChunkEncoding::Source`] or [`ChunkEncoding::Patch`],
+    /// in chunk order.
+    pub references: Vec<SourceRef>,
+}
+
+/// Where one chunk rebuilt from the source comes from (FORMAT.md §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceRef {
+    /// Offset of the range in the source image.
+    pub offset: u64,
+    /// Length of the range: the chunk's length for a copied chunk, `1..=MAX_PATCH_SOURCE_LEN`
+    /// for a patch's reference prefix. The range lies within the source image.
+    pub len: u32,
+    /// SHA-256 of the patch frame's stored bytes (all zero for a copied chunk, which stores
+    /// none): checked before the decoder sees the frame.
+    pub frame_digest: [u8; DIGEST_LEN],
 }
 
 /// One record of an image's chunk table: how chunk `i` is stored (format version 2).
@@ -133,6 +188,8 @@ pub struct ImageSpec {
     /// The chunk table (format version 2): how each chunk is stored, one record per chunk.
     /// Empty means every chunk is stored raw (and the field is absent from the DER).
     pub stored_chunks: Vec<StoredChunk>,
+    /// The image this one is a delta of (format version 4): `None` for a complete image.
+    pub source: Option<DeltaSource>,
     /// Image extensions (at most [`MAX_EXTENSIONS`]); empty means the field is absent.
     pub extensions: Vec<Extension>,
 }
@@ -322,6 +379,7 @@ impl ImageSpec {
         let found = to_u64(self.chunk_digests.len()).saturating_mul(to_u64(DIGEST_LEN));
         check_chunk_digests_len(&label, self.chunk_count(), found)?;
         check_chunk_table(&label, self)?;
+        check_source(&label, self)?;
         check_extensions(&format!("{label} extensions"), &self.extensions)
     }
 }
@@ -360,21 +418,107 @@ fn check_chunk_table(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Er
         }
         let ok = match chunk.encoding {
             ChunkEncoding::Raw => chunk.stored_len == chunk.decompressed_len,
-            ChunkEncoding::Zstd => {
+            ChunkEncoding::Zstd | ChunkEncoding::Patch => {
                 chunk.stored_len >= 1 && chunk.stored_len < chunk.decompressed_len
             }
+            ChunkEncoding::Source => chunk.stored_len == 0,
         };
         if !ok {
             return Err(invalid(
                 ImageField(label, "chunk_table"),
                 format!(
                     "chunk {i} is {} with stored length {} for {} bytes (raw chunks are stored as \
-                     is, compressed ones must be smaller)",
+                     is, compressed and patched ones must be smaller, copied ones store nothing)",
                     chunk.encoding.name(),
                     chunk.stored_len,
                     chunk.decompressed_len
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The source rules of FORMAT.md §3.4: a source exactly when some chunk is rebuilt from it, one
+/// reference per such chunk, each range within the source image.
+fn check_source(label: &ImageLabel<'_>, image: &ImageSpec) -> Result<(), Error> {
+    let field = ImageField(label, "source");
+    let rebuilt: Vec<(u64, &StoredChunk)> = (0u64..)
+        .zip(&image.stored_chunks)
+        .filter(|(_, c)| c.encoding.uses_source())
+        .collect();
+    let Some(source) = &image.source else {
+        return match rebuilt.first() {
+            None => Ok(()),
+            Some((i, c)) => Err(invalid(
+                field,
+                format!(
+                    "is absent, but chunk {i} is stored as {} (it needs one)",
+                    c.encoding.name()
+                ),
+            )),
+        };
+    };
+    if source.size == 0 {
+        return Err(invalid(field, "declares a source image of 0 bytes".into()));
+    }
+    if source.size > MAX_PAYLOAD_LEN {
+        return Err(Error::LimitExceeded {
+            what: "source image size",
+            limit: MAX_PAYLOAD_LEN,
+            found: source.size,
+        });
+    }
+    if rebuilt.is_empty() {
+        return Err(invalid(
+            field,
+            "is present, but no chunk is copied or patched from it (write the image without one)"
+                .into(),
+        ));
+    }
+    if rebuilt.len() != source.references.len() {
+        return Err(invalid(
+            field,
+            format!(
+                "has {} references for {} chunks copied or patched from it",
+                source.references.len(),
+                rebuilt.len()
+            ),
+        ));
+    }
+    for ((i, chunk), reference) in rebuilt.into_iter().zip(&source.references) {
+        let bad = |reason: String| invalid(&field, format!("reference of chunk {i} {reason}"));
+        let zero = reference.frame_digest == [0; DIGEST_LEN];
+        match chunk.encoding {
+            ChunkEncoding::Source if reference.len != chunk.decompressed_len => {
+                return Err(bad(format!(
+                    "copies {} bytes into a chunk of {}",
+                    reference.len, chunk.decompressed_len
+                )));
+            }
+            ChunkEncoding::Source if !zero => {
+                return Err(bad(
+                    "has a frame digest, but the chunk stores no frame".into()
+                ));
+            }
+            ChunkEncoding::Patch if reference.len == 0 => {
+                return Err(bad("has an empty reference prefix".into()));
+            }
+            ChunkEncoding::Patch if reference.len > MAX_PATCH_SOURCE_LEN => {
+                return Err(Error::LimitExceeded {
+                    what: "patch reference length",
+                    limit: u64::from(MAX_PATCH_SOURCE_LEN),
+                    found: u64::from(reference.len),
+                });
+            }
+            _ => {}
+        }
+        let end = reference.offset.checked_add(u64::from(reference.len));
+        if end.is_none_or(|end| end > source.size) {
+            return Err(bad(format!(
+                "reads {} bytes at offset {}, past the source image's {} bytes",
+                reference.len, reference.offset, source.size
+            )));
         }
     }
     Ok(())
@@ -593,12 +737,15 @@ impl Manifest {
     }
 
     /// The `manifestVersion` (and header `format_version`) this manifest is written with:
+    /// [`MANIFEST_VERSION_DELTA`] when any image declares a source, else
     /// [`MANIFEST_VERSION_VARIABLE_CHUNKS`] when any image's chunk table lays out its chunks
     /// itself, else [`MANIFEST_VERSION_COMPRESSED`] when any image has a chunk table, else
     /// [`MANIFEST_VERSION`].
     #[must_use]
     pub fn version(&self) -> u64 {
-        if self.images.iter().any(ImageSpec::has_variable_chunks) {
+        if self.images.iter().any(|image| image.source.is_some()) {
+            MANIFEST_VERSION_DELTA
+        } else if self.images.iter().any(ImageSpec::has_variable_chunks) {
             MANIFEST_VERSION_VARIABLE_CHUNKS
         } else if self
             .images
@@ -752,7 +899,7 @@ impl Manifest {
 
         let version_tlv = r.read(TAG_INTEGER, &"manifest_version")?;
         let version = decode_u64(MANIFEST, &version_tlv, &"manifest_version")?;
-        if !(MANIFEST_VERSION..=MANIFEST_VERSION_VARIABLE_CHUNKS).contains(&version) {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_DELTA).contains(&version) {
             return Err(Error::UnsupportedManifestVersion { found: version });
         }
         let product = read_text(&mut r, &"product", "product length")?;
@@ -814,7 +961,10 @@ impl Manifest {
             let found = match manifest.version() {
                 MANIFEST_VERSION => "have no chunk table",
                 MANIFEST_VERSION_COMPRESSED => "have chunk tables in the fixed layout only",
-                _ => "have a chunk table that lays out its chunks itself",
+                MANIFEST_VERSION_VARIABLE_CHUNKS => {
+                    "have a chunk table that lays out its chunks itself, and no source"
+                }
+                _ => "declare a source",
             };
             return Err(invalid(
                 "manifest_version",
@@ -998,7 +1148,7 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
     let field = ImageField(&label, "chunk_digests");
     let digests_tlv = f.read(TAG_OCTET_STRING, &field)?;
     let found = to_u64(digests_tlv.value.len());
-    if version == MANIFEST_VERSION_VARIABLE_CHUNKS {
+    if version >= MANIFEST_VERSION_VARIABLE_CHUNKS {
         // The chunk table, read next, lays out as many chunks as there are digests (at least
         // one); `validate` checks the layout against the size.
         if found == 0 || !found.is_multiple_of(to_u64(DIGEST_LEN)) {
@@ -1019,9 +1169,15 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
     // A version-1 manifest has no chunk table: a [1] field there is an unexpected field, which
     // `finish` reports.
     let stored_chunks = if version >= MANIFEST_VERSION_COMPRESSED {
-        read_chunk_table(&mut f, &label, chunk_digests.len())?
+        read_chunk_table(&mut f, &label, chunk_digests.len(), version)?
     } else {
         Vec::new()
+    };
+    // Before version 4 a [2] field is an unexpected field, which `finish` reports.
+    let source = if version >= MANIFEST_VERSION_DELTA {
+        read_source(&mut f, &label, &stored_chunks)?
+    } else {
+        None
     };
 
     let extensions = read_extensions(&mut f, &format!("{label} extensions"))?;
@@ -1034,8 +1190,70 @@ fn read_image(r: &mut DerCursor<'_>, index: usize, version: u64) -> Result<Image
         digest,
         chunk_digests,
         stored_chunks,
+        source,
         extensions,
     })
+}
+
+/// Reads an optional `source [2] IMPLICIT DeltaSource` (FORMAT.md §3.4). The references' length
+/// is checked against the chunks that use the source (themselves bounded by the digests already
+/// read) before anything is allocated; the rules are [`check_source`]'s.
+fn read_source(
+    r: &mut DerCursor<'_>,
+    label: &ImageLabel<'_>,
+    stored_chunks: &[StoredChunk],
+) -> Result<Option<DeltaSource>, Error> {
+    let field = ImageField(label, "source");
+    let Some(tlv) = r.read_optional(TAG_CONTEXT_2_CONSTRUCTED, &field)? else {
+        return Ok(None);
+    };
+    let mut s = tlv.cursor(MANIFEST);
+    let size_field = ImageField(label, "source size");
+    let size_tlv = s.read(TAG_INTEGER, &size_field)?;
+    let size = decode_u64(MANIFEST, &size_tlv, &size_field)?;
+    let digest_field = ImageField(label, "source digest");
+    let digest_tlv = s.read(TAG_OCTET_STRING, &digest_field)?;
+    let digest = <[u8; DIGEST_LEN]>::try_from(digest_tlv.value).map_err(|_| {
+        invalid(
+            &digest_field,
+            format!("is {} bytes, expected {DIGEST_LEN}", digest_tlv.value.len()),
+        )
+    })?;
+    let refs_field = ImageField(label, "source references");
+    let refs_tlv = s.read(TAG_OCTET_STRING, &refs_field)?;
+    s.finish(&field)?;
+    let rebuilt = stored_chunks
+        .iter()
+        .filter(|c| c.encoding.uses_source())
+        .count();
+    let expected = rebuilt.saturating_mul(SOURCE_REF_LEN);
+    if refs_tlv.value.len() != expected {
+        return Err(invalid(
+            refs_field,
+            format!(
+                "is {} bytes, expected {expected} ({rebuilt} records of {SOURCE_REF_LEN} bytes)",
+                refs_tlv.value.len()
+            ),
+        ));
+    }
+    let references = refs_tlv
+        .value
+        .chunks_exact(SOURCE_REF_LEN)
+        .map(|record| {
+            let (offset, rest) = record.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+            let (len, rest) = rest.split_first_chunk::<4>().unwrap_or((&[0; 4], &[]));
+            SourceRef {
+                offset: u64::from_be_bytes(*offset),
+                len: u32::from_be_bytes(*len),
+                frame_digest: <[u8; DIGEST_LEN]>::try_from(rest).unwrap_or([0; DIGEST_LEN]),
+            }
+        })
+        .collect();
+    Ok(Some(DeltaSource {
+        size,
+        digest,
+        references,
+    }))
 }
 
 /// Reads an optional `chunkTable [1] IMPLICIT OCTET STRING` of `chunks` 9-byte records. Its
@@ -1045,6 +1263,7 @@ fn read_chunk_table(
     r: &mut DerCursor<'_>,
     label: &ImageLabel<'_>,
     chunks: usize,
+    version: u64,
 ) -> Result<Vec<StoredChunk>, Error> {
     let field = ImageField(label, "chunk_table");
     let Some(tlv) = r.read_optional(TAG_CONTEXT_1, &field)? else {
@@ -1066,7 +1285,11 @@ fn read_chunk_table(
         else {
             return Err(invalid(field, "has a short record".into()));
         };
-        let encoding = ChunkEncoding::from_code(code).ok_or_else(|| Error::Malformed {
+        // Chunks rebuilt from a source exist from version 4 on: before, codes 2 and 3 are as
+        // unknown as any other.
+        let known = ChunkEncoding::from_code(code)
+            .filter(|e| version >= MANIFEST_VERSION_DELTA || !e.uses_source());
+        let encoding = known.ok_or_else(|| Error::Malformed {
             section: MANIFEST,
             offset: Some(
                 tlv.value_offset
@@ -1164,6 +1387,19 @@ fn encode_image(image: &ImageSpec) -> Vec<u8> {
             out.extend_from_slice(&chunk.stored_len.to_be_bytes());
             out.extend_from_slice(&chunk.decompressed_len.to_be_bytes());
         }
+    }
+    if let Some(source) = &image.source {
+        let mut body = Vec::new();
+        push_u64(&mut body, source.size);
+        push_tlv(&mut body, TAG_OCTET_STRING, &source.digest);
+        let refs_len = source.references.len().saturating_mul(SOURCE_REF_LEN);
+        push_header(&mut body, TAG_OCTET_STRING, refs_len);
+        for reference in &source.references {
+            body.extend_from_slice(&reference.offset.to_be_bytes());
+            body.extend_from_slice(&reference.len.to_be_bytes());
+            body.extend_from_slice(&reference.frame_digest);
+        }
+        push_tlv(&mut out, TAG_CONTEXT_2_CONSTRUCTED, &body);
     }
     push_extensions(&mut out, &image.extensions);
     out

@@ -184,10 +184,10 @@ fn rejects_manifest_with_bytes_after_its_sequence_as_malformed() {
 
 #[test]
 fn rejects_manifest_with_unsupported_version() {
-    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[4]));
+    let der = edit_manifest(&sample_manifest(), |p| p[0] = tlv(0x02, &[5]));
     assert_eq!(
         Manifest::from_der(&der),
-        Err(Error::UnsupportedManifestVersion { found: 4 })
+        Err(Error::UnsupportedManifestVersion { found: 5 })
     );
 }
 
@@ -940,4 +940,156 @@ fn header_format_version_must_match_the_manifest_version() {
     // The sample (all raw) still writes format version 1.
     let signed = crate::signed_message(&sample_manifest()).unwrap();
     assert_eq!(&signed[8..10], &[0, 1]);
+}
+
+/// `compressed_manifest` as a delta of a 20 000-byte source: chunk 0 patched against the
+/// source's first 4096 bytes, chunk 1 copied from offset 8192.
+fn delta_manifest() -> Manifest {
+    let mut m = compressed_manifest();
+    let image = &mut m.images[0];
+    image.stored_chunks[0].encoding = ChunkEncoding::Patch;
+    image.stored_chunks[1] = StoredChunk {
+        encoding: ChunkEncoding::Source,
+        stored_len: 0,
+        decompressed_len: 4096,
+    };
+    image.source = Some(DeltaSource {
+        size: 20_000,
+        digest: [0xCC; 32],
+        references: vec![
+            SourceRef {
+                offset: 0,
+                len: 4096,
+                frame_digest: [7; 32],
+            },
+            SourceRef {
+                offset: 8192,
+                len: 4096,
+                frame_digest: [0; 32],
+            },
+        ],
+    });
+    m
+}
+
+#[test]
+fn round_trips_a_version_4_manifest_with_its_source() {
+    let m = delta_manifest();
+    assert_eq!(m.version(), MANIFEST_VERSION_DELTA);
+    let der = m.to_der().unwrap();
+    assert_eq!(&der[4..7], &[0x02, 0x01, 0x04]);
+    let parsed = Manifest::from_der(&der).unwrap();
+    assert_eq!(parsed, m);
+    // Copied chunks store nothing: 100 (patch frame) + 0 + 1000.
+    assert_eq!(parsed.images[0].stored_size(), 1100);
+    // The same bytes as version 3 are refused: the source is an unexpected field there, and the
+    // encodings 2 and 3 unknown.
+    let as_v3 = edit_manifest(&m, |p| p[0] = tlv(0x02, &[3]));
+    assert!(matches!(
+        Manifest::from_der(&as_v3),
+        Err(Error::Malformed { .. })
+    ));
+}
+
+#[test]
+fn a_version_4_manifest_needs_a_source_and_a_source_needs_rebuilt_chunks() {
+    let m = delta_manifest();
+    let mut no_source = m.clone();
+    no_source.images[0].source = None;
+    let expected = invalid_field(
+        "image 'rootfs' source",
+        "is absent, but chunk 0 is stored as patch (it needs one)",
+    );
+    assert_eq!(no_source.validate(), Err(expected.clone()));
+    assert_eq!(no_source.to_der(), Err(expected));
+    // Without a source it is written as version 2, where encoding 3 is unknown.
+    let (_, reason) = malformed_reason(Manifest::from_der(&no_source.encode_unchecked()));
+    assert_eq!(
+        reason,
+        "image 'rootfs' chunk_table: chunk 0 has unknown encoding 3"
+    );
+    let mut unused = compressed_manifest();
+    unused.images[0].source = m.images[0].source.clone();
+    unused.images[0].source.as_mut().unwrap().references.clear();
+    refused_both_ways(
+        &unused,
+        &invalid_field(
+            "image 'rootfs' source",
+            "is present, but no chunk is copied or patched from it (write the image without one)",
+        ),
+    );
+    // A version-4 manifest without any source must be written as the lower version.
+    let as_v4 = edit_manifest(&compressed_manifest(), |p| p[0] = tlv(0x02, &[4]));
+    assert!(matches!(
+        Manifest::from_der(&as_v4),
+        Err(Error::InvalidField { field, .. }) if field == "manifest_version"
+    ));
+}
+
+#[test]
+fn rejects_source_references_out_of_range_or_inconsistent() {
+    let mut past = delta_manifest();
+    past.images[0].source.as_mut().unwrap().references[1].offset = 20_000 - 4095;
+    refused_both_ways(
+        &past,
+        &invalid_field(
+            "image 'rootfs' source",
+            "reference of chunk 1 reads 4096 bytes at offset 15905, past the source image's 20000 bytes",
+        ),
+    );
+    let mut wrapping = delta_manifest();
+    wrapping.images[0].source.as_mut().unwrap().references[1].offset = u64::MAX;
+    assert!(matches!(
+        wrapping.validate(),
+        Err(Error::InvalidField { .. })
+    ));
+    let mut short_copy = delta_manifest();
+    short_copy.images[0].source.as_mut().unwrap().references[1].len = 4095;
+    refused_both_ways(
+        &short_copy,
+        &invalid_field(
+            "image 'rootfs' source",
+            "reference of chunk 1 copies 4095 bytes into a chunk of 4096",
+        ),
+    );
+    let mut copy_with_digest = delta_manifest();
+    copy_with_digest.images[0]
+        .source
+        .as_mut()
+        .unwrap()
+        .references[1]
+        .frame_digest = [1; 32];
+    assert!(matches!(
+        copy_with_digest.validate(),
+        Err(Error::InvalidField { .. })
+    ));
+    let mut huge = delta_manifest();
+    let source = huge.images[0].source.as_mut().unwrap();
+    source.size = 1 << 30;
+    source.references[0].len = MAX_PATCH_SOURCE_LEN + 1;
+    refused_both_ways(
+        &huge,
+        &Error::LimitExceeded {
+            what: "patch reference length",
+            limit: u64::from(MAX_PATCH_SOURCE_LEN),
+            found: u64::from(MAX_PATCH_SOURCE_LEN) + 1,
+        },
+    );
+    let mut missing = delta_manifest();
+    missing.images[0].source.as_mut().unwrap().references.pop();
+    assert!(matches!(
+        missing.validate(),
+        Err(Error::InvalidField { .. })
+    ));
+    // The parser checks the references' length against the rebuilt chunks before reading them.
+    assert!(matches!(
+        Manifest::from_der(&missing.encode_unchecked()),
+        Err(Error::InvalidField { field, .. }) if field == "image 'rootfs' source references"
+    ));
+    let mut copied_with_bytes = delta_manifest();
+    copied_with_bytes.images[0].stored_chunks[1].stored_len = 4096;
+    assert!(matches!(
+        copied_with_bytes.validate(),
+        Err(Error::InvalidField { .. })
+    ));
 }

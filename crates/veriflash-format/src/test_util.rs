@@ -51,6 +51,7 @@ pub(crate) fn sample_manifest() -> Manifest {
                 digest: [0xAA; 32],
                 chunk_digests: vec![[1; 32], [2; 32], [3; 32]],
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: vec![],
             },
             ImageSpec {
@@ -61,6 +62,7 @@ pub(crate) fn sample_manifest() -> Manifest {
                 digest: [0xBB; 32],
                 chunk_digests: vec![[4; 32]],
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: vec![Extension {
                     id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
                     critical: false,

@@ -19,6 +19,7 @@ fn kat_manifest() -> Manifest {
             digest: [0x11; 32],
             chunk_digests: vec![[0x22; 32], [0x33; 32]],
             stored_chunks: Vec::new(),
+            source: None,
             extensions: vec![],
         }],
         extensions: vec![Extension {

@@ -36,6 +36,7 @@ fn manifest() -> Manifest {
                 digest: [1; 32],
                 chunk_digests: vec![[2; 32], [3; 32]],
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: vec![],
             },
             ImageSpec {
@@ -46,6 +47,7 @@ fn manifest() -> Manifest {
                 digest: [4; 32],
                 chunk_digests: vec![[5; 32]],
                 stored_chunks: Vec::new(),
+                source: None,
                 extensions: vec![],
             },
         ],

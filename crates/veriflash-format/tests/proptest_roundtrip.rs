@@ -87,6 +87,7 @@ fn image() -> impl Strategy<Value = ImageSpec> {
                     digest,
                     chunk_digests,
                     stored_chunks: Vec::new(),
+                    source: None,
                     extensions,
                 }
             },

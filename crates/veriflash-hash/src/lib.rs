@@ -21,8 +21,8 @@ pub use error::Error;
 pub use io::{VerifyError, digest_reader, verify_reader};
 #[cfg(feature = "std")]
 pub use parallel::{
-    DEFAULT_MIN_BUFFER_LEN, MAX_THREADS, ParallelOptions, verify_reader_parallel,
-    verify_stored_reader_parallel,
+    DEFAULT_MIN_BUFFER_LEN, MAX_THREADS, ParallelOptions, ReadAt, verify_reader_parallel,
+    verify_stored_at_parallel, verify_stored_reader_parallel,
 };
 pub use sha::{DIGEST_LEN, Digest, Sha256, backend, sha256};
 #[cfg(feature = "std")]

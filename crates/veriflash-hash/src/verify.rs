@@ -156,6 +156,16 @@ impl<'a> ExpectedChunk<'a> {
 
     /// Hashes the stored bytes and compares them with the signed digest (nothing else).
     pub(crate) fn check_stored(&self, stored: &[u8]) -> Result<(), Error> {
+        self.check_stored_hashed(stored, None)
+    }
+
+    /// [`check_stored`](Self::check_stored), with the SHA-256 of `stored` when the caller
+    /// already computed it from these very bytes (while reading them into their buffer).
+    pub(crate) fn check_stored_hashed(
+        &self,
+        stored: &[u8],
+        hashed: Option<&Digest>,
+    ) -> Result<(), Error> {
         if stored.len() != self.stored_len {
             return Err(Error::WrongChunkLength {
                 index: self.index,
@@ -165,7 +175,8 @@ impl<'a> ExpectedChunk<'a> {
         }
         // Digests are public values (they are in the manifest), so a variable-time comparison
         // leaks nothing.
-        if sha256(stored) != *self.digest {
+        let digest = hashed.copied().unwrap_or_else(|| sha256(stored));
+        if digest != *self.digest {
             return Err(Error::ChunkMismatch {
                 index: self.index,
                 offset: self.offset,

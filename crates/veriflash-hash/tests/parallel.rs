@@ -15,8 +15,9 @@ use std::time::Duration;
 use common::{InterruptingReader, OneByteReader, expectation, image};
 use proptest::prelude::*;
 use veriflash_hash::{
-    Digest, Error, ImageExpectation, ParallelOptions, VerifiedChunk, VerifyError, digest_slice,
-    verify_reader, verify_reader_parallel,
+    ChunkDecoder, DecodeError, Digest, Error, ExpectedChunk, ImageExpectation, ParallelOptions,
+    ReadAt, VerifiedChunk, VerifyError, digest_slice, verify_reader, verify_reader_parallel,
+    verify_stored_at_parallel,
 };
 
 const CHUNK: u32 = 4096;
@@ -40,6 +41,30 @@ fn parallel<R: Read>(
 ) -> (Result<Digest, String>, Seen) {
     let mut seen = Vec::new();
     let result = verify_reader_parallel(&mut reader, expect, options, |c| {
+        seen.push((c.index(), c.offset(), c.bytes().to_vec()));
+        Ok::<(), io::Error>(())
+    });
+    (result.map_err(|e| format!("{e:?}")), seen)
+}
+
+/// The decoder of raw images: never called.
+struct RawOnly;
+
+impl ChunkDecoder for RawOnly {
+    fn decode(&self, _: &ExpectedChunk<'_>, _: &[u8], _: &mut [u8]) -> Result<usize, DecodeError> {
+        Err(DecodeError::UnsupportedEncoding)
+    }
+}
+
+/// The workers read the image themselves from `source`, where it starts at `offset`.
+fn positional(
+    source: &dyn ReadAt,
+    offset: u64,
+    expect: ImageExpectation<'_>,
+    options: ParallelOptions,
+) -> (Result<Digest, String>, Seen) {
+    let mut seen = Vec::new();
+    let result = verify_stored_at_parallel(source, offset, expect, &[], &RawOnly, options, |c| {
         seen.push((c.index(), c.offset(), c.bytes().to_vec()));
         Ok::<(), io::Error>(())
     });
@@ -337,9 +362,78 @@ proptest! {
             .check_whole_image(true);
         let (s, s_seen) = serial(input.as_slice(), expectation(&digests, chunk_size));
         let (p, p_seen) = parallel(input.as_slice(), expectation(&digests, chunk_size), options);
-        prop_assert_eq!(p, s);
-        prop_assert_eq!(p_seen, s_seen);
+        prop_assert_eq!(&p, &s);
+        prop_assert_eq!(&p_seen, &s_seen);
+        // Read by the workers at offsets, the image behind other bytes: the same again.
+        let mut file = b"prefix!".to_vec();
+        file.extend_from_slice(&input);
+        let (a, a_seen) = positional(&file, 7, expectation(&digests, chunk_size), options);
+        prop_assert_eq!(a, s);
+        prop_assert_eq!(a_seen, s_seen);
     }
+}
+
+/// A file whose reads fail from `fail_at` on.
+struct FailingAt {
+    data: Vec<u8>,
+    fail_at: u64,
+}
+
+impl ReadAt for FailingAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset + buf.len() as u64 > self.fail_at {
+            return Err(io::Error::other("medium error"));
+        }
+        self.data.read_at(buf, offset)
+    }
+}
+
+#[test]
+fn positional_read_error_is_reported_after_every_earlier_chunk() {
+    let data = image(16 * 4096);
+    let digests = digest_slice(&data, CHUNK).unwrap();
+    let source = FailingAt {
+        data: data.clone(),
+        fail_at: 9 * 4096 + 10,
+    };
+    for threads in [0, 1, 3] {
+        let (result, seen) = positional(
+            &source,
+            0,
+            expectation(&digests, CHUNK),
+            // One chunk per read: the failing read is chunk 9's.
+            opts(threads, 4, CHUNK as usize),
+        );
+        assert!(result.unwrap_err().contains("medium error"));
+        let indexes: Vec<u64> = seen.iter().map(|(i, _, _)| *i).collect();
+        assert_eq!(indexes, (0..9).collect::<Vec<_>>(), "threads {threads}");
+    }
+}
+
+#[test]
+fn positional_reads_of_a_real_file_stop_at_the_image_end() {
+    let data = image(50 * 4096 + 77);
+    let digests = digest_slice(&data, CHUNK).unwrap();
+    let dir = std::env::temp_dir().join(format!("veriflash-hash-at-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("package");
+    // Header bytes before the image and another image after it, as in a package.
+    let mut bytes = vec![0xAA; 100];
+    bytes.extend_from_slice(&data);
+    bytes.extend_from_slice(&[0x55; 5000]);
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let (result, seen) = positional(&file, 100, expectation(&digests, CHUNK), opts(2, 4, 0));
+    assert_eq!(result, Ok(digests.digest));
+    let delivered: Vec<u8> = seen.iter().flat_map(|(_, _, b)| b.clone()).collect();
+    assert_eq!(delivered, data);
+    // The same image cut short by the end of the file: every whole chunk, then where it ended.
+    std::fs::write(&path, &bytes[..100 + 20 * 4096 + 5]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let (result, seen) = positional(&file, 100, expectation(&digests, CHUNK), opts(2, 4, 0));
+    assert!(result.unwrap_err().contains("Truncated { offset: 81925 }"));
+    assert_eq!(seen.len(), 20);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 mod slice {

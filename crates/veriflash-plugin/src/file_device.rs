@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use veriflash_hash::{Digest, Sha256, sha256};
 
+use crate::readback::Readback;
 use crate::{
     Chunk, DeviceInfo, DeviceStatus, FlashSession, InstallPlan, InstalledImage, LastResult,
     PartitionInfo, Plugin, PluginError, Slot, StorageGeometry,
@@ -458,6 +459,8 @@ pub struct FileDevice {
     hook: Option<OperationHook>,
     /// This device's identity, made when it was created (`None` for a file made before ids).
     id: Option<String>,
+    /// The read-back of the image being written, running beside its writes.
+    readback: Option<Readback>,
 }
 
 /// The error for an I/O failure on the device file at `path`.
@@ -591,6 +594,7 @@ impl FileDevice {
             plan: None,
             hook: None,
             id: Some(id),
+            readback: None,
         };
         device.write_state(State::fresh())?;
         device.file.sync_all().map_err(|e| storage(path, e))?;
@@ -666,6 +670,7 @@ impl FileDevice {
             plan: None,
             hook: None,
             id,
+            readback: None,
         })
     }
 
@@ -880,6 +885,22 @@ impl FileDevice {
         Ok(())
     }
 
+    /// Hands the `len` bytes just written at `offset` in `partition` (whose copy starts at
+    /// `base` in the file) to the read-back running beside the writes: an image's first write
+    /// starts one, and a write that does not continue it stops it (the image is then read back
+    /// whole after its last write, as [`FlashSession::read_back`] always could).
+    fn follow_readback(&mut self, partition: &str, offset: u64, base: u64, len: usize) {
+        if offset == 0 {
+            self.readback = Readback::start(&self.file, partition).ok();
+        }
+        let followed = self.readback.as_mut().is_some_and(|r| {
+            r.partition() == partition && r.follow(offset, base.saturating_add(offset), len)
+        });
+        if !followed {
+            self.readback = None;
+        }
+    }
+
     fn write_state(&mut self, mut state: State) -> Result<(), PluginError> {
         // Compare and swap: the record this write replaces must still be the one this session
         // read. The lock makes this hold; the check keeps it true where a lock is not honoured.
@@ -1048,6 +1069,7 @@ impl FlashSession for FileDevice {
             self.erase(offset, size)?;
         }
         self.plan = Some(plan.clone());
+        self.readback = None;
         Ok(())
     }
 
@@ -1103,6 +1125,7 @@ impl FlashSession for FileDevice {
         };
         self.storage_write(base + chunk.offset(), &data)?;
         self.programmed.extend(first..first + count);
+        self.follow_readback(partition, chunk.offset(), base, chunk.bytes().len());
         Ok(())
     }
 
@@ -1112,7 +1135,14 @@ impl FlashSession for FileDevice {
         }
         let target = self.state.active.other();
         self.file.sync_data().map_err(|e| storage(&self.path, e))?;
-        self.digest_of(partition, target, size)
+        let followed = self
+            .readback
+            .take_if(|r| r.partition() == partition)
+            .and_then(|r| r.finish(size));
+        match followed {
+            Some(digest) => digest.map_err(|e| storage(&self.path, e)),
+            None => self.digest_of(partition, target, size),
+        }
     }
 
     fn reads_back_chunks(&self) -> bool {
@@ -1237,6 +1267,7 @@ impl FlashSession for FileDevice {
 
     fn abort(&mut self, result: &LastResult) -> Result<(), PluginError> {
         self.plan = None;
+        self.readback = None;
         let mut state = self.state.clone();
         state.pending = None;
         state.last = Some(result.clone());

@@ -6,6 +6,8 @@ pub mod config;
 #[cfg(feature = "file-device")]
 pub mod file_device;
 pub mod hazmat;
+#[cfg(feature = "file-device")]
+mod readback;
 
 use std::fmt;
 

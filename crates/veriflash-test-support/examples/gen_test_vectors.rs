@@ -40,7 +40,11 @@ fn write(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {
         }
     }
     for (name, bytes) in &set.files {
-        std::fs::write(dir.join(name), bytes)?;
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, bytes)?;
     }
     std::fs::write(dir.join("vectors.json"), set.manifest_json()?)?;
     Ok(set.vectors.len())

@@ -37,6 +37,11 @@ pub struct Vector {
     pub rule: &'static str,
     /// What the file is.
     pub about: &'static str,
+    /// For a delta package (FORMAT.md §3.4): the image the device runs in the partition of its
+    /// image `boot`, relative to the vectors directory. The verifier streams the package against
+    /// it (after checking it is the declared source); absent for every other vector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Every vector and every file the generator writes (packages and the public keys the
@@ -223,6 +228,8 @@ struct Image {
     chunk_digests: Vec<u8>,
     /// The `chunkTable` content, when present.
     table: Option<Vec<u8>>,
+    /// The `source [2]` content (FORMAT.md §3.4), when present.
+    source: Option<Vec<u8>>,
     stored: Vec<u8>,
 }
 
@@ -235,6 +242,7 @@ impl Image {
             digest: sha256(data),
             chunk_digests: data.chunks(chunk_size).flat_map(sha256).collect(),
             table: None,
+            source: None,
             stored: data.to_vec(),
         }
     }
@@ -258,6 +266,7 @@ impl Image {
                 .flat_map(|chunk| sha256(&chunk.bytes))
                 .collect(),
             table: Some(table),
+            source: None,
             stored: chunks
                 .iter()
                 .flat_map(|chunk| chunk.bytes.clone())
@@ -271,6 +280,11 @@ impl Image {
             .as_ref()
             .map(|table| tlv(0x81, table))
             .unwrap_or_default();
+        let source = self
+            .source
+            .as_ref()
+            .map(|source| tlv(0xA2, source))
+            .unwrap_or_default();
         seq(&[
             &utf8("boot"),
             &utf8("boot"),
@@ -279,6 +293,7 @@ impl Image {
             &octets(&self.digest),
             &octets(&self.chunk_digests),
             &table,
+            &source,
         ])
     }
 }
@@ -556,7 +571,15 @@ impl Out {
             kind: ErrorKind::from_code(code).map_or("accepted", ErrorKind::name),
             rule,
             about,
+            source: None,
         });
+    }
+
+    /// The last vector added streams against the source image `name` (`sources/NAME`).
+    fn against(&mut self, name: &str) {
+        if let Some(last) = self.vectors.last_mut() {
+            last.source = Some(format!("sources/{name}"));
+        }
     }
 }
 
@@ -595,6 +618,7 @@ pub fn generate(dir: &Path) -> Result<VectorSet, Error> {
     signature_vectors(&mut out, &keys)?;
     zstd_vectors(&mut out, &keys)?;
     variable_chunk_vectors(&mut out, &keys)?;
+    delta_vectors(&mut out, &keys)?;
     rotation_vectors(&mut out, &keys)?;
     Ok(VectorSet {
         vectors: out.vectors,
@@ -687,10 +711,10 @@ fn header_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
     );
     let header_cases: [(&str, HeaderEdit, u8, &'static str); 8] = [
         (
-            "header-version-4",
-            |h| h[9] = 4,
+            "header-version-5",
+            |h| h[9] = 5,
             11,
-            "format_version 4: unsupported",
+            "format_version 5: unsupported",
         ),
         (
             "header-len-33",
@@ -832,15 +856,15 @@ fn manifest_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
         "the chipset's length in the long form (81 07): BER, malformed",
     );
 
-    let mut v4 = base_manifest();
-    v4.version = uint(4);
+    let mut v5 = base_manifest();
+    v5.version = uint(5);
     out.add(
-        "manifest-version-4",
-        signed(Package::new(&v4))?,
+        "manifest-version-5",
+        signed(Package::new(&v5))?,
         TRUST_A,
         11,
         "§3 version rule",
-        "manifestVersion 4: unsupported",
+        "manifestVersion 5: unsupported",
     );
     let data = pseudo_random(1000, 23);
     let all_raw = Image::tabled(
@@ -1449,6 +1473,138 @@ fn variable_chunk_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
         10,
         rule,
         "chunks laying out 9000 bytes for an image of 9001",
+    );
+    Ok(())
+}
+
+/// The source image of the delta vectors: three 4096-byte chunks.
+fn delta_source() -> Vec<u8> {
+    pseudo_random(3 * 4096, 41)
+}
+
+/// A delta image (FORMAT.md §3.4) of three chunks against [`delta_source`]: chunk 0 copied from
+/// the source at `copy_offset`; chunk 1 a patch against the source's last 4096 bytes, whose
+/// frame (RLE blocks, so its bytes do not depend on a compressor) decodes to 4096 bytes of 0x5A
+/// and whose signed digest is `patched_digest`'s; chunk 2 1000 raw bytes.
+fn delta_image(copy_offset: u64, patched_digest: &[u8]) -> Image {
+    let source = delta_source();
+    let copied = source.get(4096..8192).unwrap_or_default().to_vec();
+    let patched = vec![0x5A; 4096];
+    let frame = rle_frame(zstd_header(SINGLE_SEGMENT, &[], 4096), 4096, 0x5A);
+    let raw = pseudo_random(1000, 43);
+    let mut table = Vec::new();
+    for (encoding, stored, len) in [(2u8, 0u32, 4096u32), (3, 0, 4096), (RAW, 1000, 1000)] {
+        let stored = if encoding == 3 {
+            u32::try_from(frame.len()).unwrap_or(u32::MAX)
+        } else {
+            stored
+        };
+        table.push(encoding);
+        table.extend_from_slice(&stored.to_be_bytes());
+        table.extend_from_slice(&len.to_be_bytes());
+    }
+    let references = [
+        &copy_offset.to_be_bytes()[..],
+        &4096u32.to_be_bytes(),
+        &[0; 32],
+        &8192u64.to_be_bytes(),
+        &4096u32.to_be_bytes(),
+        &sha256(&frame),
+    ]
+    .concat();
+    let image = [copied.as_slice(), &patched, &raw].concat();
+    Image {
+        size: u64::try_from(image.len()).unwrap_or(u64::MAX),
+        chunk_size: 4096,
+        digest: sha256(&image),
+        chunk_digests: [sha256(&copied), sha256(patched_digest), sha256(&raw)].concat(),
+        table: Some(table),
+        source: Some(
+            [
+                uint(u64::try_from(source.len()).unwrap_or(u64::MAX)),
+                octets(&sha256(&source)),
+                octets(&references),
+            ]
+            .concat(),
+        ),
+        stored: [frame, raw].concat(),
+    }
+}
+
+fn delta_vectors(out: &mut Out, k: &Keys) -> Result<(), Error> {
+    let sign = |m: &Manifest| Package::new(m).signed(&[Entry::Good(&k.a)]);
+    let rule = "§3.4 delta packages";
+    out.files
+        .push(("sources/delta-source.bin".into(), delta_source()));
+    let mut other = delta_source();
+    if let Some(byte) = other.get_mut(100) {
+        *byte ^= 1;
+    }
+    out.files.push(("sources/delta-other.bin".into(), other));
+    let good = Manifest::new(delta_image(4096, &[0x5A; 4096])).version(4);
+    let good_bytes = sign(&good)?;
+    out.add(
+        "delta-good",
+        good_bytes.clone(),
+        TRUST_A,
+        0,
+        rule,
+        "version 4, streamed against its source: a chunk copied from the source, a patch, a raw \
+         chunk (readers of versions 1 to 3 refuse it from the header: unsupported_format)",
+    );
+    out.against("delta-source.bin");
+    out.again(
+        "delta-good",
+        TRUST_A,
+        34,
+        rule,
+        "the same package streamed against an image that is not its declared source (one byte \
+         differs): refused before any chunk",
+    );
+    out.against("delta-other.bin");
+    out.add(
+        "delta-patch-output-mismatch",
+        sign(&Manifest::new(delta_image(4096, &[0x5B; 4096])).version(4))?,
+        TRUST_A,
+        35,
+        rule,
+        "the patch decodes (its frame matches its frame digest), but not to the chunk's signed \
+         digest",
+    );
+    out.against("delta-source.bin");
+    out.add(
+        "delta-source-offset-out-of-range",
+        sign(&Manifest::new(delta_image(8193, &[0x5A; 4096])).version(4))?,
+        TRUST_A,
+        10,
+        rule,
+        "a chunk copied from offset 8193 of a 12288-byte source: it would read past its end",
+    );
+    out.against("delta-source.bin");
+    let mut frame_changed = good_bytes;
+    // The payload's first 13 bytes are the patch frame; the last 1000 the raw chunk.
+    let at = frame_changed.len().saturating_sub(1000 + 12);
+    if let Some(byte) = frame_changed.get_mut(at) {
+        *byte ^= 0x01;
+    }
+    out.add(
+        "delta-patch-frame-corrupt",
+        frame_changed,
+        TRUST_A,
+        30,
+        rule,
+        "a byte of the patch frame changed: it no longer matches its signed frame digest, and \
+         the decoder never sees it",
+    );
+    out.against("delta-source.bin");
+    out.add(
+        "delta-declared-version-3",
+        sign(&Manifest::new(delta_image(4096, &[0x5A; 4096])).version(3))?,
+        TRUST_A,
+        10,
+        rule,
+        "the delta's manifest declared as version 3, as a version-3 reader would take it: chunk \
+         encoding 2 is unknown there",
     );
     Ok(())
 }

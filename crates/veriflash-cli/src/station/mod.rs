@@ -44,6 +44,7 @@ pub(crate) struct StationArgs<'a> {
     pub(crate) listen: Option<&'a str>,
     pub(crate) auto: bool,
     pub(crate) targets: &'a [String],
+    pub(crate) allow_partition_table: bool,
     pub(crate) sysfs: Option<&'a Path>,
 }
 
@@ -138,6 +139,7 @@ pub(crate) fn run(args: &StationArgs<'_>) -> Result<(), Failure> {
         trust,
         auto: args.auto,
         targets: args.targets.to_vec(),
+        allow_partition_table: args.allow_partition_table,
         sysfs: args.sysfs.map(PathBuf::from),
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,8 @@ pub(crate) struct Setup {
     pub(crate) auto: bool,
     /// Targets watched besides discovery (`--target`).
     pub(crate) targets: Vec<String>,
+    /// Whether the package may rewrite an MDM9x07's partition table (`--allow-partition-table`).
+    pub(crate) allow_partition_table: bool,
     /// The sysfs directory of USB devices (tests point it elsewhere).
     pub(crate) sysfs: Option<PathBuf>,
 }
@@ -251,6 +253,7 @@ pub(crate) struct Station {
     trust: Trust,
     auto: bool,
     pub(crate) targets: Vec<String>,
+    allow_partition_table: bool,
     pub(crate) sysfs: Option<PathBuf>,
     inner: Mutex<Inner>,
     updates: broadcast::Sender<Arc<str>>,
@@ -274,6 +277,7 @@ impl Station {
             trust: setup.trust,
             auto: setup.auto,
             targets: setup.targets,
+            allow_partition_table: setup.allow_partition_table,
             sysfs: setup.sysfs,
             inner: Mutex::new(Inner {
                 devices: BTreeMap::new(),
@@ -544,7 +548,7 @@ impl Station {
         let report = Updater::builder(super::source(&self.bytes), self.trust.clone())
             .registry(crate::plugins::registry(
                 self.sysfs.as_deref(),
-                false,
+                self.allow_partition_table,
                 std::time::Duration::ZERO,
             ))
             .environment(crate::plugins::environment())

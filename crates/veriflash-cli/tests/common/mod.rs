@@ -200,6 +200,64 @@ pub fn mdm9607_package(dir: &Path, boot_len: u32, system_len: u32) {
     keygen_and_pack(dir, "update.toml", "update.vfp");
 }
 
+/// Imports the stock EC25 bundle (`veriflash-mdm9x07/tests/fixtures/ec25`: no labels, two
+/// erases, the MIBIB then the SBL, 4 KiB pages and 256 KiB blocks, with a test programmer) with
+/// `import-qdl` and the `extra` arguments, into `dir/out/ec25.toml`.
+pub fn ec25_import(dir: &Path, extra: &[&str]) -> Output {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../veriflash-mdm9x07/tests/fixtures/ec25");
+    let bundle = dir.join("ec25");
+    std::fs::create_dir_all(&bundle).unwrap();
+    for f in [
+        "rawprogram_nand_p4K_b256K_update.xml",
+        "sbl1.mbn",
+        "partition_complete_p4K_b256K.mbn",
+    ] {
+        std::fs::copy(fixture.join(f), bundle.join(f)).unwrap();
+    }
+    let code: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(
+        bundle.join("prog_nand_firehose_9x07.mbn"),
+        veriflash_mdm9x07::emulator::test_programmer(&code),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let mut args = vec![
+        "import-qdl",
+        "--rawprogram",
+        "ec25/rawprogram_nand_p4K_b256K_update.xml",
+        "--programmer",
+        "ec25/prog_nand_firehose_9x07.mbn",
+        "--product",
+        "quectel-ec25",
+        "--chipset",
+        "mdm9207",
+        "--version",
+        "EC25EFAR06A09M4G",
+        "--security-version",
+        "1",
+        "--out",
+        "out/ec25.toml",
+    ];
+    args.extend_from_slice(extra);
+    veriflash(&args, dir)
+}
+
+/// The imported EC25 bundle (`ec25_import` with its partition-table step) signed into
+/// `dir/ec25.vfp` with a new key `vendor.pem`, and the emulated EC25's product line in the
+/// configuration directory, so `mdm9x07:emulator:ec25` takes it.
+pub fn ec25_package(dir: &Path) {
+    ok(&ec25_import(dir, &["--with-partition-table"]));
+    keygen_and_pack(dir, "out/ec25.toml", "ec25.vfp");
+    let config = dir.join(".veriflash-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("mdm9x07-products.toml"),
+        "[[product]]\noem_id = 0x1234\nmodel_id = 0x0025\nproduct = \"quectel-ec25\"\nhardware_revision = \"r1\"\n",
+    )
+    .unwrap();
+}
+
 /// Serves the files of `dir` over HTTP on 127.0.0.1 (axum + tower-http's `ServeDir`, with
 /// `Range`) until the returned runtime is dropped.
 pub fn serve_dir(dir: &Path) -> (tokio::runtime::Runtime, std::net::SocketAddr) {

@@ -1,0 +1,495 @@
+//! Offline delta packages (docs/FORMAT.md §3.4, format version 4) on the A/B file device: a
+//! device that runs v1 installs the delta from v1 to v2 and then holds exactly what a full
+//! install of v2 gives it; a device that runs anything else is refused before a byte is
+//! written; a tampered delta is refused with a stable code; and a power cut at every storage
+//! operation of a delta install leaves v1 or v2 booting.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+use std::path::{Path, PathBuf};
+
+use veriflash_core::format::{ChunkEncoding, Manifest, SignatureBlock, SignatureEntry};
+use veriflash_core::plugin::FlashSession;
+use veriflash_core::plugin::file_device::{Cut, FileDevice, Layout};
+use veriflash_core::sig::{PinnedKeys, SigningKey};
+use veriflash_core::{
+    AnchorSet, CancelToken, DeltaBase, ErrorKind, ImageData, ImageSource, InstallPolicy,
+    InstalledImages, PackOptions, PackageReader, PackageSpec, Trust, UnsignedPackage,
+};
+use veriflash_test_support::{file_layout, pseudo_random};
+
+const CHUNK: u32 = 4096;
+
+/// v1's images: boot (10 chunks, the last short) and rootfs, a binary-like image (60 chunks).
+fn images_v1() -> Vec<Vec<u8>> {
+    vec![pseudo_random(40_123, 1), pseudo_random(245_000, 2)]
+}
+
+/// v2 as a point release: two bytes of boot changed; in rootfs a few bytes changed in place,
+/// 300 bytes inserted (everything after moves) and a stretch rewritten.
+fn images_v2() -> Vec<Vec<u8>> {
+    let mut images = images_v1();
+    images[0][2 * 4096 + 17] ^= 0x5A;
+    images[0][9 * 4096 + 5] ^= 0x5A;
+    let rootfs = &mut images[1];
+    rootfs[10 * 4096 + 1] ^= 0x5A;
+    rootfs[10 * 4096 + 2000] ^= 0xA5;
+    rootfs.splice(100_000..100_000, pseudo_random(300, 3));
+    for b in &mut rootfs[200_000..200_064] {
+        *b = b.wrapping_add(1);
+    }
+    images
+}
+
+fn spec(images: Vec<Vec<u8>>, version: u64) -> PackageSpec {
+    let images = ["boot", "rootfs"]
+        .iter()
+        .zip(["boot", "system"])
+        .zip(images)
+        .map(|((name, partition), bytes)| {
+            let mut image = ImageSource::new(*name, partition, ImageData::Bytes(bytes));
+            image.chunk_size = CHUNK;
+            image
+        })
+        .collect();
+    PackageSpec {
+        product: "acme-hotspot-x1".into(),
+        chipset: "mdm9607".into(),
+        hardware_revisions: vec![],
+        software_version: format!("v{version}"),
+        security_version: version,
+        images,
+    }
+}
+
+fn written(unsigned: &UnsignedPackage, key: &SigningKey) -> Vec<u8> {
+    let block = SignatureBlock {
+        entries: vec![unsigned.sign(key).unwrap()],
+    };
+    let mut bytes = Vec::new();
+    unsigned.write_to(&block, &mut bytes).unwrap();
+    bytes
+}
+
+fn trust(key: &SigningKey) -> Trust {
+    let mut keys = PinnedKeys::new();
+    keys.add(key.verifying_key());
+    Trust::new(AnchorSet::new(keys, 1))
+}
+
+fn layout() -> Layout {
+    file_layout(&[("boot", 64 << 10), ("system", 320 << 10)], &[])
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    v1: Vec<u8>,
+    full_v2: Vec<u8>,
+    delta: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate_p256().unwrap();
+    let v1 = written(
+        &UnsignedPackage::prepare(spec(images_v1(), 1)).unwrap(),
+        &key,
+    );
+    let old = dir.path().join("v1.vfp");
+    std::fs::write(&old, &v1).unwrap();
+    let base = DeltaBase::from_package(&old, &trust(&key).verifier()).unwrap();
+    let delta =
+        UnsignedPackage::prepare_delta(spec(images_v2(), 2), &PackOptions::new(), &base).unwrap();
+    let delta = written(&delta, &key);
+    let full_v2 = written(
+        &UnsignedPackage::prepare(spec(images_v2(), 2)).unwrap(),
+        &key,
+    );
+    Fixture {
+        dir,
+        key,
+        v1,
+        full_v2,
+        delta,
+    }
+}
+
+fn install(
+    f: &Fixture,
+    package: &[u8],
+    device: &mut FileDevice,
+) -> Result<(), veriflash_core::Error> {
+    veriflash_core::install(
+        package,
+        &trust(&f.key).verifier(),
+        &InstallPolicy::default(),
+        device,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .map(|_| ())
+}
+
+/// A device file that runs v1.
+fn device_running_v1(f: &Fixture, name: &str) -> PathBuf {
+    let path = f.dir.path().join(name);
+    let mut device = FileDevice::create(&path, &layout()).unwrap();
+    install(f, &f.v1, &mut device).unwrap();
+    path
+}
+
+fn boots(path: &Path) -> Option<String> {
+    FileDevice::open(path).unwrap().boot_check().unwrap()
+}
+
+/// What the device boots: each image read back from its active slot.
+fn booted_images(path: &Path) -> Vec<Vec<u8>> {
+    let mut device = FileDevice::open(path).unwrap();
+    ["boot", "system"]
+        .iter()
+        .map(|partition| {
+            let len = FlashSession::installed_len(&mut device, partition)
+                .unwrap()
+                .unwrap();
+            let mut bytes = vec![0u8; len as usize];
+            FlashSession::read_installed(&mut device, partition, 0, &mut bytes).unwrap();
+            bytes
+        })
+        .collect()
+}
+
+fn verified_manifest(f: &Fixture, package: &[u8]) -> Manifest {
+    PackageReader::new(package)
+        .unwrap()
+        .verify(&trust(&f.key).verifier())
+        .unwrap()
+        .manifest()
+        .manifest()
+        .clone()
+}
+
+#[test]
+fn a_device_running_v1_installs_the_delta_and_holds_what_a_full_install_of_v2_gives() {
+    let f = fixture();
+    let manifest = verified_manifest(&f, &f.delta);
+    assert_eq!(manifest.version(), 4);
+    assert_eq!(u16::from_be_bytes([f.delta[8], f.delta[9]]), 4);
+    let encodings: Vec<ChunkEncoding> = manifest
+        .images
+        .iter()
+        .flat_map(|i| i.stored_chunks.iter().map(|c| c.encoding))
+        .collect();
+    for wanted in [ChunkEncoding::Source, ChunkEncoding::Patch] {
+        assert!(encodings.contains(&wanted), "{wanted:?} in {encodings:?}");
+    }
+    // The moved part of rootfs is copied from where it sits in v1, not carried.
+    assert!(
+        f.delta.len() * 10 < f.full_v2.len(),
+        "delta {} bytes, full {}",
+        f.delta.len(),
+        f.full_v2.len()
+    );
+    let delta_device = device_running_v1(&f, "delta.img");
+    install(&f, &f.delta, &mut FileDevice::open(&delta_device).unwrap()).unwrap();
+    assert_eq!(boots(&delta_device).as_deref(), Some("v2"));
+    let full_device = device_running_v1(&f, "full.img");
+    install(&f, &f.full_v2, &mut FileDevice::open(&full_device).unwrap()).unwrap();
+    assert_eq!(booted_images(&delta_device), images_v2());
+    assert_eq!(booted_images(&delta_device), booted_images(&full_device));
+}
+
+#[test]
+fn a_delta_is_refused_before_any_write_on_a_device_that_runs_another_version() {
+    let f = fixture();
+    // A device that runs v2 already, and an empty one.
+    let v2_device = f.dir.path().join("v2.img");
+    install(
+        &f,
+        &f.full_v2,
+        &mut FileDevice::create(&v2_device, &layout()).unwrap(),
+    )
+    .unwrap();
+    let empty = f.dir.path().join("empty.img");
+    drop(FileDevice::create(&empty, &layout()).unwrap());
+    for path in [&v2_device, &empty] {
+        let before = std::fs::read(path).unwrap();
+        let err = install(&f, &f.delta, &mut FileDevice::open(path).unwrap()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
+        assert_eq!(err.code(), 34);
+        assert!(err.to_string().contains("this delta applies to"), "{err}");
+        assert_eq!(std::fs::read(path).unwrap(), before, "not a byte written");
+    }
+    assert!(
+        install(&f, &f.delta, &mut FileDevice::open(&v2_device).unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("software version v2")
+    );
+}
+
+/// The delta's manifest, changed by `edit` and signed again with the fixture's key, before the
+/// delta's own payload.
+fn resigned(f: &Fixture, edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+    let mut manifest = verified_manifest(f, &f.delta);
+    let payload_at = {
+        let mut cursor = std::io::Cursor::new(f.delta.as_slice());
+        PackageReader::new(&mut cursor).unwrap();
+        cursor.position() as usize
+    };
+    edit(&mut manifest);
+    let message = veriflash_core::format::signed_message(&manifest).unwrap();
+    let entry = SignatureEntry {
+        algorithm: f.key.algorithm(),
+        key_id: f.key.verifying_key().key_id().0,
+        signature: f.key.sign(&message).unwrap(),
+        certificates: vec![],
+    };
+    let mut bytes = veriflash_core::format::encode_prefix(
+        &message,
+        &SignatureBlock {
+            entries: vec![entry],
+        },
+    )
+    .unwrap();
+    bytes.extend_from_slice(&f.delta[payload_at..]);
+    bytes
+}
+
+#[test]
+fn a_tampered_delta_is_refused_with_a_stable_code_and_v1_keeps_booting() {
+    let f = fixture();
+    let manifest = verified_manifest(&f, &f.delta);
+    // A patch's frame changed: its signed frame digest no longer matches.
+    let rootfs = &manifest.images[1];
+    let patch = rootfs
+        .stored_chunks
+        .iter()
+        .position(|c| c.encoding == ChunkEncoding::Patch)
+        .unwrap();
+    let payload_at = f.delta.len() - manifest.payload_len().unwrap() as usize;
+    let frame_at = payload_at
+        + manifest.images[0].stored_size() as usize
+        + rootfs.stored_chunks[..patch]
+            .iter()
+            .map(|c| c.stored_len as usize)
+            .sum::<usize>();
+    let mut frame_changed = f.delta.clone();
+    frame_changed[frame_at + 10] ^= 1;
+    // A copied chunk's source offset moved by one byte, re-signed: the chunk it copies is not
+    // the one the manifest names.
+    let offset_moved = resigned(&f, |m| {
+        let reference = m.images[1]
+            .source
+            .as_mut()
+            .unwrap()
+            .references
+            .first_mut()
+            .unwrap();
+        reference.offset += 1;
+    });
+    // The same, not re-signed: the signature no longer covers the manifest.
+    let mut unsigned_edit = offset_moved.clone();
+    let sig_at = 32 + u32::from_be_bytes(offset_moved[16..20].try_into().unwrap()) as usize;
+    unsigned_edit[..sig_at].copy_from_slice(
+        &resigned(&f, |m| {
+            let reference = m.images[1]
+                .source
+                .as_mut()
+                .unwrap()
+                .references
+                .first_mut()
+                .unwrap();
+            reference.offset += 2;
+        })[..sig_at],
+    );
+    for (name, package, kind) in [
+        ("frame changed", frame_changed, ErrorKind::IntegrityMismatch),
+        ("offset moved", offset_moved, ErrorKind::DeltaOutputMismatch),
+        ("not re-signed", unsigned_edit, ErrorKind::NotAuthentic),
+    ] {
+        let path = device_running_v1(&f, &format!("{}.img", name.replace(' ', "-")));
+        let err = install(&f, &package, &mut FileDevice::open(&path).unwrap()).unwrap_err();
+        assert_eq!(err.kind(), kind, "{name}: {err}");
+        assert_eq!(boots(&path).as_deref(), Some("v1"), "{name}");
+    }
+}
+
+/// The images v1 installs, as a delta's stream reads them without a device.
+struct Images(Vec<(&'static str, Vec<u8>)>);
+
+impl InstalledImages for Images {
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, veriflash_core::Error> {
+        Ok(self
+            .0
+            .iter()
+            .find(|(p, _)| *p == partition)
+            .map(|(_, b)| b.len() as u64))
+    }
+
+    fn read_installed(
+        &mut self,
+        partition: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), veriflash_core::Error> {
+        let (_, bytes) = self.0.iter().find(|(p, _)| *p == partition).unwrap();
+        buf.copy_from_slice(&bytes[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_delta_streams_against_its_source_and_verifies_its_stored_bytes_alone() {
+    let f = fixture();
+    let anchors = trust(&f.key);
+    let verifier = anchors.verifier();
+    let v1 = images_v1();
+    let mut installed = Images(vec![("boot", v1[0].clone()), ("system", v1[1].clone())]);
+    let mut rebuilt = vec![Vec::new(), Vec::new()];
+    PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&verifier)
+        .unwrap()
+        .stream_with_source(&mut installed, |image, chunk| {
+            let i = usize::from(image.name != "boot");
+            rebuilt[i].extend_from_slice(chunk.bytes());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rebuilt, images_v2());
+    // Without a device, every stored byte is checked; the rebuilt chunks wait for the install.
+    let report = PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&verifier)
+        .unwrap()
+        .verify_payload()
+        .unwrap();
+    assert!(report.images.iter().all(|i| !i.sha256_checked));
+    // Against v2's images it is not its source.
+    let v2 = images_v2();
+    let mut wrong = Images(vec![("boot", v2[0].clone()), ("system", v2[1].clone())]);
+    let err = PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&verifier)
+        .unwrap()
+        .stream_with_source(&mut wrong, |_, _| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch);
+    // A device that cannot read back what it runs (a single-slot device) cannot take a delta.
+    let mut unreadable = Images(vec![]);
+    let err = PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&verifier)
+        .unwrap()
+        .stream_with_source(&mut unreadable, |_, _| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch);
+    assert!(err.remedy().contains("full package"), "{}", err.remedy());
+    assert!(err.to_string().contains("cannot read back"), "{err}");
+    // A delta is made for local installs: a download (which reuses what the device holds
+    // without one) refuses it by name.
+    let path = f.dir.path().join("delta.vfp");
+    std::fs::write(&path, &f.delta).unwrap();
+    let err = veriflash_core::ota::RemotePackage::open(
+        veriflash_core::source::FileSource::open(&path).unwrap(),
+        &verifier,
+        veriflash_core::ota::OtaOptions::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("local install"), "{err}");
+    // The old package must verify with the keys given: an unverified old package is never
+    // packed against.
+    let old = f.dir.path().join("v1.vfp");
+    let other = trust(&SigningKey::generate_p256().unwrap());
+    let err = DeltaBase::from_package(&old, &other.verifier()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownSigner, "{err}");
+}
+
+#[test]
+fn power_cut_at_every_storage_operation_of_a_delta_package_install_never_bricks() {
+    let f = fixture();
+    let base = device_running_v1(&f, "base.img");
+    let operations = {
+        let copy = f.dir.path().join("count.img");
+        std::fs::copy(&base, &copy).unwrap();
+        let mut device = FileDevice::open(&copy).unwrap();
+        install(&f, &f.delta, &mut device).unwrap();
+        device.operations()
+    };
+    assert!(operations > 20, "{operations} operations");
+    for mode in [Cut::Torn, Cut::After] {
+        let (mut old, mut new) = (0, 0);
+        for cut in 1..=operations {
+            let path = f.dir.path().join("cut.img");
+            std::fs::copy(&base, &path).unwrap();
+            let mut device = FileDevice::open(&path).unwrap();
+            device.cut_power_at(cut, mode);
+            let result = install(&f, &f.delta, &mut device);
+            drop(device);
+            // Power comes back: the old or the new software boots, never neither.
+            match boots(&path).as_deref() {
+                Some("v1") => {
+                    old += 1;
+                    let err = result.expect_err("cut before the commit");
+                    assert_eq!(
+                        err.kind(),
+                        ErrorKind::Interrupted,
+                        "{mode:?} at {cut}: {err}"
+                    );
+                    // The delta still applies (the active slot was never written): it completes.
+                    install(&f, &f.delta, &mut FileDevice::open(&path).unwrap())
+                        .unwrap_or_else(|e| panic!("{mode:?} at {cut}: re-run: {e}"));
+                    assert_eq!(boots(&path).as_deref(), Some("v2"));
+                }
+                Some("v2") => new += 1,
+                other => panic!("{mode:?} at {cut}: boots {other:?}"),
+            }
+        }
+        let expected = if mode == Cut::Torn {
+            (operations, 0)
+        } else {
+            (operations - 1, 1)
+        };
+        assert_eq!((old, new), expected, "{mode:?}");
+    }
+}
+
+#[test]
+fn a_copy_only_delta_stores_no_patch_and_installs_the_same_bytes() {
+    let f = fixture();
+    let old = f.dir.path().join("v1.vfp");
+    let base = DeltaBase::from_package(&old, &trust(&f.key).verifier()).unwrap();
+    let copy_only = UnsignedPackage::prepare_delta(
+        spec(images_v2(), 2),
+        &PackOptions::new().copy_only(true),
+        &base,
+    )
+    .unwrap();
+    let encodings: Vec<ChunkEncoding> = copy_only
+        .manifest()
+        .images
+        .iter()
+        .flat_map(|i| i.stored_chunks.iter().map(|c| c.encoding))
+        .collect();
+    assert!(encodings.contains(&ChunkEncoding::Source));
+    assert!(!encodings.contains(&ChunkEncoding::Patch));
+    let package = written(&copy_only, &f.key);
+    // Patches pay on this pair: the delta with them is smaller.
+    assert!(
+        f.delta.len() < package.len(),
+        "{} vs {}",
+        f.delta.len(),
+        package.len()
+    );
+    let device = device_running_v1(&f, "copy-only.img");
+    install(&f, &package, &mut FileDevice::open(&device).unwrap()).unwrap();
+    assert_eq!(booted_images(&device), images_v2());
+}
