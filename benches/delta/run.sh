@@ -355,25 +355,31 @@ veriflash_rows() {
     done
 }
 
-# >>> veriflash delta package (pack --delta-from, zstd patch): the lead fills these rows in
-# after merging the offline delta packages. Until `pack --help` offers --delta-from, the table
-# says "pending". The bytes to transfer are the delta package's size; install is a local flash
-# on a device running v1.
+# >>> veriflash delta package (pack --delta-from, zstd patch): offline delta packages, made
+# against the v1 package of the same chunking (fixed and content-defined), chunks the old
+# image holds copied, changed ones as zstd patches against the old bytes; with and without
+# --compress for what is carried. The bytes to transfer are the delta package's size; install
+# is a local flash on a device running v1. Until `pack --help` offers --delta-from, the table
+# says "pending".
 delta_package_rows() {
-    local pair="$1" full="$2"
+    local pair="$1" full="$2" mode extra label
     if ! "$VERIFLASH" pack --help 2>/dev/null | grep -q -- '--delta-from'; then
         ROWS+=("| $pair | veriflash delta package (pack --delta-from, zstd patch) | pending | | | |")
         return
     fi
-    local mode=fixed
-    timed "$VERIFLASH" pack --manifest "$pair/v2-$mode.toml" --key key.pem --chunking "$mode" \
-        --delta-from "$pair/v1-$mode.vfp" --out "$pair/v2-delta.vfp"
-    local pack_s=$SECS
-    device "$pair" "$mode"
-    VERIFLASH_STATE_DIR="$pair/state-$mode" timed "$VERIFLASH" flash "$pair/v2-delta.vfp" \
-        --trust key.pub.pem --target "file:$pair/dev-$mode.img"
-    row "$pair" "veriflash delta package (pack --delta-from, zstd patch)" \
-        "$(size "$pair/v2-delta.vfp")" "$full" "$pack_s" "$SECS"
+    for mode in fixed cdc; do
+        for extra in "" --compress; do
+            label="veriflash delta package (pack --delta-from, zstd patch), $mode chunks${extra:+, $extra}"
+            timed "$VERIFLASH" pack --manifest "$pair/v2-$mode.toml" --key key.pem \
+                --chunking "$mode" --delta-from "$pair/v1-$mode.vfp" ${extra:+"$extra"} \
+                --out "$pair/v2-delta.vfp"
+            local pack_s=$SECS
+            device "$pair" "$mode"
+            VERIFLASH_STATE_DIR="$pair/state-$mode" timed "$VERIFLASH" flash "$pair/v2-delta.vfp" \
+                --trust key.pub.pem --target "file:$pair/dev-$mode.img"
+            row "$pair" "$label" "$(size "$pair/v2-delta.vfp")" "$full" "$pack_s" "$SECS"
+        done
+    done
 }
 # <<< veriflash delta package
 
