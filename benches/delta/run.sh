@@ -363,7 +363,10 @@ veriflash_rows() {
 # says "pending".
 delta_package_rows() {
     local pair="$1" full="$2" mode extra label
-    if ! "$VERIFLASH" pack --help 2>/dev/null | grep -q -- '--delta-from'; then
+    local help
+    # Captured first: under pipefail, `pack --help | grep -q` fails when grep stops reading early.
+    help=$("$VERIFLASH" pack --help 2>/dev/null)
+    if ! grep -q -- '--delta-from' <<<"$help"; then
         ROWS+=("| $pair | veriflash delta package (pack --delta-from, zstd patch) | pending | | | |")
         return
     fi
