@@ -80,18 +80,104 @@ impl Cdc {
         let end = n.min(self.max);
         let normal = end.min(self.avg);
         let mut hash: u64 = 0;
-        for (i, &byte) in data.iter().enumerate().take(end).skip(self.min) {
-            hash = (hash << 1).wrapping_add(GEAR[usize::from(byte)]);
-            let mask = if i < normal {
-                self.mask_small
-            } else {
-                self.mask_large
-            };
-            if hash & mask == 0 {
-                return i + 1;
+        // One loop per mask, so the loop over every byte carries no branch but the cut test.
+        for (from, to, mask) in [
+            (self.min, normal, self.mask_small),
+            (normal, end, self.mask_large),
+        ] {
+            let found = data
+                .get(from..to)
+                .unwrap_or_default()
+                .iter()
+                .position(|&byte| {
+                    hash = (hash << 1).wrapping_add(GEAR[usize::from(byte)]);
+                    hash & mask == 0
+                });
+            if let Some(i) = found {
+                return from + i + 1;
             }
         }
         end
+    }
+
+    /// The ends of the chunks [`Cdc::cut`] cuts from the start of `data`, one after another,
+    /// for as long as `data` decides them: to its end when it is `last` (runs to the end of
+    /// the input), else while at least [`Cdc::max`] bytes are left. The last end returned is
+    /// where cutting resumes (none when no chunk is decided yet).
+    ///
+    /// Found on up to `segments` threads with the same result as on one, as a packer and a
+    /// device must cut alike: each thread cuts from the start of its own segment of `data`,
+    /// which is not a cut in general; then, segment by segment, the true cuts are continued
+    /// past the segment's start until one lands on a cut of that segment's own chain. From
+    /// there both chains are the same (each cut depends only on where the chunk starts), so
+    /// the rest of the segment's chain is adopted. Content-defined cuts meet within a few
+    /// chunks; where they never do (data without cut points, such as runs of zeros, cut every
+    /// largest chunk from wherever they start), the continuation cuts the segment itself.
+    #[must_use]
+    pub fn cut_points(&self, data: &[u8], last: bool, segments: usize) -> Vec<usize> {
+        // Chunks start before `stop`.
+        let stop = if last {
+            data.len()
+        } else {
+            (data.len() + 1).saturating_sub(self.max)
+        };
+        let segments = segments.clamp(1, stop.max(1));
+        if segments == 1 {
+            // One core (many a modem has no more): no thread, the chain from the start.
+            return self.chain(data, 0, stop);
+        }
+        let bounds: Vec<usize> = (0..=segments)
+            .map(|k| stop / segments * k + (stop % segments) * k / segments)
+            .collect();
+        let chains: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let workers: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let (from, to) = (w[0], w[1]);
+                    s.spawn(move || self.chain(data, from, to))
+                })
+                .collect();
+            // A chain that is lost is only work to redo: the continuation cuts its segment.
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        let mut ends: Vec<usize> = Vec::new();
+        let mut at = 0;
+        for (chain, w) in chains.iter().zip(bounds.windows(2)) {
+            let (from, to) = (w[0], w[1]);
+            // Where this segment's chain cuts, its start included.
+            let mut own = std::iter::once(from)
+                .chain(chain.iter().copied())
+                .enumerate()
+                .peekable();
+            while at < to {
+                while own.next_if(|&(_, p)| p < at).is_some() {}
+                if let Some((i, _)) = own.next_if(|&(_, p)| p == at) {
+                    // The chains met: the rest of this one is the true cuts (its last cut
+                    // ends at or after `to`).
+                    ends.extend(chain.get(i..).unwrap_or_default());
+                    at = ends.last().copied().unwrap_or(at);
+                } else {
+                    at += self.cut(data.get(at..).unwrap_or_default());
+                    ends.push(at);
+                }
+            }
+        }
+        ends
+    }
+
+    /// The ends of the chunks cut one after another from `from`, up to the first that ends at
+    /// or after `to`.
+    fn chain(&self, data: &[u8], from: usize, to: usize) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut at = from;
+        while at < to {
+            at += self.cut(data.get(at..).unwrap_or_default());
+            ends.push(at);
+        }
+        ends
     }
 }
 
@@ -166,7 +252,84 @@ impl<R: Read> Chunker<R> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The cuts one core makes, one after another, as the index made them before it cut in
+    /// parallel.
+    fn sequential(rule: &Cdc, data: &[u8], last: bool) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut at = 0;
+        while at < data.len() && (last || data.len() - at >= rule.max()) {
+            at += rule.cut(&data[at..]);
+            ends.push(at);
+        }
+        ends
+    }
+
+    /// The chunk ends the packer's [`Chunker`] cuts.
+    fn packer_ends(data: &[u8], max: u32) -> Vec<usize> {
+        chunks(data, max)
+            .iter()
+            .scan(0, |end, chunk| {
+                *end += chunk.len();
+                Some(*end)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn cut_points_on_any_number_of_segments_are_the_sequential_cuts(
+            random in prop::collection::vec(any::<u8>(), 0..12_000),
+            zeros in (0usize..12_000, 0usize..8_000),
+            max in prop::sample::select(vec![256u32, 512, 1024, 4096]),
+            segments in 1usize..40,
+            last in any::<bool>(),
+        ) {
+            // A run of zeros has no cut point: chains that start in it at different offsets
+            // never meet there.
+            let mut data = random;
+            let from = zeros.0.min(data.len());
+            let to = (from + zeros.1).min(data.len());
+            data[from..to].fill(0);
+            let rule = Cdc::new(max);
+            let expected = sequential(&rule, &data, last);
+            prop_assert_eq!(rule.cut_points(&data, last, segments), expected.clone());
+            if last {
+                prop_assert_eq!(packer_ends(&data, max), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn cut_points_where_segments_never_meet_are_every_largest_chunk() {
+        // Zeros: no cut point, so every chunk is a largest one, counted from the start, and a
+        // segment chain that starts elsewhere never meets it.
+        let data = vec![0u8; 100_000];
+        let rule = Cdc::new(1024);
+        let ends = rule.cut_points(&data, true, 7);
+        assert_eq!(ends, sequential(&rule, &data, true));
+        assert!(
+            ends.windows(2)
+                .all(|w| w[1] - w[0] == 1024 || w[1] == data.len())
+        );
+    }
+
+    #[test]
+    fn cut_points_with_segments_shorter_than_a_smallest_chunk_are_the_sequential_cuts() {
+        let data = veriflash_test_support::pseudo_random(3_000, 11);
+        let rule = Cdc::new(4096);
+        // 64 segments of about 47 bytes, smallest chunk 128 bytes.
+        for last in [true, false] {
+            assert_eq!(
+                rule.cut_points(&data, last, 64),
+                sequential(&rule, &data, last)
+            );
+        }
+        assert_eq!(rule.cut_points(&data, false, 64), Vec::<usize>::new());
+    }
 
     fn chunks(data: &[u8], max: u32) -> Vec<Vec<u8>> {
         let mut chunker = Chunker::new(data, Cdc::new(max));

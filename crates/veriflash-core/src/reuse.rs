@@ -240,28 +240,22 @@ impl ReuseIndex {
                 .map_err(device_error)?;
             read += u64::try_from(want).unwrap_or(u64::MAX);
             let ended = read >= len;
-            // Cut sequentially (each cut depends on the last), then hash the pieces in parallel.
-            let mut pieces = Vec::new();
-            let mut at = 0usize;
-            while let Some(rest) = buffer.get(at..).filter(|r| !r.is_empty()) {
-                if rest.len() < rule.max() && !ended {
-                    break;
-                }
-                let cut = rule.cut(rest);
-                pieces.push(rest.get(..cut).unwrap_or_default());
-                at += cut;
-            }
-            let starts: Vec<u64> = pieces
-                .iter()
-                .scan(offset, |next, piece| {
-                    let start = *next;
-                    *next = next.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
-                    Some(start)
-                })
+            // Cut on every core (the same cuts as one core makes), then hash the pieces on
+            // every core.
+            let ends = rule.cut_points(&buffer, ended, cores());
+            let at = ends.last().copied().unwrap_or(0);
+            let spans: Vec<(usize, usize)> = std::iter::once(0)
+                .chain(ends.iter().copied())
+                .zip(ends.iter().copied())
                 .collect();
-            for (digest, start) in hash_pieces(&pieces).into_iter().zip(starts) {
+            let pieces: Vec<&[u8]> = spans
+                .iter()
+                .map(|&(start, end)| buffer.get(start..end).unwrap_or_default())
+                .collect();
+            for (digest, (start, _)) in hash_pieces(&pieces).into_iter().zip(spans) {
                 if wanted.contains(&digest) {
-                    self.insert(digest, partition, start);
+                    let start = u64::try_from(start).unwrap_or(u64::MAX);
+                    self.insert(digest, partition, offset.saturating_add(start));
                 }
             }
             offset = offset.saturating_add(u64::try_from(at).unwrap_or(u64::MAX));
@@ -354,10 +348,7 @@ pub(crate) fn hash_chunks(data: &[u8], chunk: usize) -> Vec<Digest> {
 
 /// SHA-256 of each of `pieces`, in order, on every core.
 fn hash_pieces(pieces: &[&[u8]]) -> Vec<Digest> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(pieces.len())
-        .max(1);
+    let threads = cores().min(pieces.len()).max(1);
     if threads == 1 {
         return pieces.iter().map(|p| veriflash_hash::sha256(p)).collect();
     }
@@ -379,6 +370,11 @@ fn hash_pieces(pieces: &[&[u8]]) -> Vec<Digest> {
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// How many threads the index runs on: one per core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The digests of `image`'s chunks that are stored raw (the only ones a device can hold).
