@@ -145,6 +145,8 @@ rounds() {
     for ((r = 0; r < RUNS; r++)); do
         for ((i = 0; i < n; i++)); do
             spec="${specs[$(((i + r) % n))]}"
+            # What the previous command wrote goes to the disk before, not during, this one.
+            sync
             measure "${spec%%:*}" bash -c "${spec#*:}"
         done
     done
