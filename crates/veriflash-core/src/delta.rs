@@ -10,9 +10,9 @@
 //! the old image, or as a full package would store it. The manifest keeps every chunk's signed
 //! digest and declares the old image (length and SHA-256) as the image's source.
 //!
-//! **Installing** ([`check_sources`], then [`stream`]): before anything is written, each
-//! declared source is compared with what the device runs in that partition, hashed whole; a
-//! device that runs something else, or cannot read it back, gets
+//! **Installing** ([`check_sources`], then [`crate::VerifiedPackage::stream_with_source`]):
+//! before anything is written, each declared source is compared with what the device runs in
+//! that partition, hashed whole; a device that runs something else, or cannot read it back, gets
 //! [`ErrorKind::SourceMismatch`] and nothing is written. Then every chunk goes to the device
 //! in order: a copied chunk is read from the installed image right before it is used, a
 //! patch's frame is hashed against its signed frame digest before the decoder sees it and its
