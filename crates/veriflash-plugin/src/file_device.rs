@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use veriflash_hash::{Digest, Sha256, sha256};
 
 use crate::readback::Readback;
+use crate::units::Units;
 use crate::{
     Chunk, DeviceInfo, DeviceStatus, FlashSession, InstallPlan, InstalledImage, LastResult,
     PartitionInfo, Plugin, PluginError, Slot, StorageGeometry,
@@ -454,7 +455,7 @@ pub struct FileDevice {
     powered: bool,
     /// Write units programmed since their last erase, as unit indexes in the file. Unknown after
     /// reopening, which is why `begin` erases what it will write.
-    programmed: BTreeSet<u64>,
+    programmed: Units,
     plan: Option<InstallPlan>,
     hook: Option<OperationHook>,
     /// This device's identity, made when it was created (`None` for a file made before ids).
@@ -590,7 +591,7 @@ impl FileDevice {
             operations: 0,
             power_cut_at: None,
             powered: true,
-            programmed: BTreeSet::new(),
+            programmed: Units::default(),
             plan: None,
             hook: None,
             id: Some(id),
@@ -666,7 +667,7 @@ impl FileDevice {
             operations: 0,
             power_cut_at: None,
             powered: true,
-            programmed: BTreeSet::new(),
+            programmed: Units::default(),
             plan: None,
             hook: None,
             id,
@@ -942,14 +943,7 @@ impl FileDevice {
         while at < offset + len {
             self.storage_write(at, &ones)?;
             let first = at / unit;
-            let units: Vec<u64> = self
-                .programmed
-                .range(first..first + block / unit)
-                .copied()
-                .collect();
-            for u in units {
-                self.programmed.remove(&u);
-            }
+            self.programmed.remove(&(first..first + block / unit));
             at += block;
         }
         Ok(())
@@ -1109,7 +1103,7 @@ impl FlashSession for FileDevice {
         }
         let first = (base + chunk.offset()) / unit;
         let count = padded / unit;
-        if self.programmed.range(first..first + count).next().is_some() {
+        if self.programmed.any_in(&(first..first + count)) {
             return Err(bad(format!(
                 "write to '{partition}' at {} hits pages not erased since they were programmed",
                 chunk.offset()
@@ -1124,7 +1118,7 @@ impl FlashSession for FileDevice {
             v.into()
         };
         self.storage_write(base + chunk.offset(), &data)?;
-        self.programmed.extend(first..first + count);
+        self.programmed.insert(first..first + count);
         self.follow_readback(partition, chunk.offset(), base, chunk.bytes().len());
         Ok(())
     }

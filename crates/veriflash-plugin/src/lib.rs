@@ -8,6 +8,8 @@ pub mod file_device;
 pub mod hazmat;
 #[cfg(feature = "file-device")]
 mod readback;
+#[cfg(feature = "file-device")]
+mod units;
 
 use std::fmt;
 
