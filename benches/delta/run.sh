@@ -17,11 +17,14 @@
 #             changed (every later function moves, as in a kernel point release).
 #
 # Environment:
-#   BENCH_DATA=/work/bench-data  where wheels, trees, images and packages go (NOT the repository)
+#   BENCH_DATA=/work/bench-data  where wheels and the pairs' images are kept between runs, and
+#                                each run's packages go (NOT the repository); delete
+#                                BENCH_DATA/delta/images to rebuild the images
 #   PAIRS="ext4 squashfs kernel"
 #   TOOLS="veriflash delta casync zchunk xdelta3 bsdiff"   the rows to measure
 #   FIXED_CHUNK=65536            veriflash fixed chunk size
 #   CDC_MAX=262144               veriflash largest content-defined chunk (about 32 KiB average)
+#   DELTA_CHUNK=1048576          the larger fixed chunk size the delta package rows also try
 #   KERNEL_FUNCS=6000            functions in the generated program
 #   BSDIFF_TIMEOUT=600           seconds bsdiff may take per pair
 #   PORT=18082                   nginx's loopback port
@@ -36,6 +39,7 @@ PAIRS="${PAIRS:-ext4 squashfs kernel}"
 TOOLS="${TOOLS:-veriflash delta casync zchunk xdelta3 bsdiff}"
 FIXED_CHUNK="${FIXED_CHUNK:-65536}"
 CDC_MAX="${CDC_MAX:-262144}"
+DELTA_CHUNK="${DELTA_CHUNK:-1048576}"
 KERNEL_FUNCS="${KERNEL_FUNCS:-6000}"
 PORT="${PORT:-18082}"
 BSDIFF_TIMEOUT="${BSDIFF_TIMEOUT:-600}"
@@ -176,10 +180,22 @@ fix_ctimes() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Images: PAIR/v1.img and PAIR/v2.img.
+# Images: PAIR/v1.img and PAIR/v2.img, built once into DATA/images (the builds are
+# deterministic, so a later run measures the same pair) and linked into the run.
 make_images() {
     local pair="$1"
     mkdir -p "$pair"
+    if [ -f "$DATA/images/$pair/v2.img" ]; then
+        ln -f "$DATA/images/$pair/v1.img" "$DATA/images/$pair/v2.img" "$pair/"
+        return
+    fi
+    build_images "$pair"
+    mkdir -p "$DATA/images/$pair"
+    ln -f "$pair/v1.img" "$pair/v2.img" "$DATA/images/$pair/"
+}
+
+build_images() {
+    local pair="$1"
     case "$pair" in
         ext4)
             [ -d tree1 ] || { tree 1 tree1; tree 2 tree2; }
@@ -356,32 +372,35 @@ veriflash_rows() {
 }
 
 # >>> veriflash delta package (pack --delta-from, zstd patch): offline delta packages, made
-# against the v1 package of the same chunking (fixed and content-defined), chunks the old
-# image holds copied, changed ones as zstd patches against the old bytes; with and without
-# --compress for what is carried. The bytes to transfer are the delta package's size; install
-# is a local flash on a device running v1. Until `pack --help` offers --delta-from, the table
-# says "pending".
+# against the v1 package (fixed chunks of FIXED_CHUNK and of DELTA_CHUNK, content-defined
+# chunks of at most CDC_MAX), chunks the old image holds copied, changed ones as zstd patches
+# against the old range their anchors point to. A delta package's chunk size is its own (the
+# device rebuilds it from its installed image, not from v1's chunks), and each chunk costs 85
+# bytes of signed tables, so the delta rows also try larger chunks. The bytes to transfer are
+# the delta package's size; install is a local flash on a device running v1.
 delta_package_rows() {
-    local pair="$1" full="$2" mode extra label
-    local help
-    # Captured first: under pipefail, `pack --help | grep -q` fails when grep stops reading early.
-    help=$("$VERIFLASH" pack --help 2>/dev/null)
-    if ! grep -q -- '--delta-from' <<<"$help"; then
-        ROWS+=("| $pair | veriflash delta package (pack --delta-from, zstd patch) | pending | | | |")
-        return
-    fi
+    local pair="$1" full="$2" mode chunk label
     for mode in fixed cdc; do
-        for extra in "" --compress; do
-            label="veriflash delta package (pack --delta-from, zstd patch), $mode chunks${extra:+, $extra}"
-            timed "$VERIFLASH" pack --manifest "$pair/v2-$mode.toml" --key key.pem \
-                --chunking "$mode" --delta-from "$pair/v1-$mode.vfp" ${extra:+"$extra"} \
-                --out "$pair/v2-delta.vfp"
-            local pack_s=$SECS
-            device "$pair" "$mode"
-            VERIFLASH_STATE_DIR="$pair/state-$mode" timed "$VERIFLASH" flash "$pair/v2-delta.vfp" \
-                --trust key.pub.pem --target "file:$pair/dev-$mode.img"
-            row "$pair" "$label" "$(size "$pair/v2-delta.vfp")" "$full" "$pack_s" "$SECS"
-        done
+        [ -f "$pair/v1-$mode.vfp" ] || package "$pair" 1 "$mode" "$([ $mode = fixed ] && echo "$FIXED_CHUNK" || echo "$CDC_MAX")"
+    done
+    for variant in "fixed $FIXED_CHUNK" "fixed $DELTA_CHUNK" "cdc $CDC_MAX"; do
+        read -r mode chunk <<<"$variant"
+        printf '%s\n' 'product = "bench"' 'chipset = "mdm9607"' 'version = "1.2"' \
+            'security_version = 2' "chunk_size = $chunk" '[[image]]' 'name = "rootfs"' \
+            'partition = "rootfs"' 'file = "v2.img"' >"$pair/v2-delta.toml"
+        if [ "$mode" = fixed ]; then
+            label="veriflash delta package (pack --delta-from, zstd patch), fixed $((chunk >> 10)) KiB chunks"
+        else
+            label="veriflash delta package (pack --delta-from, zstd patch), content-defined chunks (≤ $((chunk >> 10)) KiB)"
+        fi
+        timed "$VERIFLASH" pack --manifest "$pair/v2-delta.toml" --key key.pem \
+            --chunking "$mode" --delta-from "$pair/v1-$mode.vfp" --out "$pair/v2-delta.vfp"
+        local pack_s=$SECS
+        device "$pair" "$mode"
+        VERIFLASH_STATE_DIR="$pair/state-$mode" timed "$VERIFLASH" flash "$pair/v2-delta.vfp" \
+            --trust key.pub.pem --target "file:$pair/dev-$mode.img"
+        # (The flash compared the device's read-back with v2's signed digest before committing.)
+        row "$pair" "$label" "$(size "$pair/v2-delta.vfp")" "$full" "$pack_s" "$SECS"
     done
 }
 # <<< veriflash delta package

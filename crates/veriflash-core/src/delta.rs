@@ -20,7 +20,6 @@
 //! chunk is hashed against its signed digest before it reaches the device
 //! ([`ErrorKind::DeltaOutputMismatch`] otherwise). The bytes flashed are the bytes hashed.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -492,107 +491,6 @@ impl DeltaBase {
 pub(crate) struct SourceImage<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) digest: Digest,
-}
-
-/// Where the old image holds chunks of the new one, by SHA-256.
-#[derive(Debug, Default)]
-pub(crate) struct SourceIndex {
-    at: HashMap<Digest, u64>,
-}
-
-/// Base of the polynomial rolling hash that finds fixed-size chunks at any offset.
-const ROLL_BASE: u64 = 0x100_0000_01B3;
-
-/// Weak hash of `window`: the polynomial the rolling hash keeps, which finds candidates for a
-/// SHA-256 comparison.
-pub(crate) fn weak_hash(window: &[u8]) -> u64 {
-    window.iter().fold(0u64, |h, &b| {
-        h.wrapping_mul(ROLL_BASE).wrapping_add(u64::from(b))
-    })
-}
-
-impl SourceIndex {
-    /// Indexes where `old` holds chunks of `len` bytes whose weak hash is in `weak` and whose
-    /// SHA-256 is in `wanted`, at any offset: a rolling weak hash over every window of `old`,
-    /// each candidate confirmed by SHA-256 (fixed chunking).
-    pub(crate) fn rolling(
-        old: &[u8],
-        len: usize,
-        weak: &HashSet<u64>,
-        wanted: &HashSet<Digest>,
-    ) -> Self {
-        let mut index = Self::default();
-        let Some(first) = old.get(..len).filter(|_| len > 0 && !weak.is_empty()) else {
-            return index;
-        };
-        let mut h = weak_hash(first);
-        // ROLL_BASE^(len - 1): the weight of the byte that leaves the window.
-        let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(ROLL_BASE));
-        let mut p = 0usize;
-        loop {
-            if weak.contains(&h)
-                && let Some(window) = old.get(p..p.saturating_add(len))
-            {
-                index.insert_if_wanted(window, p, wanted);
-            }
-            let (Some(&out), Some(&next)) = (old.get(p), old.get(p.saturating_add(len))) else {
-                break;
-            };
-            h = h
-                .wrapping_sub(u64::from(out).wrapping_mul(top))
-                .wrapping_mul(ROLL_BASE)
-                .wrapping_add(u64::from(next));
-            p = p.saturating_add(1);
-        }
-        index
-    }
-
-    /// Indexes every content-defined chunk of `old`, cut as the packer cuts the new image
-    /// ([`crate::cdc`], the same largest chunk): unchanged stretches give the same chunks
-    /// wherever they moved.
-    pub(crate) fn content_defined(old: &[u8], chunk_size: u32) -> Self {
-        let rule = crate::cdc::Cdc::new(chunk_size);
-        let mut index = Self::default();
-        let mut at = 0usize;
-        while let Some(rest) = old.get(at..).filter(|r| !r.is_empty()) {
-            let cut = rule.cut(rest).max(1);
-            let piece = rest.get(..cut).unwrap_or(rest);
-            index
-                .at
-                .entry(veriflash_hash::sha256(piece))
-                .or_insert(u64::try_from(at).unwrap_or(u64::MAX));
-            at = at.saturating_add(cut);
-        }
-        index
-    }
-
-    fn insert_if_wanted(&mut self, window: &[u8], at: usize, wanted: &HashSet<Digest>) {
-        let digest = veriflash_hash::sha256(window);
-        if wanted.contains(&digest) {
-            self.at
-                .entry(digest)
-                .or_insert(u64::try_from(at).unwrap_or(u64::MAX));
-        }
-    }
-
-    /// Where the old image holds the chunk `chunk` (whose SHA-256 is `digest`): found by the
-    /// index, or at one of `hints` (offsets where it would be if nothing moved, or moved as
-    /// the chunk before it did).
-    pub(crate) fn find(
-        &self,
-        old: &[u8],
-        chunk: &[u8],
-        digest: &Digest,
-        hints: &[u64],
-    ) -> Option<u64> {
-        self.at.get(digest).copied().or_else(|| {
-            hints.iter().copied().find(|&hint| {
-                let start = usize::try_from(hint).unwrap_or(usize::MAX);
-                old.get(start..start.saturating_add(chunk.len()))
-                    .is_some_and(|w| w.len() == chunk.len() && veriflash_hash::sha256(w) == *digest)
-            })
-        })
-    }
 }
 
 /// What a delta costs, image by image: how its chunks are stored and how many payload bytes

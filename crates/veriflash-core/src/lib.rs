@@ -5,6 +5,7 @@ pub mod cdc;
 pub mod compress;
 mod convert;
 pub mod delta;
+mod delta_index;
 pub mod error;
 pub mod factory;
 pub mod flash;

@@ -16,7 +16,8 @@ use veriflash_hash::{Digest, ImageExpectation, Sha256};
 use veriflash_sig::SigningKey;
 
 use crate::convert;
-use crate::delta::{DeltaBase, SourceImage, SourceIndex};
+use crate::delta::{DeltaBase, SourceImage};
+use crate::delta_index::{AnchorIndex, SourceIndex, WantedChunks};
 use crate::error::{Error, ErrorKind};
 use crate::output::write_atomically;
 
@@ -694,23 +695,28 @@ enum Plan {
     Carry,
     /// Copy it from the source, at this offset.
     Copy(u64),
-    /// Also try a patch against this range of the source.
-    Patch(u64, usize),
+    /// Also try a patch against each of these ranges of the source.
+    Patch([Option<(u64, usize)>; 2]),
 }
 
-/// A delta image being packed: the old image, where it holds the new image's chunks, and how
-/// far the last chunk found in it had moved.
+/// A delta image being packed: the old image, where it holds the new image's chunks and
+/// (unless only copies are wanted) its anchors, and how far the last chunk found in it had
+/// moved.
 struct DeltaPacking<'a> {
     old: SourceImage<'a>,
     index: SourceIndex,
+    anchors: Option<AnchorIndex>,
     shift: i128,
 }
 
 impl DeltaPacking<'_> {
     /// What to try for the chunk `raw` (SHA-256 `digest`) at offset `at` of the new image:
     /// a copy when the old image holds it (where the index found it, at the same offset, or
-    /// moved as the chunk before it), else a patch against the old bytes around where it would
-    /// be.
+    /// moved as the chunk before it), else patches against two ranges: where the chunk's
+    /// anchors point (at most four times its length: content that moved, as file data does
+    /// in a rebuilt file system), and the old bytes around where the chunk would be if it
+    /// moved as the chunk before it did (twice its length: content edited in place, as the
+    /// inode tables and bitmaps at fixed places of a file system are).
     fn plan(&mut self, raw: &[u8], digest: &Digest, at: u64) -> Plan {
         let moved = u64::try_from(i128::from(at).saturating_add(self.shift)).unwrap_or(0);
         let old = self.old.bytes;
@@ -718,38 +724,45 @@ impl DeltaPacking<'_> {
             self.shift = i128::from(found).saturating_sub(i128::from(at));
             return Plan::Copy(found);
         }
+        let Some(anchors) = &self.anchors else {
+            return Plan::Carry;
+        };
         let len = raw.len();
-        let reach = len
-            .saturating_mul(2)
-            .min(veriflash_format::limits::MAX_PATCH_SOURCE_LEN as usize)
-            .min(old.len());
+        let limit = veriflash_format::limits::MAX_PATCH_SOURCE_LEN as usize;
+        let found = anchors.reference(old.len(), raw, at, len.saturating_mul(4).min(limit));
+        let reach = len.saturating_mul(2).min(limit).min(old.len());
         let start = usize::try_from(moved)
             .unwrap_or(usize::MAX)
             .saturating_sub(len / 2)
             .min(old.len().saturating_sub(reach));
-        if reach == 0 {
-            Plan::Carry
-        } else {
-            Plan::Patch(u64::try_from(start).unwrap_or(u64::MAX), reach)
+        let near = (reach > 0).then(|| (u64::try_from(start).unwrap_or(u64::MAX), reach));
+        match (found, near) {
+            (None, None) => Plan::Carry,
+            (found, near) if found == near => Plan::Patch([found, None]),
+            (found, near) => Plan::Patch([found, near]),
         }
     }
 }
 
-/// The index of `old` for a new image cut as `options` say: content-defined chunks cut the old
-/// image the same way; fixed chunks are looked for at every offset of it (a first pass over the
-/// new image gives their weak hashes and digests).
+/// The index of `old` for a new image cut as `options` say, on `threads` threads:
+/// content-defined chunks cut the old image the same way; fixed chunks are looked for at every
+/// offset of it (a first pass over the new image gives their weak hashes and digests).
 fn index_source(
     source: &ImageSource,
     options: &PackOptions,
     old: &[u8],
+    threads: usize,
 ) -> Result<SourceIndex, Error> {
     if options.chunking == Chunking::ContentDefined {
-        return Ok(SourceIndex::content_defined(old, source.chunk_size));
+        return Ok(SourceIndex::content_defined(
+            old,
+            source.chunk_size,
+            threads,
+        ));
     }
     let chunk_size = usize::try_from(source.chunk_size).unwrap_or(usize::MAX);
     let (mut reader, _) = source.data.open()?;
-    let mut weak = std::collections::HashSet::new();
-    let mut wanted = std::collections::HashSet::new();
+    let mut wanted = WantedChunks::default();
     let mut chunk = vec![0u8; chunk_size];
     loop {
         let n = read_full(&mut reader, &mut chunk)
@@ -757,10 +770,9 @@ fn index_source(
         if n < chunk_size {
             break;
         }
-        weak.insert(crate::delta::weak_hash(&chunk));
-        wanted.insert(veriflash_hash::sha256(&chunk));
+        wanted.insert(&chunk);
     }
-    Ok(SourceIndex::rolling(old, chunk_size, &weak, &wanted))
+    Ok(SourceIndex::rolling(old, chunk_size, &wanted, threads))
 }
 
 /// Where the next chunk of an image being packed comes from: fixed lengths, or cut by content.
@@ -811,7 +823,8 @@ fn tabled_image(
     let mut delta = match old {
         Some(old) => Some(DeltaPacking {
             old,
-            index: index_source(source, options, old.bytes)?,
+            index: index_source(source, options, old.bytes, threads)?,
+            anchors: (!options.copy_only).then(|| AnchorIndex::new(old.bytes, threads)),
             shift: 0,
         }),
         None => None,
@@ -867,10 +880,7 @@ fn tabled_image(
             let plan = delta
                 .as_mut()
                 .map_or(Plan::Carry, |d| d.plan(raw, digest, at));
-            plans.push(match plan {
-                Plan::Patch(..) if options.copy_only => Plan::Carry,
-                plan => plan,
-            });
+            plans.push(plan);
             at = at.saturating_add(raw.len() as u64);
         }
         let old_bytes = delta.as_ref().map(|d| d.old.bytes);
@@ -942,7 +952,7 @@ fn tabled_image(
 
 /// The cheapest way to store `raw` that `plan` allows: copied from the source, else the
 /// smallest of raw, a zstd frame at `level` (when compressing) and a patch at `patch_level`
-/// against the planned range of `old`.
+/// against each planned range of `old`.
 fn pack_chunk(
     raw: &[u8],
     plan: Plan,
@@ -973,26 +983,30 @@ fn pack_chunk(
         },
         None => carried(ChunkEncoding::Raw, None),
     };
-    let range = match plan {
-        Plan::Patch(offset, len) => usize::try_from(offset)
+    let ranges = match plan {
+        Plan::Patch(ranges) => ranges,
+        Plan::Carry | Plan::Copy(_) => [None, None],
+    };
+    for (offset, len) in ranges.into_iter().flatten() {
+        let Some(reference) = usize::try_from(offset)
             .ok()
             .and_then(|start| old?.get(start..start.saturating_add(len)))
-            .map(|reference| (offset, reference)),
-        _ => None,
-    };
-    if let Some((offset, reference)) = range
-        && let Some(frame) = crate::compress::patch_chunk(raw, reference, patch_level)?
-        && frame.len() < best.stored.as_ref().map_or(raw.len(), Vec::len)
-    {
-        best = Packed {
-            encoding: ChunkEncoding::Patch,
-            reference: Some(SourceRef {
-                offset,
-                len: u32::try_from(reference.len()).unwrap_or(u32::MAX),
-                frame_digest: veriflash_hash::sha256(&frame),
-            }),
-            stored: Some(frame),
+        else {
+            continue;
         };
+        if let Some(frame) = crate::compress::patch_chunk(raw, reference, patch_level)?
+            && frame.len() < best.stored.as_ref().map_or(raw.len(), Vec::len)
+        {
+            best = Packed {
+                encoding: ChunkEncoding::Patch,
+                reference: Some(SourceRef {
+                    offset,
+                    len: u32::try_from(reference.len()).unwrap_or(u32::MAX),
+                    frame_digest: veriflash_hash::sha256(&frame),
+                }),
+                stored: Some(frame),
+            };
+        }
     }
     Ok(best)
 }
