@@ -60,7 +60,10 @@ pub(crate) struct DeltaArg {
     /// Make a delta package (format version 4) that installs only on a device running the
     /// images of OLD.vfp, a complete package: each chunk is copied from the old image on the
     /// device (found by its SHA-256 anywhere in it), stored as a Zstandard patch against the
-    /// old image, or carried as without this option, whichever is smallest. OLD.vfp must
+    /// old image (where the chunk's content moved to, or where it was), or carried as without
+    /// this option, whichever is smallest. The manifest's chunk_size is the delta's own: each
+    /// chunk costs 85 bytes of signed tables, so 1-4 MiB chunks suit a large image changed in
+    /// many small places (a rebuilt file system). OLD.vfp must
     /// verify against the public key of a --key, or of a --delta-trust key; a device running
     /// anything else refuses the delta before writing (`source_mismatch`, 34). Readers of
     /// versions 1 to 3 refuse the package.

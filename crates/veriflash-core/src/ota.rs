@@ -368,6 +368,16 @@ impl<S: Source> RemotePackage<S> {
     ) -> Result<(VerifyReport, FetchStats), Error> {
         let manifest = self.manifest.clone();
         let images = &manifest.manifest().images;
+        if let Some(image) = images.iter().find(|i| i.source.is_some()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "image '{}' is a delta (format version 4): it is installed from a file, not streamed",
+                    image.name
+                ),
+            )
+            .with_remedy("Download it first (`veriflash fetch URL --out FILE`, every stored byte checked), then `veriflash flash FILE`; or serve the full package, of which a download fetches only the chunks the device lacks."));
+        }
         let tables: Vec<_> = images.iter().map(crate::package::stored_table).collect();
         let verifiers = images
             .iter()
@@ -672,20 +682,16 @@ fn range_ends(
 /// Verified payload bytes are flushed and the bitmap saved after this many.
 const STATE_SAVE_EVERY: u64 = 16 << 20;
 
-/// The payload's stored chunks in package order, from the verified manifest.
+/// The payload's stored chunks in package order, from the verified manifest, each with the
+/// signed digest of its stored bytes: a chunk's digest, or for a delta image's patch its
+/// reference's frame digest (docs/FORMAT.md §3.4). A chunk rebuilt from the device's own image
+/// (`source`) stores nothing and is not planned: a staged download of a delta package holds
+/// exactly its stored bytes, each checked, and the install rebuilds the rest.
 fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedChunk>, Error> {
     let mut chunks = Vec::new();
     let mut at = payload_offset;
     for (image_index, image) in manifest.manifest().images.iter().enumerate() {
-        if image.source.is_some() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "image '{}' is a delta (format version 4), made for a local install (`veriflash flash FILE`); over HTTP, serve the full package: a download fetches only the chunks the device lacks",
-                    image.name
-                ),
-            ));
-        }
+        let mut references = image.source.iter().flat_map(|s| &s.references);
         for index in 0..image.chunk_count() {
             let (Some(stored), Some(digest)) =
                 (image.stored_chunk(index), image.chunk_digest(index))
@@ -694,6 +700,23 @@ fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedC
                     ErrorKind::Malformed,
                     format!("image '{}' has no record for chunk {index}", image.name),
                 ));
+            };
+            let digest = if stored.encoding.uses_source() {
+                let Some(reference) = references.next() else {
+                    return Err(Error::new(
+                        ErrorKind::Malformed,
+                        format!(
+                            "image '{}' chunk {index} has no source reference",
+                            image.name
+                        ),
+                    ));
+                };
+                if stored.encoding == veriflash_format::ChunkEncoding::Source {
+                    continue;
+                }
+                &reference.frame_digest
+            } else {
+                digest
             };
             let len = usize::try_from(stored.stored_len).unwrap_or(usize::MAX);
             chunks.push(PlannedChunk {

@@ -216,9 +216,15 @@ impl UnsignedPackage {
     /// when it was read ([`DeltaBase::from_package`]): each image with an old counterpart (the
     /// same partition) declares that old image as its source, and each of its chunks is stored
     /// as the cheapest of copied from the source (found by its SHA-256 anywhere in it), a
-    /// Zstandard patch against a range of the source, or as `options` would store it
-    /// (docs/FORMAT.md §3.4). A package with such an image is format version 4; one whose
-    /// images share nothing with `base` is packed as without it.
+    /// Zstandard patch against the range of the source its content lies in or the range
+    /// where it was, or as `options` would store it (docs/FORMAT.md §3.4). A package with such
+    /// an image is format version 4; one whose images share nothing with `base` is packed as
+    /// without it.
+    ///
+    /// The chunk size is the delta's own (a device rebuilds each chunk from its installed
+    /// image, whatever the old package's chunks were), and every chunk costs 85 bytes of
+    /// signed tables: for a large image that changed in many small places, 1 to 4 MiB chunks
+    /// make the smallest delta (docs/PERFORMANCE.md, the ext4 pair).
     ///
     /// # Errors
     /// As [`prepare_with`](Self::prepare_with).

@@ -393,18 +393,70 @@ fn a_delta_streams_against_its_source_and_verifies_its_stored_bytes_alone() {
     assert_eq!(err.kind(), ErrorKind::SourceMismatch);
     assert!(err.remedy().contains("full package"), "{}", err.remedy());
     assert!(err.to_string().contains("cannot read back"), "{err}");
-    // A delta is made for local installs: a download (which reuses what the device holds
-    // without one) refuses it by name.
+    // A delta is installed from a file: a staged download checks each stored byte against the
+    // digest that covers it (a patch's frame digest) and leaves the very package; streaming it
+    // into an install (which reuses what the device holds without one) refuses it by name.
     let path = f.dir.path().join("delta.vfp");
     std::fs::write(&path, &f.delta).unwrap();
-    let err = veriflash_core::ota::RemotePackage::open(
-        veriflash_core::source::FileSource::open(&path).unwrap(),
-        &verifier,
-        veriflash_core::ota::OtaOptions::new(),
-    )
-    .unwrap_err();
+    let remote = || {
+        veriflash_core::ota::RemotePackage::open(
+            veriflash_core::source::FileSource::open(&path).unwrap(),
+            &verifier,
+            veriflash_core::ota::OtaOptions::new(),
+        )
+        .unwrap()
+    };
+    let err = remote().stream(false, |_, _| Ok(())).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("local install"), "{err}");
+    assert!(err.to_string().contains("installed from a file"), "{err}");
+    assert!(err.remedy().contains("veriflash fetch"), "{}", err.remedy());
+    let fetched = f.dir.path().join("fetched.vfp");
+    let (_, stats) = remote()
+        .fetch_to_file(&fetched, &verifier, &mut |_| {})
+        .unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), f.delta);
+    let payload: u64 = verified_manifest(&f, &f.delta)
+        .images
+        .iter()
+        .map(veriflash_core::format::ImageSpec::stored_size)
+        .sum();
+    assert_eq!(stats.bytes_fetched, payload);
+    // A patch frame altered on the server is caught against its frame digest.
+    let manifest = verified_manifest(&f, &f.delta);
+    let (patched_image, patched_chunk) = manifest
+        .images
+        .iter()
+        .enumerate()
+        .find_map(|(i, image)| {
+            (0..image.chunk_count())
+                .find(|&c| image.stored_chunk(c).unwrap().encoding == ChunkEncoding::Patch)
+                .map(|c| (i, c))
+        })
+        .unwrap();
+    let mut offset = f.delta.len() as u64
+        - manifest
+            .images
+            .iter()
+            .map(veriflash_core::format::ImageSpec::stored_size)
+            .sum::<u64>();
+    for image in &manifest.images[..patched_image] {
+        offset += image.stored_size();
+    }
+    for c in 0..patched_chunk {
+        offset += u64::from(
+            manifest.images[patched_image]
+                .stored_chunk(c)
+                .unwrap()
+                .stored_len,
+        );
+    }
+    let mut tampered = f.delta.clone();
+    tampered[offset as usize] ^= 1;
+    std::fs::write(&path, &tampered).unwrap();
+    let err = remote()
+        .fetch_to_file(&f.dir.path().join("tampered.vfp"), &verifier, &mut |_| {})
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
     // The old package must verify with the keys given: an unverified old package is never
     // packed against.
     let old = f.dir.path().join("v1.vfp");
