@@ -368,16 +368,7 @@ impl<S: Source> RemotePackage<S> {
     ) -> Result<(VerifyReport, FetchStats), Error> {
         let manifest = self.manifest.clone();
         let images = &manifest.manifest().images;
-        if let Some(image) = images.iter().find(|i| i.source.is_some()) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "image '{}' is a delta (format version 4): it is installed from a file, not streamed",
-                    image.name
-                ),
-            )
-            .with_remedy("Download it first (`veriflash fetch URL --out FILE`, every stored byte checked), then `veriflash flash FILE`; or serve the full package, of which a download fetches only the chunks the device lacks."));
-        }
+        refuse_streamed_delta(manifest.manifest())?;
         let tables: Vec<_> = images.iter().map(crate::package::stored_table).collect();
         let verifiers = images
             .iter()
@@ -681,6 +672,23 @@ fn range_ends(
 
 /// Verified payload bytes are flushed and the bitmap saved after this many.
 const STATE_SAVE_EVERY: u64 = 16 << 20;
+
+/// Refuses to stream a delta package into an install: its chunks are rebuilt from the device's
+/// own image after the whole source is checked (docs/FORMAT.md §3.4), which a download does
+/// from a file. Checked before the device is touched.
+pub(crate) fn refuse_streamed_delta(manifest: &veriflash_format::Manifest) -> Result<(), Error> {
+    match manifest.images.iter().find(|i| i.source.is_some()) {
+        None => Ok(()),
+        Some(image) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "image '{}' is a delta (format version 4): it is installed from a file, not streamed",
+                image.name
+            ),
+        )
+        .with_remedy("Download it first (`veriflash fetch URL --out FILE`, every stored byte checked), then `veriflash flash FILE`; or serve the full package, of which a download fetches only the chunks the device lacks; nothing was written.")),
+    }
+}
 
 /// The payload's stored chunks in package order, from the verified manifest, each with the
 /// signed digest of its stored bytes: a chunk's digest, or for a delta image's patch its

@@ -648,6 +648,7 @@ impl Updater {
                     RemotePackage::open(source, &verifier, options)?.with_cancel(cancel.clone());
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = remote.manifest().clone();
+                crate::ota::refuse_streamed_delta(verified.manifest())?;
                 let mut stats = None;
                 let (report, installed) = device.install(
                     &verified,
