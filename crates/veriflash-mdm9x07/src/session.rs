@@ -25,6 +25,12 @@ pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 pub const DEFAULT_PAYLOAD: usize = 1 << 20;
 /// The partition that holds the partition table.
 pub const MIBIB_PARTITION: &str = "mibib";
+/// One in this many of a NAND's blocks may be bad when it ships or go bad in its life: NAND
+/// datasheets guarantee at least 98 % valid blocks (1004 of 1024 on a 1 Gbit part). A read
+/// through the programmer skips bad blocks and cannot go past the device's last good one, so a
+/// partition that reaches the end of the NAND is read back for a delta up to this many of the
+/// device's blocks before its end.
+const BAD_BLOCK_ALLOWANCE: u32 = 50;
 
 /// Maps a chip's OEM and model ids to the product and hardware revision a manifest names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -624,6 +630,12 @@ impl<T: Transport> Mdm9x07Session<T> {
 
     /// Streams partition `p` whole into `path` (through `PATH.tmp`, synced, then renamed).
     fn copy_partition(&mut self, p: &Placed, path: &Path) -> Result<(), Error> {
+        self.copy_blocks(p, p.blocks, path)
+    }
+
+    /// Streams the first `blocks` blocks of partition `p` into `path` (through `PATH.tmp`,
+    /// synced, then renamed).
+    fn copy_blocks(&mut self, p: &Placed, blocks: u32, path: &Path) -> Result<(), Error> {
         self.storage
             .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
         let io = |what: &Path, e: std::io::Error| {
@@ -637,20 +649,22 @@ impl<T: Transport> Mdm9x07Session<T> {
         let tmp = PathBuf::from(tmp_name);
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
-        self.read_whole(p, &mut file, &|e| io(&tmp, e))?;
+        self.read_blocks(p, blocks, &mut file, &|e| io(&tmp, e))?;
         let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
-    /// Streams partition `p` whole (bad blocks skipped as the programmer skips them) into
-    /// `out`: the bytes read. Memory: one transfer, whatever size the MIBIB claims.
+    /// Streams the first `blocks` blocks of partition `p` (bad blocks skipped as the
+    /// programmer skips them) into `out`: the bytes read. Memory: one transfer, whatever size
+    /// the MIBIB claims.
     ///
     /// # Errors
     /// The exchange's; `out`'s first error, as `out_error` makes it.
-    fn read_whole(
+    fn read_blocks(
         &mut self,
         p: &Placed,
+        blocks: u32,
         out: &mut dyn std::io::Write,
         out_error: &dyn Fn(std::io::Error) -> Error,
     ) -> Result<u64, Error> {
@@ -662,7 +676,7 @@ impl<T: Transport> Mdm9x07Session<T> {
         let mut bytes = 0u64;
         self.conn.read(
             u64::from(p.first_block) * ppb,
-            u64::from(p.blocks) * ppb,
+            u64::from(blocks) * ppb,
             storage.page_size,
             &mut |b| {
                 bytes += b.len() as u64;
@@ -712,7 +726,15 @@ impl<T: Transport> Mdm9x07Session<T> {
         if p.protected {
             return Ok(None);
         }
-        let capacity = u64::from(p.blocks) * u64::from(storage.block_size);
+        // The programmer reads past a bad block into the next one: past the partition's end,
+        // which is harmless, except at the end of the NAND.
+        let blocks = if p.first_block.saturating_add(p.blocks) >= storage.total_blocks {
+            p.blocks
+                .saturating_sub(storage.total_blocks / BAD_BLOCK_ALLOWANCE)
+        } else {
+            p.blocks
+        };
+        let capacity = u64::from(blocks) * u64::from(storage.block_size);
         let kept = self
             .installed_dir()
             .zip(installed::file_name(partition))
@@ -722,7 +744,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                 let resumable = self.interrupted()
                     && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= capacity);
                 if !resumable {
-                    self.copy_partition(&p, &path)?;
+                    self.copy_blocks(&p, blocks, &path)?;
                 }
                 let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
                 let file = std::fs::File::open(&path).map_err(io)?;
@@ -734,7 +756,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                     Error::Storage(format!("the temporary copy of '{partition}': {e}"))
                 };
                 let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(io)?);
-                let len = self.read_whole(&p, &mut out, &io)?;
+                let len = self.read_blocks(&p, blocks, &mut out, &io)?;
                 let file = out.into_inner().map_err(|e| io(e.into_error()))?;
                 HostCopy::new(partition, file, len)
             }
@@ -1216,7 +1238,8 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
     /// install's first write ([`crate::installed`]): the first call for a partition, while the
     /// programmer runs and before `begin`, reads it back through Firehose into that copy. NAND
     /// records no image length, so this is the partition's (a delta's source is its first
-    /// bytes). `None` before the programmer runs (a download plans its reuse then, so it reuses
+    /// bytes; a partition that reaches the end of the NAND is read up to its bad-block
+    /// allowance before the end). `None` before the programmer runs (a download plans its reuse then, so it reuses
     /// no NAND: see the crate's docs), after `begin` for a partition not copied yet, and for
     /// protected or unknown partitions. The geometry descriptor is the device's own.
     fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, PluginError> {

@@ -99,12 +99,11 @@ fn delta(key: &SigningKey, old: &Images, new: &Images, nand_only: bool, dir: &Pa
     sign_and_write(&unsigned, &[key]).unwrap()
 }
 
-/// A 200-block MDM9607 (its system partition 70 blocks, 8.75 MiB), so that reading partitions
-/// back whole stays quick.
+/// A 200-block MDM9607 (its system partition, to the end of the NAND, 70 blocks or 8.75 MiB),
+/// so that reading partitions back whole stays quick; bad blocks in boot and in system.
 fn modem() -> Arc<Mutex<Emulator>> {
     let mut config = EmulatorConfig::mdm9607();
     config.blocks = 200;
-    config.bad_blocks = vec![52];
     Arc::new(Mutex::new(Emulator::new(config).unwrap()))
 }
 
@@ -386,4 +385,71 @@ fn a_delta_cut_off_without_a_backup_dir_is_finished_with_the_full_package() {
     )
     .unwrap();
     assert!(nand(&device) == nand(&reference));
+}
+
+#[test]
+fn the_session_answers_only_from_copies_made_before_the_install_began() {
+    use veriflash_plugin::{FlashSession, InstallPlan, PlannedImage};
+    let device = modem();
+    let transport = MemoryTransport::new(device.clone(), Framing::Packet);
+    let mut session = Mdm9x07Session::new(transport, SessionConfig::default());
+    session.device_info().unwrap();
+    // Before the programmer runs (when a download plans its reuse) the NAND cannot be read.
+    assert_eq!(session.installed_len("boot").unwrap(), None);
+    session
+        .start_programmer(&test_programmer(&pseudo_random(3_000, 5)))
+        .unwrap();
+    let block = EmulatorConfig::mdm9607().block_size() as u64;
+    let reads = |s: &mut dyn FlashSession, p| s.installed_len(p).unwrap();
+    assert_eq!(
+        reads(&mut session, "boot"),
+        Some(40 * block),
+        "the whole partition"
+    );
+    // system reaches the end of the 200-block NAND: read up to 200 / 50 blocks before it.
+    assert_eq!(reads(&mut session, "system"), Some((70 - 4) * block));
+    assert_eq!(
+        reads(&mut session, "efs2"),
+        None,
+        "protected: never a source"
+    );
+    assert_eq!(reads(&mut session, "nosuch"), None);
+    let descriptor = b"page_size=2048\npages_per_block=64\n";
+    assert_eq!(
+        reads(&mut session, "nand-geometry"),
+        Some(descriptor.len() as u64)
+    );
+    let mut buf = [0u8; 9];
+    session
+        .read_installed("nand-geometry", 0, &mut buf)
+        .unwrap();
+    assert_eq!(&buf, b"page_size");
+
+    session
+        .begin(&InstallPlan {
+            package_id: [7; 32],
+            target_slot: None,
+            images: vec![PlannedImage {
+                partition: "tz".into(),
+                size: 4096,
+                digest: [0; 32],
+            }],
+            software_version: "2.5.0".into(),
+            security_version: 7,
+            trust_anchors: None,
+        })
+        .unwrap();
+    // Once the install began, a partition not copied yet may hold what it wrote.
+    assert_eq!(reads(&mut session, "tz"), None);
+    assert!(session.read_installed("tz", 0, &mut buf).is_err());
+    // What was copied before stays readable, past its end refused.
+    assert_eq!(reads(&mut session, "boot"), Some(40 * block));
+    session
+        .read_installed("boot", 40 * block - 9, &mut buf)
+        .unwrap();
+    assert!(
+        session
+            .read_installed("boot", 40 * block - 8, &mut buf)
+            .is_err()
+    );
 }

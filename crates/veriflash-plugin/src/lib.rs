@@ -463,7 +463,8 @@ pub trait FlashSession {
     ///
     /// The length may exceed the installed image's on a device that records no image length
     /// (NAND holds a partition's bytes, not how many of them an image filled): such a device
-    /// answers the partition's length, and a delta's source is then the first bytes of it.
+    /// answers how much of the partition it can read back, and a delta's source is then the
+    /// first bytes of that.
     ///
     /// # Errors
     /// When the device cannot be queried.
