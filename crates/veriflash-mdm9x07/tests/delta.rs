@@ -453,3 +453,44 @@ fn the_session_answers_only_from_copies_made_before_the_install_began() {
             .is_err()
     );
 }
+
+#[test]
+fn a_power_cut_at_every_page_program_of_a_small_delta_is_recovered_by_running_it_again() {
+    let key = SigningKey::generate_p256().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old: Images = vec![
+        ("programmer", test_programmer(&pseudo_random(3_000, 5))),
+        ("sbl", pseudo_random(5_000, 6)),
+        ("tz", pseudo_random(2_100, 7)),
+        ("boot", pseudo_random(4_096, 8)),
+        ("system", ubi_like(6_001, 99)),
+    ];
+    let mut new = old.clone();
+    new[3].1[1_000..1_010].fill(0);
+    new[4].1.splice(3_000..3_000, pseudo_random(500, 9));
+    let delta = delta(&key, &old, &new, true, dir.path());
+    let reference = running(&key, &old);
+    flash(
+        &reference,
+        &full(&key, &new, "2.5.0"),
+        &key,
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let expected = nand(&reference);
+    let per_install = programs_of_delta(&key, &old, &delta);
+    assert!(per_install >= 10, "{per_install}");
+    for n in 1..=per_install {
+        let work = tempfile::tempdir().unwrap();
+        let device = running(&key, &old);
+        device.lock().unwrap().set_faults(DeviceFaults {
+            power_cut_at_page_program: Some(n),
+            ..DeviceFaults::default()
+        });
+        let err = flash(&device, &delta, &key, kept(work.path())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "cut at {n}: {err}");
+        flash(&device, &delta, &key, kept(work.path()))
+            .unwrap_or_else(|e| panic!("re-run after a cut at page program {n}: {e}"));
+        assert!(nand(&device) == expected, "cut at {n}: as the full package");
+    }
+}
