@@ -1235,13 +1235,14 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
     }
 
     /// The partition's length, once the session holds a host copy of it made before the
-    /// install's first write ([`crate::installed`]): the first call for a partition, while the
-    /// programmer runs and before `begin`, reads it back through Firehose into that copy. NAND
-    /// records no image length, so this is the partition's (a delta's source is its first
-    /// bytes; a partition that reaches the end of the NAND is read up to its bad-block
-    /// allowance before the end). `None` before the programmer runs (a download plans its reuse then, so it reuses
-    /// no NAND: see the crate's docs), after `begin` for a partition not copied yet, and for
-    /// protected or unknown partitions. The geometry descriptor is the device's own.
+    /// install's first write (kept as [`SessionConfig::backup_dir`] says): the first call for a
+    /// partition, while the programmer runs and before `begin`, reads it back through Firehose
+    /// into that copy. NAND records no image length, so this is the partition's (a delta's
+    /// source is its first bytes; a partition that reaches the end of the NAND is read up to
+    /// its bad-block allowance before the end). `None` before the programmer runs (a download
+    /// plans its reuse then, so it reuses no NAND: see the crate's docs), after `begin` for a
+    /// partition not copied yet, and for protected or unknown partitions. The geometry
+    /// descriptor is the device's own.
     fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, PluginError> {
         if partition == GEOMETRY_PARTITION {
             return Ok(self.geometry().map(|g| g.descriptor().len() as u64));
