@@ -9,7 +9,7 @@
 )]
 
 mod common;
-use common::{Emulated, mdm9607_package, ok, stderr, veriflash};
+use common::{Emulated, mdm9607_package, ok, serve_dir, stderr, veriflash};
 
 use std::path::Path;
 
@@ -494,4 +494,53 @@ fn a_delta_installs_on_the_pty_emulator_running_its_source_then_refuses_with_34(
     let out = flash("delta.vfp");
     assert_eq!(out.status.code(), Some(34), "{}", stderr(&out));
     assert!(stderr(&out).contains("source_mismatch"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_download_to_the_modem_reuses_its_chunk_cache_and_never_reads_its_nand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    mdm9607_package(dir, 150_000, 300_000);
+    std::fs::create_dir(dir.join("www")).unwrap();
+    std::fs::copy(dir.join("update.vfp"), dir.join("www/update.vfp")).unwrap();
+    let (_runtime, addr) = serve_dir(&dir.join("www"));
+    let url = format!("http://{addr}/update.vfp");
+    let emulated = Emulated::start(&[]);
+    let target = emulated.target();
+    // (reused, fetched, scanned) as the download planned them.
+    let flash = |extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            url.as_str(),
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            &target,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&veriflash(&args, dir));
+        emulated.saw("host left");
+        let planned: Value = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["event"] == "delta_planned")
+            .unwrap();
+        (
+            planned["bytes_reused"].as_u64().unwrap(),
+            planned["bytes_to_fetch"].as_u64().unwrap(),
+            planned["bytes_scanned"].as_u64().unwrap(),
+        )
+    };
+    let payload: u64 = ["programmer.elf", "sbl.img", "boot.img", "system.img"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
+    let cache = ["--chunk-cache", "cache"];
+    assert_eq!(flash(&cache), (0, payload, 0), "a new modem: all of it");
+    // The modem runs this very package now, but a download plans its reuse before the
+    // programmer runs, when the NAND cannot be read: nothing of it is read or reused.
+    assert_eq!(flash(&[]), (0, payload, 0));
+    // The chunk cache is on the PC: all of it is reused from there.
+    assert_eq!(flash(&cache), (payload, 0, 0));
 }
