@@ -214,6 +214,33 @@ pub struct ReadCopy {
     pub sha256: Digest,
 }
 
+/// A writer that hashes what it passes on to `out`.
+struct Hashing<'a> {
+    out: &'a mut dyn std::io::Write,
+    hasher: veriflash_hash::Sha256,
+}
+
+impl<'a> Hashing<'a> {
+    fn new(out: &'a mut dyn std::io::Write) -> Self {
+        Self {
+            out,
+            hasher: veriflash_hash::Sha256::new(),
+        }
+    }
+}
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.hasher.update(bytes.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// What is being written to one partition.
 #[derive(Clone, Debug)]
 struct Stream {
@@ -354,30 +381,18 @@ impl<T: Transport> Mdm9x07Session<T> {
         name: &str,
         out: &mut dyn std::io::Write,
     ) -> Result<ReadCopy, Error> {
-        let (p, s) = self.placed(name)?;
-        let ppb = u64::from(s.pages_per_block());
-        let first = u64::from(p.first_block) * ppb;
-        let pages = u64::from(p.blocks) * ppb;
-        let mut hasher = veriflash_hash::Sha256::new();
-        let mut failed: Option<std::io::Error> = None;
-        let mut bytes = 0u64;
-        self.conn.read(first, pages, s.page_size, &mut |b| {
-            hasher.update(b);
-            bytes += b.len() as u64;
-            if failed.is_none()
-                && let Err(e) = out.write_all(b)
-            {
-                failed = Some(e);
-            }
+        let (p, _) = self.placed(name)?;
+        let mut first = Hashing::new(out);
+        let bytes = self.read_blocks(&p, p.blocks, &mut first, &|e| {
+            Error::Storage(format!("writing the copy of '{name}': {e}"))
         })?;
-        if let Some(e) = failed {
-            return Err(Error::Storage(format!("writing the copy of '{name}': {e}")));
-        }
-        let digest = hasher.finalize();
-        let mut again = veriflash_hash::Sha256::new();
-        self.conn
-            .read(first, pages, s.page_size, &mut |b| again.update(b))?;
-        if again.finalize() != digest {
+        let digest = first.hasher.finalize();
+        let mut sink = std::io::sink();
+        let mut again = Hashing::new(&mut sink);
+        self.read_blocks(&p, p.blocks, &mut again, &|e| {
+            Error::Storage(format!("reading '{name}' again: {e}"))
+        })?;
+        if again.hasher.finalize() != digest {
             return Err(Error::Storage(format!(
                 "two reads of '{name}' gave different bytes: the NAND or the link is unreliable; nothing is kept"
             )));
