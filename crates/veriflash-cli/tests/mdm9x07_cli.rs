@@ -9,7 +9,7 @@
 )]
 
 mod common;
-use common::{Emulated, mdm9607_package, ok, stderr, veriflash};
+use common::{Emulated, mdm9607_package, ok, serve_dir, stderr, veriflash};
 
 use std::path::Path;
 
@@ -408,4 +408,139 @@ fn progress_counts_the_programmer_against_itself_and_the_flash_against_the_image
         flash.last().is_some_and(|l| l.contains("100%  478.5 KiB")),
         "{lines}"
     );
+}
+
+#[test]
+fn a_delta_installs_on_the_pty_emulator_running_its_source_then_refuses_with_34() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    mdm9607_package(dir, 150_000, 300_000);
+    let description = std::fs::read_to_string(dir.join("update.toml")).unwrap();
+    // What the delta is packed against: the old sbl and boot as the modem stores them (the
+    // programmer is never stored on it, so the delta carries the new one whole; system is left
+    // out to keep the read-back short).
+    let (head, images) = description.split_once("[[image]]").unwrap();
+    let stored: Vec<&str> = images
+        .split("[[image]]")
+        .filter(|i| i.contains("\"sbl\"") || i.contains("\"boot\""))
+        .collect();
+    std::fs::write(
+        dir.join("base.toml"),
+        format!("{head}[[image]]{}", stored.join("[[image]]")),
+    )
+    .unwrap();
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "base.toml",
+            "--key",
+            "vendor.pem",
+            "--out",
+            "base.vfp",
+        ],
+        dir,
+    ));
+    // Version 2.5.0: boot changed in one place.
+    let mut boot = std::fs::read(dir.join("boot.img")).unwrap();
+    boot[70_000..70_100].fill(0xA5);
+    std::fs::write(dir.join("boot.img"), boot).unwrap();
+    std::fs::write(
+        dir.join("v2.toml"),
+        description.replace("version = \"2.4.0\"", "version = \"2.5.0\""),
+    )
+    .unwrap();
+    ok(&veriflash(
+        &[
+            "pack",
+            "--manifest",
+            "v2.toml",
+            "--key",
+            "vendor.pem",
+            "--delta-from",
+            "base.vfp",
+            "--out",
+            "delta.vfp",
+        ],
+        dir,
+    ));
+
+    let emulated = Emulated::start(&[]);
+    let target = emulated.target();
+    let flash = |package: &str| {
+        let out = veriflash(
+            &[
+                "flash",
+                package,
+                "--trust",
+                "vendor.pub.pem",
+                "--target",
+                &target,
+            ],
+            dir,
+        );
+        emulated.saw("host left");
+        out
+    };
+    // The modem runs 2.4.0, then the delta takes it to 2.5.0.
+    ok(&flash("update.vfp"));
+    ok(&flash("delta.vfp"));
+    let copies = dir.join(".veriflash-state/backups/mdm9x07-1ee7cafe/installed");
+    assert!(
+        !copies.exists(),
+        "the copies of the sources went with the commit"
+    );
+    // It runs 2.5.0 now, not the delta's source: refused, nothing written.
+    let out = flash("delta.vfp");
+    assert_eq!(out.status.code(), Some(34), "{}", stderr(&out));
+    assert!(stderr(&out).contains("source_mismatch"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_download_to_the_modem_reuses_its_chunk_cache_and_never_reads_its_nand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    mdm9607_package(dir, 150_000, 300_000);
+    std::fs::create_dir(dir.join("www")).unwrap();
+    std::fs::copy(dir.join("update.vfp"), dir.join("www/update.vfp")).unwrap();
+    let (_runtime, addr) = serve_dir(&dir.join("www"));
+    let url = format!("http://{addr}/update.vfp");
+    let emulated = Emulated::start(&[]);
+    let target = emulated.target();
+    // (reused, fetched, scanned) as the download planned them.
+    let flash = |extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            url.as_str(),
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            &target,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&veriflash(&args, dir));
+        emulated.saw("host left");
+        let planned: Value = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["event"] == "delta_planned")
+            .unwrap();
+        (
+            planned["bytes_reused"].as_u64().unwrap(),
+            planned["bytes_to_fetch"].as_u64().unwrap(),
+            planned["bytes_scanned"].as_u64().unwrap(),
+        )
+    };
+    let payload: u64 = ["programmer.elf", "sbl.img", "boot.img", "system.img"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
+    let cache = ["--chunk-cache", "cache"];
+    assert_eq!(flash(&cache), (0, payload, 0), "a new modem: all of it");
+    // The modem runs this very package now, but a download plans its reuse before the
+    // programmer runs, when the NAND cannot be read: nothing of it is read or reused.
+    assert_eq!(flash(&[]), (0, payload, 0));
+    // The chunk cache is on the PC: all of it is reused from there.
+    assert_eq!(flash(&cache), (payload, 0, 0));
 }

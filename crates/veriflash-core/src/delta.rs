@@ -114,6 +114,9 @@ pub fn check_sources(
             .with_remedy("Install the full package: a delta needs a device that reads back its installed image (an A/B device); nothing was written.")
             .at(at));
         };
+        // A device that records no image length (single-slot NAND) answers its partition's:
+        // the source is its first `source.size` bytes, and nothing after them is read.
+        let len = len.min(source.size);
         let mut hasher = veriflash_hash::Sha256::new();
         let mut buffer = vec![0u8; usize::try_from(len).unwrap_or(READ_BUFFER).min(READ_BUFFER)];
         let mut offset = 0u64;

@@ -737,6 +737,18 @@ impl DeviceSink<'_, '_> {
         self.run.session
     }
 
+    /// The device's session, to read back what it runs in `partition` while the install
+    /// streams: begun first, so that a device with a loader has the whole policy and a delta's
+    /// source check run before the first installed byte is read to rebuild a chunk (what it
+    /// reads then is what was checked). Not for the loader's own partition, which is read
+    /// before the loader runs, or refused.
+    pub(crate) fn installed(&mut self, partition: &str) -> Result<&mut dyn FlashSession, Error> {
+        if !self.run.is_loader(partition) {
+            self.run.ensure_begun(self.events)?;
+        }
+        Ok(self.run.session)
+    }
+
     /// The device's identity as it described itself.
     pub(crate) fn device_id(&self) -> Option<&str> {
         self.run.device.id.as_deref()

@@ -442,7 +442,7 @@ impl ReuseTarget for DeviceSink<'_, '_> {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), Error> {
-        self.session()
+        self.installed(partition)?
             .read_installed(partition, offset, buf)
             .map_err(device_error)
     }

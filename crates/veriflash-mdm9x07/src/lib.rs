@@ -11,6 +11,7 @@ pub mod emulator;
 mod error;
 pub mod firehose;
 pub mod geometry;
+mod installed;
 pub mod mibib;
 pub mod products;
 #[cfg(all(target_os = "linux", feature = "pty"))]

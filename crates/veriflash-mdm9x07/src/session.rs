@@ -11,6 +11,7 @@ use veriflash_plugin::{
 use crate::driver::{Connection, DeviceMode, StorageInfo, Timeouts};
 use crate::error::Error;
 use crate::geometry::{GEOMETRY_PARTITION, MAX_DESCRIPTOR_LEN, NandGeometry};
+use crate::installed::{self, HostCopy};
 use crate::mibib::{self, Placed, Table};
 use crate::sahara::{ChipIdentity, chip_name};
 use crate::transport::Transport;
@@ -24,6 +25,12 @@ pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 pub const DEFAULT_PAYLOAD: usize = 1 << 20;
 /// The partition that holds the partition table.
 pub const MIBIB_PARTITION: &str = "mibib";
+/// One in this many of a NAND's blocks may be bad when it ships or go bad in its life: NAND
+/// datasheets guarantee at least 98 % valid blocks (1004 of 1024 on a 1 Gbit part). A read
+/// through the programmer skips bad blocks and cannot go past the device's last good one, so a
+/// partition that reaches the end of the NAND is read back for a delta up to this many of the
+/// device's blocks before its end.
+const BAD_BLOCK_ALLOWANCE: u32 = 50;
 
 /// Maps a chip's OEM and model ids to the product and hardware revision a manifest names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +61,15 @@ pub struct SessionConfig {
     /// package may write) are copied before anything is erased, as
     /// `DIR/mdm9x07-SERIAL/PARTITION.bin`; `None`: no copy. The session never erases them, so
     /// the copy is for the day something else does (another tool, a failing NAND).
+    ///
+    /// A delta install's sources go here too, as `DIR/mdm9x07-SERIAL/installed/PARTITION.bin`
+    /// (read back before the install's first write, see
+    /// [`FlashSession::installed_len`](veriflash_plugin::FlashSession::installed_len)), kept
+    /// until the install commits: when the run is cut off after a partition was erased, the
+    /// next run of the same delta — one that finds [`SessionConfig::journal_dir`]'s journal of
+    /// the interrupted install — reads its source from that copy instead of the erased NAND.
+    /// `None`: the copies are temporary files, gone with the session, and a cut-off delta
+    /// install is finished with the full package.
     pub backup_dir: Option<PathBuf>,
     /// Whether the chip's serial number identifies one physical device that outlives the
     /// session ([`DeviceInfo::id`], the key of the host's record of its anti-rollback floor and
@@ -198,6 +214,33 @@ pub struct ReadCopy {
     pub sha256: Digest,
 }
 
+/// A writer that hashes what it passes on to `out`.
+struct Hashing<'a> {
+    out: &'a mut dyn std::io::Write,
+    hasher: veriflash_hash::Sha256,
+}
+
+impl<'a> Hashing<'a> {
+    fn new(out: &'a mut dyn std::io::Write) -> Self {
+        Self {
+            out,
+            hasher: veriflash_hash::Sha256::new(),
+        }
+    }
+}
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.hasher.update(bytes.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// What is being written to one partition.
 #[derive(Clone, Debug)]
 struct Stream {
@@ -232,6 +275,9 @@ pub struct Mdm9x07Session<T: Transport> {
     layout_from_backup: bool,
     /// Bytes of the geometry descriptor image received so far.
     descriptor: Vec<u8>,
+    /// Partitions read back before the install's first write, for a delta install's source
+    /// ([`crate::installed`]).
+    copies: Vec<HostCopy>,
 }
 
 impl<T: Transport> std::fmt::Debug for Mdm9x07Session<T> {
@@ -264,6 +310,7 @@ impl<T: Transport> Mdm9x07Session<T> {
             last_result: None,
             layout_from_backup: false,
             descriptor: Vec::new(),
+            copies: Vec::new(),
         }
     }
 
@@ -334,30 +381,18 @@ impl<T: Transport> Mdm9x07Session<T> {
         name: &str,
         out: &mut dyn std::io::Write,
     ) -> Result<ReadCopy, Error> {
-        let (p, s) = self.placed(name)?;
-        let ppb = u64::from(s.pages_per_block());
-        let first = u64::from(p.first_block) * ppb;
-        let pages = u64::from(p.blocks) * ppb;
-        let mut hasher = veriflash_hash::Sha256::new();
-        let mut failed: Option<std::io::Error> = None;
-        let mut bytes = 0u64;
-        self.conn.read(first, pages, s.page_size, &mut |b| {
-            hasher.update(b);
-            bytes += b.len() as u64;
-            if failed.is_none()
-                && let Err(e) = out.write_all(b)
-            {
-                failed = Some(e);
-            }
+        let (p, _) = self.placed(name)?;
+        let mut first = Hashing::new(out);
+        let bytes = self.read_blocks(&p, p.blocks, &mut first, &|e| {
+            Error::Storage(format!("writing the copy of '{name}': {e}"))
         })?;
-        if let Some(e) = failed {
-            return Err(Error::Storage(format!("writing the copy of '{name}': {e}")));
-        }
-        let digest = hasher.finalize();
-        let mut again = veriflash_hash::Sha256::new();
-        self.conn
-            .read(first, pages, s.page_size, &mut |b| again.update(b))?;
-        if again.finalize() != digest {
+        let digest = first.hasher.finalize();
+        let mut sink = std::io::sink();
+        let mut again = Hashing::new(&mut sink);
+        self.read_blocks(&p, p.blocks, &mut again, &|e| {
+            Error::Storage(format!("reading '{name}' again: {e}"))
+        })?;
+        if again.hasher.finalize() != digest {
             return Err(Error::Storage(format!(
                 "two reads of '{name}' gave different bytes: the NAND or the link is unreliable; nothing is kept"
             )));
@@ -610,8 +645,13 @@ impl<T: Transport> Mdm9x07Session<T> {
 
     /// Streams partition `p` whole into `path` (through `PATH.tmp`, synced, then renamed).
     fn copy_partition(&mut self, p: &Placed, path: &Path) -> Result<(), Error> {
-        let storage = self
-            .storage
+        self.copy_blocks(p, p.blocks, path)
+    }
+
+    /// Streams the first `blocks` blocks of partition `p` into `path` (through `PATH.tmp`,
+    /// synced, then renamed).
+    fn copy_blocks(&mut self, p: &Placed, blocks: u32, path: &Path) -> Result<(), Error> {
+        self.storage
             .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
         let io = |what: &Path, e: std::io::Error| {
             Error::Storage(format!("backup {}: {e}", what.display()))
@@ -622,28 +662,147 @@ impl<T: Transport> Mdm9x07Session<T> {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let ppb = u64::from(storage.pages_per_block());
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
+        self.read_blocks(p, blocks, &mut file, &|e| io(&tmp, e))?;
+        let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    }
+
+    /// Streams the first `blocks` blocks of partition `p` (bad blocks skipped as the
+    /// programmer skips them) into `out`: the bytes read. Memory: one transfer, whatever size
+    /// the MIBIB claims.
+    ///
+    /// # Errors
+    /// The exchange's; `out`'s first error, as `out_error` makes it.
+    fn read_blocks(
+        &mut self,
+        p: &Placed,
+        blocks: u32,
+        out: &mut dyn std::io::Write,
+        out_error: &dyn Fn(std::io::Error) -> Error,
+    ) -> Result<u64, Error> {
+        let storage = self
+            .storage
+            .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
+        let ppb = u64::from(storage.pages_per_block());
         let mut failed: Option<std::io::Error> = None;
+        let mut bytes = 0u64;
         self.conn.read(
             u64::from(p.first_block) * ppb,
-            u64::from(p.blocks) * ppb,
+            u64::from(blocks) * ppb,
             storage.page_size,
-            &mut |bytes| {
+            &mut |b| {
+                bytes += b.len() as u64;
                 if failed.is_none()
-                    && let Err(e) = std::io::Write::write_all(&mut file, bytes)
+                    && let Err(e) = out.write_all(b)
                 {
                     failed = Some(e);
                 }
             },
         )?;
-        if let Some(e) = failed {
-            return Err(io(&tmp, e));
+        match failed {
+            Some(e) => Err(out_error(e)),
+            None => Ok(bytes),
         }
-        let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    }
+
+    /// Where a delta install's sources are kept, when the session has a backup directory:
+    /// `BACKUP_DIR/mdm9x07-SERIAL/installed`.
+    fn installed_dir(&self) -> Option<PathBuf> {
+        let dir = self.config.backup_dir.as_ref()?;
+        let serial = self.identity?.serial;
+        Some(dir.join(format!("mdm9x07-{serial:08x}")).join("installed"))
+    }
+
+    /// Whether this chip's journal names an install that neither committed nor was refused
+    /// before its first write.
+    fn interrupted(&self) -> bool {
+        self.journal_path()
+            .is_some_and(|path| Journal::load(&path).package.is_some())
+    }
+
+    /// The host copy of `partition` ([`crate::installed`]): the one this session made, or one
+    /// made now — only while the programmer runs and before the install began, so never of
+    /// bytes this install wrote. A copy kept by an interrupted install (the journal says so) is
+    /// taken as it is, since the partition may be erased by now. `None`: not a partition an
+    /// image is installed in (protected, unknown), or too late to make the copy.
+    fn host_copy(&mut self, partition: &str) -> Result<Option<&mut HostCopy>, Error> {
+        if let Some(at) = self.copies.iter().position(|c| c.partition() == partition) {
+            return Ok(self.copies.get_mut(at));
+        }
+        if self.stage != Stage::Ready {
+            return Ok(None);
+        }
+        let Ok((p, storage)) = self.placed(partition) else {
+            return Ok(None);
+        };
+        if p.protected {
+            return Ok(None);
+        }
+        // The programmer reads past a bad block into the next one: past the partition's end,
+        // which is harmless, except at the end of the NAND.
+        let blocks = if p.first_block.saturating_add(p.blocks) >= storage.total_blocks {
+            p.blocks
+                .saturating_sub(storage.total_blocks / BAD_BLOCK_ALLOWANCE)
+        } else {
+            p.blocks
+        };
+        let capacity = u64::from(blocks) * u64::from(storage.block_size);
+        let kept = self
+            .installed_dir()
+            .zip(installed::file_name(partition))
+            .map(|(dir, name)| dir.join(name));
+        let copy = match kept {
+            Some(path) => {
+                let resumable = self.interrupted()
+                    && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= capacity);
+                if !resumable {
+                    self.copy_blocks(&p, blocks, &path)?;
+                }
+                let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+                let file = std::fs::File::open(&path).map_err(io)?;
+                let len = file.metadata().map_err(io)?.len();
+                HostCopy::new(partition, file, len)
+            }
+            None => {
+                let io = |e: std::io::Error| {
+                    Error::Storage(format!("the temporary copy of '{partition}': {e}"))
+                };
+                let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(io)?);
+                let len = self.read_blocks(&p, blocks, &mut out, &io)?;
+                let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+                HostCopy::new(partition, file, len)
+            }
+        };
+        self.copies.push(copy);
+        Ok(self.copies.last_mut())
+    }
+
+    /// What the user does after a write or read-back of a delta install failed: the modem
+    /// waits in download mode, and the install may have erased its source.
+    fn after_delta_failure(&self, err: PluginError) -> PluginError {
+        if self.copies.is_empty() {
+            return err;
+        }
+        let sources = self
+            .copies
+            .iter()
+            .map(|c| format!("'{}'", c.partition()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let next = match self.installed_dir() {
+            Some(dir) if self.config.journal_dir.is_some() => format!(
+                "run the same delta package again: it reads its source from the copy kept in {}, once that matches the delta's signed source digest. Or install the full package",
+                dir.display()
+            ),
+            _ => "the copy of it this run made is gone with the run, so install the full package"
+                .to_owned(),
+        };
+        err.with_remedy(format!(
+            "The modem waits in download mode (power-cycle it if it does not show as 05c6:9008). This delta install may have erased its source in {sources}: {next}."
+        ))
     }
 
     fn placed(&self, partition: &str) -> Result<(Placed, StorageInfo), Error> {
@@ -1081,11 +1240,69 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
                 chunk.image()
             )));
         }
-        Ok(self.do_write(chunk.partition(), &chunk)?)
+        self.do_write(chunk.partition(), &chunk)
+            .map_err(|e| self.after_delta_failure(e.into()))
     }
 
     fn read_back(&mut self, partition: &str, size: u64) -> Result<Digest, PluginError> {
-        Ok(self.do_read_back(partition, size)?)
+        self.do_read_back(partition, size)
+            .map_err(|e| self.after_delta_failure(e.into()))
+    }
+
+    /// The partition's length, once the session holds a host copy of it made before the
+    /// install's first write (kept as [`SessionConfig::backup_dir`] says): the first call for a
+    /// partition, while the programmer runs and before `begin`, reads it back through Firehose
+    /// into that copy. NAND records no image length, so this is the partition's (a delta's
+    /// source is its first bytes; a partition that reaches the end of the NAND is read up to
+    /// its bad-block allowance before the end). `None` before the programmer runs (a download
+    /// plans its reuse then, so it reuses no NAND: see the crate's docs), after `begin` for a
+    /// partition not copied yet, and for protected or unknown partitions. The geometry
+    /// descriptor is the device's own.
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, PluginError> {
+        if partition == GEOMETRY_PARTITION {
+            return Ok(self.geometry().map(|g| g.descriptor().len() as u64));
+        }
+        Ok(self.host_copy(partition)?.map(|c| c.len()))
+    }
+
+    fn read_installed(
+        &mut self,
+        partition: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), PluginError> {
+        if partition == PROGRAMMER_PARTITION {
+            return Err(PluginError::Unsupported(
+                "the Firehose programmer is served to the modem, never stored on it, so a delta cannot copy it from the modem".into(),
+            )
+            .with_remedy(
+                "Install the full package. (For its packager: a delta package for an MDM9x07 must carry the 'programmer' image whole — pack it against an old package without one.)",
+            ));
+        }
+        if partition == GEOMETRY_PARTITION {
+            let descriptor = self.geometry().map(|g| g.descriptor()).unwrap_or_default();
+            let range = usize::try_from(offset)
+                .ok()
+                .and_then(|at| descriptor.get(at..at.checked_add(buf.len())?));
+            return match range {
+                Some(bytes) => {
+                    buf.copy_from_slice(bytes);
+                    Ok(())
+                }
+                None => Err(PluginError::Unsupported(format!(
+                    "{} bytes at {offset} of the {}-byte geometry descriptor",
+                    buf.len(),
+                    descriptor.len()
+                ))),
+            };
+        }
+        match self.host_copy(partition)? {
+            Some(copy) => Ok(copy.read_at(offset, buf)?),
+            None => Err(Error::Unsupported(format!(
+                "'{partition}' was not read back before the install began writing"
+            ))
+            .into()),
+        }
     }
 
     fn commit(&mut self) -> Result<(), PluginError> {
@@ -1102,6 +1319,13 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
             // Best effort: a stale journal of a committed package only skips programs whose
             // read-back still checks them.
             let _ = std::fs::remove_file(path);
+        }
+        // The sources of a delta are what the modem ran before; best effort too: a stale copy
+        // is used only after an interrupted install, and only bytes that match signed
+        // digests are ever written from it.
+        self.copies.clear();
+        if let Some(dir) = self.installed_dir() {
+            let _ = std::fs::remove_dir_all(dir);
         }
         self.last_result = Some(LastResult {
             code: 0,

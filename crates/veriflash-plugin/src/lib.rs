@@ -450,9 +450,21 @@ pub trait FlashSession {
     /// instead of downloading them (delta updates). `None` (the default): nothing is installed
     /// there, or the session cannot read it.
     ///
-    /// Only a device whose install never overwrites what it reads here may answer: an A/B
-    /// device reads the active slot while the install writes the other one. A single-slot
-    /// device, whose install overwrites its only copy, answers `None`.
+    /// What is read here must stay readable, unchanged, for the whole install, which may ask
+    /// for it after writing began (a delta rebuilds each chunk from it right before writing
+    /// the chunk). An A/B device reads the active slot while the install writes the other one.
+    /// A single-slot device, whose install overwrites its only copy, may answer only from a
+    /// copy it made on the host before the install's first write — the MDM9x07 session reads
+    /// the partition back through its programmer into a file the first time it is asked here,
+    /// before [`FlashSession::begin`] — and answers `None` for a partition it holds no such
+    /// copy of. The pipeline hashes everything it reads against signed digests before using
+    /// it (a delta's source whole, before anything is written; each rebuilt chunk before it is
+    /// written), so a damaged or stale copy is refused, never flashed.
+    ///
+    /// The length may exceed the installed image's on a device that records no image length
+    /// (NAND holds a partition's bytes, not how many of them an image filled): such a device
+    /// answers how much of the partition it can read back, and a delta's source is then the
+    /// first bytes of that.
     ///
     /// # Errors
     /// When the device cannot be queried.
@@ -462,8 +474,10 @@ pub trait FlashSession {
     }
 
     /// Reads `buf.len()` bytes of the image installed in `partition`, from byte `offset` (see
-    /// [`FlashSession::installed_len`]). The pipeline hashes what it reads against a signed
-    /// chunk digest before any of it is written, so a damaged installed image is never copied.
+    /// [`FlashSession::installed_len`], whose answer says what may be read, and from where:
+    /// the device, or the host copy a single-slot device made before its install's first
+    /// write). The pipeline hashes what it reads against a signed chunk digest before any of
+    /// it is written, so a damaged installed image (or copy) is never copied.
     ///
     /// # Errors
     /// When the range runs past [`FlashSession::installed_len`] or the read fails; the default
