@@ -77,6 +77,12 @@ pub(crate) struct DeltaArg {
     /// in it are carried as without --delta-from), for devices that should not decode patches.
     #[arg(long, requires = "delta_from")]
     pub(crate) copy_only: bool,
+    /// With --delta-from: carry the image of PARTITION whole, as a complete package does
+    /// (repeatable). For an image the device runs but does not store, so cannot read back:
+    /// the loader it is sent first, such as the MDM9x07's Firehose programmer
+    /// (`--delta-whole programmer`).
+    #[arg(long, value_name = "PARTITION", requires = "delta_from")]
+    pub(crate) delta_whole: Vec<String>,
 }
 
 impl DeltaArg {
@@ -96,7 +102,8 @@ impl DeltaArg {
             }
         }
         let trust = Trust::new(AnchorSet::new(anchors, 1));
-        DeltaBase::from_package(old, &trust.verifier()).map(Some)
+        DeltaBase::from_package(old, &trust.verifier())
+            .map(|base| Some(base.carrying_whole(self.delta_whole.iter().cloned())))
     }
 
     /// The files this option reads (an output may not be one of them).

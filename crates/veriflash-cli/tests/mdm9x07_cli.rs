@@ -416,14 +416,19 @@ fn a_delta_installs_on_the_pty_emulator_running_its_source_then_refuses_with_34(
     let dir = tmp.path();
     mdm9607_package(dir, 150_000, 300_000);
     let description = std::fs::read_to_string(dir.join("update.toml")).unwrap();
-    // What the delta is packed against: the old sbl and boot as the modem stores them (the
-    // programmer is never stored on it, so the delta carries the new one whole; system is left
-    // out to keep the read-back short).
+    // What the delta is packed against: the old programmer, sbl and boot (system is left out
+    // to keep the read-back short). The programmer is never stored on the modem, so the delta
+    // carries the new one whole (`--delta-whole programmer`).
     let (head, images) = description.split_once("[[image]]").unwrap();
     let stored: Vec<&str> = images
         .split("[[image]]")
-        .filter(|i| i.contains("\"sbl\"") || i.contains("\"boot\""))
+        .filter(|i| {
+            ["\"programmer\"", "\"sbl\"", "\"boot\""]
+                .iter()
+                .any(|p| i.contains(p))
+        })
         .collect();
+    assert_eq!(stored.len(), 3, "{description}");
     std::fs::write(
         dir.join("base.toml"),
         format!("{head}[[image]]{}", stored.join("[[image]]")),
@@ -459,6 +464,8 @@ fn a_delta_installs_on_the_pty_emulator_running_its_source_then_refuses_with_34(
             "vendor.pem",
             "--delta-from",
             "base.vfp",
+            "--delta-whole",
+            "programmer",
             "--out",
             "delta.vfp",
         ],

@@ -385,6 +385,7 @@ where
 pub struct DeltaBase {
     images: Vec<BaseImage>,
     manifest: Manifest,
+    whole: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -440,7 +441,20 @@ impl DeltaBase {
                 Ok(())
             })
             .map_err(|e| e.with_context(format_args!("old package {}", path.display())))?;
-        Ok(Self { images, manifest })
+        Ok(Self {
+            images,
+            manifest,
+            whole: Vec::new(),
+        })
+    }
+
+    /// Packs the images of `partitions` whole, without this package as their source: for an
+    /// image a device runs but does not store, so cannot read back (a loader sent to it
+    /// first, such as the MDM9x07's Firehose programmer), which a delta could not rebuild.
+    #[must_use]
+    pub fn carrying_whole(mut self, partitions: impl IntoIterator<Item = String>) -> Self {
+        self.whole.extend(partitions);
+        self
     }
 
     /// The old package's verified manifest.
@@ -479,6 +493,9 @@ impl DeltaBase {
 
     /// The old image for `partition`, if the old package has one.
     pub(crate) fn image(&self, partition: &str) -> Option<SourceImage<'_>> {
+        if self.whole.iter().any(|p| p == partition) {
+            return None;
+        }
         self.images
             .iter()
             .find(|i| i.partition == partition)

@@ -1276,7 +1276,7 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
                 "the Firehose programmer is served to the modem, never stored on it, so a delta cannot copy it from the modem".into(),
             )
             .with_remedy(
-                "Install the full package. (For its packager: a delta package for an MDM9x07 must carry the 'programmer' image whole — pack it against an old package without one.)",
+                "Install the full package. (For its packager: a delta package for an MDM9x07 must carry the 'programmer' image whole: `veriflash pack --delta-from OLD.vfp --delta-whole programmer`.)",
             ));
         }
         if partition == GEOMETRY_PARTITION {

@@ -81,19 +81,17 @@ fn trust(key: &SigningKey) -> PinnedKeys {
     t
 }
 
-/// The delta from `old`'s images to `new`'s, packed against the package of `old` that `base`
-/// says: its images as the modem stores them (`nand_only`: no programmer, which the modem never
-/// stores, so the new programmer is carried whole), or all of them.
+/// The delta from `old`'s images to `new`'s, packed against the whole package of `old`: with
+/// `nand_only` as a modem needs it (`carrying_whole("programmer")`: the modem never stores
+/// its programmer, so the new one is carried whole), else with the programmer as a source too.
 fn delta(key: &SigningKey, old: &Images, new: &Images, nand_only: bool, dir: &Path) -> Vec<u8> {
-    let base: Images = old
-        .iter()
-        .filter(|(p, _)| !nand_only || *p != "programmer")
-        .cloned()
-        .collect();
     let path = dir.join("base.vfp");
-    std::fs::write(&path, full(key, &base, "2.4.0")).unwrap();
+    std::fs::write(&path, full(key, old, "2.4.0")).unwrap();
     let anchors = trust(key);
-    let base = DeltaBase::from_package(&path, &Verifier::new(&anchors)).unwrap();
+    let mut base = DeltaBase::from_package(&path, &Verifier::new(&anchors)).unwrap();
+    if nand_only {
+        base = base.carrying_whole(["programmer".to_owned()]);
+    }
     let unsigned =
         UnsignedPackage::prepare_delta(spec(new, "2.5.0"), &PackOptions::default(), &base).unwrap();
     sign_and_write(&unsigned, &[key]).unwrap()
