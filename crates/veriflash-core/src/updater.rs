@@ -648,43 +648,57 @@ impl Updater {
                     RemotePackage::open(source, &verifier, options)?.with_cancel(cancel.clone());
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = remote.manifest().clone();
-                crate::ota::refuse_streamed_delta(verified.manifest())?;
-                let mut stats = None;
-                let (report, installed) = device.install(
-                    &verified,
-                    |sink| {
-                        let index = if reuse.is_enabled() {
-                            let previous =
-                                previous_manifest(host.as_ref(), sink.device_id(), &verifier);
-                            let mut warnings = Vec::new();
-                            let index = ReuseIndex::build(
-                                sink.session(),
-                                verified.manifest(),
-                                previous.as_ref(),
-                                reuse.cache_dir(),
-                                &mut |w| warnings.push(w),
-                            );
-                            for w in warnings {
-                                sink.event(&Event::Warning(w));
-                            }
-                            index
-                        } else {
-                            ReuseIndex::empty()
-                        };
-                        let (bytes_reused, bytes_to_fetch) = remote.reuse_plan(&index);
-                        sink.event(&Event::DeltaPlanned {
-                            bytes_reused,
-                            bytes_to_fetch,
-                            bytes_scanned: index.scanned(),
-                        });
-                        let (report, fetched) =
-                            remote.stream_reusing(false, &index, reuse.cache_dir(), sink)?;
-                        stats = Some(fetched);
-                        Ok(report)
-                    },
-                    &mut tell,
-                )?;
-                (report, installed, stats, verified)
+                if crate::ota::refuse_streamed_delta(verified.manifest()).is_err() {
+                    // A delta package: downloaded whole first (every stored byte checked as
+                    // it arrives), then installed from that file like any local package,
+                    // which checks the device's source before its first write.
+                    let staging = tempfile::tempdir()
+                        .map_err(|e| Error::io("a directory for the downloaded delta", e))?;
+                    let path = staging.path().join("delta.vfp");
+                    let (_, stats) = remote.fetch_to_file(&path, &verifier, &mut |_| {})?;
+                    let package = PackageReader::open(&path)?.verify(&verifier)?;
+                    let package = package.with_options(policy.stream_options(&verified));
+                    let (report, installed) =
+                        device.install(&verified, |sink| package.stream_to(sink), &mut tell)?;
+                    (report, installed, Some(stats), verified)
+                } else {
+                    let mut stats = None;
+                    let (report, installed) = device.install(
+                        &verified,
+                        |sink| {
+                            let index = if reuse.is_enabled() {
+                                let previous =
+                                    previous_manifest(host.as_ref(), sink.device_id(), &verifier);
+                                let mut warnings = Vec::new();
+                                let index = ReuseIndex::build(
+                                    sink.session(),
+                                    verified.manifest(),
+                                    previous.as_ref(),
+                                    reuse.cache_dir(),
+                                    &mut |w| warnings.push(w),
+                                );
+                                for w in warnings {
+                                    sink.event(&Event::Warning(w));
+                                }
+                                index
+                            } else {
+                                ReuseIndex::empty()
+                            };
+                            let (bytes_reused, bytes_to_fetch) = remote.reuse_plan(&index);
+                            sink.event(&Event::DeltaPlanned {
+                                bytes_reused,
+                                bytes_to_fetch,
+                                bytes_scanned: index.scanned(),
+                            });
+                            let (report, fetched) =
+                                remote.stream_reusing(false, &index, reuse.cache_dir(), sink)?;
+                            stats = Some(fetched);
+                            Ok(report)
+                        },
+                        &mut tell,
+                    )?;
+                    (report, installed, stats, verified)
+                }
             }
         };
         // What the device runs now, for the next install to reuse (a hint: whatever it names
