@@ -445,7 +445,13 @@ impl Updater {
             Opened::Remote(source, options) => {
                 let remote = RemotePackage::open(source, &verifier, options)?
                     .with_cancel(self.cancel.clone());
-                remote.stream(whole_image, |_, _| Ok(()))?.0
+                if crate::ota::refuse_streamed_delta(remote.manifest().manifest()).is_err() {
+                    // Its stored bytes, each checked as it arrives; the chunks rebuilt from a
+                    // device's image are checked when it is installed (as for a local file).
+                    stage_delta(remote, &verifier)?.2
+                } else {
+                    remote.stream(whole_image, |_, _| Ok(()))?.0
+                }
             }
         };
         Ok(report)
@@ -652,10 +658,7 @@ impl Updater {
                     // A delta package: downloaded whole first (every stored byte checked as
                     // it arrives), then installed from that file like any local package,
                     // which checks the device's source before its first write.
-                    let staging = tempfile::tempdir()
-                        .map_err(|e| Error::io("a directory for the downloaded delta", e))?;
-                    let path = staging.path().join("delta.vfp");
-                    let (_, stats) = remote.fetch_to_file(&path, &verifier, &mut |_| {})?;
+                    let (_staging, path, _, stats) = stage_delta(remote, &verifier)?;
                     let package = PackageReader::open(&path)?.verify(&verifier)?;
                     let package = package.with_options(policy.stream_options(&verified));
                     let (report, installed) =
@@ -822,6 +825,29 @@ impl Updater {
             &tell,
         )
     }
+}
+
+/// Downloads a delta package whole into a new temporary directory (removed when the returned
+/// guard drops), every stored byte checked against the digest that covers it as it arrives: a
+/// delta is installed from a file, since its chunks are rebuilt from the device's image only
+/// after that whole image was checked (docs/FORMAT.md §3.4).
+fn stage_delta(
+    remote: RemotePackage<&mut dyn Source>,
+    verifier: &Verifier<'_>,
+) -> Result<
+    (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        VerifyReport,
+        FetchStats,
+    ),
+    Error,
+> {
+    let staging =
+        tempfile::tempdir().map_err(|e| Error::io("a directory for the downloaded delta", e))?;
+    let path = staging.path().join("delta.vfp");
+    let (report, stats) = remote.fetch_to_file(&path, verifier, &mut |_| {})?;
+    Ok((staging, path, report, stats))
 }
 
 /// Opens the package for one run (taking a stream, which is read once).
