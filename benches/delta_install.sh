@@ -24,6 +24,8 @@
 #   RUNS=5  SIZE_MIB=256  CHUNK=65536  CHANGED_PERMILLE=30  PORT=18083
 #   BENCH_DATA=/work/bench-data   where images, packages and devices go (NOT the repository)
 #   VERIFLASH=path                use this binary instead of building one
+#   BEFORE=path                   also time the delta install with this (older) binary, in the
+#                                 same rounds ("delta, BEFORE")
 #   PERF=1                        also `perf record -g` one delta install (report on stderr)
 set -euo pipefail
 
@@ -68,7 +70,7 @@ import random, sys
 size = int(sys.argv[1]) << 20
 permille = int(sys.argv[2])
 rng = random.Random(21)
-v1 = rng.randbytes(size)
+v1 = b"".join(rng.randbytes(1 << 20) for _ in range(size >> 20))
 open("v1.img", "wb").write(v1)
 v2 = bytearray(v1)
 blocks = size // 4096
@@ -111,6 +113,7 @@ echo "delta:    $(stat -c %s v2-delta.vfp) bytes (full package $(stat -c %s v2-f
 "$VERIFLASH" flash v1.vfp --trust k.pub.pem --target file:base.img >/dev/null
 
 commands=(full delta sha cp)
+[ -n "${BEFORE:-}" ] && commands+=(before)
 if [ -n "$NGINX" ]; then
     mkdir -p www nginx
     ln v2-full.vfp www/v2-full.vfp
@@ -144,11 +147,12 @@ run() {
     case "$1" in
         full) cmd=("$VERIFLASH" flash v2-full.vfp --trust k.pub.pem --target file:dev.img) ;;
         delta) cmd=("$VERIFLASH" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
+        before) cmd=("$BEFORE" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
         reuse) cmd=("$VERIFLASH" flash "http://127.0.0.1:$PORT/v2-full.vfp" --trust k.pub.pem --target file:dev.img) ;;
         sha) cmd=(openssl dgst -sha256 v2.img) ;;
         cp) cmd=(sh -c 'cp v2.img copy.img && sync copy.img') ;;
     esac
-    case "$1" in full | delta | reuse) cp base.img dev.img ;; esac
+    case "$1" in full | delta | before | reuse) cp base.img dev.img ;; esac
     rm -f copy.img
     sync
     local start end
@@ -184,6 +188,7 @@ for c in "${commands[@]}"; do
     case "$c" in
         full) label="\`flash v2-full.vfp\` (full, local disk)" ;;
         delta) label="\`flash v2-delta.vfp\` (delta package, local disk)" ;;
+        before) label="\`flash v2-delta.vfp\` with BEFORE ($("$BEFORE" --version | cut -d' ' -f1-2), the delta before)" ;;
         reuse) label="\`flash http://…/v2-full.vfp\` (online reuse, nginx on loopback)" ;;
         sha) label="\`openssl dgst -sha256 v2.img\` (one SHA-256 pass)" ;;
         cp) label="\`cp v2.img\` + \`sync\` (one write of the image)" ;;

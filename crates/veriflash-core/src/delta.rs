@@ -303,6 +303,14 @@ struct ImageReading<'r, 'a, R, I> {
 }
 
 impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> {
+    /// Keeps a buffer handed back for the next chunks (not one that holds no memory): as many
+    /// are kept as were in use at once.
+    fn keep(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            self.spare.push(buffer);
+        }
+    }
+
     /// A buffer of `len` bytes (their content is overwritten by a read).
     fn buffer(&mut self, len: u32) -> Vec<u8> {
         let mut buffer = self.spare.pop().unwrap_or_default();
@@ -385,7 +393,7 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> 
             read_frame(self.reader, image, index, &record, source_ref, &mut stored)?;
         }
         let Some(target) = target.as_deref_mut() else {
-            self.spare.push(stored);
+            self.keep(stored);
             return Ok(None);
         };
         let mut out = self.buffer(record.decompressed_len);
@@ -442,7 +450,10 @@ fn stream_image<'a, R: Read, I: Iterator<Item = &'a SourceRef>>(
                 .name("veriflash-delta".into())
                 .spawn_scoped(s, move || {
                     while let Ok((seq, batch)) = next_batch(to_check) {
-                        if checked.send((seq, check_batch(batch, image, decoder))).is_err() {
+                        if checked
+                            .send((seq, check_batch(batch, image, decoder)))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -488,8 +499,8 @@ fn stream_image<'a, R: Read, I: Iterator<Item = &'a SourceRef>>(
                     if let Some(target) = target.as_deref_mut() {
                         target.chunk(image, chunk.as_verified())?;
                     }
-                    reading.spare.push(chunk.into_buffer());
-                    reading.spare.extend(buffers);
+                    reading.keep(chunk.into_buffer());
+                    buffers.into_iter().for_each(|b| reading.keep(b));
                 }
             }
         }

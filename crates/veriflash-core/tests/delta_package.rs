@@ -501,7 +501,10 @@ fn streamed(
     f: &Fixture,
     installed: &mut dyn InstalledImages,
     options: ParallelOptions,
-) -> (Vec<(String, u64, u64, Vec<u8>)>, Result<(), veriflash_core::Error>) {
+) -> (
+    Vec<(String, u64, u64, Vec<u8>)>,
+    Result<(), veriflash_core::Error>,
+) {
     let mut chunks = Vec::new();
     let result = PackageReader::new(f.delta.as_slice())
         .unwrap()
@@ -545,8 +548,14 @@ fn a_delta_streams_the_same_chunks_in_the_same_order_on_one_thread_and_on_many()
     assert_eq!(images, images_v2());
     for options in [
         ParallelOptions::new(),
-        ParallelOptions::new().threads(4).max_in_flight(8).min_buffer_len(1),
-        ParallelOptions::new().threads(3).max_in_flight(2).min_buffer_len(3 * 4096),
+        ParallelOptions::new()
+            .threads(4)
+            .max_in_flight(8)
+            .min_buffer_len(1),
+        ParallelOptions::new()
+            .threads(3)
+            .max_in_flight(2)
+            .min_buffer_len(3 * 4096),
     ] {
         let (parallel, result) = streamed(&f, &mut v1_images(), options);
         result.unwrap();
@@ -607,7 +616,10 @@ fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_w
     assert!(first > 4 && damaged.len() > 4, "chunk {first}, {damaged:?}");
     for options in [
         ParallelOptions::new().threads(1).max_in_flight(1),
-        ParallelOptions::new().threads(4).max_in_flight(8).min_buffer_len(1),
+        ParallelOptions::new()
+            .threads(4)
+            .max_in_flight(8)
+            .min_buffer_len(1),
         ParallelOptions::new(),
     ] {
         let mut damaged = DamagedAfterCheck {
@@ -618,7 +630,11 @@ fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_w
         };
         let (chunks, result) = streamed(&f, &mut damaged, options);
         let err = result.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::DeltaOutputMismatch, "{options:?}: {err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::DeltaOutputMismatch,
+            "{options:?}: {err}"
+        );
         assert_eq!(err.location().chunk, Some(first), "{options:?}: {err}");
         assert_eq!(err.location().image.as_deref(), Some("rootfs"));
         let handed_on: Vec<(&str, u64)> = chunks.iter().map(|c| (c.0.as_str(), c.1)).collect();

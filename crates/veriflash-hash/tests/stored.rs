@@ -259,8 +259,14 @@ fn owned_checks_keep_the_verified_buffer_and_hand_back_the_other() {
     let (chunk, spare) = raw
         .verify_decoded_owned(bytes.clone(), &toy, vec![7; 3])
         .unwrap();
-    assert_eq!((chunk.as_verified().bytes(), spare), (&bytes[..], vec![7; 3]));
-    assert_eq!(raw.verify_owned(bytes.clone()).unwrap().into_buffer(), bytes);
+    assert_eq!(
+        (chunk.as_verified().bytes(), spare),
+        (&bytes[..], vec![7; 3])
+    );
+    assert_eq!(
+        raw.verify_owned(bytes.clone()).unwrap().into_buffer(),
+        bytes
+    );
     // A changed byte is refused, owned or not; an encoded chunk needs its decoder.
     let mut bad = bytes;
     bad[9] ^= 1;
