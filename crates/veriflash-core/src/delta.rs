@@ -20,10 +20,10 @@
 //! chunk is hashed against its signed digest before it reaches the device
 //! ([`ErrorKind::DeltaOutputMismatch`] otherwise). The bytes flashed are the bytes hashed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 
 use veriflash_format::{ChunkEncoding, ImageSpec, Manifest, SourceRef, StoredChunk};
 use veriflash_hash::{
@@ -39,6 +39,7 @@ use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
 use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 use crate::package::{ImageReport, PackageReader, hex, stored_table};
+use crate::pipeline::{InOrder, Pipeline};
 use crate::reuse::ReuseTarget;
 
 /// What a device holds installed, as a delta install reads it: the image the software that
@@ -242,7 +243,7 @@ pub(crate) fn stream<R: Read>(
             &table,
         )
         .map_err(|e| convert::verify_error(&image.name, VerifyError::Hash(e)))?;
-        let mut reading = ImageReading {
+        let reading = ImageReading {
             reader: &mut *reader,
             image,
             verifier: &verifier,
@@ -252,7 +253,7 @@ pub(crate) fn stream<R: Read>(
         };
         // A shorter borrow of the target for this image (`Option` does not coerce it).
         let this_image = target.as_deref_mut().map(|t| -> &mut dyn ReuseTarget { t });
-        stream_image(&mut reading, this_image, options)?;
+        stream_image(reading, this_image, options)?;
         let mut report = ImageReport::new(image, image.digest, false);
         if target.is_none() {
             report.chunks = image
@@ -422,100 +423,74 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> 
 /// Streams one image's chunks (see [`stream`]): reads here, checks on the workers, hands on
 /// here in order.
 fn stream_image<'a, R: Read, I: Iterator<Item = &'a SourceRef>>(
-    reading: &mut ImageReading<'_, 'a, R, I>,
-    mut target: Option<&mut dyn ReuseTarget>,
+    reading: ImageReading<'_, 'a, R, I>,
+    target: Option<&mut dyn ReuseTarget>,
     options: ParallelOptions,
 ) -> Result<(), Error> {
     let image = reading.image;
-    let at_least = match options.min_buffer_len {
-        0 => veriflash_hash::DEFAULT_MIN_BUFFER_LEN,
-        n => n,
-    };
     let threads = options.resolved_threads();
-    let in_flight = match options.max_in_flight {
-        0 => threads.saturating_mul(2),
-        n => n,
-    }
-    .max(1);
+    let pipeline = Pipeline {
+        threads,
+        in_flight: match options.max_in_flight {
+            0 => threads.saturating_mul(2),
+            n => n,
+        },
+    };
+    let mut io = DeltaIo {
+        reading,
+        target,
+        at_least: match options.min_buffer_len {
+            0 => veriflash_hash::DEFAULT_MIN_BUFFER_LEN,
+            n => n,
+        },
+        stopped: None,
+    };
     let decoder = ZstdDecoder::new();
-    let (jobs, to_check) = mpsc::channel::<(u64, Vec<Job<'a>>)>();
-    let to_check = Mutex::new(to_check);
-    let (checked, results) = mpsc::channel::<(u64, Vec<Checked>)>();
-    std::thread::scope(|s| {
-        let jobs = jobs;
-        let mut workers = 0usize;
-        for _ in 0..threads.min(in_flight) {
-            let (to_check, checked, decoder) = (&to_check, checked.clone(), &decoder);
-            let worker = std::thread::Builder::new()
-                .name("veriflash-delta".into())
-                .spawn_scoped(s, move || {
-                    while let Ok((seq, batch)) = next_batch(to_check) {
-                        if checked
-                            .send((seq, check_batch(batch, image, decoder)))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-            workers += usize::from(worker.is_ok());
-        }
-        drop(checked);
-        let mut pending: BTreeMap<u64, Vec<Checked>> = BTreeMap::new();
-        let (mut sent, mut handed_on) = (0u64, 0u64);
-        // An error of the calling thread (a read), for the chunk after every chunk sent.
-        let mut stopped: Option<Error> = None;
-        let mut failed = false;
-        loop {
-            while stopped.is_none()
-                && !failed
-                && reading.next < image.chunk_count()
-                && sent - handed_on < u64::try_from(in_flight).unwrap_or(u64::MAX)
-            {
-                let (batch, error) = reading.batch(&mut target, at_least);
-                stopped = error;
-                if batch.is_empty() {
-                    continue;
-                }
-                if workers == 0 {
-                    pending.insert(sent, check_batch(batch, image, &decoder));
-                } else if jobs.send((sent, batch)).is_err() {
-                    return Err(hasher_stopped());
-                }
-                sent += 1;
-            }
-            if handed_on == sent {
-                break;
-            }
-            if !pending.contains_key(&handed_on) {
-                let (seq, batch) = results.recv().map_err(|_| hasher_stopped())?;
-                failed |= batch.iter().any(Result::is_err);
-                pending.insert(seq, batch);
-            }
-            while let Some(batch) = pending.remove(&handed_on) {
-                handed_on += 1;
-                for chunk in batch {
-                    let (chunk, buffers) = chunk?;
-                    if let Some(target) = target.as_deref_mut() {
-                        target.chunk(image, chunk.as_verified())?;
-                    }
-                    reading.keep(chunk.into_buffer());
-                    buffers.into_iter().for_each(|b| reading.keep(b));
-                }
-            }
-        }
-        stopped.map_or(Ok(()), Err)
-    })
+    pipeline.run(&mut io, |batch| check_batch(batch, image, &decoder))
 }
 
-/// A worker's next batch; an error when the calling thread sends no more.
-fn next_batch<'a>(
-    to_check: &Mutex<mpsc::Receiver<(u64, Vec<Job<'a>>)>>,
-) -> Result<(u64, Vec<Job<'a>>), mpsc::RecvError> {
-    to_check
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .recv()
+/// The calling thread's side of [`stream_image`].
+struct DeltaIo<'r, 'a, 't, R, I> {
+    reading: ImageReading<'r, 'a, R, I>,
+    target: Option<&'t mut dyn ReuseTarget>,
+    /// Bytes of chunks a batch holds at least (one chunk at least).
+    at_least: usize,
+    /// The read error after the chunks of the last batch: reported once they were handed on.
+    stopped: Option<Error>,
+}
+
+impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> InOrder for DeltaIo<'_, 'a, '_, R, I> {
+    type Job = Vec<Job<'a>>;
+    type Checked = Vec<Checked>;
+
+    fn read(&mut self) -> Option<Result<Vec<Job<'a>>, Error>> {
+        if let Some(e) = self.stopped.take() {
+            return Some(Err(e));
+        }
+        while self.reading.next < self.reading.image.chunk_count() {
+            let (batch, error) = self.reading.batch(&mut self.target, self.at_least);
+            match error {
+                Some(e) if batch.is_empty() => return Some(Err(e)),
+                error => self.stopped = error,
+            }
+            if !batch.is_empty() {
+                return Some(Ok(batch));
+            }
+        }
+        None
+    }
+
+    fn hand_on(&mut self, checked: Vec<Checked>) -> Result<(), Error> {
+        for chunk in checked {
+            let (chunk, buffers) = chunk?;
+            if let Some(target) = self.target.as_deref_mut() {
+                target.chunk(self.reading.image, chunk.as_verified())?;
+            }
+            self.reading.keep(chunk.into_buffer());
+            buffers.into_iter().for_each(|b| self.reading.keep(b));
+        }
+        Ok(())
+    }
 }
 
 /// Checks a batch's chunks in order, up to the first bad one (the run ends there).

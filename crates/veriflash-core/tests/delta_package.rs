@@ -495,16 +495,16 @@ fn a_copy_only_delta_stores_no_patch_and_installs_the_same_bytes() {
     assert_eq!(booted_images(&device), images_v2());
 }
 
-/// The chunks a delta streams against v1's images with `options`: (image, index, offset, bytes)
-/// in the order they were handed on.
+/// A chunk as the sink got it: image, index, offset, bytes.
+type Handed = (String, u64, u64, Vec<u8>);
+
+/// The chunks a delta streams against `installed` with `options`, in the order they were
+/// handed on, and how the stream ended.
 fn streamed(
     f: &Fixture,
     installed: &mut dyn InstalledImages,
     options: ParallelOptions,
-) -> (
-    Vec<(String, u64, u64, Vec<u8>)>,
-    Result<(), veriflash_core::Error>,
-) {
+) -> (Vec<Handed>, Result<(), veriflash_core::Error>) {
     let mut chunks = Vec::new();
     let result = PackageReader::new(f.delta.as_slice())
         .unwrap()
