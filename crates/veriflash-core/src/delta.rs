@@ -248,6 +248,7 @@ pub(crate) fn stream<R: Read>(
             image,
             verifier: &verifier,
             references: image.source.iter().flat_map(|s| &s.references),
+            count: image.chunk_count(),
             next: 0,
             spare: Vec::new(),
         };
@@ -298,6 +299,8 @@ struct ImageReading<'r, 'a, R, I> {
     image: &'a ImageSpec,
     verifier: &'a ChunkVerifier<'a>,
     references: I,
+    /// The image's chunks (counted once: a content-defined table is walked to count them).
+    count: u64,
     next: u64,
     /// Buffers handed back, for the next chunks: as many as are in flight at most.
     spare: Vec<Vec<u8>>,
@@ -329,7 +332,7 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> 
     ) -> (Vec<Job<'a>>, Option<Error>) {
         let mut jobs = Vec::new();
         let mut bytes = 0usize;
-        while bytes < at_least && self.next < self.image.chunk_count() {
+        while bytes < at_least && self.next < self.count {
             let index = self.next;
             self.next += 1;
             match self.read(index, target) {
@@ -467,7 +470,7 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> InOrder for DeltaIo<'_, 'a,
         if let Some(e) = self.stopped.take() {
             return Some(Err(e));
         }
-        while self.reading.next < self.reading.image.chunk_count() {
+        while self.reading.next < self.reading.count {
             let (batch, error) = self.reading.batch(&mut self.target, self.at_least);
             match error {
                 Some(e) if batch.is_empty() => return Some(Err(e)),

@@ -17,13 +17,17 @@ use std::path::{Path, PathBuf};
 use veriflash_core::format::{ChunkEncoding, Manifest, SignatureBlock, SignatureEntry};
 use veriflash_core::hash::ParallelOptions;
 use veriflash_core::plugin::FlashSession;
-use veriflash_core::plugin::file_device::{Cut, FileDevice, Layout};
+use veriflash_core::plugin::file_device::{FileDevice, Layout};
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::{
     AnchorSet, CancelToken, DeltaBase, ErrorKind, ImageData, ImageSource, InstallPolicy,
     InstalledImages, PackOptions, PackageReader, PackageSpec, Trust, UnsignedPackage,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
+
+#[path = "support/power.rs"]
+mod power;
+use power::Sweep;
 
 const CHUNK: u32 = 4096;
 
@@ -426,41 +430,26 @@ fn power_cut_at_every_storage_operation_of_a_delta_package_install_never_bricks(
         device.operations()
     };
     assert!(operations > 20, "{operations} operations");
-    for mode in [Cut::Torn, Cut::After] {
-        let (mut old, mut new) = (0, 0);
-        for cut in 1..=operations {
-            let path = f.dir.path().join("cut.img");
-            std::fs::copy(&base, &path).unwrap();
-            let mut device = FileDevice::open(&path).unwrap();
-            device.cut_power_at(cut, mode);
-            let result = install(&f, &f.delta, &mut device);
-            drop(device);
-            // Power comes back: the old or the new software boots, never neither.
-            match boots(&path).as_deref() {
-                Some("v1") => {
-                    old += 1;
-                    let err = result.expect_err("cut before the commit");
-                    assert_eq!(
-                        err.kind(),
-                        ErrorKind::Interrupted,
-                        "{mode:?} at {cut}: {err}"
-                    );
-                    // The delta still applies (the active slot was never written): it completes.
-                    install(&f, &f.delta, &mut FileDevice::open(&path).unwrap())
-                        .unwrap_or_else(|e| panic!("{mode:?} at {cut}: re-run: {e}"));
-                    assert_eq!(boots(&path).as_deref(), Some("v2"));
-                }
-                Some("v2") => new += 1,
-                other => panic!("{mode:?} at {cut}: boots {other:?}"),
-            }
-        }
-        let expected = if mode == Cut::Torn {
-            (operations, 0)
-        } else {
-            (operations - 1, 1)
-        };
-        assert_eq!((old, new), expected, "{mode:?}");
+    let scratch = f.dir.path().join("cut.img");
+    Sweep {
+        base: &base,
+        scratch: &scratch,
+        operations,
+        old: "v1",
+        new: "v2",
     }
+    .run(
+        &mut |path, cut| {
+            let mut device = FileDevice::open(path).unwrap();
+            if let Some((at, mode)) = cut {
+                device.cut_power_at(at, mode);
+            }
+            // Cut or not, the delta applies: the active slot is never written.
+            install(&f, &f.delta, &mut device)
+        },
+        &mut |_, _, _| {},
+        &mut |_| {},
+    );
 }
 
 #[test]
