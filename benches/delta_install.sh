@@ -24,8 +24,8 @@
 #   RUNS=5  SIZE_MIB=256  CHUNK=65536  CHANGED_PERMILLE=30  PORT=18083
 #   BENCH_DATA=/work/bench-data   where images, packages and devices go (NOT the repository)
 #   VERIFLASH=path                use this binary instead of building one
-#   BEFORE=path                   also time the delta install with this (older) binary, in the
-#                                 same rounds ("delta, BEFORE")
+#   BEFORE=path                   also time the delta install and the online reuse with this
+#                                 (older) binary, in the same rounds
 #   PERF=1                        also `perf record -g` one delta install (report on stderr)
 set -euo pipefail
 
@@ -139,6 +139,7 @@ EOF
         sleep 0.1
     done
     commands+=(reuse)
+    [ -n "${BEFORE:-}" ] && commands+=(reuse_before)
 fi
 
 # run NAME: one timed run; appends "wall_ms cpu_s rss_kib" to NAME.runs.
@@ -149,10 +150,11 @@ run() {
         delta) cmd=("$VERIFLASH" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
         before) cmd=("$BEFORE" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
         reuse) cmd=("$VERIFLASH" flash "http://127.0.0.1:$PORT/v2-full.vfp" --trust k.pub.pem --target file:dev.img) ;;
+        reuse_before) cmd=("$BEFORE" flash "http://127.0.0.1:$PORT/v2-full.vfp" --trust k.pub.pem --target file:dev.img) ;;
         sha) cmd=(openssl dgst -sha256 v2.img) ;;
         cp) cmd=(sh -c 'cp v2.img copy.img && sync copy.img') ;;
     esac
-    case "$1" in full | delta | before | reuse) cp base.img dev.img ;; esac
+    case "$1" in full | delta | before | reuse | reuse_before) cp base.img dev.img ;; esac
     rm -f copy.img
     sync
     local start end
@@ -190,6 +192,7 @@ for c in "${commands[@]}"; do
         delta) label="\`flash v2-delta.vfp\` (delta package, local disk)" ;;
         before) label="\`flash v2-delta.vfp\` with BEFORE ($("$BEFORE" --version | cut -d' ' -f1-2), the delta before)" ;;
         reuse) label="\`flash http://…/v2-full.vfp\` (online reuse, nginx on loopback)" ;;
+        reuse_before) label="\`flash http://…/v2-full.vfp\` with BEFORE (online reuse before)" ;;
         sha) label="\`openssl dgst -sha256 v2.img\` (one SHA-256 pass)" ;;
         cp) label="\`cp v2.img\` + \`sync\` (one write of the image)" ;;
     esac

@@ -19,6 +19,8 @@
 //! reference range is read from the installed image right before it is decoded; either way the
 //! chunk is hashed against its signed digest before it reaches the device
 //! ([`ErrorKind::DeltaOutputMismatch`] otherwise). The bytes flashed are the bytes hashed.
+//! The calling thread does the reading and the writing, in order; the decoding and hashing
+//! run on worker threads meanwhile, on the bytes the calling thread just read.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
