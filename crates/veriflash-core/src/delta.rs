@@ -19,12 +19,18 @@
 //! reference range is read from the installed image right before it is decoded; either way the
 //! chunk is hashed against its signed digest before it reaches the device
 //! ([`ErrorKind::DeltaOutputMismatch`] otherwise). The bytes flashed are the bytes hashed.
+//! The calling thread does the reading and the writing, in order; the decoding and hashing
+//! run on worker threads meanwhile, on the bytes the calling thread just read.
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc;
 
 use veriflash_format::{ChunkEncoding, ImageSpec, Manifest, SourceRef, StoredChunk};
-use veriflash_hash::{ChunkVerifier, Digest, Error as HashError, ImageExpectation, VerifyError};
+use veriflash_hash::{
+    ChunkVerifier, Digest, Error as HashError, ExpectedChunk, ImageExpectation, ParallelOptions,
+    VerifiedBuffer, VerifyError,
+};
 use veriflash_plugin::FlashSession;
 use veriflash_sig::Verifier;
 
@@ -34,6 +40,7 @@ use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
 use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 use crate::package::{ImageReport, PackageReader, hex, stored_table};
+use crate::pipeline::{InOrder, Pipeline};
 use crate::reuse::ReuseTarget;
 
 /// What a device holds installed, as a delta install reads it: the image the software that
@@ -74,12 +81,17 @@ impl InstalledImages for SessionImages<'_> {
     }
 }
 
-/// Installed images are hashed in reads of this many bytes: one buffer, whatever their size.
-const READ_BUFFER: usize = 8 << 20;
+/// Installed images are hashed in reads of this many bytes, into one of two buffers: one is
+/// read while the other is hashed, whatever the image size.
+const READ_BUFFER: usize = 4 << 20;
 
 /// Checks, before anything is written, that the device holds the source of every image of
 /// `manifest` that declares one: the same length, and the same SHA-256 over all of it.
 /// `running` is the software version the device says it runs, for the message.
+///
+/// Each image is read on the calling thread (the device is not shared) and hashed on a thread
+/// of its own, so the reads and the hash overlap; one SHA-256 over a whole image cannot be
+/// split, so that thread sets the pace.
 ///
 /// # Errors
 /// [`ErrorKind::SourceMismatch`] when an installed image differs or cannot be read back; the
@@ -107,29 +119,17 @@ pub fn check_sources(
             return Err(Error::new(
                 ErrorKind::SourceMismatch,
                 format!(
-                    "the device cannot read back what it runs in '{}' (a single-slot device overwrites its only copy){runs}, so a delta package cannot be checked against it; {wants}",
+                    "the device cannot read back what it runs in '{}'{runs}, so a delta package cannot be checked against it; {wants}",
                     image.partition
                 ),
             )
-            .with_remedy("Install the full package: a delta needs a device that reads back its installed image (an A/B device); nothing was written.")
+            .with_remedy("Install the full package: a delta needs a device that reads back its installed image before the first write (an A/B device, or a plugin that copies a single-slot device's partitions to the host first, as the MDM9x07 plugin does); nothing was written.")
             .at(at));
         };
         // A device that records no image length (single-slot NAND) answers its partition's:
         // the source is its first `source.size` bytes, and nothing after them is read.
         let len = len.min(source.size);
-        let mut hasher = veriflash_hash::Sha256::new();
-        let mut buffer = vec![0u8; usize::try_from(len).unwrap_or(READ_BUFFER).min(READ_BUFFER)];
-        let mut offset = 0u64;
-        while offset < len {
-            let n = usize::try_from(len - offset)
-                .unwrap_or(usize::MAX)
-                .min(buffer.len());
-            let piece = buffer.get_mut(..n).unwrap_or_default();
-            device.read_installed(&image.partition, offset, piece)?;
-            hasher.update(piece);
-            offset = offset.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
-        }
-        let digest = hasher.finalize();
+        let digest = hash_installed(device, &image.partition, len)?;
         if len != source.size || digest != source.digest {
             return Err(Error::new(
                 ErrorKind::SourceMismatch,
@@ -145,10 +145,83 @@ pub fn check_sources(
     Ok(())
 }
 
+/// SHA-256 of the `len` bytes installed in `partition`: read here, hashed on a thread of its
+/// own (here too when none can be started), two buffers of [`READ_BUFFER`] taking turns.
+fn hash_installed(
+    device: &mut dyn InstalledImages,
+    partition: &str,
+    len: u64,
+) -> Result<Digest, Error> {
+    let buffer_len = usize::try_from(len)
+        .unwrap_or(READ_BUFFER)
+        .clamp(1, READ_BUFFER);
+    let (full, to_hash) = mpsc::channel::<(Vec<u8>, usize)>();
+    let (emptied, empty) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let hasher = std::thread::Builder::new()
+            .name("veriflash-source".into())
+            .spawn_scoped(s, move || {
+                let mut hasher = veriflash_hash::Sha256::new();
+                for (buffer, n) in to_hash {
+                    hasher.update(buffer.get(..n).unwrap_or_default());
+                    // The reader may have stopped already; then the buffer is not wanted.
+                    let _ = emptied.send(buffer);
+                }
+                hasher.finalize()
+            })
+            .ok();
+        let mut inline = hasher.is_none().then(veriflash_hash::Sha256::new);
+        let mut spare = vec![vec![0u8; buffer_len], vec![0u8; buffer_len]];
+        let mut offset = 0u64;
+        while offset < len {
+            let mut buffer = match spare.pop() {
+                Some(buffer) => buffer,
+                None => empty.recv().map_err(|_| hasher_stopped())?,
+            };
+            let n = usize::try_from(len - offset)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let piece = buffer.get_mut(..n).unwrap_or_default();
+            device.read_installed(partition, offset, piece)?;
+            match &mut inline {
+                Some(hasher) => {
+                    hasher.update(piece);
+                    spare.push(buffer);
+                }
+                None => full.send((buffer, n)).map_err(|_| hasher_stopped())?,
+            }
+            offset = offset.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+        drop(full);
+        match (inline, hasher) {
+            (Some(hasher), _) => Ok(hasher.finalize()),
+            (None, Some(thread)) => thread.join().map_err(|_| hasher_stopped()),
+            (None, None) => Err(hasher_stopped()),
+        }
+    })
+}
+
+/// A thread of the install stopped without an answer (it panicked): nothing more is written.
+fn hasher_stopped() -> Error {
+    Error::io(
+        "hashing",
+        std::io::Error::other("a hashing thread of the delta install stopped"),
+    )
+}
+
 /// Streams a verified delta package's payload from `reader` (positioned at its first payload
 /// byte) to `target`, chunk by chunk in manifest order, rebuilding copied and patched chunks
 /// from the installed images `target` reads. Call [`check_sources`] first: this checks every
 /// chunk, not the sources as a whole.
+///
+/// The calling thread reads, in order, each chunk's stored bytes from `reader` (a patch's
+/// frame checked against its signed frame digest there and then) and the installed bytes it
+/// is rebuilt from from `target`, right before handing the chunk to a worker; the workers
+/// (`options.threads`) decode and hash batches of whole chunks (of at least
+/// `options.min_buffer_len` bytes, at most `options.max_in_flight` batches read and not yet
+/// handed on), and the calling thread hands the verified chunks to `target` in order, while
+/// it reads the next ones. The first bad chunk in manifest order is the error, after every
+/// chunk before it was handed on, as on one thread.
 ///
 /// Without a target (a verification with no device), every stored byte is still checked —
 /// chunks stored raw or compressed against their digests (and decoded), patches against their
@@ -159,9 +232,8 @@ pub(crate) fn stream<R: Read>(
     reader: &mut R,
     manifest: &Manifest,
     mut target: Option<&mut dyn ReuseTarget>,
+    options: ParallelOptions,
 ) -> Result<Vec<ImageReport>, Error> {
-    let decoder = ZstdDecoder::new();
-    let (mut stored, mut out, mut reference) = (Vec::new(), Vec::new(), Vec::new());
     let mut reports = Vec::with_capacity(manifest.images.len());
     for image in &manifest.images {
         let table = stored_table(image);
@@ -175,59 +247,18 @@ pub(crate) fn stream<R: Read>(
             &table,
         )
         .map_err(|e| convert::verify_error(&image.name, VerifyError::Hash(e)))?;
-        let mut references = image.source.iter().flat_map(|s| &s.references);
-        for index in 0..image.chunk_count() {
-            let (Some(record), Some(expected)) =
-                (image.stored_chunk(index), verifier.expected_chunk(index))
-            else {
-                return Err(Error::new(
-                    ErrorKind::Malformed,
-                    format!("image '{}' has no record for chunk {index}", image.name),
-                ));
-            };
-            let hash_error = |e| convert::verify_error(&image.name, VerifyError::Hash(e));
-            let len = usize::try_from(record.decompressed_len).unwrap_or(usize::MAX);
-            out.resize(len, 0);
-            if !record.encoding.uses_source() {
-                read_stored(reader, &record, &mut stored)?;
-                let chunk = expected
-                    .verify_decoded(&stored, &decoder, &mut out)
-                    .map_err(hash_error)?;
-                if let Some(target) = target.as_deref_mut() {
-                    target.chunk(image, chunk)?;
-                }
-                continue;
-            }
-            let Some(source_ref) = references.next() else {
-                return Err(Error::new(
-                    ErrorKind::Malformed,
-                    format!(
-                        "image '{}' chunk {index} has no source reference",
-                        image.name
-                    ),
-                ));
-            };
-            let Some(target) = target.as_deref_mut() else {
-                if record.encoding == ChunkEncoding::Patch {
-                    read_frame(reader, image, index, &record, source_ref, &mut stored)?;
-                }
-                continue;
-            };
-            rebuild(
-                reader,
-                image,
-                index,
-                &record,
-                source_ref,
-                target,
-                (&mut stored, &mut reference, &mut out),
-            )?;
-            let chunk = expected.verify(&out).map_err(|e| match e {
-                HashError::ChunkMismatch { .. } => output_mismatch(image, index, &record),
-                other => hash_error(other),
-            })?;
-            target.chunk(image, chunk)?;
-        }
+        let reading = ImageReading {
+            reader: &mut *reader,
+            image,
+            verifier: &verifier,
+            references: image.source.iter().flat_map(|s| &s.references),
+            count: image.chunk_count(),
+            next: 0,
+            spare: Vec::new(),
+        };
+        // A shorter borrow of the target for this image (`Option` does not coerce it).
+        let this_image = target.as_deref_mut().map(|t| -> &mut dyn ReuseTarget { t });
+        stream_image(reading, this_image, options)?;
         let mut report = ImageReport::new(image, image.digest, false);
         if target.is_none() {
             report.chunks = image
@@ -242,30 +273,290 @@ pub(crate) fn stream<R: Read>(
     Ok(reports)
 }
 
-/// Rebuilds chunk `index` (copied or patched) into `out`, reading its reference range from the
-/// installed image right now, and a patch's frame from `reader`, checked against its signed
-/// frame digest before it is decoded.
-fn rebuild<R: Read>(
-    reader: &mut R,
+/// What a worker does with a chunk's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// Stored raw or compressed: `stored` against its digest, then decoded into `out`.
+    Stored,
+    /// Copied: `out` holds the installed range.
+    Copied,
+    /// Patched: `stored` is the frame (already checked against its frame digest), `reference`
+    /// the installed range it decodes against, into `out`.
+    Patched,
+}
+
+/// One chunk read on the calling thread, for a worker to check.
+struct Job<'a> {
+    expected: ExpectedChunk<'a>,
+    work: Work,
+    stored: Vec<u8>,
+    reference: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// A checked chunk and the buffers it no longer needs.
+type Checked = Result<(VerifiedBuffer, [Vec<u8>; 2]), Error>;
+
+/// The calling thread's side of one image: where its chunks are read from, and the next one.
+struct ImageReading<'r, 'a, R, I> {
+    reader: &'r mut R,
+    image: &'a ImageSpec,
+    verifier: &'a ChunkVerifier<'a>,
+    references: I,
+    /// The image's chunks (counted once: a content-defined table is walked to count them).
+    count: u64,
+    next: u64,
+    /// Buffers handed back, for the next chunks: as many as are in flight at most.
+    spare: Vec<Vec<u8>>,
+}
+
+impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> {
+    /// Keeps a buffer handed back for the next chunks (not one that holds no memory): as many
+    /// are kept as were in use at once.
+    fn keep(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// A buffer of `len` bytes (their content is overwritten by a read).
+    fn buffer(&mut self, len: u32) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+        buffer
+    }
+
+    /// Reads the next chunks, in order, until they hold `at_least` bytes or the image ends:
+    /// the batch, and the error that stopped it early (the batch then holds every chunk
+    /// before the failing one).
+    fn batch(
+        &mut self,
+        target: &mut Option<&mut dyn ReuseTarget>,
+        at_least: usize,
+    ) -> (Vec<Job<'a>>, Option<Error>) {
+        let mut jobs = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < at_least && self.next < self.count {
+            let index = self.next;
+            self.next += 1;
+            match self.read(index, target) {
+                Ok(Some(job)) => {
+                    bytes = bytes.saturating_add(job.expected.len());
+                    jobs.push(job);
+                }
+                Ok(None) => {}
+                Err(e) => return (jobs, Some(e)),
+            }
+        }
+        (jobs, None)
+    }
+
+    /// Reads chunk `index`'s bytes: stored ones from the payload, installed ones from
+    /// `target`, now. `None` for a chunk with nothing left to check here (rebuilt from a
+    /// source, with no device to read it from).
+    fn read(
+        &mut self,
+        index: u64,
+        target: &mut Option<&mut dyn ReuseTarget>,
+    ) -> Result<Option<Job<'a>>, Error> {
+        let image = self.image;
+        let (Some(record), Some(expected)) = (
+            image.stored_chunk(index),
+            self.verifier.expected_chunk(index),
+        ) else {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                format!("image '{}' has no record for chunk {index}", image.name),
+            ));
+        };
+        if !record.encoding.uses_source() {
+            let mut stored = self.buffer(record.stored_len);
+            read_stored(self.reader, &record, &mut stored)?;
+            let out = if record.encoding == ChunkEncoding::Raw {
+                Vec::new()
+            } else {
+                self.buffer(record.decompressed_len)
+            };
+            return Ok(Some(Job {
+                expected,
+                work: Work::Stored,
+                stored,
+                reference: Vec::new(),
+                out,
+            }));
+        }
+        let Some(source_ref) = self.references.next() else {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                format!(
+                    "image '{}' chunk {index} has no source reference",
+                    image.name
+                ),
+            ));
+        };
+        let patched = record.encoding == ChunkEncoding::Patch;
+        let mut stored = Vec::new();
+        if patched {
+            stored = self.buffer(record.stored_len);
+            read_frame(self.reader, image, index, &record, source_ref, &mut stored)?;
+        }
+        let Some(target) = target.as_deref_mut() else {
+            self.keep(stored);
+            return Ok(None);
+        };
+        let mut out = self.buffer(record.decompressed_len);
+        if !patched {
+            target.read_installed(&image.partition, source_ref.offset, &mut out)?;
+            return Ok(Some(Job {
+                expected,
+                work: Work::Copied,
+                stored,
+                reference: Vec::new(),
+                out,
+            }));
+        }
+        let mut reference = self.buffer(source_ref.len);
+        target.read_installed(&image.partition, source_ref.offset, &mut reference)?;
+        Ok(Some(Job {
+            expected,
+            work: Work::Patched,
+            stored,
+            reference,
+            out,
+        }))
+    }
+}
+
+/// Streams one image's chunks (see [`stream`]): reads here, checks on the workers, hands on
+/// here in order.
+fn stream_image<'a, R: Read, I: Iterator<Item = &'a SourceRef>>(
+    reading: ImageReading<'_, 'a, R, I>,
+    target: Option<&mut dyn ReuseTarget>,
+    options: ParallelOptions,
+) -> Result<(), Error> {
+    let image = reading.image;
+    let threads = options.resolved_threads();
+    let pipeline = Pipeline {
+        threads,
+        in_flight: match options.max_in_flight {
+            0 => threads.saturating_mul(2),
+            n => n,
+        },
+    };
+    let mut io = DeltaIo {
+        reading,
+        target,
+        at_least: match options.min_buffer_len {
+            0 => veriflash_hash::DEFAULT_MIN_BUFFER_LEN,
+            n => n,
+        },
+        stopped: None,
+    };
+    let decoder = ZstdDecoder::new();
+    pipeline.run(&mut io, |batch| check_batch(batch, image, &decoder))
+}
+
+/// The calling thread's side of [`stream_image`].
+struct DeltaIo<'r, 'a, 't, R, I> {
+    reading: ImageReading<'r, 'a, R, I>,
+    target: Option<&'t mut dyn ReuseTarget>,
+    /// Bytes of chunks a batch holds at least (one chunk at least).
+    at_least: usize,
+    /// The read error after the chunks of the last batch: reported once they were handed on.
+    stopped: Option<Error>,
+}
+
+impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> InOrder for DeltaIo<'_, 'a, '_, R, I> {
+    type Job = Vec<Job<'a>>;
+    type Checked = Vec<Checked>;
+
+    fn read(&mut self) -> Option<Result<Vec<Job<'a>>, Error>> {
+        if let Some(e) = self.stopped.take() {
+            return Some(Err(e));
+        }
+        while self.reading.next < self.reading.count {
+            let (batch, error) = self.reading.batch(&mut self.target, self.at_least);
+            match error {
+                Some(e) if batch.is_empty() => return Some(Err(e)),
+                error => self.stopped = error,
+            }
+            if !batch.is_empty() {
+                return Some(Ok(batch));
+            }
+        }
+        None
+    }
+
+    fn hand_on(&mut self, checked: Vec<Checked>) -> Result<(), Error> {
+        for chunk in checked {
+            let (chunk, buffers) = chunk?;
+            if let Some(target) = self.target.as_deref_mut() {
+                target.chunk(self.reading.image, chunk.as_verified())?;
+            }
+            self.reading.keep(chunk.into_buffer());
+            buffers.into_iter().for_each(|b| self.reading.keep(b));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a batch's chunks in order, up to the first bad one (the run ends there).
+fn check_batch(batch: Vec<Job<'_>>, image: &ImageSpec, decoder: &ZstdDecoder) -> Vec<Checked> {
+    let mut checked = Vec::with_capacity(batch.len());
+    for job in batch {
+        let result = check(job, image, decoder);
+        let bad = result.is_err();
+        checked.push(result);
+        if bad {
+            break;
+        }
+    }
+    checked
+}
+
+/// Checks one chunk: a stored one against its digest (decoded when compressed), a rebuilt one
+/// — a patch decoded against its reference range first — against its digest.
+fn check(job: Job<'_>, image: &ImageSpec, decoder: &ZstdDecoder) -> Checked {
+    let Job {
+        expected,
+        work,
+        stored,
+        reference,
+        mut out,
+    } = job;
+    let index = expected.index();
+    let hash_error = |e| convert::verify_error(&image.name, VerifyError::Hash(e));
+    if work == Work::Stored {
+        let (chunk, spare) = expected
+            .verify_decoded_owned(stored, decoder, out)
+            .map_err(hash_error)?;
+        return Ok((chunk, [spare, reference]));
+    }
+    if work == Work::Patched {
+        decode_patch(image, index, &stored, &reference, &mut out)?;
+    }
+    let chunk = expected.verify_owned(out).map_err(|e| match e {
+        HashError::ChunkMismatch { .. } => output_mismatch(image, index, work),
+        other => hash_error(other),
+    })?;
+    Ok((chunk, [stored, reference]))
+}
+
+/// Decodes patch `frame` (checked against its signed frame digest) against `reference` into
+/// `out`, which it must fill exactly.
+fn decode_patch(
     image: &ImageSpec,
     index: u64,
-    record: &StoredChunk,
-    source_ref: &SourceRef,
-    target: &mut dyn ReuseTarget,
-    (stored, reference, out): (&mut Vec<u8>, &mut Vec<u8>, &mut Vec<u8>),
+    frame: &[u8],
+    reference: &[u8],
+    out: &mut [u8],
 ) -> Result<(), Error> {
     let at = Location {
         image: Some(image.name.clone()),
         chunk: Some(index),
         offset: None,
     };
-    if record.encoding == ChunkEncoding::Source {
-        return target.read_installed(&image.partition, source_ref.offset, out);
-    }
-    read_frame(reader, image, index, record, source_ref, stored)?;
-    reference.resize(usize::try_from(source_ref.len).unwrap_or(usize::MAX), 0);
-    target.read_installed(&image.partition, source_ref.offset, reference)?;
-    match decode_frame(stored, Some(reference), out) {
+    match decode_frame(frame, Some(reference), out) {
         Ok(n) if n == out.len() => Ok(()),
         Ok(_) | Err(veriflash_hash::DecodeError::OutputOverflow) => Err(Error::new(
             ErrorKind::DecompressedLengthMismatch,
@@ -330,8 +621,8 @@ fn read_stored<R: Read>(
     })
 }
 
-fn output_mismatch(image: &ImageSpec, index: u64, record: &StoredChunk) -> Error {
-    let how = if record.encoding == ChunkEncoding::Source {
+fn output_mismatch(image: &ImageSpec, index: u64, work: Work) -> Error {
+    let how = if work == Work::Copied {
         "copied from"
     } else {
         "patched against"

@@ -16,6 +16,7 @@ pub mod ota;
 pub mod output;
 pub mod pack;
 pub mod package;
+mod pipeline;
 pub mod reuse;
 pub mod source;
 pub mod trust;

@@ -51,7 +51,8 @@ use std::time::{Duration, Instant};
 
 use veriflash_format::{BlockLen, HEADER_LEN, Header, ImageSpec};
 use veriflash_hash::{
-    ChunkVerifier, Error as HashError, ImageExpectation, Sha256, VerifiedChunk, VerifyError,
+    ChunkVerifier, Error as HashError, ExpectedChunk, ImageExpectation, Sha256, VerifiedBuffer,
+    VerifiedChunk, VerifyError,
 };
 use veriflash_sig::Verifier;
 
@@ -62,6 +63,7 @@ use crate::flash::CancelToken;
 use crate::package::{
     ImageReport, PackageReader, VerifiedManifest, VerifyReport, hex, location_in,
 };
+use crate::pipeline::{InOrder, Pipeline};
 use crate::reuse::{Origin, ReuseIndex, ReuseTarget, SinkOnly};
 use crate::source::{PermanentFailure, RangeReader, Source, describe_duration};
 
@@ -359,6 +361,11 @@ impl<S: Source> RemotePackage<S> {
     /// right before it goes to `target` (a mismatch: fetched instead, alone); the others are
     /// fetched, adjacent ones in one range request. With `cache`, every chunk fetched raw is
     /// kept there too.
+    ///
+    /// The calling thread reads the chunks in order (from the device side or the download), a
+    /// few ahead; worker threads hash (and decode) them; the calling thread hands them to
+    /// `target` in order ([`crate::pipeline`]). A chunk that does not match is read again and
+    /// checked on the calling thread, in its turn, before any chunk after it is handed on.
     pub(crate) fn stream_reusing(
         mut self,
         check_whole_image: bool,
@@ -387,88 +394,45 @@ impl<S: Source> RemotePackage<S> {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let decoder = ZstdDecoder::new();
-        let mut whole: Vec<Option<Sha256>> = images
-            .iter()
-            .map(|_| check_whole_image.then(Sha256::new))
-            .collect();
         let chunks = std::mem::take(&mut self.chunks);
         let origins: Vec<Option<&Origin>> =
             chunks.iter().map(|c| index.origin(&c.digest)).collect();
         let ends = range_ends(&chunks, &origins, self.package_len);
-        let (mut stored, mut decoded) = (Vec::new(), Vec::new());
-        for ((chunk, origin), end) in chunks.iter().zip(&origins).zip(ends) {
-            let (Some(image), Some(expected)) = (
-                images.get(chunk.image),
-                verifiers
-                    .get(chunk.image)
-                    .and_then(|v| v.expected_chunk(chunk.index)),
-            ) else {
-                return Err(Error::new(
-                    ErrorKind::Malformed,
-                    "a chunk outside the manifest",
-                ));
-            };
-            decoded.resize(expected.len(), 0);
-            // A reused chunk is read again here, right before it is hashed and written.
-            let mut reused = origin.is_some_and(|origin| {
-                stored.resize(chunk.len, 0);
-                origin.read(target, &mut stored).is_ok()
-            });
-            if !reused {
-                self.fetcher.check_cancelled()?;
-                // A chunk meant to be reused and fetched after all comes alone.
-                let end = if origin.is_some() {
-                    Some(chunk.end())
-                } else {
-                    end
-                };
-                self.fetcher.read_chunk(chunk, end, &mut stored)?;
-            }
-            let mut repairs = 0;
-            loop {
-                match expected.verify_decoded(&stored, &decoder, &mut decoded) {
-                    Ok(verified) => {
-                        let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
-                        if reused {
-                            self.fetcher.stats.bytes_reused =
-                                self.fetcher.stats.bytes_reused.saturating_add(len);
-                        } else {
-                            self.fetcher.failures = 0;
-                            if let Some(dir) = cache
-                                && expected.encoding() == veriflash_hash::ChunkEncoding::Raw
-                            {
-                                crate::reuse::cache_store(dir, &chunk.digest, verified.bytes());
-                            }
-                        }
-                        if let Some(Some(hasher)) = whole.get_mut(chunk.image) {
-                            hasher.update(verified.bytes());
-                        }
-                        target.chunk(image, verified)?;
-                        break;
-                    }
-                    Err(HashError::ChunkMismatch { .. }) if reused => {
-                        target.warn(format!(
-                            "image '{}' chunk {} read from the device side does not match its signed digest: fetched instead",
-                            image.name, chunk.index
-                        ));
-                        reused = false;
-                        self.fetcher.check_cancelled()?;
-                        self.fetcher
-                            .read_chunk(chunk, Some(chunk.end()), &mut stored)?;
-                    }
-                    Err(HashError::ChunkMismatch { .. }) => {
-                        if !self.fetcher.repair(chunk, &mut repairs, &mut stored)? {
-                            return Err(self.fetcher.unrepaired(chunk, &manifest, repairs));
-                        }
-                    }
-                    Err(e) => {
-                        return Err(convert::verify_error(&image.name, VerifyError::Hash(e)));
-                    }
-                }
-            }
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut io = ReuseIo {
+            fetcher: &mut self.fetcher,
+            manifest: &manifest,
+            verifiers: &verifiers,
+            chunks: &chunks,
+            origins: &origins,
+            ends: &ends,
+            target,
+            cache,
+            decoder: &decoder,
+            whole: images
+                .iter()
+                .map(|_| check_whole_image.then(Sha256::new))
+                .collect(),
+            next: 0,
+            spare: Vec::new(),
+        };
+        Pipeline {
+            threads,
+            in_flight: threads.saturating_mul(2),
         }
+        .run(&mut io, |read| {
+            let ReadChunk {
+                at,
+                expected,
+                reused,
+                stored,
+                decoded,
+            } = read;
+            let checked = expected.verify_decoded_owned(stored, &decoder, decoded);
+            (at, reused, checked)
+        })?;
         let mut reports = Vec::with_capacity(images.len());
-        for (image, hasher) in images.iter().zip(whole) {
+        for (image, hasher) in images.iter().zip(io.whole) {
             if let Some(hasher) = hasher
                 && hasher.finalize() != image.digest
             {
@@ -668,6 +632,194 @@ fn range_ends(
         }
     }
     ends
+}
+
+/// One chunk read on the calling thread, for a worker to check: its position in the plan, and
+/// whether it was read from the device side.
+struct ReadChunk<'a> {
+    at: usize,
+    expected: ExpectedChunk<'a>,
+    reused: bool,
+    stored: Vec<u8>,
+    decoded: Vec<u8>,
+}
+
+/// A chunk as a worker checked it: its position, whether it was reused, and the check.
+type CheckedChunk = (usize, bool, Result<(VerifiedBuffer, Vec<u8>), HashError>);
+
+/// The calling thread's side of [`RemotePackage::stream_reusing`].
+struct ReuseIo<'s, 'a, S> {
+    fetcher: &'s mut Fetcher<S>,
+    manifest: &'a VerifiedManifest,
+    verifiers: &'a [ChunkVerifier<'a>],
+    chunks: &'a [PlannedChunk],
+    origins: &'a [Option<&'a Origin>],
+    ends: &'a [Option<u64>],
+    target: &'s mut dyn ReuseTarget,
+    cache: Option<&'s Path>,
+    decoder: &'a ZstdDecoder,
+    whole: Vec<Option<Sha256>>,
+    next: usize,
+    /// Buffers handed back, for the next chunks: as many as are in flight at most.
+    spare: Vec<Vec<u8>>,
+}
+
+impl<'a, S: Source> ReuseIo<'_, 'a, S> {
+    /// Chunk `at` of the plan: its image and what it must hash to.
+    fn expected(&self, at: usize) -> Result<(&'a ImageSpec, ExpectedChunk<'a>), Error> {
+        let images = &self.manifest.manifest().images;
+        self.chunks
+            .get(at)
+            .and_then(|chunk| {
+                let image = images.get(chunk.image)?;
+                let expected = self
+                    .verifiers
+                    .get(chunk.image)?
+                    .expected_chunk(chunk.index)?;
+                Some((image, expected))
+            })
+            .ok_or_else(|| Error::new(ErrorKind::Malformed, "a chunk outside the manifest"))
+    }
+
+    /// A buffer of `len` bytes (its content is overwritten by a read).
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.resize(len, 0);
+        buffer
+    }
+
+    /// Keeps a buffer handed back, unless it holds no memory.
+    fn keep(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Hands verified chunk `at` on: counts it, keeps it in the cache when it was fetched
+    /// raw, hashes it into its image when asked, and gives it to the target.
+    fn deliver(
+        &mut self,
+        at: usize,
+        reused: bool,
+        verified: VerifiedChunk<'_>,
+    ) -> Result<(), Error> {
+        let (image, expected) = self.expected(at)?;
+        let Some(chunk) = self.chunks.get(at) else {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                "a chunk outside the manifest",
+            ));
+        };
+        let len = u64::try_from(chunk.len).unwrap_or(u64::MAX);
+        if reused {
+            self.fetcher.stats.bytes_reused = self.fetcher.stats.bytes_reused.saturating_add(len);
+        } else {
+            self.fetcher.failures = 0;
+            if let Some(dir) = self.cache
+                && expected.encoding() == veriflash_hash::ChunkEncoding::Raw
+            {
+                crate::reuse::cache_store(dir, &chunk.digest, verified.bytes());
+            }
+        }
+        if let Some(Some(hasher)) = self.whole.get_mut(chunk.image) {
+            hasher.update(verified.bytes());
+        }
+        self.target.chunk(image, verified)
+    }
+
+    /// Chunk `at`, which did not match its signed digest as first read: a reused one is
+    /// fetched instead, alone; a fetched one is repaired (fetched again alone, a bounded
+    /// number of times); then checked here and handed on.
+    fn read_again(&mut self, at: usize, mut reused: bool) -> Result<(), Error> {
+        let (image, expected) = self.expected(at)?;
+        let Some(chunk) = self.chunks.get(at).copied() else {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                "a chunk outside the manifest",
+            ));
+        };
+        let mut stored = self.buffer(chunk.len);
+        let mut decoded = self.buffer(expected.len());
+        let mut repairs = 0;
+        let mut mismatch = true;
+        loop {
+            if mismatch && reused {
+                self.target.warn(format!(
+                    "image '{}' chunk {} read from the device side does not match its signed digest: fetched instead",
+                    image.name, chunk.index
+                ));
+                reused = false;
+                self.fetcher.check_cancelled()?;
+                self.fetcher
+                    .read_chunk(&chunk, Some(chunk.end()), &mut stored)?;
+            } else if mismatch && !self.fetcher.repair(&chunk, &mut repairs, &mut stored)? {
+                return Err(self.fetcher.unrepaired(&chunk, self.manifest, repairs));
+            }
+            match expected.verify_decoded(&stored, self.decoder, &mut decoded) {
+                Ok(verified) => return self.deliver(at, reused, verified),
+                Err(HashError::ChunkMismatch { .. }) => mismatch = true,
+                Err(e) => return Err(convert::verify_error(&image.name, VerifyError::Hash(e))),
+            }
+        }
+    }
+}
+
+impl<'a, S: Source> InOrder for ReuseIo<'_, 'a, S> {
+    type Job = ReadChunk<'a>;
+    type Checked = CheckedChunk;
+
+    /// Reads the next chunk: a reused one again from where the device side holds it, right
+    /// now; any other (or a reused one that cannot be read) from the download.
+    fn read(&mut self) -> Option<Result<ReadChunk<'a>, Error>> {
+        let at = self.next;
+        let chunk = *self.chunks.get(at)?;
+        self.next += 1;
+        let origin = self.origins.get(at).copied().flatten();
+        let end = self.ends.get(at).copied().flatten();
+        let read = self.expected(at).and_then(|(_, expected)| {
+            let mut stored = self.buffer(chunk.len);
+            let decoded = if expected.encoding() == veriflash_hash::ChunkEncoding::Raw {
+                Vec::new()
+            } else {
+                self.buffer(expected.len())
+            };
+            let reused = origin.is_some_and(|origin| origin.read(self.target, &mut stored).is_ok());
+            if !reused {
+                self.fetcher.check_cancelled()?;
+                // A chunk meant to be reused and fetched after all comes alone.
+                let end = if origin.is_some() {
+                    Some(chunk.end())
+                } else {
+                    end
+                };
+                self.fetcher.read_chunk(&chunk, end, &mut stored)?;
+            }
+            Ok(ReadChunk {
+                at,
+                expected,
+                reused,
+                stored,
+                decoded,
+            })
+        });
+        Some(read)
+    }
+
+    fn hand_on(&mut self, (at, reused, checked): CheckedChunk) -> Result<(), Error> {
+        match checked {
+            Ok((verified, spare)) => {
+                self.deliver(at, reused, verified.as_verified())?;
+                self.keep(verified.into_buffer());
+                self.keep(spare);
+                Ok(())
+            }
+            Err(HashError::ChunkMismatch { .. }) => self.read_again(at, reused),
+            Err(e) => {
+                let (image, _) = self.expected(at)?;
+                Err(convert::verify_error(&image.name, VerifyError::Hash(e)))
+            }
+        }
+    }
 }
 
 /// Verified payload bytes are flushed and the bitmap saved after this many.

@@ -554,8 +554,12 @@ impl<R: Read> VerifiedPackage<R> {
         if !self.is_delta() {
             return self.stream(|image, chunk| target.chunk(image, chunk));
         }
-        let images =
-            crate::delta::stream(&mut self.reader, self.manifest.manifest(), Some(target))?;
+        let images = crate::delta::stream(
+            &mut self.reader,
+            self.manifest.manifest(),
+            Some(target),
+            self.options,
+        )?;
         check_end(&mut self.reader)?;
         Ok(VerifyReport::new(&self.manifest, images))
     }
@@ -570,7 +574,12 @@ impl<R: Read> VerifiedPackage<R> {
         if !self.is_delta() {
             return self.stream(|_, _| Ok(()));
         }
-        let images = crate::delta::stream(&mut self.reader, self.manifest.manifest(), None)?;
+        let images = crate::delta::stream(
+            &mut self.reader,
+            self.manifest.manifest(),
+            None,
+            self.options,
+        )?;
         check_end(&mut self.reader)?;
         Ok(VerifyReport::new(&self.manifest, images))
     }

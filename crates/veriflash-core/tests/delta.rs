@@ -27,10 +27,14 @@ use veriflash_core::plugin::{
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::source::FileSource;
 use veriflash_core::{
-    AnchorSet, Chunking, ErrorKind, Event, ImageData, ImageSource, InstallReport, PackOptions,
-    PackageSource, PackageSpec, Reuse, Trust, UnsignedPackage, Updater,
+    AnchorSet, Chunking, Event, ImageData, ImageSource, InstallReport, PackOptions, PackageSource,
+    PackageSpec, Reuse, Trust, UnsignedPackage, Updater,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
+
+#[path = "support/power.rs"]
+mod power;
+use power::Sweep;
 
 const CHUNK: usize = 4096;
 
@@ -492,55 +496,29 @@ fn power_cut_at_every_storage_operation_of_a_delta_install_never_bricks() {
         device.operations()
     };
     assert!(operations > 20, "{operations} operations");
-    for mode in [Cut::Torn, Cut::After] {
-        let (mut old, mut new) = (0, 0);
-        for cut in 1..=operations {
-            let path = f.dir.path().join("cut.img");
-            std::fs::copy(&base, &path).unwrap();
-            let mut registry = Registry::new();
-            registry.register(Box::new(CutPlugin { at: cut, mode }));
-            let (result, _) = install(
-                &f,
-                source(),
-                &format!("file:{}", path.display()),
-                Reuse::default(),
-                None,
-                Some(registry),
-            );
-            // Power comes back: the old or the new software boots, never neither.
-            match boots(&path).as_deref() {
-                Some("v1") => {
-                    old += 1;
-                    let err = result.expect_err("cut before the commit");
-                    assert_eq!(
-                        err.kind(),
-                        ErrorKind::Interrupted,
-                        "{mode:?} at {cut}: {err}"
-                    );
-                    // And a second delta install completes it.
-                    let (again, _) = install(
-                        &f,
-                        source(),
-                        &format!("file:{}", path.display()),
-                        Reuse::default(),
-                        None,
-                        None,
-                    );
-                    again.unwrap_or_else(|e| panic!("{mode:?} at {cut}: re-run: {e}"));
-                    assert_eq!(boots(&path).as_deref(), Some("v2"));
-                }
-                Some("v2") => new += 1,
-                other => panic!("{mode:?} at {cut}: boots {other:?}"),
-            }
-        }
-        // Only a commit record that landed whole boots v2.
-        let expected = if mode == Cut::Torn {
-            (operations, 0)
-        } else {
-            (operations - 1, 1)
-        };
-        assert_eq!((old, new), expected, "{mode:?}");
+    let scratch = f.dir.path().join("cut.img");
+    Sweep {
+        base: &base,
+        scratch: &scratch,
+        operations,
+        old: "v1",
+        new: "v2",
     }
+    .run(
+        &mut |path, cut| {
+            // A second delta install, after a cut, completes the first.
+            let registry = cut.map(|(at, mode)| {
+                let mut registry = Registry::new();
+                registry.register(Box::new(CutPlugin { at, mode }));
+                registry
+            });
+            let target = format!("file:{}", path.display());
+            let (result, _) = install(&f, source(), &target, Reuse::default(), None, registry);
+            result.map(|_| ())
+        },
+        &mut |_, _, _| {},
+        &mut |_| {},
+    );
 }
 
 /// A one-image package of `rootfs` for partition `system`, chunked and compressed as `options`

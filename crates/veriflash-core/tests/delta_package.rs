@@ -15,14 +15,19 @@
 use std::path::{Path, PathBuf};
 
 use veriflash_core::format::{ChunkEncoding, Manifest, SignatureBlock, SignatureEntry};
+use veriflash_core::hash::ParallelOptions;
 use veriflash_core::plugin::FlashSession;
-use veriflash_core::plugin::file_device::{Cut, FileDevice, Layout};
+use veriflash_core::plugin::file_device::{FileDevice, Layout};
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::{
     AnchorSet, CancelToken, DeltaBase, ErrorKind, ImageData, ImageSource, InstallPolicy,
     InstalledImages, PackOptions, PackageReader, PackageSpec, Trust, UnsignedPackage,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
+
+#[path = "support/power.rs"]
+mod power;
+use power::Sweep;
 
 const CHUNK: u32 = 4096;
 
@@ -477,41 +482,26 @@ fn power_cut_at_every_storage_operation_of_a_delta_package_install_never_bricks(
         device.operations()
     };
     assert!(operations > 20, "{operations} operations");
-    for mode in [Cut::Torn, Cut::After] {
-        let (mut old, mut new) = (0, 0);
-        for cut in 1..=operations {
-            let path = f.dir.path().join("cut.img");
-            std::fs::copy(&base, &path).unwrap();
-            let mut device = FileDevice::open(&path).unwrap();
-            device.cut_power_at(cut, mode);
-            let result = install(&f, &f.delta, &mut device);
-            drop(device);
-            // Power comes back: the old or the new software boots, never neither.
-            match boots(&path).as_deref() {
-                Some("v1") => {
-                    old += 1;
-                    let err = result.expect_err("cut before the commit");
-                    assert_eq!(
-                        err.kind(),
-                        ErrorKind::Interrupted,
-                        "{mode:?} at {cut}: {err}"
-                    );
-                    // The delta still applies (the active slot was never written): it completes.
-                    install(&f, &f.delta, &mut FileDevice::open(&path).unwrap())
-                        .unwrap_or_else(|e| panic!("{mode:?} at {cut}: re-run: {e}"));
-                    assert_eq!(boots(&path).as_deref(), Some("v2"));
-                }
-                Some("v2") => new += 1,
-                other => panic!("{mode:?} at {cut}: boots {other:?}"),
-            }
-        }
-        let expected = if mode == Cut::Torn {
-            (operations, 0)
-        } else {
-            (operations - 1, 1)
-        };
-        assert_eq!((old, new), expected, "{mode:?}");
+    let scratch = f.dir.path().join("cut.img");
+    Sweep {
+        base: &base,
+        scratch: &scratch,
+        operations,
+        old: "v1",
+        new: "v2",
     }
+    .run(
+        &mut |path, cut| {
+            let mut device = FileDevice::open(path).unwrap();
+            if let Some((at, mode)) = cut {
+                device.cut_power_at(at, mode);
+            }
+            // Cut or not, the delta applies: the active slot is never written.
+            install(&f, &f.delta, &mut device)
+        },
+        &mut |_, _, _| {},
+        &mut |_| {},
+    );
 }
 
 #[test]
@@ -544,4 +534,156 @@ fn a_copy_only_delta_stores_no_patch_and_installs_the_same_bytes() {
     let device = device_running_v1(&f, "copy-only.img");
     install(&f, &package, &mut FileDevice::open(&device).unwrap()).unwrap();
     assert_eq!(booted_images(&device), images_v2());
+}
+
+/// A chunk as the sink got it: image, index, offset, bytes.
+type Handed = (String, u64, u64, Vec<u8>);
+
+/// The chunks a delta streams against `installed` with `options`, in the order they were
+/// handed on, and how the stream ended.
+fn streamed(
+    f: &Fixture,
+    installed: &mut dyn InstalledImages,
+    options: ParallelOptions,
+) -> (Vec<Handed>, Result<(), veriflash_core::Error>) {
+    let mut chunks = Vec::new();
+    let result = PackageReader::new(f.delta.as_slice())
+        .unwrap()
+        .verify(&trust(&f.key).verifier())
+        .unwrap()
+        .with_options(options)
+        .stream_with_source(installed, |image, chunk| {
+            chunks.push((
+                image.name.clone(),
+                chunk.index(),
+                chunk.offset(),
+                chunk.bytes().to_vec(),
+            ));
+            Ok(())
+        })
+        .map(|_| ());
+    (chunks, result)
+}
+
+fn v1_images() -> Images {
+    let v1 = images_v1();
+    Images(vec![("boot", v1[0].clone()), ("system", v1[1].clone())])
+}
+
+#[test]
+fn a_delta_streams_the_same_chunks_in_the_same_order_on_one_thread_and_on_many() {
+    let f = fixture();
+    let one = ParallelOptions::new().threads(1).max_in_flight(1);
+    let (serial, result) = streamed(&f, &mut v1_images(), one);
+    result.unwrap();
+    let images: Vec<Vec<u8>> = ["boot", "rootfs"]
+        .iter()
+        .map(|name| {
+            serial
+                .iter()
+                .filter(|c| c.0 == *name)
+                .flat_map(|c| c.3.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(images, images_v2());
+    for options in [
+        ParallelOptions::new(),
+        ParallelOptions::new()
+            .threads(4)
+            .max_in_flight(8)
+            .min_buffer_len(1),
+        ParallelOptions::new()
+            .threads(3)
+            .max_in_flight(2)
+            .min_buffer_len(3 * 4096),
+    ] {
+        let (parallel, result) = streamed(&f, &mut v1_images(), options);
+        result.unwrap();
+        assert!(parallel == serial, "{options:?}");
+    }
+}
+
+/// v1's images, read right once per partition (the source check reads each image whole, in
+/// one read here), and damaged in `partition` from byte `from` on for every read after that.
+struct DamagedAfterCheck {
+    images: Images,
+    partition: &'static str,
+    from: u64,
+    reads: usize,
+}
+
+impl InstalledImages for DamagedAfterCheck {
+    fn installed_len(&mut self, partition: &str) -> Result<Option<u64>, veriflash_core::Error> {
+        self.images.installed_len(partition)
+    }
+
+    fn read_installed(
+        &mut self,
+        partition: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), veriflash_core::Error> {
+        self.images.read_installed(partition, offset, buf)?;
+        self.reads += 1;
+        if self.reads > 2 && partition == self.partition {
+            for (at, b) in (offset..).zip(buf.iter_mut()) {
+                if at >= self.from {
+                    *b ^= 0x5A;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_was_handed_on() {
+    let f = fixture();
+    const FROM: u64 = 120_000;
+    let rootfs = verified_manifest(&f, &f.delta).images[1].clone();
+    // The rebuilt chunks and the installed range each is read from, in order.
+    let rebuilt: Vec<(u64, u64)> = (0..rootfs.chunk_count())
+        .filter(|&i| rootfs.stored_chunk(i).unwrap().encoding.uses_source())
+        .zip(&rootfs.source.as_ref().unwrap().references)
+        .map(|(i, r)| (i, r.offset + u64::from(r.len)))
+        .collect();
+    let damaged: Vec<u64> = rebuilt
+        .iter()
+        .filter(|(_, end)| *end > FROM)
+        .map(|(i, _)| *i)
+        .collect();
+    let first = damaged[0];
+    assert!(first > 4 && damaged.len() > 4, "chunk {first}, {damaged:?}");
+    for options in [
+        ParallelOptions::new().threads(1).max_in_flight(1),
+        ParallelOptions::new()
+            .threads(4)
+            .max_in_flight(8)
+            .min_buffer_len(1),
+        ParallelOptions::new(),
+    ] {
+        let mut damaged = DamagedAfterCheck {
+            images: v1_images(),
+            partition: "system",
+            from: FROM,
+            reads: 0,
+        };
+        let (chunks, result) = streamed(&f, &mut damaged, options);
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::DeltaOutputMismatch,
+            "{options:?}: {err}"
+        );
+        assert_eq!(err.location().chunk, Some(first), "{options:?}: {err}");
+        assert_eq!(err.location().image.as_deref(), Some("rootfs"));
+        let handed_on: Vec<(&str, u64)> = chunks.iter().map(|c| (c.0.as_str(), c.1)).collect();
+        let boot_chunks = verified_manifest(&f, &f.delta).images[0].chunk_count();
+        let expected: Vec<(&str, u64)> = (0..boot_chunks)
+            .map(|i| ("boot", i))
+            .chain((0..first).map(|i| ("rootfs", i)))
+            .collect();
+        assert_eq!(handed_on, expected, "{options:?}");
+    }
 }

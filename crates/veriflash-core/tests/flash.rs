@@ -21,6 +21,10 @@ use veriflash_core::{
 };
 use veriflash_test_support::{file_layout, pseudo_random};
 
+#[path = "support/power.rs"]
+mod power;
+use power::Sweep;
+
 fn layout() -> Layout {
     file_layout(
         &[
@@ -465,58 +469,32 @@ fn power_cut_at_every_storage_operation_never_bricks() {
         "an install of two images takes many operations ({operations})"
     );
 
-    let mut outcomes = Vec::new();
-    for mode in [Cut::Torn, Cut::After] {
-        let mut old = 0;
-        let mut new = 0;
-        for cut in 1..=operations {
-            let path = dir.path().join("cut.img");
-            std::fs::copy(&base, &path).unwrap();
-            let mut device = FileDevice::open(&path).unwrap();
-            device.cut_power_at(cut, mode);
-            let result = install_on(&mut device, update.bytes.as_slice(), &t);
-            drop(device);
-            // Power comes back: the device boots the old or the new software, never neither.
-            let mut device = FileDevice::open(&path).expect("device state lost");
-            let booted = device
-                .boot_check()
-                .unwrap_or_else(|e| panic!("{mode:?} cut at {cut}: unbootable: {e}"));
-            match booted.as_deref() {
-                Some("v5") => {
-                    old += 1;
-                    let err = result.expect_err("an install cut before its commit cannot succeed");
-                    assert_eq!(
-                        err.kind(),
-                        ErrorKind::Interrupted,
-                        "{mode:?} cut at {cut}: {err}"
-                    );
-                    // The journal shows the interrupted install (unless the journal write
-                    // itself was cut) until a re-run completes it.
-                    let journalled = device.current_status().interrupted_install.is_some();
-                    assert!(
-                        journalled || (cut == 1 && mode == Cut::Torn),
-                        "{mode:?} cut at {cut}"
-                    );
-                    install_on(&mut device, update.bytes.as_slice(), &t)
-                        .unwrap_or_else(|e| panic!("{mode:?} cut at {cut}: re-run failed: {e}"));
-                }
-                Some("v6") => new += 1,
-                other => panic!("{mode:?} cut at {cut}: boots {other:?}"),
+    let scratch = dir.path().join("cut.img");
+    Sweep {
+        base: &base,
+        scratch: &scratch,
+        operations,
+        old: "v5",
+        new: "v6",
+    }
+    .run(
+        &mut |path, cut| {
+            let mut device = FileDevice::open(path).unwrap();
+            if let Some((at, mode)) = cut {
+                device.cut_power_at(at, mode);
             }
-            assert_eq!(
-                device.boot_check().unwrap().as_deref(),
-                Some("v6"),
+            install_on(&mut device, update.bytes.as_slice(), &t).map(|_| ())
+        },
+        &mut |device, mode, cut| {
+            // The journal shows the interrupted install (unless the journal write itself was
+            // cut) until a re-run completes it.
+            let journalled = device.current_status().interrupted_install.is_some();
+            assert!(
+                journalled || (cut == 1 && mode == Cut::Torn),
                 "{mode:?} cut at {cut}"
             );
-            assert_eq!(device.current_status().info.security_floor, 6);
-        }
-        outcomes.push((mode, old, new));
-    }
-    // A torn commit record is discarded: the old software boots. A commit that landed boots
-    // the new one. Every other cut leaves the old one.
-    assert_eq!(
-        outcomes,
-        vec![(Cut::Torn, operations, 0), (Cut::After, operations - 1, 1)]
+        },
+        &mut |device| assert_eq!(device.current_status().info.security_floor, 6),
     );
 }
 

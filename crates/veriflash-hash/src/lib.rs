@@ -31,7 +31,7 @@ pub use slice::verify_slice_parallel;
 pub use verify::SharedChunk;
 pub use verify::{
     ChunkDecoder, ChunkEncoding, ChunkVerifier, DecodeError, ExpectedChunk, ImageExpectation,
-    Realigner, StoredChunk, VerifiedChunk,
+    Realigner, StoredChunk, VerifiedBuffer, VerifiedChunk,
 };
 
 #[cfg(all(test, feature = "std"))]

@@ -288,6 +288,87 @@ impl<'a> ExpectedChunk<'a> {
     }
 }
 
+impl ExpectedChunk<'_> {
+    /// [`verify`](Self::verify) of a buffer the token then owns: for a check made on one
+    /// thread whose chunk another thread hands on (the delta install's workers). The buffer
+    /// comes back with [`VerifiedBuffer::into_buffer`], for the next chunk.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify); the buffer is dropped (a run stops at its first bad chunk).
+    pub fn verify_owned(&self, bytes: Vec<u8>) -> Result<VerifiedBuffer, Error> {
+        self.verify(&bytes)?;
+        Ok(VerifiedBuffer {
+            index: self.index,
+            offset: self.offset,
+            bytes,
+        })
+    }
+
+    /// [`verify_decoded`](Self::verify_decoded) into buffers the token then owns: it holds
+    /// `stored` for a raw chunk and the first [`len`](Self::len) bytes of `out` (truncated to
+    /// them) otherwise; the buffer it does not hold is returned beside it.
+    ///
+    /// # Errors
+    /// As [`verify_decoded`](Self::verify_decoded); the buffers are dropped.
+    pub fn verify_decoded_owned(
+        &self,
+        stored: Vec<u8>,
+        decoder: &dyn ChunkDecoder,
+        mut out: Vec<u8>,
+    ) -> Result<(VerifiedBuffer, Vec<u8>), Error> {
+        self.verify_decoded(&stored, decoder, &mut out)?;
+        let (bytes, spare) = if self.encoding == ChunkEncoding::Raw {
+            (stored, out)
+        } else {
+            out.truncate(self.len);
+            (out, stored)
+        };
+        Ok((
+            VerifiedBuffer {
+                index: self.index,
+                offset: self.offset,
+                bytes,
+            },
+            spare,
+        ))
+    }
+}
+
+/// A [`VerifiedChunk`] that owns its bytes, so that it can be checked on one thread and handed
+/// on from another without a copy. Made only by [`ExpectedChunk::verify_owned`] and
+/// [`ExpectedChunk::verify_decoded_owned`]; its bytes cannot be changed, only lent out
+/// ([`as_verified`](Self::as_verified)) or given up with the proof
+/// ([`into_buffer`](Self::into_buffer)).
+pub struct VerifiedBuffer {
+    index: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl VerifiedBuffer {
+    /// The chunk as a [`VerifiedChunk`] borrowing this buffer.
+    #[must_use]
+    pub fn as_verified(&self) -> VerifiedChunk<'_> {
+        VerifiedChunk {
+            index: self.index,
+            offset: self.offset,
+            bytes: &self.bytes,
+        }
+    }
+
+    /// The buffer, for reuse: the proof ends here.
+    #[must_use]
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for VerifiedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_verified().fmt(f)
+    }
+}
+
 /// Proof token: bytes that hashed to their expected chunk digest.
 ///
 /// It has no public constructor and its fields are private: the only way to get one is a

@@ -231,6 +231,56 @@ fn verify_decoded_checks_the_digest_first_and_verify_refuses_encoded_chunks() {
 }
 
 #[test]
+fn owned_checks_keep_the_verified_buffer_and_hand_back_the_other() {
+    let (image, stored, table) = image();
+    let digests = chunk_digests(&stored, &table);
+    let whole = [0u8; 32];
+    let expect = ImageExpectation {
+        size: (8 * CHUNK) as u64,
+        chunk_size: CHUNK as u32,
+        digest: &whole,
+        chunk_digests: &digests,
+    };
+    let verifier = veriflash_hash::ChunkVerifier::with_storage(expect, &table).unwrap();
+    let toy = Toy::default();
+    // Encoded: the token owns the decoded bytes (cut to the chunk), the stored ones come back.
+    let encoded = verifier.expected_chunk(2).unwrap();
+    let (chunk, spare) = encoded
+        .verify_decoded_owned(vec![2], &toy, vec![0xAA; CHUNK + 10])
+        .unwrap();
+    assert_eq!(spare, vec![2]);
+    let verified = chunk.as_verified();
+    assert_eq!((verified.index(), verified.offset()), (2, 2 * CHUNK as u64));
+    assert_eq!(verified.bytes(), &image[2 * CHUNK..3 * CHUNK]);
+    assert_eq!(chunk.into_buffer().len(), CHUNK);
+    // Raw: the token owns the stored bytes, the decode buffer comes back untouched.
+    let raw = verifier.expected_chunk(1).unwrap();
+    let bytes = image[CHUNK..2 * CHUNK].to_vec();
+    let (chunk, spare) = raw
+        .verify_decoded_owned(bytes.clone(), &toy, vec![7; 3])
+        .unwrap();
+    assert_eq!(
+        (chunk.as_verified().bytes(), spare),
+        (&bytes[..], vec![7; 3])
+    );
+    assert_eq!(
+        raw.verify_owned(bytes.clone()).unwrap().into_buffer(),
+        bytes
+    );
+    // A changed byte is refused, owned or not; an encoded chunk needs its decoder.
+    let mut bad = bytes;
+    bad[9] ^= 1;
+    assert!(matches!(
+        raw.verify_owned(bad),
+        Err(Error::ChunkMismatch { index: 1, .. })
+    ));
+    assert!(matches!(
+        encoded.verify_owned(vec![2]),
+        Err(Error::DecodeFailed { index: 2, .. })
+    ));
+}
+
+#[test]
 fn a_table_lays_out_chunks_of_their_own_lengths() {
     // Raw chunks of 1000, 4096, 1, 3000 bytes: content-defined chunks, at most CHUNK each.
     let lens = [1000u32, 4096, 1, 3000];
