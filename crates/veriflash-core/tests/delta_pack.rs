@@ -11,7 +11,7 @@
     clippy::cast_possible_truncation
 )]
 
-use veriflash_core::format::{ChunkEncoding, SignatureBlock};
+use veriflash_core::format::ChunkEncoding;
 use veriflash_core::ota::OtaOptions;
 use veriflash_core::plugin::FlashSession;
 use veriflash_core::plugin::file_device::FileDevice;
@@ -21,7 +21,7 @@ use veriflash_core::{
     AnchorSet, CancelToken, DeltaBase, ImageData, ImageSource, InstallPolicy, PackOptions,
     PackageSource, PackageSpec, Trust, TrustedTime, UnsignedPackage, Updater,
 };
-use veriflash_test_support::{file_layout, pseudo_random};
+use veriflash_test_support::{file_layout, pseudo_random, sign_and_write};
 
 const CHUNK: u32 = 64 << 10;
 const OLD_LEN: usize = 2 << 20;
@@ -43,12 +43,7 @@ fn spec(image: Vec<u8>, version: u64) -> PackageSpec {
 }
 
 fn written(unsigned: &UnsignedPackage, key: &SigningKey) -> Vec<u8> {
-    let block = SignatureBlock {
-        entries: vec![unsigned.sign(key).unwrap()],
-    };
-    let mut bytes = Vec::new();
-    unsigned.write_to(&block, &mut bytes).unwrap();
-    bytes
+    sign_and_write(unsigned, &[key]).unwrap()
 }
 
 fn install(package: &[u8], trust: &Trust, device: &mut FileDevice) {
