@@ -43,7 +43,7 @@
 //!      refused with [`ErrorKind::Busy`] instead of writing into the same partial file, and
 //!      `FILE` must be absent or a regular file ([`crate::output::check_output`]).
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -893,7 +893,8 @@ fn plan(manifest: &VerifiedManifest, payload_offset: u64) -> Result<Vec<PlannedC
 }
 
 /// Opens `partial` (creating it, never following a symbolic link) and locks it exclusively
-/// without waiting: the lock, not the name, says which run owns a partial download.
+/// without queueing behind another run ([`veriflash_plugin::flock`]): the lock, not the name,
+/// says which run owns a partial download.
 ///
 /// The run that held the lock renames the file to its final name before it lets go, so a lock
 /// won on a file that no longer has the name `partial` is on a finished download: the name is
@@ -918,10 +919,10 @@ fn lock_partial(partial: &Path) -> Result<File, Error> {
             .custom_flags(no_follow)
             .open(partial)
             .map_err(|e| Error::io(partial.display(), e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(busy()),
-            Err(TryLockError::Error(e)) => return Err(Error::io(partial.display(), e)),
+        match veriflash_plugin::flock::lock_exclusive(&file) {
+            Ok(true) => {}
+            Ok(false) => return Err(busy()),
+            Err(e) => return Err(Error::io(partial.display(), e)),
         }
         let locked = file
             .metadata()

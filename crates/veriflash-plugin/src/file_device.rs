@@ -509,37 +509,17 @@ fn buffer(path: &Path, len: u64) -> Result<Vec<u8>, PluginError> {
     Ok(v)
 }
 
-/// How long [`claim`] keeps trying a lock that is held: long enough for a child process that
-/// was forked while a session of this program held the file to reach its `exec` (until then
-/// its copy of the descriptor keeps the lock, although the session that took it has ended),
-/// short enough that a device really in use is refused at once for a person.
-const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// Takes the exclusive lock that makes `file` this session's alone; refuses if another session
-/// (in this process or any other) holds it.
-///
-/// An `flock` belongs to the open file, which a fork shares: a program that starts a process
-/// on one thread while a session on another ends (the C API's caller, a test harness) leaves
-/// the lock held by the child for the moment between its fork and its `exec`, where every
-/// descriptor marked close-on-exec is closed. So a held lock is tried again for
-/// [`CLAIM_PATIENCE`] before the device is called busy (seen as a spurious "busy" right after
-/// an install, under load, in this project's own tests).
+/// (in this process or any other) holds it ([`crate::flock::lock_exclusive`]: after a moment's
+/// patience, for a lock a forked child still holds).
 fn claim(file: &File, path: &Path) -> Result<(), PluginError> {
-    let started = std::time::Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < CLAIM_PATIENCE => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(PluginError::Busy(format!(
-                    "{} is held by another session (another veriflash run, or this program's own)",
-                    path.display()
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(storage(path, e)),
-        }
+    match crate::flock::lock_exclusive(file) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(PluginError::Busy(format!(
+            "{} is held by another session (another veriflash run, or this program's own)",
+            path.display()
+        ))),
+        Err(e) => Err(storage(path, e)),
     }
 }
 
@@ -1442,24 +1422,6 @@ mod tests {
         assert!(matches!(third, Err(PluginError::Busy(_))));
         drop(second);
         FileDevice::open(&path).unwrap();
-    }
-
-    #[test]
-    fn a_lock_a_child_process_keeps_for_a_moment_after_the_session_ended_is_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dev.img");
-        let session = FileDevice::create(&path, &layout()).unwrap();
-        // A child that inherited the session's open file, as a process forked while the session
-        // ran does until its exec: the lock lives on in it after the session ends.
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.05")
-            .stdin(session.file.try_clone().unwrap())
-            .spawn()
-            .unwrap();
-        drop(session);
-        let reopened = FileDevice::open(&path);
-        child.wait().unwrap();
-        assert!(reopened.is_ok(), "{:?}", reopened.err());
     }
 
     #[test]

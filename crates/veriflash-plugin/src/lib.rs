@@ -5,6 +5,7 @@
 pub mod config;
 #[cfg(feature = "file-device")]
 pub mod file_device;
+pub mod flock;
 pub mod hazmat;
 #[cfg(feature = "file-device")]
 mod readback;
