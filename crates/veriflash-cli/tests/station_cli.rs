@@ -371,7 +371,13 @@ fn a_partition_table_is_rewritten_only_by_a_station_that_allows_it() {
         ];
         args.extend(extra);
         let station = Station::start(&args, dir);
-        station.wait_for("the modem", |s| s["devices"][0]["state"] == "ready");
+        let ready = station.wait_for("the modem", |s| s["devices"][0]["state"] == "ready");
+        // The page shows, before any click, whether a partition table may be rewritten.
+        assert_eq!(
+            ready["package"]["partition_table_rewrites"],
+            extra.is_some(),
+            "{ready:#}"
+        );
         let r = station.post("/api/flash", r#"{"targets":["mdm9x07:emulator:ec25"]}"#);
         assert_eq!(r.status, 202, "{r:?}");
         let state = station.wait_for("the install", |s| {

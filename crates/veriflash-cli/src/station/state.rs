@@ -269,7 +269,7 @@ impl std::fmt::Debug for Station {
 
 impl Station {
     pub(crate) fn new(setup: Setup) -> Self {
-        let package = package_json(&setup.report);
+        let package = package_json(&setup.report, setup.allow_partition_table);
         Self {
             bytes: setup.bytes,
             report: setup.report,
@@ -654,8 +654,10 @@ impl Station {
     }
 }
 
-/// The package as the page shows it: what it is, who signed it, and each verification step.
-fn package_json(report: &VerifyReport) -> Value {
+/// The package as the page shows it: what it is, who signed it, each verification step, and
+/// whether this station lets it rewrite a modem's partition table (a technician should see
+/// that before a click, not learn it from a refusal).
+fn package_json(report: &VerifyReport, allow_partition_table: bool) -> Value {
     let chunks: u64 = report.images.iter().map(|i| i.chunks).sum();
     let bytes: u64 = report.images.iter().map(|i| i.size).sum();
     let whole = report.images.iter().all(|i| i.sha256_checked);
@@ -667,6 +669,7 @@ fn package_json(report: &VerifyReport) -> Value {
         "security_version": report.security_version,
         "package_id": report.package_id,
         "signers": report.signers,
+        "partition_table_rewrites": allow_partition_table,
         "images": report.images.iter().map(|i| json!({
             "name": i.name, "partition": i.partition, "size": i.size, "chunks": i.chunks,
         })).collect::<Vec<_>>(),

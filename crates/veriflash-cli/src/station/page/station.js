@@ -37,6 +37,9 @@ function renderPackage(p) {
     ["Security version", p.security_version], ["Package id", p.package_id],
     ["Signers", p.signers.join(", ")],
     ["Images", p.images.map(i => i.name + " → " + i.partition + " (" + size(i.size) + ")").join(", ")],
+    ["Partition table", p.partition_table_rewrites
+      ? "may be rewritten (started with --allow-partition-table)"
+      : "never rewritten (a package that would is refused)"],
   ];
   for (const [k, v] of facts) { dl.append(el("dt", k), el("dd", v)); }
   const ol = document.getElementById("steps");
