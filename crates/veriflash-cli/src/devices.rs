@@ -1,6 +1,7 @@
 //! `veriflash devices`: the modems on USB, found through sysfs (`veriflash_mdm9x07::discover`):
 //! download-mode devices with the targets that flash them, and normal-mode modems whose DIAG
-//! port can switch them to download mode.
+//! port can switch them to download mode; and the emulated modems that announce themselves
+//! under the state directory (`veriflash emulate mdm9x07 --pty`), as the station finds them.
 
 use std::path::Path;
 
@@ -37,6 +38,10 @@ fn device_json(d: &FoundDevice) -> serde_json::Value {
 
 /// Lists the modems under the sysfs directory `root`.
 pub(crate) fn run(root: &Path, json: bool) -> Result<(), Failure> {
+    let emulated = crate::plugins::environment()
+        .state_dir
+        .map(|dir| crate::emulators::list(&dir))
+        .unwrap_or_default();
     let found = Sysfs::new(root).scan().map_err(|e| {
         Failure::new(
             Error::new(
@@ -47,9 +52,17 @@ pub(crate) fn run(root: &Path, json: bool) -> Result<(), Failure> {
         )
     })?;
     if json {
-        crate::events::print(
-            json!({ "ok": true, "devices": found.iter().map(device_json).collect::<Vec<_>>() }),
-        );
+        crate::events::print(json!({
+            "ok": true,
+            "devices": found.iter().map(device_json).collect::<Vec<_>>(),
+            "emulators": emulated,
+        }));
+        return Ok(());
+    }
+    for target in &emulated {
+        println!("emulated modem in download mode: {target}");
+    }
+    if found.is_empty() && !emulated.is_empty() {
         return Ok(());
     }
     if found.is_empty() {

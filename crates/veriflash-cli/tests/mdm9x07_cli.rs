@@ -237,6 +237,25 @@ fn devices_lists_edl_and_diag_modems_with_their_targets_or_says_none() {
     ));
     assert!(text.contains("mdm9x07:usb:1-1.2"), "{text}");
     assert!(text.contains("DIAG"), "{text}");
+
+    // An emulator announced under the state directory is listed too, with its target, as the
+    // station finds it; with no USB modem, it is not "no device found".
+    let emulated = Emulated::announced(&[], tmp.path());
+    let target = format!("mdm9x07:serial:{}", emulated.path);
+    let empty = tmp.path().join("empty-usb");
+    std::fs::create_dir_all(&empty).unwrap();
+    let text = ok(&veriflash(
+        &["devices", "--sysfs", empty.to_str().unwrap()],
+        tmp.path(),
+    ));
+    assert!(text.contains(&target), "{text}");
+    assert!(!text.contains("no device found"), "{text}");
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["devices", "--json", "--sysfs", empty.to_str().unwrap()],
+        tmp.path(),
+    )))
+    .unwrap();
+    assert_eq!(v["emulators"], serde_json::json!([target]), "{v}");
 }
 
 #[test]
