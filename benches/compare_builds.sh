@@ -14,6 +14,7 @@
 #   PORT=18081             nginx's loopback port
 # Needs openssl, nginx (apt-get install nginx-light), /usr/bin/time.
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/nginx.sh"
 
 OLD="${1:?old binary}"
 NEW="${2:?new binary}"
@@ -21,7 +22,6 @@ RUNS="${RUNS:-5}"
 SIZE_MIB="${SIZE_MIB:-1024}"
 DATA="${BENCH_DATA:-/work/bench-data}"
 PORT="${PORT:-18081}"
-command -v nginx >/dev/null || { echo "needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 
 mkdir -p "$DATA"
 WORK="$(mktemp -d "$DATA/builds.XXXXXX")"
@@ -57,33 +57,10 @@ printf '%s\n' 'product = "bench"' 'chipset = "mdm9607"' 'hardware_revision = "r1
 # Made by the older build: a newer one reads older device files, not always the other way.
 "$OLD" device init --layout layout.toml file:dev.img >/dev/null
 
-mkdir -p www nginx
+mkdir -p www
 ln update.vfp www/update.vfp
-# nginx's workers drop to an unprivileged user: let them read the package.
-chmod 755 "$WORK" www
 chmod 644 update.vfp
-cat >nginx/nginx.conf <<EOF
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events {}
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server { listen 127.0.0.1:$PORT; root $WORK/www; }
-}
-EOF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-NGINX_PID=$!
-for _ in $(seq 50); do
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/update.vfp" -r 0-0 && break
-    sleep 0.1
-done
+nginx_serve "$WORK" "$PORT"
 cat update.vfp dev.img >/dev/null # warm the page cache
 
 # time_ms CMD...: wall milliseconds of one run (the command must succeed).

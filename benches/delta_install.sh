@@ -30,6 +30,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/benches/nginx.sh"
 RUNS="${RUNS:-5}"
 SIZE_MIB="${SIZE_MIB:-256}"
 CHUNK="${CHUNK:-65536}"
@@ -50,9 +51,10 @@ fi
 
 mkdir -p "$DATA"
 WORK="$(mktemp -d "$DATA/delta-install.XXXXXX")"
+NGINX_PID=""
 chmod 755 "$WORK"
 cleanup() {
-    [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null
+    [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -115,29 +117,10 @@ echo "delta:    $(stat -c %s v2-delta.vfp) bytes (full package $(stat -c %s v2-f
 commands=(full delta sha cp)
 [ -n "${BEFORE:-}" ] && commands+=(before)
 if [ -n "$NGINX" ]; then
-    mkdir -p www nginx
+    mkdir -p www
     ln v2-full.vfp www/v2-full.vfp
-    cat >nginx/nginx.conf <<EOF
-daemon on;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events {}
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server { listen 127.0.0.1:$PORT; root $WORK/www; }
-}
-EOF
-    "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
-    for _ in $(seq 50); do
-        [ -f nginx/nginx.pid ] && break
-        sleep 0.1
-    done
+    chmod 644 v2-full.vfp
+    nginx_serve "$WORK" "$PORT"
     commands+=(reuse)
     [ -n "${BEFORE:-}" ] && commands+=(reuse_before)
 fi

@@ -34,6 +34,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/benches/nginx.sh"
 DATA="${BENCH_DATA:-/work/bench-data}/delta"
 PAIRS="${PAIRS:-ext4 squashfs kernel}"
 TOOLS="${TOOLS:-veriflash delta casync zchunk xdelta3 bsdiff}"
@@ -49,7 +50,6 @@ for tool in casync zck zck_delta_size zckdl xdelta3 bsdiff bspatch mksquashfs mk
     python3 pip unzip curl; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "needs nginx" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -228,32 +228,7 @@ build_images() {
 
 # ---------------------------------------------------------------------------------------------
 "$VERIFLASH" keygen --out key.pem >/dev/null
-mkdir -p www nginx
-chmod 755 "$WORK" www
-cat >nginx/nginx.conf <<EOF
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events {}
-http {
-    log_format body '\$request_uri \$body_bytes_sent';
-    access_log $WORK/nginx/access.log body;
-    sendfile on;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server { listen 127.0.0.1:$PORT; root $WORK/www; }
-}
-EOF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-NGINX_PID=$!
-echo ok >www/ready
-for _ in $(seq 50); do
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/ready" && break
-    sleep 0.1
-done
+nginx_serve "$WORK" "$PORT" body
 URL="http://127.0.0.1:$PORT"
 
 # Wall seconds of one run of a command (which must succeed), in $SECS.
