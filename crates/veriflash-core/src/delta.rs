@@ -700,7 +700,7 @@ impl DeltaBase {
             .verify(verifier)
             .map_err(|e| e.with_context(format_args!("old package {}", path.display())))?;
         let manifest = package.manifest().manifest().clone();
-        if manifest.images.iter().any(|i| i.source.is_some()) {
+        if manifest.is_delta() {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(

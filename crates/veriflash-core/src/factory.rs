@@ -188,12 +188,7 @@ impl<'a> FactoryLine<'a> {
         events: &DeviceEvents<'_>,
     ) -> Result<FactoryReport, Error> {
         check_count(devices)?;
-        if verified
-            .manifest()
-            .images
-            .iter()
-            .any(|i| i.source.is_some())
-        {
+        if verified.manifest().is_delta() {
             // Each device rebuilds a delta's chunks from what it runs itself: nothing to fan
             // out, and a line would stop at the first device that runs something else.
             let err = Error::new(

@@ -514,11 +514,7 @@ impl<R: Read> VerifiedPackage<R> {
     /// Whether this is a delta package (format version 4): some images declare a source.
     #[must_use]
     pub fn is_delta(&self) -> bool {
-        self.manifest
-            .manifest
-            .images
-            .iter()
-            .any(|i| i.source.is_some())
+        self.manifest.manifest.is_delta()
     }
 
     /// Streams a package, delta or complete, against the images `installed` holds: first every

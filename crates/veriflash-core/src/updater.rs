@@ -445,7 +445,7 @@ impl Updater {
             Opened::Remote(source, options) => {
                 let remote = RemotePackage::open(source, &verifier, options)?
                     .with_cancel(self.cancel.clone());
-                if crate::ota::refuse_streamed_delta(remote.manifest().manifest()).is_err() {
+                if remote.manifest().manifest().is_delta() {
                     // Its stored bytes, each checked as it arrives; the chunks rebuilt from a
                     // device's image are checked when it is installed (as for a local file).
                     stage_delta(remote, &verifier)?.2
@@ -654,7 +654,7 @@ impl Updater {
                     RemotePackage::open(source, &verifier, options)?.with_cancel(cancel.clone());
                 tell(&Event::PhaseFinished(Phase::Signature));
                 let verified = remote.manifest().clone();
-                if crate::ota::refuse_streamed_delta(verified.manifest()).is_err() {
+                if verified.manifest().is_delta() {
                     // A delta package: downloaded whole first (every stored byte checked as
                     // it arrives), then installed from that file like any local package,
                     // which checks the device's source before its first write.

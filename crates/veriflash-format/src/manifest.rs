@@ -736,6 +736,13 @@ impl Manifest {
         self.images.iter().find(|image| image.name == name)
     }
 
+    /// Whether any image is a delta of the image a device runs (declares a `source`, FORMAT.md
+    /// §3.4): such a package installs only on a device that runs that source, from a file.
+    #[must_use]
+    pub fn is_delta(&self) -> bool {
+        self.images.iter().any(|image| image.source.is_some())
+    }
+
     /// The `manifestVersion` (and header `format_version`) this manifest is written with:
     /// [`MANIFEST_VERSION_DELTA`] when any image declares a source, else
     /// [`MANIFEST_VERSION_VARIABLE_CHUNKS`] when any image's chunk table lays out its chunks
@@ -743,7 +750,7 @@ impl Manifest {
     /// [`MANIFEST_VERSION`].
     #[must_use]
     pub fn version(&self) -> u64 {
-        if self.images.iter().any(|image| image.source.is_some()) {
+        if self.is_delta() {
             MANIFEST_VERSION_DELTA
         } else if self.images.iter().any(ImageSpec::has_variable_chunks) {
             MANIFEST_VERSION_VARIABLE_CHUNKS
