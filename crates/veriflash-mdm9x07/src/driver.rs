@@ -363,8 +363,9 @@ impl<T: Transport> Connection<T> {
     /// Reads `count` pages from `start`, handing the bytes to `sink` as they arrive.
     ///
     /// # Errors
-    /// [`Error::Nak`], [`Error::Timeout`], [`Error::Unexpected`] when the programmer does not
-    /// switch to raw mode.
+    /// [`Error::Nak`] (also when the programmer stops after fewer pages: see
+    /// [`Self::read_to_last_good_block`]), [`Error::Timeout`], [`Error::Unexpected`] when the
+    /// programmer does not switch to raw mode.
     pub fn read(
         &mut self,
         start: u64,
@@ -372,6 +373,45 @@ impl<T: Transport> Connection<T> {
         page_size: u32,
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Error> {
+        match self.read_pages(start, count, page_size, sink)? {
+            None => Ok(()),
+            Some(reason) => Err(Error::Nak {
+                command: "read".into(),
+                reason,
+            }),
+        }
+    }
+
+    /// Reads up to `count` pages from `start` like [`Self::read`], and takes it as the end of
+    /// the read when the programmer stops after fewer whole pages and answers NAK: the NAND
+    /// programmer skips bad blocks, so a range that reaches the end of the device holds fewer
+    /// good pages than it spans, and the programmer runs out of them. Returns the bytes read.
+    ///
+    /// # Errors
+    /// As [`Self::read`], but for that NAK.
+    pub fn read_to_last_good_block(
+        &mut self,
+        start: u64,
+        count: u64,
+        page_size: u32,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64, Error> {
+        let mut bytes = 0u64;
+        self.read_pages(start, count, page_size, &mut |b| {
+            bytes += b.len() as u64;
+            sink(b);
+        })?;
+        Ok(bytes)
+    }
+
+    /// The read itself: `Some(reason)` when the programmer stopped early with a NAK.
+    fn read_pages(
+        &mut self,
+        start: u64,
+        count: u64,
+        page_size: u32,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<String>, Error> {
         let cmd = Element::new("read")
             .attr("SECTOR_SIZE_IN_BYTES", page_size)
             .attr("num_partition_sectors", count)
@@ -390,13 +430,94 @@ impl<T: Transport> Connection<T> {
             if self.rx.buffered() == 0 {
                 self.read_more(self.timeouts.data, "read data")?;
             }
+            if got.is_multiple_of(u64::from(page_size))
+                && let Some((response, logs)) =
+                    self.answer_instead_of_data(total - got, page_size)?
+            {
+                if response.is_ack() {
+                    return Err(Error::Unexpected {
+                        expected: "the rest of the read data",
+                        got: format!("an ACK after {got} of {total} bytes"),
+                    });
+                }
+                return Ok(Some(firehose::nak_reason(&logs, &response)));
+            }
             let want = usize::try_from(total - got).unwrap_or(usize::MAX);
             let bytes = self.rx.take_raw(want);
             got += bytes.len() as u64;
             sink(&bytes);
         }
         self.ack("read", self.timeouts.data)?;
-        Ok(())
+        Ok(None)
+    }
+
+    /// At a page boundary of read data: the programmer's `<response/>` (with the log lines
+    /// before it) when what is buffered is its answer rather than the next page, because it
+    /// stopped early; `None`, and nothing taken, when it is data. Raw data carries no framing,
+    /// so the answer is recognised by what it is: bytes that start with an XML declaration and
+    /// parse as whole Firehose documents holding only `<log/>` and `<response/>` elements, one
+    /// after another (once one such document is whole and nothing else follows it, the
+    /// response is waited for). A page that happened to hold
+    /// exactly that would be taken for an answer and the read would fail: never data misread.
+    fn answer_instead_of_data(
+        &mut self,
+        left: u64,
+        page_size: u32,
+    ) -> Result<Option<(Element, Vec<String>)>, Error> {
+        const DECLARATION: &[u8] = b"<?xml";
+        let looks_like_xml = |b: &[u8]| {
+            let n = b.len().min(DECLARATION.len());
+            b.get(..n) == DECLARATION.get(..n)
+        };
+        // A page of data comes whole; an answer is shorter than one and ends in `</data>`:
+        // wait for one or the other before deciding (an answer split across transfers).
+        let page = usize::try_from(left.min(u64::from(page_size))).unwrap_or(usize::MAX);
+        while looks_like_xml(self.rx.peek())
+            && self.rx.buffered() < page
+            && !firehose::contains_document_end(self.rx.peek())
+        {
+            self.read_more(self.timeouts.data, "read data")?;
+        }
+        if !self.rx.peek().starts_with(DECLARATION) {
+            return Ok(None);
+        }
+        let mut probe = self.rx.clone();
+        let mut logs = Vec::new();
+        let mut documents = 0usize;
+        while let Ok(Some(elements)) = probe.next_document() {
+            if elements.is_empty() || !elements.iter().all(|e| e.is_log() || e.is_response()) {
+                return Ok(None);
+            }
+            documents += 1;
+            // Firehose sends one document after another; data would go on with other bytes.
+            let rest = probe.peek();
+            let gap = rest
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace() || **b == 0)
+                .count();
+            let next = rest.get(gap..).unwrap_or_default();
+            let is_response = elements.iter().any(Element::is_response);
+            if !is_response && !next.is_empty() && !looks_like_xml(next) {
+                return Ok(None);
+            }
+            for e in elements {
+                if e.is_response() {
+                    self.rx = probe;
+                    self.logs.extend(logs.iter().cloned());
+                    return Ok(Some((e, logs)));
+                }
+                logs.push(e.get("value").unwrap_or("").to_owned());
+            }
+        }
+        if documents == 0 {
+            return Ok(None);
+        }
+        // Log lines came whole; the response is still on its way.
+        self.rx = probe;
+        self.logs.extend(logs.iter().cloned());
+        let (response, mut more) = self.response(self.timeouts.data, "the read's answer")?;
+        logs.append(&mut more);
+        Ok(Some((response, logs)))
     }
 
     /// Erases `count` pages (whole blocks) from `start`. `PAGES_PER_BLOCK` goes with it: the

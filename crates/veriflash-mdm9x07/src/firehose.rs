@@ -249,6 +249,12 @@ fn unescape(s: &str) -> String {
 }
 
 /// Position of `needle` in `hay`.
+/// Whether `bytes` hold a `</data>`, the end of a Firehose document.
+#[must_use]
+pub fn contains_document_end(bytes: &[u8]) -> bool {
+    find(bytes, DOCUMENT_END).is_some()
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);

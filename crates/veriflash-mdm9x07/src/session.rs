@@ -25,12 +25,6 @@ pub const MAX_PROGRAMMER_LEN: u64 = 16 << 20;
 pub const DEFAULT_PAYLOAD: usize = 1 << 20;
 /// The partition that holds the partition table.
 pub const MIBIB_PARTITION: &str = "mibib";
-/// One in this many of a NAND's blocks may be bad when it ships or go bad in its life: NAND
-/// datasheets guarantee at least 98 % valid blocks (1004 of 1024 on a 1 Gbit part). A read
-/// through the programmer skips bad blocks and cannot go past the device's last good one, so a
-/// partition that reaches the end of the NAND is read back for a delta up to this many of the
-/// device's blocks before its end.
-const BAD_BLOCK_ALLOWANCE: u32 = 50;
 
 /// Maps a chip's OEM and model ids to the product and hardware revision a manifest names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -383,13 +377,13 @@ impl<T: Transport> Mdm9x07Session<T> {
     ) -> Result<ReadCopy, Error> {
         let (p, _) = self.placed(name)?;
         let mut first = Hashing::new(out);
-        let bytes = self.read_blocks(&p, p.blocks, &mut first, &|e| {
+        let bytes = self.read_blocks(&p, &mut first, &|e| {
             Error::Storage(format!("writing the copy of '{name}': {e}"))
         })?;
         let digest = first.hasher.finalize();
         let mut sink = std::io::sink();
         let mut again = Hashing::new(&mut sink);
-        self.read_blocks(&p, p.blocks, &mut again, &|e| {
+        self.read_blocks(&p, &mut again, &|e| {
             Error::Storage(format!("reading '{name}' again: {e}"))
         })?;
         if again.hasher.finalize() != digest {
@@ -645,12 +639,6 @@ impl<T: Transport> Mdm9x07Session<T> {
 
     /// Streams partition `p` whole into `path` (through `PATH.tmp`, synced, then renamed).
     fn copy_partition(&mut self, p: &Placed, path: &Path) -> Result<(), Error> {
-        self.copy_blocks(p, p.blocks, path)
-    }
-
-    /// Streams the first `blocks` blocks of partition `p` into `path` (through `PATH.tmp`,
-    /// synced, then renamed).
-    fn copy_blocks(&mut self, p: &Placed, blocks: u32, path: &Path) -> Result<(), Error> {
         self.storage
             .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
         let io = |what: &Path, e: std::io::Error| {
@@ -664,22 +652,22 @@ impl<T: Transport> Mdm9x07Session<T> {
         let tmp = PathBuf::from(tmp_name);
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?);
-        self.read_blocks(p, blocks, &mut file, &|e| io(&tmp, e))?;
+        self.read_blocks(p, &mut file, &|e| io(&tmp, e))?;
         let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io(path, e))
     }
 
-    /// Streams the first `blocks` blocks of partition `p` (bad blocks skipped as the
-    /// programmer skips them) into `out`: the bytes read. Memory: one transfer, whatever size
-    /// the MIBIB claims.
+    /// Streams partition `p` (bad blocks skipped as the programmer skips them) into `out`: the bytes read. Memory: one transfer, whatever size
+    /// the MIBIB claims. A partition that reaches the end of the NAND holds fewer good blocks
+    /// than it spans when any of its blocks is bad; the programmer runs out of them and says so,
+    /// and what it read by then is the whole partition.
     ///
     /// # Errors
     /// The exchange's; `out`'s first error, as `out_error` makes it.
     fn read_blocks(
         &mut self,
         p: &Placed,
-        blocks: u32,
         out: &mut dyn std::io::Write,
         out_error: &dyn Fn(std::io::Error) -> Error,
     ) -> Result<u64, Error> {
@@ -688,20 +676,22 @@ impl<T: Transport> Mdm9x07Session<T> {
             .ok_or_else(|| Error::Unsupported("the programmer is not running".into()))?;
         let ppb = u64::from(storage.pages_per_block());
         let mut failed: Option<std::io::Error> = None;
-        let mut bytes = 0u64;
-        self.conn.read(
-            u64::from(p.first_block) * ppb,
-            u64::from(blocks) * ppb,
-            storage.page_size,
-            &mut |b| {
-                bytes += b.len() as u64;
-                if failed.is_none()
-                    && let Err(e) = out.write_all(b)
-                {
-                    failed = Some(e);
-                }
-            },
-        )?;
+        let mut sink = |b: &[u8]| {
+            if failed.is_none()
+                && let Err(e) = out.write_all(b)
+            {
+                failed = Some(e);
+            }
+        };
+        let start = u64::from(p.first_block) * ppb;
+        let count = u64::from(p.blocks) * ppb;
+        let bytes = if p.first_block.saturating_add(p.blocks) >= storage.total_blocks {
+            self.conn
+                .read_to_last_good_block(start, count, storage.page_size, &mut sink)?
+        } else {
+            self.conn.read(start, count, storage.page_size, &mut sink)?;
+            count * u64::from(storage.page_size)
+        };
         match failed {
             Some(e) => Err(out_error(e)),
             None => Ok(bytes),
@@ -741,15 +731,7 @@ impl<T: Transport> Mdm9x07Session<T> {
         if p.protected {
             return Ok(None);
         }
-        // The programmer reads past a bad block into the next one: past the partition's end,
-        // which is harmless, except at the end of the NAND.
-        let blocks = if p.first_block.saturating_add(p.blocks) >= storage.total_blocks {
-            p.blocks
-                .saturating_sub(storage.total_blocks / BAD_BLOCK_ALLOWANCE)
-        } else {
-            p.blocks
-        };
-        let capacity = u64::from(blocks) * u64::from(storage.block_size);
+        let capacity = u64::from(p.blocks) * u64::from(storage.block_size);
         let kept = self
             .installed_dir()
             .zip(installed::file_name(partition))
@@ -759,7 +741,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                 let resumable = self.interrupted()
                     && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= capacity);
                 if !resumable {
-                    self.copy_blocks(&p, blocks, &path)?;
+                    self.copy_partition(&p, &path)?;
                 }
                 let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
                 let file = std::fs::File::open(&path).map_err(io)?;
@@ -771,7 +753,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                     Error::Storage(format!("the temporary copy of '{partition}': {e}"))
                 };
                 let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(io)?);
-                let len = self.read_blocks(&p, blocks, &mut out, &io)?;
+                let len = self.read_blocks(&p, &mut out, &io)?;
                 let file = out.into_inner().map_err(|e| io(e.into_error()))?;
                 HostCopy::new(partition, file, len)
             }
@@ -1253,8 +1235,8 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
     /// install's first write (kept as [`SessionConfig::backup_dir`] says): the first call for a
     /// partition, while the programmer runs and before `begin`, reads it back through Firehose
     /// into that copy. NAND records no image length, so this is the partition's (a delta's
-    /// source is its first bytes; a partition that reaches the end of the NAND is read up to
-    /// its bad-block allowance before the end). `None` before the programmer runs (a download
+    /// source is its first bytes; a partition that reaches the end of the NAND is as long as
+    /// its good blocks). `None` before the programmer runs (a download
     /// plans its reuse then, so it reuses no NAND: see the crate's docs), after `begin` for a
     /// partition not copied yet, and for protected or unknown partitions. The geometry
     /// descriptor is the device's own.
