@@ -80,11 +80,13 @@ impl<R: Read> PackageReader<R> {
     }
 
     /// Reads the payload through `file` instead, the package file this reader's prefix came
-    /// from: each hashing worker reads its own chunks at their offsets and hashes them on the
-    /// core that copied them (half the time of handing the bytes over from one reading thread,
-    /// on 2 cores: docs/PERFORMANCE.md). Every payload byte is still read once.
+    /// from ([`crate::source::open_package_file`] gives both): each hashing worker reads its
+    /// own chunks at their offsets and hashes them on the core that copied them (half the time
+    /// of handing the bytes over from one reading thread, on 2 cores: docs/PERFORMANCE.md).
+    /// Every payload byte is still read once, and hashed against its signed digest as ever:
+    /// another file's bytes are refused like any tampered payload.
     #[must_use]
-    pub(crate) fn with_file(mut self, file: File) -> Self {
+    pub fn with_file(mut self, file: File) -> Self {
         self.file = Some(file);
         self
     }

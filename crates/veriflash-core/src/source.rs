@@ -140,8 +140,13 @@ pub fn open_package(path: &Path) -> Result<PackageStream, Error> {
 }
 
 /// [`open_package`], and for a regular file a second handle on it, through which the payload
-/// is read at its offsets ([`crate::PackageReader`]).
-pub(crate) fn open_package_file(path: &Path) -> Result<(PackageStream, Option<File>), Error> {
+/// is read at its offsets ([`crate::PackageReader::with_file`]): a program that keeps the
+/// package's prefix itself (as the C API does) gets the parallel reads
+/// [`crate::PackageReader::open`] gets, from the file it opened, never a path opened again.
+///
+/// # Errors
+/// As [`open_package`].
+pub fn open_package_file(path: &Path) -> Result<(PackageStream, Option<File>), Error> {
     use std::os::unix::fs::FileTypeExt as _;
     let (mut file, meta) = open_nonblocking(path)?;
     let kind = meta.file_type();

@@ -116,6 +116,9 @@ pub(crate) struct Source {
     rest: Box<dyn Read>,
     /// The whole package's length, when known (a file's): checked against the signed layout.
     len: Option<u64>,
+    /// A second handle on the regular file the package was opened from: a verification reads
+    /// the payload through it at its offsets, on every core, as `veriflash verify` does.
+    at: Option<std::fs::File>,
 }
 
 impl Package {
@@ -132,6 +135,7 @@ impl Package {
                 prefix: recorder.seen,
                 rest: recorder.inner,
                 len,
+                at: None,
             }),
             file: None,
         })
@@ -139,8 +143,11 @@ impl Package {
 
     /// Opens the package file at `path` (see `veriflash_package_open`).
     pub(crate) fn open_path(path: &Path) -> Result<Self, Error> {
-        let (stream, len) = veriflash_core::source::open_package(path)?;
+        let ((stream, len), at) = veriflash_core::source::open_package_file(path)?;
         let mut package = Self::open(Box::new(BufReader::with_capacity(64 * 1024, stream)), len)?;
+        if let Some(source) = package.source.as_mut() {
+            source.at = at;
+        }
         // A regular file (a FIFO or a device is a stream, read once).
         if len.is_some() {
             package.file = OpenedFile::identity_of(path).map(|identity| OpenedFile {
@@ -186,13 +193,17 @@ impl Package {
     }
 
     /// The whole package again, from its first byte, for the core to read (the prefix from
-    /// memory, parsed and verified afresh; the payload from the source, read once). Uses the
-    /// package up.
+    /// memory, parsed and verified afresh; the payload from the source, or at its offsets from
+    /// the file it was opened from, read once). Uses the package up.
     pub(crate) fn take(&mut self) -> Result<PackageReader<impl Read + use<>>, FfiError> {
         let source = self.source.take().ok_or_else(spent)?;
         let reader = PackageReader::new(Cursor::new(source.prefix).chain(source.rest))?;
-        Ok(match source.len {
+        let reader = match source.len {
             Some(len) => reader.with_len(len),
+            None => reader,
+        };
+        Ok(match source.at {
+            Some(file) => reader.with_file(file),
             None => reader,
         })
     }
