@@ -123,3 +123,72 @@ proptest! {
         }
     }
 }
+
+/// A programmer that answers every command with an ACK in raw mode, then sends `script`'s
+/// transfers: whatever a device might send as read data.
+struct Scripted {
+    script: std::collections::VecDeque<Vec<u8>>,
+    commanded: bool,
+}
+
+impl veriflash_mdm9x07::transport::Endpoint for Scripted {
+    fn receive(&mut self, _: &[u8]) {
+        self.commanded = true;
+    }
+
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        if std::mem::take(&mut self.commanded) {
+            return Some(firehose::document(&[Element::new("response")
+                .attr("value", "ACK")
+                .attr("rawmode", true)]));
+        }
+        self.script.pop_front()
+    }
+}
+
+/// One transfer a device may send while the host reads: data, a Firehose answer, or one
+/// that only looks like the start of one.
+fn transfer() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        prop::collection::vec(element(), 1..3).prop_map(|d| firehose::document(&d)),
+        "[ -~]{0,40}".prop_map(|t| format!("<?xml{t}").into_bytes()),
+    ]
+}
+
+proptest! {
+    /// Whatever a device sends as read data — answers where pages should be, XML in the pages,
+    /// transfers cut anywhere — a read ends (the in-memory link times out at once) without a
+    /// panic, never hands out more than it asked for, and a read to the last good block ends
+    /// on a page boundary.
+    #[test]
+    fn a_read_takes_any_device_bytes_without_panicking_or_overrunning(
+        script in prop::collection::vec(transfer(), 0..8),
+        pages in 1u64..4,
+        to_last_good in any::<bool>(),
+    ) {
+        use std::sync::{Arc, Mutex};
+        use veriflash_mdm9x07::driver::{Connection, Timeouts};
+        use veriflash_mdm9x07::transport::{Framing, MemoryTransport};
+        let page = 64u32;
+        let device = Arc::new(Mutex::new(Scripted {
+            script: script.into(),
+            commanded: false,
+        }));
+        let mut conn = Connection::new(
+            MemoryTransport::new(device, Framing::Packet),
+            Timeouts::default(),
+        );
+        let mut got = 0u64;
+        let mut sink = |b: &[u8]| got += b.len() as u64;
+        if to_last_good {
+            if let Ok(n) = conn.read_to_last_good_block(0, pages, page, &mut sink) {
+                prop_assert_eq!(n % u64::from(page), 0);
+                prop_assert!(n <= pages * u64::from(page));
+            }
+        } else if conn.read(0, pages, page, &mut sink).is_ok() {
+            prop_assert_eq!(got, pages * u64::from(page));
+        }
+        prop_assert!(got <= pages * u64::from(page));
+    }
+}
