@@ -15,8 +15,14 @@ use veriflash_mdm9x07::{Error, Mdm9x07Session, SessionConfig};
 /// A small MDM9607 (140 blocks, so a full backup reads 17.5 MiB twice) with its programmer
 /// running.
 fn reader() -> (Arc<Mutex<Emulator>>, Box<dyn ModemReader>) {
+    reader_with(&[52, 140])
+}
+
+/// [`reader`] with these bad blocks.
+fn reader_with(bad_blocks: &[u32]) -> (Arc<Mutex<Emulator>>, Box<dyn ModemReader>) {
     let mut config = EmulatorConfig::mdm9607();
     config.blocks = 140;
+    config.bad_blocks = bad_blocks.to_vec();
     let device = Arc::new(Mutex::new(Emulator::new(config).unwrap()));
     let link = MemoryTransport::new(device.clone(), Framing::Packet);
     let mut session: Box<dyn ModemReader> =
@@ -96,25 +102,11 @@ fn a_full_backup_copies_every_partition_with_its_checksums() {
     session.reset_modem().unwrap();
 }
 
-/// An MDM9607 of 140 blocks whose last partition ('system', blocks 130..140) has a bad block:
-/// it holds nine good blocks, and a read of all ten runs out of them at the end of the NAND.
-fn bad_last_partition() -> (Arc<Mutex<Emulator>>, Box<dyn ModemReader>) {
-    let mut config = EmulatorConfig::mdm9607();
-    config.blocks = 140;
-    config.bad_blocks = vec![52, 135];
-    let device = Arc::new(Mutex::new(Emulator::new(config).unwrap()));
-    let link = MemoryTransport::new(device.clone(), Framing::Packet);
-    let mut session: Box<dyn ModemReader> =
-        Box::new(Mdm9x07Session::new(link, SessionConfig::default()));
-    session
-        .start_programmer(&test_programmer(&[9u8; 2000]))
-        .unwrap();
-    (device, session)
-}
-
 #[test]
 fn a_last_partition_with_a_bad_block_is_read_to_its_last_good_block() {
-    let (device, mut session) = bad_last_partition();
+    // 'system' (blocks 130..140) has a bad block: it holds nine good blocks, and a read of
+    // all ten runs out of them at the end of the NAND.
+    let (device, mut session) = reader_with(&[52, 135]);
     let block = 128 * 1024;
     let held = device
         .lock()
