@@ -39,7 +39,7 @@ use veriflash_sig::Verifier;
 
 use crate::compress::{ZstdDecoder, decode_frame};
 use crate::convert;
-use crate::delta_index::ReadAt;
+use crate::delta_index::OldImage;
 use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
 use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
@@ -705,19 +705,10 @@ impl Spool {
             .map_err(|e| Error::io("creating a temporary file for an old image", e))?;
         Ok(Self { file, len: 0 })
     }
-}
 
-impl ReadAt for Spool {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.len) {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    /// The image it holds, to read by range.
+    fn image(&self) -> OldImage<'_> {
+        OldImage::new(&self.file, self.len)
     }
 }
 
@@ -824,15 +815,18 @@ impl DeltaBase {
                 .map(|(spec, base)| {
                     let mut bytes =
                         vec![0u8; usize::try_from(base.spool.len).unwrap_or(usize::MAX)];
-                    base.spool.read_exact_at(0, &mut bytes).map_err(|e| {
-                        Error::io(
-                            format_args!(
-                                "reading image '{}' back from its temporary file",
-                                spec.name
-                            ),
-                            e,
-                        )
-                    })?;
+                    base.spool
+                        .image()
+                        .read_exact_at(0, &mut bytes)
+                        .map_err(|e| {
+                            Error::io(
+                                format_args!(
+                                    "reading image '{}' back from its temporary file",
+                                    spec.name
+                                ),
+                                e,
+                            )
+                        })?;
                     let mut image = ImageSource::new(
                         spec.name.clone(),
                         spec.partition.clone(),
@@ -860,7 +854,7 @@ impl DeltaBase {
 impl BaseImage {
     fn source(&self) -> SourceImage<'_> {
         SourceImage {
-            image: &self.spool,
+            image: self.spool.image(),
             partition: &self.partition,
             digest: self.digest,
         }
@@ -870,7 +864,7 @@ impl BaseImage {
 /// One old image a new image is packed against, read by range.
 #[derive(Clone, Copy)]
 pub(crate) struct SourceImage<'a> {
-    pub(crate) image: &'a dyn ReadAt,
+    pub(crate) image: OldImage<'a>,
     pub(crate) partition: &'a str,
     pub(crate) digest: Digest,
 }

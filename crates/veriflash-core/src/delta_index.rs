@@ -3,42 +3,60 @@
 //! range a changed chunk's old version lies in, to patch it against ([`AnchorIndex`]).
 //!
 //! Both run on the packer's computer; neither is needed by a device (a delta package names
-//! every range it reads). The old image is read by position ([`ReadAt`]: the temporary file it
-//! was verified into), never whole: each scan reads it in segments of a few MiB, one buffer per
+//! every range it reads). The old image is read by position ([`OldImage`]: the temporary file
+//! it was verified into), never whole: each scan reads it in segments of a few MiB, one buffer per
 //! thread, so the packer's memory does not grow with the image. Both are built on every core
 //! with the result one thread would give, so two packs of the same pair are the same package.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 
-use veriflash_hash::Digest;
+use veriflash_hash::{Digest, ReadAt};
 
 use crate::cdc::Cdc;
 
 /// An old image as the delta packer reads it: a range at a time, by position (the temporary
-/// file the old package's image was verified into; a slice in tests).
-pub(crate) trait ReadAt: Sync {
+/// file the old package's image was verified into; bytes in memory in tests).
+#[derive(Clone, Copy)]
+pub(crate) struct OldImage<'a> {
+    data: &'a dyn ReadAt,
+    len: u64,
+}
+
+impl<'a> OldImage<'a> {
+    /// The `len` bytes `data` holds from offset 0.
+    pub(crate) fn new(data: &'a dyn ReadAt, len: u64) -> Self {
+        Self { data, len }
+    }
+
     /// Its length in bytes.
-    fn len(&self) -> u64;
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
 
     /// Fills `buf` with its bytes from `offset`.
     ///
     /// # Errors
-    /// When they run past its end ([`io::ErrorKind::UnexpectedEof`]) or cannot be read.
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-}
-
-impl ReadAt for [u8] {
-    fn len(&self) -> u64 {
-        <[u8]>::len(self) as u64
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let bytes = usize::try_from(offset)
-            .ok()
-            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(bytes);
+    /// [`io::ErrorKind::UnexpectedEof`] when they run past its end; a failed read's error.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut filled = 0usize;
+        while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+            match self
+                .data
+                .read_at(rest, offset.saturating_add(filled as u64))
+            {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => filled = filled.saturating_add(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 }
@@ -50,8 +68,8 @@ const SEGMENT: usize = 4 << 20;
 
 /// A stretch of an old image read into a buffer of one scan's own, moved forward as the scan
 /// goes.
-struct Segment<'a, R: ?Sized> {
-    old: &'a R,
+struct Segment<'a> {
+    old: OldImage<'a>,
     old_len: usize,
     /// Where `bytes` starts in the old image.
     base: usize,
@@ -60,8 +78,8 @@ struct Segment<'a, R: ?Sized> {
     span: usize,
 }
 
-impl<'a, R: ReadAt + ?Sized> Segment<'a, R> {
-    fn new(old: &'a R, span: usize) -> Self {
+impl<'a> Segment<'a> {
+    fn new(old: OldImage<'a>, span: usize) -> Self {
         Self {
             old,
             old_len: usize::try_from(old.len()).unwrap_or(usize::MAX),
@@ -71,23 +89,24 @@ impl<'a, R: ReadAt + ?Sized> Segment<'a, R> {
         }
     }
 
-    /// The bytes `[from, to)` of the old image, `to` at most its length: read (with the rest
-    /// of a span from `from`) when the buffer does not hold them.
-    fn get(&mut self, from: usize, to: usize) -> io::Result<&[u8]> {
-        if from < self.base || to > self.base.saturating_add(self.bytes.len()) {
+    /// The bytes of the old image the buffer holds from `from` on: at least `at_least` of them
+    /// (all the image has left when that is fewer), read with the rest of a span from `from`
+    /// when the buffer holds fewer.
+    fn from(&mut self, from: usize, at_least: usize) -> io::Result<&[u8]> {
+        let held_to = self.base.saturating_add(self.bytes.len());
+        if from < self.base || (held_to.saturating_sub(from) < at_least && held_to < self.old_len) {
             let n = self
                 .span
-                .max(to.saturating_sub(from))
+                .max(at_least)
                 .min(self.old_len.saturating_sub(from));
             self.base = from;
             self.bytes.resize(n, 0);
             self.old
                 .read_exact_at(u64::try_from(from).unwrap_or(u64::MAX), &mut self.bytes)?;
         }
-        let start = from.saturating_sub(self.base);
         Ok(self
             .bytes
-            .get(start..to.saturating_sub(self.base))
+            .get(from.saturating_sub(self.base)..)
             .unwrap_or_default())
     }
 }
@@ -98,8 +117,8 @@ impl<'a, R: ReadAt + ?Sized> Segment<'a, R> {
 /// another, each cut on `threads` threads ([`Cdc::cut_points`]), the next one read from the
 /// last cut the piece decided. Each cut depends only on the largest chunk after where the
 /// chunk starts, so the cuts are those of the whole image.
-fn for_each_chunk<R: ReadAt + ?Sized>(
-    old: &R,
+fn for_each_chunk(
+    old: OldImage<'_>,
     cdc: Cdc,
     threads: usize,
     segment: usize,
@@ -182,8 +201,8 @@ impl SourceIndex {
     ///
     /// # Errors
     /// When `old` cannot be read.
-    pub(crate) fn rolling<R: ReadAt + ?Sized>(
-        old: &R,
+    pub(crate) fn rolling(
+        old: OldImage<'_>,
         len: usize,
         wanted: &WantedChunks,
         threads: usize,
@@ -192,8 +211,8 @@ impl SourceIndex {
     }
 
     /// [`SourceIndex::rolling`], each thread reading `segment` bytes of windows at a time.
-    fn rolling_in<R: ReadAt + ?Sized>(
-        old: &R,
+    fn rolling_in(
+        old: OldImage<'_>,
         len: usize,
         wanted: &WantedChunks,
         threads: usize,
@@ -256,8 +275,8 @@ impl SourceIndex {
     ///
     /// # Errors
     /// When `old` cannot be read.
-    pub(crate) fn content_defined<R: ReadAt + ?Sized>(
-        old: &R,
+    pub(crate) fn content_defined(
+        old: OldImage<'_>,
         chunk_size: u32,
         threads: usize,
     ) -> io::Result<Self> {
@@ -265,8 +284,8 @@ impl SourceIndex {
     }
 
     /// [`SourceIndex::content_defined`], cutting `segment` bytes per thread at a time.
-    fn content_defined_in<R: ReadAt + ?Sized>(
-        old: &R,
+    fn content_defined_in(
+        old: OldImage<'_>,
         chunk_size: u32,
         threads: usize,
         segment: usize,
@@ -290,9 +309,9 @@ impl SourceIndex {
     ///
     /// # Errors
     /// When `old` cannot be read.
-    pub(crate) fn find<R: ReadAt + ?Sized>(
+    pub(crate) fn find(
         &self,
-        old: &R,
+        old: OldImage<'_>,
         len: usize,
         digest: &Digest,
         hints: &[u64],
@@ -318,8 +337,8 @@ impl SourceIndex {
 }
 
 /// The first offset in `[from, to)` of each chunk of `wanted` that `old` holds there.
-fn scan_windows<R: ReadAt + ?Sized>(
-    old: &mut Segment<'_, R>,
+fn scan_windows(
+    old: &mut Segment<'_>,
     len: usize,
     from: usize,
     to: usize,
@@ -333,25 +352,32 @@ fn scan_windows<R: ReadAt + ?Sized>(
         .iter()
         .map(|(&weak, digests)| (weak, digests.len()))
         .collect();
+    // The window at `p` and the byte after it (none after the image's last window) are
+    // `held[p - base..]`.
     let end = old.old_len;
-    let first = old.get(from, from.saturating_add(len).min(end))?;
-    if first.len() < len {
+    let mut base = from;
+    let mut held = old.from(from, len.saturating_add(1))?;
+    let Some(first) = held.get(..len) else {
         return Ok(found);
-    }
+    };
     let mut h = weak_hash(first);
     // ROLL_BASE^(len - 1): the weight of the byte that leaves the window.
     let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(ROLL_BASE));
     let mut p = from;
     while p < to {
-        // The window at `p` and the byte after it (none after the last window).
-        let here = old.get(p, p.saturating_add(len).saturating_add(1).min(end))?;
+        let mut i = p - base;
+        if i.saturating_add(len) >= held.len() && base.saturating_add(held.len()) < end {
+            base = p;
+            i = 0;
+            held = old.from(p, len.saturating_add(1))?;
+        }
         let bit = h >> (64 - FILTER_BITS);
         let maybe = filter
             .get(usize::try_from(bit >> 6).unwrap_or(0))
             .is_some_and(|word| word & (1 << (bit & 63)) != 0);
         if maybe
             && let Some(left) = open.get_mut(&h)
-            && let Some(window) = here.get(..len)
+            && let Some(window) = held.get(i..i.saturating_add(len))
         {
             let digest = veriflash_hash::sha256(window);
             if wanted.by_weak.get(&h).is_some_and(|d| d.contains(&digest))
@@ -364,7 +390,7 @@ fn scan_windows<R: ReadAt + ?Sized>(
                 }
             }
         }
-        let (Some(&out), Some(&next)) = (here.first(), here.get(len)) else {
+        let (Some(&out), Some(&next)) = (held.get(i), held.get(i.saturating_add(len))) else {
             break;
         };
         h = h
@@ -399,12 +425,12 @@ impl AnchorIndex {
     ///
     /// # Errors
     /// When `old` cannot be read.
-    pub(crate) fn new<R: ReadAt + ?Sized>(old: &R, threads: usize) -> io::Result<Self> {
+    pub(crate) fn new(old: OldImage<'_>, threads: usize) -> io::Result<Self> {
         Self::new_in(old, threads, SEGMENT)
     }
 
     /// [`AnchorIndex::new`], cutting `segment` bytes per thread at a time.
-    fn new_in<R: ReadAt + ?Sized>(old: &R, threads: usize, segment: usize) -> io::Result<Self> {
+    fn new_in(old: OldImage<'_>, threads: usize, segment: usize) -> io::Result<Self> {
         let mut at = HashMap::new();
         let cdc = Cdc::new(ANCHOR_SPACING);
         // Every cut but the image's end starts a chunk, and a chunk's piece holds the
@@ -494,6 +520,10 @@ mod tests {
     use super::*;
     use veriflash_test_support::pseudo_random as noise;
 
+    fn at(bytes: &Vec<u8>) -> OldImage<'_> {
+        OldImage::new(bytes, bytes.len() as u64)
+    }
+
     fn wanted(chunks: &[&[u8]]) -> WantedChunks {
         let mut wanted = WantedChunks::default();
         for chunk in chunks {
@@ -518,8 +548,7 @@ mod tests {
         for segment in [1, 3000, SEGMENT] {
             for threads in [1, 2, 3, 7] {
                 let index =
-                    SourceIndex::rolling_in(old.as_slice(), 4096, &wanted, threads, segment)
-                        .unwrap();
+                    SourceIndex::rolling_in(at(&old), 4096, &wanted, threads, segment).unwrap();
                 assert_eq!(index.at.len(), 2, "{threads} threads, segment {segment}");
                 assert_eq!(index.at.get(&veriflash_hash::sha256(&a)), Some(&1001));
                 assert_eq!(index.at.get(&veriflash_hash::sha256(&b)), Some(&77_777));
@@ -533,15 +562,15 @@ mod tests {
         // would be 64 Ti bytes hashed; found at the first offset, the run costs one pass.
         let old = vec![0u8; 64 << 20];
         let zeros = vec![0u8; 1 << 20];
-        let index = SourceIndex::rolling(old.as_slice(), 1 << 20, &wanted(&[&zeros]), 2).unwrap();
+        let index = SourceIndex::rolling(at(&old), 1 << 20, &wanted(&[&zeros]), 2).unwrap();
         assert_eq!(index.at.get(&veriflash_hash::sha256(&zeros)), Some(&0));
     }
 
     #[test]
     fn content_defined_index_is_the_same_on_any_number_of_threads() {
         let old = noise(1 << 20, 5);
-        let one = SourceIndex::content_defined(old.as_slice(), 65536, 1).unwrap();
-        let two = SourceIndex::content_defined(old.as_slice(), 65536, 2).unwrap();
+        let one = SourceIndex::content_defined(at(&old), 65536, 1).unwrap();
+        let two = SourceIndex::content_defined(at(&old), 65536, 2).unwrap();
         assert!(one.at.len() > 8);
         assert_eq!(one.at, two.at);
     }
@@ -556,7 +585,7 @@ mod tests {
             chunk[at] ^= 0xFF;
         }
         let new_at = (from - 123_457) as u64;
-        let index = AnchorIndex::new(old.as_slice(), 2).unwrap();
+        let index = AnchorIndex::new(at(&old), 2).unwrap();
         let (start, len) = index
             .reference(old.len(), &chunk, new_at, 4 * 65536)
             .expect("anchors in the chunk");
@@ -576,7 +605,7 @@ mod tests {
         // A copy of the chunk's first 2 KiB far before it: one stray anchor or a few.
         let stray = chunk.get(..2048).unwrap().to_vec();
         old.get_mut(100..2148).unwrap().copy_from_slice(&stray);
-        let index = AnchorIndex::new(old.as_slice(), 1).unwrap();
+        let index = AnchorIndex::new(at(&old), 1).unwrap();
         let (start, len) = index
             .reference(old.len(), &chunk, from as u64, 4 * 65536)
             .unwrap();
@@ -589,21 +618,16 @@ mod tests {
 
     #[test]
     fn a_chunk_with_nothing_in_common_with_the_old_image_has_no_reference() {
-        let index = AnchorIndex::new(noise(1 << 20, 8).as_slice(), 2).unwrap();
+        let index = AnchorIndex::new(at(&noise(1 << 20, 8)), 2).unwrap();
         assert_eq!(
             index.reference(1 << 20, &noise(65536, 9), 0, 4 * 65536),
             None
         );
         // Runs of one byte name no anchor.
         assert_eq!(
-            AnchorIndex::new(vec![0xFF; 1 << 20].as_slice(), 2)
+            AnchorIndex::new(at(&vec![0xFF; 1 << 20]), 2)
                 .unwrap()
-                .reference(
-                1 << 20,
-                &[0xFF; 65536],
-                0,
-                1 << 20
-            ),
+                .reference(1 << 20, &[0xFF; 65536], 0, 1 << 20),
             None
         );
     }
@@ -632,8 +656,7 @@ mod tests {
         for segment in [1, 50_000, SEGMENT] {
             for threads in [1, 2, 3] {
                 let index =
-                    SourceIndex::content_defined_in(old.as_slice(), 65536, threads, segment)
-                        .unwrap();
+                    SourceIndex::content_defined_in(at(&old), 65536, threads, segment).unwrap();
                 assert_eq!(index.at, whole, "{threads} threads, segment {segment}");
             }
         }
@@ -651,7 +674,7 @@ mod tests {
         assert!(whole.len() > 1000);
         for segment in [1, 50_000, SEGMENT] {
             for threads in [1, 2, 3] {
-                let index = AnchorIndex::new_in(old.as_slice(), threads, segment).unwrap();
+                let index = AnchorIndex::new_in(at(&old), threads, segment).unwrap();
                 assert_eq!(index.at, whole, "{threads} threads, segment {segment}");
             }
         }
@@ -665,9 +688,63 @@ mod tests {
         let mut scratch = Vec::new();
         let index = SourceIndex::default();
         let find = |hints: &[u64], scratch: &mut Vec<u8>| {
-            index.find(old.as_slice(), chunk.len(), &digest, hints, scratch)
+            index.find(at(&old), chunk.len(), &digest, hints, scratch)
         };
-        assert_eq!(find(&[6001, u64::MAX, 6000], &mut scratch).unwrap(), Some(6000));
+        assert_eq!(
+            find(&[6001, u64::MAX, 6000], &mut scratch).unwrap(),
+            Some(6000)
+        );
         assert_eq!(find(&[6001, 9000], &mut scratch).unwrap(), None);
+    }
+
+    /// An old image whose reads fail, or end early, from `from` on.
+    struct Failing {
+        bytes: Vec<u8>,
+        from: u64,
+        short: bool,
+    }
+
+    impl ReadAt for Failing {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            if offset.saturating_add(buf.len() as u64) <= self.from {
+                return self.bytes.read_at(buf, offset);
+            }
+            if self.short {
+                Ok(0)
+            } else {
+                Err(io::Error::other("the disk went away"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_of_the_old_image_that_fails_or_ends_early_is_an_error_of_every_scan() {
+        let bytes = noise(1 << 20, 13);
+        let chunk = bytes.get(900_000..900_000 + 4096).unwrap().to_vec();
+        for short in [false, true] {
+            let failing = Failing {
+                bytes: bytes.clone(),
+                from: 600_000,
+                short,
+            };
+            let old = OldImage::new(&failing, bytes.len() as u64);
+            let wanted_kind = if short {
+                io::ErrorKind::UnexpectedEof
+            } else {
+                io::ErrorKind::Other
+            };
+            for threads in [1, 2] {
+                let rolling = SourceIndex::rolling_in(old, 4096, &wanted(&[&chunk]), threads, 1000);
+                assert_eq!(rolling.unwrap_err().kind(), wanted_kind);
+                let cut = SourceIndex::content_defined_in(old, 65536, threads, 1000);
+                assert_eq!(cut.unwrap_err().kind(), wanted_kind);
+                let anchors = AnchorIndex::new_in(old, threads, 1000);
+                assert_eq!(anchors.unwrap_err().kind(), wanted_kind);
+            }
+            let digest = veriflash_hash::sha256(&chunk);
+            let found =
+                SourceIndex::default().find(old, 4096, &digest, &[900_000], &mut Vec::new());
+            assert_eq!(found.unwrap_err().kind(), wanted_kind);
+        }
     }
 }

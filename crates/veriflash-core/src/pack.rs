@@ -732,7 +732,13 @@ impl DeltaPacking<'_> {
         let old = self.old;
         let found = self
             .index
-            .find(old.image, raw.len(), digest, &[at, moved], &mut self.scratch)
+            .find(
+                old.image,
+                raw.len(),
+                digest,
+                &[at, moved],
+                &mut self.scratch,
+            )
             .map_err(|e| old.read_error(e))?;
         if let Some(found) = found {
             self.shift = i128::from(found).saturating_sub(i128::from(at));
