@@ -5,12 +5,12 @@
 //! **Packing** ([`DeltaBase`]): the old package is read through the verifying reader (its
 //! signatures must verify against the keys the packer trusts, its images against its chunk
 //! digests and whole-image digests), each image into an unnamed temporary file as it is
-//! verified; the packer reads the old images from there by range, never whole, and never
-//! reads the old package again. Each chunk of a new image with an old
-//! counterpart (the same partition) is stored as the cheapest of: copied from the old image
-//! (found by its SHA-256 anywhere in it: no payload byte), a Zstandard patch against a range of
-//! the old image, or as a full package would store it. The manifest keeps every chunk's signed
-//! digest and declares the old image (length and SHA-256) as the image's source.
+//! verified; the packer reads the old images from there by range, never whole, and never reads
+//! the old package again. Each chunk of a new image with an old counterpart (the same
+//! partition) is stored as the cheapest of: copied from the old image (found by its SHA-256
+//! anywhere in it: no payload byte), a Zstandard patch against a range of the old image, or as
+//! a full package would store it. The manifest keeps every chunk's signed digest and declares
+//! the old image (length and SHA-256) as the image's source.
 //!
 //! **Installing** ([`check_sources`], then [`crate::VerifiedPackage::stream_with_source`]):
 //! before anything is written, each declared source is compared with what the device runs in

@@ -4,9 +4,10 @@
 //!
 //! Both run on the packer's computer; neither is needed by a device (a delta package names
 //! every range it reads). The old image is read by position ([`OldImage`]: the temporary file
-//! it was verified into), never whole: each scan reads it in segments of a few MiB, one buffer per
-//! thread, so the packer's memory does not grow with the image. Both are built on every core
-//! with the result one thread would give, so two packs of the same pair are the same package.
+//! it was verified into), never whole: each scan reads it in segments of a few MiB, one buffer
+//! per thread, so the packer's memory does not grow with the image. Both are built on every
+//! core with the result one thread would give, so two packs of the same pair are the same
+//! package.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
