@@ -4,11 +4,13 @@
 //!
 //! **Packing** ([`DeltaBase`]): the old package is read through the verifying reader (its
 //! signatures must verify against the keys the packer trusts, its images against its chunk
-//! digests and whole-image digests) and held in memory. Each chunk of a new image with an old
-//! counterpart (the same partition) is stored as the cheapest of: copied from the old image
-//! (found by its SHA-256 anywhere in it: no payload byte), a Zstandard patch against a range of
-//! the old image, or as a full package would store it. The manifest keeps every chunk's signed
-//! digest and declares the old image (length and SHA-256) as the image's source.
+//! digests and whole-image digests), each image into an unnamed temporary file as it is
+//! verified; the packer reads the old images from there by range, never whole, and never reads
+//! the old package again. Each chunk of a new image with an old counterpart (the same
+//! partition) is stored as the cheapest of: copied from the old image (found by its SHA-256
+//! anywhere in it: no payload byte), a Zstandard patch against a range of the old image, or as
+//! a full package would store it. The manifest keeps every chunk's signed digest and declares
+//! the old image (length and SHA-256) as the image's source.
 //!
 //! **Installing** ([`check_sources`], then [`crate::VerifiedPackage::stream_with_source`]):
 //! before anything is written, each declared source is compared with what the device runs in
@@ -22,7 +24,8 @@
 //! The calling thread does the reading and the writing, in order; the decoding and hashing
 //! run on worker threads meanwhile, on the bytes the calling thread just read.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -36,6 +39,7 @@ use veriflash_sig::Verifier;
 
 use crate::compress::{ZstdDecoder, decode_frame};
 use crate::convert;
+use crate::delta_index::OldImage;
 use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
 use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
@@ -683,18 +687,42 @@ pub struct DeltaBase {
 struct BaseImage {
     partition: String,
     digest: Digest,
-    bytes: Vec<u8>,
+    spool: Spool,
+}
+
+/// An old image, verified into an unnamed temporary file of its own (gone with the file
+/// handle), read back by position: the packer's memory does not grow with the old images, and
+/// the old package is read only once, through the verifying reader.
+#[derive(Debug)]
+struct Spool {
+    file: File,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Result<Self, Error> {
+        let file = tempfile::tempfile()
+            .map_err(|e| Error::io("creating a temporary file for an old image", e))?;
+        Ok(Self { file, len: 0 })
+    }
+
+    /// The image it holds, to read by range.
+    fn image(&self) -> OldImage<'_> {
+        OldImage::new(&self.file, self.len)
+    }
 }
 
 impl DeltaBase {
     /// Reads the package at `path` through the verifying reader: its signatures must verify with
     /// `verifier`, every chunk against its signed digest and every image against its signed
-    /// whole-image digest. Its images are held in memory while the delta is packed.
+    /// whole-image digest. Each image is written to an unnamed temporary file as it is
+    /// verified (disk: the old images; memory: a chunk), which the packer reads by range.
     ///
     /// # Errors
     /// Any error of [`PackageReader::open`], [`PackageReader::verify`] or the payload's
     /// verification; [`ErrorKind::InvalidInput`] when it is itself a delta package (its images
-    /// cannot be rebuilt without its own source).
+    /// cannot be rebuilt without its own source); [`ErrorKind::Io`] (or
+    /// [`ErrorKind::NoSpace`]) when a temporary file cannot be created or written.
     pub fn from_package(path: &Path, verifier: &Verifier<'_>) -> Result<Self, Error> {
         let package = PackageReader::open(path)?
             .verify(verifier)
@@ -709,15 +737,17 @@ impl DeltaBase {
                 ),
             ));
         }
-        let mut images: Vec<BaseImage> = manifest
+        let mut images = manifest
             .images
             .iter()
-            .map(|i| BaseImage {
-                partition: i.partition.clone(),
-                digest: i.digest,
-                bytes: Vec::new(),
+            .map(|i| {
+                Ok(BaseImage {
+                    partition: i.partition.clone(),
+                    digest: i.digest,
+                    spool: Spool::new()?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Error>>()?;
         package
             .with_whole_image_check(true)
             .stream(|image, chunk| {
@@ -727,7 +757,17 @@ impl DeltaBase {
                     .position(|i| i.name == image.name)
                     .and_then(|i| images.get_mut(i))
                 {
-                    base.bytes.extend_from_slice(chunk.bytes());
+                    let bytes = chunk.bytes();
+                    base.spool.file.write_all(bytes).map_err(|e| {
+                        Error::io(
+                            format_args!(
+                                "writing the old image '{}' to a temporary file",
+                                image.name
+                            ),
+                            e,
+                        )
+                    })?;
+                    base.spool.len = base.spool.len.saturating_add(bytes.len() as u64);
                 }
                 Ok(())
             })
@@ -755,11 +795,14 @@ impl DeltaBase {
     }
 
     /// The package's images as a packer takes them (its chunk sizes, its bytes): to pack its
-    /// images again, as a delta of another package.
-    #[must_use]
-    pub fn spec(&self) -> PackageSpec {
+    /// images again, as a delta of another package. Its images are read into memory from
+    /// their temporary files.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when a temporary file cannot be read back.
+    pub fn spec(&self) -> Result<PackageSpec, Error> {
         let m = &self.manifest;
-        PackageSpec {
+        Ok(PackageSpec {
             product: m.product.clone(),
             chipset: m.chipset.clone(),
             hardware_revisions: m.hardware_revisions.clone(),
@@ -770,16 +813,30 @@ impl DeltaBase {
                 .iter()
                 .zip(&self.images)
                 .map(|(spec, base)| {
+                    let mut bytes =
+                        vec![0u8; usize::try_from(base.spool.len).unwrap_or(usize::MAX)];
+                    base.spool
+                        .image()
+                        .read_exact_at(0, &mut bytes)
+                        .map_err(|e| {
+                            Error::io(
+                                format_args!(
+                                    "reading image '{}' back from its temporary file",
+                                    spec.name
+                                ),
+                                e,
+                            )
+                        })?;
                     let mut image = ImageSource::new(
                         spec.name.clone(),
                         spec.partition.clone(),
-                        ImageData::Bytes(base.bytes.clone()),
+                        ImageData::Bytes(bytes),
                     );
                     image.chunk_size = spec.chunk_size;
-                    image
+                    Ok(image)
                 })
-                .collect(),
-        }
+                .collect::<Result<_, Error>>()?,
+        })
     }
 
     /// The old image for `partition`, if the old package has one.
@@ -790,18 +847,39 @@ impl DeltaBase {
         self.images
             .iter()
             .find(|i| i.partition == partition)
-            .map(|i| SourceImage {
-                bytes: &i.bytes,
-                digest: i.digest,
-            })
+            .map(BaseImage::source)
     }
 }
 
-/// One old image a new image is packed against.
-#[derive(Clone, Copy, Debug)]
+impl BaseImage {
+    fn source(&self) -> SourceImage<'_> {
+        SourceImage {
+            image: self.spool.image(),
+            partition: &self.partition,
+            digest: self.digest,
+        }
+    }
+}
+
+/// One old image a new image is packed against, read by range.
+#[derive(Clone, Copy)]
 pub(crate) struct SourceImage<'a> {
-    pub(crate) bytes: &'a [u8],
+    pub(crate) image: OldImage<'a>,
+    pub(crate) partition: &'a str,
     pub(crate) digest: Digest,
+}
+
+impl SourceImage<'_> {
+    /// A failure to read this old image back from its temporary file.
+    pub(crate) fn read_error(&self, e: std::io::Error) -> Error {
+        Error::io(
+            format_args!(
+                "reading the old image of partition '{}' back from its temporary file",
+                self.partition
+            ),
+            e,
+        )
+    }
 }
 
 /// What a delta costs, image by image: how its chunks are stored and how many payload bytes
@@ -875,7 +953,8 @@ impl ImageCost {
 /// What a delta from the package at `old` to the package at `new` would cost, image by image:
 /// both are read through the verifying reader with `verifier` (and must be complete packages),
 /// and `new`'s images packed as a delta of `old`'s, with `new`'s chunk sizes, its chunking, and
-/// compression when `new` compresses. Memory: both packages' images.
+/// compression when `new` compresses. Memory: `new`'s images (`old`'s are read from temporary
+/// files by range, as `pack --delta-from` reads them).
 ///
 /// # Errors
 /// What [`DeltaBase::from_package`] and [`UnsignedPackage::prepare_delta`] return.
@@ -894,7 +973,7 @@ pub fn delta_cost(
     if images.iter().any(ImageSpec::is_compressed) {
         options = options.compression(Some(crate::compress::DEFAULT_COMPRESSION_LEVEL));
     }
-    let delta = UnsignedPackage::prepare_delta(new.spec(), &options, &old)?;
+    let delta = UnsignedPackage::prepare_delta(new.spec()?, &options, &old)?;
     Ok(delta
         .manifest()
         .images

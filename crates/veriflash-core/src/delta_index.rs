@@ -2,15 +2,156 @@
 //! ([`crate::UnsignedPackage::prepare_delta`]): whole chunks to copy ([`SourceIndex`]), and the
 //! range a changed chunk's old version lies in, to patch it against ([`AnchorIndex`]).
 //!
-//! Both run on the packer's computer over old images held in memory; neither is needed by a
-//! device (a delta package names every range it reads). Both are built on every core with the
-//! result one thread would give, so two packs of the same pair are the same package.
+//! Both run on the packer's computer; neither is needed by a device (a delta package names
+//! every range it reads). The old image is read by position ([`OldImage`]: the temporary file
+//! it was verified into), never whole: each scan reads it in segments of a few MiB, one buffer
+//! per thread, so the packer's memory does not grow with the image. Both are built on every
+//! core with the result one thread would give, so two packs of the same pair are the same
+//! package.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 
-use veriflash_hash::Digest;
+use veriflash_hash::{Digest, ReadAt};
 
 use crate::cdc::Cdc;
+
+/// An old image as the delta packer reads it: a range at a time, by position (the temporary
+/// file the old package's image was verified into; bytes in memory in tests).
+#[derive(Clone, Copy)]
+pub(crate) struct OldImage<'a> {
+    data: &'a dyn ReadAt,
+    len: u64,
+}
+
+impl<'a> OldImage<'a> {
+    /// The `len` bytes `data` holds from offset 0.
+    pub(crate) fn new(data: &'a dyn ReadAt, len: u64) -> Self {
+        Self { data, len }
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Fills `buf` with its bytes from `offset`.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::UnexpectedEof`] when they run past its end; a failed read's error.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut filled = 0usize;
+        while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+            match self
+                .data
+                .read_at(rest, offset.saturating_add(filled as u64))
+            {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => filled = filled.saturating_add(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the old image each thread of a scan reads at a time (plus the overlap a window or
+/// a chunk needs past them): large enough that a read costs little against the scan of its
+/// bytes, small enough that a few threads hold a few MiB each.
+const SEGMENT: usize = 4 << 20;
+
+/// A stretch of an old image read into a buffer of one scan's own, moved forward as the scan
+/// goes.
+struct Segment<'a> {
+    old: OldImage<'a>,
+    old_len: usize,
+    /// Where `bytes` starts in the old image.
+    base: usize,
+    bytes: Vec<u8>,
+    /// Bytes read at a time, as far as the image goes.
+    span: usize,
+}
+
+impl<'a> Segment<'a> {
+    fn new(old: OldImage<'a>, span: usize) -> Self {
+        Self {
+            old,
+            old_len: usize::try_from(old.len()).unwrap_or(usize::MAX),
+            base: 0,
+            bytes: Vec::new(),
+            span,
+        }
+    }
+
+    /// The bytes of the old image the buffer holds from `from` on: at least `at_least` of them
+    /// (all the image has left when that is fewer), read with the rest of a span from `from`
+    /// when the buffer holds fewer.
+    fn from(&mut self, from: usize, at_least: usize) -> io::Result<&[u8]> {
+        let held_to = self.base.saturating_add(self.bytes.len());
+        if from < self.base || (held_to.saturating_sub(from) < at_least && held_to < self.old_len) {
+            let n = self
+                .span
+                .max(at_least)
+                .min(self.old_len.saturating_sub(from));
+            self.base = from;
+            self.bytes.resize(n, 0);
+            self.old
+                .read_exact_at(u64::try_from(from).unwrap_or(u64::MAX), &mut self.bytes)?;
+        }
+        Ok(self
+            .bytes
+            .get(from.saturating_sub(self.base)..)
+            .unwrap_or_default())
+    }
+}
+
+/// Calls `each(base, piece, start, end)` for every chunk `cdc` cuts from the start of `old`,
+/// in order, the chunk being `piece[start..end]` and `piece` the old image's bytes from
+/// `base`: pieces of `segment` bytes per thread (and a largest chunk) are read one after
+/// another, each cut on `threads` threads ([`Cdc::cut_points`]), the next one read from the
+/// last cut the piece decided. Each cut depends only on the largest chunk after where the
+/// chunk starts, so the cuts are those of the whole image.
+fn for_each_chunk(
+    old: OldImage<'_>,
+    cdc: Cdc,
+    threads: usize,
+    segment: usize,
+    mut each: impl FnMut(u64, &[u8], usize, usize),
+) -> io::Result<()> {
+    let threads = threads.max(1);
+    let span = segment
+        .max(1)
+        .saturating_mul(threads)
+        .saturating_add(cdc.max());
+    let mut piece = Vec::new();
+    let mut base = 0u64;
+    loop {
+        let n = usize::try_from(old.len().saturating_sub(base))
+            .unwrap_or(usize::MAX)
+            .min(span);
+        piece.resize(n, 0);
+        old.read_exact_at(base, &mut piece)?;
+        let last = base.saturating_add(n as u64) >= old.len();
+        let mut start = 0;
+        for end in cdc.cut_points(&piece, last, threads) {
+            each(base, &piece, start, end);
+            start = end;
+        }
+        // A piece longer than a largest chunk always decides one: `start == 0` would only
+        // read the same piece again.
+        if last || start == 0 {
+            return Ok(());
+        }
+        base = base.saturating_add(start as u64);
+    }
+}
 
 /// Where the old image holds chunks of the new one, by SHA-256.
 #[derive(Debug, Default)]
@@ -58,10 +199,30 @@ impl SourceIndex {
     /// zeros (or of any one repeated pattern) matches at every offset of such a run in the old
     /// image, and hashing a whole window at each of them would take hours on a file system
     /// image.
-    pub(crate) fn rolling(old: &[u8], len: usize, wanted: &WantedChunks, threads: usize) -> Self {
-        let windows = (old.len() + 1).saturating_sub(len);
+    ///
+    /// # Errors
+    /// When `old` cannot be read.
+    pub(crate) fn rolling(
+        old: OldImage<'_>,
+        len: usize,
+        wanted: &WantedChunks,
+        threads: usize,
+    ) -> io::Result<Self> {
+        Self::rolling_in(old, len, wanted, threads, SEGMENT)
+    }
+
+    /// [`SourceIndex::rolling`], each thread reading `segment` bytes of windows at a time.
+    fn rolling_in(
+        old: OldImage<'_>,
+        len: usize,
+        wanted: &WantedChunks,
+        threads: usize,
+        segment: usize,
+    ) -> io::Result<Self> {
+        let old_len = usize::try_from(old.len()).unwrap_or(usize::MAX);
+        let windows = old_len.saturating_add(1).saturating_sub(len);
         if len == 0 || windows == 0 || wanted.by_weak.is_empty() {
-            return Self::default();
+            return Ok(Self::default());
         }
         let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
         for &weak in wanted.by_weak.keys() {
@@ -72,8 +233,11 @@ impl SourceIndex {
         }
         let segments = threads.clamp(1, windows);
         let bounds: Vec<usize> = (0..=segments).map(|k| windows * k / segments).collect();
-        let scan = |from: usize, to: usize| scan_windows(old, len, from, to, wanted, &filter);
-        let parts: Vec<HashMap<Digest, usize>> = if segments == 1 {
+        let scan = |from: usize, to: usize| {
+            let mut old = Segment::new(old, segment.max(1).saturating_add(len));
+            scan_windows(&mut old, len, from, to, wanted, &filter)
+        };
+        let parts: Vec<io::Result<HashMap<Digest, usize>>> = if segments == 1 {
             vec![scan(0, windows)]
         } else {
             std::thread::scope(|s| {
@@ -94,7 +258,7 @@ impl SourceIndex {
         };
         let mut index = Self::default();
         for part in parts {
-            for (digest, at) in part {
+            for (digest, at) in part? {
                 let at = u64::try_from(at).unwrap_or(u64::MAX);
                 index
                     .at
@@ -103,56 +267,85 @@ impl SourceIndex {
                     .or_insert(at);
             }
         }
-        index
+        Ok(index)
     }
 
     /// Indexes every content-defined chunk of `old`, cut as the packer cuts the new image
     /// ([`crate::cdc`], the same largest chunk, on up to `threads` threads): unchanged
     /// stretches give the same chunks wherever they moved.
-    pub(crate) fn content_defined(old: &[u8], chunk_size: u32, threads: usize) -> Self {
-        let mut index = Self::default();
-        let mut start = 0usize;
-        for end in Cdc::new(chunk_size).cut_points(old, true, threads) {
-            if let Some(piece) = old.get(start..end) {
-                index
-                    .at
-                    .entry(veriflash_hash::sha256(piece))
-                    .or_insert(u64::try_from(start).unwrap_or(u64::MAX));
-            }
-            start = end;
-        }
-        index
+    ///
+    /// # Errors
+    /// When `old` cannot be read.
+    pub(crate) fn content_defined(
+        old: OldImage<'_>,
+        chunk_size: u32,
+        threads: usize,
+    ) -> io::Result<Self> {
+        Self::content_defined_in(old, chunk_size, threads, SEGMENT)
     }
 
-    /// Where the old image holds the chunk `chunk` (whose SHA-256 is `digest`): found by the
+    /// [`SourceIndex::content_defined`], cutting `segment` bytes per thread at a time.
+    fn content_defined_in(
+        old: OldImage<'_>,
+        chunk_size: u32,
+        threads: usize,
+        segment: usize,
+    ) -> io::Result<Self> {
+        let mut index = Self::default();
+        let cdc = Cdc::new(chunk_size);
+        for_each_chunk(old, cdc, threads, segment, |base, piece, start, end| {
+            if let Some(chunk) = piece.get(start..end) {
+                index
+                    .at
+                    .entry(veriflash_hash::sha256(chunk))
+                    .or_insert(base.saturating_add(start as u64));
+            }
+        })?;
+        Ok(index)
+    }
+
+    /// Where the old image holds the `len`-byte chunk whose SHA-256 is `digest`: found by the
     /// index, or at one of `hints` (offsets where it would be if nothing moved, or moved as
-    /// the chunk before it did).
+    /// the chunk before it did), each read into `scratch` and hashed.
+    ///
+    /// # Errors
+    /// When `old` cannot be read.
     pub(crate) fn find(
         &self,
-        old: &[u8],
-        chunk: &[u8],
+        old: OldImage<'_>,
+        len: usize,
         digest: &Digest,
         hints: &[u64],
-    ) -> Option<u64> {
-        self.at.get(digest).copied().or_else(|| {
-            hints.iter().copied().find(|&hint| {
-                let start = usize::try_from(hint).unwrap_or(usize::MAX);
-                old.get(start..start.saturating_add(chunk.len()))
-                    .is_some_and(|w| w.len() == chunk.len() && veriflash_hash::sha256(w) == *digest)
-            })
-        })
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<Option<u64>> {
+        if let Some(&at) = self.at.get(digest) {
+            return Ok(Some(at));
+        }
+        for &hint in hints {
+            if hint
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= old.len())
+            {
+                scratch.resize(len, 0);
+                old.read_exact_at(hint, scratch)?;
+                if veriflash_hash::sha256(scratch) == *digest {
+                    return Ok(Some(hint));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
 /// The first offset in `[from, to)` of each chunk of `wanted` that `old` holds there.
 fn scan_windows(
-    old: &[u8],
+    old: &mut Segment<'_>,
     len: usize,
     from: usize,
     to: usize,
     wanted: &WantedChunks,
     filter: &[u64],
-) -> HashMap<Digest, usize> {
+) -> io::Result<HashMap<Digest, usize>> {
     let mut found: HashMap<Digest, usize> = HashMap::new();
     // Chunks still looked for, by weak hash.
     let mut open: HashMap<u64, usize> = wanted
@@ -160,21 +353,32 @@ fn scan_windows(
         .iter()
         .map(|(&weak, digests)| (weak, digests.len()))
         .collect();
-    let Some(first) = old.get(from..from.saturating_add(len)) else {
-        return found;
+    // The window at `p` and the byte after it (none after the image's last window) are
+    // `held[p - base..]`.
+    let end = old.old_len;
+    let mut base = from;
+    let mut held = old.from(from, len.saturating_add(1))?;
+    let Some(first) = held.get(..len) else {
+        return Ok(found);
     };
     let mut h = weak_hash(first);
     // ROLL_BASE^(len - 1): the weight of the byte that leaves the window.
     let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(ROLL_BASE));
     let mut p = from;
     while p < to {
+        let mut i = p - base;
+        if i.saturating_add(len) >= held.len() && base.saturating_add(held.len()) < end {
+            base = p;
+            i = 0;
+            held = old.from(p, len.saturating_add(1))?;
+        }
         let bit = h >> (64 - FILTER_BITS);
         let maybe = filter
             .get(usize::try_from(bit >> 6).unwrap_or(0))
             .is_some_and(|word| word & (1 << (bit & 63)) != 0);
         if maybe
             && let Some(left) = open.get_mut(&h)
-            && let Some(window) = old.get(p..p.saturating_add(len))
+            && let Some(window) = held.get(i..i.saturating_add(len))
         {
             let digest = veriflash_hash::sha256(window);
             if wanted.by_weak.get(&h).is_some_and(|d| d.contains(&digest))
@@ -187,7 +391,7 @@ fn scan_windows(
                 }
             }
         }
-        let (Some(&out), Some(&next)) = (old.get(p), old.get(p.saturating_add(len))) else {
+        let (Some(&out), Some(&next)) = (held.get(i), held.get(i.saturating_add(len))) else {
             break;
         };
         h = h
@@ -196,7 +400,7 @@ fn scan_windows(
             .wrapping_add(u64::from(next));
         p = p.saturating_add(1);
     }
-    found
+    Ok(found)
 }
 
 /// Anchors are cut as content-defined chunks of at most this many bytes (about 512 on
@@ -219,15 +423,28 @@ pub(crate) struct AnchorIndex {
 
 impl AnchorIndex {
     /// Indexes `old` on up to `threads` threads.
-    pub(crate) fn new(old: &[u8], threads: usize) -> Self {
+    ///
+    /// # Errors
+    /// When `old` cannot be read.
+    pub(crate) fn new(old: OldImage<'_>, threads: usize) -> io::Result<Self> {
+        Self::new_in(old, threads, SEGMENT)
+    }
+
+    /// [`AnchorIndex::new`], cutting `segment` bytes per thread at a time.
+    fn new_in(old: OldImage<'_>, threads: usize, segment: usize) -> io::Result<Self> {
         let mut at = HashMap::new();
-        for cut in Cdc::new(ANCHOR_SPACING).cut_points(old, true, threads) {
-            if let Some(key) = anchor_key(old, cut) {
-                at.entry(key)
-                    .or_insert(u64::try_from(cut).unwrap_or(u64::MAX));
+        let cdc = Cdc::new(ANCHOR_SPACING);
+        // Every cut but the image's end starts a chunk, and a chunk's piece holds the
+        // [`ANCHOR_LEN`] bytes after its start unless the image ends first.
+        for_each_chunk(old, cdc, threads, segment, |base, piece, start, _| {
+            let cut = base.saturating_add(start as u64);
+            if cut > 0
+                && let Some(key) = anchor_key(piece, start)
+            {
+                at.entry(key).or_insert(cut);
             }
-        }
-        Self { at }
+        })?;
+        Ok(Self { at })
     }
 
     /// The range of the old image (of `old_len` bytes) to patch `chunk`, at offset `at` of the
@@ -304,6 +521,10 @@ mod tests {
     use super::*;
     use veriflash_test_support::pseudo_random as noise;
 
+    fn at(bytes: &Vec<u8>) -> OldImage<'_> {
+        OldImage::new(bytes, bytes.len() as u64)
+    }
+
     fn wanted(chunks: &[&[u8]]) -> WantedChunks {
         let mut wanted = WantedChunks::default();
         for chunk in chunks {
@@ -313,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn rolling_finds_each_chunk_at_its_first_offset_on_any_number_of_threads() {
+    fn rolling_finds_each_chunk_at_its_first_offset_on_any_number_of_threads_and_segments() {
         let mut old = noise(300_000, 1);
         let a = noise(4096, 2);
         let b = noise(4096, 3);
@@ -323,11 +544,16 @@ mod tests {
         }
         let absent = noise(4096, 4);
         let wanted = wanted(&[&a, &b, &absent]);
-        for threads in [1, 2, 3, 7] {
-            let index = SourceIndex::rolling(&old, 4096, &wanted, threads);
-            assert_eq!(index.at.len(), 2, "{threads} threads");
-            assert_eq!(index.at.get(&veriflash_hash::sha256(&a)), Some(&1001));
-            assert_eq!(index.at.get(&veriflash_hash::sha256(&b)), Some(&77_777));
+        // Segments of one window (a read per offset), of windows across `a` and `b`, and the
+        // packer's own.
+        for segment in [1, 3000, SEGMENT] {
+            for threads in [1, 2, 3, 7] {
+                let index =
+                    SourceIndex::rolling_in(at(&old), 4096, &wanted, threads, segment).unwrap();
+                assert_eq!(index.at.len(), 2, "{threads} threads, segment {segment}");
+                assert_eq!(index.at.get(&veriflash_hash::sha256(&a)), Some(&1001));
+                assert_eq!(index.at.get(&veriflash_hash::sha256(&b)), Some(&77_777));
+            }
         }
     }
 
@@ -337,15 +563,15 @@ mod tests {
         // would be 64 Ti bytes hashed; found at the first offset, the run costs one pass.
         let old = vec![0u8; 64 << 20];
         let zeros = vec![0u8; 1 << 20];
-        let index = SourceIndex::rolling(&old, 1 << 20, &wanted(&[&zeros]), 2);
+        let index = SourceIndex::rolling(at(&old), 1 << 20, &wanted(&[&zeros]), 2).unwrap();
         assert_eq!(index.at.get(&veriflash_hash::sha256(&zeros)), Some(&0));
     }
 
     #[test]
     fn content_defined_index_is_the_same_on_any_number_of_threads() {
         let old = noise(1 << 20, 5);
-        let one = SourceIndex::content_defined(&old, 65536, 1);
-        let two = SourceIndex::content_defined(&old, 65536, 2);
+        let one = SourceIndex::content_defined(at(&old), 65536, 1).unwrap();
+        let two = SourceIndex::content_defined(at(&old), 65536, 2).unwrap();
         assert!(one.at.len() > 8);
         assert_eq!(one.at, two.at);
     }
@@ -360,7 +586,7 @@ mod tests {
             chunk[at] ^= 0xFF;
         }
         let new_at = (from - 123_457) as u64;
-        let index = AnchorIndex::new(&old, 2);
+        let index = AnchorIndex::new(at(&old), 2).unwrap();
         let (start, len) = index
             .reference(old.len(), &chunk, new_at, 4 * 65536)
             .expect("anchors in the chunk");
@@ -380,7 +606,7 @@ mod tests {
         // A copy of the chunk's first 2 KiB far before it: one stray anchor or a few.
         let stray = chunk.get(..2048).unwrap().to_vec();
         old.get_mut(100..2148).unwrap().copy_from_slice(&stray);
-        let index = AnchorIndex::new(&old, 1);
+        let index = AnchorIndex::new(at(&old), 1).unwrap();
         let (start, len) = index
             .reference(old.len(), &chunk, from as u64, 4 * 65536)
             .unwrap();
@@ -393,20 +619,133 @@ mod tests {
 
     #[test]
     fn a_chunk_with_nothing_in_common_with_the_old_image_has_no_reference() {
-        let index = AnchorIndex::new(&noise(1 << 20, 8), 2);
+        let index = AnchorIndex::new(at(&noise(1 << 20, 8)), 2).unwrap();
         assert_eq!(
             index.reference(1 << 20, &noise(65536, 9), 0, 4 * 65536),
             None
         );
         // Runs of one byte name no anchor.
         assert_eq!(
-            AnchorIndex::new(&vec![0xFF; 1 << 20], 2).reference(
-                1 << 20,
-                &[0xFF; 65536],
-                0,
-                1 << 20
-            ),
+            AnchorIndex::new(at(&vec![0xFF; 1 << 20]), 2)
+                .unwrap()
+                .reference(1 << 20, &[0xFF; 65536], 0, 1 << 20),
             None
         );
+    }
+
+    /// An old image with stretches that cut everywhere and a run of zeros, where cut chains
+    /// started anywhere never meet.
+    fn mixed_image() -> Vec<u8> {
+        let mut old = noise(1 << 20, 10);
+        old.extend(vec![0u8; 300_000]);
+        old.extend(noise(500_000, 11));
+        old.extend(old.get(1000..200_000).unwrap().to_vec());
+        old
+    }
+
+    #[test]
+    fn content_defined_index_read_in_segments_is_the_whole_image_cut_at_once() {
+        let old = mixed_image();
+        let mut whole: HashMap<Digest, u64> = HashMap::new();
+        let mut start = 0;
+        for end in Cdc::new(65536).cut_points(&old, true, 1) {
+            whole
+                .entry(veriflash_hash::sha256(&old[start..end]))
+                .or_insert(start as u64);
+            start = end;
+        }
+        for segment in [1, 50_000, SEGMENT] {
+            for threads in [1, 2, 3] {
+                let index =
+                    SourceIndex::content_defined_in(at(&old), 65536, threads, segment).unwrap();
+                assert_eq!(index.at, whole, "{threads} threads, segment {segment}");
+            }
+        }
+    }
+
+    #[test]
+    fn anchors_read_in_segments_are_the_whole_image_cut_at_once() {
+        let old = mixed_image();
+        let mut whole: HashMap<u64, u64> = HashMap::new();
+        for cut in Cdc::new(ANCHOR_SPACING).cut_points(&old, true, 1) {
+            if let Some(key) = anchor_key(&old, cut) {
+                whole.entry(key).or_insert(cut as u64);
+            }
+        }
+        assert!(whole.len() > 1000);
+        for segment in [1, 50_000, SEGMENT] {
+            for threads in [1, 2, 3] {
+                let index = AnchorIndex::new_in(at(&old), threads, segment).unwrap();
+                assert_eq!(index.at, whole, "{threads} threads, segment {segment}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_hint_past_the_end_of_the_old_image_is_not_read() {
+        let old = noise(10_000, 12);
+        let chunk = old.get(6000..10_000).unwrap();
+        let digest = veriflash_hash::sha256(chunk);
+        let mut scratch = Vec::new();
+        let index = SourceIndex::default();
+        let find = |hints: &[u64], scratch: &mut Vec<u8>| {
+            index.find(at(&old), chunk.len(), &digest, hints, scratch)
+        };
+        assert_eq!(
+            find(&[6001, u64::MAX, 6000], &mut scratch).unwrap(),
+            Some(6000)
+        );
+        assert_eq!(find(&[6001, 9000], &mut scratch).unwrap(), None);
+    }
+
+    /// An old image whose reads fail, or end early, from `from` on.
+    struct Failing {
+        bytes: Vec<u8>,
+        from: u64,
+        short: bool,
+    }
+
+    impl ReadAt for Failing {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            if offset.saturating_add(buf.len() as u64) <= self.from {
+                return self.bytes.read_at(buf, offset);
+            }
+            if self.short {
+                Ok(0)
+            } else {
+                Err(io::Error::other("the disk went away"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_of_the_old_image_that_fails_or_ends_early_is_an_error_of_every_scan() {
+        let bytes = noise(1 << 20, 13);
+        let chunk = bytes.get(900_000..900_000 + 4096).unwrap().to_vec();
+        for short in [false, true] {
+            let failing = Failing {
+                bytes: bytes.clone(),
+                from: 600_000,
+                short,
+            };
+            let old = OldImage::new(&failing, bytes.len() as u64);
+            let wanted_kind = if short {
+                io::ErrorKind::UnexpectedEof
+            } else {
+                io::ErrorKind::Other
+            };
+            for threads in [1, 2] {
+                let rolling = SourceIndex::rolling_in(old, 4096, &wanted(&[&chunk]), threads, 1000);
+                assert_eq!(rolling.unwrap_err().kind(), wanted_kind);
+                let cut = SourceIndex::content_defined_in(old, 65536, threads, 1000);
+                assert_eq!(cut.unwrap_err().kind(), wanted_kind);
+                let anchors = AnchorIndex::new_in(old, threads, 1000);
+                assert_eq!(anchors.unwrap_err().kind(), wanted_kind);
+            }
+            let digest = veriflash_hash::sha256(&chunk);
+            let found =
+                SourceIndex::default().find(old, 4096, &digest, &[900_000], &mut Vec::new());
+            assert_eq!(found.unwrap_err().kind(), wanted_kind);
+        }
     }
 }

@@ -706,13 +706,14 @@ enum Plan {
 }
 
 /// A delta image being packed: the old image, where it holds the new image's chunks and
-/// (unless only copies are wanted) its anchors, and how far the last chunk found in it had
-/// moved.
+/// (unless only copies are wanted) its anchors, how far the last chunk found in it had moved,
+/// and a buffer for the old bytes a chunk is compared with.
 struct DeltaPacking<'a> {
     old: SourceImage<'a>,
     index: SourceIndex,
     anchors: Option<AnchorIndex>,
     shift: i128,
+    scratch: Vec<u8>,
 }
 
 impl DeltaPacking<'_> {
@@ -723,30 +724,44 @@ impl DeltaPacking<'_> {
     /// in a rebuilt file system), and the old bytes around where the chunk would be if it
     /// moved as the chunk before it did (twice its length: content edited in place, as the
     /// inode tables and bitmaps at fixed places of a file system are).
-    fn plan(&mut self, raw: &[u8], digest: &Digest, at: u64) -> Plan {
+    ///
+    /// The old bytes at the two offsets are read from the old image to be compared; nothing
+    /// else of it is read here.
+    fn plan(&mut self, raw: &[u8], digest: &Digest, at: u64) -> Result<Plan, Error> {
         let moved = u64::try_from(i128::from(at).saturating_add(self.shift)).unwrap_or(0);
-        let old = self.old.bytes;
-        if let Some(found) = self.index.find(old, raw, digest, &[at, moved]) {
+        let old = self.old;
+        let found = self
+            .index
+            .find(
+                old.image,
+                raw.len(),
+                digest,
+                &[at, moved],
+                &mut self.scratch,
+            )
+            .map_err(|e| old.read_error(e))?;
+        if let Some(found) = found {
             self.shift = i128::from(found).saturating_sub(i128::from(at));
-            return Plan::Copy(found);
+            return Ok(Plan::Copy(found));
         }
         let Some(anchors) = &self.anchors else {
-            return Plan::Carry;
+            return Ok(Plan::Carry);
         };
         let len = raw.len();
+        let old_len = usize::try_from(old.image.len()).unwrap_or(usize::MAX);
         let limit = veriflash_format::limits::MAX_PATCH_SOURCE_LEN as usize;
-        let found = anchors.reference(old.len(), raw, at, len.saturating_mul(4).min(limit));
-        let reach = len.saturating_mul(2).min(limit).min(old.len());
+        let found = anchors.reference(old_len, raw, at, len.saturating_mul(4).min(limit));
+        let reach = len.saturating_mul(2).min(limit).min(old_len);
         let start = usize::try_from(moved)
             .unwrap_or(usize::MAX)
             .saturating_sub(len / 2)
-            .min(old.len().saturating_sub(reach));
+            .min(old_len.saturating_sub(reach));
         let near = (reach > 0).then(|| (u64::try_from(start).unwrap_or(u64::MAX), reach));
-        match (found, near) {
+        Ok(match (found, near) {
             (None, None) => Plan::Carry,
             (found, near) if found == near => Plan::Patch([found, None]),
             (found, near) => Plan::Patch([found, near]),
-        }
+        })
     }
 }
 
@@ -756,15 +771,12 @@ impl DeltaPacking<'_> {
 fn index_source(
     source: &ImageSource,
     options: &PackOptions,
-    old: &[u8],
+    old: SourceImage<'_>,
     threads: usize,
 ) -> Result<SourceIndex, Error> {
     if options.chunking == Chunking::ContentDefined {
-        return Ok(SourceIndex::content_defined(
-            old,
-            source.chunk_size,
-            threads,
-        ));
+        return SourceIndex::content_defined(old.image, source.chunk_size, threads)
+            .map_err(|e| old.read_error(e));
     }
     let chunk_size = usize::try_from(source.chunk_size).unwrap_or(usize::MAX);
     let (mut reader, _) = source.data.open()?;
@@ -778,7 +790,7 @@ fn index_source(
         }
         wanted.insert(&chunk);
     }
-    Ok(SourceIndex::rolling(old, chunk_size, &wanted, threads))
+    SourceIndex::rolling(old.image, chunk_size, &wanted, threads).map_err(|e| old.read_error(e))
 }
 
 /// Where the next chunk of an image being packed comes from: fixed lengths, or cut by content.
@@ -829,9 +841,14 @@ fn tabled_image(
     let mut delta = match old {
         Some(old) => Some(DeltaPacking {
             old,
-            index: index_source(source, options, old.bytes, threads)?,
-            anchors: (!options.copy_only).then(|| AnchorIndex::new(old.bytes, threads)),
+            index: index_source(source, options, old, threads)?,
+            anchors: if options.copy_only {
+                None
+            } else {
+                Some(AnchorIndex::new(old.image, threads).map_err(|e| old.read_error(e))?)
+            },
             shift: 0,
+            scratch: Vec::new(),
         }),
         None => None,
     };
@@ -883,17 +900,18 @@ fn tabled_image(
         let mut plans = Vec::with_capacity(batch.len());
         let mut at = size.saturating_sub(batch.iter().map(|raw| raw.len() as u64).sum());
         for (raw, digest) in batch.iter().zip(&digests) {
-            let plan = delta
-                .as_mut()
-                .map_or(Plan::Carry, |d| d.plan(raw, digest, at));
+            let plan = match delta.as_mut() {
+                Some(d) => d.plan(raw, digest, at)?,
+                None => Plan::Carry,
+            };
             plans.push(plan);
             at = at.saturating_add(raw.len() as u64);
         }
-        let old_bytes = delta.as_ref().map(|d| d.old.bytes);
+        let old_image = delta.as_ref().map(|d| d.old);
         let packed = compress_batch(
             &batch,
             &plans,
-            |raw, plan| pack_chunk(raw, plan, options.compression, patch_level, old_bytes),
+            |raw, plan| pack_chunk(raw, plan, options.compression, patch_level, old_image),
             threads,
         )?;
         for ((raw, packed), digest) in batch.iter().zip(packed).zip(digests) {
@@ -939,7 +957,7 @@ fn tabled_image(
         stored_chunks,
         source: match delta {
             Some(delta) if !references.is_empty() => Some(DeltaSource {
-                size: delta.old.bytes.len() as u64,
+                size: delta.old.image.len(),
                 digest: delta.old.digest,
                 references,
             }),
@@ -958,13 +976,14 @@ fn tabled_image(
 
 /// The cheapest way to store `raw` that `plan` allows: copied from the source, else the
 /// smallest of raw, a zstd frame at `level` (when compressing) and a patch at `patch_level`
-/// against each planned range of `old`.
+/// against each planned range of `old`, read from it into a buffer of its own (at most
+/// [`veriflash_format::limits::MAX_PATCH_SOURCE_LEN`] bytes).
 fn pack_chunk(
     raw: &[u8],
     plan: Plan,
     level: Option<i32>,
     patch_level: i32,
-    old: Option<&[u8]>,
+    old: Option<SourceImage<'_>>,
 ) -> Result<Packed, Error> {
     let carried = |encoding, stored| Packed {
         encoding,
@@ -993,14 +1012,20 @@ fn pack_chunk(
         Plan::Patch(ranges) => ranges,
         Plan::Carry | Plan::Copy(_) => [None, None],
     };
+    let mut reference = Vec::new();
     for (offset, len) in ranges.into_iter().flatten() {
-        let Some(reference) = usize::try_from(offset)
-            .ok()
-            .and_then(|start| old?.get(start..start.saturating_add(len)))
-        else {
+        let Some(old) = old.filter(|old| {
+            offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= old.image.len())
+        }) else {
             continue;
         };
-        if let Some(frame) = crate::compress::patch_chunk(raw, reference, patch_level)?
+        reference.resize(len, 0);
+        old.image
+            .read_exact_at(offset, &mut reference)
+            .map_err(|e| old.read_error(e))?;
+        if let Some(frame) = crate::compress::patch_chunk(raw, &reference, patch_level)?
             && frame.len() < best.stored.as_ref().map_or(raw.len(), Vec::len)
         {
             best = Packed {

@@ -18,8 +18,8 @@ use veriflash_core::plugin::file_device::FileDevice;
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::source::FileSource;
 use veriflash_core::{
-    AnchorSet, CancelToken, DeltaBase, ImageData, ImageSource, InstallPolicy, PackOptions,
-    PackageSource, PackageSpec, Trust, TrustedTime, UnsignedPackage, Updater,
+    AnchorSet, CancelToken, Chunking, DeltaBase, ImageData, ImageSource, InstallPolicy,
+    PackOptions, PackageSource, PackageSpec, Trust, TrustedTime, UnsignedPackage, Updater,
 };
 use veriflash_test_support::{file_layout, pseudo_random, sign_and_write};
 
@@ -79,6 +79,7 @@ struct Delta {
     key: SigningKey,
     trust: Trust,
     v1: Vec<u8>,
+    base: DeltaBase,
     delta: UnsignedPackage,
 }
 
@@ -98,6 +99,7 @@ fn delta(old: Vec<u8>, new: Vec<u8>) -> Delta {
         key,
         trust,
         v1,
+        base,
         delta,
     }
 }
@@ -120,6 +122,7 @@ fn moved_and_edited_chunks_are_patched_against_where_their_content_is() {
         trust,
         v1,
         delta,
+        ..
     } = delta(old, new.clone());
     let image = &delta.manifest().images[0];
     let chunks = image.stored_chunks.clone();
@@ -198,4 +201,40 @@ fn the_updater_verifies_and_installs_a_delta_from_byte_ranges_downloaded_whole_f
     assert_eq!(report.download.unwrap().bytes_fetched, stored);
     assert_eq!(report.report.security_version, 2);
     assert_eq!(installed(&mut FileDevice::open(&device).unwrap()), new);
+}
+
+#[test]
+fn the_old_package_is_read_once_and_any_number_of_threads_packs_the_same_delta() {
+    let (old, new) = pair();
+    let f = delta(old.clone(), new.clone());
+    // The old images are what was verified, kept by the packer: another v1.vfp in its place,
+    // then none at all, changes nothing.
+    let v1_path = f.dir.path().join("v1.vfp");
+    let other = UnsignedPackage::prepare(spec(pseudo_random(OLD_LEN, 99), 1)).unwrap();
+    std::fs::write(&v1_path, written(&other, &f.key)).unwrap();
+    let pack = |options: &PackOptions| {
+        UnsignedPackage::prepare_delta(spec(new.clone(), 2), options, &f.base).unwrap()
+    };
+    assert_eq!(
+        pack(&PackOptions::new()).signed_message(),
+        f.delta.signed_message()
+    );
+    std::fs::remove_file(&v1_path).unwrap();
+    match &f.base.spec().unwrap().images[0].data {
+        ImageData::Bytes(bytes) => assert!(*bytes == old),
+        ImageData::File(path) => panic!("read from {}", path.display()),
+    }
+    // The signed message holds the digest of every stored chunk and patch frame: the same
+    // message is the same package but for its signatures.
+    for chunking in [Chunking::Fixed, Chunking::ContentDefined] {
+        let options = PackOptions::new().chunking(chunking);
+        let one = pack(&options.threads(1));
+        for threads in [2, 3] {
+            assert_eq!(
+                pack(&options.threads(threads)).signed_message(),
+                one.signed_message(),
+                "{chunking:?} on {threads} threads"
+            );
+        }
+    }
 }
