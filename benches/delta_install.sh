@@ -10,7 +10,8 @@
 # chunks found anywhere in v1, zstd patches, the rest carried).
 #
 # Then v1 is installed on a device, and each round (RUNS, commands rotated, the device file
-# copied fresh from the one running v1 and `sync` before each) times:
+# copied fresh from the one running v1, the host's state directory (VERIFLASH_STATE_DIR, in the
+# work directory) put back as v1's install left it, and `sync` before each) times:
 #   full   `veriflash flash v2-full.vfp --target file:DEV` (the package on local disk)
 #   delta  `veriflash flash v2-delta.vfp --target file:DEV`
 #   reuse  `veriflash flash http://127.0.0.1:PORT/v2-full.vfp --target file:DEV` (nginx on
@@ -111,8 +112,13 @@ done
 start=$(date +%s%N)
 "$VERIFLASH" pack --manifest v2.toml --key k.pem --delta-from v1.vfp --out v2-delta.vfp >/dev/null
 echo "delta:    $(stat -c %s v2-delta.vfp) bytes (full package $(stat -c %s v2-full.vfp)), packed in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+# The host's state (the record of what each device runs, which an online install indexes
+# first) lives in the work directory: each run starts from the state after v1 was installed,
+# as the device does, and never from what the run before it recorded.
+export VERIFLASH_STATE_DIR="$WORK/state"
 "$VERIFLASH" device init --layout layout.toml file:base.img >/dev/null
 "$VERIFLASH" flash v1.vfp --trust k.pub.pem --target file:base.img >/dev/null
+cp -a "$VERIFLASH_STATE_DIR" state-base
 
 commands=(full delta sha cp)
 [ -n "${BEFORE:-}" ] && commands+=(before)
@@ -137,7 +143,12 @@ run() {
         sha) cmd=(openssl dgst -sha256 v2.img) ;;
         cp) cmd=(sh -c 'cp v2.img copy.img && sync copy.img') ;;
     esac
-    case "$1" in full | delta | before | reuse | reuse_before) cp base.img dev.img ;; esac
+    case "$1" in
+        full | delta | before | reuse | reuse_before)
+            cp base.img dev.img
+            rm -rf "$VERIFLASH_STATE_DIR" && cp -a state-base "$VERIFLASH_STATE_DIR"
+            ;;
+    esac
     rm -f copy.img
     sync
     local start end
