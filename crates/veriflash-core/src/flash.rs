@@ -754,6 +754,11 @@ impl DeviceSink<'_, '_> {
         self.run.device.id.as_deref()
     }
 
+    /// The software version the device says it runs.
+    pub(crate) fn installed_version(&self) -> Option<&str> {
+        self.run.device.installed_version.as_deref()
+    }
+
     /// Tells the caller.
     pub(crate) fn event(&mut self, event: &Event) {
         (self.events)(event);

@@ -8,9 +8,10 @@
 //! * the images the device runs now, read back through the plugin
 //!   ([`veriflash_plugin::FlashSession::read_installed`]: the active slot of an A/B device,
 //!   which the install never writes). Where the host kept the signed prefix of the package that
-//!   put them there ([`crate::host::HostStore`]), that prefix is verified again and its chunk
-//!   table says where each digest sits, so nothing is read up front; otherwise each installed
-//!   image is hashed once in the new image's chunk size;
+//!   put them there ([`crate::host::HostStore`]), that prefix is verified again and, when its
+//!   software version is the one the device says it runs, its chunk table says where each
+//!   digest sits, so nothing is read up front; otherwise each installed image is hashed once in
+//!   the new image's chunk size;
 //! * a local chunk cache ([`Reuse::with_cache_dir`]): one file per chunk, named by its digest
 //!   in hex, filled with the chunks an install downloads and pruned after its commit to the
 //!   chunks of what was installed.
@@ -523,11 +524,13 @@ fn prune_except(dir: &Path, keep: &HashSet<String>) {
 }
 
 /// The manifest of the package the host recorded as installed on device `id`, verified again
-/// with `verifier`; `None` when there is no record or it no longer verifies (then the installed
-/// images are hashed instead).
+/// with `verifier`; `None` when there is no record, it no longer verifies, or the device says
+/// it runs another software version than `running` (then the installed images are hashed
+/// instead).
 pub(crate) fn previous_manifest(
     host: Option<&HostStore>,
     id: Option<&str>,
+    running: Option<&str>,
     verifier: &Verifier<'_>,
 ) -> Option<Manifest> {
     let prefix = host?.load_installed(id?)?;
@@ -535,7 +538,13 @@ pub(crate) fn previous_manifest(
         .ok()?
         .verify(verifier)
         .ok()?;
-    Some(verified.manifest().manifest().clone())
+    let manifest = verified.manifest().manifest();
+    // A device re-flashed since by other means (another host, an update it installed itself)
+    // runs other software than this host's record says: the record would place chunks where
+    // they are not, each found wrong on re-hash and fetched alone. Its images are hashed then.
+    running
+        .is_none_or(|v| v == manifest.software_version)
+        .then(|| manifest.clone())
 }
 
 #[cfg(test)]

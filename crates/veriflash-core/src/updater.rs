@@ -670,8 +670,12 @@ impl Updater {
                         &verified,
                         |sink| {
                             let index = if reuse.is_enabled() {
-                                let previous =
-                                    previous_manifest(host.as_ref(), sink.device_id(), &verifier);
+                                let previous = previous_manifest(
+                                    host.as_ref(),
+                                    sink.device_id(),
+                                    sink.installed_version(),
+                                    &verifier,
+                                );
                                 let mut warnings = Vec::new();
                                 let index = ReuseIndex::build(
                                     sink.session(),

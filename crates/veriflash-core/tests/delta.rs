@@ -308,6 +308,35 @@ fn the_installed_packages_record_spares_reading_the_slot_up_front() {
 }
 
 #[test]
+fn a_record_of_software_the_device_no_longer_runs_is_not_used() {
+    let f = fixture();
+    let state = f.dir.path().join("state");
+    let device = device_running_v1(&f, "dev.img", Some(&state));
+    let running_v1 = std::fs::read(&device).unwrap();
+    let target = format!("file:{}", device.display());
+    let v2 = || http_source(&f.server.url("v2.vfp"));
+    install(&f, v2(), &target, Reuse::default(), Some(&state), None)
+        .0
+        .unwrap();
+    // The device goes back to v1 behind this host's back (another tool re-flashed it): the
+    // host's record still says v2.
+    std::fs::write(&device, &running_v1).unwrap();
+    assert_eq!(boots(&device).as_deref(), Some("v1"));
+    f.server.take_ranges();
+    let (result, events) = install(&f, v2(), &target, Reuse::default(), Some(&state), None);
+    let download = result.unwrap().download.unwrap();
+    assert_eq!(boots(&device).as_deref(), Some("v2"));
+    // The record is set aside and the slot hashed: the plan is right, and kept.
+    assert_eq!(planned(&events), (TOTAL - CHANGED, CHANGED, TOTAL));
+    assert_eq!(download.bytes_fetched, CHANGED);
+    assert_eq!(f.server.take_ranges()[3..], changed_ranges(&f.v2)[..]);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Warning(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn a_damaged_running_slot_is_never_copied() {
     let f = fixture();
     let device = device_running_v1(&f, "dev.img", None);
