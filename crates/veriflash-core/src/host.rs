@@ -126,36 +126,70 @@ impl HostStore {
     }
 }
 
+/// The folder of the store where the signed prefixes of installed packages are kept, each once,
+/// named by its SHA-256: a device's record names one, so a station that flashes a thousand
+/// modems with one package keeps its prefix once, not a thousand times.
+const PREFIXES: &str = "installed-packages";
+
+/// How a device's record names its prefix: this, then the prefix's SHA-256 in hex.
+const NAMED: &str = "sha256:";
+
 impl HostStore {
-    /// Keeps the signed prefix of the package just installed on device `id` (a few KiB): the
-    /// next install verifies it again and learns, without reading the device, which chunk
-    /// digests the device's installed images are made of ([`crate::reuse`]).
+    /// Keeps the signed prefix of the package just installed on device `id` (a few KiB, or
+    /// more for a manifest of many chunks, kept once per package in [`PREFIXES`]): the next
+    /// install verifies it again and learns, without reading the device, which chunk digests
+    /// the device's installed images are made of ([`crate::reuse`]).
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] or [`ErrorKind::NoSpace`] when the file cannot be written.
+    /// [`ErrorKind::Io`] or [`ErrorKind::NoSpace`] when a file cannot be written.
     pub(crate) fn save_installed(&self, id: &str, prefix: &[u8]) -> Result<(), Error> {
         let stem = Self::stem(id)?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(self.dir.display(), e))?;
+        let digest = crate::package::hex(&veriflash_hash::sha256(prefix));
+        let prefixes = self.dir.join(PREFIXES);
+        std::fs::create_dir_all(&prefixes).map_err(|e| Error::io(prefixes.display(), e))?;
+        let kept = prefixes.join(format!("{digest}.prefix"));
+        if !kept.is_file() {
+            crate::output::write_atomically(&kept, &[], |file| {
+                std::io::Write::write_all(file, prefix)
+                    .map_err(|e| Error::io("writing the installed package's prefix", e))
+            })?;
+        }
         let path = self.dir.join(format!("{stem}.installed"));
         crate::output::write_atomically(&path, &[], |file| {
-            std::io::Write::write_all(file, prefix)
+            std::io::Write::write_all(file, format!("{NAMED}{digest}\n").as_bytes())
                 .map_err(|e| Error::io("writing the installed package's record", e))
         })
     }
 
     /// The signed prefix kept by [`HostStore::save_installed`] for device `id`, unverified;
-    /// `None` when there is none or it cannot be read (it is only a hint: whatever it names is
-    /// checked again).
+    /// `None` when there is none, it cannot be read, or the kept prefix is not the one the
+    /// record names (it is only a hint: whatever it names is checked again). A record written
+    /// before prefixes were kept once per package holds the prefix itself, and is read as one.
     pub(crate) fn load_installed(&self, id: &str) -> Option<Vec<u8>> {
         let stem = Self::stem(id).ok()?;
-        let file = std::fs::File::open(self.dir.join(format!("{stem}.installed"))).ok()?;
-        let limit = u64::try_from(veriflash_format::HEADER_LEN).unwrap_or(u64::MAX)
-            + u64::from(veriflash_format::limits::MAX_MANIFEST_LEN)
-            + u64::try_from(veriflash_format::limits::MAX_SIGNATURE_BLOCK_LEN).unwrap_or(u64::MAX);
-        let mut prefix = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut prefix).ok()?;
-        Some(prefix)
+        let record = read_bounded(&self.dir.join(format!("{stem}.installed")))?;
+        let Some(named) = record.strip_prefix(NAMED.as_bytes()) else {
+            return Some(record);
+        };
+        let digest = std::str::from_utf8(named).ok()?.trim_end();
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let prefix = read_bounded(&self.dir.join(PREFIXES).join(format!("{digest}.prefix")))?;
+        (crate::package::hex(&veriflash_hash::sha256(&prefix)) == digest).then_some(prefix)
     }
+}
+
+/// A file of at most one package prefix's length (header, largest manifest and signature
+/// block), or `None` when it cannot be read.
+fn read_bounded(path: &Path) -> Option<Vec<u8>> {
+    let limit = u64::try_from(veriflash_format::HEADER_LEN).unwrap_or(u64::MAX)
+        + u64::from(veriflash_format::limits::MAX_MANIFEST_LEN)
+        + u64::try_from(veriflash_format::limits::MAX_SIGNATURE_BLOCK_LEN).unwrap_or(u64::MAX);
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes).ok()?;
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -185,5 +219,45 @@ mod tests {
             ErrorKind::Malformed,
             "a damaged floor is not read as 0"
         );
+    }
+
+    #[test]
+    fn an_installed_package_is_kept_once_whatever_the_number_of_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HostStore::new(dir.path());
+        let prefix = b"signed prefix of package one".to_vec();
+        for serial in 0..5 {
+            store
+                .save_installed(&format!("mdm9x07-{serial:08x}"), &prefix)
+                .unwrap();
+        }
+        store.save_installed("other", b"package two").unwrap();
+        let kept = std::fs::read_dir(dir.path().join(PREFIXES))
+            .unwrap()
+            .count();
+        assert_eq!(kept, 2, "one prefix per package");
+        assert_eq!(
+            store.load_installed("mdm9x07-00000003"),
+            Some(prefix.clone())
+        );
+        assert_eq!(
+            store.load_installed("other").as_deref(),
+            Some(&b"package two"[..])
+        );
+        assert_eq!(store.load_installed("never-installed"), None);
+        // A record from before: the prefix itself.
+        std::fs::write(dir.path().join("old.installed"), &prefix).unwrap();
+        assert_eq!(store.load_installed("old"), Some(prefix.clone()));
+        // A kept prefix that changed is not the one the records name.
+        let named = crate::package::hex(&veriflash_hash::sha256(&prefix));
+        std::fs::write(
+            dir.path().join(PREFIXES).join(format!("{named}.prefix")),
+            b"something else",
+        )
+        .unwrap();
+        assert_eq!(store.load_installed("mdm9x07-00000003"), None);
+        // A record that names no digest is none.
+        std::fs::write(dir.path().join("bad.installed"), "sha256:../../etc\n").unwrap();
+        assert_eq!(store.load_installed("bad"), None);
     }
 }
