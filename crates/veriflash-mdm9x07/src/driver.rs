@@ -457,8 +457,8 @@ impl<T: Transport> Connection<T> {
     /// so the answer is recognised by what it is: bytes that start with an XML declaration and
     /// parse as whole Firehose documents holding only `<log/>` and `<response/>` elements, one
     /// after another (once one such document is whole and nothing else follows it, the
-    /// response is waited for). A page that happened to hold
-    /// exactly that would be taken for an answer and the read would fail: never data misread.
+    /// response is waited for). A page that happened to hold exactly that would be taken for
+    /// an answer and the read would fail: never data misread.
     fn answer_instead_of_data(
         &mut self,
         left: u64,
