@@ -1223,7 +1223,11 @@ fn start(
         verified.manifest(),
         &mut crate::delta::SessionImages(&mut *session),
         device.installed_version.as_deref(),
-    )?;
+    )
+    .map_err(|e| match (e.kind(), session.source_mismatch_remedy()) {
+        (ErrorKind::SourceMismatch, Some(remedy)) => e.with_remedy(remedy),
+        _ => e,
+    })?;
     events(&Event::PhaseFinished(Phase::Preflight));
     let m = verified.manifest();
     let plan = InstallPlan {

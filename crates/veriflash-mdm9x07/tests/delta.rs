@@ -343,6 +343,13 @@ fn a_damaged_kept_copy_is_refused_before_anything_is_written() {
     let err = flash(&device, &delta, &key, config.clone()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
     assert_eq!(page_programs(&device), programs, "nothing programmed");
+    // The remedy names the kept copies, and the two ways on.
+    let remedy = err.remedy();
+    let kept_dir = sources_dir(dir.path()).display().to_string();
+    assert!(
+        remedy.contains(&kept_dir) && remedy.contains("full package") && remedy.contains("delete"),
+        "{remedy}"
+    );
     // The full package makes the modem whole, and ends the kept copies.
     flash(&device, &full(&key, &new, "2.5.0"), &key, config).unwrap();
     assert!(!sources_dir(dir.path()).exists());

@@ -520,6 +520,14 @@ pub trait FlashSession {
         Ok(None)
     }
 
+    /// What the user can do when a delta package's source is not the image this session
+    /// answers [`FlashSession::read_installed`] with, when only the plugin knows why: a
+    /// single-slot modem that serves a copy kept by an interrupted install names it and says
+    /// how to go on. `None` (the default): the generic remedy of the error's kind.
+    fn source_mismatch_remedy(&self) -> Option<String> {
+        None
+    }
+
     /// What the user can do when the device's product or hardware revision is not the
     /// package's (`product`, and its first accepted revision if it names any), when only the
     /// plugin knows: a device whose product comes from a table the user configures (an
