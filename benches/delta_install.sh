@@ -14,6 +14,8 @@
 # work directory) put back as v1's install left it, and `sync` before each) times:
 #   full   `veriflash flash v2-full.vfp --target file:DEV` (the package on local disk)
 #   delta  `veriflash flash v2-delta.vfp --target file:DEV`
+#   recorded  the same with `--source-check recorded` (the source checked against the digest
+#          the device recorded at v1's install, not hashed whole)
 #   reuse  `veriflash flash http://127.0.0.1:PORT/v2-full.vfp --target file:DEV` (nginx on
 #          loopback; the device reuses what its active slot holds), when nginx is installed
 # and the baselines: `openssl dgst -sha256 v2.img` (one SHA-256 pass over the image on one
@@ -120,7 +122,7 @@ export VERIFLASH_STATE_DIR="$WORK/state"
 "$VERIFLASH" flash v1.vfp --trust k.pub.pem --target file:base.img >/dev/null
 cp -a "$VERIFLASH_STATE_DIR" state-base
 
-commands=(full delta sha cp)
+commands=(full delta recorded sha cp)
 [ -n "${BEFORE:-}" ] && commands+=(before)
 if [ -n "$NGINX" ]; then
     mkdir -p www
@@ -137,6 +139,7 @@ run() {
     case "$1" in
         full) cmd=("$VERIFLASH" flash v2-full.vfp --trust k.pub.pem --target file:dev.img) ;;
         delta) cmd=("$VERIFLASH" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
+        recorded) cmd=("$VERIFLASH" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img --source-check recorded) ;;
         before) cmd=("$BEFORE" flash v2-delta.vfp --trust k.pub.pem --target file:dev.img) ;;
         reuse) cmd=("$VERIFLASH" flash "http://127.0.0.1:$PORT/v2-full.vfp" --trust k.pub.pem --target file:dev.img) ;;
         reuse_before) cmd=("$BEFORE" flash "http://127.0.0.1:$PORT/v2-full.vfp" --trust k.pub.pem --target file:dev.img) ;;
@@ -144,7 +147,7 @@ run() {
         cp) cmd=(sh -c 'cp v2.img copy.img && sync copy.img') ;;
     esac
     case "$1" in
-        full | delta | before | reuse | reuse_before)
+        full | delta | recorded | before | reuse | reuse_before)
             cp base.img dev.img
             rm -rf "$VERIFLASH_STATE_DIR" && cp -a state-base "$VERIFLASH_STATE_DIR"
             ;;
@@ -184,6 +187,7 @@ for c in "${commands[@]}"; do
     case "$c" in
         full) label="\`flash v2-full.vfp\` (full, local disk)" ;;
         delta) label="\`flash v2-delta.vfp\` (delta package, local disk)" ;;
+        recorded) label="\`flash v2-delta.vfp --source-check recorded\` (the device's record, not a hash pass)" ;;
         before) label="\`flash v2-delta.vfp\` with BEFORE ($("$BEFORE" --version | cut -d' ' -f1-2), the delta before)" ;;
         reuse) label="\`flash http://…/v2-full.vfp\` (online reuse, nginx on loopback)" ;;
         reuse_before) label="\`flash http://…/v2-full.vfp\` with BEFORE (online reuse before)" ;;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use veriflash_core::{
-    AnchorSet, CancelToken, Error, ErrorKind, Event, InstallReport, PackageSource, Reconnect,
-    Reuse, Updater,
+    AnchorSet, CancelToken, Error, ErrorKind, Event, InstallPolicy, InstallReport, PackageSource,
+    Reconnect, Reuse, SourceCheck, Updater,
 };
 
 use crate::events::EventLines;
@@ -46,7 +46,27 @@ pub(crate) struct FlashArgs<'a> {
     pub(crate) sysfs: Option<&'a Path>,
     /// Whether and from where a download reuses chunks the device already holds.
     pub(crate) reuse: Reuse,
+    /// How a delta package's source is checked before the first write.
+    pub(crate) source_check: SourceCheck,
     pub(crate) json: bool,
+}
+
+/// `--source-check`: [`SourceCheck`] as the command line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SourceCheckArg {
+    /// [`SourceCheck::Whole`].
+    Whole,
+    /// [`SourceCheck::Recorded`].
+    Recorded,
+}
+
+impl From<SourceCheckArg> for SourceCheck {
+    fn from(arg: SourceCheckArg) -> Self {
+        match arg {
+            SourceCheckArg::Whole => Self::Whole,
+            SourceCheckArg::Recorded => Self::Recorded,
+        }
+    }
 }
 
 /// What `--no-reuse` and `--chunk-cache` ask for.
@@ -193,6 +213,7 @@ fn updater(
     .reconnect(reconnect)
     .wait_for_boot(args.wait_boot)
     .reuse(args.reuse.clone())
+    .policy(InstallPolicy::default().with_source_check(args.source_check))
     .events(events)
     .build()
 }
@@ -257,6 +278,7 @@ pub(crate) fn run_simple(package: &Path, trust: &Path, target: &str) -> Result<(
         wait_device: Duration::ZERO,
         sysfs: None,
         reuse: Reuse::default(),
+        source_check: SourceCheck::default(),
         json: false,
     })
 }

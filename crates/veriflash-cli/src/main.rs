@@ -276,6 +276,15 @@ enum Command {
         /// fetch them again), and after the commit keep only the installed package's.
         #[arg(long, value_name = "DIR")]
         chunk_cache: Option<PathBuf>,
+        /// How a delta package's source is checked before the first write: `whole` hashes the
+        /// image the device runs, all of it, so nothing is written when it is not the delta's
+        /// source, damaged or not; `recorded` compares the source with the digest the device
+        /// recorded when it installed that image (hashing it whole where it keeps none): as
+        /// safe for the slot that runs, one SHA-256 pass faster, but an image damaged since its
+        /// install is found part way, with the other slot written up to there and not made
+        /// bootable.
+        #[arg(long, value_enum, value_name = "HOW", default_value_t = flash::SourceCheckArg::Whole)]
+        source_check: flash::SourceCheckArg,
         /// Print events and the result as JSON lines on stdout.
         #[arg(long)]
         json: bool,
@@ -715,6 +724,7 @@ fn main() -> ExitCode {
             sysfs,
             no_reuse,
             chunk_cache,
+            source_check,
             json,
         } => flash::run(&flash::FlashArgs {
             package: &package,
@@ -730,6 +740,7 @@ fn main() -> ExitCode {
             wait_device: std::time::Duration::from_secs(wait_device),
             sysfs: sysfs.as_deref(),
             reuse: flash::reuse(no_reuse, chunk_cache),
+            source_check: source_check.into(),
             json,
         }),
         Command::Station {

@@ -206,6 +206,58 @@ fn pack_delta_from_inspect_and_flash_a_delta_package() {
         "{}",
         common::stderr(&o)
     );
+    // Checked against the device's record instead: the same refusal, from what v2's install
+    // recorded, nothing written; on a device running v1 the same install.
+    let flash_recorded = |target: &str| {
+        veriflash(
+            &[
+                "flash",
+                "v1-to-v2.vfp",
+                "--trust",
+                "vendor.pub.pem",
+                "--target",
+                target,
+                "--source-check",
+                "recorded",
+            ],
+            dir,
+        )
+    };
+    let before = std::fs::read(dir.join("dev.img")).unwrap();
+    let o = flash_recorded("file:dev.img");
+    assert_eq!(code(&o), 34, "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("recorded"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(std::fs::read(dir.join("dev.img")).unwrap(), before);
+    ok(&veriflash(
+        &["device", "init", "--layout", "layout.toml", "file:v1.img"],
+        dir,
+    ));
+    ok(&flash(dir, "v1.vfp", "file:v1.img"));
+    ok(&flash_recorded("file:v1.img"));
+    let v: Value = serde_json::from_str(&ok(&veriflash(
+        &["status", "--target", "file:v1.img", "--json"],
+        dir,
+    )))
+    .unwrap();
+    assert_eq!(v["status"]["installed_version"], "v2", "{v}");
+    let o = veriflash(
+        &[
+            "flash",
+            "v1-to-v2.vfp",
+            "--trust",
+            "vendor.pub.pem",
+            "--target",
+            "file:v1.img",
+            "--source-check",
+            "sometimes",
+        ],
+        dir,
+    );
+    assert_eq!(code(&o), 2, "a usage error");
 }
 
 #[test]

@@ -63,6 +63,17 @@ pub trait InstalledImages {
     /// When the range runs past the image or the read fails.
     fn read_installed(&mut self, partition: &str, offset: u64, buf: &mut [u8])
     -> Result<(), Error>;
+
+    /// The digest the device recorded for the image installed in `partition` when the install
+    /// that put it there committed ([`veriflash_plugin::FlashSession::installed_digest`]), or
+    /// `None` (the default): what [`SourceCheck::Recorded`] compares a declared source with.
+    ///
+    /// # Errors
+    /// When the device cannot be asked.
+    fn recorded_digest(&mut self, partition: &str) -> Result<Option<Digest>, Error> {
+        let _ = partition;
+        Ok(None)
+    }
 }
 
 /// A plugin's session as [`InstalledImages`]: what its device runs, read back.
@@ -83,6 +94,36 @@ impl InstalledImages for SessionImages<'_> {
             .read_installed(partition, offset, buf)
             .map_err(device_error)
     }
+
+    fn recorded_digest(&mut self, partition: &str) -> Result<Option<Digest>, Error> {
+        self.0.installed_digest(partition).map_err(device_error)
+    }
+}
+
+/// How a delta install checks, before its first write, that the device runs the image a delta
+/// package applies to ([`check_sources`]; [`crate::InstallPolicy::with_source_check`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceCheck {
+    /// The installed image is hashed whole and compared with the declared source: nothing is
+    /// written for an image that differs, whether it is another version or a damaged one. One
+    /// SHA-256 pass over the image, on one core (a whole-image digest cannot be split), before
+    /// anything else: the time by which a delta install is slower than a full one
+    /// (docs/PERFORMANCE.md). The default.
+    #[default]
+    Whole,
+    /// The declared source is compared with the digest the device recorded when the install
+    /// that put its image there committed — after that install's read-back matched it
+    /// ([`InstalledImages::recorded_digest`]); hashed whole, as [`SourceCheck::Whole`], where
+    /// the device keeps no record. A device that runs another version is refused before the
+    /// first write as with `Whole`. An image damaged or changed since its install is found when
+    /// a range copied or patched from it fails its signed digest, right before it would be
+    /// written: the install stops there with [`ErrorKind::SourceMismatch`] (the image is then
+    /// hashed whole to tell this from a package that contradicts itself), on the slot being
+    /// written, which is not made bootable; the slot that runs is never written. This is how
+    /// Android A/B updates (the build fingerprint a device records) and Mender delta artifacts
+    /// (the checksum a device's provides record) check their source.
+    Recorded,
 }
 
 /// Installed images are hashed in reads of this many bytes, into one of two buffers: one is
@@ -90,7 +131,8 @@ impl InstalledImages for SessionImages<'_> {
 const READ_BUFFER: usize = 4 << 20;
 
 /// Checks, before anything is written, that the device holds the source of every image of
-/// `manifest` that declares one: the same length, and the same SHA-256 over all of it.
+/// `manifest` that declares one: the same length, and the same SHA-256 over all of it — hashed
+/// whole, or, as `how` allows, the digest the device recorded for it ([`SourceCheck`]).
 /// `running` is the software version the device says it runs, for the message.
 ///
 /// Each image is read on the calling thread (the device is not shared) and hashed on a thread
@@ -104,6 +146,7 @@ pub fn check_sources(
     manifest: &Manifest,
     device: &mut dyn InstalledImages,
     running: Option<&str>,
+    how: SourceCheck,
 ) -> Result<(), Error> {
     let runs = running.map_or_else(String::new, |v| format!(" (software version {v})"));
     for image in &manifest.images {
@@ -133,7 +176,28 @@ pub fn check_sources(
         // A device that records no image length (single-slot NAND) answers its partition's:
         // the source is its first `source.size` bytes, and nothing after them is read.
         let len = len.min(source.size);
-        let digest = hash_installed(device, &image.partition, len)?;
+        let recorded = match how {
+            SourceCheck::Recorded => device.recorded_digest(&image.partition)?,
+            SourceCheck::Whole => None,
+        };
+        if let Some(recorded) = recorded {
+            if len == source.size && recorded == source.digest {
+                continue;
+            }
+            return Err(Error::new(
+                ErrorKind::SourceMismatch,
+                format!(
+                    "the device recorded for '{}' an image with SHA-256 {} when it was installed{runs}; {wants}",
+                    image.partition,
+                    hex(&recorded)
+                ),
+            )
+            .at(at));
+        }
+        let digest = hash_installed(
+            &mut |offset, buf| device.read_installed(&image.partition, offset, buf),
+            len,
+        )?;
         if len != source.size || digest != source.digest {
             return Err(Error::new(
                 ErrorKind::SourceMismatch,
@@ -149,13 +213,13 @@ pub fn check_sources(
     Ok(())
 }
 
-/// SHA-256 of the `len` bytes installed in `partition`: read here, hashed on a thread of its
-/// own (here too when none can be started), two buffers of [`READ_BUFFER`] taking turns.
-fn hash_installed(
-    device: &mut dyn InstalledImages,
-    partition: &str,
-    len: u64,
-) -> Result<Digest, Error> {
+/// Reads `buf.len()` bytes of one installed image from `offset`.
+type ReadInstalled<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), Error> + 'a;
+
+/// SHA-256 of the first `len` bytes of an installed image, which `read(offset, buf)` reads:
+/// read here, hashed on a thread of its own (here too when none can be started), two buffers
+/// of [`READ_BUFFER`] taking turns.
+fn hash_installed(read: &mut ReadInstalled<'_>, len: u64) -> Result<Digest, Error> {
     let buffer_len = usize::try_from(len)
         .unwrap_or(READ_BUFFER)
         .clamp(1, READ_BUFFER);
@@ -186,7 +250,7 @@ fn hash_installed(
                 .unwrap_or(usize::MAX)
                 .min(buffer.len());
             let piece = buffer.get_mut(..n).unwrap_or_default();
-            device.read_installed(partition, offset, piece)?;
+            read(offset, piece)?;
             match &mut inline {
                 Some(hasher) => {
                     hasher.update(piece);
@@ -262,7 +326,12 @@ pub(crate) fn stream<R: Read>(
         };
         // A shorter borrow of the target for this image (`Option` does not coerce it).
         let this_image = target.as_deref_mut().map(|t| -> &mut dyn ReuseTarget { t });
-        stream_image(reading, this_image, options)?;
+        if let Err(e) = stream_image(reading, this_image, options) {
+            return Err(match target.as_deref_mut() {
+                Some(target) => diagnose(e, image, target),
+                None => e,
+            });
+        }
         let mut report = ImageReport::new(image, image.digest, false);
         if target.is_none() {
             report.chunks = image
@@ -275,6 +344,34 @@ pub(crate) fn stream<R: Read>(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// A rebuilt chunk that failed its digest: either the installed image is no longer the source
+/// it was checked as (damaged or changed since, or never hashed: [`SourceCheck::Recorded`]) —
+/// then [`ErrorKind::SourceMismatch`], at the same chunk — or the package contradicts itself
+/// (`err` as it is). The image is hashed whole to tell, only on this failure path.
+fn diagnose(err: Error, image: &ImageSpec, target: &mut dyn ReuseTarget) -> Error {
+    let Some(source) = &image.source else {
+        return err;
+    };
+    if err.kind() != ErrorKind::DeltaOutputMismatch {
+        return err;
+    }
+    let read = &mut |offset, buf: &mut [u8]| target.read_installed(&image.partition, offset, buf);
+    match hash_installed(read, source.size) {
+        Ok(digest) if digest != source.digest => Error::new(
+            ErrorKind::SourceMismatch,
+            format!(
+                "the image installed in '{}' is no longer the source this delta applies to (damaged, or changed since its install or since it was checked): it hashes to {} where the delta names {}; the chunk of '{}' rebuilt from it that showed it was not written",
+                image.partition,
+                hex(&digest),
+                hex(&source.digest),
+                image.name
+            ),
+        )
+        .at(err.location().clone()),
+        _ => err,
+    }
 }
 
 /// What a worker does with a chunk's bytes.

@@ -153,6 +153,7 @@ pub struct InstallPolicy {
     staging_quota: Option<u64>,
     staging_dir: Option<std::path::PathBuf>,
     hook: Option<PreflightHook>,
+    source_check: crate::delta::SourceCheck,
 }
 
 impl std::fmt::Debug for InstallPolicy {
@@ -162,6 +163,7 @@ impl std::fmt::Debug for InstallPolicy {
             .field("threads", &self.threads)
             .field("staging_quota", &self.staging_quota)
             .field("hook", &self.hook.is_some())
+            .field("source_check", &self.source_check)
             .finish()
     }
 }
@@ -174,6 +176,7 @@ impl Default for InstallPolicy {
             staging_quota: None,
             staging_dir: None,
             hook: None,
+            source_check: crate::delta::SourceCheck::default(),
         }
     }
 }
@@ -183,6 +186,14 @@ impl InstallPolicy {
     #[must_use]
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// How a delta package's source is checked before the first write
+    /// ([`crate::SourceCheck`]; [`crate::SourceCheck::Whole`] unless set).
+    #[must_use]
+    pub fn with_source_check(mut self, how: crate::delta::SourceCheck) -> Self {
+        self.source_check = how;
         self
     }
 
@@ -1223,6 +1234,7 @@ fn start(
         verified.manifest(),
         &mut crate::delta::SessionImages(&mut *session),
         device.installed_version.as_deref(),
+        policy.source_check,
     )
     .map_err(|e| match (e.kind(), session.source_mismatch_remedy()) {
         (ErrorKind::SourceMismatch, Some(remedy)) => e.with_remedy(remedy),

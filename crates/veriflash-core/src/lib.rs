@@ -23,7 +23,7 @@ pub mod trust;
 pub mod updater;
 
 pub use compress::ZstdDecoder;
-pub use delta::{DeltaBase, ImageCost, InstalledImages, check_sources, delta_cost};
+pub use delta::{DeltaBase, ImageCost, InstalledImages, SourceCheck, check_sources, delta_cost};
 pub use error::{Category, Error, ErrorKind, Location};
 pub use factory::{FactoryLine, FactoryReport};
 pub use flash::{

@@ -536,7 +536,12 @@ impl<R: Read> VerifiedPackage<R> {
     where
         F: FnMut(&ImageSpec, VerifiedChunk<'_>) -> Result<(), Error>,
     {
-        crate::check_sources(self.manifest.manifest(), installed, None)?;
+        crate::check_sources(
+            self.manifest.manifest(),
+            installed,
+            None,
+            crate::SourceCheck::Whole,
+        )?;
         self.stream_to(&mut crate::delta::SourceAndSink {
             images: installed,
             sink,

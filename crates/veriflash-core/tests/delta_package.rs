@@ -21,7 +21,7 @@ use veriflash_core::plugin::file_device::{FileDevice, Layout};
 use veriflash_core::sig::{PinnedKeys, SigningKey};
 use veriflash_core::{
     AnchorSet, CancelToken, DeltaBase, ErrorKind, ImageData, ImageSource, InstallPolicy,
-    InstalledImages, PackOptions, PackageReader, PackageSpec, Trust, UnsignedPackage,
+    InstalledImages, PackOptions, PackageReader, PackageSpec, SourceCheck, Trust, UnsignedPackage,
 };
 use veriflash_test_support::{file_layout, pseudo_random};
 
@@ -131,10 +131,20 @@ fn install(
     package: &[u8],
     device: &mut FileDevice,
 ) -> Result<(), veriflash_core::Error> {
+    install_checking(f, package, device, SourceCheck::Whole)
+}
+
+/// [`install`], checking a delta's source as `how` says.
+fn install_checking(
+    f: &Fixture,
+    package: &[u8],
+    device: &mut FileDevice,
+    how: SourceCheck,
+) -> Result<(), veriflash_core::Error> {
     veriflash_core::install(
         package,
         &trust(&f.key).verifier(),
-        &InstallPolicy::default(),
+        &InstallPolicy::default().with_source_check(how),
         device,
         &CancelToken::new(),
         &mut |_| {},
@@ -236,6 +246,99 @@ fn a_delta_is_refused_before_any_write_on_a_device_that_runs_another_version() {
             .unwrap_err()
             .to_string()
             .contains("software version v2")
+    );
+}
+
+#[test]
+fn checked_against_the_devices_record_a_delta_installs_alike_and_refuses_another_version_unwritten()
+{
+    let f = fixture();
+    let device = device_running_v1(&f, "recorded.img");
+    install_checking(
+        &f,
+        &f.delta,
+        &mut FileDevice::open(&device).unwrap(),
+        SourceCheck::Recorded,
+    )
+    .unwrap();
+    assert_eq!(boots(&device).as_deref(), Some("v2"));
+    assert_eq!(booted_images(&device), images_v2());
+    // Now it runs v2, and records it: the delta from v1 is refused before anything is written.
+    let before = std::fs::read(&device).unwrap();
+    let err = install_checking(
+        &f,
+        &f.delta,
+        &mut FileDevice::open(&device).unwrap(),
+        SourceCheck::Recorded,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
+    assert!(err.to_string().contains("recorded"), "{err}");
+    assert_eq!(
+        std::fs::read(&device).unwrap(),
+        before,
+        "not a byte written"
+    );
+}
+
+#[test]
+fn a_running_slot_damaged_since_its_install_is_refused_before_writing_when_hashed_whole_and_part_way_when_recorded()
+ {
+    let f = fixture();
+    let damaged = |name: &str| {
+        let path = device_running_v1(&f, name);
+        // A byte of the system image in the slot that runs rots.
+        let running = FileDevice::open(&path)
+            .unwrap()
+            .device_info()
+            .unwrap()
+            .active_slot;
+        let at = layout().offset_of("system", running.unwrap()).unwrap() + 9 * u64::from(CHUNK);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[usize::try_from(at).unwrap() + 5] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    };
+    let (whole, before) = damaged("whole.img");
+    let err = install_checking(
+        &f,
+        &f.delta,
+        &mut FileDevice::open(&whole).unwrap(),
+        SourceCheck::Whole,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
+    assert_eq!(std::fs::read(&whole).unwrap(), before, "not a byte written");
+
+    let (recorded, before) = damaged("recorded.img");
+    let err = install_checking(
+        &f,
+        &f.delta,
+        &mut FileDevice::open(&recorded).unwrap(),
+        SourceCheck::Recorded,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
+    assert!(err.to_string().contains("no longer the source"), "{err}");
+    // Part way: the slot being written changed, the one that runs did not and still runs v1.
+    let after = std::fs::read(&recorded).unwrap();
+    assert_ne!(
+        after, before,
+        "the other slot was written up to the damaged range"
+    );
+    let info = FileDevice::open(&recorded).unwrap().device_info().unwrap();
+    let at = usize::try_from(
+        layout()
+            .offset_of("system", info.active_slot.unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let system = images_v1()[1].len();
+    assert_eq!(after[at..at + system], before[at..at + system]);
+    assert_eq!(
+        info.installed_version.as_deref(),
+        Some("v1"),
+        "nothing switched"
     );
 }
 
@@ -638,7 +741,8 @@ impl InstalledImages for DamagedAfterCheck {
 }
 
 #[test]
-fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_was_handed_on() {
+fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_was_handed_on_and_a_changed_source_is_named()
+ {
     let f = fixture();
     const FROM: u64 = 120_000;
     let rootfs = verified_manifest(&f, &f.delta).images[1].clone();
@@ -671,11 +775,10 @@ fn the_first_rebuilt_chunk_that_fails_is_the_error_after_every_chunk_before_it_w
         };
         let (chunks, result) = streamed(&f, &mut damaged, options);
         let err = result.unwrap_err();
-        assert_eq!(
-            err.kind(),
-            ErrorKind::DeltaOutputMismatch,
-            "{options:?}: {err}"
-        );
+        // The installed image changed after it was checked: said so (hashed again on this
+        // failure path), not blamed on the package.
+        assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{options:?}: {err}");
+        assert!(err.to_string().contains("no longer the source"), "{err}");
         assert_eq!(err.location().chunk, Some(first), "{options:?}: {err}");
         assert_eq!(err.location().image.as_deref(), Some("rootfs"));
         let handed_on: Vec<(&str, u64)> = chunks.iter().map(|c| (c.0.as_str(), c.1)).collect();

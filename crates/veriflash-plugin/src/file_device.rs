@@ -1183,6 +1183,13 @@ impl FlashSession for FileDevice {
             .map(|i| i.size))
     }
 
+    fn installed_digest(&mut self, partition: &str) -> Result<Option<Digest>, PluginError> {
+        Ok(self.state.images[slot_index(self.state.active)]
+            .iter()
+            .find(|i| i.partition == partition)
+            .map(|i| i.digest))
+    }
+
     fn read_installed(
         &mut self,
         partition: &str,
@@ -1356,6 +1363,8 @@ mod tests {
         });
         dev.write_state(s).unwrap();
         assert_eq!(dev.installed_len("boot").unwrap(), Some(10_000));
+        assert_eq!(dev.installed_digest("boot").unwrap(), Some(sha256(&image)));
+        assert_eq!(dev.installed_digest("efs2").unwrap(), None);
         let mut buf = [0u8; 300];
         dev.read_installed("boot", 4096, &mut buf).unwrap();
         assert_eq!(buf[..], image[4096..4396]);

@@ -474,6 +474,20 @@ pub trait FlashSession {
         Ok(None)
     }
 
+    /// The SHA-256 of the image installed in `partition` as the device recorded it when the
+    /// install that put it there committed — after its read-back matched that digest — or
+    /// `None` for a device that keeps no such record (the default). A delta install checks its
+    /// declared source against this record instead of hashing the installed image whole when
+    /// the install policy asks for it (`SourceCheck::Recorded`); every range it copies is still
+    /// hashed against its signed digest right before it is written.
+    ///
+    /// # Errors
+    /// When the device cannot be queried.
+    fn installed_digest(&mut self, partition: &str) -> Result<Option<Digest>, PluginError> {
+        let _ = partition;
+        Ok(None)
+    }
+
     /// Reads `buf.len()` bytes of the image installed in `partition`, from byte `offset` (see
     /// [`FlashSession::installed_len`], whose answer says what may be read, and from where:
     /// the device, or the host copy a single-slot device made before its install's first
