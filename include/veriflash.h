@@ -88,7 +88,9 @@
  * - no configuration directory: the MDM9x07 plugin's built-in product table only;
  * - a device that drops off mid-install (a modem that resets or whose cable is re-plugged) is
  *   waited for up to 60 s, at most 3 times, and the install runs again from a fresh
- *   verification (for a package that can be read again: see `veriflash_flash`).
+ *   verification (for a package that can be read again: see `veriflash_flash`);
+ * - a delta package's source is hashed whole before the first write
+ *   (`VERIFLASH_SOURCE_CHECK_WHOLE`).
  */
 typedef struct veriflash_options veriflash_options;
 
@@ -221,6 +223,12 @@ typedef struct veriflash_event {
  * `event` and its strings are valid only during the call.
  */
 typedef int (*veriflash_progress_cb)(void *userdata, const struct veriflash_event *event);
+
+/**
+ * How a delta package's source is checked before the first write
+ * (`veriflash_options_set_source_check`).
+ */
+typedef uint32_t veriflash_source_check;
 
 /**
  * Reads a package from a caller: fills `buf` with up to `len` bytes and stores how many in
@@ -663,6 +671,20 @@ typedef uint32_t veriflash_trusted_time;
 #define VERIFLASH_EVENT_RECONNECTED 7
 
 /**
+ * The image the device runs is hashed whole and compared with the delta's source: nothing is
+ * written for one that differs, another version or a damaged one. The default.
+ */
+#define VERIFLASH_SOURCE_CHECK_WHOLE 0
+
+/**
+ * The delta's source is compared with the digest the device recorded when it installed the
+ * image it runs (hashed whole where it keeps none): one SHA-256 pass faster; another version
+ * is refused before the first write, an image damaged since its install part way, on the slot
+ * being written, which is never made bootable.
+ */
+#define VERIFLASH_SOURCE_CHECK_RECORDED 1
+
+/**
  * The device has no A/B slots.
  */
 #define VERIFLASH_SLOT_NONE 0
@@ -890,6 +912,21 @@ veriflash_result veriflash_options_set_config_dir(struct veriflash_options *opti
  */
 veriflash_result veriflash_options_set_reconnect_wait(struct veriflash_options *options,
                                                       uint64_t seconds);
+
+/**
+ * Sets how a delta package's source is checked before the first write, as `veriflash flash
+ * --source-check HOW`: `VERIFLASH_SOURCE_CHECK_WHOLE` (the default) or
+ * `VERIFLASH_SOURCE_CHECK_RECORDED` (see each).
+ *
+ * # Errors
+ * `VERIFLASH_NULL_POINTER`; `VERIFLASH_INVALID_ARGUMENT` for another value. The options are
+ * unchanged on failure.
+ *
+ * # Safety
+ * `options` is NULL or live options that no other call uses at the same time.
+ */
+veriflash_result veriflash_options_set_source_check(struct veriflash_options *options,
+                                                    veriflash_source_check how);
 
 /**
  * Frees install options. NULL is a no-op. Freeing the same options twice is undefined

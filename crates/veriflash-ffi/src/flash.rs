@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use veriflash_core::flash::device_error;
 use veriflash_core::plugin::Registry;
-use veriflash_core::{CancelToken, Event, Phase, Trust, Updater};
+use veriflash_core::{CancelToken, Event, InstallPolicy, Phase, Trust, Updater};
 
 use crate::error::{c_text, veriflash_result};
 use crate::ffi::{CallerThread, Out, arg_str, borrow, borrow_mut, call, call_plain, into_handle};
@@ -287,6 +287,7 @@ pub(crate) fn flash(
         .registry(registry)
         .environment(options.environment.clone())
         .reconnect(options.reconnect)
+        .policy(InstallPolicy::default().with_source_check(options.source_check))
         .cancel(cancel)
         .events(move |_device, event| {
             if let Some(listener) = listener.get_mut() {

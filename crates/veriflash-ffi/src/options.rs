@@ -1,14 +1,15 @@
 //! How `veriflash_flash_with_options` installs: where the plugins keep their state and read
-//! their configuration (a `PluginEnvironment`), and how long a device that drops off is waited
-//! for (a `Reconnect`) — what the `veriflash` command takes from its state and configuration
-//! directories and `--reconnect SECS`.
+//! their configuration (a `PluginEnvironment`), how long a device that drops off is waited
+//! for (a `Reconnect`) and how a delta package's source is checked (a `SourceCheck`) — what
+//! the `veriflash` command takes from its state and configuration directories, `--reconnect
+//! SECS` and `--source-check HOW`.
 
 use std::ffi::c_char;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use veriflash_core::Reconnect;
 use veriflash_core::plugin::PluginEnvironment;
+use veriflash_core::{Reconnect, SourceCheck};
 
 use crate::error::{FfiError, VERIFLASH_INVALID_ARGUMENT, veriflash_result};
 use crate::ffi::{Handle, Out, arg_str, borrow_mut, call, call_plain, free, into_handle};
@@ -16,6 +17,18 @@ use crate::ffi::{Handle, Out, arg_str, borrow_mut, call, call_plain, free, into_
 /// The longest reconnect wait `veriflash_options_set_reconnect_wait` takes, in seconds (a day,
 /// as the `veriflash` command's `--reconnect`).
 pub const VERIFLASH_RECONNECT_WAIT_MAX: u64 = 86_400;
+
+/// How a delta package's source is checked before the first write
+/// (`veriflash_options_set_source_check`).
+pub type veriflash_source_check = u32;
+/// The image the device runs is hashed whole and compared with the delta's source: nothing is
+/// written for one that differs, another version or a damaged one. The default.
+pub const VERIFLASH_SOURCE_CHECK_WHOLE: veriflash_source_check = 0;
+/// The delta's source is compared with the digest the device recorded when it installed the
+/// image it runs (hashed whole where it keeps none): one SHA-256 pass faster; another version
+/// is refused before the first write, an image damaged since its install part way, on the slot
+/// being written, which is never made bootable.
+pub const VERIFLASH_SOURCE_CHECK_RECORDED: veriflash_source_check = 1;
 
 /// The options of an install: the plugins' state and configuration directories, and the
 /// reconnect wait.
@@ -32,7 +45,9 @@ pub const VERIFLASH_RECONNECT_WAIT_MAX: u64 = 86_400;
 /// - no configuration directory: the MDM9x07 plugin's built-in product table only;
 /// - a device that drops off mid-install (a modem that resets or whose cable is re-plugged) is
 ///   waited for up to 60 s, at most 3 times, and the install runs again from a fresh
-///   verification (for a package that can be read again: see `veriflash_flash`).
+///   verification (for a package that can be read again: see `veriflash_flash`);
+/// - a delta package's source is hashed whole before the first write
+///   (`VERIFLASH_SOURCE_CHECK_WHOLE`).
 pub struct veriflash_options {
     _private: [u8; 0],
 }
@@ -44,6 +59,8 @@ pub(crate) struct Options {
     pub(crate) environment: PluginEnvironment,
     /// What to do when a device drops off.
     pub(crate) reconnect: Reconnect,
+    /// How a delta package's source is checked.
+    pub(crate) source_check: SourceCheck,
 }
 
 impl Handle for veriflash_options {
@@ -180,6 +197,38 @@ pub unsafe extern "C" fn veriflash_options_set_reconnect_wait(
             ));
         }
         options.reconnect.wait = Duration::from_secs(seconds);
+        Ok(())
+    })
+}
+
+/// Sets how a delta package's source is checked before the first write, as `veriflash flash
+/// --source-check HOW`: `VERIFLASH_SOURCE_CHECK_WHOLE` (the default) or
+/// `VERIFLASH_SOURCE_CHECK_RECORDED` (see each).
+///
+/// # Errors
+/// `VERIFLASH_NULL_POINTER`; `VERIFLASH_INVALID_ARGUMENT` for another value. The options are
+/// unchanged on failure.
+///
+/// # Safety
+/// `options` is NULL or live options that no other call uses at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn veriflash_options_set_source_check(
+    options: *mut veriflash_options,
+    how: veriflash_source_check,
+) -> veriflash_result {
+    call(|| {
+        // SAFETY: this function's contract.
+        let options = unsafe { borrow_mut(options, "options") }?;
+        options.source_check = match how {
+            VERIFLASH_SOURCE_CHECK_WHOLE => SourceCheck::Whole,
+            VERIFLASH_SOURCE_CHECK_RECORDED => SourceCheck::Recorded,
+            other => {
+                return Err(FfiError::new(
+                    VERIFLASH_INVALID_ARGUMENT,
+                    format!("argument 'how' is {other}: not a VERIFLASH_SOURCE_CHECK_ value"),
+                ));
+            }
+        };
         Ok(())
     })
 }

@@ -1237,6 +1237,18 @@ fn a_delta_for_another_installed_version_gets_the_source_mismatch_code_and_write
     );
     let (rc, _) = flash_to(&open(&delta), &trust, &target);
     assert_eq!(rc, VERIFLASH_OK, "{}", last_message());
+    // Checked against the device's record (as `--source-check recorded`): the device runs 2.8.0
+    // now, and records it, so the delta from 7 is refused before a byte is written.
+    let recorded = Options::new();
+    // SAFETY: live options.
+    let rc =
+        unsafe { veriflash_options_set_source_check(recorded.0, VERIFLASH_SOURCE_CHECK_RECORDED) };
+    assert_eq!(rc, VERIFLASH_OK);
+    let before = std::fs::read(&fx.device).unwrap();
+    let (rc, _) = flash_with(&open(&delta), &trust, &recorded, &target);
+    assert_eq!(rc, VERIFLASH_SOURCE_MISMATCH, "{}", last_message());
+    assert!(last_message().contains("recorded"), "{}", last_message());
+    assert_eq!(std::fs::read(&fx.device).unwrap(), before);
 }
 
 #[test]
@@ -1593,6 +1605,18 @@ fn options_refuse_bad_arguments() {
             veriflash_options_set_reconnect_wait(options.0, 0),
             VERIFLASH_OK,
             "0: never wait"
+        );
+        assert_eq!(
+            veriflash_options_set_source_check(options.0, 2),
+            VERIFLASH_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            veriflash_options_set_source_check(ptr::null_mut(), VERIFLASH_SOURCE_CHECK_WHOLE),
+            VERIFLASH_NULL_POINTER
+        );
+        assert_eq!(
+            veriflash_options_set_source_check(options.0, VERIFLASH_SOURCE_CHECK_RECORDED),
+            VERIFLASH_OK
         );
     }
     // Options with every setting flash a file device as the defaults do.
