@@ -660,6 +660,7 @@ mod tests {
                 attempts: 3,
                 poll: Duration::from_millis(1),
             },
+            ..Options::default()
         }
     }
 
