@@ -134,6 +134,12 @@ fn install(
     install_checking(f, package, device, SourceCheck::Whole)
 }
 
+/// The fixture's delta installed on the device file at `path`, its source checked as `how`
+/// says.
+fn delta_on(f: &Fixture, path: &Path, how: SourceCheck) -> Result<(), veriflash_core::Error> {
+    install_checking(f, &f.delta, &mut FileDevice::open(path).unwrap(), how)
+}
+
 /// [`install`], checking a delta's source as `how` says.
 fn install_checking(
     f: &Fixture,
@@ -254,24 +260,12 @@ fn checked_against_the_devices_record_a_delta_installs_alike_and_refuses_another
 {
     let f = fixture();
     let device = device_running_v1(&f, "recorded.img");
-    install_checking(
-        &f,
-        &f.delta,
-        &mut FileDevice::open(&device).unwrap(),
-        SourceCheck::Recorded,
-    )
-    .unwrap();
+    delta_on(&f, &device, SourceCheck::Recorded).unwrap();
     assert_eq!(boots(&device).as_deref(), Some("v2"));
     assert_eq!(booted_images(&device), images_v2());
     // Now it runs v2, and records it: the delta from v1 is refused before anything is written.
     let before = std::fs::read(&device).unwrap();
-    let err = install_checking(
-        &f,
-        &f.delta,
-        &mut FileDevice::open(&device).unwrap(),
-        SourceCheck::Recorded,
-    )
-    .unwrap_err();
+    let err = delta_on(&f, &device, SourceCheck::Recorded).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
     assert!(err.to_string().contains("recorded"), "{err}");
     assert_eq!(
@@ -300,24 +294,12 @@ fn a_running_slot_damaged_since_its_install_is_refused_before_writing_when_hashe
         (path, bytes)
     };
     let (whole, before) = damaged("whole.img");
-    let err = install_checking(
-        &f,
-        &f.delta,
-        &mut FileDevice::open(&whole).unwrap(),
-        SourceCheck::Whole,
-    )
-    .unwrap_err();
+    let err = delta_on(&f, &whole, SourceCheck::Whole).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
     assert_eq!(std::fs::read(&whole).unwrap(), before, "not a byte written");
 
     let (recorded, before) = damaged("recorded.img");
-    let err = install_checking(
-        &f,
-        &f.delta,
-        &mut FileDevice::open(&recorded).unwrap(),
-        SourceCheck::Recorded,
-    )
-    .unwrap_err();
+    let err = delta_on(&f, &recorded, SourceCheck::Recorded).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SourceMismatch, "{err}");
     assert!(err.to_string().contains("no longer the source"), "{err}");
     // Part way: the slot being written changed, the one that runs did not and still runs v1.
