@@ -10,15 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use veriflash_core::sig::{PinnedKeys, SigningKey, Verifier};
 use veriflash_core::{
-    CancelToken, DeltaBase, Error, ErrorKind, Event, ImageData, ImageSource, InstallPolicy,
-    PackOptions, PackageSpec, UnsignedPackage, install,
+    CancelToken, DeltaBase, Error, ErrorKind, Event, InstallPolicy, PackOptions, UnsignedPackage,
+    install,
 };
 use veriflash_mdm9x07::emulator::{DeviceFaults, Emulator, EmulatorConfig, test_programmer};
 use veriflash_mdm9x07::transport::{Framing, MemoryTransport};
 use veriflash_mdm9x07::{Mdm9x07Session, SessionConfig};
-use veriflash_test_support::{
-    MODEM_CHIPSET, MODEM_PRODUCT, MODEM_REVISION, pseudo_random, sign_and_write, ubi_like,
-};
+use veriflash_test_support::{modem_spec, pseudo_random, sign_and_write, ubi_like};
 
 type Images = Vec<(&'static str, Vec<u8>)>;
 
@@ -48,28 +46,9 @@ fn v2() -> Images {
     images
 }
 
-fn spec(images: &[(&str, Vec<u8>)], version: &str) -> PackageSpec {
-    PackageSpec {
-        product: MODEM_PRODUCT.into(),
-        chipset: MODEM_CHIPSET.into(),
-        hardware_revisions: vec![MODEM_REVISION.into()],
-        software_version: version.into(),
-        security_version: 7,
-        images: images
-            .iter()
-            .map(|(partition, bytes)| {
-                let mut image =
-                    ImageSource::new(*partition, *partition, ImageData::Bytes(bytes.clone()));
-                image.chunk_size = 16 * 1024;
-                image
-            })
-            .collect(),
-    }
-}
-
 fn full(key: &SigningKey, images: &[(&str, Vec<u8>)], version: &str) -> Vec<u8> {
     sign_and_write(
-        &UnsignedPackage::prepare(spec(images, version)).unwrap(),
+        &UnsignedPackage::prepare(modem_spec(images, version)).unwrap(),
         &[key],
     )
     .unwrap()
@@ -93,7 +72,8 @@ fn delta(key: &SigningKey, old: &Images, new: &Images, nand_only: bool, dir: &Pa
         base = base.carrying_whole(["programmer".to_owned()]);
     }
     let unsigned =
-        UnsignedPackage::prepare_delta(spec(new, "2.5.0"), &PackOptions::default(), &base).unwrap();
+        UnsignedPackage::prepare_delta(modem_spec(new, "2.5.0"), &PackOptions::default(), &base)
+            .unwrap();
     sign_and_write(&unsigned, &[key]).unwrap()
 }
 

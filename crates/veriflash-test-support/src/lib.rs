@@ -96,18 +96,16 @@ pub const MODEM_CHIPSET: &str = "mdm9607";
 /// See [`MODEM_PRODUCT`].
 pub const MODEM_REVISION: &str = "r2";
 
-/// A package for the emulated MDM9607 (software 2.4.0, security version 7), one image per
-/// `(partition, bytes)` in order — the programmer first, for the partition `programmer` — in
-/// 16 KiB chunks, signed by `key`.
-///
-/// # Errors
-/// A packing, signing or writing error of the core.
-pub fn modem_package(key: &SigningKey, images: &[(&str, Vec<u8>)]) -> Result<Vec<u8>, Error> {
-    let unsigned = UnsignedPackage::prepare(PackageSpec {
+/// What a package for the emulated MDM9607 at software `version` (security version 7) holds:
+/// one image per `(partition, bytes)` in order — the programmer first, for the partition
+/// `programmer` — in 16 KiB chunks.
+#[must_use]
+pub fn modem_spec(images: &[(&str, Vec<u8>)], version: &str) -> PackageSpec {
+    PackageSpec {
         product: MODEM_PRODUCT.into(),
         chipset: MODEM_CHIPSET.into(),
         hardware_revisions: vec![MODEM_REVISION.into()],
-        software_version: "2.4.0".into(),
+        software_version: version.into(),
         security_version: 7,
         images: images
             .iter()
@@ -118,7 +116,15 @@ pub fn modem_package(key: &SigningKey, images: &[(&str, Vec<u8>)]) -> Result<Vec
                 image
             })
             .collect(),
-    })?;
+    }
+}
+
+/// [`modem_spec`] at software 2.4.0, signed by `key`.
+///
+/// # Errors
+/// A packing, signing or writing error of the core.
+pub fn modem_package(key: &SigningKey, images: &[(&str, Vec<u8>)]) -> Result<Vec<u8>, Error> {
+    let unsigned = UnsignedPackage::prepare(modem_spec(images, "2.4.0"))?;
     sign_and_write(&unsigned, &[key])
 }
 
