@@ -31,16 +31,25 @@ pub(crate) struct HostCopy {
     partition: String,
     file: std::fs::File,
     len: u64,
+    /// Kept by an interrupted install and taken as it was, not read from the modem now.
+    resumed: bool,
 }
 
 impl HostCopy {
-    /// The copy of `partition` in `file`, `len` bytes from its start.
-    pub(crate) fn new(partition: &str, file: std::fs::File, len: u64) -> Self {
+    /// The copy of `partition` in `file`, `len` bytes from its start; `resumed` when an
+    /// interrupted install kept it and it was not read from the modem now.
+    pub(crate) fn new(partition: &str, file: std::fs::File, len: u64, resumed: bool) -> Self {
         Self {
             partition: partition.to_owned(),
             file,
             len,
+            resumed,
         }
+    }
+
+    /// Whether an interrupted install kept it (see [`HostCopy::new`]).
+    pub(crate) fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The partition it is a copy of.
@@ -105,7 +114,7 @@ mod tests {
     fn reads_inside_the_copy_and_refuses_past_its_end() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"0123456789").unwrap();
-        let mut copy = HostCopy::new("boot", file, 10);
+        let mut copy = HostCopy::new("boot", file, 10, false);
         let mut buf = [0u8; 4];
         copy.read_at(6, &mut buf).unwrap();
         assert_eq!(&buf, b"6789");
@@ -120,7 +129,7 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
         // A copy that shrank on disk under the session is an error, not short data.
-        let mut short = HostCopy::new("boot", tempfile::tempfile().unwrap(), 10);
+        let mut short = HostCopy::new("boot", tempfile::tempfile().unwrap(), 10, false);
         assert!(matches!(short.read_at(0, &mut buf), Err(Error::Storage(_))));
     }
 

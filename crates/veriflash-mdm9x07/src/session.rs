@@ -272,8 +272,6 @@ pub struct Mdm9x07Session<T: Transport> {
     /// Partitions read back before the install's first write, for a delta install's source
     /// ([`crate::installed`]).
     copies: Vec<HostCopy>,
-    /// The partitions whose copy was one an interrupted install kept, taken as it was.
-    resumed_copies: Vec<String>,
 }
 
 impl<T: Transport> std::fmt::Debug for Mdm9x07Session<T> {
@@ -307,7 +305,6 @@ impl<T: Transport> Mdm9x07Session<T> {
             layout_from_backup: false,
             descriptor: Vec::new(),
             copies: Vec::new(),
-            resumed_copies: Vec::new(),
         }
     }
 
@@ -743,15 +740,13 @@ impl<T: Transport> Mdm9x07Session<T> {
             Some(path) => {
                 let resumable = self.interrupted()
                     && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= capacity);
-                if resumable {
-                    self.resumed_copies.push(partition.to_owned());
-                } else {
+                if !resumable {
                     self.copy_partition(&p, &path)?;
                 }
                 let io = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
                 let file = std::fs::File::open(&path).map_err(io)?;
                 let len = file.metadata().map_err(io)?.len();
-                HostCopy::new(partition, file, len)
+                HostCopy::new(partition, file, len, resumable)
             }
             None => {
                 let io = |e: std::io::Error| {
@@ -760,7 +755,7 @@ impl<T: Transport> Mdm9x07Session<T> {
                 let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(io)?);
                 let len = self.read_blocks(&p, &mut out, &io)?;
                 let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-                HostCopy::new(partition, file, len)
+                HostCopy::new(partition, file, len, false)
             }
         };
         self.copies.push(copy);
@@ -1160,17 +1155,19 @@ impl<T: Transport> FlashSession for Mdm9x07Session<T> {
     /// what does not match (damaged, or from before another tool re-flashed the modem), and
     /// only the full package or fresh copies get past them.
     fn source_mismatch_remedy(&self) -> Option<String> {
-        if self.resumed_copies.is_empty() {
+        let resumed: Vec<String> = self
+            .copies
+            .iter()
+            .filter(|c| c.resumed())
+            .map(|c| format!("'{}'", c.partition()))
+            .collect();
+        if resumed.is_empty() {
             return None;
         }
         let dir = self.installed_dir()?;
         Some(format!(
             "The source of {} was read from the copy an interrupted install kept in {}, and that copy is not the image this delta applies to: damaged, or kept from before the modem was flashed by other means. Install the full package (it also ends the kept copies); or, if the modem still runs the delta's source, delete {} and run the delta again, which copies the modem afresh. Nothing was written.",
-            self.resumed_copies
-                .iter()
-                .map(|p| format!("'{p}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            resumed.join(", "),
             dir.display(),
             dir.display()
         ))
