@@ -44,7 +44,7 @@ use crate::error::{Error, ErrorKind, Location};
 use crate::flash::device_error;
 use crate::pack::{Chunking, ImageData, ImageSource, PackOptions, PackageSpec, UnsignedPackage};
 use crate::package::{ImageReport, PackageReader, hex, stored_table};
-use crate::pipeline::{InOrder, Pipeline};
+use crate::pipeline::{Buffers, InOrder, Pipeline};
 use crate::reuse::ReuseTarget;
 
 /// What a device holds installed, as a delta install reads it: the image the software that
@@ -322,7 +322,7 @@ pub(crate) fn stream<R: Read>(
             references: image.source.iter().flat_map(|s| &s.references),
             count: image.chunk_count(),
             next: 0,
-            spare: Vec::new(),
+            buffers: Buffers::default(),
         };
         // A shorter borrow of the target for this image (`Option` does not coerce it).
         let this_image = target.as_deref_mut().map(|t| -> &mut dyn ReuseTarget { t });
@@ -407,24 +407,15 @@ struct ImageReading<'r, 'a, R, I> {
     /// The image's chunks (counted once: a content-defined table is walked to count them).
     count: u64,
     next: u64,
-    /// Buffers handed back, for the next chunks: as many as are in flight at most.
-    spare: Vec<Vec<u8>>,
+    /// Buffers handed back, for the next chunks.
+    buffers: Buffers,
 }
 
 impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> {
-    /// Keeps a buffer handed back for the next chunks (not one that holds no memory): as many
-    /// are kept as were in use at once.
-    fn keep(&mut self, buffer: Vec<u8>) {
-        if buffer.capacity() > 0 {
-            self.spare.push(buffer);
-        }
-    }
-
-    /// A buffer of `len` bytes (their content is overwritten by a read).
+    /// A buffer of `len` bytes (a signed length) from [`ImageReading::buffers`].
     fn buffer(&mut self, len: u32) -> Vec<u8> {
-        let mut buffer = self.spare.pop().unwrap_or_default();
-        buffer.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
-        buffer
+        self.buffers
+            .take(usize::try_from(len).unwrap_or(usize::MAX))
     }
 
     /// Reads the next chunks, in order, until they hold `at_least` bytes or the image ends:
@@ -502,7 +493,7 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> ImageReading<'_, 'a, R, I> 
             read_frame(self.reader, image, index, &record, source_ref, &mut stored)?;
         }
         let Some(target) = target.as_deref_mut() else {
-            self.keep(stored);
+            self.buffers.keep(stored);
             return Ok(None);
         };
         let mut out = self.buffer(record.decompressed_len);
@@ -594,8 +585,10 @@ impl<'a, R: Read, I: Iterator<Item = &'a SourceRef>> InOrder for DeltaIo<'_, 'a,
             if let Some(target) = self.target.as_deref_mut() {
                 target.chunk(self.reading.image, chunk.as_verified())?;
             }
-            self.reading.keep(chunk.into_buffer());
-            buffers.into_iter().for_each(|b| self.reading.keep(b));
+            self.reading.buffers.keep(chunk.into_buffer());
+            buffers
+                .into_iter()
+                .for_each(|b| self.reading.buffers.keep(b));
         }
         Ok(())
     }

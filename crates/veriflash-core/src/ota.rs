@@ -63,7 +63,7 @@ use crate::flash::CancelToken;
 use crate::package::{
     ImageReport, PackageReader, VerifiedManifest, VerifyReport, hex, location_in,
 };
-use crate::pipeline::{InOrder, Pipeline};
+use crate::pipeline::{Buffers, InOrder, Pipeline};
 use crate::reuse::{Origin, ReuseIndex, ReuseTarget, SinkOnly};
 use crate::source::{PermanentFailure, RangeReader, Source, describe_duration};
 
@@ -414,7 +414,7 @@ impl<S: Source> RemotePackage<S> {
                 .map(|_| check_whole_image.then(Sha256::new))
                 .collect(),
             next: 0,
-            spare: Vec::new(),
+            buffers: Buffers::default(),
         };
         Pipeline {
             threads,
@@ -660,8 +660,8 @@ struct ReuseIo<'s, 'a, S> {
     decoder: &'a ZstdDecoder,
     whole: Vec<Option<Sha256>>,
     next: usize,
-    /// Buffers handed back, for the next chunks: as many as are in flight at most.
-    spare: Vec<Vec<u8>>,
+    /// Buffers handed back, for the next chunks.
+    buffers: Buffers,
 }
 
 impl<'a, S: Source> ReuseIo<'_, 'a, S> {
@@ -679,20 +679,6 @@ impl<'a, S: Source> ReuseIo<'_, 'a, S> {
                 Some((image, expected))
             })
             .ok_or_else(|| Error::new(ErrorKind::Malformed, "a chunk outside the manifest"))
-    }
-
-    /// A buffer of `len` bytes (its content is overwritten by a read).
-    fn buffer(&mut self, len: usize) -> Vec<u8> {
-        let mut buffer = self.spare.pop().unwrap_or_default();
-        buffer.resize(len, 0);
-        buffer
-    }
-
-    /// Keeps a buffer handed back, unless it holds no memory.
-    fn keep(&mut self, buffer: Vec<u8>) {
-        if buffer.capacity() > 0 {
-            self.spare.push(buffer);
-        }
     }
 
     /// Hands verified chunk `at` on: counts it, keeps it in the cache when it was fetched
@@ -738,8 +724,8 @@ impl<'a, S: Source> ReuseIo<'_, 'a, S> {
                 "a chunk outside the manifest",
             ));
         };
-        let mut stored = self.buffer(chunk.len);
-        let mut decoded = self.buffer(expected.len());
+        let mut stored = self.buffers.take(chunk.len);
+        let mut decoded = self.buffers.take(expected.len());
         let mut repairs = 0;
         let mut mismatch = true;
         loop {
@@ -777,11 +763,11 @@ impl<'a, S: Source> InOrder for ReuseIo<'_, 'a, S> {
         let origin = self.origins.get(at).copied().flatten();
         let end = self.ends.get(at).copied().flatten();
         let read = self.expected(at).and_then(|(_, expected)| {
-            let mut stored = self.buffer(chunk.len);
+            let mut stored = self.buffers.take(chunk.len);
             let decoded = if expected.encoding() == veriflash_hash::ChunkEncoding::Raw {
                 Vec::new()
             } else {
-                self.buffer(expected.len())
+                self.buffers.take(expected.len())
             };
             let reused = origin.is_some_and(|origin| origin.read(self.target, &mut stored).is_ok());
             if !reused {
@@ -809,8 +795,8 @@ impl<'a, S: Source> InOrder for ReuseIo<'_, 'a, S> {
         match checked {
             Ok((verified, spare)) => {
                 self.deliver(at, reused, verified.as_verified())?;
-                self.keep(verified.into_buffer());
-                self.keep(spare);
+                self.buffers.keep(verified.into_buffer());
+                self.buffers.keep(spare);
                 Ok(())
             }
             Err(HashError::ChunkMismatch { .. }) => self.read_again(at, reused),

@@ -23,6 +23,28 @@ pub(crate) struct Pipeline {
     pub(crate) in_flight: usize,
 }
 
+/// The buffers the calling thread reads jobs into, handed back after their results were handed
+/// on: as many are kept as were in use at once (so memory follows the jobs in flight), and a
+/// buffer is resized, not allocated, for the next job.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers(Vec<Vec<u8>>);
+
+impl Buffers {
+    /// A buffer of `len` bytes (their content is overwritten by a read).
+    pub(crate) fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut buffer = self.0.pop().unwrap_or_default();
+        buffer.resize(len, 0);
+        buffer
+    }
+
+    /// Keeps a buffer handed back, unless it holds no memory.
+    pub(crate) fn keep(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            self.0.push(buffer);
+        }
+    }
+}
+
 /// What the calling thread does: reads the next job, and hands on a checked one.
 pub(crate) trait InOrder {
     /// A job read, for a worker to check.
